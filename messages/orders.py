@@ -1,0 +1,182 @@
+"""Order, fill and cancel messages. Never conflated, never dropped."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from messages.base import Message, MessageError, check_decimal, check_str, check_utc, message
+from messages.enums import CancelOutcome, OrderPurpose, OrderType, Side, TimeInForce
+
+
+def _check_enum(obj: Message, field: str, enum_cls: type) -> None:
+    value = getattr(obj, field)
+    if isinstance(value, enum_cls):
+        return
+    try:
+        object.__setattr__(obj, field, enum_cls(value))
+    except ValueError:
+        allowed = ", ".join(e.value for e in enum_cls)
+        raise MessageError(
+            f"{type(obj).__name__}.{field}: {value!r} is not one of {allowed}") from None
+
+
+@message
+class Signal(Message):
+    """Strategy output: what the strategy wants, before any risk decision."""
+
+    symbol: str
+    side: Side
+    qty: Decimal
+    ts: datetime
+    stop_loss: Decimal | None = None
+    strategy: str = "manual"
+    account: str = "default"
+    reduce_only: bool = False
+
+    def __post_init__(self) -> None:
+        check_str(self, "symbol")
+        _check_enum(self, "side", Side)
+        check_decimal(self, "qty", positive=True)
+        check_decimal(self, "stop_loss", positive=True, optional=True)
+        check_utc(self, "ts")
+
+
+@message
+class OrderRequest(Message):
+    """An order as the broker sees it. Built by the coordinator only."""
+
+    client_order_id: str
+    symbol: str
+    side: Side
+    order_type: OrderType
+    qty: Decimal
+    ts: datetime
+    price: Decimal | None = None
+    trigger_price: Decimal | None = None
+    reduce_only: bool = False
+    tif: TimeInForce = TimeInForce.GTC
+    account: str = "default"
+    purpose: OrderPurpose = OrderPurpose.ENTRY
+    group_id: str | None = None
+
+    def __post_init__(self) -> None:
+        check_str(self, "client_order_id")
+        check_str(self, "symbol")
+        _check_enum(self, "side", Side)
+        _check_enum(self, "order_type", OrderType)
+        _check_enum(self, "tif", TimeInForce)
+        _check_enum(self, "purpose", OrderPurpose)
+        check_decimal(self, "qty", positive=True)
+        check_decimal(self, "price", positive=True, optional=True)
+        check_decimal(self, "trigger_price", positive=True, optional=True)
+        check_utc(self, "ts")
+        if self.order_type is not OrderType.MARKET and self.price is None:
+            raise MessageError(f"OrderRequest {self.client_order_id}: {self.order_type} needs a price")
+        if self.order_type is OrderType.STOP_LIMIT and self.trigger_price is None:
+            raise MessageError(f"OrderRequest {self.client_order_id}: stop_limit needs a trigger_price")
+
+
+@message
+class OrderAcked(Message):
+    client_order_id: str
+    exchange_order_id: str
+    symbol: str
+    ts: datetime
+
+    def __post_init__(self) -> None:
+        check_str(self, "client_order_id")
+        check_str(self, "symbol")
+        check_utc(self, "ts")
+
+
+@message
+class OrderRejected(Message):
+    client_order_id: str
+    symbol: str
+    reason: str
+    ts: datetime
+
+    def __post_init__(self) -> None:
+        check_str(self, "client_order_id")
+        check_utc(self, "ts")
+
+
+@message
+class OrderFilled(Message):
+    """One fill report. ``fill_id`` is unique per fill at the exchange."""
+
+    client_order_id: str
+    fill_id: str
+    symbol: str
+    side: Side
+    qty: Decimal
+    price: Decimal
+    leaves_qty: Decimal
+    ts: datetime
+    fee: Decimal = Decimal("0")
+    account: str = "default"
+
+    def __post_init__(self) -> None:
+        check_str(self, "client_order_id")
+        check_str(self, "fill_id")
+        check_str(self, "symbol")
+        _check_enum(self, "side", Side)
+        check_decimal(self, "qty", positive=True)
+        check_decimal(self, "price", positive=True)
+        check_decimal(self, "leaves_qty", non_negative=True)
+        check_decimal(self, "fee")
+        check_utc(self, "ts")
+
+
+@message
+class CancelOrder(Message):
+    client_order_id: str
+    symbol: str
+    ts: datetime
+
+    def __post_init__(self) -> None:
+        check_str(self, "client_order_id")
+        check_utc(self, "ts")
+
+
+@message
+class CancelConfirmed(Message):
+    """The exchange's answer to a cancel: canceled, already filled, or unknown."""
+
+    client_order_id: str
+    symbol: str
+    outcome: CancelOutcome
+    canceled_qty: Decimal
+    ts: datetime
+
+    def __post_init__(self) -> None:
+        check_str(self, "client_order_id")
+        _check_enum(self, "outcome", CancelOutcome)
+        check_decimal(self, "canceled_qty", non_negative=True)
+        check_utc(self, "ts")
+
+
+@message
+class PositionSnapshot(Message):
+    """Positions at the broker for one account: ((symbol, qty), ...)."""
+
+    account: str
+    positions: tuple[tuple[str, Decimal], ...]
+    ts: datetime
+
+    def __post_init__(self) -> None:
+        check_str(self, "account")
+        check_utc(self, "ts")
+        norm = []
+        for i, item in enumerate(self.positions):
+            try:
+                sym, qty = item
+            except (TypeError, ValueError):
+                raise MessageError(f"PositionSnapshot.positions[{i}]: expected (symbol, qty)") from None
+            from messages.base import to_decimal
+            norm.append((str(sym), to_decimal(qty, f"positions[{i}].qty", where="PositionSnapshot.")))
+        object.__setattr__(self, "positions", tuple(norm))
+
+    def as_dict(self) -> dict[str, Decimal]:
+        return dict(self.positions)

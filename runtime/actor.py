@@ -1,0 +1,217 @@
+"""The Tradewarden actor: a pykka ThreadingActor with a held mailbox.
+
+Differences from a plain pykka actor, and why:
+
+* Its inbox is the :class:`~runtime.mailbox.Mailbox` of its directory cell,
+  which outlives the instance. pykka drops the rest of the inbox when a
+  handler raises; here the waiting messages stay and the restarted instance
+  handles them in order.
+* A handler that raises does not vanish into a log line: the failure is
+  recorded on the cell (count, last failure, the poison message goes to the
+  dead letters) and the supervisor is told, which applies its restart policy.
+* Messages are dispatched by type to methods marked with :func:`handles`.
+* Handlers must never block on another actor, so ``ask`` from inside a
+  handler raises (request and reply are two tells; see ``ActorContext``).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+import pykka
+from loguru import logger
+from pykka._envelope import Envelope
+from pykka._registry import ActorRegistry
+
+from runtime.mailbox import StopNow
+from runtime.signals import GracefulStop
+
+if TYPE_CHECKING:
+    from runtime.context import ActorContext
+
+_current = threading.local()
+
+
+def current_actor_name() -> str | None:
+    """Name of the actor whose handler is running on this thread, if any."""
+    return getattr(_current, "name", None)
+
+
+def handles(*message_types: type) -> Callable[[Callable], Callable]:
+    """Mark a method as the handler for one or more message types."""
+    if not message_types:
+        raise TypeError("handles() needs at least one message type")
+
+    def mark(fn: Callable) -> Callable:
+        fn._tw_handles = tuple(message_types)  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+class Actor(pykka.ThreadingActor):
+    """Base class of every Tradewarden actor. Construct with an ActorContext."""
+
+    use_daemon_thread = True
+    _tw_dispatch: ClassVar[dict[type, str]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        table: dict[type, str] = {}
+        for klass in reversed(cls.__mro__):
+            for attr, value in vars(klass).items():
+                for mtype in getattr(value, "_tw_handles", ()):
+                    table[mtype] = attr
+        cls._tw_dispatch = table
+
+    def __init__(self, ctx: ActorContext, *args: Any, **kwargs: Any) -> None:
+        self.ctx = ctx
+        self._cell = ctx.cell
+        self.log = logger.bind(actor=ctx.name)
+        self._exit_reason = "normal"
+        self._exit_error: BaseException | None = None
+        self._exit_announced = False
+        super().__init__()
+        self._dispatch_cache: dict[type, Callable | None] = {}
+
+    def _create_actor_inbox(self):  # type: ignore[override]
+        # The mailbox belongs to the directory cell, not to this instance.
+        return self._cell.mailbox
+
+    def _start_actor_loop(self) -> None:
+        thread = threading.Thread(target=self._actor_loop, name=f"tw-{self.ctx.name}",
+                                  daemon=True)
+        thread.start()
+
+    # -- hooks for subclasses --------------------------------------------------
+
+    def on_idle(self) -> None:
+        """Called after a message when the mailbox is empty (e.g. group commit)."""
+
+    def on_unhandled(self, message: Any) -> None:
+        """A message with no handler: logged and kept as a dead letter."""
+        self.log.warning("no handler for {} in {}", type(message).__name__, type(self).__name__)
+        self.ctx.system.dead_letters.record(self.ctx.name, message, "unhandled")
+
+    def on_receive(self, message: Any) -> Any:
+        handler = self._resolve(type(message))
+        if handler is None:
+            return self.on_unhandled(message)
+        return handler(message)
+
+    def _resolve(self, mtype: type) -> Callable | None:
+        try:
+            return self._dispatch_cache[mtype]
+        except KeyError:
+            pass
+        name = None
+        for klass in mtype.__mro__:
+            name = self._tw_dispatch.get(klass)
+            if name is not None:
+                break
+        handler = getattr(self, name) if name else None
+        self._dispatch_cache[mtype] = handler
+        return handler
+
+    # -- the loop ----------------------------------------------------------------
+
+    def _actor_loop(self) -> None:
+        cell = self._cell
+        _current.name = cell.name
+        try:
+            try:
+                self.on_start()
+            except Exception as exc:  # noqa: BLE001 - recorded and supervised
+                self._crash(exc, None, during="on_start")
+                self._announce_exit()
+            cell.started.set()
+            if not self.actor_stopped.is_set():
+                self._run()
+        finally:
+            self._announce_exit()
+            _current.name = None
+            cell.started.set()
+            cell.thread_ended(self)
+
+    def _announce_exit(self) -> None:
+        """Tell the cell (and so the supervisor) once that this instance ended.
+
+        Called while the mailbox still shows this actor busy, so a quiescence
+        check can never slip between the exit and the supervisor hearing of it.
+        """
+        if self._exit_announced:
+            return
+        self._exit_announced = True
+        ActorRegistry.unregister(self.actor_ref)
+        self.actor_stopped.set()
+        self._cell.instance_exited(self, self._exit_reason, self._exit_error)
+
+    def _run(self) -> None:
+        mailbox = self._cell.mailbox
+        perf = time.perf_counter
+        stopped = self.actor_stopped
+        while not stopped.is_set():
+            item = mailbox.get()
+            t0 = perf()
+            try:
+                kind = type(item)
+                if kind is Envelope:
+                    self._handle_envelope(item)
+                elif kind is StopNow or kind is GracefulStop:
+                    self._stop_instance(item.reason)
+                else:
+                    self.on_receive(item)
+                if not mailbox._items and not stopped.is_set():
+                    self.on_idle()
+            except Exception as exc:  # noqa: BLE001 - recorded and supervised
+                self._crash(exc, item, during="handler")
+            finally:
+                if stopped.is_set():
+                    self._announce_exit()
+                mailbox.record_handled(perf() - t0)
+                mailbox.done()
+
+    def _handle_envelope(self, envelope: Envelope) -> None:
+        reply_to = envelope.reply_to
+        try:
+            result = self._handle_receive(envelope.message)
+        except Exception:  # noqa: BLE001 - returned to the asker, like pykka
+            if reply_to is None:
+                raise
+            reply_to.set_exception(sys.exc_info())
+        else:
+            if reply_to is not None:
+                reply_to.set(result)
+
+    def _stop(self) -> None:
+        # pykka's ActorRef.stop() arrives here via _ActorStop.
+        self._stop_instance("stop requested")
+
+    def _stop_instance(self, reason: str) -> None:
+        self.actor_stopped.set()
+        self.log.debug("stopping: {}", reason)
+        try:
+            self.on_stop()
+        except Exception as exc:  # noqa: BLE001
+            self._crash(exc, None, during="on_stop")
+
+    def _crash(self, exc: BaseException, message: Any, *, during: str) -> None:
+        self._exit_reason = "crash"
+        self._exit_error = exc
+        self.actor_stopped.set()
+        self.log.opt(exception=exc).error(
+            "actor {} crashed in {} while handling {}: {!r}",
+            self.ctx.name, during, type(message).__name__ if message is not None else "-", exc)
+        self._cell.record_failure(exc, message, during)
+        try:
+            self.on_failure(type(exc), exc, exc.__traceback__)
+        except Exception as hook_exc:  # noqa: BLE001
+            self.log.opt(exception=hook_exc).error("on_failure hook of {} raised", self.ctx.name)
+
+    def _handle_failure(self, exception_type, exception_value, traceback) -> None:  # type: ignore[override]
+        # pykka calls this from paths we do not override; route it to _crash.
+        if exception_value is not None:
+            self._crash(exception_value, None, during="pykka")

@@ -1,0 +1,305 @@
+"""ActorSystem: owns a tree of supervised actors, their directory and time.
+
+Several systems can live in one process: nothing here uses pykka's global
+registry for lookups. Construction has no side effects (rule 14); threads
+start in :meth:`ActorSystem.start`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import Counter
+from typing import Any, Callable
+
+import pykka
+from loguru import logger
+from pykka._envelope import Envelope
+
+from runtime.actor import current_actor_name
+from runtime.clock import Clock, LiveClock, VirtualClock
+from runtime.context import ActorContext
+from runtime.directory import RUNNING, STOPPED, ActorCell, DeadLetters, Directory
+from runtime.executor import SharedExecutor
+from runtime.signals import ChildExited, GracefulStop
+from runtime.supervisor import SupervisorSpec
+from runtime.timers import TimerService
+
+
+class QuiescenceTimeout(TimeoutError):
+    """The system did not become quiescent in time (an actor is busy or looping)."""
+
+
+class AskInsideHandler(RuntimeError):
+    """A handler tried to block on another actor; use two tells and a timer instead."""
+
+
+class Address:
+    """A cached handle on a named cell: the fastest way to tell repeatedly."""
+
+    __slots__ = ("_system", "name", "_cell")
+
+    def __init__(self, system: ActorSystem, name: str) -> None:
+        self._system = system
+        self.name = name
+        self._cell = system.directory.get(name)
+
+    def tell(self, message: Any) -> bool:
+        cell = self._cell
+        if cell is None or cell.state == STOPPED:
+            cell = self._cell = self._system.directory.get(self.name)
+            if cell is None or cell.state == STOPPED:
+                self._system.dead_letters.record(self.name, message, "no such actor")
+                return False
+        cell.mailbox.put(message)
+        return True
+
+
+class ActorSystem:
+    def __init__(self, *, clock: Clock | None = None, executor_workers: int = 2,
+                 name: str = "tradewarden", seed: int = 0,
+                 services: dict[str, Any] | None = None) -> None:
+        self.name = name
+        self.clock = clock or LiveClock()
+        self.seed = seed
+        self.services: dict[str, Any] = dict(services or {})
+        self.directory = Directory()
+        self.dead_letters = DeadLetters()
+        self._activity = itertools.count()
+        self._idle = threading.Event()
+        self.timers = TimerService(self.clock, self.tell)
+        self.executor = SharedExecutor(self, executor_workers)
+        self.root: str | None = None
+        self.halted = False
+        self.halt_reason: str | None = None
+        self._halt_hooks: list[Callable[[str], None]] = []
+        self._root_done = threading.Event()
+        self.restart_counts: Counter = Counter()
+        self.failure_counts: Counter = Counter()
+        self._started = False
+        self._shut = False
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def start(self, root: SupervisorSpec, *, timeout: float = 30.0) -> ActorSystem:
+        if self._started:
+            raise RuntimeError("actor system already started")
+        self._started = True
+        self.root = root.name
+        self.timers.start()
+        cell = self.new_cell(root.name, supervisor=None, conflate=False)
+        self.spawn(cell, root.actor, root.args, root.kwargs)
+        if not cell.started.wait(timeout):
+            raise TimeoutError(f"root supervisor {root.name} did not start within {timeout}s")
+        logger.info("actor system {} started: {} actors", self.name, len(self.directory.names()))
+        if self.clock.is_virtual:
+            self.wait_quiescent(timeout)
+        return self
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop every actor in reverse start order, then timers and executor."""
+        if self._shut:
+            return
+        self._shut = True
+        root = self.directory.get(self.root) if self.root else None
+        if root is not None and root.state == RUNNING:
+            root.mailbox.put(GracefulStop("system shutdown"))
+            if not root.exited.wait(timeout):
+                logger.error("root supervisor did not stop within {}s", timeout)
+        self.timers.stop()
+        self.executor.shutdown()
+        left = 0
+        for cell in self.directory.cells():
+            if cell.state == RUNNING:
+                logger.error("actor {} still running after shutdown", cell.name)
+                continue
+            cell.state = STOPPED
+            for item in cell.mailbox.drain():
+                if isinstance(item, (GracefulStop, ChildExited)):
+                    continue
+                if isinstance(item, Envelope) and item.reply_to is not None:
+                    item.reply_to.set_exception(
+                        (pykka.ActorDeadError, pykka.ActorDeadError(f"{cell.name} stopped"), None))
+                left += 1
+                self.dead_letters.record(cell.name, item, "shutdown")
+        if left:
+            logger.warning("{} messages were still waiting at shutdown (dead letters)", left)
+        logger.info("actor system {} stopped", self.name)
+
+    def __enter__(self) -> ActorSystem:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
+
+    # -- cells ------------------------------------------------------------------
+
+    def new_cell(self, name: str, *, supervisor: str | None, conflate: bool) -> ActorCell:
+        cell = ActorCell(self, name, supervisor=supervisor, conflate=conflate,
+                         activity=self._activity)
+        return self.directory.add(cell)
+
+    def spawn(self, cell: ActorCell, factory: Callable[..., Any], args: tuple,
+              kwargs: dict) -> None:
+        """Start a new instance of ``factory`` in ``cell`` (called by supervisors)."""
+        cell.incarnation += 1
+        cell.started.clear()
+        cell.exited.clear()
+        cell.state = RUNNING
+        ctx = ActorContext(self, cell)
+        try:
+            actor = factory(ctx, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - a constructor failure is a crash too
+            cell.kind = getattr(factory, "__name__", str(factory))
+            cell.record_failure(exc, None, "__init__")
+            logger.opt(exception=exc).error("could not construct actor {}", cell.name)
+            cell.actor = None
+            cell.state = "exited"
+            cell.started.set()
+            cell.exited.set()
+            note = ChildExited(cell.name, cell.incarnation, "crash", exc)
+            if cell.supervisor is None:
+                self.root_exited(note)
+            else:
+                self.tell(cell.supervisor, note)
+            return
+        cell.kind = type(actor).__name__
+        cell.actor = actor
+        pykka.ActorRegistry.register(actor.actor_ref)
+        actor._start_actor_loop()
+
+    def retire_cell(self, name: str, *, reason: str) -> None:
+        """A child gone for good: its waiting messages become dead letters."""
+        cell = self.directory.get(name)
+        if cell is None:
+            return
+        cell.state = STOPPED
+        self.directory.remove(name)
+        for item in cell.mailbox.drain():
+            if not isinstance(item, (GracefulStop, ChildExited)):
+                self.dead_letters.record(name, item, reason)
+
+    def root_exited(self, note: ChildExited) -> None:
+        if note.reason != "normal" and not self._shut:
+            self.halt(f"root supervisor failed: {note.error!r}")
+        self._root_done.set()
+
+    def on_halt(self, hook: Callable[[str], None]) -> None:
+        """Register a callback for an orderly halt (kill switch, alert, flush)."""
+        self._halt_hooks.append(hook)
+
+    def halt(self, reason: str) -> None:
+        if self.halted:
+            return
+        self.halted = True
+        self.halt_reason = reason
+        logger.critical("HALT: {}", reason)
+        for hook in self._halt_hooks:
+            try:
+                hook(reason)
+            except Exception:  # noqa: BLE001
+                logger.exception("halt hook {} failed", hook)
+
+    # -- messaging ----------------------------------------------------------------
+
+    def tell(self, name: str, message: Any) -> bool:
+        """Send ``message`` to the actor called ``name``. Never blocks."""
+        cell = self.directory.get(name)
+        if cell is None or cell.state == STOPPED:
+            self.dead_letters.record(name, message, "no such actor")
+            return False
+        cell.mailbox.put(message)
+        return True
+
+    def address(self, name: str) -> Address:
+        return Address(self, name)
+
+    def ask(self, name: str, message: Any, timeout: float = 10.0) -> Any:
+        """Request/reply for tests, tools and the launcher. Never from a handler."""
+        if current_actor_name() is not None:
+            raise AskInsideHandler(
+                f"{current_actor_name()} asked {name} from inside a handler; "
+                "send a request message and handle the reply instead")
+        cell = self.directory.get(name)
+        if cell is None or cell.state == STOPPED:
+            raise LookupError(f"no actor named {name!r}")
+        future = pykka.ThreadingFuture()
+        cell.mailbox.put(Envelope(message, reply_to=future))
+        if self.clock.is_virtual:
+            self.wait_quiescent(timeout)
+        return future.get(timeout=timeout)
+
+    # -- failures ---------------------------------------------------------------
+
+    def count_failure(self, name: str, exc: BaseException) -> None:
+        self.failure_counts[name] += 1
+
+    def count_restart(self, name: str) -> None:
+        self.restart_counts[name] += 1
+
+    # -- quiescence and virtual time --------------------------------------------
+
+    def poke(self) -> None:
+        self._idle.set()
+
+    def is_quiescent(self) -> bool:
+        """True when no message is queued at a running actor or being handled,
+        and no executor task is in flight. Exact: retried if anything moved."""
+        before = next(self._activity)
+        for cell in self.directory.cells():
+            if cell.state == RUNNING:
+                mb = cell.mailbox
+                if mb.busy or mb._items:
+                    return False
+        if self.executor.in_flight:
+            return False
+        return next(self._activity) == before + 1
+
+    def wait_quiescent(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        spins = 0
+        while not self.is_quiescent():
+            spins += 1
+            if time.monotonic() > deadline:
+                busy = [(c.name, c.mailbox.depth, c.mailbox.busy) for c in self.directory.cells()
+                        if c.state == RUNNING and (c.mailbox.busy or c.mailbox.depth)]
+                raise QuiescenceTimeout(f"not quiescent after {timeout}s; busy: {busy}")
+            # Yield the GIL; after a while back off to a short wait on the idle hint.
+            if spins < 200:
+                time.sleep(0)
+            else:
+                self._idle.wait(0.001)
+                self._idle.clear()
+
+    def _virtual(self) -> VirtualClock:
+        if not isinstance(self.clock, VirtualClock):
+            raise RuntimeError("this needs a system built with a VirtualClock")
+        return self.clock
+
+    def run_until(self, t: float, *, timeout: float = 60.0) -> None:
+        """Advance virtual time to ``t`` seconds, firing timers in order, each
+        only once the system is quiescent."""
+        clock = self._virtual()
+        deadline = time.monotonic() + timeout
+        while True:
+            self.wait_quiescent(max(0.1, deadline - time.monotonic()))
+            due = self.timers.next_due()
+            if due is None or due > t:
+                clock.advance_to(max(clock.monotonic(), t))
+                self.wait_quiescent(max(0.1, deadline - time.monotonic()))
+                return
+            clock.advance_to(max(clock.monotonic(), due))
+            self.timers.fire_due(due)
+            if time.monotonic() > deadline:
+                raise QuiescenceTimeout(f"run_until({t}) exceeded {timeout}s of wall time")
+
+    def advance(self, seconds: float, *, timeout: float = 60.0) -> None:
+        self.run_until(self.clock.monotonic() + seconds, timeout=timeout)
+
+    # -- introspection ------------------------------------------------------------
+
+    def snapshot(self, *, peek: int = 0) -> dict[str, Any]:
+        from runtime.introspection import snapshot
+
+        return snapshot(self, peek=peek)
