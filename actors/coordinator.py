@@ -1,0 +1,314 @@
+"""The coordinator: the only door to the broker's order API (rule 1).
+
+Every order, whatever its purpose (entry, exit, stop, hedge, rollback),
+arrives here as a ``Signal`` or an ``OrderIntent``, is decided by the risk
+gate (``trading.gate.decide``), audited, made durable in the store, and only
+then sent to the gateway. Broker events come back here first: positions move
+fill by fill, each fill id once (rule 9), and the order's owner (a stop
+manager, a hedger, an order group) is told afterwards.
+
+State is the position book, in-flight orders, market views, the kill switch,
+the circuit breaker and the rate limiter. It is rebuilt on start from the
+store (``trading.recovery``) so a restart never loses or doubles an order.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from decimal import Decimal
+from typing import Any
+
+from messages.control import (BrokerPositions, CancelIntent, ConnectivityChanged, IntentAccepted,
+                              IntentRejected, KillSwitch, OrderIntent, ProtectPosition,
+                              RecoveryDone, StoppedOut)
+from messages.enums import OrderPurpose, OrderType, Side
+from messages.exchange import SubmitOrder
+from messages.market import MarketStats, Quote
+from messages.orders import (CancelConfirmed, CancelOrder, OrderAcked, OrderFilled, OrderRejected,
+                             OrderRequest, Signal)
+from messages.persistence import Ack, Durable, Put, StoreDb
+from runtime import Actor, handles
+from trading.book import InFlight, PositionBook
+from trading.gate import ACTIVE, HALTED, GateState, Intent, MarketView, decide
+from trading.limits import CircuitBreaker, Limits, RateLimiter
+from trading.pnl import daily_pnl
+from trading.reasons import Reason
+
+
+class Coordinator(Actor):
+    def __init__(self, ctx, *, limits: Limits, symbols: list[str], venue: str = "sim",
+                 gateway: str = "gateway", persistence: str = "persistence",
+                 alerts: str = "alerts", stops: str = "stops",
+                 require_recovery: bool = True) -> None:
+        super().__init__(ctx)
+        self.limits = limits
+        self.venue = venue
+        self.gateway, self.persistence, self.alerts, self.stops = gateway, persistence, alerts, stops
+        services = ctx.services
+        self.audit = services["audit"]
+        self.ids = services["ids"]
+        self.book = PositionBook()
+        self.state = GateState(
+            limits=limits, book=self.book, market={}, symbols=frozenset(symbols),
+            limiter=RateLimiter(limits.orders_per_s, limits.order_burst),
+            breaker=CircuitBreaker(limits.breaker_failures, limits.breaker_cooloff_s),
+            recovering=require_recovery)
+        self.synced_at: float | None = None
+        self.stream_reconciling = False
+        self.awaiting_durable: dict[str, OrderRequest] = {}
+        self.orders: dict[str, dict[str, Any]] = {}
+        self.counts: Counter = Counter()
+        self.rejected: Counter = Counter()
+        self.blocked: deque = deque(maxlen=200)
+        self.kill_reason: str | None = None
+
+    def on_start(self) -> None:
+        store = self.ctx.services.get("store")
+        if store is not None:
+            from trading.recovery import rebuild_coordinator_state
+
+            rebuild_coordinator_state(self, store)
+        self._publish()
+
+    def on_idle(self) -> None:
+        self.audit.flush()
+        self._publish()
+
+    def on_stop(self) -> None:
+        self.audit.flush()
+        self._publish()
+
+    # -- intents -------------------------------------------------------------------
+
+    @handles(Signal)
+    def on_signal(self, sig: Signal) -> None:
+        self.counts["signals"] += 1
+        self._gate(Intent(sig.symbol, sig.side, sig.qty, account=sig.account, venue=self.venue,
+                          purpose=OrderPurpose.ENTRY, reduce_only=sig.reduce_only,
+                          stop_loss=sig.stop_loss), OrderType.MARKET, None, None, None)
+
+    @handles(OrderIntent)
+    def on_intent(self, it: OrderIntent) -> None:
+        self._gate(Intent(it.symbol, it.side, it.qty, account=it.account, venue=self.venue,
+                          purpose=it.purpose, reduce_only=it.reduce_only, stop_loss=it.stop_loss,
+                          limit_price=it.price, owner=it.owner),
+                   it.order_type, it.price, it.trigger_price, it.tag, group_id=it.group_id)
+
+    def _gate(self, intent: Intent, order_type: OrderType, price: Decimal | None,
+              trigger: Decimal | None, tag: str | None, group_id: str | None = None) -> None:
+        now = self.ctx.clock.monotonic()
+        self.state.positions_fresh = self._positions_fresh(now)
+        decision = decide(intent, self.state, now)
+        coid = self.ids.next() if decision.approved else None
+        self.audit.record(kind="risk_decision", reason=str(decision.reason),
+                          approved=decision.approved, ts=self.ctx.clock.now(),
+                          inputs=decision.inputs, client_order_id=coid, tag=tag)
+        if not decision.approved:
+            self.rejected[str(decision.reason)] += 1
+            if decision.reason is Reason.NETTING_CONFLICT:
+                self.counts["blocked_by_invariant"] += 1
+                self.blocked.append({"symbol": intent.symbol, "side": str(intent.side),
+                                     "qty": str(intent.qty), "at": self.ctx.clock.now().isoformat()})
+            if intent.owner:
+                self.ctx.tell(intent.owner, IntentRejected(tag, intent.symbol, str(decision.reason),
+                                                           self.ctx.clock.now()))
+            return
+        self.counts["approved"] += 1
+        order = OrderRequest(coid, intent.symbol, intent.side, order_type, intent.qty,
+                             self.ctx.clock.now(), price=price, trigger_price=trigger,
+                             reduce_only=intent.reduce_only or decision.risk_reducing,
+                             account=intent.account, purpose=intent.purpose, group_id=group_id)
+        self.book.add_inflight(InFlight(coid, intent.key, intent.side, intent.qty, intent.purpose,
+                                        order.reduce_only, owner=intent.owner,
+                                        stop_loss=intent.stop_loss))
+        self.orders[coid] = {"status": "intent", "owner": intent.owner, "tag": tag,
+                             "purpose": str(intent.purpose), "symbol": intent.symbol}
+        self.awaiting_durable[coid] = order
+        # Write-ahead intent: the order leaves only once this write is durable.
+        self.ctx.tell(self.persistence, Put(StoreDb.ORDERS, coid, self._order_record(order, "intent", intent),
+                                            ack=Ack(self.ctx.name, coid)))
+        if intent.owner:
+            self.ctx.tell(intent.owner, IntentAccepted(tag, coid, intent.symbol, self.ctx.clock.now()))
+
+    @handles(Durable)
+    def on_durable(self, msg: Durable) -> None:
+        order = self.awaiting_durable.pop(str(msg.token), None)
+        if order is None:
+            return
+        if not msg.ok:
+            self.log.error("order intent {} not durable ({}); not sent", order.client_order_id, msg.error)
+            self.book.close_inflight(order.client_order_id)
+            self._set_status(order.client_order_id, "not_durable")
+            self.audit.record(kind="persist_failed", reason="not_durable", approved=False,
+                              ts=self.ctx.clock.now(), inputs={"error": msg.error},
+                              client_order_id=order.client_order_id)
+            return
+        self.counts["submitted"] += 1
+        self._set_status(order.client_order_id, "submitted")
+        self.ctx.tell(self.gateway, SubmitOrder(order))
+
+    @handles(CancelIntent)
+    def on_cancel_intent(self, msg: CancelIntent) -> None:
+        order = self.book.inflight.get(msg.client_order_id)
+        if order is None:
+            return
+        order.cancel_requested = True
+        self.ctx.tell(self.gateway, CancelOrder(msg.client_order_id, order.key[2], self.ctx.clock.now()))
+
+    # -- broker events -------------------------------------------------------------
+
+    @handles(OrderAcked)
+    def on_acked(self, ev: OrderAcked) -> None:
+        order = self.book.inflight.get(ev.client_order_id)
+        if order is not None:
+            order.acked = True
+        self.state.breaker.success()
+        self._set_status(ev.client_order_id, "acked")
+        self._forward(ev.client_order_id, ev)
+
+    @handles(OrderRejected)
+    def on_rejected(self, ev: OrderRejected) -> None:
+        self.book.close_inflight(ev.client_order_id)
+        self.counts["rejected"] += 1
+        if self.state.breaker.failure(self.ctx.clock.monotonic()):
+            self.counts["breaker_open"] += 1
+            self._alert("warning", "circuit breaker open",
+                        f"{self.state.breaker.consecutive} consecutive broker rejects; last: {ev.reason}")
+        self._set_status(ev.client_order_id, "rejected")
+        self._forward(ev.client_order_id, ev)
+
+    @handles(OrderFilled)
+    def on_filled(self, ev: OrderFilled) -> None:
+        order = self.book.inflight.get(ev.client_order_id)
+        key = order.key if order is not None else (ev.account, self.venue, ev.symbol)
+        realized = self.book.apply_fill(ev.client_order_id, ev.fill_id, ev.side, ev.qty, ev.price,
+                                        ev.fee, key)
+        if realized is None:
+            self.counts["duplicate_fills"] += 1
+            return
+        self.counts["fills"] += 1
+        self.counts["filled" if ev.leaves_qty == 0 else "partially_filled"] += 1
+        self._set_status(ev.client_order_id, "filled" if ev.leaves_qty == 0 else "partially_filled")
+        pos = self.book.position(key)
+        self.ctx.tell(self.persistence, Put(StoreDb.FILLS, ev.fill_id, ev))
+        self.ctx.tell(self.persistence, Put(StoreDb.POSITIONS, "|".join(key), {
+            "qty": pos.qty, "avg_price": pos.avg_price, "realized": pos.realized}))
+        if order is not None and order.stop_loss is not None and order.purpose is OrderPurpose.ENTRY:
+            self.ctx.tell(self.stops, ProtectPosition(ev.symbol, ev.side, ev.qty, order.stop_loss,
+                                                      ev.account, ev.client_order_id, ev.ts))
+        self._forward(ev.client_order_id, ev, owner=order.owner if order else None)
+        self._check_daily_loss()
+
+    @handles(CancelConfirmed)
+    def on_cancel_confirmed(self, ev: CancelConfirmed) -> None:
+        order = self.book.inflight.get(ev.client_order_id)
+        owner = order.owner if order else None
+        if ev.outcome.value == "canceled":
+            self.book.close_inflight(ev.client_order_id)
+            self.counts["canceled"] += 1
+            self._set_status(ev.client_order_id, "canceled")
+        self._forward(ev.client_order_id, ev, owner=owner)
+
+    # -- market, control, reconciliation ----------------------------------------
+
+    @handles(Quote)
+    def on_quote(self, q: Quote) -> None:
+        mv = self.state.market.setdefault(q.symbol, MarketView())
+        mv.bid, mv.ask = q.bid, q.ask
+        if self.book.positions:
+            self._check_daily_loss()
+
+    @handles(MarketStats)
+    def on_stats(self, s: MarketStats) -> None:
+        mv = self.state.market.setdefault(s.symbol, MarketView())
+        mv.volatility, mv.adv = s.volatility, s.adv
+
+    @handles(KillSwitch)
+    def on_kill_switch(self, msg: KillSwitch) -> None:
+        if msg.on:
+            self._halt(f"manual: {msg.reason}")
+        else:
+            self.state.trading_state, self.kill_reason = ACTIVE, None
+            self.audit.record(kind="kill_switch", reason="released", ts=self.ctx.clock.now(),
+                              inputs={"why": msg.reason})
+            self._alert("info", "kill switch released", msg.reason)
+
+    @handles(ConnectivityChanged)
+    def on_connectivity(self, msg: ConnectivityChanged) -> None:
+        self.stream_reconciling = msg.stream_reconciling or not msg.connected
+
+    @handles(BrokerPositions)
+    def on_broker_positions(self, msg: BrokerPositions) -> None:
+        from trading.recovery import apply_broker_positions
+
+        apply_broker_positions(self, msg)
+        self.synced_at = self.ctx.clock.monotonic()
+
+    @handles(RecoveryDone)
+    def on_recovery_done(self, msg: RecoveryDone) -> None:
+        self.state.recovering = False
+        self.log.info("recovery done: {}", msg.summary)
+
+    @handles(StoppedOut)
+    def on_stopped_out(self, msg: StoppedOut) -> None:
+        self.state.cooldown_until[msg.symbol] = self.ctx.clock.monotonic() + self.limits.stop_out_cooldown_s
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _positions_fresh(self, now: float) -> bool:
+        return (self.synced_at is not None and not self.stream_reconciling
+                and now - self.synced_at <= self.limits.positions_stale_after_s)
+
+    def _check_daily_loss(self) -> None:
+        if self.state.trading_state == HALTED:
+            return
+        pnl = daily_pnl(self.book, self.state.market)
+        if pnl <= -self.limits.max_daily_loss:
+            self._halt(f"daily loss {pnl} reached the limit {self.limits.max_daily_loss}")
+
+    def _halt(self, why: str) -> None:
+        if self.state.trading_state == HALTED:
+            return
+        self.state.trading_state, self.kill_reason = HALTED, why
+        self.counts["kill_switch_trips"] += 1
+        self.audit.record(kind="kill_switch", reason="engaged", ts=self.ctx.clock.now(),
+                          inputs={"why": why})
+        self._alert("critical", "kill switch engaged", why)
+
+    def _alert(self, severity: str, title: str, text: str) -> None:
+        from messages.alerts import Alert
+
+        self.ctx.tell(self.alerts, Alert(severity, title, text, self.ctx.clock.now(), "coordinator"))
+
+    def _forward(self, coid: str, event: Any, owner: str | None = None) -> None:
+        if owner is None:
+            order = self.book.inflight.get(coid)
+            owner = order.owner if order else (self.orders.get(coid) or {}).get("owner")
+        if owner:
+            self.ctx.tell(owner, event)
+
+    def _set_status(self, coid: str, status: str) -> None:
+        rec = self.orders.get(coid)
+        if rec is not None:
+            rec["status"] = status
+        self.ctx.tell(self.persistence, Put(StoreDb.META, f"order_status|{coid}", status))
+
+    def _order_record(self, order: OrderRequest, status: str, intent: Intent) -> dict[str, Any]:
+        return {"order": order, "status": status, "owner": intent.owner,
+                "stop_loss": intent.stop_loss, "venue": self.venue}
+
+    def _publish(self) -> None:
+        self.ctx.cell.info = {
+            "trading_state": self.state.trading_state,
+            "kill_reason": self.kill_reason,
+            "recovering": self.state.recovering,
+            "breaker": self.state.breaker.state,
+            "breaker_open_total": self.state.breaker.open_count,
+            "positions": {k: str(v) for k, v in self.book.signed_positions().items()},
+            "inflight": len(self.book.inflight),
+            "counts": dict(self.counts),
+            "rejected": dict(self.rejected),
+            "blocked": list(self.blocked)[-20:],
+            "daily_pnl": str(daily_pnl(self.book, self.state.market)),
+            "max_daily_loss": str(self.limits.max_daily_loss),
+        }

@@ -1,0 +1,180 @@
+"""The broker gateway: owns the adapter, turns its stream into messages.
+
+The adapter's callbacks run on the adapter's own thread; they only
+``tell`` this actor and return (rule 12), so a stream error can never block
+or deadlock the feed. The gateway tracks the subscription set and restores
+it exactly once after every (re)connect, asks the reconciler to resync, and
+reports ``stream_reconciling`` to the coordinator until the resync is done
+so no risk-increasing order goes out on stale state. A watchdog timer treats
+``timeout_s`` of silence as a dead stream.
+
+Only the coordinator sends ``SubmitOrder``/``CancelOrder`` here (rule 1);
+the scenario runner checks every order at the exchange against the audit.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Callable
+
+from messages.connectivity import (Connect, ResyncDone, ResyncRequest, StreamDown, StreamUp,
+                                   WatchdogCheck)
+from messages.control import ConnectivityChanged
+from messages.exchange import (BalanceSnapshot, FillsSnapshot, OpenOrdersSnapshot, QueryBalances,
+                               QueryFills, QueryOpenOrders, QueryPositions, StreamStatus,
+                               Subscribe, SubmitOrder, Unsubscribe)
+from messages.market import Bar, Quote
+from messages.orders import (CancelConfirmed, CancelOrder, OrderAcked, OrderFilled, OrderRejected,
+                             PositionSnapshot)
+from runtime import Actor, handles
+
+ORDER_EVENTS = (OrderAcked, OrderRejected, OrderFilled, CancelConfirmed)
+SNAPSHOTS = (PositionSnapshot, OpenOrdersSnapshot, BalanceSnapshot, FillsSnapshot)
+
+
+class Gateway(Actor):
+    def __init__(self, ctx, *, adapter_factory: Callable[[Callable[[Any], None]], Any],
+                 coordinator: str = "coordinator", reconnect: str = "reconnect",
+                 reconciler: str = "reconciler", quote_listeners: tuple[str, ...] = ("stops",),
+                 watchdog_timeout_s: float = 10.0) -> None:
+        super().__init__(ctx)
+        if not watchdog_timeout_s > 0:
+            raise ValueError(f"watchdog timeout_s must be > 0, got {watchdog_timeout_s}")
+        self.adapter_factory = adapter_factory
+        self.coordinator, self.reconnect, self.reconciler = coordinator, reconnect, reconciler
+        self.quote_listeners = quote_listeners
+        self.timeout_s = watchdog_timeout_s
+        self.adapter: Any = None
+        self.connected = False
+        self.reconciling = True
+        self.subscriptions: set[str] = set()
+        self.last_msg_at = 0.0
+        self.counts: Counter = Counter()
+        self._symbol_addr: dict[str, Any] = {}
+
+    def on_start(self) -> None:
+        tell_self = self.ctx.tell_self
+        # The sink runs on the adapter's thread: enqueue and return, nothing else.
+        self.adapter = self.adapter_factory(tell_self)
+        self.last_msg_at = self.ctx.clock.monotonic()
+        self.ctx.schedule(self.timeout_s / 2, WatchdogCheck(), interval_s=self.timeout_s / 2)
+        self.adapter.connect()
+        self._publish()
+
+    def on_stop(self) -> None:
+        if self.adapter is not None:
+            self.adapter.close()
+
+    def on_idle(self) -> None:
+        self._publish()
+
+    # -- connection lifecycle --------------------------------------------------------
+
+    @handles(StreamStatus)
+    def on_status(self, st: StreamStatus) -> None:
+        self.last_msg_at = self.ctx.clock.monotonic()
+        if st.connected:
+            self._on_connected()
+        else:
+            self._on_disconnected(st.reason)
+
+    def _on_connected(self) -> None:
+        if self.connected:
+            return
+        self.connected, self.reconciling = True, True
+        self.counts["connects"] += 1
+        if self.subscriptions:
+            self.adapter.send(Subscribe(tuple(sorted(self.subscriptions))))
+            self.counts["subscription_restores"] += 1
+        now = self.ctx.clock.now()
+        self.ctx.tell(self.reconnect, StreamUp(now))
+        self.ctx.tell(self.coordinator, ConnectivityChanged(True, True, "connected, resyncing", now))
+        self.ctx.tell(self.reconciler, ResyncRequest("connected", now))
+
+    def _on_disconnected(self, reason: str) -> None:
+        was = self.connected
+        self.connected, self.reconciling = False, True
+        if was:
+            self.counts["disconnects"] += 1
+        now = self.ctx.clock.now()
+        self.ctx.tell(self.coordinator, ConnectivityChanged(False, True, reason, now))
+        self.ctx.tell(self.reconnect, StreamDown(reason, now))
+
+    @handles(Connect)
+    def on_connect(self, msg: Connect) -> None:
+        if not self.connected:
+            self.counts["connect_attempts"] += 1
+            self.adapter.connect()
+
+    @handles(WatchdogCheck)
+    def on_watchdog(self, msg: WatchdogCheck) -> None:
+        silent = self.ctx.clock.monotonic() - self.last_msg_at
+        if self.connected and silent > self.timeout_s:
+            self.counts["watchdog_trips"] += 1
+            self.log.warning("no stream message for {:.1f}s (timeout {}s); reconnecting", silent,
+                             self.timeout_s)
+            self.adapter.close()
+            self._on_disconnected(f"watchdog: silent for {silent:.1f}s")
+
+    @handles(ResyncDone)
+    def on_resync_done(self, msg: ResyncDone) -> None:
+        if self.connected and self.reconciling:
+            self.reconciling = False
+            self.ctx.tell(self.coordinator, ConnectivityChanged(True, False, "resynced", msg.ts))
+
+    # -- outbound ---------------------------------------------------------------------
+
+    @handles(SubmitOrder, CancelOrder, QueryPositions, QueryOpenOrders, QueryBalances, QueryFills)
+    def on_command(self, cmd: Any) -> None:
+        self.counts[type(cmd).__name__] += 1
+        self.adapter.send(cmd)
+
+    @handles(Subscribe)
+    def on_subscribe(self, msg: Subscribe) -> None:
+        new = [s for s in msg.symbols if s not in self.subscriptions]
+        self.subscriptions.update(new)
+        if new and self.connected:
+            self.adapter.send(Subscribe(tuple(new)))
+
+    @handles(Unsubscribe)
+    def on_unsubscribe(self, msg: Unsubscribe) -> None:
+        gone = [s for s in msg.symbols if s in self.subscriptions]
+        self.subscriptions.difference_update(gone)
+        if gone and self.connected:
+            self.adapter.send(Unsubscribe(tuple(gone)))
+
+    # -- inbound ----------------------------------------------------------------------
+
+    @handles(Quote, Bar)
+    def on_market(self, ev: Any) -> None:
+        self.last_msg_at = self.ctx.clock.monotonic()
+        self.counts["market_events"] += 1
+        sym = ev.symbol
+        addr = self._symbol_addr.get(sym)
+        if addr is None:
+            addr = self._symbol_addr[sym] = self.ctx.system.address(f"symbol-{sym}")
+        addr.tell(ev)
+        if type(ev) is Quote:
+            self.ctx.tell(self.coordinator, ev)
+            for name in self.quote_listeners:
+                self.ctx.tell(name, ev)
+
+    @handles(*ORDER_EVENTS)
+    def on_order_event(self, ev: Any) -> None:
+        self.last_msg_at = self.ctx.clock.monotonic()
+        self.counts[type(ev).__name__] += 1
+        self.ctx.tell(self.coordinator, ev)
+
+    @handles(*SNAPSHOTS)
+    def on_snapshot(self, ev: Any) -> None:
+        self.last_msg_at = self.ctx.clock.monotonic()
+        self.ctx.tell(self.reconciler, ev)
+
+    def _publish(self) -> None:
+        self.ctx.cell.info = {
+            "connected": self.connected, "stream_reconciling": self.reconciling,
+            "subscriptions": sorted(self.subscriptions),
+            "last_msg_age_s": round(self.ctx.clock.monotonic() - self.last_msg_at, 3),
+            "bad_frames": getattr(self.adapter, "bad_frames", 0),
+            "counts": dict(self.counts),
+        }

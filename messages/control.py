@@ -1,0 +1,138 @@
+"""Messages between the runtime's own trading actors (coordinator, stops,
+hedger, groups, reconciler, gateway). All codec-able, all validated."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from messages.base import Message, check_decimal, check_str, check_utc, message
+from messages.enums import OrderPurpose, OrderType, Side
+from messages.orders import _check_enum
+
+
+@message
+class OrderIntent(Message):
+    """An order someone inside the runtime wants; only the coordinator sends it on."""
+
+    symbol: str
+    side: Side
+    qty: Decimal
+    purpose: OrderPurpose
+    ts: datetime
+    order_type: OrderType = OrderType.MARKET
+    price: Decimal | None = None
+    trigger_price: Decimal | None = None
+    reduce_only: bool = False
+    account: str = "default"
+    owner: str | None = None
+    tag: str | None = None
+    stop_loss: Decimal | None = None
+    group_id: str | None = None
+
+    def __post_init__(self) -> None:
+        check_str(self, "symbol")
+        _check_enum(self, "side", Side)
+        _check_enum(self, "purpose", OrderPurpose)
+        _check_enum(self, "order_type", OrderType)
+        check_decimal(self, "qty", positive=True)
+        check_decimal(self, "price", positive=True, optional=True)
+        check_decimal(self, "trigger_price", positive=True, optional=True)
+        check_decimal(self, "stop_loss", positive=True, optional=True)
+        check_utc(self, "ts")
+
+
+@message
+class IntentRejected(Message):
+    """Told to an intent's owner when the gate refuses it."""
+
+    tag: str | None
+    symbol: str
+    reason: str
+    ts: datetime
+
+
+@message
+class IntentAccepted(Message):
+    """Told to an intent's owner with the client order id it was given."""
+
+    tag: str | None
+    client_order_id: str
+    symbol: str
+    ts: datetime
+
+
+@message
+class CancelIntent(Message):
+    client_order_id: str
+    ts: datetime
+
+    def __post_init__(self) -> None:
+        check_str(self, "client_order_id")
+
+
+@message
+class KillSwitch(Message):
+    """Manual kill switch (on halts risk-increasing orders; off resumes)."""
+
+    on: bool
+    reason: str
+    ts: datetime
+
+    def __post_init__(self) -> None:
+        check_utc(self, "ts")
+
+
+@message
+class ConnectivityChanged(Message):
+    """From the gateway: while ``stream_reconciling``, refuse new risk."""
+
+    connected: bool
+    stream_reconciling: bool
+    reason: str
+    ts: datetime
+
+
+@message
+class BrokerPositions(Message):
+    """From the reconciler: the broker's positions for an account; the broker wins."""
+
+    account: str
+    positions: tuple[tuple[str, Decimal], ...]
+    ts: datetime
+    source: str = "poll"
+
+
+@message
+class RecoveryDone(Message):
+    """From the reconciler: startup recovery finished; signals may flow."""
+
+    ts: datetime
+    summary: str = ""
+
+
+@message
+class ProtectPosition(Message):
+    """To the stop-loss manager: an entry filled with a stop attached."""
+
+    symbol: str
+    position_side: Side
+    qty: Decimal
+    stop_price: Decimal
+    account: str
+    entry_order_id: str
+    ts: datetime
+
+    def __post_init__(self) -> None:
+        _check_enum(self, "position_side", Side)
+        check_decimal(self, "qty", positive=True)
+        check_decimal(self, "stop_price", positive=True)
+
+
+@message
+class StoppedOut(Message):
+    """From the stop-loss manager: a stop exit completed (starts the cool-down)."""
+
+    symbol: str
+    account: str
+    ts: datetime

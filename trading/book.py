@@ -1,0 +1,174 @@
+"""Positions per (account, venue, symbol), in-flight orders, and netting.
+
+Positions move fill by fill; a fill id is applied exactly once (rule 9).
+The netting check (rule 2) counts in-flight orders pessimistically: an
+order may only go to the other side of the book if it is guaranteed to
+reduce, i.e. even if every in-flight order on that side fills, the new
+order cannot cross zero. So two rapid opposite signals cannot both pass.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Iterable
+
+from messages.enums import OrderPurpose, Side
+
+ZERO = Decimal(0)
+Key = tuple[str, str, str]  # (account, venue, symbol)
+
+
+@dataclass
+class Position:
+    qty: Decimal = ZERO
+    avg_price: Decimal = ZERO
+    realized: Decimal = ZERO
+    fees: Decimal = ZERO
+
+    def apply(self, side: Side, qty: Decimal, price: Decimal, fee: Decimal = ZERO) -> Decimal:
+        """Apply one fill; returns the realized PnL of this fill."""
+        signed = qty if side is Side.BUY else -qty
+        realized = ZERO
+        if self.qty == 0 or (self.qty > 0) == (signed > 0):
+            total = self.qty + signed
+            self.avg_price = (self.avg_price * abs(self.qty) + price * qty) / abs(total)
+            self.qty = total
+        else:
+            closing = min(qty, abs(self.qty))
+            direction = 1 if self.qty > 0 else -1
+            realized = (price - self.avg_price) * closing * direction
+            self.qty += signed
+            if self.qty == 0:
+                self.avg_price = ZERO
+            elif (self.qty > 0) != (direction > 0):
+                self.avg_price = price  # flipped through zero: the rest opened at this price
+        self.realized += realized - fee
+        self.fees += fee
+        return realized - fee
+
+    def unrealized(self, mark: Decimal | None) -> Decimal:
+        if mark is None or self.qty == 0:
+            return ZERO
+        return (mark - self.avg_price) * self.qty
+
+
+@dataclass
+class InFlight:
+    client_order_id: str
+    key: Key
+    side: Side
+    qty: Decimal
+    purpose: OrderPurpose
+    reduce_only: bool
+    owner: str | None = None
+    filled: Decimal = ZERO
+    cancel_requested: bool = False
+    acked: bool = False
+    stop_loss: Decimal | None = None
+    fills: list[str] = field(default_factory=list)
+
+    @property
+    def remaining(self) -> Decimal:
+        return max(ZERO, self.qty - self.filled)
+
+
+class FillLedger:
+    """Fill ids already applied, bounded (the store keeps the full history)."""
+
+    def __init__(self, keep: int = 200_000) -> None:
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._keep = keep
+
+    def first_time(self, fill_id: str) -> bool:
+        if fill_id in self._seen:
+            return False
+        self._seen[fill_id] = None
+        if len(self._seen) > self._keep:
+            self._seen.popitem(last=False)
+        return True
+
+    def load(self, fill_ids: Iterable[str]) -> None:
+        for fid in fill_ids:
+            self.first_time(fid)
+
+
+class PositionBook:
+    def __init__(self) -> None:
+        self.positions: dict[Key, Position] = {}
+        self.inflight: dict[str, InFlight] = {}
+        self.fills = FillLedger()
+
+    def position(self, key: Key) -> Position:
+        pos = self.positions.get(key)
+        if pos is None:
+            pos = self.positions[key] = Position()
+        return pos
+
+    def qty(self, key: Key) -> Decimal:
+        pos = self.positions.get(key)
+        return pos.qty if pos else ZERO
+
+    def pending(self, key: Key) -> tuple[Decimal, Decimal]:
+        """Remaining in-flight (buys, sells) for ``key``."""
+        buys = sells = ZERO
+        for o in self.inflight.values():
+            if o.key == key:
+                if o.side is Side.BUY:
+                    buys += o.remaining
+                else:
+                    sells += o.remaining
+        return buys, sells
+
+    def guaranteed_reduce(self, key: Key, side: Side, qty: Decimal) -> bool:
+        """True if ``qty`` on ``side`` can only shrink the position, whatever
+        the in-flight orders do."""
+        pos = self.qty(key)
+        buys, sells = self.pending(key)
+        if side is Side.SELL:
+            return pos > 0 and qty <= pos - sells
+        return pos < 0 and qty <= -pos - buys
+
+    def netting_conflict(self, key: Key, side: Side, qty: Decimal) -> bool:
+        """Rule 2: would this order put the key on both sides at once?"""
+        if self.guaranteed_reduce(key, side, qty):
+            return False
+        pos = self.qty(key)
+        buys, sells = self.pending(key)
+        if side is Side.SELL:
+            return pos > 0 or buys > 0
+        return pos < 0 or sells > 0
+
+    def worst_case_qty(self, key: Key, side: Side, qty: Decimal) -> Decimal:
+        """Largest |position| reachable if this and every in-flight order fill."""
+        pos = self.qty(key)
+        buys, sells = self.pending(key)
+        long_max = pos + buys + (qty if side is Side.BUY else ZERO)
+        short_max = pos - sells - (qty if side is Side.SELL else ZERO)
+        return max(abs(long_max), abs(short_max))
+
+    def add_inflight(self, order: InFlight) -> None:
+        self.inflight[order.client_order_id] = order
+
+    def apply_fill(self, client_order_id: str, fill_id: str, side: Side, qty: Decimal,
+                   price: Decimal, fee: Decimal, key: Key) -> Decimal | None:
+        """Apply a fill once. Returns realized PnL, or None for a duplicate."""
+        if not self.fills.first_time(fill_id):
+            return None
+        order = self.inflight.get(client_order_id)
+        if order is not None:
+            order.filled += qty
+            order.fills.append(fill_id)
+            if order.remaining == 0:
+                del self.inflight[client_order_id]
+        return self.position(key).apply(side, qty, price, fee)
+
+    def close_inflight(self, client_order_id: str) -> InFlight | None:
+        return self.inflight.pop(client_order_id, None)
+
+    def signed_positions(self) -> dict[str, Decimal]:
+        out: dict[str, Decimal] = {}
+        for (_, _, sym), pos in self.positions.items():
+            out[sym] = out.get(sym, ZERO) + pos.qty
+        return out

@@ -1,0 +1,169 @@
+"""The risk gate: one decision per order intent, with its reason and inputs.
+
+Pure function of the coordinator's state, so every rule is testable on its
+own. Orders that can only reduce a position pass even when trading is
+halted, positions are stale, or the breaker is open (rule 3, rule 5): the
+point of those guards is to stop new risk, never to trap an exit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from messages.enums import OrderPurpose, Side
+from trading.book import Key, PositionBook
+from trading.limits import CircuitBreaker, Limits, RateLimiter
+from trading.reasons import Reason
+
+ACTIVE, REDUCING, HALTED = "ACTIVE", "REDUCING", "HALTED"
+BPS = Decimal(10_000)
+
+
+@dataclass(frozen=True)
+class Intent:
+    """What someone inside the runtime wants sent to the broker."""
+
+    symbol: str
+    side: Side
+    qty: Decimal
+    account: str = "default"
+    venue: str = "sim"
+    purpose: OrderPurpose = OrderPurpose.ENTRY
+    reduce_only: bool = False
+    stop_loss: Decimal | None = None
+    limit_price: Decimal | None = None
+    owner: str | None = None
+
+    @property
+    def key(self) -> Key:
+        return (self.account, self.venue, self.symbol)
+
+
+@dataclass
+class MarketView:
+    bid: Decimal | None = None
+    ask: Decimal | None = None
+    volatility: Decimal | None = None
+    adv: Decimal | None = None
+
+    @property
+    def mid(self) -> Decimal | None:
+        if self.bid is None or self.ask is None:
+            return None
+        return (self.bid + self.ask) / 2
+
+    @property
+    def spread_bps(self) -> Decimal | None:
+        mid = self.mid
+        if mid is None or mid <= 0:
+            return None
+        return (self.ask - self.bid) / mid * BPS
+
+
+@dataclass
+class GateState:
+    limits: Limits
+    book: PositionBook
+    market: dict[str, MarketView]
+    symbols: frozenset
+    limiter: RateLimiter
+    breaker: CircuitBreaker
+    trading_state: str = ACTIVE
+    positions_fresh: bool = False
+    recovering: bool = False
+    cooldown_until: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decision:
+    approved: bool
+    reason: Reason
+    risk_reducing: bool
+    inputs: dict[str, Any]
+
+
+def decide(intent: Intent, st: GateState, now: float) -> Decision:
+    limits = st.limits.for_symbol(intent.symbol)
+    book = st.book
+    key = intent.key
+    mv = st.market.get(intent.symbol) or MarketView()
+    reducing = book.guaranteed_reduce(key, intent.side, intent.qty)
+    inputs: dict[str, Any] = {
+        "symbol": intent.symbol, "side": str(intent.side), "qty": str(intent.qty),
+        "account": intent.account, "purpose": str(intent.purpose),
+        "reduce_only": intent.reduce_only, "position": str(book.qty(key)),
+        "pending": [str(x) for x in book.pending(key)], "trading_state": st.trading_state,
+        "positions_fresh": st.positions_fresh, "bid": _s(mv.bid), "ask": _s(mv.ask),
+    }
+
+    def verdict(reason: Reason, **more: Any) -> Decision:
+        inputs.update({k: _s(v) for k, v in more.items()})
+        return Decision(reason is Reason.APPROVED, reason, reducing, inputs)
+
+    if intent.symbol not in st.symbols:
+        return verdict(Reason.UNKNOWN_SYMBOL)
+    if intent.qty <= 0:
+        return verdict(Reason.INVALID_SIGNAL)
+    if intent.reduce_only and not reducing:
+        return verdict(Reason.NETTING_CONFLICT, note="reduce_only order would not reduce")
+    if reducing:
+        return verdict(Reason.APPROVED)
+
+    # -- from here on the order increases risk --------------------------------
+    if st.trading_state != ACTIVE:
+        return verdict(Reason.KILL_SWITCH)
+    if st.recovering:
+        return verdict(Reason.RECOVERING)
+    if not st.positions_fresh and limits.fail_closed_on_missing_positions:
+        return verdict(Reason.POSITIONS_UNAVAILABLE)
+    if intent.account not in limits.hedging_accounts and book.netting_conflict(key, intent.side, intent.qty):
+        return verdict(Reason.NETTING_CONFLICT)
+    if intent.qty < limits.min_order_size:
+        return verdict(Reason.MIN_ORDER_SIZE, limit=limits.min_order_size)
+    if intent.qty > limits.max_order_size:
+        return verdict(Reason.MAX_ORDER_SIZE, limit=limits.max_order_size)
+    worst = book.worst_case_qty(key, intent.side, intent.qty)
+    if worst > limits.max_position_size:
+        return verdict(Reason.MAX_POSITION_SIZE, worst_case_qty=worst, limit=limits.max_position_size)
+    entry = intent.purpose is OrderPurpose.ENTRY
+    if entry and limits.duplicate_position_check and _same_side_exposure(book, key, intent.side):
+        return verdict(Reason.DUPLICATE_POSITION)
+    if entry and now < st.cooldown_until.get(intent.symbol, float("-inf")):
+        return verdict(Reason.STOP_OUT_COOLDOWN, until=st.cooldown_until[intent.symbol])
+    price = intent.limit_price or (mv.ask if intent.side is Side.BUY else mv.bid)
+    if price is None:
+        return verdict(Reason.NO_MARKET_DATA)
+    spread = mv.spread_bps
+    if spread is not None and spread > limits.max_spread_bps:
+        return verdict(Reason.MAX_SPREAD, spread_bps=round(spread, 2), limit=limits.max_spread_bps)
+    if mv.volatility is not None and mv.volatility > limits.max_volatility:
+        return verdict(Reason.MAX_VOLATILITY, volatility=mv.volatility, limit=limits.max_volatility)
+    if mv.adv is not None and mv.adv > 0 and intent.qty > limits.max_volume_participation * mv.adv:
+        return verdict(Reason.MAX_VOLUME_PARTICIPATION, adv=mv.adv)
+    if intent.stop_loss is not None and limits.max_loss_per_trade is not None:
+        loss = intent.qty * abs(price - intent.stop_loss)
+        if loss > limits.max_loss_per_trade:
+            return verdict(Reason.MAX_LOSS_PER_TRADE, loss_at_stop=loss, limit=limits.max_loss_per_trade)
+    if limits.account_equity > 0:
+        share = worst * price / limits.account_equity
+        if share > limits.max_position_concentration:
+            return verdict(Reason.MAX_POSITION_CONCENTRATION, concentration=round(share, 4))
+    if not st.breaker.allow(now):
+        return verdict(Reason.CIRCUIT_OPEN, breaker=st.breaker.state)
+    if not st.limiter.allow(now):
+        return verdict(Reason.RATE_LIMITED)
+    return verdict(Reason.APPROVED, price=price)
+
+
+def _same_side_exposure(book: PositionBook, key: Key, side: Side) -> bool:
+    pos = book.qty(key)
+    buys, sells = book.pending(key)
+    if side is Side.BUY:
+        return pos > 0 or buys > 0
+    return pos < 0 or sells > 0
+
+
+def _s(value: Any) -> Any:
+    return str(value) if isinstance(value, Decimal) else value
