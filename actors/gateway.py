@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Callable
 
-from messages.connectivity import (Connect, ResyncDone, ResyncRequest, StreamDown, StreamUp,
+from messages.connectivity import (ReconnectNow, ResyncDone, ResyncRequest, StreamDown, StreamUp,
                                    WatchdogCheck)
 from messages.control import ConnectivityChanged
 from messages.exchange import (BalanceSnapshot, FillsSnapshot, OpenOrdersSnapshot, QueryBalances,
@@ -100,8 +100,8 @@ class Gateway(Actor):
         self.ctx.tell(self.coordinator, ConnectivityChanged(False, True, reason, now))
         self.ctx.tell(self.reconnect, StreamDown(reason, now))
 
-    @handles(Connect)
-    def on_connect(self, msg: Connect) -> None:
+    @handles(ReconnectNow)
+    def on_connect(self, msg: ReconnectNow) -> None:
         if not self.connected:
             self.counts["connect_attempts"] += 1
             self.adapter.connect()

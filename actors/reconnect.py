@@ -13,7 +13,7 @@ import random
 from collections import deque
 
 from messages.alerts import Alert
-from messages.connectivity import Connect, StreamDown, StreamUp, TryConnect
+from messages.connectivity import ReconnectNow, StreamDown, StreamUp, TryConnect
 from runtime import Actor, Backoff, handles
 
 
@@ -80,7 +80,7 @@ class ReconnectController(Actor):
         self.attempts.append(now)
         self.total_attempts += 1
         self.attempt += 1
-        self.ctx.tell(self.gateway, Connect(self.attempt))
+        self.ctx.tell(self.gateway, ReconnectNow(self.attempt))
         self._schedule_next()
 
     def _schedule_next(self) -> None:

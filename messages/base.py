@@ -46,8 +46,10 @@ class Message:
 def message(cls: T) -> T:
     """Class decorator: make ``cls`` a frozen slotted dataclass and register it."""
     name = cls.__name__
-    if name in _REGISTRY and _REGISTRY[name].__qualname__ != cls.__qualname__:
-        raise TypeError(f"message type name {name!r} registered twice")
+    prev = _REGISTRY.get(name)
+    if prev is not None and (prev.__module__, prev.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise TypeError(f"message type name {name!r} registered twice "
+                        f"({prev.__module__} and {cls.__module__}); the codec needs unique names")
     dc = dataclasses.dataclass(frozen=True, slots=True)(cls)
     _REGISTRY[name] = dc
     return dc  # type: ignore[return-value]

@@ -29,7 +29,7 @@ class TryConnect(Message):
 
 
 @message
-class Connect(Message):
+class ReconnectNow(Message):
     """Reconnect controller -> gateway: open the stream now."""
 
     attempt: int

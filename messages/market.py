@@ -61,3 +61,42 @@ class Bar(Message):
 
     def conflation_key(self) -> Any:
         return ("bar", self.symbol)
+
+
+@message
+class MarketStats(Message):
+    """Per-symbol market figures the risk gate needs, sent by ``symbol-<SYM>``.
+
+    Units, so the coordinator's limits read the same way everywhere:
+
+    * ``volatility``: realized volatility of log mid returns over the symbol
+      actor's feature window, scaled to a 60 s horizon (a fraction: 0.02 is
+      2 % per minute), compared with ``risk.max_volatility``;
+    * ``adv``: average daily volume estimate in units of the instrument
+      (volume rate over the window extrapolated to 24 h), for
+      ``risk.max_volume_participation``; ``0`` means not measured yet;
+    * ``spread_bps``: (ask - bid) / mid of the latest quote, in basis points;
+    * ``mid``: the latest quote's mid price.
+
+    Conflatable: only the latest figures per symbol matter to a mailbox
+    that is behind.
+    """
+
+    symbol: str
+    volatility: Decimal
+    adv: Decimal
+    spread_bps: Decimal
+    mid: Decimal
+    ts: datetime
+
+    conflatable: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        check_str(self, "symbol")
+        for f in ("volatility", "adv", "spread_bps"):
+            check_decimal(self, f, non_negative=True)
+        check_decimal(self, "mid", positive=True)
+        check_utc(self, "ts")
+
+    def conflation_key(self) -> Any:
+        return ("stats", self.symbol)

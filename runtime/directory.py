@@ -114,12 +114,15 @@ class ActorCell:
     def instance_exited(self, actor: Any, reason: str, error: BaseException | None) -> None:
         if actor is not self.actor:
             return
-        self.state = EXITED
         note = ChildExited(self.name, self.incarnation, reason, error)
+        # Notify first, then leave RUNNING: the cell stays visible to the
+        # quiescence check until the supervisor (or the halt) has the news.
         if self.supervisor is None:
             self.system.root_exited(note)
         else:
             self.system.tell(self.supervisor, note)
+        if actor is self.actor and self.state == RUNNING:
+            self.state = EXITED
 
     def thread_ended(self, actor: Any) -> None:
         if actor is self.actor:

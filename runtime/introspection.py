@@ -35,9 +35,11 @@ def snapshot(system: ActorSystem, *, peek: int = 0) -> dict[str, Any]:
             entry["waiting"] = [
                 {"type": type(m).__name__, "summary": summarize(m)} for m in cell.mailbox.peek(peek)
             ]
-        actors.append(entry)
-        if cell.info:
+        if cell.kind == "Supervisor":
             supervisors.append({"name": cell.name, "supervisor": cell.supervisor, **cell.info})
+        elif cell.info:
+            entry["info"] = cell.info
+        actors.append(entry)
     return {
         "system": system.name,
         "clock": {"virtual": system.clock.is_virtual, "now": system.clock.now().isoformat(),

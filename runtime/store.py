@@ -24,8 +24,12 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import contextmanager
+from datetime import datetime
+from decimal import Decimal
+from enum import Enum
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import lmdb
 import msgpack
@@ -34,10 +38,13 @@ from loguru import logger
 # The codec's ext hooks are the one definition of how Decimal, datetime,
 # enums and messages become bytes; storage must not invent a second one.
 from messages.codec import CodecError, _default, _ext_hook
+from messages.enums import ENUM_TYPES
 from messages.persistence import StoreDb
 
 DEFAULT_MAP_SIZE = 1 << 30  # 1 GiB of address space; the file grows sparsely
 STORE_SUBDIR = "store"
+_MAX_GROWTHS = 12
+_EXT_TYPES = (Decimal, datetime)
 DATABASES = tuple(d.value for d in StoreDb)
 
 _OPEN: dict[str, Store] = {}
@@ -48,10 +55,30 @@ class StoreClosed(RuntimeError):
     """The store was used after its last holder closed it."""
 
 
+def _store_default(obj: Any) -> Any:
+    """With ``strict_types`` msgpack hands us subclasses of its native types.
+
+    That is what keeps a ``Side`` (a ``str`` enum) inside a stored dict a
+    ``Side`` on the way back instead of a bare string; tuples travel as arrays.
+    """
+    if type(obj) in _EXT_TYPES:
+        return _default(obj)
+    if isinstance(obj, Enum):
+        if ENUM_TYPES.get(type(obj).__name__) is not type(obj):
+            raise CodecError(f"enum {type(obj).__name__} is not registered with the codec "
+                             "(messages.enums.register_enum)")
+        return _default(obj)
+    for native in (tuple, list, dict, str, bytes, int, float):
+        if isinstance(obj, native):
+            return list(obj) if native is tuple else native(obj)
+    return _default(obj)
+
+
 def pack_value(value: Any) -> bytes:
     """Any codec-able value -> bytes. Raises CodecError naming what failed."""
     try:
-        return msgpack.packb(value, default=_default, use_bin_type=True)
+        return msgpack.packb(value, default=_store_default, use_bin_type=True,
+                             strict_types=True)
     except CodecError:
         raise
     except (TypeError, ValueError, OverflowError) as exc:
@@ -86,11 +113,12 @@ class Store:
         self._refs = 0
         self._env: lmdb.Environment | None = None
         self._dbs: dict[str, Any] = {}
-        # Map growth must not race a read transaction (LMDB's rule for
-        # mdb_env_set_mapsize); readers register here for their short txns.
+        # LMDB requires that no transaction of this process is active while
+        # the map is resized or the environment closed; every transaction
+        # made here registers with this gate for its (short) duration.
         self._gate = threading.Condition()
-        self._readers = 0
-        self._growing = False
+        self._active = 0
+        self._paused = False
 
     # -- opening and closing ----------------------------------------------------
 
@@ -149,18 +177,19 @@ class Store:
             if self._refs > 0:
                 return
             _OPEN.pop(os.path.realpath(self.path), None)
-            env, self._env = self._env, None
-        if not self.readonly:
-            env.sync(True)
-        env.close()
+            with self._exclusive():
+                env, self._env = self._env, None
+                if not self.readonly:
+                    env.sync(True)
+                env.close()
         logger.debug("store closed at {}", self.path)
 
     def reopen(self) -> None:
         """Close and reopen the environment (after a crash of the writer, or to
-        pick up a store another process changed). Holders keep their handle."""
-        with _OPEN_LOCK:
-            self._require()
-            self._env.close()
+        pick up a store another process changed). Holders keep their handle;
+        transactions in progress finish first."""
+        with _OPEN_LOCK, self._exclusive():
+            self._require().close()
             self._env = None
             self._open_env()
 
@@ -193,25 +222,46 @@ class Store:
 
     # -- reading (any thread, never blocks the writer) ------------------------------
 
-    def _read(self, fn: Any) -> Any:
+    @contextmanager
+    def _txn_slot(self) -> Iterator[lmdb.Environment]:
+        """Register one transaction with the gate (waits only during a resize)."""
         with self._gate:
-            while self._growing:
+            while self._paused:
                 self._gate.wait()
-            self._readers += 1
+            self._active += 1
         try:
-            env = self._require()
-            try:
-                with env.begin(buffers=False) as txn:
-                    return fn(txn)
-            except lmdb.MapResizedError:  # another process grew the map
-                env.set_mapsize(0)
-                with env.begin(buffers=False) as txn:
-                    return fn(txn)
+            yield self._require()
         finally:
             with self._gate:
-                self._readers -= 1
-                if not self._readers:
+                self._active -= 1
+                if not self._active:
                     self._gate.notify_all()
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """No transaction of this process runs inside (resize, reopen, close)."""
+        with self._gate:
+            self._paused = True
+            try:
+                while self._active:
+                    self._gate.wait()
+                yield
+            finally:
+                self._paused = False
+                self._gate.notify_all()
+
+    def _read(self, fn: Any) -> Any:
+        for attempt in (1, 2):
+            with self._txn_slot() as env:
+                try:
+                    with env.begin(buffers=False) as txn:
+                        return fn(txn)
+                except lmdb.MapResizedError:  # another process grew the map
+                    if attempt == 2:
+                        raise
+            with self._exclusive():
+                self._require().set_mapsize(0)
+        raise AssertionError("unreachable")
 
     def get(self, db: str | StoreDb, key: str, default: Any = None) -> Any:
         dbi = self._db(db)
@@ -256,21 +306,23 @@ class Store:
         Ops: ``("put", db, key_bytes, value_bytes)``, ``("del", db, key_bytes)``
         -> existed?, ``("reserve", counter, n)`` -> ``(start, stop)``. Returns one
         result per op. Either every op lands or none does. A full map is grown
-        (doubled) and the transaction retried once.
+        (doubled, up to ``_MAX_GROWTHS`` times) and the transaction retried.
         """
         ops = list(ops)
-        try:
-            return self._apply_once(ops)
-        except lmdb.MapFullError:
-            self._grow()
-            return self._apply_once(ops)
+        for _ in range(_MAX_GROWTHS):
+            try:
+                return self._apply_once(ops)
+            except lmdb.MapFullError:
+                self._grow()
+        return self._apply_once(ops)
 
     def _apply_once(self, ops: list[tuple]) -> list[Any]:
-        env = self._require()
         dbs = self._dbs
         results: list[Any] = []
         append = results.append
-        with env.begin(write=True) as txn:  # commits on success, aborts on exception
+        # The with-block commits (and, with sync=True, fsyncs) on success and
+        # aborts on any exception: all of the ops or none of them.
+        with self._txn_slot() as env, env.begin(write=True) as txn:
             for op in ops:
                 kind = op[0]
                 if kind == "put":
@@ -293,18 +345,11 @@ class Store:
         self.env.sync(True)
 
     def _grow(self) -> None:
-        env = self._require()
-        with self._gate:
-            self._growing = True
-            try:
-                while self._readers:
-                    self._gate.wait()
-                new_size = env.info()["map_size"] * 2
-                env.set_mapsize(new_size)
-                self.map_size = new_size
-            finally:
-                self._growing = False
-                self._gate.notify_all()
+        with self._exclusive():
+            env = self._require()
+            new_size = env.info()["map_size"] * 2
+            env.set_mapsize(new_size)
+            self.map_size = new_size
         logger.warning("store {} map grown to {} MiB", self.path, self.map_size >> 20)
 
 

@@ -249,8 +249,8 @@ class Supervisor(Actor):
         self._generation += 1
         for child in children:
             cell = self.ctx.system.directory.get(child.name)
-            if cell is not None and cell.state != RUNNING:
-                cell.state = RESTARTING
+            if cell is not None:
+                cell.state = RESTARTING  # every child listed has exited or is exiting
         delay = self.spec.backoff.delay(attempt, self._rng)
         names = tuple(c.name for c in children)
         self.log.info("restarting {} in {:.3f}s (attempt {})", ", ".join(names), delay, attempt)

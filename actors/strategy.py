@@ -1,0 +1,196 @@
+"""The strategy interface: the one piece of Tradewarden a user writes.
+
+A strategy is a small class. Its symbol actor calls :meth:`Strategy.on_data`
+with the symbol's recent history and the features computed for it, and the
+strategy returns zero or more :class:`SignalIntent`. That is all it does: it
+never sends orders, sees positions or sleeps. Every intent becomes a
+``messages.Signal`` for the coordinator, which decides (risk gate, netting,
+limits) whether it turns into an order. Keeping strategies this narrow is
+what lets the runtime guarantee the safety rules whatever the strategy does.
+
+Example::
+
+    from messages import Side
+    from actors.strategy import SignalIntent, Strategy, register_strategy
+
+    @register_strategy
+    class Breakout(Strategy):
+        name = "breakout"
+
+        def __init__(self, lookback: int = 50, qty: int = 1) -> None:
+            self.lookback = lookback
+            self.warmup = lookback + 1
+            self.qty = qty
+
+        def on_data(self, market, features):
+            mid = market.quotes.mid
+            if mid[-1] > mid[-self.lookback - 1:-1].max():
+                return [SignalIntent(Side.BUY, self.qty, stop_loss=mid[-1] * 0.98)]
+            return []
+
+    strategy_by_name("breakout", {"lookback": 20})
+
+Rules for the history arrays: they are read-only views, oldest first, valid
+only during the call (copy what you keep). ``on_data`` runs on the symbol
+actor's thread, one call at a time, so a strategy may keep plain state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, ClassVar, Iterable, NamedTuple
+
+import numpy as np
+
+from actors.features import Features
+from messages.enums import Side
+
+
+@dataclass(frozen=True, slots=True)
+class SignalIntent:
+    """What a strategy wants: a side, a quantity and optionally a stop-loss price.
+
+    Numbers may be int, float or Decimal; the symbol actor converts them to
+    ``Decimal`` (stop prices on the quote's price grid) when it builds the
+    Signal.
+    """
+
+    side: Side | str
+    qty: Decimal | int | float
+    stop_loss: Decimal | float | None = None
+    reduce_only: bool = False
+
+
+class QuoteHistory(NamedTuple):
+    t: np.ndarray         # epoch seconds (UTC)
+    bid: np.ndarray
+    ask: np.ndarray
+    mid: np.ndarray
+    bid_size: np.ndarray
+    ask_size: np.ndarray
+
+
+class BarHistory(NamedTuple):
+    t: np.ndarray         # bar close time, epoch seconds (UTC)
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class MarketHistory:
+    """One symbol's recent quotes and bars, oldest first, read-only."""
+
+    symbol: str
+    quotes: QuoteHistory
+    bars: BarHistory
+
+
+class Strategy:
+    """Base class. Override ``on_data``; set ``name``; set ``warmup`` if needed."""
+
+    #: registry name, also written into every Signal's ``strategy`` field
+    name: ClassVar[str] = "base"
+    #: quotes needed before ``on_data`` is first called
+    warmup: int = 1
+
+    def on_data(self, market: MarketHistory, features: Features) -> Iterable[SignalIntent]:
+        raise NotImplementedError
+
+
+class DemoStrategy(Strategy):
+    """Mean reversion on the z-score of the mid price (the default ``run``'s strategy).
+
+    Buys when the z-score crosses below ``-entry_z``, sells when it crosses
+    above ``+entry_z`` (edge-triggered, so one crossing is one signal), then
+    waits ``cooldown_s`` of market time. Quantity grows with |z| from 1 to
+    ``max_qty``; the stop-loss sits ``stop_pct`` away from the mid. It
+    produces repeated same-side signals as well as reversals, which is what
+    the coordinator's duplicate-position and netting checks need to see.
+    Deterministic: its only state is derived from the data it was given.
+    """
+
+    name: ClassVar[str] = "demo"
+
+    def __init__(self, entry_z: float = 1.5, stop_pct: float = 0.02, max_qty: int = 5,
+                 cooldown_s: float = 2.0, warmup: int = 60) -> None:
+        _check_number("entry_z", entry_z, low=0.0)
+        _check_number("stop_pct", stop_pct, low=0.0, high=0.5)
+        _check_number("cooldown_s", cooldown_s, low=0.0, allow_low=True)
+        if not isinstance(max_qty, int) or isinstance(max_qty, bool) or max_qty < 1:
+            raise ValueError(f"strategy demo: max_qty must be an integer >= 1, got {max_qty!r}")
+        if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 2:
+            raise ValueError(f"strategy demo: warmup must be an integer >= 2, got {warmup!r}")
+        self.entry_z = float(entry_z)
+        self.stop_pct = float(stop_pct)
+        self.max_qty = max_qty
+        self.cooldown_s = float(cooldown_s)
+        self.warmup = warmup
+        self._prev_z = math.nan
+        self._next_ok_t = -math.inf
+
+    def on_data(self, market: MarketHistory, features: Features) -> list[SignalIntent]:
+        z, mid = features.zscore, features.mid
+        prev, self._prev_z = self._prev_z, z
+        if not (math.isfinite(z) and math.isfinite(prev) and mid > 0):
+            return []
+        now = float(market.quotes.t[-1])
+        if now < self._next_ok_t:
+            return []
+        e = self.entry_z
+        if prev > -e >= z:
+            side, stop = Side.BUY, mid * (1.0 - self.stop_pct)
+        elif prev < e <= z:
+            side, stop = Side.SELL, mid * (1.0 + self.stop_pct)
+        else:
+            return []
+        self._next_ok_t = now + self.cooldown_s
+        qty = int(min(self.max_qty, max(1, round(abs(z) * 2 - 1))))
+        return [SignalIntent(side, qty, stop_loss=stop)]
+
+
+def _check_number(key: str, value: Any, *, low: float, high: float = math.inf,
+                  allow_low: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value >= low if allow_low else value > low) and value <= high
+    if not ok:
+        bound = f">= {low}" if allow_low else f"> {low}"
+        raise ValueError(f"strategy demo: {key} must be a number {bound} and <= {high}, got {value!r}")
+
+
+# -- registry -------------------------------------------------------------------------
+
+_STRATEGIES: dict[str, type[Strategy]] = {"demo": DemoStrategy, "mean_reversion": DemoStrategy}
+
+
+def register_strategy(cls: type[Strategy]) -> type[Strategy]:
+    """Make a strategy class available by its ``name`` (class decorator)."""
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name or name == Strategy.name:
+        raise TypeError(f"{cls.__name__} needs a class attribute 'name'")
+    existing = _STRATEGIES.get(name)
+    if existing is not None and existing is not cls:
+        raise TypeError(f"strategy name {name!r} already registered by {existing.__name__}")
+    _STRATEGIES[name] = cls
+    return cls
+
+
+def strategy_names() -> list[str]:
+    return sorted(_STRATEGIES)
+
+
+def strategy_by_name(name: str, params: dict[str, Any] | None = None) -> Strategy:
+    """A fresh strategy instance; a bad name or parameter is a ValueError naming it."""
+    cls = _STRATEGIES.get(name)
+    if cls is None:
+        raise ValueError(f"unknown strategy {name!r}; known: {', '.join(strategy_names())}")
+    params = dict(params or {})
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise ValueError(f"strategy {name}: bad parameters {sorted(params)}: {exc}") from None

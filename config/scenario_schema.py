@@ -1,0 +1,185 @@
+"""Schema of scenario files (DESIGN section 9), validated with the config machinery.
+
+The document and its timeline are fixed pydantic models; the two open-ended
+parts, ``expect`` here and the ``exchange`` blocks in
+:mod:`config.scenario_exchange`, are :class:`~config.registry.KeyRegistry`
+objects that can learn new keys while still refusing unknown ones.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, model_validator
+
+from config.registry import KeyRegistry, Spec, flag
+from config.scenario_exchange import EXCHANGE_KEYS, FAULT, SETTING
+from config.types import Dec, Duration, Ident, NonNegDec, NonNegInt, PosDec, Symbol, unique
+
+__all__ = ["EXCHANGE_KEYS", "EXPECT_KEYS", "FAULT", "SETTING", "EntryDoc", "ScenarioDoc"]
+
+
+class NoOptions(Spec):
+    """A flag with no options (``restart: true``)."""
+
+
+# -- expectations ------------------------------------------------------------------------
+
+
+class CountRange(Spec):
+    min: NonNegInt = 0
+    max: NonNegInt | None = None
+
+    @model_validator(mode="after")
+    def _order(self) -> CountRange:
+        if self.max is not None and self.min > self.max:
+            raise ValueError(f"max: {self.max} is below min {self.min}")
+        return self
+
+
+def _count(value: Any) -> Any:
+    """``3`` means exactly three: ``{min: 3, max: 3}``."""
+    if isinstance(value, bool) or not isinstance(value, (int, dict)):
+        raise ValueError("must be a count (e.g. 3) or a range {min: 1, max: 5}")
+    return {"min": value, "max": value} if isinstance(value, int) else value
+
+
+Count = Annotated[CountRange, BeforeValidator(_count)]
+
+
+class OrderCounts(Spec):
+    submitted: Count | None = None
+    filled: Count | None = None
+    partially_filled: Count | None = None
+    canceled: Count | None = None
+    rejected: Count | None = None
+
+
+class StopExitCounts(Spec):
+    limit: Count | None = None
+    market_fallback: Count | None = None
+
+
+#: What ``expect`` may check; each maps onto summary.json (DESIGN section 8).
+EXPECT_KEYS = KeyRegistry("expect", {
+    "positions": dict[Symbol, Dec],
+    "exchange_positions": dict[Symbol, Dec],
+    "max_exit_qty": dict[Symbol, NonNegDec],
+    "hedge_qty": dict[Symbol, NonNegDec],
+    "orders": OrderCounts,
+    "risk_approved": Count,
+    "risk_rejected": dict[Ident, Count],
+    "stop_exits": StopExitCounts,
+    "hedges": Count,
+    "restarts": dict[Ident, Count],
+    "signals": Count,
+    "market_events": Count,
+    "alerts": Count,
+    "kill_switch": bool,
+    "no_invariant_violations": Literal[True],
+})
+
+
+# -- timeline ----------------------------------------------------------------------------
+
+
+class QuoteSpec(Spec):
+    symbol: Symbol
+    bid: PosDec
+    ask: PosDec
+    bid_size: NonNegDec | None = None
+    ask_size: NonNegDec | None = None
+
+    @model_validator(mode="after")
+    def _crossed(self) -> QuoteSpec:
+        if self.ask < self.bid:
+            raise ValueError(f"ask: {self.ask} is below bid {self.bid}")
+        return self
+
+
+class BarSpec(Spec):
+    symbol: Symbol
+    open: PosDec
+    high: PosDec
+    low: PosDec
+    close: PosDec
+    volume: NonNegDec
+
+    @model_validator(mode="after")
+    def _range(self) -> BarSpec:
+        if self.low > self.high:
+            raise ValueError(f"low: {self.low} is above high {self.high}")
+        for name in ("open", "close"):
+            value: Decimal = getattr(self, name)
+            if not self.low <= value <= self.high:
+                raise ValueError(f"{name}: {value} is outside low..high ({self.low}..{self.high})")
+        return self
+
+
+class SignalSpec(Spec):
+    symbol: Symbol
+    side: Literal["buy", "sell"]
+    qty: PosDec
+    stop_loss: PosDec | None = None
+    account: Ident = "default"
+    reduce_only: bool = False
+    strategy: Ident = "scenario"
+
+
+class CrashSpec(Spec):
+    """``point`` names where the runner kills the runtime (e.g. after_intent); none: at once."""
+
+    point: Ident | None = None
+
+
+class ControlSpec(Spec):
+    kill_switch: bool
+    reason: str | None = None
+
+
+KINDS = ("quote", "bar", "signal", "exchange", "crash", "restart", "control", "group", "end")
+
+
+class EntryDoc(Spec):
+    at: Duration
+    quote: QuoteSpec | None = None
+    bar: BarSpec | None = None
+    signal: SignalSpec | None = None
+    exchange: dict[str, Any] | None = None  # checked against EXCHANGE_KEYS afterwards
+    crash: flag(CrashSpec) = None
+    restart: flag(NoOptions) = None
+    control: ControlSpec | None = None
+    group: dict[str, Any] | None = Field(default=None, min_length=1)  # the group actor validates
+    end: Literal[True] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> EntryDoc:
+        found = [k for k in KINDS if k in self.model_fields_set]
+        if len(found) != 1:
+            got = f"found {', '.join(found)}" if found else "found none"
+            raise ValueError(f"an entry needs `at` and exactly one of {', '.join(KINDS)} ({got})")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in KINDS if k in self.model_fields_set)
+
+
+class ScenarioDoc(Spec):
+    name: str | None = Field(default=None, min_length=1)
+    description: str | None = None
+    seed: NonNegInt = 0
+    config: dict[str, Any] = {}     # validated against the config schema afterwards
+    exchange: dict[str, Any] = {}   # checked against EXCHANGE_KEYS afterwards
+    symbols: Annotated[list[Symbol], Field(min_length=1)]
+    timeline: Annotated[list[EntryDoc], Field(min_length=1)]
+    expect: dict[str, Any] = {}     # checked against EXPECT_KEYS afterwards
+
+    @model_validator(mode="after")
+    def _unique_symbols(self) -> ScenarioDoc:
+        try:
+            unique(self.symbols, "symbol")
+        except ValueError as exc:
+            raise ValueError(f"symbols: {exc}") from None
+        return self

@@ -1,0 +1,237 @@
+"""The validated configuration: one pydantic model per section of the YAML.
+
+Every field has a safe default (fail closed) that ``config/default.yaml``
+repeats verbatim; a test keeps the two equal. Checks that span fields are
+model validators whose message starts with the key they blame
+(``"max_s: ..."``), which the loader turns into a file:line for that key.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from config.alerts import AlertsConfig
+from config.risk import Limits, RiskConfig, SymbolLimits
+from config.types import (Dec, EnvName, Fraction, Host, Ident, Jitter, NonNegInt, PosDec, PosFloat,
+                          PosInt, Port, Section, Symbol, backoff_order, is_loopback, unique)
+from config.venue import ExchangeConfig
+
+__all__ = ["AlertsConfig", "Config", "ExchangeConfig", "Limits", "RiskConfig", "SymbolLimits"]
+
+
+# -- runtime ----------------------------------------------------------------------
+
+
+class SupervisorConfig(Section):
+    """More than ``intensity`` restarts within ``period_s`` and a supervisor gives up."""
+
+    intensity: NonNegInt = 5
+    period_s: PosFloat = 60.0
+
+
+class RestartBackoff(Section):
+    base_s: PosFloat = 0.05
+    max_s: PosFloat = 5.0
+    jitter: Jitter = "equal"
+
+    @model_validator(mode="after")
+    def _order(self) -> RestartBackoff:
+        backoff_order(self)
+        return self
+
+
+class PersistenceConfig(Section):
+    #: at most this many queued writes go into one LMDB transaction
+    group_commit_max_batch: PosInt = 512
+    #: extra wait for more writes before committing (0: commit what is queued)
+    group_commit_window_ms: NonNegInt = 0
+    map_size_mb: PosInt = 1024
+
+
+class RuntimeConfig(Section):
+    #: the one shared CPU executor (feature engineering, margin grid)
+    executor_workers: PosInt = Field(default=2, le=64)
+    supervisor: SupervisorConfig = SupervisorConfig()
+    restart_backoff: RestartBackoff = RestartBackoff()
+    persistence: PersistenceConfig = PersistenceConfig()
+    #: per-actor stop timeout during an orderly shutdown
+    shutdown_timeout_s: PosFloat = 30.0
+
+
+# -- execution safety ---------------------------------------------------------------
+
+
+class StopsConfig(Section):
+    """Rule 8: SL-limit within a slippage bound, then cancel-confirm-market fallback."""
+
+    slippage_bps: PosDec = Decimal("50")
+    fallback_after_s: PosFloat = 2.0
+    #: alert (never resend) if a cancel confirmation takes longer than this
+    cancel_wait_alert_s: PosFloat = 10.0
+
+
+class HedgerConfig(Section):
+    """Rule 7: first hedge at once, later requests within the window coalesced
+    (> 0: a zero window would let rapid partial fills cascade into over-hedging)."""
+
+    debounce_ms: PosInt = 500
+
+
+class ShockGrid(Section):
+    """Rule 6 shock scenarios; the grid is their cross product (3 x 3 x 3 = 27)."""
+
+    price: list[Dec] = Field(default=[Decimal("-0.03"), Decimal("0"), Decimal("0.03")],
+                             min_length=1)
+    iv: list[Dec] = Field(default=[Decimal("0"), Decimal("0.30"), Decimal("0.50")], min_length=1)
+    spread: list[Dec] = Field(default=[Decimal("1.0"), Decimal("1.5"), Decimal("2.0")],
+                              min_length=1)
+
+    @field_validator("price")
+    @classmethod
+    def _price(cls, v: list[Decimal]) -> list[Decimal]:
+        if any(x <= -1 for x in v):
+            raise ValueError("a price shock must be above -1 (-100 %)")
+        return v
+
+    @field_validator("iv")
+    @classmethod
+    def _iv(cls, v: list[Decimal]) -> list[Decimal]:
+        if any(x <= -1 for x in v):
+            raise ValueError("an IV shock must be above -1 (-100 %)")
+        return v
+
+    @field_validator("spread")
+    @classmethod
+    def _spread(cls, v: list[Decimal]) -> list[Decimal]:
+        if any(x < 1 for x in v):
+            raise ValueError("a spread multiplier must be >= 1 (a shock never narrows spreads)")
+        return v
+
+
+class GroupsConfig(Section):
+    exposure_check_ms: PosInt = 100
+    leg_timeout_s: PosFloat = 5.0
+    #: worst case over the shock grid must need at most this fraction of available margin
+    margin_limit: Fraction = Decimal("0.90")
+    shock_grid: ShockGrid = ShockGrid()
+
+
+# -- connectivity -------------------------------------------------------------------
+
+
+class ReconnectConfig(Section):
+    """Rule 12: exponential backoff with full jitter, capped at 60 s."""
+
+    base_s: PosFloat = 0.5
+    max_s: PosFloat = Field(default=60.0, le=60.0)
+    jitter: Jitter = "full"
+
+    @model_validator(mode="after")
+    def _order(self) -> ReconnectConfig:
+        backoff_order(self)
+        return self
+
+
+class ReconnectBudget(Section):
+    """Past ``attempts`` within ``window_s``: halt, alert, wait for the window to free."""
+
+    attempts: PosInt = 300
+    window_s: PosFloat = 300.0
+
+
+class WatchdogConfig(Section):
+    #: reconnect after this long without any message on the stream
+    timeout_s: PosFloat = 15.0
+
+
+class GatewayConfig(Section):
+    reconnect: ReconnectConfig = ReconnectConfig()
+    budget: ReconnectBudget = ReconnectBudget()
+    watchdog: WatchdogConfig = WatchdogConfig()
+
+
+class ReconcilerConfig(Section):
+    """Rule 11: the poll is never removed; ``poll_s`` must be > 0 and at most 5 minutes."""
+
+    poll_s: PosFloat = Field(default=12.0, le=300.0)
+    startup_timeout_s: PosFloat = 30.0
+
+
+# -- market, strategy, control, run -------------------------------------------------
+
+
+class MarketConfig(Section):
+    """The seeded synthetic market that feeds the default ``run``."""
+
+    symbols: list[Symbol] = Field(
+        default=["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT"], min_length=1)
+    seed: NonNegInt = 42
+    tick_interval_ms: PosInt = 100
+    bar_interval_s: PosFloat = 1.0
+    start_price: PosDec = Decimal("100")
+    start_prices: dict[Symbol, PosDec] = {}
+    #: standard deviation of the per-tick log return
+    tick_volatility: PosDec = Decimal("0.0005")
+    spread_bps: PosDec = Decimal("2")
+    quote_size: PosDec = Decimal("50")
+
+    @field_validator("symbols")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        return unique(v, "symbol")
+
+
+class StrategyConfig(Section):
+    name: Ident = "demo"
+    #: strategy-specific; the strategy validates its own parameters
+    params: dict[str, Any] = {}
+
+
+class ControlConfig(Section):
+    """The /metrics, /actors, /healthz endpoint. Loopback unless a token protects it."""
+
+    enabled: bool = True
+    host: Host = "127.0.0.1"
+    port: Port = 8765
+    token_env: EnvName | None = None
+
+    @model_validator(mode="after")
+    def _exposed(self) -> ControlConfig:
+        if not is_loopback(self.host) and not self.token_env:
+            raise ValueError("token_env: a non-loopback control host needs a token "
+                             "(name its environment variable in token_env)")
+        return self
+
+
+class RunConfig(Section):
+    duration_s: PosFloat = 30.0
+    #: run directories are created under this one as runs/<timestamp>/
+    out_root: str = Field(default="runs", min_length=1)
+
+
+class Config(Section):
+    runtime: RuntimeConfig = RuntimeConfig()
+    risk: RiskConfig = RiskConfig()
+    stops: StopsConfig = StopsConfig()
+    hedger: HedgerConfig = HedgerConfig()
+    groups: GroupsConfig = GroupsConfig()
+    gateway: GatewayConfig = GatewayConfig()
+    reconciler: ReconcilerConfig = ReconcilerConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    exchange: ExchangeConfig = ExchangeConfig()
+    market: MarketConfig = MarketConfig()
+    strategy: StrategyConfig = StrategyConfig()
+    control: ControlConfig = ControlConfig()
+    run: RunConfig = RunConfig()
+
+    @model_validator(mode="after")
+    def _cross(self) -> Config:
+        if self.risk.position_staleness_s <= self.reconciler.poll_s:
+            raise ValueError(
+                f"risk.position_staleness_s: {self.risk.position_staleness_s} must be above "
+                f"reconciler.poll_s ({self.reconciler.poll_s}), or a quiet market makes "
+                f"every snapshot stale between polls")
+        return self

@@ -1,0 +1,147 @@
+"""Order state and the per-symbol top-of-book of the simulated exchange.
+
+The simulator has no order book of its own participants: the market is the
+quote stream (best bid/ask with sizes). A quote's size is liquidity that our
+orders consume while that quote stands, so two market orders in a row cannot
+both take the full displayed size. A size of 0 means "depth unknown" and is
+treated as unlimited.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from messages import OrderRequest, OrderType, Side
+
+ZERO = Decimal("0")
+
+WORKING = "working"
+FILLED = "filled"
+CANCELED = "canceled"
+EXPIRED = "expired"
+
+
+@dataclass(slots=True)
+class Book:
+    symbol: str
+    bid: Decimal | None = None
+    ask: Decimal | None = None
+    bid_size: Decimal = ZERO
+    ask_size: Decimal = ZERO
+    #: Liquidity left at the current quote (None = unlimited).
+    avail_bid: Decimal | None = None
+    avail_ask: Decimal | None = None
+    last: Decimal | None = None
+    ts: datetime | None = None
+
+    def set_quote(self, bid: Decimal, ask: Decimal, bid_size: Decimal, ask_size: Decimal,
+                  ts: datetime | None, limit_by_size: bool) -> None:
+        self.bid, self.ask = bid, ask
+        self.bid_size, self.ask_size = bid_size, ask_size
+        self.avail_bid = bid_size if (limit_by_size and bid_size > 0) else None
+        self.avail_ask = ask_size if (limit_by_size and ask_size > 0) else None
+        self.ts = ts
+
+    @property
+    def has_quote(self) -> bool:
+        return self.bid is not None and self.ask is not None
+
+    def touch(self, side: Side) -> Decimal | None:
+        """Price a taker on ``side`` trades at (ask for a buy, bid for a sell)."""
+        return self.ask if side is Side.BUY else self.bid
+
+    def available(self, side: Side) -> Decimal | None:
+        return self.avail_ask if side is Side.BUY else self.avail_bid
+
+    def consume(self, side: Side, qty: Decimal) -> None:
+        if side is Side.BUY:
+            if self.avail_ask is not None:
+                self.avail_ask -= qty
+        elif self.avail_bid is not None:
+            self.avail_bid -= qty
+
+    @property
+    def mid(self) -> Decimal | None:
+        if not self.has_quote:
+            return self.last
+        return (self.bid + self.ask) / 2  # type: ignore[operator]
+
+
+@dataclass(slots=True)
+class OrderState:
+    """An accepted order, as the exchange tracks it."""
+
+    request: OrderRequest
+    exchange_order_id: str
+    created: datetime
+    leaves: Decimal
+    filled: Decimal = ZERO
+    status: str = WORKING
+    triggered: bool = True
+    cancel_pending: bool = False
+    notional: Decimal = ZERO
+    fills: list[str] = field(default_factory=list)
+
+    @property
+    def coid(self) -> str:
+        return self.request.client_order_id
+
+    @property
+    def is_working(self) -> bool:
+        return self.status == WORKING
+
+    @property
+    def avg_price(self) -> Decimal | None:
+        return self.notional / self.filled if self.filled else None
+
+    def marketable_price(self, book: Book) -> Decimal | None:
+        """Price this order would trade at against ``book`` now, else None."""
+        req = self.request
+        touch = book.touch(req.side)
+        if touch is None or not self.triggered:
+            return None
+        if req.order_type is OrderType.MARKET:
+            return touch
+        limit = req.price
+        if req.side is Side.BUY:
+            return touch if touch <= limit else None  # type: ignore[operator]
+        return touch if touch >= limit else None  # type: ignore[operator]
+
+    def crossed_through(self, book: Book) -> bool:
+        """A resting limit the market traded through: fill at the limit (maker)."""
+        return self.marketable_price(book) is not None
+
+    def trigger_hit(self, book: Book) -> bool:
+        """Stop-limit trigger: a buy stop when the ask reaches it, a sell stop
+        when the bid falls to it (the side a stop-out would trade against)."""
+        req = self.request
+        touch = book.touch(req.side)
+        if touch is None:
+            return False
+        if req.side is Side.BUY:
+            return touch >= req.trigger_price  # type: ignore[operator]
+        return touch <= req.trigger_price  # type: ignore[operator]
+
+
+def split_qty(qty: Decimal, parts: int) -> list[Decimal]:
+    """Split ``qty`` into at most ``parts`` positive pieces that add up exactly.
+
+    Pieces are multiples of the finest decimal step needed (10 -> 4, 3, 3;
+    1 in 4 -> 0.3, 0.3, 0.2, 0.2), so the sum is exact with no float drift.
+    """
+    if parts <= 1 or qty <= 0:
+        return [qty]
+    exp = min(qty.as_tuple().exponent, 0)  # type: ignore[arg-type]
+    step = Decimal(1).scaleb(exp)
+    # Refine the step until there are at least ``parts`` units, bounded.
+    for _ in range(12):
+        if qty / step >= parts:
+            break
+        step = step / 10
+    units = int(qty / step)
+    if units * step != qty or units < parts:
+        return [qty]
+    base, rem = divmod(units, parts)
+    return [step * (base + 1)] * rem + [step * base] * (parts - rem)

@@ -1,0 +1,409 @@
+"""The simulated exchange: a pure, synchronous, deterministic matching engine.
+
+``SimulatedExchange`` takes commands and market data with the time they
+happen (``now``, aware UTC) and returns what it produced as a list of
+:class:`~exchange.emit.Emit` (event, delay, audience). It does no I/O except
+appending to its ``events.jsonl``, never sleeps and never raises on bad
+input: a malformed or invalid command becomes an ``OrderRejected`` or an
+``ExchangeError`` with a clear reason. The only randomness (latency jitter)
+comes from a ``random.Random`` seeded by the config.
+
+Matching rules (top of book from the quote stream):
+
+* a marketable order on arrival (or a stop-limit at the quote that triggers
+  it) takes the quote: it fills at the bid/ask, taker fee;
+* a resting limit that a later quote trades through fills at its limit
+  price, maker fee;
+* fills are capped by the quote's size (0 = unlimited) and split into
+  ``partial_fills`` reports; a market order's remainder waits for the next
+  quote (an IOC remainder expires);
+* a stop-limit triggers when the ask (buy) rises to / the bid (sell) falls to
+  its trigger, then behaves as a limit: if the price gapped through the
+  limit it rests unfilled;
+* a cancel takes effect ``cancel_ack_delay_ms`` after it arrives, so the
+  order can still fill meanwhile (the real-world race the stop manager must
+  survive); the reply says canceled, already_filled or unknown.
+
+Cancels live in :mod:`exchange.cancels`, quote handling in
+:mod:`exchange.market`, fault injection in :mod:`exchange.faults`, queries in
+:mod:`exchange.queries` (mixins of one class; this module keeps the order
+path: validation, acceptance, fills, accounts).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections import Counter, OrderedDict
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Callable
+
+from loguru import logger
+
+from exchange._fast import maker
+from exchange.accounts import Account
+from exchange.book import EXPIRED, FILLED, WORKING, Book, OrderState, split_qty
+from exchange.cancels import CancelsMixin
+from exchange.config import ExchangeConfig, parse_spec, split_spec
+from exchange.emit import ACCOUNT, REQUESTER, Emit
+from exchange.events_log import EventsLog
+from exchange.faults import FaultsMixin
+from exchange.market import MarketMixin
+from exchange.queries import QueriesMixin
+from messages import (
+    Bar,
+    CancelOrder,
+    ExchangeError,
+    ExchangeFault,
+    ExchangeTimer,
+    OrderAcked,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+    OrderRequest,
+    OrderType,
+    QueryBalances,
+    QueryFills,
+    QueryOpenOrders,
+    QueryPositions,
+    Quote,
+    Side,
+    SubmitOrder,
+    TimeInForce,
+    utc_now,
+)
+
+ZERO = Decimal("0")
+FEE_QUANTUM = Decimal("0.00000001")
+BPS = Decimal("10000")
+MAX_CLOSED_ORDERS = 100_000
+MAX_FIFO_HOLD_S = 60.0
+
+
+def _bad_decimal(value: Any, *, optional: bool) -> bool:
+    if value is None:
+        return not optional
+    return not (isinstance(value, Decimal) and value.is_finite() and value > 0)
+
+
+class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
+    """Matching engine, accounts and fault injection of the simulated venue."""
+
+    def __init__(self, config: ExchangeConfig | dict | None = None, *,
+                 events_log: EventsLog | None = None,
+                 clock: Callable[[], datetime] | None = None, strict: bool = False) -> None:
+        #: Faults given with the initial settings (a scenario's ``exchange:``
+        #: block may hold both); applied by :meth:`start`, after the log opens.
+        self.pending_faults: dict[str, Any] = {}
+        if isinstance(config, ExchangeConfig):
+            self.config = config
+        else:
+            settings, self.pending_faults = split_spec(config or {})
+            parse_spec(self.pending_faults)  # fail now, not at start
+            self.config = ExchangeConfig.from_dict(settings)
+        self.log = events_log if events_log is not None else EventsLog()
+        self._clock = clock or utc_now
+        self._rng = random.Random(self.config.seed)
+        self.stats: Counter = Counter()
+        self.epoch = 1
+        self.books: dict[str, Book] = {}
+        self.reject_next = 0
+        self.duplicate_next = 0
+        # Hot-path event constructors (see exchange._fast; strict validates).
+        self._acked = maker(OrderAcked, strict=strict)
+        self._filled = maker(OrderFilled, strict=strict)
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        """Everything an exchange crash with data loss forgets (books survive:
+        they mirror the outside market)."""
+        self.orders: dict[str, OrderState] = {}
+        self._closed: OrderedDict[str, None] = OrderedDict()
+        self._retired: dict[str, str] = {}
+        self.working: dict[str, dict[str, OrderState]] = {}
+        self.accounts: dict[str, Account] = {}
+        self.pending_cancels: dict[str, CancelOrder] = {}
+        self._order_seq = itertools.count(1)
+        self._fill_seq = itertools.count(1)
+        self._cancel_seq = itertools.count(1)
+        self._last_due = float("-inf")
+        self._last_fill: OrderFilled | None = None
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self, events_path: Any = None) -> SimulatedExchange:
+        """Open ``events.jsonl`` (the only file the engine touches) if a path
+        is known, then apply the faults given with the initial settings."""
+        if events_path is not None or self.log.path is not None:
+            self.log.open(events_path)
+        if self.pending_faults:
+            faults, self.pending_faults = self.pending_faults, {}
+            self.apply(faults)
+        return self
+
+    def stop(self) -> None:
+        self.log.close()
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    # -- dispatch ------------------------------------------------------------------
+
+    def handle(self, command: Any, now: datetime | None = None) -> list[Emit]:
+        """Process any command or market data message. Never raises."""
+        now = now or self._clock()
+        try:
+            kind = type(command)
+            if kind is SubmitOrder:
+                return self.submit(command.order, now)
+            if kind is CancelOrder:
+                return self.cancel(command, now)
+            if kind is Quote:
+                return self.on_quote(command, now)
+            if kind is Bar:
+                return self.on_bar(command, now)
+            if kind is ExchangeTimer:
+                return self.on_timer(command, now)
+            if kind is ExchangeFault:
+                try:
+                    return self.apply(command.spec, now)
+                except ValueError as exc:
+                    return [self._error("bad_fault", str(exc), now)]
+            if kind in (QueryPositions, QueryOpenOrders, QueryBalances, QueryFills):
+                return self.query(command, now)
+            self.stats["bad_commands"] += 1
+            self.log.append("bad_command", now, reason=f"unexpected {kind.__name__}")
+            return [self._error("bad_command", f"the exchange does not accept {kind.__name__}", now)]
+        except Exception as exc:  # noqa: BLE001 - the exchange must outlive any bug
+            self.stats["internal_errors"] += 1
+            logger.opt(exception=exc).error("simulated exchange failed on {}", type(command).__name__)
+            return [self._error("internal", f"{type(exc).__name__}: {exc}", now)]
+
+    # -- timing -------------------------------------------------------------------
+
+    def stream_delay(self, now: datetime, extra_s: float = 0.0) -> float:
+        """Latency of the next stream event; never earlier than the previous
+        one, so jitter cannot reorder the stream (it is FIFO like a socket)."""
+        cfg = self.config
+        lat = cfg.latency_ms / 1000.0 + extra_s
+        if cfg.latency_jitter_ms:
+            lat += self._rng.uniform(0.0, cfg.latency_jitter_ms) / 1000.0
+        t = now.timestamp()
+        due = t + lat
+        last = self._last_due
+        if due < last < due + MAX_FIFO_HOLD_S:  # (a clock set back is not held)
+            due = last
+        self._last_due = due
+        return max(0.0, due - t)
+
+    def _emit(self, event: Any, now: datetime, audience: str = ACCOUNT, extra_s: float = 0.0) -> Emit:
+        return Emit(self.stream_delay(now, extra_s), event, audience)
+
+    def _error(self, code: str, reason: str, now: datetime, ref: str | None = None) -> Emit:
+        return self._emit(ExchangeError(code=code, reason=reason, ts=now, ref=ref), now, REQUESTER)
+
+    # -- accounts -----------------------------------------------------------------
+
+    def account(self, name: str) -> Account:
+        acct = self.accounts.get(name)
+        if acct is None:
+            acct = self.accounts[name] = Account(name, cash={self.config.quote_currency:
+                                                             self.config.starting_cash})
+        return acct
+
+    def _reducible(self, req: OrderRequest) -> Decimal:
+        """How much ``req`` can trade without increasing its position."""
+        pos = self.account(req.account).positions.get(req.symbol)
+        qty = pos.qty if pos is not None else ZERO
+        return max(-qty, ZERO) if req.side is Side.BUY else max(qty, ZERO)
+
+    # -- orders ---------------------------------------------------------------------
+
+    def submit(self, order: Any, now: datetime | None = None) -> list[Emit]:
+        now = now or self._clock()
+        if not isinstance(order, OrderRequest):
+            self.stats["bad_commands"] += 1
+            self.log.append("bad_command", now, reason="SubmitOrder without an OrderRequest")
+            return [self._error("bad_command", f"SubmitOrder.order must be an OrderRequest, "
+                                f"got {type(order).__name__}", now)]
+        self.stats["orders_received"] += 1
+        if self.log.is_open:
+            self.log.append("order_submitted", now, client_order_id=order.client_order_id,
+                            symbol=order.symbol, side=order.side, qty=order.qty,
+                            price=order.price, order_type=order.order_type,
+                            trigger_price=order.trigger_price, reduce_only=order.reduce_only,
+                            tif=order.tif, account=order.account)
+        reason = self._check_order(order)
+        if reason is None and self.reject_next > 0:
+            self.reject_next -= 1
+            reason = "injected_reject: rejected by the exchange (fault injection)"
+        if reason is not None:
+            return [self._reject(order, reason, now)]
+        return self._accept(order, now)
+
+    def _check_order(self, order: OrderRequest) -> str | None:
+        coid = order.client_order_id
+        for field, optional in (("qty", False), ("price", True), ("trigger_price", True)):
+            value = getattr(order, field)
+            if _bad_decimal(value, optional=optional):
+                return f"invalid_{field}: {value!r} is not a finite positive decimal"
+        if order.order_type is not OrderType.MARKET and order.price is None:
+            return f"invalid_price: a {order.order_type} order needs a price"
+        if order.order_type is OrderType.STOP_LIMIT and order.trigger_price is None:
+            return "invalid_trigger_price: a stop_limit order needs a trigger_price"
+        if self.config.symbols is not None and order.symbol not in self.config.symbols:
+            return f"unknown_symbol: {order.symbol!r} is not traded here"
+        if coid in self.orders or coid in self._retired:
+            status = self.orders[coid].status if coid in self.orders else self._retired[coid]
+            return f"duplicate_client_order_id: {coid!r} was already accepted (that order is {status})"
+        book = self.books.get(order.symbol)
+        if order.order_type is OrderType.MARKET and (book is None or not book.has_quote):
+            return f"no_market: no quote for {order.symbol}, a market order cannot be priced"
+        if order.reduce_only:
+            reducible = self._reducible(order)
+            if reducible <= 0:
+                return "reduce_only: the order would increase the position"
+            if order.qty > reducible:
+                return f"reduce_only: qty {order.qty} exceeds the position ({reducible})"
+        return None
+
+    def _reject(self, order: OrderRequest, reason: str, now: datetime) -> Emit:
+        self.stats["orders_rejected"] += 1
+        self.log.append("order_rejected", now, client_order_id=order.client_order_id,
+                        symbol=order.symbol, side=order.side, qty=order.qty, price=order.price,
+                        reason=reason)
+        return self._emit(OrderRejected(order.client_order_id, order.symbol or "?", reason, now), now)
+
+    def _accept(self, order: OrderRequest, now: datetime) -> list[Emit]:
+        cfg = self.config
+        eid = f"{cfg.id_prefix}{self.epoch}-O{next(self._order_seq)}"
+        st = OrderState(order, eid, now, order.qty,
+                        triggered=order.order_type is not OrderType.STOP_LIMIT)
+        self.orders[order.client_order_id] = st
+        self.working.setdefault(order.symbol, {})[order.client_order_id] = st
+        self.stats["orders_acked"] += 1
+        if self.log.is_open:
+            self.log.append("order_acked", now, client_order_id=order.client_order_id,
+                            symbol=order.symbol, side=order.side, qty=order.qty,
+                            price=order.price, exchange_order_id=eid)
+        out = [self._emit(self._acked(order.client_order_id, eid, order.symbol, now), now)]
+        book = self.books.get(order.symbol)
+        if book is not None and book.has_quote:
+            if not st.triggered and st.trigger_hit(book):
+                self._trigger(st, now)
+            if st.triggered:
+                self._take(st, book, now, out)
+        if st.is_working and order.tif is TimeInForce.IOC and st.triggered:
+            self._expire(st, "IOC remainder", now, out)
+        return out
+
+    def _trigger(self, st: OrderState, now: datetime) -> None:
+        st.triggered = True
+        req = st.request
+        self.log.append("order_triggered", now, client_order_id=req.client_order_id,
+                        symbol=req.symbol, side=req.side, qty=st.leaves, price=req.price,
+                        trigger_price=req.trigger_price)
+
+    def _take(self, st: OrderState, book: Book, now: datetime, out: list[Emit]) -> None:
+        """Fill ``st`` as a taker at the touch, within the quote's size."""
+        price = st.marketable_price(book)
+        if price is not None:
+            self._fill(st, self._fillable(st, book, None), price, "taker", now, out)
+
+    def _fillable(self, st: OrderState, book: Book | None, qty: Decimal | None) -> Decimal:
+        want = st.leaves if qty is None else min(qty, st.leaves)
+        if book is not None:
+            avail = book.available(st.request.side)
+            if avail is not None:
+                want = min(want, max(avail, ZERO))
+        if st.request.reduce_only:
+            want = min(want, self._reducible(st.request))
+        return want
+
+    def _fill(self, st: OrderState, qty: Decimal, price: Decimal, liquidity: str,
+              now: datetime, out: list[Emit]) -> None:
+        """Book ``qty`` at ``price`` as one or more fill reports."""
+        req = st.request
+        if qty > 0:
+            cfg = self.config
+            bps = cfg.maker_fee_bps if liquidity == "maker" else cfg.taker_fee_bps
+            acct = self.account(req.account)
+            interval = cfg.partial_fill_interval_ms / 1000.0
+            for i, part in enumerate(split_qty(qty, cfg.partial_fills)):
+                fill_id = f"{cfg.id_prefix}{self.epoch}-F{next(self._fill_seq)}"
+                fee = ((part * price * bps / BPS).quantize(FEE_QUANTUM, rounding=ROUND_HALF_UP)
+                       if bps else ZERO)
+                st.leaves -= part
+                st.filled += part
+                st.notional += part * price
+                fill = self._filled(req.client_order_id, fill_id, req.symbol, req.side, part,
+                                    price, st.leaves, now, fee, req.account)
+                cursor = acct.record_fill(fill, cfg.quote_currency, cfg.fill_history)
+                st.fills.append(fill_id)
+                self._last_fill = fill
+                self.stats["fills"] += 1
+                if self.log.is_open:
+                    self.log.append("order_filled", now, client_order_id=req.client_order_id,
+                                    symbol=req.symbol, side=req.side, qty=part, price=price,
+                                    fill_id=fill_id, leaves_qty=st.leaves, fee=fee,
+                                    liquidity=liquidity, account=req.account, cursor=cursor)
+                out.append(self._emit(fill, now, extra_s=interval * i))
+                if self.duplicate_next > 0:
+                    self.duplicate_next -= 1
+                    out.append(self._emit_duplicate(fill, now))
+            book = self.books.get(req.symbol)
+            if book is not None:
+                book.consume(req.side, qty)
+        if st.leaves == 0:
+            self._close(st, FILLED)
+        elif req.reduce_only and self._reducible(req) <= 0:
+            self._expire(st, "reduce_only: nothing left to reduce", now, out)
+
+    def _emit_duplicate(self, fill: OrderFilled, now: datetime) -> Emit:
+        self.stats["duplicate_fills_sent"] += 1
+        self.log.append("fill_duplicated", now, client_order_id=fill.client_order_id,
+                        symbol=fill.symbol, side=fill.side, qty=fill.qty, price=fill.price,
+                        fill_id=fill.fill_id)
+        return self._emit(fill, now)
+
+    def _close(self, st: OrderState, status: str) -> None:
+        st.status = status
+        st.cancel_pending = False
+        self.working.get(st.request.symbol, {}).pop(st.coid, None)
+        self._closed[st.coid] = None
+        while len(self._closed) > MAX_CLOSED_ORDERS:
+            old, _ = self._closed.popitem(last=False)
+            gone = self.orders.pop(old, None)
+            if gone is not None:
+                self._retired[old] = gone.status
+
+    def _expire(self, st: OrderState, reason: str, now: datetime, out: list[Emit]) -> None:
+        qty = st.leaves
+        self._close(st, EXPIRED)
+        req = st.request
+        self.stats["orders_expired"] += 1
+        self.log.append("order_expired", now, client_order_id=req.client_order_id,
+                        symbol=req.symbol, side=req.side, qty=qty, price=req.price, reason=reason)
+        out.append(self._emit(OrderExpired(req.client_order_id, req.symbol, qty, reason, now), now))
+
+    # -- read access (tests, tools, the venue's introspection) ------------------------
+
+    def order(self, client_order_id: str) -> OrderState | None:
+        return self.orders.get(client_order_id)
+
+    def open_orders(self, account: str | None = None) -> list[OrderState]:
+        return [st for orders in self.working.values() for st in orders.values()
+                if st.status == WORKING and (account is None or st.request.account == account)]
+
+    def position(self, symbol: str, account: str = "default") -> Decimal:
+        pos = self.accounts.get(account)
+        p = pos.positions.get(symbol) if pos is not None else None
+        return p.qty if p is not None else ZERO
+
+    def positions(self, account: str = "default") -> dict[str, Decimal]:
+        acct = self.accounts.get(account)
+        return {s: p.qty for s, p in sorted(acct.positions.items())} if acct else {}
+
+    def book(self, symbol: str) -> Book | None:
+        return self.books.get(symbol)

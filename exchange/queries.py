@@ -1,0 +1,62 @@
+"""Query replies of the simulated exchange (positions, open orders, balances,
+fills since a cursor). These are what the reconciler and startup recovery
+compare against: the broker wins on divergence, so they must be exact."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from exchange.emit import REQUESTER, Emit
+from messages import (
+    BalanceSnapshot,
+    FillsSnapshot,
+    OpenOrder,
+    OpenOrdersSnapshot,
+    PositionSnapshot,
+    QueryBalances,
+    QueryFills,
+    QueryOpenOrders,
+    QueryPositions,
+)
+
+if TYPE_CHECKING:
+    from exchange.engine import SimulatedExchange
+
+
+class QueriesMixin:
+    def query(self: SimulatedExchange, q: Any, now: datetime | None = None) -> list[Emit]:
+        now = now or self._clock()
+        acct = self.account(q.account)
+        self.stats["queries"] += 1
+        kind = type(q)
+        reply: Any
+        if kind is QueryPositions:
+            what = "positions"
+            reply = PositionSnapshot(acct.name, tuple((s, p.qty) for s, p in
+                                                      sorted(acct.positions.items())), now)
+        elif kind is QueryOpenOrders:
+            what = "open_orders"
+            reply = OpenOrdersSnapshot(q.request_id, acct.name, tuple(
+                _open_order(st) for st in self.open_orders(acct.name)), now)
+        elif kind is QueryBalances:
+            what = "balances"
+            reply = BalanceSnapshot(q.request_id, acct.name, tuple(sorted(acct.cash.items())), now,
+                                    realized_pnl=acct.realized, fees_paid=acct.fees_paid)
+        elif kind is QueryFills:
+            what = "fills"
+            fills, cursor, more = acct.fills_since(q.since_cursor, q.limit)
+            reply = FillsSnapshot(q.request_id, acct.name, tuple(fills), cursor, now, more=more)
+        else:
+            raise TypeError(f"not a query: {kind.__name__}")
+        self.log.append("query", now, what=what, request_id=getattr(q, "request_id", None),
+                        account=acct.name)
+        return [self._emit(reply, now, REQUESTER)]
+
+
+def _open_order(st: Any) -> OpenOrder:
+    req = st.request
+    return OpenOrder(req.client_order_id, st.exchange_order_id, req.symbol, req.side,
+                     req.order_type, req.qty, st.leaves, st.created, price=req.price,
+                     trigger_price=req.trigger_price, triggered=st.triggered,
+                     reduce_only=req.reduce_only, tif=req.tif, account=req.account)
