@@ -137,6 +137,12 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
         is known, then apply the faults given with the initial settings."""
         if events_path is not None or self.log.path is not None:
             self.log.open(events_path)
+            if self.log.seq > 0 and self.epoch == 1 and not self.orders:
+                # A fresh engine continuing an existing log (the exchange
+                # process was restarted): start a new id epoch so fill and
+                # order ids never repeat ones a client may already hold.
+                self.epoch = self.log.seq + 1
+                self.log.append("exchange_started", self._clock(), epoch=self.epoch)
         if self.pending_faults:
             faults, self.pending_faults = self.pending_faults, {}
             self.apply(faults)

@@ -585,6 +585,8 @@ def test_reopened_log_continues_seq(tmp_path):
     eng2.stop()
     seqs = [r["seq"] for r in read_events(path)]
     assert seqs == list(range(1, len(seqs) + 1))
+    ids = [r["exchange_order_id"] for r in read_events(path) if r["kind"] == "order_acked"]
+    assert len(set(ids)) == 2  # the new process did not reuse the old ids
     with open(path) as fh:
         assert all(json.loads(line) for line in fh)
 
