@@ -22,14 +22,18 @@ multiplier m), in account currency:
   risk is already in the scenario loss. Legs without an ``underlying`` id are
   each their own underlying, i.e. nothing covers them (the safe default).
 
-Speed (issue 5 benchmark: 1,000 legs x 27 scenarios under 100 us): spread
-multipliers are linear, so Black-Scholes runs once on a (9 x legs) grid of
-(price, iv) shocks; puts are priced as calls plus a linear parity term; the
-normal CDF is the exp-free ``pricing.cdf_table`` (error < 3e-9), indexed
-with the 1.5 * 2**52 rounding trick; all buffers are preallocated per kernel
-and laid out with legs on the last axis so every ufunc runs over long
-contiguous rows. ``worst_case_margin_python`` is the same computation as a
-plain loop, used by the tests as the reference and by the benchmark.
+Speed (issue 5 benchmark: 1,000 legs x 27 scenarios, target 100 us): spread
+multipliers are linear, so Black-Scholes runs once per option leg on the 9
+(price, iv) pairs, and never for stock legs; puts are calls plus a linear
+parity term. numpy has no vectorized float64 ``exp`` on AVX2-only CPUs
+(about 5 ns an element), so the normal CDF is the exp-free
+``pricing.cdf_table`` (error < 3e-9) and the sums over legs are BLAS
+matrix-vector products; see ``MarginKernel``. ``worst_case_margin_python``
+is the same computation as a plain loop: the tests' reference and the
+benchmark's baseline.
+
+``rate`` (in the grid) defaults to 0, as in ``pricing.quote_option``: over a
+shock horizon it moves "now" and "shocked" values alike.
 """
 
 from __future__ import annotations
@@ -69,6 +73,11 @@ __all__ = [
 STOCK, CALL, PUT = 0, 1, 2
 REJECT_REASON = "worst_case_margin"
 
+# Bound once: the kernel is call-overhead bound for small books.
+_sqrt, _mul, _div, _add, _sub = np.sqrt, np.multiply, np.divide, np.add, np.subtract
+_exp, _log, _recip, _max, _min = np.exp, np.log, np.reciprocal, np.maximum, np.minimum
+_take, _matmul, _dot, _bincount = np.take, np.matmul, np.dot, np.bincount
+
 _MAGIC = 1.5 * 2.0**52  # x + _MAGIC rounds x to an integer in the low mantissa bits
 _MAGIC_BITS = int(np.array(_MAGIC).view(np.int64))
 
@@ -98,14 +107,28 @@ class Leg:
 _FLOAT_FIELDS = ("qty", "spot", "strike", "expiry_years", "iv", "half_spread", "multiplier")
 
 
+class _Options(NamedTuple):
+    """The option legs only, as contiguous arrays: what Black-Scholes needs."""
+
+    spot: np.ndarray
+    expiry_years: np.ndarray
+    iv: np.ndarray
+    strike: np.ndarray
+    w: np.ndarray        # qty * multiplier
+    neg_w: np.ndarray
+    key: np.ndarray      # underlying * 2 + is_put, for the naked-short base
+
+
 @dataclass(frozen=True, eq=False)
 class LegArrays:
     """A portfolio as numpy structure-of-arrays (float64; ``kind`` int8).
 
     Arrays are copied and made read-only, so a LegArrays is an immutable
-    snapshot that can be handed to the shared executor. The private ``_w*``
-    fields are derived once here (they depend only on the legs' structure,
-    not on market data) so the margin kernel does not redo them per call.
+    snapshot that can be handed to the shared executor. Derived private
+    fields are computed once here from the same snapshot: weights that depend
+    only on the legs' structure, and contiguous copies of the option legs so
+    the margin kernel runs Black-Scholes on options only (stock and futures
+    legs are linear and need no pricing).
     """
 
     kind: np.ndarray
@@ -117,13 +140,11 @@ class LegArrays:
     half_spread: np.ndarray
     multiplier: np.ndarray
     underlying: np.ndarray | None = None
-    _k_eff: np.ndarray = field(init=False, repr=False)
-    _w_opt: np.ndarray = field(init=False, repr=False)
-    _neg_w_opt: np.ndarray = field(init=False, repr=False)
     _w_lin: np.ndarray = field(init=False, repr=False)
     _abs_w: np.ndarray = field(init=False, repr=False)
-    _key: np.ndarray = field(init=False, repr=False)
+    _opt: _Options = field(init=False, repr=False)
     _n_keys: int = field(init=False, repr=False)
+    _any_short_option: bool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         put = object.__setattr__
@@ -156,23 +177,22 @@ class LegArrays:
             raise ValueError("LegArrays: options need strike > 0, expiry_years >= 0, iv >= 0")
 
         w = self.qty * self.multiplier
-        w_opt = np.where(option, w, 0.0)
         lin = np.where(kind == STOCK, 1.0, np.where(kind == PUT, -1.0, 0.0))
-        derived = {
-            # Stock legs go through the option arrays with harmless inputs and
-            # zero weight, so the kernel never branches per leg.
-            "_k_eff": np.where(option, self.strike, 1.0),
-            "_w_opt": w_opt,
-            "_neg_w_opt": -w_opt,
-            "_w_lin": w * lin,
-            "_abs_w": np.abs(w),
-            "_key": und * 2 + (kind == PUT),
-        }
-        for name, arr in derived.items():
-            put(self, name, np.ascontiguousarray(arr))
-        put(self, "_n_keys", int(derived["_key"].max()) + 1 if n else 0)
-        for name in ("kind", "underlying", *_FLOAT_FIELDS, *derived):
-            getattr(self, name).setflags(write=False)
+        put(self, "_w_lin", w * lin)   # stock legs, and the -S term of put parity
+        put(self, "_abs_w", np.abs(w))
+        sel = np.flatnonzero(option)
+        w_opt = w[sel]
+        key = und[sel] * 2 + (kind[sel] == PUT)
+        opt = _Options(
+            spot=self.spot[sel], expiry_years=self.expiry_years[sel], iv=self.iv[sel],
+            strike=self.strike[sel], w=w_opt, neg_w=-w_opt, key=key,
+        )
+        put(self, "_opt", opt)
+        put(self, "_n_keys", int(key.max()) + 1 if len(key) else 0)
+        put(self, "_any_short_option", bool(np.any(w_opt < 0)))
+        for arr in (kind, und, self._w_lin, self._abs_w, *opt,
+                    *(getattr(self, name) for name in _FLOAT_FIELDS)):
+            arr.setflags(write=False)
 
     def __len__(self) -> int:
         return int(self.kind.shape[0])
@@ -305,14 +325,24 @@ class MarginKernel:
     Not thread-safe (the buffers are reused): use one per thread, as
     ``worst_case_margin`` does. Nothing is cached between calls except
     buffers and grid constants: every call revalues all legs from the
-    LegArrays it is given.
+    LegArrays it is given (which carries only weights derived from the legs'
+    structure at construction, never market-dependent results).
+
+    Layout: every big array is (d1|d2, price shock, iv shock, leg) with legs
+    last, so each ufunc runs over long contiguous rows. N(d) uses the exp-free
+    ``cdf_table``: ``u = d / step`` is rounded to its table node with the
+    1.5 * 2**52 trick (two passes, no float->int cast), one complex gather
+    fetches (intercept, slope), and the weighted sum over legs of
+    ``intercept + slope * u`` is done by BLAS: one pass forms ``slope * u``,
+    then one matrix-vector product sums it and another sums the intercepts
+    straight from the gathered pairs (weights ``[a, 0, a, 0, ...]``).
     """
 
     def __init__(self, grid: ShockGrid = DEFAULT_GRID) -> None:
         self.grid = grid
         table = cdf_table()
         self._coef = table.coef
-        self._inv_h = table.inv_step
+        inv_h = table.inv_step
         self._magic = _MAGIC + table.offset  # rounding and table offset in one add
 
         # Always price the unshocked point; add 0 to an axis that lacks it.
@@ -322,21 +352,23 @@ class MarginKernel:
         self._np, self._nv = n_p, n_v
         self._ln_p = np.log1p(np.array(prices))[:, None]
         one_v = 1.0 + np.array(vols)
-        # Row 0 scales 1/vst into 1/(vst (1+v)); row 1 scales vst/2 into vst (1+v)/2.
-        self._wh_scale = np.stack([1.0 / one_v, one_v])[:, :, None]
+        # In table units: row 0 turns 1/vst into 1/(vst (1+v)), row 1 turns vst
+        # into vst (1+v) / 2.
+        self._wh_scale = np.stack([inv_h / one_v, 0.5 * inv_h * one_v])[:, :, None]
 
-        # negpnl = M @ [sums_call_S (pv), sums_call_K (pv), linear]  (see evaluate)
+        # neg_pnl = M @ vec; vec = [sum a N (2 x pv, intercept part),
+        # sum a N (2 x pv, slope part), linear term]; row r = p * n_v + v.
         pv = n_p * n_v
         zero = prices.index(0.0) * n_v + vols.index(0.0)
-        m = np.zeros((pv, 2 * pv + 1))
-        for a, p in enumerate(prices):
-            for b in range(n_v):
-                r = a * n_v + b
-                m[r, r] -= 1.0 + p
-                m[r, pv + r] -= 1.0
-                m[r, zero] += 1.0
-                m[r, pv + zero] += 1.0
-                m[r, 2 * pv] -= p
+        m = np.zeros((pv, 4 * pv + 1))
+        for r in range(pv):
+            p = prices[r // n_v]
+            for part in (0, 2 * pv):
+                m[r, part + r] -= 1.0 + p        # (1+p) S N(d1)
+                m[r, part + pv + r] -= 1.0       # - Kd N(d2)
+                m[r, part + zero] += 1.0
+                m[r, part + pv + zero] += 1.0
+            m[r, -1] -= p
         rows = [prices.index(p) * n_v + vols.index(v)
                 for p in grid.price_shocks for v in grid.iv_shocks]
         self._m = np.ascontiguousarray(m[rows])
@@ -352,7 +384,7 @@ class MarginKernel:
         self._e = e
         self._tail = np.zeros(n_out + 2)
         self._tail_loss = self._tail[:n_out]
-        self._vec = np.zeros(2 * pv + 1)
+        self._vec = np.zeros(4 * pv + 1)
         self._cap = -1
 
     def _ensure(self, n: int) -> None:
@@ -360,77 +392,81 @@ class MarginKernel:
         n_p, n_v = self._np, self._nv
         pv = n_p * n_v
         self._cap = n
-        leg = np.empty((5, n))
+        leg = np.empty((4, n))           # kd, x0, then th = [1/vst, vst]
         x = np.empty((n_p, n))
         wh = np.empty((2, n_v, n))
-        u = np.empty((2, n_p, n_v, n))   # d1, d2 in table units; then N(d)
+        u = np.empty((2, n_p, n_v, n))   # d1, d2 in table units; then slope * u
         r = np.empty((2, n_p, n_v, n))   # magic-rounded u; its bits become the index
         g = np.empty((2, n_p, n_v, n), dtype=np.complex128)
-        a = np.empty((2, n, 1))          # weights: w*S for N(d1), -w*Kd for N(d2)
+        wa = np.zeros((2, 2 * n, 1))     # [a, 0, a, 0, ...]: picks the intercepts
+        a = wa[:, 0::2, :]               # weights: w*S for N(d1), -w*Kd for N(d2)
+        vec = self._vec
         self._bufs = (
-            leg[0], leg[1], leg[2], leg[3:5], leg[3], leg[4],
+            leg[0], leg[1], leg[2], leg[3], leg[2:4][:, None, :],
             x, x[:, None, :], wh, wh[0][None], wh[1],
             u, u[0], u[1], u.reshape(2, pv, n),
-            r, r.view(np.int64), g, g.real, g.imag,
-            a, a[0, :, 0], a[1, :, 0],
-            self._vec[: 2 * pv].reshape(2, pv, 1),
+            r, r.view(np.int64), g, g.imag, g.view(np.float64).reshape(2, pv, 2 * n),
+            wa, a, a[0, :, 0], a[1, :, 0],
+            vec[: 2 * pv].reshape(2, pv, 1), vec[2 * pv: 4 * pv].reshape(2, pv, 1),
         )
 
     def evaluate(self, legs: LegArrays) -> MarginResult:
+        """Revalue every leg under every (price, iv) shock; see the class doc."""
         grid = self.grid
-        n = legs.kind.shape[0]
+        opt = legs._opt
+        n = opt.spot.shape[0]  # option legs; stock legs only enter linearly
         if n != self._cap:
             self._ensure(n)
-        (vst, kd, x0, th, th0, th1, x, x_b, wh, w_b, h, u, u0, u1, u_flat,
-         r, idx, g, g_re, g_im, a, a0, a1, sums) = self._bufs
-        spot, t = legs.spot, legs.expiry_years
+        (kd, x0, inv_vst, vst, th_b, x, x_b, wh, w_b, h, u, u0, u1, u_flat,
+         r, idx, g, g_slope, g_pairs, wa, a, a0, a1, sum_slope, sum_icept) = self._bufs
+        spot, t = opt.spot, opt.expiry_years
+        # Positional ``out`` arguments where numpy allows: this path is bound
+        # by per-call overhead for small books.
 
         # Per leg: total vol (floored, so no 0/0), discounted strike, log-moneyness.
-        np.sqrt(t, out=vst)
-        np.multiply(legs.iv, vst, out=vst)
-        np.maximum(vst, MIN_VOL_SQRT_T, out=vst)
+        _sqrt(t, vst)
+        _mul(opt.iv, vst, vst)
+        _max(vst, MIN_VOL_SQRT_T, out=vst)
         if grid.rate:
-            np.multiply(t, -grid.rate, out=kd)
-            np.exp(kd, out=kd)
-            np.multiply(kd, legs._k_eff, out=kd)
+            _mul(t, -grid.rate, kd)
+            _exp(kd, kd)
+            _mul(kd, opt.strike, kd)
         else:
-            kd = legs._k_eff
-        np.divide(spot, kd, out=x0)
-        np.log(x0, out=x0)
+            kd = opt.strike
+        _div(spot, kd, x0)
+        _log(x0, x0)
 
         # Per (shock, leg), in table units: ln(S(1+p)/Kd), 1/(vst(1+v)), vst(1+v)/2.
-        np.add(x0, self._ln_p, out=x)
-        np.divide(self._inv_h, vst, out=th0)
-        np.multiply(vst, 0.5 * self._inv_h, out=th1)
-        np.multiply(th[:, None, :], self._wh_scale, out=wh)
+        _add(x0, self._ln_p, x)
+        _recip(vst, inv_vst)
+        _mul(th_b, self._wh_scale, wh)
 
         # d1 = x/v + v/2, d2 = x/v - v/2 for every (p, v); u[1] holds x/v first.
-        np.multiply(x_b, w_b, out=u1)
-        np.add(u1, h, out=u0)
-        np.subtract(u1, h, out=u1)
+        _mul(x_b, w_b, u1)
+        _add(u1, h, u0)
+        _sub(u1, h, u1)
 
-        # Exp-free N(d): nearest table cell via the magic-number rounding, one
-        # complex gather (intercept + i*slope), then intercept + slope * u.
-        np.add(u, self._magic, out=r)
-        np.subtract(idx, _MAGIC_BITS, out=idx)
-        np.take(self._coef, idx, mode="clip", out=g)
-        np.multiply(g_im, u, out=u)
-        np.add(u, g_re, out=u)
+        # N(d) = intercept + slope * u from the nearest table node.
+        _add(u, self._magic, r)
+        _sub(idx, _MAGIC_BITS, idx)
+        _take(self._coef, idx, None, g, "clip")
+        _mul(g_slope, u, u)
 
-        # Sum over legs: call value = (1+p) S N(d1) - Kd N(d2), weights qty*mult.
-        np.multiply(legs._w_opt, spot, out=a0)
-        np.multiply(legs._neg_w_opt, kd, out=a1)
-        np.matmul(u_flat, a, out=sums)
+        # Sums over legs, weights qty*mult*S (N(d1)) and -qty*mult*Kd (N(d2)).
+        _mul(opt.w, spot, a0)
+        _mul(opt.neg_w, kd, a1)
+        _matmul(u_flat, a, sum_slope)
+        _matmul(g_pairs, wa, sum_icept)
         vec = self._vec
-        vec[-1] = np.dot(legs._w_lin, spot)  # stock legs and put parity: linear in p
+        vec[-1] = _dot(legs._w_lin, legs.spot)  # stock legs, put parity: linear in p
 
         tail, loss = self._tail, self._tail_loss
-        np.matmul(self._m, vec, out=loss)
-        np.maximum(loss, 0.0, out=loss)
-        tail[-2] = np.dot(legs._abs_w, legs.half_spread)
-        if n:
-            net = np.bincount(legs._key, weights=a0, minlength=legs._n_keys)
-            tail[-1] = np.minimum(net, 0.0, out=net).sum()
+        _matmul(self._m, vec, loss)
+        _max(loss, 0.0, out=loss)
+        tail[-2] = _dot(legs._abs_w, legs.half_spread)
+        if legs._any_short_option:
+            net = _bincount(opt.key, a0, legs._n_keys)
+            tail[-1] = _min(net, 0.0, out=net).sum()
         else:
             tail[-1] = 0.0
         per = self._e @ tail
@@ -442,14 +478,17 @@ _local = threading.local()
 
 
 def _kernel(grid: ShockGrid) -> MarginKernel:
+    # Keyed by identity first: hashing the frozen grid costs a microsecond.
     kernels = getattr(_local, "kernels", None)
     if kernels is None:
         kernels = _local.kernels = {}
-    kernel = kernels.get(grid)
-    if kernel is None:
-        if len(kernels) >= 8:  # bounded: grids are config, not data
-            kernels.clear()
-        kernel = kernels[grid] = MarginKernel(grid)
+    entry = kernels.get(id(grid))
+    if entry is not None and entry[0] is grid:
+        return entry[1]
+    if len(kernels) >= 8:  # bounded: grids are configuration, not data
+        kernels.clear()
+    kernel = next((k for g, k in kernels.values() if g == grid), None) or MarginKernel(grid)
+    kernels[id(grid)] = (grid, kernel)
     return kernel
 
 
@@ -589,15 +628,16 @@ def _median_us(fn, repeats: int) -> float:
 
 
 def bench_margin(n_legs: int = 1000, repeats: int = 2000, loop_repeats: int = 3,
-                 seed: int = 7) -> dict:
+                 seed: int = 7, grid: ShockGrid | None = None) -> dict:
     """Median microseconds per evaluation, numpy kernel vs plain loop.
 
-    Both run on the same LegArrays in the same process (rate 5 %, default
-    grid). The kernel is timed through ``worst_case_margin`` exactly as
-    callers use it; GC is paused while timing, as ``timeit`` does.
+    Both run on the same ``random_legs`` book (10 % stock legs) in the same
+    process, on the default grid unless one is given. The kernel is timed
+    through ``worst_case_margin`` exactly as callers use it; GC is paused
+    while timing, as ``timeit`` does.
     """
     legs = random_legs(n_legs, seed)
-    grid = shock_grid(rate=0.05)
+    grid = grid or DEFAULT_GRID
     worst_case_margin(legs, grid)  # build the CDF table and buffers first
     was_enabled = gc.isenabled()
     gc.disable()

@@ -232,9 +232,10 @@ class CdfTable:
 
     With ``u = x / step`` and ``j = clip(round(u) + offset, 0, len - 1)``:
     ``N(x) ~= coef.real[j] + coef.imag[j] * u``. Each entry is the minimax
-    line over its cell, so the error is about ``N''max * step**2 / 16``
-    (2.4e-9 at the default step) and below ``N(-limit)`` outside the table.
-    Real and slope share one complex entry so a kernel needs one gather.
+    line over its cell, so ``|error| <= max_error`` (about
+    ``N''max * step**2 / 16``: 2.4e-9 at the default step; below ``N(-limit)``
+    outside the table). Intercept and slope share one complex entry so that a
+    kernel needs a single gather per lookup.
     """
 
     step: float
@@ -249,8 +250,8 @@ class CdfTable:
     @property
     def max_error(self) -> float:
         """A bound on the absolute error, for tests and documentation."""
-        curvature = _INV_SQRT_2PI * math.exp(-0.5)  # max |N''| at x = +-1
-        return curvature * self.step**2 / 16.0 * 1.05 + float(norm_cdf_scalar(-self.limit))
+        curvature = _INV_SQRT_2PI * math.exp(-0.5)  # max |N''|, at x = +-1
+        return curvature * self.step**2 / 16.0 * 1.05 + norm_cdf_scalar(-self.limit)
 
     def __call__(self, x) -> np.ndarray:
         """Reference lookup (not the fast path: kernels inline it)."""
@@ -266,14 +267,13 @@ def cdf_table(step: float = 4e-4, limit: float = 6.5) -> CdfTable:
     if not (0.0 < step <= 0.1) or not (1.0 <= limit <= 40.0):
         raise ValueError("cdf_table needs 0 < step <= 0.1 and 1 <= limit <= 40")
     offset = int(round(limit / step))
-    j = np.arange(2 * offset + 1, dtype=np.float64) - offset  # node index = u
+    j = np.arange(2 * offset + 1, dtype=np.float64) - offset  # node position in u
     mid = j * step
     lo = norm_cdf(mid - 0.5 * step)
     hi = norm_cdf(mid + 0.5 * step)
-    at_mid = norm_cdf(mid)
     chord_mid = 0.5 * (lo + hi)
-    # Minimax line of a convex/concave arc: the chord moved half-way to the arc.
-    value_mid = chord_mid + 0.5 * (at_mid - chord_mid)
+    # Minimax line of a convex or concave arc: the chord moved half-way to the arc.
+    value_mid = chord_mid + 0.5 * (norm_cdf(mid) - chord_mid)
     slope_u = hi - lo  # per unit of u (= per step in x)
     alpha = value_mid - slope_u * j
     alpha[0], slope_u[0] = 0.0, 0.0
