@@ -13,6 +13,7 @@ Existing types reused by the protocol live in ``messages.orders``:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -99,40 +100,31 @@ class SubmitOrder(Message):
                                f"got {type(self.order).__name__}")
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _AccountQuery(Message):
+    """Fields shared by the snapshot queries (not itself a wire type)."""
+
+    request_id: str
+    account: str = "default"
+
+    def __post_init__(self) -> None:
+        check_str(self, "request_id")
+        check_str(self, "account")
+
+
 @message
-class QueryPositions(Message):
+class QueryPositions(_AccountQuery):
     """Ask for a ``PositionSnapshot`` of one account."""
 
-    request_id: str
-    account: str = "default"
-
-    def __post_init__(self) -> None:
-        check_str(self, "request_id")
-        check_str(self, "account")
-
 
 @message
-class QueryOpenOrders(Message):
+class QueryOpenOrders(_AccountQuery):
     """Ask for an ``OpenOrdersSnapshot`` (every working order of the account)."""
 
-    request_id: str
-    account: str = "default"
-
-    def __post_init__(self) -> None:
-        check_str(self, "request_id")
-        check_str(self, "account")
-
 
 @message
-class QueryBalances(Message):
+class QueryBalances(_AccountQuery):
     """Ask for a ``BalanceSnapshot`` of one account."""
-
-    request_id: str
-    account: str = "default"
-
-    def __post_init__(self) -> None:
-        check_str(self, "request_id")
-        check_str(self, "account")
 
 
 @message
