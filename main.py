@@ -17,9 +17,69 @@ def _bench(args: argparse.Namespace) -> int:
     return bench_main(quick=args.quick, out=args.out)
 
 
+def _run(args: argparse.Namespace) -> int:
+    from runtime.run_job import run
+
+    return run(args)
+
+
+def _scenario(args: argparse.Namespace) -> int:
+    from runtime.scenario_runner import main as scenario_main
+
+    return scenario_main(args.files, args.out, args.config)
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from runtime.audit_cli import main as audit_main
+
+    return audit_main(args.dir, reason=args.reason, symbol=args.symbol, as_json=args.json,
+                      limit=args.limit)
+
+
+def _exchange(args: argparse.Namespace) -> int:
+    from exchange.serve import main as exchange_main
+
+    return exchange_main(port=args.port, out=args.out, symbols=args.symbols, seed=args.seed)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tradewarden", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="the main job: trade the synthetic market on the embedded "
+                                   "simulated exchange, then print a summary")
+    p.add_argument("--config", metavar="FILE", help="YAML config on top of config/default.yaml")
+    p.add_argument("--symbols", metavar="A,B,...", help="symbols to trade (default: market.symbols)")
+    p.add_argument("--duration", type=float, metavar="SECONDS", help="run length (default 30)")
+    p.add_argument("--seed", type=int, help="synthetic market seed")
+    p.add_argument("--strategy", metavar="NAME", help="strategy name (default: demo)")
+    p.add_argument("--out", metavar="DIR", help="run directory (default runs/<timestamp>/)")
+    p.add_argument("--exchange", metavar="ws://HOST:PORT",
+                   help="trade at a `main.py exchange` server instead of the embedded one")
+    p.add_argument("--verbose", action="store_true", help="DEBUG lines in run.log")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("scenario", help="deterministic scenario run(s) in virtual time; exit 0 "
+                                        "only if every expect holds and no invariant broke")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--out", metavar="DIR", help="one run directory per scenario under DIR")
+    p.add_argument("--config", metavar="FILE", help="config layer under each scenario's own")
+    p.set_defaults(func=_scenario)
+
+    p = sub.add_parser("exchange", help="the simulated exchange as a WebSocket server on loopback")
+    p.add_argument("--port", type=int, default=8766, help="port (0 picks a free one)")
+    p.add_argument("--out", metavar="DIR", default="runs/exchange", help="where events.jsonl goes")
+    p.add_argument("--symbols", metavar="A,B,...", help="symbols its own market feed quotes")
+    p.add_argument("--seed", type=int, default=0, help="market feed seed")
+    p.set_defaults(func=_exchange)
+
+    p = sub.add_parser("audit", help="query a run's audit trail")
+    p.add_argument("dir", metavar="DIR", help="a run directory (or its audit.jsonl)")
+    p.add_argument("--reason", metavar="R", help="only decisions with this reason code")
+    p.add_argument("--symbol", metavar="S", help="only records about this symbol")
+    p.add_argument("--json", action="store_true", help="print matching records as JSON lines")
+    p.add_argument("--limit", type=int, default=50, help="rows in the table (default 50)")
+    p.set_defaults(func=_audit)
 
     p = sub.add_parser("bench", help="run the benchmark suite (DESIGN section 10)")
     p.add_argument("--quick", action="store_true", help="finish in under a minute")

@@ -133,6 +133,9 @@ class AlertsActor(Actor):
         self.log.info("alerts: sinks {}", ", ".join(
             f"{n} ({'ready' if st.ready else st.reason})" for n, st in self._sinks.items()) or "none")
 
+    def on_idle(self) -> None:
+        self.ctx.cell.info = self.figures()
+
     def on_stop(self) -> None:
         for timer in [self._poll_timer] + [st.retry_timer for st in self._sinks.values()]:
             self.ctx.cancel_timer(timer)

@@ -21,6 +21,7 @@ from typing import Any
 from messages.control import (BrokerPositions, CancelIntent, ConnectivityChanged, IntentAccepted,
                               IntentRejected, KillSwitch, OrderIntent, ProtectPosition,
                               RecoveryDone, StoppedOut)
+from messages.connectivity import ResyncRequest
 from messages.enums import OrderPurpose, OrderType, Side
 from messages.exchange import SubmitOrder
 from messages.market import MarketStats, Quote
@@ -31,14 +32,14 @@ from runtime import Actor, handles
 from trading.book import InFlight, PositionBook
 from trading.gate import ACTIVE, HALTED, GateState, Intent, MarketView, decide
 from trading.limits import CircuitBreaker, Limits, RateLimiter
-from trading.pnl import daily_pnl
+from trading.pnl import daily_pnl, realized, unrealized
 from trading.reasons import Reason
 
 
 class Coordinator(Actor):
     def __init__(self, ctx, *, limits: Limits, symbols: list[str], venue: str = "sim",
                  gateway: str = "gateway", persistence: str = "persistence",
-                 alerts: str = "alerts", stops: str = "stops",
+                 alerts: str = "alerts", stops: str | None = "stops",
                  require_recovery: bool = True) -> None:
         super().__init__(ctx)
         self.limits = limits
@@ -54,10 +55,12 @@ class Coordinator(Actor):
             breaker=CircuitBreaker(limits.breaker_failures, limits.breaker_cooloff_s),
             recovering=require_recovery)
         self.synced_at: float | None = None
-        self.stream_reconciling = False
+        # Fail closed until the gateway says the stream is up and resynced (rule 3).
+        self.stream_reconciling = True
         self.awaiting_durable: dict[str, OrderRequest] = {}
         self.orders: dict[str, dict[str, Any]] = {}
         self.counts: Counter = Counter()
+        self.status_counts: Counter = Counter()
         self.rejected: Counter = Counter()
         self.blocked: deque = deque(maxlen=200)
         self.kill_reason: str | None = None
@@ -68,6 +71,10 @@ class Coordinator(Actor):
             from trading.recovery import rebuild_coordinator_state
 
             rebuild_coordinator_state(self, store)
+            self.status_counts = Counter(o["status"] for o in self.orders.values())
+        # Whether first start or restart: learn the stream's state and resync
+        # with the broker before any risk-increasing order (rules 3 and 10).
+        self.ctx.tell(self.gateway, ResyncRequest("coordinator started", self.ctx.clock.now()))
         self._publish()
 
     def on_idle(self) -> None:
@@ -85,7 +92,8 @@ class Coordinator(Actor):
         self.counts["signals"] += 1
         self._gate(Intent(sig.symbol, sig.side, sig.qty, account=sig.account, venue=self.venue,
                           purpose=OrderPurpose.ENTRY, reduce_only=sig.reduce_only,
-                          stop_loss=sig.stop_loss), OrderType.MARKET, None, None, None)
+                          stop_loss=sig.stop_loss), OrderType.MARKET, None, None, None,
+                   source="signal")
 
     @handles(OrderIntent)
     def on_intent(self, it: OrderIntent) -> None:
@@ -95,14 +103,17 @@ class Coordinator(Actor):
                    it.order_type, it.price, it.trigger_price, it.tag, group_id=it.group_id)
 
     def _gate(self, intent: Intent, order_type: OrderType, price: Decimal | None,
-              trigger: Decimal | None, tag: str | None, group_id: str | None = None) -> None:
+              trigger: Decimal | None, tag: str | None, group_id: str | None = None,
+              source: str = "intent") -> None:
         now = self.ctx.clock.monotonic()
         self.state.positions_fresh = self._positions_fresh(now)
         decision = decide(intent, self.state, now)
         coid = self.ids.next() if decision.approved else None
         self.audit.record(kind="risk_decision", reason=str(decision.reason),
                           approved=decision.approved, ts=self.ctx.clock.now(),
-                          inputs=decision.inputs, client_order_id=coid, tag=tag)
+                          inputs=decision.inputs, client_order_id=coid, tag=tag,
+                          source=source, order_type=str(order_type),
+                          risk_reducing=decision.risk_reducing)
         if not decision.approved:
             self.rejected[str(decision.reason)] += 1
             if decision.reason is Reason.NETTING_CONFLICT:
@@ -123,6 +134,7 @@ class Coordinator(Actor):
                                         stop_loss=intent.stop_loss))
         self.orders[coid] = {"status": "intent", "owner": intent.owner, "tag": tag,
                              "purpose": str(intent.purpose), "symbol": intent.symbol}
+        self.status_counts["intent"] += 1
         self.awaiting_durable[coid] = order
         # Write-ahead intent: the order leaves only once this write is durable.
         self.ctx.tell(self.persistence, Put(StoreDb.ORDERS, coid, self._order_record(order, "intent", intent),
@@ -193,7 +205,8 @@ class Coordinator(Actor):
         self.ctx.tell(self.persistence, Put(StoreDb.FILLS, ev.fill_id, ev))
         self.ctx.tell(self.persistence, Put(StoreDb.POSITIONS, "|".join(key), {
             "qty": pos.qty, "avg_price": pos.avg_price, "realized": pos.realized}))
-        if order is not None and order.stop_loss is not None and order.purpose is OrderPurpose.ENTRY:
+        if (self.stops and order is not None and order.stop_loss is not None
+                and order.purpose is OrderPurpose.ENTRY):
             self.ctx.tell(self.stops, ProtectPosition(ev.symbol, ev.side, ev.qty, order.stop_loss,
                                                       ev.account, ev.client_order_id, ev.ts))
         self._forward(ev.client_order_id, ev, owner=order.owner if order else None)
@@ -290,6 +303,8 @@ class Coordinator(Actor):
     def _set_status(self, coid: str, status: str) -> None:
         rec = self.orders.get(coid)
         if rec is not None:
+            self.status_counts[rec["status"]] -= 1
+            self.status_counts[status] += 1
             rec["status"] = status
         self.ctx.tell(self.persistence, Put(StoreDb.META, f"order_status|{coid}", status))
 
@@ -310,5 +325,8 @@ class Coordinator(Actor):
             "rejected": dict(self.rejected),
             "blocked": list(self.blocked)[-20:],
             "daily_pnl": str(daily_pnl(self.book, self.state.market)),
+            "pnl": {"realized": str(realized(self.book)),
+                    "unrealized": str(unrealized(self.book, self.state.market))},
+            "orders_by_status": {k: v for k, v in self.status_counts.items() if v},
             "max_daily_loss": str(self.limits.max_daily_loss),
         }

@@ -153,6 +153,16 @@ class DemoStrategy(Strategy):
         return [SignalIntent(side, qty, stop_loss=stop)]
 
 
+class NoStrategy(Strategy):
+    """Emits nothing: for scenarios, whose signals come from the timeline, and
+    for runs that only want the market data path (``strategy.name: none``)."""
+
+    name: ClassVar[str] = "none"
+
+    def on_data(self, market: MarketHistory, features: Features) -> list[SignalIntent]:
+        return []
+
+
 def _check_number(key: str, value: Any, *, low: float, high: float = math.inf,
                   allow_low: bool = False) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -165,7 +175,8 @@ def _check_number(key: str, value: Any, *, low: float, high: float = math.inf,
 
 # -- registry -------------------------------------------------------------------------
 
-_STRATEGIES: dict[str, type[Strategy]] = {"demo": DemoStrategy, "mean_reversion": DemoStrategy}
+_STRATEGIES: dict[str, type[Strategy]] = {"demo": DemoStrategy, "mean_reversion": DemoStrategy,
+                                          "none": NoStrategy}
 
 
 def register_strategy(cls: type[Strategy]) -> type[Strategy]:

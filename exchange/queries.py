@@ -34,7 +34,8 @@ class QueriesMixin:
         if kind is QueryPositions:
             what = "positions"
             reply = PositionSnapshot(acct.name, tuple((s, p.qty) for s, p in
-                                                      sorted(acct.positions.items())), now)
+                                                      sorted(acct.positions.items())), now,
+                                    request_id=q.request_id)
         elif kind is QueryOpenOrders:
             what = "open_orders"
             reply = OpenOrdersSnapshot(q.request_id, acct.name, tuple(

@@ -164,9 +164,12 @@ class PositionSnapshot(Message):
     account: str
     positions: tuple[tuple[str, Decimal], ...]
     ts: datetime
+    #: the QueryPositions this answers (None when the broker pushed it unasked)
+    request_id: str | None = None
 
     def __post_init__(self) -> None:
         check_str(self, "account")
+        check_str(self, "request_id", optional=True)
         check_utc(self, "ts")
         norm = []
         for i, item in enumerate(self.positions):

@@ -43,23 +43,37 @@ class Limits:
         return replace(self, per_symbol={}, **over)
 
     @staticmethod
-    def from_config(risk: Any) -> Limits:
-        """Build from the validated config's ``risk`` section (attribute access)."""
+    def from_config(risk: Any, *, account_equity: Decimal | None = None) -> Limits:
+        """Build from the validated config's ``risk`` section (``config.risk.RiskConfig``).
+
+        The config speaks the user's words (``position_staleness_s``,
+        ``rate_limit.orders_per_s``, ``hedging_mode: {acct: true}``); this is
+        the one place that maps them onto the gate's fields.
+        """
         kw: dict[str, Any] = {}
-        for name in Limits.__dataclass_fields__:
-            if name in ("per_symbol", "hedging_accounts"):
-                continue
+        for name in _SAME_NAME:
             if hasattr(risk, name):
                 kw[name] = getattr(risk, name)
-        per = getattr(risk, "per_symbol", None) or {}
-        kw["per_symbol"] = {
-            sym: {k: v for k, v in (o.model_dump(exclude_none=True) if hasattr(o, "model_dump")
-                                    else dict(o)).items() if k in Limits.__dataclass_fields__}
-            for sym, o in per.items()
-        }
-        hedging = getattr(risk, "hedging_accounts", None) or ()
-        kw["hedging_accounts"] = frozenset(hedging)
+        kw["positions_stale_after_s"] = float(risk.position_staleness_s)
+        kw["duplicate_position_check"] = bool(risk.block_duplicate_positions)
+        kw["orders_per_s"] = float(risk.rate_limit.orders_per_s)
+        kw["order_burst"] = int(risk.rate_limit.burst)
+        kw["breaker_failures"] = int(risk.circuit_breaker.failures_to_open)
+        kw["breaker_cooloff_s"] = float(risk.circuit_breaker.cool_off_s)
+        kw["stop_out_cooldown_s"] = float(risk.stop_out_cooldown_s)
+        kw["hedging_accounts"] = frozenset(a for a, on in (risk.hedging_mode or {}).items() if on)
+        kw["per_symbol"] = {sym: o.model_dump(exclude_none=True)
+                            for sym, o in (risk.per_symbol or {}).items()}
+        if account_equity is not None:
+            kw["account_equity"] = Decimal(account_equity)
         return Limits(**kw)
+
+
+#: fields whose config key and gate field share a name
+_SAME_NAME = ("max_position_size", "max_order_size", "min_order_size", "max_spread_bps",
+              "max_volatility", "max_volume_participation", "max_daily_loss",
+              "max_loss_per_trade", "max_position_concentration",
+              "fail_closed_on_missing_positions")
 
 
 class RateLimiter:

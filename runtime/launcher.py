@@ -1,0 +1,291 @@
+"""The launcher: builds DESIGN section 2's actor tree for one account and starts it.
+
+``run``, ``scenario`` and the tests all start Tradewarden through
+:class:`Runtime`, so there is one wiring of the tree, not three. The tree::
+
+    root (one_for_one)
+    ├── persistence    single LMDB writer; started first, stopped last
+    ├── alerts         log / webhook / telegram sinks
+    ├── venue          the in-process simulated exchange (absent with --exchange ws://)
+    ├── gateway        broker adapter + watchdog
+    ├── reconnect      reconnect controller of the gateway (rule 12)
+    ├── reconciler     startup recovery, resync, 12 s poll
+    ├── coordinator    the only door to the broker's order API
+    ├── symbols        one_for_one supervisor of symbol-<SYM>
+    └── market         synthetic market feed into the venue (``run`` only)
+
+DESIGN draws the reconnect controller inside the gateway box; it is a
+sibling here so a gateway crash never loses the backoff state and budget.
+Children start in this order and stop in reverse, so the market stops
+first and persistence drains last (rule 16).
+
+Services shared by name through ``system.services`` (read-only handles, no
+shared mutable state between actors): ``store`` (LMDB, read side),
+``audit`` (the coordinator's audit trail), ``ids`` (client order ids from
+durably reserved blocks, prefixed with the store's id so ids from two stores
+never collide at a long-lived exchange).
+"""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from config.schema import Config
+from runtime.backoff import Backoff
+from runtime.clock import Clock
+from runtime.supervisor import ChildSpec, SupervisorSpec
+from runtime.system import ActorSystem
+
+ROOT = "root"
+
+
+def app_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("tradewarden")
+    except Exception:  # noqa: BLE001 - running from a plain checkout
+        return "0+unknown"
+
+
+@dataclass
+class LaunchSpec:
+    """Everything one runtime needs; built by ``run``, ``scenario`` or a test."""
+
+    config: Config
+    run_dir: Path
+    symbols: tuple[str, ...]
+    clock: Clock
+    run_id: str
+    config_hash: str
+    seed: int = 0
+    #: None: the in-process simulated exchange; ws://host:port: a WebSocket exchange
+    exchange_url: str | None = None
+    #: scenario ``exchange:`` block (settings and faults) for the in-process venue
+    exchange_spec: dict[str, Any] = field(default_factory=dict)
+    #: a synthetic market to feed the venue; None when the caller injects market data
+    market: Any = None
+    market_duration_s: float | None = None
+    #: keep the exchange engine across a runtime restart (scenario crash/restart)
+    engine: Any = None
+
+
+class Runtime:
+    """One account's runtime: store, services, actor system and exchange engine."""
+
+    def __init__(self, spec: LaunchSpec) -> None:
+        self.spec = spec
+        self.config = spec.config
+        self.account = spec.config.exchange.account
+        self.engine = spec.engine if spec.exchange_url is None else None
+        self.store: Any = None
+        self.audit: Any = None
+        self.system: ActorSystem | None = None
+        self.store_id: str | None = None
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def start(self, timeout: float = 30.0) -> Runtime:
+        from actors.persistence import IdAllocator
+        from runtime.store import Store
+        from trading.audit import AuditLog
+
+        spec, cfg = self.spec, self.config
+        spec.run_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store.open(spec.run_dir, map_size=cfg.runtime.persistence.map_size_mb << 20)
+        (spec.run_dir / "audit.jsonl").touch()  # present even if nothing is decided
+        self.audit = AuditLog(spec.run_dir / "audit.jsonl", run_id=spec.run_id,
+                              app_version=app_version(), config_hash=spec.config_hash)
+        system = self.system = ActorSystem(
+            clock=spec.clock, executor_workers=cfg.runtime.executor_workers, seed=spec.seed,
+            name=f"tradewarden-{spec.run_id}",
+            services={"store": self.store, "audit": self.audit, "run_dir": spec.run_dir})
+        system.services["ids"] = IdAllocator.via_actor(system.tell, "client_order_id",
+                                                       block=256)
+        if self.engine is None and spec.exchange_url is None:
+            self.engine = self._new_engine()
+        system.on_halt(self._on_halt)
+        system.start(self.tree(), timeout=timeout)
+        self._init_ids(timeout)
+        self._apply_exchange_faults()
+        from messages.connectivity import ReconnectNow
+        from messages.exchange import Subscribe
+
+        system.tell("gateway", Subscribe(tuple(spec.symbols)))
+        system.tell("gateway", ReconnectNow(0))
+        if system.clock.is_virtual:
+            system.wait_quiescent(timeout)
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the tree in reverse order (persistence last), then close files."""
+        timeout = timeout or self.config.runtime.shutdown_timeout_s
+        if self.system is not None:
+            self.system.shutdown(timeout)
+        if self.audit is not None:
+            self.audit.close()
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    def kill(self) -> None:
+        """Die as if the process were killed: no orderly stop of the actors'
+        work. Buffered writes that were not committed are lost; what was
+        acknowledged durable stays (the scenario ``crash`` entry)."""
+        system = self.system
+        if system is None:
+            return
+        for cell in system.directory.cells():
+            cell.mailbox.drain()
+        self.stop(timeout=10.0)
+
+    # -- the tree -------------------------------------------------------------------
+
+    def tree(self) -> SupervisorSpec:
+        from actors.alert_sinks import sinks_from_config
+        from actors.alerts import AlertsActor
+        from actors.coordinator import Coordinator
+        from actors.gateway import Gateway
+        from actors.persistence import PersistenceActor
+        from actors.reconciler import Reconciler
+        from actors.reconnect import ReconnectController
+        from actors.symbol import symbols_supervisor
+        from trading.limits import Limits
+
+        spec, cfg = self.spec, self.config
+        sup = cfg.runtime.supervisor
+        pcfg = cfg.runtime.persistence
+        gw = cfg.gateway
+        children: list[Any] = [
+            ChildSpec("persistence", PersistenceActor,
+                      kwargs={"store": self.store, "max_batch": pcfg.group_commit_max_batch,
+                              "max_delay_s": max(pcfg.group_commit_window_ms, 1) / 1000},
+                      shutdown_s=cfg.runtime.shutdown_timeout_s),
+            ChildSpec("alerts", AlertsActor, args=(sinks_from_config(cfg.alerts.sink_entries()),),
+                      kwargs={"max_pending": cfg.alerts.max_pending,
+                              "backoff": Backoff(cfg.alerts.retry.base_s, cfg.alerts.retry.max_s,
+                                                 cfg.alerts.retry.jitter),
+                              "ready_poll_s": cfg.alerts.ready_poll_s,
+                              "dedup_window_s": cfg.alerts.dedup_window_s,
+                              "batch": cfg.alerts.batch}),
+        ]
+        if spec.exchange_url is None:
+            from actors.sim_venue import SimVenue
+
+            children.append(ChildSpec("venue", SimVenue, args=(self.engine,),
+                                      kwargs={"events_path": spec.run_dir / "events.jsonl",
+                                              "auto_connect": False}))
+        children += [
+            ChildSpec("gateway", Gateway,
+                      kwargs={"adapter_factory": self._adapter_factory(),
+                              "quote_listeners": (), "connect_on_start": False,
+                              "watchdog_timeout_s": gw.watchdog.timeout_s}),
+            ChildSpec("reconnect", ReconnectController,
+                      kwargs={"backoff": Backoff(gw.reconnect.base_s, gw.reconnect.max_s,
+                                                 gw.reconnect.jitter),
+                              "budget": gw.budget.attempts, "window_s": gw.budget.window_s}),
+            ChildSpec("reconciler", Reconciler,
+                      kwargs={"poll_s": cfg.reconciler.poll_s, "accounts": (self.account,)}),
+            ChildSpec("coordinator", Coordinator,
+                      kwargs={"limits": Limits.from_config(cfg.risk,
+                                                           account_equity=cfg.exchange.starting_cash),
+                              "symbols": list(spec.symbols), "venue": cfg.exchange.venue,
+                              "stops": None}),
+            symbols_supervisor(spec.symbols, cfg.strategy.name, cfg.strategy.params,
+                               account=self.account, intensity=sup.intensity,
+                               period_s=sup.period_s),
+        ]
+        if spec.market is not None:
+            from actors.market_feed import MarketFeed
+
+            children.append(ChildSpec("market", MarketFeed, args=(spec.market,),
+                                      kwargs={"duration_s": spec.market_duration_s}))
+        rb = cfg.runtime.restart_backoff
+        return SupervisorSpec(ROOT, children, strategy="one_for_one", intensity=sup.intensity,
+                              period_s=sup.period_s,
+                              backoff=Backoff(rb.base_s, rb.max_s, rb.jitter))
+
+    def _new_engine(self) -> Any:
+        from exchange.config import ExchangeConfig, split_spec
+        from exchange.engine import SimulatedExchange
+
+        settings = dict(self.config.exchange.sim_settings())
+        over, _faults = split_spec(self.spec.exchange_spec or {})
+        settings.update(over)
+        return SimulatedExchange(ExchangeConfig.from_dict(settings),
+                                 clock=self.spec.clock.now)
+
+    def _apply_exchange_faults(self) -> None:
+        from exchange.config import split_spec
+        from messages.exchange import ExchangeFault
+
+        if self.spec.exchange_url is not None or not self.spec.exchange_spec:
+            return
+        _settings, faults = split_spec(self.spec.exchange_spec)
+        if faults:
+            self.system.tell("venue", ExchangeFault(faults))
+
+    def _adapter_factory(self) -> Any:
+        url = self.spec.exchange_url
+        if url is None:
+            from exchange.inprocess import InProcessAdapter
+
+            system = self.system
+
+            def in_process(sink: Any) -> Any:
+                return InProcessAdapter(system, "venue", "gateway", sink)
+            return in_process
+        from exchange.ws_client import WsClientAdapter
+
+        def websocket(sink: Any) -> Any:
+            return WsClientAdapter(url, sink)
+        return websocket
+
+    def _init_ids(self, timeout: float) -> None:
+        """Client order ids: ``<account>-<store id>-<n>``, the counter persisted (rule 15)."""
+        from messages.persistence import Put, StoreDb
+
+        store_id = self.store.get(StoreDb.META, "store_id")
+        if store_id is None:
+            store_id = uuid.uuid4().hex[:8]
+            done: Future = Future()
+            self.system.tell("persistence", Put(StoreDb.META, "store_id", store_id, ack=done))
+            if self.system.clock.is_virtual:
+                self.system.wait_quiescent(timeout)
+            result = done.result(timeout)
+            if not getattr(result, "ok", True):
+                raise RuntimeError(f"could not persist the store id: {result.error}")
+        self.store_id = store_id
+        ids = self.system.services["ids"]
+        ids.prefix = f"{self.account}-{store_id}-"
+        ids.start(timeout)
+
+    def _on_halt(self, reason: str) -> None:
+        """The root failed: kill switch on, alert sent, state flushed (DESIGN section 2)."""
+        from messages.alerts import Alert
+        from messages.control import KillSwitch
+        from messages.persistence import Flush
+
+        system = self.system
+        now = system.clock.now()
+        system.tell("coordinator", KillSwitch(True, f"halt: {reason}", now))
+        system.tell("alerts", Alert("critical", "runtime halted", reason, now, "runtime"))
+        system.tell("persistence", Flush(ack=Future()))
+        logger.critical("runtime halted: {}", reason)
+
+    # -- reading ----------------------------------------------------------------------
+
+    def info(self, name: str) -> dict[str, Any]:
+        cell = self.system.directory.get(name) if self.system else None
+        return dict(cell.info) if cell is not None else {}
+
+    def exchange_positions(self) -> dict[str, Any]:
+        if self.engine is None:
+            return {}
+        return {sym: qty for sym, qty in self.engine.positions(self.account).items()}

@@ -1,0 +1,59 @@
+"""Where the logs of a run go: the run directory's ``run.log`` and the terminal.
+
+The run log gets everything from INFO up (DEBUG with ``verbose``), with the
+actor's thread name, so "what happened" is answerable after the fact. The
+terminal gets warnings and errors only, so the progress display stays
+readable. Secrets never reach either: every record goes through the same
+redaction as the audit trail. Nothing is configured at import (rule 14).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from runtime.redact import redact_text
+
+FILE_FORMAT = ("{time:YYYY-MM-DDTHH:mm:ss.SSSZ} | {level: <8} | {thread.name: <16} | "
+               "{name}:{function}:{line} - {message}")
+
+
+def _redacting(record: dict[str, Any]) -> bool:
+    record["message"] = redact_text(record["message"])
+    return True
+
+
+class RunLogs:
+    """Installs the run's log sinks; ``close`` restores loguru's default."""
+
+    def __init__(self, run_dir: Path | None, *, console_level: str = "WARNING",
+                 verbose: bool = False) -> None:
+        self.run_dir = run_dir
+        self.console_level = console_level
+        self.verbose = verbose
+        self._ids: list[int] = []
+
+    def __enter__(self) -> RunLogs:
+        logger.remove()
+        self._ids.append(logger.add(sys.stderr, level=self.console_level, filter=_redacting,
+                                    format="<level>{level: <8}</level> {message}"))
+        if self.run_dir is not None:
+            self._ids.append(logger.add(self.run_dir / "run.log",
+                                        level="DEBUG" if self.verbose else "INFO",
+                                        format=FILE_FORMAT, filter=_redacting, enqueue=False))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for sink_id in self._ids:
+            try:
+                logger.remove(sink_id)
+            except ValueError:
+                pass
+        self._ids.clear()
+        logger.add(sys.stderr, level="INFO")

@@ -1,0 +1,198 @@
+"""``main.py run``: the main job, live, on the embedded simulated exchange.
+
+Starts the whole tree on the live clock with the seeded synthetic market and
+the configured strategy, shows progress while it runs, then drains (no new
+market data, in-flight orders settle, one last reconciliation with the
+exchange), stops the tree in reverse order and writes the run directory:
+``summary.json``, ``events.jsonl`` (the exchange's record), ``audit.jsonl``,
+``store/`` and ``run.log``. SIGINT/SIGTERM end the run early the same
+orderly way (rule 16). The exit code is 0 unless a safety invariant broke.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+from rich.console import Console
+
+from config import ConfigError, config_hash, load_config
+from runtime.clock import LiveClock
+from runtime.launcher import LaunchSpec, Runtime
+from runtime.logs import RunLogs
+from runtime.summary import collect_summary, print_summary, write_summary
+
+DRAIN_TIMEOUT_S = 5.0
+
+
+def run_overrides(args: Any) -> dict[str, Any]:
+    """Command-line options as a config layer (validated with the rest)."""
+    over: dict[str, Any] = {}
+    if args.symbols:
+        over.setdefault("market", {})["symbols"] = [s.strip() for s in args.symbols.split(",")
+                                                    if s.strip()]
+    if args.seed is not None:
+        over.setdefault("market", {})["seed"] = args.seed
+    if args.duration is not None:
+        over.setdefault("run", {})["duration_s"] = args.duration
+    if args.exchange:
+        over.setdefault("exchange", {})["url"] = args.exchange
+    if args.strategy:
+        over.setdefault("strategy", {})["name"] = args.strategy
+    return over
+
+
+def new_run_dir(root: str | Path, now: datetime) -> Path:
+    base = Path(root) / now.strftime("%Y%m%dT%H%M%SZ")
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+class StopRequest:
+    """SIGINT/SIGTERM set an event; the main thread does the orderly stop."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signal: str | None = None
+        self._old: dict[int, Any] = {}
+
+    def install(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.signal = signal.Signals(signum).name
+        self.event.set()
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def run(args: Any) -> int:
+    try:
+        cfg = load_config(args.config, overrides=run_overrides(args))
+    except ConfigError as exc:
+        print(f"tradewarden run: configuration error\n{exc}", file=sys.stderr)
+        return 2
+    clock = LiveClock()
+    started = clock.now()
+    run_dir = Path(args.out) if args.out else new_run_dir(cfg.run.out_root, started)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_id = run_dir.name
+    console = Console(stderr=False)
+    with RunLogs(run_dir, verbose=args.verbose):
+        return _run(cfg, run_dir, run_id, clock, started, console)
+
+
+def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: datetime,
+         console: Console) -> int:
+    from exchange.synthetic import SyntheticMarket
+
+    symbols = tuple(cfg.market.symbols)
+    duration = float(cfg.run.duration_s)
+    m = cfg.market
+    market = None
+    if cfg.exchange.url is None:
+        market = SyntheticMarket(symbols, seed=m.seed, tick_interval_s=m.tick_interval_ms / 1000,
+                                 bar_interval_s=m.bar_interval_s, start_price=m.start_price,
+                                 start_prices=m.start_prices, tick_volatility=m.tick_volatility,
+                                 spread_bps=m.spread_bps, quote_size=m.quote_size, start=started)
+    spec = LaunchSpec(cfg, run_dir, symbols, clock, run_id=run_id, config_hash=config_hash(cfg),
+                      seed=m.seed, exchange_url=cfg.exchange.url, market=market,
+                      market_duration_s=duration)
+    logger.info("run {} starting: {} symbols, {:.0f}s, strategy {}, exchange {}", run_id,
+                len(symbols), duration, cfg.strategy.name, cfg.exchange.url or "in-process sim")
+    console.print(f"[bold]Tradewarden[/bold] run [cyan]{run_id}[/cyan]: {len(symbols)} symbols, "
+                  f"{duration:g}s, strategy {cfg.strategy.name}, "
+                  f"exchange {cfg.exchange.url or 'embedded simulator'}  ->  {run_dir}")
+    stop = StopRequest().install()
+    rt = Runtime(spec)
+    try:
+        rt.start()
+        _progress(rt, duration, stop, console)
+        _drain(rt)
+    finally:
+        stop.restore()
+        rt.stop()
+    ended = LiveClock().now()
+    summary = collect_summary(rt, started_at=started.isoformat(), ended_at=ended.isoformat(),
+                              extra={"run_dir": str(run_dir), "symbols": list(symbols),
+                                     "interrupted_by": stop.signal})
+    write_summary(run_dir / "summary.json", summary)
+    print_summary(summary, f"Tradewarden run {run_id}", console)
+    console.print(f"run directory: {run_dir}")
+    bad = summary["invariant_violations"]
+    for v in bad:
+        logger.error("invariant violated: {}", v["detail"])
+    return 1 if bad else 0
+
+
+def _progress(rt: Runtime, duration: float, stop: StopRequest, console: Console) -> None:
+    """Wait for the run to end, showing what the runtime is doing."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    t0 = time.monotonic()
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(),
+               TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
+               TextColumn("{task.fields[status]}"))
+    interactive = console.is_terminal
+    last_line = 0.0
+    with Progress(*columns, console=console, disable=not interactive, transient=False) as bar:
+        task = bar.add_task("running", total=duration, status="")
+        while not stop.event.wait(0.25):
+            elapsed = time.monotonic() - t0
+            status = _status_line(rt)
+            bar.update(task, completed=min(elapsed, duration), status=status)
+            if not interactive and elapsed - last_line >= 5.0:
+                last_line = elapsed
+                console.print(f"[{elapsed:5.1f}s/{duration:g}s] {status}")
+            if elapsed >= duration:
+                break
+    if stop.signal:
+        console.print(f"{stop.signal} received: stopping in order")
+        logger.warning("{} received: orderly stop", stop.signal)
+
+
+def _status_line(rt: Runtime) -> str:
+    c = rt.info("coordinator")
+    counts = c.get("counts", {})
+    md = rt.info("gateway").get("counts", {}).get("market_events", 0)
+    open_pos = sum(1 for q in (c.get("positions") or {}).values() if q not in ("0",))
+    return (f"events {md:,}  signals {counts.get('signals', 0)}  "
+            f"approved {counts.get('approved', 0)}  rejected {sum(c.get('rejected', {}).values())}  "
+            f"fills {counts.get('fills', 0)}  open positions {open_pos}  "
+            f"state {c.get('trading_state', '?')}")
+
+
+def _drain(rt: Runtime) -> None:
+    """Stop the market, let in-flight orders settle, reconcile one last time."""
+    from actors.market_feed import StopFeed
+    from messages.connectivity import PollNow
+
+    system = rt.system
+    system.tell("market", StopFeed("run ending"))
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    polls = rt.info("reconciler").get("polls", 0)
+    system.tell("reconciler", PollNow())
+    while time.monotonic() < deadline:
+        by_status = rt.info("coordinator").get("orders_by_status", {})
+        unanswered = by_status.get("intent", 0) + by_status.get("submitted", 0)
+        if (unanswered == 0 and rt.info("reconciler").get("polls", 0) > polls
+                and system.is_quiescent()):
+            return
+        time.sleep(0.02)
+    logger.warning("drain: orders {} after {}s", rt.info("coordinator").get("orders_by_status"),
+                   DRAIN_TIMEOUT_S)
+

@@ -1,0 +1,232 @@
+"""``main.py scenario``: deterministic runs of scenario files in virtual time.
+
+The whole tree runs with real actor threads on a :class:`VirtualClock`;
+the runner advances time to each timeline entry only when the system is
+quiescent, injects the entry, and at the end checks the scenario's
+``expect`` block and every safety invariant. Same file, same seed: the same
+summary.json, apart from times and ids (``summary.comparable``).
+
+How entries are injected (DESIGN section 9):
+
+* ``quote`` / ``bar`` go to the simulated exchange, which moves its book and
+  streams them to the gateway like venue market data. A quote without sizes
+  gets a deep book (``DEFAULT_QUOTE_SIZE``) so fills are not capped by it.
+* ``signal`` is strategy output handed to the coordinator (it still passes
+  the gate). Scenarios run the ``none`` strategy unless their config names
+  one, so timeline signals are the only ones.
+* ``exchange`` is a fault or behaviour change of the simulated exchange.
+* ``crash`` kills the runtime (mailboxes dropped, nothing flushed); the
+  exchange keeps its state, as a venue would. ``restart`` starts a new
+  runtime on the same store, which recovers and reconciles before trading.
+* ``control`` turns the kill switch on or off; ``end`` stops the run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from config import ConfigError, config_hash
+from runtime.clock import EPOCH_DEFAULT, VirtualClock
+from runtime.launcher import LaunchSpec, Runtime
+from runtime.scenario_expect import check_expect
+from runtime.scenario_file import (BarEvent, ControlEvent, CrashEvent, EndEvent, ExchangeEvent,
+                                   GroupEvent, QuoteEvent, RestartEvent, Scenario, SignalEvent,
+                                   load_scenario)
+from runtime.summary import collect_summary, write_summary
+
+DEFAULT_QUOTE_SIZE = Decimal("1000000")
+#: with no ``end`` entry, run this long past the last entry (timers settle)
+TAIL_S = 5.0
+
+
+class ScenarioError(RuntimeError):
+    """The scenario asked for something the runtime cannot do (named with its line)."""
+
+
+@dataclass
+class ScenarioResult:
+    name: str
+    path: str
+    run_dir: Path
+    summary: dict[str, Any]
+    wall_s: float
+
+    @property
+    def passed(self) -> bool:
+        return self.summary["expect"]["passed"] and not self.summary["invariant_violations"]
+
+
+class ScenarioRun:
+    def __init__(self, scenario: Scenario, run_dir: Path, *, start: datetime = EPOCH_DEFAULT) -> None:
+        self.sc = scenario
+        self.run_dir = run_dir
+        self.clock = VirtualClock(start)
+        cfg = scenario.config
+        if "strategy" not in (scenario.config_overrides or {}):
+            from config.schema import StrategyConfig
+
+            cfg = cfg.model_copy(update={"strategy": StrategyConfig(name="none")})
+        self.config = cfg
+        self.engine: Any = None
+        self.rt: Runtime | None = None
+        self.crashes = 0
+        self.injected = 0
+
+    def _spec(self) -> LaunchSpec:
+        return LaunchSpec(self.config, self.run_dir, self.sc.symbols, self.clock,
+                          run_id=f"{Path(self.sc.path).stem}", config_hash=config_hash(self.config),
+                          seed=self.sc.seed, exchange_spec=dict(self.sc.exchange),
+                          engine=self.engine)
+
+    def _start(self) -> None:
+        self.rt = Runtime(self._spec()).start()
+        self.engine = self.rt.engine
+
+    def run(self) -> ScenarioResult:
+        wall0 = time.monotonic()
+        started = self.clock.now()
+        self._start()
+        try:
+            end_at = self.sc.end_at
+            for entry in self.sc.timeline:
+                self._advance(float(entry.at))
+                if isinstance(entry.event, EndEvent):
+                    break
+                self._inject(entry)
+            if end_at is None:
+                last = float(self.sc.timeline[-1].at) if self.sc.timeline else 0.0
+                self._advance(last + TAIL_S)
+        finally:
+            if self.rt is not None and self.rt.system is not None and not self.rt.system._shut:
+                self.rt.stop()
+        summary = collect_summary(self.rt, started_at=started.isoformat(),
+                                  ended_at=self.clock.now().isoformat(),
+                                  extra={"scenario": self.sc.name, "path": self.sc.path,
+                                         "seed": self.sc.seed, "crashes": self.crashes,
+                                         "alerts": self._alerts()})
+        failures = check_expect(self.sc.expect, summary, self._exit_figures())
+        summary["expect"] = {"passed": not failures, "failures": failures}
+        write_summary(self.run_dir / "summary.json", summary)
+        return ScenarioResult(self.sc.name, self.sc.path, self.run_dir, summary,
+                              time.monotonic() - wall0)
+
+    # -- timeline ---------------------------------------------------------------------
+
+    def _advance(self, t: float) -> None:
+        if self.rt is not None:
+            self.rt.system.run_until(t)
+        else:  # crashed and not yet restarted: time passes, nothing runs
+            self.clock.advance_to(max(self.clock.monotonic(), t))
+
+    def _inject(self, entry: Any) -> None:
+        ev, now = entry.event, self.clock.now()
+        where = f"{self.sc.path}:{entry.line}"
+        if isinstance(ev, RestartEvent):
+            if self.rt is not None:
+                raise ScenarioError(f"{where}: restart without a crash before it")
+            self._start()
+            return
+        if self.rt is None:
+            raise ScenarioError(f"{where}: {entry.kind} while the runtime is crashed "
+                                "(add a restart entry before it)")
+        tell = self.rt.system.tell
+        self.injected += 1
+        if isinstance(ev, QuoteEvent):
+            from messages.market import Quote
+
+            tell("venue", Quote(ev.symbol, ev.bid, ev.ask, now,
+                                bid_size=ev.bid_size if ev.bid_size is not None else DEFAULT_QUOTE_SIZE,
+                                ask_size=ev.ask_size if ev.ask_size is not None else DEFAULT_QUOTE_SIZE))
+        elif isinstance(ev, BarEvent):
+            from messages.market import Bar
+
+            tell("venue", Bar(ev.symbol, ev.open, ev.high, ev.low, ev.close, ev.volume, now))
+        elif isinstance(ev, SignalEvent):
+            from messages.orders import Signal
+
+            tell("coordinator", Signal(ev.symbol, ev.side, ev.qty, now, stop_loss=ev.stop_loss,
+                                       strategy=ev.strategy, account=ev.account,
+                                       reduce_only=ev.reduce_only))
+        elif isinstance(ev, ExchangeEvent):
+            from messages.exchange import ExchangeFault
+
+            tell("venue", ExchangeFault(dict(ev.spec)))
+        elif isinstance(ev, ControlEvent):
+            from messages.control import KillSwitch
+
+            tell("coordinator", KillSwitch(ev.kill_switch, ev.reason or "scenario control", now))
+        elif isinstance(ev, CrashEvent):
+            self.crashes += 1
+            logger.warning("scenario {}: runtime crash at t={}s", self.sc.name, entry.at)
+            self.rt.kill()
+            self.rt = None
+        elif isinstance(ev, GroupEvent):
+            if self.rt.system.directory.get("groups") is None:
+                raise ScenarioError(f"{where}: group entries need the order-group supervisor, "
+                                    "which this runtime does not run yet")
+            from messages.control import SubmitGroup  # type: ignore[attr-defined]
+
+            tell("groups", SubmitGroup(dict(ev.spec), now))
+        self.rt.system.wait_quiescent() if self.rt is not None else None
+
+    # -- figures for expect -------------------------------------------------------------
+
+    def _alerts(self) -> int:
+        return int(self.rt.info("alerts").get("received", 0)) if self.rt else 0
+
+    def _exit_figures(self) -> dict[str, Any]:
+        from runtime.scenario_expect import exit_and_hedge_qty
+
+        return exit_and_hedge_qty(self.run_dir)
+
+
+def run_scenario(path: str | Path, out_root: Path, config_path: str | None = None) -> ScenarioResult:
+    sc = load_scenario(path, config_path)
+    run_dir = out_root / Path(path).stem
+    if run_dir.exists():
+        import shutil
+
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    return ScenarioRun(sc, run_dir).run()
+
+
+def main(files: list[str], out: str | None, config_path: str | None = None) -> int:
+    """Run each file; exit 0 only if every expect held and no invariant broke."""
+    from rich.console import Console
+
+    from runtime.logs import RunLogs
+    from runtime.summary import summary_table
+
+    console = Console()
+    out_root = Path(out) if out else Path("runs") / "scenarios" / time.strftime("%Y%m%dT%H%M%SZ",
+                                                                                 time.gmtime())
+    out_root.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    with RunLogs(out_root):
+        for path in files:
+            try:
+                result = run_scenario(path, out_root, config_path)
+            except ConfigError as exc:
+                console.print(f"[red]{path}: invalid scenario[/red]\n{exc}")
+                failed += 1
+                continue
+            except ScenarioError as exc:
+                console.print(f"[red]{path}: {exc}[/red]")
+                failed += 1
+                continue
+            mark = "[green]PASS[/green]" if result.passed else "[red]FAIL[/red]"
+            console.print(f"{mark} {result.name} ({path}, {result.wall_s:.2f}s wall) "
+                          f"-> {result.run_dir}")
+            if not result.passed:
+                failed += 1
+                console.print(summary_table(result.summary, result.name))
+    console.print(f"{len(files) - failed}/{len(files)} scenarios passed")
+    return 1 if failed else 0
