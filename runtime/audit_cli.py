@@ -35,7 +35,7 @@ def main(where: str, *, reason: str | None = None, symbol: str | None = None,
         for rec in records:
             print(json.dumps(rec, separators=(",", ":")))
         return 0
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=160)
     what = " ".join(x for x in (f"reason={reason}" if reason else "",
                                 f"symbol={symbol}" if symbol else "") if x) or "all records"
     table = Table(title=f"{path} ({what}): {len(records)} record(s)", title_justify="left")

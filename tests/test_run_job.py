@@ -1,0 +1,115 @@
+"""``main.py run`` end to end, as a user runs it: a real process on the live
+clock, the embedded exchange, the run directory and its summary (DESIGN
+section 8); SIGINT stops it in order with exit code 0 (rule 16)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from exchange.events_log import read_events
+from trading.audit import read_audit
+
+ROOT = Path(__file__).resolve().parent.parent
+#: ticks every 20 ms so the demo strategy warms up (60 quotes) within a second
+FAST_MARKET = ("market: {tick_interval_ms: 20, bar_interval_s: 0.5}\n"
+               "risk: {max_volatility: \"1\"}\n")
+SUMMARY_KEYS = {"schema_version", "run_id", "started_at", "ended_at", "market_events", "signals",
+                "orders", "risk", "hedges", "stop_exits", "positions", "exchange_positions",
+                "restarts", "invariant_violations", "pnl"}
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, str(ROOT / "main.py"), *args]
+
+
+def _config(tmp_path: Path) -> Path:
+    cfg = tmp_path / "fast.yaml"
+    cfg.write_text(FAST_MARKET, encoding="utf-8")
+    return cfg
+
+
+def test_run_writes_a_complete_run_directory(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = subprocess.run(_cli("run", "--config", str(_config(tmp_path)), "--duration", "4",
+                               "--out", str(out)),
+                          cwd=ROOT, capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for name in ("summary.json", "events.jsonl", "audit.jsonl", "store", "run.log"):
+        assert (out / name).exists(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert SUMMARY_KEYS <= set(summary)
+    assert summary["invariant_violations"] == []
+    assert summary["market_events"] > 500
+    assert summary["signals"] > 0, "the demo strategy should have traded in 4 s of 20 ms ticks"
+    # positions equal the exchange's, symbol by symbol
+    assert {s: q for s, q in summary["positions"].items() if q != "0"} == \
+        {s: q for s, q in summary["exchange_positions"].items() if q != "0"}
+    # one audit record per decision, and every order at the exchange was approved
+    decisions = [r for r in read_audit(out / "audit.jsonl") if r["kind"] == "risk_decision"]
+    assert len(decisions) == summary["risk"]["approved"] + sum(summary["risk"]["rejected"].values())
+    assert sum(1 for r in decisions if r.get("source") == "signal") == summary["signals"]
+    approved = {r["client_order_id"] for r in decisions if r["approved"]}
+    submitted = {e["client_order_id"] for e in read_events(out / "events.jsonl")
+                 if e["kind"] == "order_submitted"}
+    assert submitted and submitted <= approved
+    assert summary["orders"]["submitted"] == len(submitted)
+    assert "Tradewarden run" in proc.stdout and "invariants" in proc.stdout
+
+
+def test_sigint_stops_in_order_with_exit_code_zero(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_cli("run", "--config", str(_config(tmp_path)), "--duration", "120",
+                                 "--out", str(out)),
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        log = out / "run.log"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the process, not an actor: poll its log
+            if log.exists() and "actor system" in log.read_text() and "started" in log.read_text():
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("run did not start within 30 s")
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stdout + stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted_by"] == "SIGINT"
+    assert summary["invariant_violations"] == []
+    text = (out / "run.log").read_text()
+    # reverse start order: the market feed stops first, persistence last
+    assert text.index("actor system") < text.rindex("stopped")
+    assert "still running after shutdown" not in text
+
+
+def test_bad_config_value_is_named_and_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("risk:\n  max_order_size: \"-5\"\n", encoding="utf-8")
+    proc = subprocess.run(_cli("run", "--config", str(bad), "--out", str(tmp_path / "r")),
+                          cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**os.environ})
+    assert proc.returncode == 2
+    assert "bad.yaml:2" in proc.stderr and "max_order_size" in proc.stderr
+
+
+def test_audit_command_filters_by_reason(tmp_path: Path) -> None:
+    from runtime.scenario_runner import run_scenario
+
+    result = run_scenario(ROOT / "tests" / "scenarios" / "rate_limit_burst.yaml", tmp_path)
+    proc = subprocess.run(_cli("audit", str(result.run_dir), "--reason", "rate_limited", "--json"),
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(rows) == 3 and {r["reason"] for r in rows} == {"rate_limited"}
+    table = subprocess.run(_cli("audit", str(result.run_dir), "--symbol", "AAAUSD"),
+                           cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert table.returncode == 0 and "AAAUSD" in table.stdout and "approved" in table.stdout

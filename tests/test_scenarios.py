@@ -1,0 +1,151 @@
+"""Every scenario under tests/scenarios/ runs, holds its expect block and every
+invariant; the runner is deterministic; a crash/restart recovers from the store;
+the command line exits non-zero when a scenario fails (DESIGN section 9)."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from main import main as cli
+from config import ConfigError
+from runtime.scenario_runner import run_scenario
+from runtime.summary import comparable
+
+SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+FILES = sorted(SCENARIOS.glob("*.yaml"))
+#: scenarios whose actors (issue 5: stops, hedger, groups) are not in the tree yet
+NEEDS_ISSUE_5 = {"stop_gap_slow_cancel"}
+
+
+def _tree_has(name: str) -> bool:
+    import inspect
+
+    import runtime.launcher as launcher
+
+    return f'ChildSpec("{name}"' in inspect.getsource(launcher.Runtime.tree)
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
+def test_scenario_file_passes(path: Path, tmp_path: Path) -> None:
+    if path.stem in NEEDS_ISSUE_5 and not _tree_has("stops"):
+        pytest.xfail("needs the stop-loss manager (issue 5)")
+    result = run_scenario(path, tmp_path)
+    s = result.summary
+    assert s["invariant_violations"] == [], s["invariant_violations"]
+    assert s["expect"]["passed"], s["expect"]["failures"]
+    on_disk = json.loads((result.run_dir / "summary.json").read_text())
+    assert on_disk["expect"] == s["expect"]
+    for name in ("summary.json", "events.jsonl", "audit.jsonl", "store"):
+        assert (result.run_dir / name).exists(), name
+
+
+REQUIRED_SUMMARY_KEYS = {"schema_version", "run_id", "started_at", "ended_at", "market_events",
+                         "signals", "orders", "risk", "hedges", "stop_exits", "positions",
+                         "exchange_positions", "restarts", "invariant_violations", "pnl", "expect"}
+
+
+def test_same_scenario_twice_gives_the_same_summary(tmp_path: Path) -> None:
+    path = SCENARIOS / "circuit_breaker_trip.yaml"
+    a = run_scenario(path, tmp_path / "a").summary
+    b = run_scenario(path, tmp_path / "b").summary
+    assert REQUIRED_SUMMARY_KEYS <= set(a)
+    assert set(a["orders"]) == {"submitted", "filled", "partially_filled", "canceled", "rejected"}
+    assert set(a["stop_exits"]) == {"limit", "market_fallback"}
+    assert set(a["pnl"]) == {"realized", "unrealized"}
+    assert comparable(a) == comparable(b)
+
+
+def _write(tmp_path: Path, text: str, name: str = "sc.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text), encoding="utf-8")
+    return p
+
+
+def test_failed_expectation_is_reported_and_exit_code_is_non_zero(tmp_path: Path) -> None:
+    path = _write(tmp_path, """\
+        name: wrong on purpose
+        seed: 1
+        symbols: [BTCUSDT]
+        timeline:
+          - at: 0s
+            quote: {symbol: BTCUSDT, bid: "100.0", ask: "100.1"}
+          - at: 1s
+            signal: {symbol: BTCUSDT, side: buy, qty: "3"}
+          - at: 2s
+            end: true
+        expect:
+          positions: {BTCUSDT: "4"}
+          risk_approved: 2
+        """)
+    result = run_scenario(path, tmp_path / "out")
+    assert not result.passed
+    assert result.summary["expect"]["failures"] == [
+        "positions.BTCUSDT: expected 4, got 3", "risk_approved: expected 2, got 1"]
+    assert cli(["scenario", str(path), "--out", str(tmp_path / "cli")]) == 1
+
+
+def test_malformed_scenario_names_file_line_and_key(tmp_path: Path, capsys) -> None:
+    path = _write(tmp_path, """\
+        name: typo
+        seed: 1
+        symbols: [BTCUSDT]
+        timeline:
+          - at: 0s
+            quote: {symbol: BTCUSDT, bid: "100.0", ask: "100.1", colour: red}
+        """)
+    assert cli(["scenario", str(path), "--out", str(tmp_path / "out")]) == 1
+    out = capsys.readouterr().out
+    assert "sc.yaml:6" in out and "colour" in out
+
+
+def test_crash_and_restart_recover_from_the_store(tmp_path: Path) -> None:
+    """The runtime dies after a fill; the restarted one rebuilds its position
+    from the store and the broker, and an exit closes exactly that position."""
+    path = _write(tmp_path, """\
+        name: crash after a fill
+        seed: 9
+        symbols: [BTCUSDT]
+        timeline:
+          - at: 0s
+            quote: {symbol: BTCUSDT, bid: "100.0", ask: "100.1"}
+          - at: 1s
+            signal: {symbol: BTCUSDT, side: buy, qty: "7"}
+          - at: 2s
+            crash: true
+          - at: 3s
+            restart: true
+          - at: 4s
+            quote: {symbol: BTCUSDT, bid: "100.2", ask: "100.3"}
+          - at: 5s
+            signal: {symbol: BTCUSDT, side: sell, qty: "7", reduce_only: true}
+          - at: 6s
+            end: true
+        expect:
+          positions: {BTCUSDT: "0"}
+          exchange_positions: {BTCUSDT: "0"}
+          risk_approved: 2
+          orders: {submitted: 2, filled: 2}
+          no_invariant_violations: true
+        """)
+    result = run_scenario(path, tmp_path / "out")
+    assert result.summary["crashes"] == 1
+    assert result.passed, (result.summary["expect"], result.summary["invariant_violations"])
+
+
+def test_crash_without_restart_is_refused_at_load(tmp_path: Path) -> None:
+    path = _write(tmp_path, """\
+        name: no restart
+        seed: 1
+        symbols: [BTCUSDT]
+        timeline:
+          - at: 1s
+            crash: true
+          - at: 2s
+            signal: {symbol: BTCUSDT, side: buy, qty: "1"}
+        """)
+    with pytest.raises(ConfigError, match=r"sc\.yaml:5: timeline\[0\]\.crash: crash without a later restart"):
+        run_scenario(path, tmp_path / "out")
