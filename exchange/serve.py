@@ -30,6 +30,10 @@ def main(*, port: int = 8766, out: str | Path = "runs/exchange", symbols: str | 
     server.start()
     print(f"simulated exchange on {server.url} quoting {', '.join(names)}; "
           f"events -> {out_dir / 'events.jsonl'}; Ctrl-C stops", flush=True)
-    server.serve_forever(stop)
+    try:
+        while server.running and not stop.wait(0.5):
+            pass
+    finally:
+        server.stop()
     print(f"exchange stopped: {dict(server.stats)}", flush=True)
     return 0

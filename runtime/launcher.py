@@ -11,6 +11,8 @@
     ├── reconnect      reconnect controller of the gateway (rule 12)
     ├── reconciler     startup recovery, resync, 12 s poll
     ├── coordinator    the only door to the broker's order API
+    ├── hedger         emergency hedges, debounced, delta-only (rule 7)
+    ├── stops          stop-loss manager (rule 8); gets quotes from the gateway
     ├── symbols        one_for_one supervisor of symbol-<SYM>
     └── market         synthetic market feed into the venue (``run`` only)
 
@@ -135,9 +137,11 @@ class Runtime:
             self.store = None
 
     def kill(self) -> None:
-        """Die as if the process were killed: no orderly stop of the actors'
-        work. Buffered writes that were not committed are lost; what was
-        acknowledged durable stays (the scenario ``crash`` entry)."""
+        """Die (almost) as if the process were killed: every waiting message
+        in every mailbox is dropped, nothing is drained or reconciled. The
+        actors' stop hooks still run, so a write already in the persistence
+        actor's buffer is committed; the real SIGKILL case (a lost buffer)
+        is covered by the persistence tests. Used by the scenario ``crash``."""
         system = self.system
         if system is None:
             return
@@ -152,9 +156,11 @@ class Runtime:
         from actors.alerts import AlertsActor
         from actors.coordinator import Coordinator
         from actors.gateway import Gateway
+        from actors.hedger import Hedger
         from actors.persistence import PersistenceActor
         from actors.reconciler import Reconciler
         from actors.reconnect import ReconnectController
+        from actors.stops import StopLossManager
         from actors.symbol import symbols_supervisor
         from trading.limits import Limits
 
@@ -184,7 +190,7 @@ class Runtime:
         children += [
             ChildSpec("gateway", Gateway,
                       kwargs={"adapter_factory": self._adapter_factory(),
-                              "quote_listeners": (), "connect_on_start": False,
+                              "quote_listeners": ("stops",), "connect_on_start": False,
                               "watchdog_timeout_s": gw.watchdog.timeout_s}),
             ChildSpec("reconnect", ReconnectController,
                       kwargs={"backoff": Backoff(gw.reconnect.base_s, gw.reconnect.max_s,
@@ -196,7 +202,13 @@ class Runtime:
                       kwargs={"limits": Limits.from_config(cfg.risk,
                                                            account_equity=cfg.exchange.starting_cash),
                               "symbols": list(spec.symbols), "venue": cfg.exchange.venue,
-                              "stops": None}),
+                              "stops": "stops"}),
+            # rules 7 and 8: both order only through the coordinator
+            ChildSpec("hedger", Hedger, kwargs={"debounce_ms": cfg.hedger.debounce_ms}),
+            ChildSpec("stops", StopLossManager, conflate=True,
+                      kwargs={"slippage_bps": cfg.stops.slippage_bps,
+                              "fallback_after_s": cfg.stops.fallback_after_s,
+                              "cancel_wait_alert_s": cfg.stops.cancel_wait_alert_s}),
             symbols_supervisor(spec.symbols, cfg.strategy.name, cfg.strategy.params,
                                account=self.account, intensity=sup.intensity,
                                period_s=sup.period_s),

@@ -177,22 +177,17 @@ def _status_line(rt: Runtime) -> str:
 
 
 def _drain(rt: Runtime) -> None:
-    """Stop the market, let in-flight orders settle, reconcile one last time."""
+    """Stop the market, then let orders waiting for the broker's answer settle."""
     from actors.market_feed import StopFeed
-    from messages.connectivity import PollNow
 
     system = rt.system
-    system.tell("market", StopFeed("run ending"))
+    if system.directory.get("market") is not None:
+        system.tell("market", StopFeed("run ending"))
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
-    polls = rt.info("reconciler").get("polls", 0)
-    system.tell("reconciler", PollNow())
     while time.monotonic() < deadline:
         by_status = rt.info("coordinator").get("orders_by_status", {})
-        unanswered = by_status.get("intent", 0) + by_status.get("submitted", 0)
-        if (unanswered == 0 and rt.info("reconciler").get("polls", 0) > polls
-                and system.is_quiescent()):
+        if by_status.get("intent", 0) + by_status.get("submitted", 0) == 0 and system.is_quiescent():
             return
         time.sleep(0.02)
     logger.warning("drain: orders {} after {}s", rt.info("coordinator").get("orders_by_status"),
                    DRAIN_TIMEOUT_S)
-
