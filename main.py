@@ -36,6 +36,13 @@ def _audit(args: argparse.Namespace) -> int:
                       limit=args.limit)
 
 
+def _inspect(args: argparse.Namespace) -> int:
+    from runtime.inspect_cli import main as inspect_main
+
+    return inspect_main(args.control, watch=args.watch, peek=args.peek, as_json=args.json,
+                        config_path=args.config)
+
+
 def _exchange(args: argparse.Namespace) -> int:
     from exchange.serve import main as exchange_main
 
@@ -56,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/<timestamp>/)")
     p.add_argument("--exchange", metavar="ws://HOST:PORT",
                    help="trade at a `main.py exchange` server instead of the embedded one")
+    p.add_argument("--control", metavar="HOST:PORT",
+                   help="serve /metrics, /actors, /healthz here (default: config control "
+                        "section, 127.0.0.1:8765; port 0 picks one; 'off' disables)")
     p.add_argument("--verbose", action="store_true", help="DEBUG lines in run.log")
     p.set_defaults(func=_run)
 
@@ -72,6 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--symbols", metavar="A,B,...", help="symbols its own market feed quotes")
     p.add_argument("--seed", type=int, default=0, help="market feed seed")
     p.set_defaults(func=_exchange)
+
+    p = sub.add_parser("inspect", help="actors, supervisors, mailboxes and dead letters of a "
+                                       "running runtime (via its control endpoint)")
+    p.add_argument("--control", metavar="HOST:PORT",
+                   help="the runtime's control endpoint (default: config control section)")
+    p.add_argument("--config", metavar="FILE", help="config whose control section to use")
+    p.add_argument("--watch", action="store_true", help="refresh every second until Ctrl-C")
+    p.add_argument("--peek", type=int, default=0, metavar="N",
+                   help="also list the first N waiting messages of each mailbox")
+    p.add_argument("--json", action="store_true", help="print the snapshot as JSON")
+    p.set_defaults(func=_inspect)
 
     p = sub.add_parser("audit", help="query a run's audit trail")
     p.add_argument("dir", metavar="DIR", help="a run directory (or its audit.jsonl)")

@@ -61,6 +61,9 @@ class Coordinator(Actor):
         self.orders: dict[str, dict[str, Any]] = {}
         self.counts: Counter = Counter()
         self.status_counts: Counter = Counter()
+        #: per position key, when an order last left or a fill last landed
+        #: (a broker snapshot older than that is not trusted for the key)
+        self.last_activity: dict[tuple, Any] = {}
         self.rejected: Counter = Counter()
         self.blocked: deque = deque(maxlen=200)
         self.kill_reason: str | None = None
@@ -156,6 +159,7 @@ class Coordinator(Actor):
                               client_order_id=order.client_order_id)
             return
         self.counts["submitted"] += 1
+        self.last_activity[(order.account, self.venue, order.symbol)] = self.ctx.clock.now()
         self._set_status(order.client_order_id, "submitted")
         self.ctx.tell(self.gateway, SubmitOrder(order))
 
@@ -180,6 +184,14 @@ class Coordinator(Actor):
 
     @handles(OrderRejected)
     def on_rejected(self, ev: OrderRejected) -> None:
+        if ev.reason.startswith("duplicate_client_order_id"):
+            # About the resubmitted request only: the original order with this
+            # id stands at the exchange (exchange/protocol.py). Closing it here
+            # would drop a live order from the netting count (rule 2).
+            self.counts["duplicate_submissions"] += 1
+            self.log.warning("resubmission of {} refused as a duplicate; the original stands",
+                             ev.client_order_id)
+            return
         self.book.close_inflight(ev.client_order_id)
         self.counts["rejected"] += 1
         if self.state.breaker.failure(self.ctx.clock.monotonic()):
@@ -199,6 +211,7 @@ class Coordinator(Actor):
             self.counts["duplicate_fills"] += 1
             return
         self.counts["fills"] += 1
+        self.last_activity[key] = self.ctx.clock.now()
         self.counts["filled" if ev.leaves_qty == 0 else "partially_filled"] += 1
         self._set_status(ev.client_order_id, "filled" if ev.leaves_qty == 0 else "partially_filled")
         pos = self.book.position(key)

@@ -15,28 +15,46 @@ the scenario runner checks every order at the exchange against the audit.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from messages.connectivity import (ReconnectNow, ResyncDone, ResyncRequest, StreamDown, StreamUp,
                                    WatchdogCheck)
 from messages.control import ConnectivityChanged
-from messages.exchange import (BalanceSnapshot, FillsSnapshot, OpenOrdersSnapshot, QueryBalances,
-                               QueryFills, QueryOpenOrders, QueryPositions, StreamStatus,
-                               Subscribe, SubmitOrder, Unsubscribe)
+from messages.exchange import (BalanceSnapshot, ExchangeError, FillsSnapshot, OpenOrdersSnapshot,
+                               OrderExpired, QueryBalances, QueryFills, QueryOpenOrders,
+                               QueryPositions, StreamStatus, Subscribe, SubmitOrder, Unsubscribe)
 from messages.market import Bar, Quote
 from messages.orders import (CancelConfirmed, CancelOrder, OrderAcked, OrderFilled, OrderRejected,
                              PositionSnapshot)
 from runtime import Actor, handles
 
-ORDER_EVENTS = (OrderAcked, OrderRejected, OrderFilled, CancelConfirmed)
+ORDER_EVENTS = (OrderAcked, OrderRejected, OrderFilled, OrderExpired, CancelConfirmed)
 SNAPSHOTS = (PositionSnapshot, OpenOrdersSnapshot, BalanceSnapshot, FillsSnapshot)
+#: What a venue may send. The sink lets only these through: a message that
+#: decodes but is no venue event (a SubmitOrder, a ResyncDone, a ReconnectNow
+#: read off the socket) would otherwise reach the handler meant for the
+#: coordinator's or reconciler's message, e.g. bounce an order back out.
+STREAM_EVENTS = frozenset((*ORDER_EVENTS, *SNAPSHOTS, Quote, Bar, StreamStatus, ExchangeError))
+#: ExchangeError codes counted by name; any other is counted as "other", so a
+#: venue inventing codes cannot grow the counters without bound (rule 13).
+ERROR_CODES = frozenset(("bad_frame", "bad_command", "not_connected", "internal", "bad_fault",
+                         "unknown_symbol"))
+
+
+@dataclass(frozen=True, slots=True)
+class UnexpectedEvent:
+    """A well-formed message of a type no venue sends, caught by the sink."""
+
+    kind: str
+    detail: str
 
 
 class Gateway(Actor):
     def __init__(self, ctx, *, adapter_factory: Callable[[Callable[[Any], None]], Any],
                  coordinator: str = "coordinator", reconnect: str = "reconnect",
                  reconciler: str = "reconciler", quote_listeners: tuple[str, ...] = ("stops",),
-                 watchdog_timeout_s: float = 10.0) -> None:
+                 watchdog_timeout_s: float = 10.0, connect_on_start: bool = True) -> None:
         super().__init__(ctx)
         if not watchdog_timeout_s > 0:
             raise ValueError(f"watchdog timeout_s must be > 0, got {watchdog_timeout_s}")
@@ -44,6 +62,9 @@ class Gateway(Actor):
         self.coordinator, self.reconnect, self.reconciler = coordinator, reconnect, reconciler
         self.quote_listeners = quote_listeners
         self.timeout_s = watchdog_timeout_s
+        # The launcher connects only once the whole tree is up (ReconnectNow),
+        # so the first ConnectivityChanged and ResyncRequest find their actors.
+        self.connect_on_start = connect_on_start
         self.adapter: Any = None
         self.connected = False
         self.reconciling = True
@@ -54,11 +75,19 @@ class Gateway(Actor):
 
     def on_start(self) -> None:
         tell_self = self.ctx.tell_self
-        # The sink runs on the adapter's thread: enqueue and return, nothing else.
-        self.adapter = self.adapter_factory(tell_self)
+
+        def sink(event: Any, _ok: frozenset = STREAM_EVENTS) -> None:
+            # Runs on the adapter's thread: enqueue and return, nothing else.
+            if type(event) in _ok:
+                tell_self(event)
+            else:
+                tell_self(UnexpectedEvent(type(event).__name__, repr(event)[:200]))
+
+        self.adapter = self.adapter_factory(sink)
         self.last_msg_at = self.ctx.clock.monotonic()
         self.ctx.schedule(self.timeout_s / 2, WatchdogCheck(), interval_s=self.timeout_s / 2)
-        self.adapter.connect()
+        if self.connect_on_start:
+            self.adapter.connect()
         self._publish()
 
     def on_stop(self) -> None:
@@ -116,6 +145,17 @@ class Gateway(Actor):
             self.adapter.close()
             self._on_disconnected(f"watchdog: silent for {silent:.1f}s")
 
+    @handles(ResyncRequest)
+    def on_resync_request(self, msg: ResyncRequest) -> None:
+        """A restarted coordinator asks where things stand: resync before it trades."""
+        now = self.ctx.clock.now()
+        if not self.connected:
+            self.ctx.tell(self.coordinator, ConnectivityChanged(False, True, "not connected", now))
+            return
+        self.reconciling = True
+        self.ctx.tell(self.coordinator, ConnectivityChanged(True, True, f"resync: {msg.reason}", now))
+        self.ctx.tell(self.reconciler, ResyncRequest(msg.reason, now))
+
     @handles(ResyncDone)
     def on_resync_done(self, msg: ResyncDone) -> None:
         if self.connected and self.reconciling:
@@ -170,11 +210,26 @@ class Gateway(Actor):
         self.last_msg_at = self.ctx.clock.monotonic()
         self.ctx.tell(self.reconciler, ev)
 
+    @handles(ExchangeError)
+    def on_exchange_error(self, err: ExchangeError) -> None:
+        """Counted by code. ``not_connected`` is the adapter refusing a command
+        during an outage (expected; the reconciler's next poll replaces a lost
+        query); anything else is a venue or wire problem worth a warning."""
+        self.counts[f"error_{err.code if err.code in ERROR_CODES else 'other'}"] += 1
+        if err.code != "not_connected":
+            self.log.warning("exchange error {}: {} (ref {})", err.code, err.reason, err.ref)
+
+    @handles(UnexpectedEvent)
+    def on_unexpected(self, ev: UnexpectedEvent) -> None:
+        self.counts["unexpected_events"] += 1
+        self.log.warning("dropped a {} read off the exchange stream: {}", ev.kind, ev.detail)
+
     def _publish(self) -> None:
         self.ctx.cell.info = {
             "connected": self.connected, "stream_reconciling": self.reconciling,
             "subscriptions": sorted(self.subscriptions),
             "last_msg_age_s": round(self.ctx.clock.monotonic() - self.last_msg_at, 3),
             "bad_frames": getattr(self.adapter, "bad_frames", 0),
+            "unexpected_events": self.counts["unexpected_events"],
             "counts": dict(self.counts),
         }

@@ -11,6 +11,7 @@ then does the coordinator accept signals. The poll cannot be turned off.
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 from messages.connectivity import PollNow, ResyncDone, ResyncRequest
 from messages.control import BrokerPositions, RecoveryDone
@@ -28,7 +29,7 @@ class Reconciler(Actor):
         self.poll_s, self.accounts = poll_s, accounts
         self.gateway, self.coordinator = gateway, coordinator
         self._ids = itertools.count(1)
-        self.pending: dict[str, str] = {}  # request id -> reason
+        self.pending: dict[str, tuple[str, Any]] = {}  # request id -> (reason, asked at)
         self.recovered = False
         self.polls = 0
         self.resyncs = 0
@@ -50,7 +51,7 @@ class Reconciler(Actor):
     def _query(self, reason: str) -> None:
         for account in self.accounts:
             rid = f"rec-{next(self._ids)}"
-            self.pending[rid] = reason
+            self.pending[rid] = (reason, self.ctx.clock.now())
             self.ctx.tell(self.gateway, QueryPositions(rid, account))
         # Replies that never come (stream down) are replaced by the next poll.
         if len(self.pending) > 100:
@@ -60,14 +61,16 @@ class Reconciler(Actor):
     @handles(PositionSnapshot)
     def on_positions(self, snap: PositionSnapshot) -> None:
         rid = getattr(snap, "request_id", None)
-        reason = self.pending.pop(rid, "poll") if rid is not None else "poll"
+        reason, asked_at = self.pending.pop(rid, ("poll", None)) if rid is not None else ("poll", None)
         now = self.ctx.clock.now()
         self.ctx.tell(self.coordinator, BrokerPositions(snap.account, snap.positions, now,
-                                                        source=reason))
+                                                        source=reason, requested_at=asked_at))
         self.last_reconciled = now.isoformat()
         if reason.startswith("resync"):
             self.ctx.tell(self.gateway, ResyncDone(now))
-        if not self.recovered:
+        if not self.recovered or reason.startswith("resync"):
+            # Every resync ends a recovery: the first at startup, later ones
+            # after a coordinator restart (it fails closed until told).
             self.recovered = True
             self.ctx.tell(self.coordinator, RecoveryDone(now, f"positions reconciled ({reason})"))
         self.ctx.cell.info = {"polls": self.polls, "resyncs": self.resyncs,

@@ -113,6 +113,10 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
         # Hot-path event constructors (see exchange._fast; strict validates).
         self._acked = maker(OrderAcked, strict=strict)
         self._filled = maker(OrderFilled, strict=strict)
+        # ``now.timestamp()`` of the last ``now`` seen: one order's ack and
+        # fills share the same ``now``, so it is computed once per command.
+        self._ts_of: datetime | None = None
+        self._ts = 0.0
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -195,7 +199,11 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
         lat = cfg.latency_ms / 1000.0 + extra_s
         if cfg.latency_jitter_ms:
             lat += self._rng.uniform(0.0, cfg.latency_jitter_ms) / 1000.0
-        t = now.timestamp()
+        if now is self._ts_of:
+            t = self._ts
+        else:
+            t = self._ts = now.timestamp()
+            self._ts_of = now
         due = t + lat
         last = self._last_due
         if due < last < due + MAX_FIFO_HOLD_S:  # (a clock set back is not held)
@@ -287,7 +295,10 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
         st = OrderState(order, eid, now, order.qty,
                         triggered=order.order_type is not OrderType.STOP_LIMIT)
         self.orders[order.client_order_id] = st
-        self.working.setdefault(order.symbol, {})[order.client_order_id] = st
+        working = self.working.get(order.symbol)
+        if working is None:
+            working = self.working[order.symbol] = {}
+        working[order.client_order_id] = st
         self.stats["orders_acked"] += 1
         if self.log.is_open:
             self.log.append("order_acked", now, client_order_id=order.client_order_id,
@@ -336,7 +347,8 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
             bps = cfg.maker_fee_bps if liquidity == "maker" else cfg.taker_fee_bps
             acct = self.account(req.account)
             interval = cfg.partial_fill_interval_ms / 1000.0
-            for i, part in enumerate(split_qty(qty, cfg.partial_fills)):
+            parts = (qty,) if cfg.partial_fills <= 1 else split_qty(qty, cfg.partial_fills)
+            for i, part in enumerate(parts):
                 fill_id = f"{cfg.id_prefix}{self.epoch}-F{next(self._fill_seq)}"
                 fee = ((part * price * bps / BPS).quantize(FEE_QUANTUM, rounding=ROUND_HALF_UP)
                        if bps else ZERO)

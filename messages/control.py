@@ -101,6 +101,9 @@ class BrokerPositions(Message):
     positions: tuple[tuple[str, Decimal], ...]
     ts: datetime
     source: str = "poll"
+    #: when the question left: anything the runtime did on a symbol after this
+    #: may be missing from the answer, so that symbol waits for the next poll
+    requested_at: datetime | None = None
 
 
 @message
@@ -136,3 +139,27 @@ class StoppedOut(Message):
     symbol: str
     account: str
     ts: datetime
+
+
+@message
+class HedgeRequest(Message):
+    """To the hedger: what the hedge position in ``symbol`` should be now.
+
+    ``target_qty`` is signed (negative = short) and absolute, not a change:
+    the hedger sends only target - current hedge - hedge in flight (rule 7),
+    so a burst of requests built from partial fills can never add up to more
+    than the exposure they describe. ``source`` says who asked (a group id,
+    ``recovery``...), for the audit and the figures.
+    """
+
+    symbol: str
+    target_qty: Decimal
+    account: str
+    ts: datetime
+    source: str = "unknown"
+
+    def __post_init__(self) -> None:
+        check_str(self, "symbol")
+        check_str(self, "account")
+        check_decimal(self, "target_qty")
+        check_utc(self, "ts")

@@ -45,6 +45,15 @@ def run_overrides(args: Any) -> dict[str, Any]:
         over.setdefault("exchange", {})["url"] = args.exchange
     if args.strategy:
         over.setdefault("strategy", {})["name"] = args.strategy
+    control = getattr(args, "control", None)
+    if control:
+        if control.strip().lower() == "off":
+            over["control"] = {"enabled": False}
+        else:
+            from runtime.control import parse_hostport
+
+            host, port = parse_hostport(control)
+            over["control"] = {"enabled": True, "host": host, "port": port}
     return over
 
 
@@ -81,9 +90,11 @@ class StopRequest:
 
 
 def run(args: Any) -> int:
+    from runtime.control import ControlError
+
     try:
         cfg = load_config(args.config, overrides=run_overrides(args))
-    except ConfigError as exc:
+    except (ConfigError, ControlError) as exc:
         print(f"tradewarden run: configuration error\n{exc}", file=sys.stderr)
         return 2
     clock = LiveClock()
@@ -93,11 +104,12 @@ def run(args: Any) -> int:
     run_id = run_dir.name
     console = Console(stderr=False)
     with RunLogs(run_dir, verbose=args.verbose):
-        return _run(cfg, run_dir, run_id, clock, started, console)
+        return _run(cfg, run_dir, run_id, clock, started, console,
+                    control_explicit=bool(getattr(args, "control", None)))
 
 
 def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: datetime,
-         console: Console) -> int:
+         console: Console, control_explicit: bool = False) -> int:
     from exchange.synthetic import SyntheticMarket
 
     symbols = tuple(cfg.market.symbols)
@@ -117,20 +129,37 @@ def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: dateti
     console.print(f"[bold]Tradewarden[/bold] run [cyan]{run_id}[/cyan]: {len(symbols)} symbols, "
                   f"{duration:g}s, strategy {cfg.strategy.name}, "
                   f"exchange {cfg.exchange.url or 'embedded simulator'}  ->  {run_dir}")
-    stop = StopRequest().install()
     rt = Runtime(spec)
+    control = _bind_control(rt, cfg, console, control_explicit)
+    if control is False:
+        return 2
+    from runtime.report import Sampler, write_report
+
+    sampler = Sampler(min_interval_s=0.5)
+    t0 = time.monotonic()
+    stop = StopRequest().install()
     try:
         rt.start()
-        _progress(rt, duration, stop, console)
+        if control is not None:
+            control.start()
+            console.print(f"control endpoint: {control.url}  (/metrics /actors /healthz)")
+        _progress(rt, duration, stop, console, sampler)
         _drain(rt)
+        sampler.sample(rt, time.monotonic() - t0, force=True)
     finally:
         stop.restore()
+        if control is not None:
+            control.stop()
         rt.stop()
     ended = LiveClock().now()
     summary = collect_summary(rt, started_at=started.isoformat(), ended_at=ended.isoformat(),
                               extra={"run_dir": str(run_dir), "symbols": list(symbols),
                                      "interrupted_by": stop.signal})
     write_summary(run_dir / "summary.json", summary)
+    try:
+        write_report(run_dir, summary, sampler, title=f"Tradewarden run {run_id}")
+    except Exception:  # noqa: BLE001 - a report bug never changes the run's outcome
+        logger.exception("could not write report.html")
     print_summary(summary, f"Tradewarden run {run_id}", console)
     console.print(f"run directory: {run_dir}")
     bad = summary["invariant_violations"]
@@ -139,8 +168,36 @@ def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: dateti
     return 1 if bad else 0
 
 
-def _progress(rt: Runtime, duration: float, stop: StopRequest, console: Console) -> None:
-    """Wait for the run to end, showing what the runtime is doing."""
+def _bind_control(rt: Runtime, cfg: Any, console: Console, explicit: bool) -> Any:
+    """Bind the control endpoint before the runtime starts (None: off; False: give up).
+
+    A busy port is fatal only when ``--control`` asked for it; the default
+    port from the config being taken (another run) leaves this run without
+    an endpoint but trading, since observability is not a safety feature.
+    """
+    from runtime.control import ControlError, from_config
+
+    try:
+        control = from_config(rt, cfg.control)
+        return control.bind() if control is not None else None
+    except (ConfigError, ControlError) as exc:
+        print(f"tradewarden run: control endpoint: {exc}", file=sys.stderr)
+        return False
+    except OSError as exc:
+        where = f"{cfg.control.host}:{cfg.control.port}"
+        if explicit:
+            print(f"tradewarden run: cannot serve the control endpoint on {where}: {exc}",
+                  file=sys.stderr)
+            return False
+        logger.warning("control endpoint not started: {} busy ({})", where, exc)
+        console.print(f"[yellow]control endpoint not started: {where} is busy "
+                      "(use --control HOST:PORT or --control off)[/yellow]")
+        return None
+
+
+def _progress(rt: Runtime, duration: float, stop: StopRequest, console: Console,
+              sampler: Any = None) -> None:
+    """Wait for the run to end, showing what the runtime is doing; feed the report sampler."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     t0 = time.monotonic()
@@ -153,6 +210,8 @@ def _progress(rt: Runtime, duration: float, stop: StopRequest, console: Console)
         task = bar.add_task("running", total=duration, status="")
         while not stop.event.wait(0.25):
             elapsed = time.monotonic() - t0
+            if sampler is not None:
+                sampler.sample(rt, elapsed)
             status = _status_line(rt)
             bar.update(task, completed=min(elapsed, duration), status=status)
             if not interactive and elapsed - last_line >= 5.0:

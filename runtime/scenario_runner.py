@@ -78,6 +78,10 @@ class ScenarioRun:
         self.rt: Runtime | None = None
         self.crashes = 0
         self.injected = 0
+        from runtime.report import Sampler
+
+        #: report time series, one sample per timeline step (virtual seconds)
+        self.sampler = Sampler(min_interval_s=0.0)
 
     def _spec(self) -> LaunchSpec:
         return LaunchSpec(self.config, self.run_dir, self.sc.symbols, self.clock,
@@ -100,9 +104,11 @@ class ScenarioRun:
                 if isinstance(entry.event, EndEvent):
                     break
                 self._inject(entry)
+                self._sample()
             if end_at is None:
                 last = float(self.sc.timeline[-1].at) if self.sc.timeline else 0.0
                 self._advance(last + TAIL_S)
+            self._sample()
         finally:
             if self.rt is not None and self.rt.system is not None and not self.rt.system._shut:
                 self.rt.stop()
@@ -114,10 +120,21 @@ class ScenarioRun:
         failures = check_expect(self.sc.expect, summary, self._exit_figures())
         summary["expect"] = {"passed": not failures, "failures": failures}
         write_summary(self.run_dir / "summary.json", summary)
+        try:
+            from runtime.report import write_report
+
+            write_report(self.run_dir, summary, self.sampler,
+                         title=f"Tradewarden scenario: {self.sc.name}")
+        except Exception:  # noqa: BLE001 - a report bug never changes the verdict
+            logger.exception("could not write report.html for {}", self.sc.name)
         return ScenarioResult(self.sc.name, self.sc.path, self.run_dir, summary,
                               time.monotonic() - wall0)
 
     # -- timeline ---------------------------------------------------------------------
+
+    def _sample(self) -> None:
+        if self.rt is not None:
+            self.sampler.sample(self.rt, self.clock.monotonic(), force=True)
 
     def _advance(self, t: float) -> None:
         if self.rt is not None:

@@ -89,7 +89,11 @@ def decide(intent: Intent, st: GateState, now: float) -> Decision:
     book = st.book
     key = intent.key
     mv = st.market.get(intent.symbol) or MarketView()
-    reducing = book.guaranteed_reduce(key, intent.side, intent.qty)
+    # A message that slipped past its own validation (qty NaN or not a number,
+    # a side that is no Side) is refused below, never compared: Decimal NaN
+    # raises on <=, which would crash the coordinator.
+    well_formed = isinstance(intent.side, Side) and _positive_qty(intent.qty)
+    reducing = well_formed and book.guaranteed_reduce(key, intent.side, intent.qty)
     inputs: dict[str, Any] = {
         "symbol": intent.symbol, "side": str(intent.side), "qty": str(intent.qty),
         "account": intent.account, "purpose": str(intent.purpose),
@@ -104,7 +108,7 @@ def decide(intent: Intent, st: GateState, now: float) -> Decision:
 
     if intent.symbol not in st.symbols:
         return verdict(Reason.UNKNOWN_SYMBOL)
-    if intent.qty <= 0:
+    if not well_formed:
         return verdict(Reason.INVALID_SIGNAL)
     if intent.reduce_only and not reducing:
         return verdict(Reason.NETTING_CONFLICT, note="reduce_only order would not reduce")
@@ -114,10 +118,12 @@ def decide(intent: Intent, st: GateState, now: float) -> Decision:
     # -- from here on the order increases risk --------------------------------
     if st.trading_state != ACTIVE:
         return verdict(Reason.KILL_SWITCH)
-    if st.recovering:
-        return verdict(Reason.RECOVERING)
+    # Not yet reconciled is rule 3's positions_unavailable (DESIGN); recovery
+    # (rule 10) still holds entries when fail-closed is explicitly off.
     if not st.positions_fresh and limits.fail_closed_on_missing_positions:
         return verdict(Reason.POSITIONS_UNAVAILABLE)
+    if st.recovering:
+        return verdict(Reason.RECOVERING)
     if intent.account not in limits.hedging_accounts and book.netting_conflict(key, intent.side, intent.qty):
         return verdict(Reason.NETTING_CONFLICT)
     if intent.qty < limits.min_order_size:
@@ -163,6 +169,12 @@ def _same_side_exposure(book: PositionBook, key: Key, side: Side) -> bool:
     if side is Side.BUY:
         return pos > 0 or buys > 0
     return pos < 0 or sells > 0
+
+
+def _positive_qty(qty: Any) -> bool:
+    if isinstance(qty, bool) or not isinstance(qty, (Decimal, int)):
+        return False
+    return Decimal(qty).is_finite() and qty > 0
 
 
 def _s(value: Any) -> Any:

@@ -65,6 +65,13 @@ def apply_broker_positions(coord: Any, msg: BrokerPositions) -> int:
         mine = book.qty(key)
         if mine == theirs:
             continue
+        touched = coord.last_activity.get(key)
+        if msg.requested_at is not None and touched is not None and touched >= msg.requested_at:
+            # An order or fill on this symbol since the question left: the
+            # answer may predate it. Correcting now could undo (or double) a
+            # fill, so this symbol waits for the next poll.
+            coord.counts["stale_snapshots_skipped"] += 1
+            continue
         corrected += 1
         coord.counts["divergences"] += 1
         coord.audit.record(kind="divergence", reason="broker_wins", ts=coord.ctx.clock.now(),

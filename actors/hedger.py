@@ -1,0 +1,343 @@
+"""The emergency hedger (rule 7): hedge the delta, once, without cascading.
+
+The failure this prevents: a leg fills in 50 pieces within 200 ms, each
+partial fill asks for "hedge what I just got", the hedges pile on top of
+each other and the book ends up over-hedged. Here a request says what the
+hedge position *should be* (``HedgeRequest.target_qty``, signed, absolute),
+and the hedger only ever sends
+
+    delta = target - hedge position (filled) - hedge in flight
+
+per (account, symbol). The first request goes out at once; requests that
+arrive within ``debounce_ms`` after an order went out are coalesced: the
+latest target wins and one order for the then-current delta goes out when
+the window closes. Because in-flight hedges count, no interleaving of
+requests and fills can make the orders add up to more than the delta.
+
+Orders go through the coordinator (rule 1) with purpose HEDGE, owner
+"hedger". Hedge lag (request received -> order accepted by the gate) is
+measured for each order, from the oldest request it serves.
+
+State (targets, positions, orders and their fills) is persisted after every
+message and rebuilt on start from that record plus the coordinator's order
+and fill records (``actors.owned_orders``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from actors.owned_orders import CLOSED_STATUSES, RebuildGate, fills_of, owned_orders
+from messages.alerts import Alert
+from messages.control import HedgeRequest, IntentAccepted, IntentRejected, OrderIntent
+from messages.enums import OrderPurpose, OrderType, Side
+from messages.exchange import OrderExpired
+from messages.orders import CancelConfirmed, OrderAcked, OrderFilled, OrderRejected
+from messages.persistence import Put, StoreDb
+from runtime import Actor, handles
+
+ZERO = Decimal(0)
+KEY_PREFIX = "hedge|"
+SETTLED = "settled"  # pseudo fill id: the total of a closed order's fills
+MAX_LAGS = 10_000
+
+
+@dataclass(frozen=True)
+class WindowClosed:
+    """Timer: the coalescing window of one hedge book ended."""
+
+    key: str
+    window: int
+
+
+@dataclass
+class HedgeOrder:
+    side: Side
+    qty: Decimal
+    fills: dict[str, Decimal] = field(default_factory=dict)
+    closed: bool = False
+
+    @property
+    def filled(self) -> Decimal:
+        return sum(self.fills.values(), ZERO)
+
+    @property
+    def in_flight(self) -> Decimal:
+        """Signed quantity that may still fill."""
+        return ZERO if self.closed else self.side.sign * max(ZERO, self.qty - self.filled)
+
+
+@dataclass
+class HedgeBook:
+    """The hedge of one (account, symbol)."""
+
+    account: str
+    symbol: str
+    target: Decimal = ZERO
+    position: Decimal = ZERO          # signed, from hedge fills only
+    orders: dict[str, HedgeOrder] = field(default_factory=dict)
+    #: intents sent, not yet answered: tag -> (side, qty, oldest request time served)
+    pending: dict[str, tuple[Side, Decimal, float]] = field(default_factory=dict)
+    seq: int = 0
+    window: int = 0                   # id of the open window (0: none open)
+    dirty: bool = False               # requests arrived inside the open window
+    oldest_request: float | None = None
+    refusals: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.account}|{self.symbol}"
+
+    @property
+    def in_flight(self) -> Decimal:
+        return (sum((o.in_flight for o in self.orders.values()), ZERO)
+                + sum((s.sign * q for s, q, _ in self.pending.values()), ZERO))
+
+    @property
+    def delta(self) -> Decimal:
+        return self.target - self.position - self.in_flight
+
+    def record(self) -> dict[str, Any]:
+        return {"v": 1, "account": self.account, "symbol": self.symbol, "target": self.target,
+                "seq": self.seq,
+                # a closed order keeps only its total: the record stays small
+                "orders": {c: {"side": o.side.value, "qty": o.qty, "closed": o.closed,
+                               "fills": {SETTLED: o.filled} if o.closed else dict(o.fills)}
+                           for c, o in self.orders.items()},
+                "pending": {t: {"side": s.value, "qty": q} for t, (s, q, _) in self.pending.items()}}
+
+
+class Hedger(RebuildGate, Actor):
+    def __init__(self, ctx, *, debounce_ms: int = 500, coordinator: str = "coordinator",
+                 persistence: str = "persistence", alerts: str = "alerts",
+                 max_refusals: int = 3) -> None:
+        super().__init__(ctx)
+        if debounce_ms <= 0:
+            raise ValueError("hedger debounce_ms must be > 0 (a zero window lets fills cascade)")
+        self.window_s = debounce_ms / 1000.0
+        self.coordinator, self.persistence, self.alerts = coordinator, persistence, alerts
+        self.max_refusals = max_refusals
+        self.books: dict[str, HedgeBook] = {}
+        self.by_coid: dict[str, str] = {}
+        self.counts: Counter = Counter()
+        self.lags_ms: deque = deque(maxlen=MAX_LAGS)
+        self._dirty: set[str] = set()
+        self._outbox: list[Any] = []
+
+    def on_start(self) -> None:
+        self.begin_rebuild()
+        self._publish()
+
+    def on_idle(self) -> None:
+        self._publish()
+
+    # -- requests and the window ------------------------------------------------------------
+
+    @handles(HedgeRequest)
+    def on_request(self, msg: HedgeRequest) -> None:
+        key = f"{msg.account}|{msg.symbol}"
+        book = self.books.get(key)
+        if book is None:
+            book = self.books[key] = HedgeBook(msg.account, msg.symbol)
+        book.target = msg.target_qty
+        book.refusals = 0
+        self.counts["requests"] += 1
+        now = self.ctx.clock.monotonic()
+        if book.oldest_request is None:
+            book.oldest_request = now
+        self._dirty.add(key)
+        if book.window:
+            book.dirty = True
+            self.counts["coalesced"] += 1
+            return
+        self._hedge(book)  # the first request: at once
+
+    @handles(WindowClosed)
+    def on_window_closed(self, msg: WindowClosed) -> None:
+        book = self.books.get(msg.key)
+        if book is None or book.window != msg.window:
+            return
+        book.window = 0
+        if book.dirty:
+            self._hedge(book)
+
+    def _hedge(self, book: HedgeBook) -> None:
+        """Send the delta now (if any) and open a coalescing window behind it."""
+        book.dirty = False
+        delta = book.delta
+        started = book.oldest_request
+        book.oldest_request = None
+        self._dirty.add(book.key)
+        if delta == 0:
+            self.counts["no_delta"] += 1
+            return
+        side = Side.BUY if delta > 0 else Side.SELL
+        qty = abs(delta)
+        book.seq += 1
+        tag = f"{book.key}|{book.seq}"
+        now = self.ctx.clock.monotonic()
+        book.pending[tag] = (side, qty, started if started is not None else now)
+        self._outbox.append(OrderIntent(book.symbol, side, qty, OrderPurpose.HEDGE,
+                                        self.ctx.clock.now(), order_type=OrderType.MARKET,
+                                        account=book.account, owner=self.ctx.name, tag=tag))
+        self.counts["hedges_sent"] += 1
+        book.window = book.seq
+        self.ctx.schedule(self.window_s, WindowClosed(book.key, book.window))
+
+    # -- answers from the coordinator and the broker ----------------------------------------------
+
+    @handles(IntentAccepted)
+    def on_accepted(self, msg: IntentAccepted) -> None:
+        book = self._book_of_tag(msg.tag)
+        if book is None:
+            return
+        entry = book.pending.pop(msg.tag, None)
+        if entry is None:
+            return
+        side, qty, started = entry
+        book.orders[msg.client_order_id] = HedgeOrder(side, qty)
+        self.by_coid[msg.client_order_id] = book.key
+        self.lags_ms.append((self.ctx.clock.monotonic() - started) * 1000.0)
+        self._dirty.add(book.key)
+
+    @handles(IntentRejected)
+    def on_intent_rejected(self, msg: IntentRejected) -> None:
+        book = self._book_of_tag(msg.tag)
+        if book is None or book.pending.pop(msg.tag, None) is None:
+            return
+        self._refused(book, f"the coordinator refused the hedge: {msg.reason}")
+
+    @handles(OrderAcked)
+    def on_acked(self, ev: OrderAcked) -> None:
+        pass
+
+    @handles(OrderFilled)
+    def on_filled(self, ev: OrderFilled) -> None:
+        book, order = self._order(ev.client_order_id)
+        if order is None or ev.fill_id in order.fills:
+            return
+        order.fills[ev.fill_id] = ev.qty
+        book.position += order.side.sign * ev.qty
+        if ev.leaves_qty == 0 or order.filled >= order.qty:
+            order.closed = True
+        self.counts["fills"] += 1
+        self._dirty.add(book.key)
+
+    @handles(OrderRejected, OrderExpired, CancelConfirmed)
+    def on_order_closed(self, ev: Any) -> None:
+        book, order = self._order(ev.client_order_id)
+        if order is None or order.closed:
+            return
+        order.closed = True
+        self._dirty.add(book.key)
+        if isinstance(ev, OrderRejected):
+            self._refused(book, f"the broker rejected hedge {ev.client_order_id}: {ev.reason}")
+
+    def _refused(self, book: HedgeBook, why: str) -> None:
+        """The delta is open again: retry at the next window, a few times, then wait."""
+        book.refusals += 1
+        self.counts["refused"] += 1
+        self._dirty.add(book.key)
+        retry = book.refusals <= self.max_refusals
+        self.ctx.tell(self.alerts, Alert(
+            "warning" if retry else "critical", "hedge refused",
+            f"{book.symbol} ({book.account}): {why}; "
+            + ("retrying" if retry else "giving up until the next hedge request"),
+            self.ctx.clock.now(), self.ctx.name, dedup_key=f"hedger:refused:{book.key}"))
+        if not retry:
+            return
+        book.dirty = True
+        if book.oldest_request is None:
+            book.oldest_request = self.ctx.clock.monotonic()
+        if not book.window:
+            book.seq += 1
+            book.window = book.seq
+            self.ctx.schedule(self.window_s, WindowClosed(book.key, book.window))
+
+    # -- persistence and recovery -------------------------------------------------------------------
+
+    def after_message(self) -> None:
+        for key in sorted(self._dirty):
+            book = self.books.get(key)
+            if book is not None:
+                self.ctx.tell(self.persistence, Put(StoreDb.META, KEY_PREFIX + key, book.record()))
+        self._dirty.clear()
+        outbox, self._outbox = self._outbox, []
+        for msg in outbox:
+            self.ctx.tell(self.coordinator, msg)
+
+    def rebuild(self, snapshot: dict[str, dict[str, Any]]) -> None:
+        meta = snapshot.get("meta", {})
+        for key, rec in meta.items():
+            if not key.startswith(KEY_PREFIX):
+                continue
+            try:
+                book = HedgeBook(rec["account"], rec["symbol"], Decimal(rec["target"]),
+                                 seq=rec["seq"])
+                for coid, o in rec["orders"].items():
+                    book.orders[coid] = HedgeOrder(Side(o["side"]), Decimal(o["qty"]),
+                                                   dict(o["fills"]), o["closed"])
+                for tag, p in rec["pending"].items():
+                    # Its acceptance, if any, is held for us and arrives after the rebuild.
+                    book.pending[tag] = (Side(p["side"]), Decimal(p["qty"]),
+                                         self.ctx.clock.monotonic())
+            except (KeyError, TypeError, ValueError) as exc:
+                self.log.error("skipping unreadable hedge record {}: {!r}", key, exc)
+                continue
+            self.books[book.key] = book
+            self.by_coid.update({c: book.key for c in book.orders})
+        for coid, owned in owned_orders(snapshot, self.ctx.name).items():
+            req = owned.request
+            key = f"{req.account}|{req.symbol}"
+            book = self.books.setdefault(key, HedgeBook(req.account, req.symbol))
+            if coid not in book.orders:
+                book.orders[coid] = HedgeOrder(req.side, req.qty)
+                self.by_coid[coid] = key
+                self.counts["adopted_orders"] += 1
+            if CLOSED_STATUSES.get(owned.status or ""):
+                book.orders[coid].closed = True
+        unsettled = {c for c, k in self.by_coid.items() if SETTLED not in self.books[k].orders[c].fills}
+        for coid, fills in fills_of(snapshot, unsettled).items():
+            self.books[self.by_coid[coid]].orders[coid].fills.update(fills)
+        for book in self.books.values():
+            book.position = sum((o.side.sign * o.filled for o in book.orders.values()), ZERO)
+            for o in book.orders.values():
+                o.closed = o.closed or o.filled >= o.qty
+            self._dirty.add(book.key)
+
+    # -- helpers ------------------------------------------------------------------------------------
+
+    def _book_of_tag(self, tag: str | None) -> HedgeBook | None:
+        return self.books.get(tag.rsplit("|", 1)[0]) if tag else None
+
+    def _order(self, coid: str) -> tuple[Any, HedgeOrder | None]:
+        book = self.books.get(self.by_coid.get(coid, ""))
+        return (book, book.orders.get(coid)) if book is not None else (None, None)
+
+    def lag_p99_ms(self) -> float | None:
+        if not self.lags_ms:
+            return None
+        import numpy as np
+
+        return float(np.percentile(np.fromiter(self.lags_ms, dtype=float), 99))
+
+    def _publish(self) -> None:
+        p99 = self.lag_p99_ms()
+        self.ctx.cell.info = {
+            "hedges_sent": self.counts["hedges_sent"],
+            "coalesced": self.counts["coalesced"],
+            "requests": self.counts["requests"],
+            "hedge_lag_p99_ms": None if p99 is None else round(p99, 3),
+            "counts": dict(self.counts),
+            "books": {k: {"target": _q(b.target), "position": _q(b.position),
+                          "in_flight": _q(b.in_flight), "delta": _q(b.delta)}
+                      for k, b in self.books.items()},
+        }
+
+
+def _q(qty: Decimal) -> str:
+    """A quantity for people: 35, not 35.0 or 3.5E+1."""
+    return f"{qty.normalize():f}"

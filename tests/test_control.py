@@ -1,0 +1,365 @@
+"""The control endpoint (``/metrics``, ``/actors``, ``/healthz``) and ``inspect``.
+
+Issue 7: ``/metrics`` parses with the Prometheus text parser and carries every
+metric; ``/actors`` matches the live system (a blocked actor's depth rises as
+messages are injected); ``inspect`` against a running ``run`` shows every
+actor and against nothing prints one line and exits 1; a non-loopback bind
+without a token refuses to start; a canary secret never appears in what the
+runtime serves or writes.
+
+Actors are held with a ``threading.Event`` (``tests.rt_helpers.Gate``), never
+by sleeping; the only polling is of a child process's output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from messages.control import HedgeRequest, KillSwitch
+from runtime.control import ControlError, ControlServer, from_config, parse_hostport
+from runtime.metrics import METRIC_NAMES
+from runtime.supervisor import ChildSpec
+from tests.rt_helpers import Block, Gate, Note
+from tests.virtual_runtime import VirtualRuntime
+
+ROOT = Path(__file__).resolve().parent.parent
+CANARY_TOKEN = "canary-tok-7f3a9c1e5b"
+CANARY_KEY = "canary-key-2d8e4b6a0f"
+
+
+@dataclass(frozen=True)
+class Creds:
+    """A message carrying a secret, as a careless sender might write one."""
+
+    api_key: str
+
+
+def get(url: str, token: str | None = None) -> tuple[int, str]:
+    req = urllib.request.Request(url)
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read().decode("utf-8")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode("utf-8")
+
+
+def samples(text: str) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, []).append(s)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def vr(tmp_path):
+    with VirtualRuntime(tmp_path / "run", ("BTCUSDT", "ETHUSDT"),
+                        exchange={"latency_ms": 5}) as vr:
+        vr.quote("BTCUSDT", "100.0", "100.1")
+        vr.quote("ETHUSDT", "100.0", "100.1")
+        vr.at(1.0)
+        yield vr
+
+
+# -- /metrics --------------------------------------------------------------------------------
+
+
+def test_metrics_parse_and_carry_every_metric(vr) -> None:
+    vr.signal("BTCUSDT", "buy", "1")
+    vr.signal("DOGEUSDT", "buy", "1")           # rejected: unknown_symbol
+    vr.system.tell("hedger", HedgeRequest("ETHUSDT", Decimal("-1"), "default", vr.clock.now(),
+                                          "group-1"))
+    vr.at(3.0)
+    with ControlServer(vr.rt) as control:
+        status, text = get(control.url + "/metrics")
+    assert status == 200
+    got = samples(text)
+    for name in METRIC_NAMES:
+        if name.endswith("_seconds") and name.startswith(("tick_to", "hedge_lag")):
+            for suffix in ("_bucket", "_count", "_sum"):
+                assert name + suffix in got, name + suffix
+        else:
+            assert name in got, name
+    assert got["ws_connected"][0].value == 1.0
+    assert got["max_daily_loss"][0].value > 0
+    rejects = {s.labels["reason"]: s.value for s in got["trade_rejects_total"]}
+    assert rejects.get("unknown_symbol") == 1.0
+    assert got["hedge_lag_seconds_count"][0].value >= 1.0
+    depth_actors = {s.labels["actor"] for s in got["actor_mailbox_depth"]}
+    assert depth_actors == set(vr.system.directory.names())
+    processed = {s.labels["actor"]: s.value for s in got["actor_messages_total"]}
+    assert processed["coordinator"] == vr.system.directory.get("coordinator").mailbox.processed
+
+
+def test_tick_to_order_histogram_folds_each_sample_once(harness_factory) -> None:
+    """The collector reads the symbol actors' latency ring at scrape time; a sample
+    is counted once however often Prometheus scrapes."""
+    import numpy as np
+
+    from runtime import Actor
+
+    class FakeSymbol(Actor):
+        def __init__(self, ctx):
+            super().__init__(ctx)
+            self.ring = np.zeros(4)
+            self.n = 0
+            ctx.cell.info = {"signal_latency_us": {"n": 0}}
+
+        def add(self, us):
+            self.ring[self.n % 4] = us
+            self.n += 1
+            self.ctx.cell.info = {"signal_latency_us": {"n": self.n}}
+
+        def signal_latencies_us(self):
+            return self.ring[: min(self.n, 4)].copy()
+
+    h = harness_factory(ChildSpec("symbol-X", FakeSymbol))
+    actor = h.actor("symbol-X")
+    with ControlServer(h) as control:
+        for us in (100.0, 2000.0):
+            actor.add(us)
+        first = samples(get(control.url + "/metrics")[1])
+        again = samples(get(control.url + "/metrics")[1])
+        for us in (30.0, 40.0, 50.0, 60.0, 70.0):  # more than the ring holds
+            actor.add(us)
+        last = samples(get(control.url + "/metrics")[1])
+    assert first["tick_to_order_seconds_count"][0].value == 2
+    assert again["tick_to_order_seconds_count"][0].value == 2
+    assert first["tick_to_order_seconds_sum"][0].value == pytest.approx(0.0021)
+    # 5 new samples, the ring keeps 4: the oldest rolled out before the scrape
+    assert last["tick_to_order_seconds_count"][0].value == 6
+    le = {s.labels["le"]: s.value for s in last["tick_to_order_seconds_bucket"]}
+    assert le["0.0001"] == 5 and le["+Inf"] == 6
+
+
+# -- /actors -----------------------------------------------------------------------------------
+
+
+def test_actors_shows_a_blocked_mailbox_filling_up(harness_factory) -> None:
+    h = harness_factory(ChildSpec("gate", Gate), ChildSpec("other", Gate))
+    gate, entered = threading.Event(), threading.Event()
+    try:
+        with ControlServer(h) as control:
+            h.system.tell("gate", Block(gate, entered))
+            assert entered.wait(5), "the gate actor did not start handling"
+            depths = []
+            for i in range(5):
+                h.system.tell("gate", Note(f"n{i}"))
+                snap = json.loads(get(control.url + "/actors")[1])
+                depths.append(next(a for a in snap["actors"] if a["name"] == "gate")["depth"])
+            h.system.tell("gate", Creds(api_key=CANARY_KEY))
+            status, body = get(control.url + "/actors?peek=10")
+            metrics = get(control.url + "/metrics")[1]
+            gate.set()
+            h.settle()
+            after = json.loads(get(control.url + "/actors")[1])
+    finally:
+        gate.set()
+    assert depths == [1, 2, 3, 4, 5]
+    assert status == 200
+    snap = json.loads(body)
+    assert {a["name"] for a in snap["actors"]} == set(h.system.directory.names())
+    g = next(a for a in snap["actors"] if a["name"] == "gate")
+    assert g["depth"] == 6 and g["supervisor"] == "root" and g["state"] == "running"
+    assert g["oldest_age_s"] >= 0
+    assert [w["type"] for w in g["waiting"]] == ["Note"] * 5 + ["Creds"]
+    assert "n0" in g["waiting"][0]["summary"]
+    assert CANARY_KEY not in body and "***" in g["waiting"][-1]["summary"]
+    assert CANARY_KEY not in metrics
+    depth = {s.labels["actor"]: s.value for s in samples(metrics)["actor_mailbox_depth"]}
+    assert depth["gate"] == 6 and depth["other"] == 0
+    g2 = next(a for a in after["actors"] if a["name"] == "gate")
+    assert g2["depth"] == 0 and g2["processed"] == 7 and g2["high_water"] >= 5
+    assert "dead_letters" in after and "supervisors" in after
+
+
+def test_stop_leaves_no_thread(harness_factory) -> None:
+    h = harness_factory(ChildSpec("gate", Gate))
+    before = {t.ident for t in threading.enumerate()}
+    control = ControlServer(h).start()
+    for _ in range(3):
+        assert get(control.url + "/healthz")[0] in (200, 503)
+    control.stop()
+    left = [t.name for t in threading.enumerate() if t.ident not in before]
+    assert left == []
+    with pytest.raises(OSError):
+        urllib.request.urlopen(control.url + "/healthz", timeout=2)
+
+
+# -- /healthz ---------------------------------------------------------------------------------
+
+
+def test_healthz_reports_trading_state_connectivity_and_reconciliation(vr) -> None:
+    with ControlServer(vr.rt) as control:
+        status, body = get(control.url + "/healthz")
+        h = json.loads(body)
+        assert status == 200, h
+        assert h["ok"] and h["trading_state"] == "ACTIVE"
+        assert h["connectivity"]["connected"] is True
+        assert h["reconciliation"]["last_reconciled"]
+        vr.tell("coordinator", KillSwitch(True, "operator test", vr.clock.now()))
+        status, body = get(control.url + "/healthz")
+        h = json.loads(body)
+    assert status == 503
+    assert not h["ok"] and h["trading_state"] == "HALTED"
+    assert any("HALTED" in r for r in h["reasons"])
+
+
+def test_unknown_route_and_bad_peek(harness_factory) -> None:
+    h = harness_factory(ChildSpec("gate", Gate))
+    with ControlServer(h) as control:
+        assert get(control.url + "/nope")[0] == 404
+        assert get(control.url + "/actors?peek=x")[0] == 400
+
+
+# -- tokens and addresses ------------------------------------------------------------------------
+
+
+def test_token_is_required_when_configured(harness_factory) -> None:
+    h = harness_factory(ChildSpec("gate", Gate))
+    with ControlServer(h, token=CANARY_TOKEN) as control:
+        assert CANARY_TOKEN not in repr(control)
+        for path in ("/metrics", "/actors", "/healthz"):
+            assert get(control.url + path)[0] == 401
+            assert get(control.url + path, "wrong")[0] == 401
+        assert get(control.url + "/actors", CANARY_TOKEN)[0] == 200
+        status, text = get(control.url + "/metrics", CANARY_TOKEN)
+    assert status == 200 and CANARY_TOKEN not in text
+
+
+def test_token_is_read_from_the_named_environment_variable(harness_factory) -> None:
+    from config.schema import ControlConfig
+
+    h = harness_factory(ChildSpec("gate", Gate))
+    cfg = ControlConfig(host="127.0.0.1", port=0, token_env="TW_TEST_CONTROL_TOKEN")
+    control = from_config(h, cfg, environ={"TW_TEST_CONTROL_TOKEN": CANARY_TOKEN})
+    with control:
+        assert get(control.url + "/actors")[0] == 401
+        assert get(control.url + "/actors", CANARY_TOKEN)[0] == 200
+    assert from_config(h, cfg, "off") is None
+
+
+def test_non_loopback_without_token_refuses_to_start(harness_factory, tmp_path) -> None:
+    h = harness_factory(ChildSpec("gate", Gate))
+    with pytest.raises(ControlError):
+        ControlServer(h, "0.0.0.0", 0)
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "run", "--control",
+                           "0.0.0.0:0", "--out", str(tmp_path / "r")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "token" in proc.stderr
+    assert not (tmp_path / "r" / "summary.json").exists()
+
+
+def test_parse_hostport() -> None:
+    assert parse_hostport("127.0.0.1:0") == ("127.0.0.1", 0)
+    assert parse_hostport(":9000") == ("127.0.0.1", 9000)
+    assert parse_hostport("[::1]:9000") == ("::1", 9000)
+    with pytest.raises(ControlError):
+        parse_hostport("localhost:http")
+
+
+# -- inspect ----------------------------------------------------------------------------------
+
+
+def test_inspect_against_nothing_is_one_line_and_exit_1() -> None:
+    port = free_port()
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "inspect", "--control",
+                           f"127.0.0.1:{port}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nothing is listening" in lines[0], proc.stderr
+    assert proc.stdout == ""
+
+
+def test_inspect_shows_every_actor(vr, capsys) -> None:
+    from rich.console import Console
+
+    from runtime.inspect_cli import main as inspect_main
+
+    names = set(vr.system.directory.names())
+    with ControlServer(vr.rt) as control:
+        address = f"{control.host}:{control.port}"
+        assert inspect_main(address, as_json=True) == 0
+        snap = json.loads(capsys.readouterr().out)
+        console = Console(record=True, width=220)
+        assert inspect_main(address, peek=2, console=console) == 0
+    assert {a["name"] for a in snap["actors"]} == names
+    text = console.export_text()
+    for name in names:
+        assert name in text
+    assert "dead letters" in text
+
+
+def test_run_serves_control_and_keeps_the_canary_secret(tmp_path) -> None:
+    """A real ``run`` with a token and an API key in its environment: ``inspect``
+    sees every actor; neither secret appears in anything served or written."""
+    cfg = tmp_path / "canary.yaml"
+    cfg.write_text("market: {tick_interval_ms: 20, bar_interval_s: 0.5}\n"
+                   "risk: {max_volatility: \"1\"}\n"
+                   "control: {token_env: TW_TEST_CONTROL_TOKEN}\n"
+                   "exchange: {api_key_env: TW_TEST_API_KEY}\n", encoding="utf-8")
+    env = {**os.environ, "TW_TEST_CONTROL_TOKEN": CANARY_TOKEN, "TW_TEST_API_KEY": CANARY_KEY,
+           "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "run", "--config", str(cfg),
+                             "--duration", "5", "--out", str(out), "--control", "127.0.0.1:0"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    seen: list[str] = []
+    try:
+        url = None
+        for line in proc.stdout:  # the child prints its endpoint once it is up
+            seen.append(line)
+            if "control endpoint:" in line:
+                url = line.split("control endpoint:")[1].split()[0]
+                break
+        assert url, "".join(seen)
+        assert get(url + "/actors")[0] == 401
+        actors_body = get(url + "/actors?peek=5", CANARY_TOKEN)[1]
+        metrics_body = get(url + "/metrics", CANARY_TOKEN)[1]
+        health_body = get(url + "/healthz", CANARY_TOKEN)[1]
+        insp = subprocess.run([sys.executable, str(ROOT / "main.py"), "inspect", "--config",
+                               str(cfg), "--control", url.removeprefix("http://"), "--json"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        rest_out, rest_err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, rest_err
+    assert insp.returncode == 0, insp.stderr
+    names = {a["name"] for a in json.loads(insp.stdout)["actors"]}
+    expected = {"root", "persistence", "alerts", "venue", "gateway", "reconciler", "coordinator",
+                "symbols", "market"} | {f"symbol-{s}" for s in
+                                        json.loads((out / "summary.json").read_text())["symbols"]}
+    assert expected <= names
+    assert {a["name"] for a in json.loads(actors_body)["actors"]} >= expected
+    samples(metrics_body)  # parses
+    assert (out / "report.html").exists()
+    written = [(out / f).read_text() for f in ("run.log", "summary.json", "report.html",
+                                               "audit.jsonl")]
+    for text in [actors_body, metrics_body, health_body, insp.stdout, insp.stderr,
+                 "".join(seen), rest_out, rest_err, *written]:
+        assert CANARY_TOKEN not in text and CANARY_KEY not in text

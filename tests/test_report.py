@@ -1,0 +1,97 @@
+"""The run report (issue 7): ``report.html`` at the end of ``run`` and of each
+scenario, self-contained, with equity/PnL, exposure per symbol, rejections by
+reason over time and mailbox depth over time; nothing secret in it."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from runtime.report import Sampler, line_chart, render_report, write_report
+from runtime.scenario_runner import run_scenario
+from tests.virtual_runtime import VirtualRuntime
+
+ROOT = Path(__file__).resolve().parent.parent
+SECTIONS = ("Summary", "Equity / PnL", "Exposure per symbol", "Risk rejections by reason",
+            "Mailbox depth", "Actors at the end")
+
+
+def _svgs(html: str) -> list[ET.Element]:
+    return [ET.fromstring(s) for s in re.findall(r"<svg.*?</svg>", html, re.S)]
+
+
+def test_report_from_a_sampled_runtime(tmp_path) -> None:
+    from runtime.summary import collect_summary
+
+    sampler = Sampler(min_interval_s=0.0)
+    with VirtualRuntime(tmp_path / "run", ("BTCUSDT", "ETHUSDT")) as vr:
+        vr.quote("BTCUSDT", "100.0", "100.1")
+        vr.quote("ETHUSDT", "50.0", "50.1")
+        vr.at(1.0)
+        sampler.sample(vr.rt, vr.now)
+        vr.signal("BTCUSDT", "buy", "2")
+        vr.at(2.0)
+        sampler.sample(vr.rt, vr.now)
+        vr.signal("DOGEUSDT", "buy", "1")     # unknown_symbol
+        vr.quote("BTCUSDT", "103.0", "103.1")
+        vr.at(3.0)
+        sampler.sample(vr.rt, vr.now)
+        vr.signal("ETHUSDT", "sell", "1")
+        vr.at(4.0)
+        sampler.sample(vr.rt, vr.now)
+    summary = collect_summary(vr.rt, started_at="a", ended_at="b")
+    path = write_report(tmp_path / "run", summary, sampler, title="test report")
+    html = path.read_text()
+    assert path.name == "report.html"
+    for section in SECTIONS:
+        assert f">{section}</h2>" in html.replace("&#x27;", "'"), section
+    assert "unknown_symbol" in html
+    assert "BTCUSDT" in html and "ETHUSDT" in html
+    assert len(sampler.samples) == 4
+    assert sampler.samples[-1]["positions"]["BTCUSDT"] == 2.0
+    assert sampler.samples[-1]["positions"]["ETHUSDT"] == -1.0
+    svgs = _svgs(html)
+    assert len(svgs) >= 3               # PnL, exposure, rejections (depth may be all zero)
+    assert "<script" not in html and "src=" not in html   # self-contained, nothing fetched
+
+
+def test_every_scenario_writes_a_report(tmp_path) -> None:
+    result = run_scenario(ROOT / "tests/scenarios/circuit_breaker_trip.yaml", tmp_path)
+    html = (result.run_dir / "report.html").read_text()
+    for section in SECTIONS:
+        assert f">{section}</h2>" in html, section
+    assert "expect" in html and result.summary["scenario"] in html.replace("&#x27;", "'")
+    assert _svgs(html)
+
+
+def test_report_text_is_redacted_and_escaped(tmp_path) -> None:
+    sampler = Sampler(min_interval_s=0.0)
+    sampler.samples = [{"t": 0.0, "pnl": {"total": 1.0}, "positions": {"<b>X</b>": 1.0},
+                        "rejected": {"reason api_key=canary-xyz": 1}, "depth": {}}]
+    summary = {"run_id": "r1 token=canary-abc", "invariant_violations": [],
+               "risk": {"approved": 0, "rejected": {}}}
+    html = render_report(summary, sampler, title="t")
+    assert "canary-xyz" not in html and "canary-abc" not in html
+    assert "<b>X</b>" not in html and "&lt;b&gt;X&lt;/b&gt;" in html
+
+
+def test_sampler_stays_bounded() -> None:
+    from runtime.testing import VirtualHarness
+
+    with VirtualHarness() as h:
+        sampler = Sampler(min_interval_s=1.0, max_samples=100)
+        for i in range(1000):
+            sampler.sample(h, float(i))
+    assert len(sampler.samples) <= 100
+    ts = [s["t"] for s in sampler.samples]
+    assert ts == sorted(ts) and ts[0] == 0.0 and ts[-1] >= 900
+
+
+def test_line_chart_edge_cases() -> None:
+    assert "no samples" in line_chart({}, y_label="y")
+    one = line_chart({"a": [(1.0, 5.0)]}, y_label="y")
+    ET.fromstring(one)
+    flat = line_chart({"a": [(0.0, 0.0), (1.0, 0.0)], "b": [(0.0, -3.0), (2.0, 4.0)]},
+                      y_label="y", step=True)
+    ET.fromstring(flat)

@@ -1,0 +1,131 @@
+"""State of one stop-loss (rule 8), kept apart from the actor that drives it.
+
+A :class:`Stop` is one entry order's protection: how much is protected, the
+exit orders sent for it (SL-limits, at most the market fallback), their
+fills by fill id, and the phase (protecting -> triggered -> cancelling ->
+done). The quantities the manager decides on are derived here, never
+stored twice: ``exited`` is the sum of the exit orders' fills, ``open_qty``
+is protected - exited, and ``live(kind)`` is what orders of a kind (intents
+not yet answered included) could still fill. The record round-trips through
+the store so a restarted manager resumes the same stop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from messages.enums import Side
+from messages.market import Quote
+
+ZERO = Decimal(0)
+BPS = Decimal(10_000)
+PRICE_QUANTUM = Decimal("0.00000001")
+PROTECTING, TRIGGERED, CANCELLING, DONE = "protecting", "triggered", "cancelling", "done"
+LIMIT, MARKET = "limit", "market"
+
+
+@dataclass
+class ExitOrder:
+    kind: str
+    qty: Decimal
+    fills: dict[str, Decimal] = field(default_factory=dict)
+    #: None while it can still fill; else filled / canceled / already_filled / unknown / ...
+    closed: str | None = None
+    cancel_requested: bool = False
+
+    @property
+    def filled(self) -> Decimal:
+        # The broker said it filled completely: trust that even before every report is in.
+        return self.qty if self.closed == "already_filled" else sum(self.fills.values(), ZERO)
+
+    @property
+    def live_qty(self) -> Decimal:
+        return ZERO if self.closed else max(ZERO, self.qty - self.filled)
+
+
+@dataclass
+class Stop:
+    """One entry order's protection and, when it triggers, its exit."""
+
+    stop_id: str
+    symbol: str
+    account: str
+    position_side: Side
+    stop_price: Decimal
+    protected: Decimal = ZERO
+    phase: str = PROTECTING
+    triggered_at: datetime | None = None
+    fallback_at: datetime | None = None
+    alerted: bool = False
+    failures: int = 0
+    retry_wait: bool = False
+    seq: int = 0
+    orders: dict[str, ExitOrder] = field(default_factory=dict)
+    #: intents sent, not yet accepted or refused: tag -> (kind, qty)
+    pending: dict[str, tuple[str, Decimal]] = field(default_factory=dict)
+    outcome: str | None = None
+    entry_id: str = ""
+
+    def __post_init__(self) -> None:
+        self.entry_id = self.entry_id or self.stop_id
+
+    @property
+    def exit_side(self) -> Side:
+        return self.position_side.opposite()
+
+    @property
+    def exited(self) -> Decimal:
+        return sum((o.filled for o in self.orders.values()), ZERO)
+
+    @property
+    def open_qty(self) -> Decimal:
+        return self.protected - self.exited
+
+    def live(self, kind: str) -> Decimal:
+        """Quantity of ``kind`` orders that may still fill (pending intents included)."""
+        return (sum((o.live_qty for o in self.orders.values() if o.kind == kind), ZERO)
+                + sum((q for k, q in self.pending.values() if k == kind), ZERO))
+
+    def crossed(self, q: Quote) -> bool:
+        """The market reached the stop: the side an exit would trade against."""
+        if self.position_side is Side.BUY:
+            return q.bid <= self.stop_price
+        return q.ask >= self.stop_price
+
+    def limit_price(self, slippage_bps: Decimal) -> Decimal:
+        bound = self.stop_price * slippage_bps / BPS
+        price = self.stop_price - bound if self.exit_side is Side.SELL else self.stop_price + bound
+        return Decimal(f"{price.quantize(PRICE_QUANTUM).normalize():f}")  # 94.525, never 1E+2
+
+    def record(self) -> dict[str, Any]:
+        return {"v": 1, "stop_id": self.stop_id, "symbol": self.symbol, "account": self.account,
+                "position_side": self.position_side.value, "stop_price": self.stop_price,
+                "protected": self.protected, "phase": self.phase,
+                "triggered_at": self.triggered_at, "fallback_at": self.fallback_at,
+                "alerted": self.alerted, "failures": self.failures, "seq": self.seq,
+                "outcome": self.outcome, "entry_id": self.entry_id,
+                "orders": {c: {"kind": o.kind, "qty": o.qty, "fills": dict(o.fills),
+                               "closed": o.closed, "cancel_requested": o.cancel_requested}
+                           for c, o in self.orders.items()},
+                "pending": {t: {"kind": k, "qty": q} for t, (k, q) in self.pending.items()}}
+
+    @classmethod
+    def from_record(cls, r: dict[str, Any]) -> Stop:
+        st = cls(r["stop_id"], r["symbol"], r["account"], Side(r["position_side"]),
+                 Decimal(r["stop_price"]), Decimal(r["protected"]), r["phase"], r["triggered_at"],
+                 r["fallback_at"], r["alerted"], r["failures"], False, r["seq"], {}, {},
+                 r.get("outcome"), r.get("entry_id", ""))
+        for coid, o in r["orders"].items():
+            st.orders[coid] = ExitOrder(o["kind"], Decimal(o["qty"]), dict(o["fills"]),
+                                        o["closed"], o["cancel_requested"])
+        st.pending = {t: (p["kind"], Decimal(p["qty"])) for t, p in r["pending"].items()}
+        return st
+
+
+def parse_tag(tag: str) -> tuple[str, Decimal]:
+    """(kind, qty) from a tag the manager made, for an acceptance whose intent it no longer holds."""
+    _stop_id, _seq, kind, qty = tag.rsplit("|", 3)
+    return kind, Decimal(qty)
