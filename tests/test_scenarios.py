@@ -149,3 +149,36 @@ def test_crash_without_restart_is_refused_at_load(tmp_path: Path) -> None:
         """)
     with pytest.raises(ConfigError, match=r"sc\.yaml:5: timeline\[0\]\.crash: crash without a later restart"):
         run_scenario(path, tmp_path / "out")
+
+
+def _threads_while_running(tmp_path: Path, n_symbols: int) -> tuple[int, int]:
+    """(threads the runtime added, long-lived actors it runs) at ``n_symbols``."""
+    import threading
+
+    from config import config_hash, load_config
+    from exchange.synthetic import make_symbols
+    from runtime.clock import EPOCH_DEFAULT, VirtualClock
+    from runtime.launcher import LaunchSpec, Runtime
+
+    cfg = load_config(overrides={"strategy": {"name": "none"}})
+    before = threading.active_count()
+    rt = Runtime(LaunchSpec(cfg, tmp_path / f"n{n_symbols}", tuple(make_symbols(n_symbols)),
+                            VirtualClock(EPOCH_DEFAULT), run_id="threads",
+                            config_hash=config_hash(cfg))).start()
+    try:
+        rt.system.advance(2.0)
+        added = threading.active_count() - before
+        actors = sum(1 for c in rt.system.directory.cells() if c.state == "running")
+    finally:
+        rt.stop()
+    return added, actors
+
+
+def test_threads_grow_only_with_long_lived_actors(tmp_path: Path) -> None:
+    """Rule 13: going from 5 to 20 symbols adds exactly the 15 symbol actors'
+    threads; the rest (executor, timers, persistence...) is a constant."""
+    added5, actors5 = _threads_while_running(tmp_path, 5)
+    added20, actors20 = _threads_while_running(tmp_path, 20)
+    assert actors20 - actors5 == 15
+    assert added20 - added5 == actors20 - actors5
+    assert added5 - actors5 <= 4, "executor workers plus a small constant"
