@@ -64,6 +64,19 @@ def test_pending_sells_count_against_the_reduce_budget():
     assert decide(sell(5), st, 0).reason is Reason.NETTING_CONFLICT
 
 
+def test_a_resting_protective_stop_is_not_the_other_side():
+    """Long 10 with its stop (sell 10) resting: adding to the long cannot make
+    the key short, so it is not a netting conflict (the duplicate-position
+    check decides it); a sell entry could, so that one is."""
+    st = state(limits=Limits(duplicate_position_check=False))
+    fill(st, Side.BUY, 10)
+    st.book.add_inflight(InFlight("sl", KEY, Side.SELL, D(10), OrderPurpose.STOP, True))
+    assert decide(buy(5), st, 0).approved
+    assert decide(sell(15), st, 0).reason is Reason.NETTING_CONFLICT
+    st.limits = Limits()
+    assert decide(buy(5), st, 0).reason is Reason.DUPLICATE_POSITION
+
+
 def test_hedging_account_may_hold_both_sides():
     st = state(limits=Limits(hedging_accounts=frozenset({"default"})))
     fill(st, Side.BUY, 10)

@@ -136,9 +136,13 @@ class PositionBook:
             return False
         pos = self.qty(key)
         buys, sells = self.pending(key)
+        # Conflict when the key may hold the other side by the time this order
+        # fills: the most long it can be (every pending buy filled) for a sell,
+        # the most short (every pending sell filled) for a buy. A resting
+        # protective stop on the same position is not the other side.
         if side is Side.SELL:
-            return pos > 0 or buys > 0
-        return pos < 0 or sells > 0
+            return pos + buys > 0
+        return pos - sells < 0
 
     def worst_case_qty(self, key: Key, side: Side, qty: Decimal) -> Decimal:
         """Largest |position| reachable if this and every in-flight order fill."""
