@@ -23,7 +23,7 @@ from messages.control import (BrokerPositions, CancelIntent, ConnectivityChanged
                               RecoveryDone, StoppedOut)
 from messages.connectivity import ResyncRequest
 from messages.enums import OrderPurpose, OrderType, Side
-from messages.exchange import SubmitOrder
+from messages.exchange import OrderExpired, SubmitOrder
 from messages.market import MarketStats, Quote
 from messages.orders import (CancelConfirmed, CancelOrder, OrderAcked, OrderFilled, OrderRejected,
                              OrderRequest, Signal)
@@ -224,6 +224,16 @@ class Coordinator(Actor):
                                                       ev.account, ev.client_order_id, ev.ts))
         self._forward(ev.client_order_id, ev, owner=order.owner if order else None)
         self._check_daily_loss()
+
+    @handles(OrderExpired)
+    def on_expired(self, ev: OrderExpired) -> None:
+        """The exchange ended the order itself: nothing of it can fill any more."""
+        order = self.book.inflight.get(ev.client_order_id)
+        owner = order.owner if order else None
+        self.book.close_inflight(ev.client_order_id)
+        self.counts["expired"] += 1
+        self._set_status(ev.client_order_id, "expired")
+        self._forward(ev.client_order_id, ev, owner=owner)
 
     @handles(CancelConfirmed)
     def on_cancel_confirmed(self, ev: CancelConfirmed) -> None:

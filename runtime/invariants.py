@@ -18,7 +18,7 @@ ZERO = Decimal(0)
 #: message types that must never end as dead letters (rule: orders are never dropped)
 ORDER_FLOW_TYPES = frozenset({"Signal", "OrderIntent", "OrderRequest", "SubmitOrder", "CancelOrder",
                               "CancelIntent", "OrderAcked", "OrderRejected", "OrderFilled",
-                              "CancelConfirmed", "Put", "Durable"})
+                              "CancelConfirmed", "OrderExpired", "Put", "Durable"})
 
 
 def violation(rule: str, detail: str, **facts: Any) -> dict[str, Any]:

@@ -30,7 +30,8 @@ def order_counts(by_status: Mapping[str, int]) -> dict[str, int]:
     return {"submitted": sum(sent.values()),
             "filled": sent.get("filled", 0),
             "partially_filled": sent.get("partially_filled", 0),
-            "canceled": sent.get("canceled", 0),
+            # the exchange ending an order itself (expired) is a cancel by the broker
+            "canceled": sent.get("canceled", 0) + sent.get("expired", 0),
             "rejected": sent.get("rejected", 0)}
 
 

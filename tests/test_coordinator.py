@@ -724,3 +724,25 @@ def test_poll_answer_skips_only_symbols_touched_since_the_question(rigs) -> None
     assert rig.coord["positions"] == {BTC: "5"}
     assert rig.coord["counts"]["divergences"] == 1
     assert any(r["kind"] == "divergence" for r in rig.audit())
+
+
+def test_an_order_the_exchange_expires_leaves_the_in_flight_count(rigs) -> None:
+    """OrderExpired (the venue ended the order itself) frees its netting budget."""
+    from messages.control import OrderIntent
+    from messages.enums import OrderPurpose, OrderType
+    from messages.exchange import OrderExpired
+
+    rig = rigs()
+    rig.quote()
+    rig.tell("coordinator", OrderIntent(BTC, Side.BUY, D("3"), OrderPurpose.ENTRY, rig.clock.now(),
+                                        order_type=OrderType.LIMIT, price=D("90")))
+    rig.advance(0.5)
+    assert rig.coord["inflight"] == 1
+    coid = next(r["client_order_id"] for r in rig.audit() if r.get("approved"))
+    rig.tell("coordinator", OrderExpired(coid, BTC, D("3"), "exchange restart", rig.clock.now()))
+    rig.settle()
+    assert rig.coord["inflight"] == 0
+    assert rig.coord["orders_by_status"].get("expired") == 1
+    rig.signal("sell", "3")            # no longer blocked by the dead buy
+    rig.advance(0.5)
+    assert rig.coord["positions"] == {BTC: "-3"}
