@@ -32,7 +32,7 @@ from runtime import Actor, handles
 from trading.book import InFlight, PositionBook
 from trading.gate import ACTIVE, HALTED, GateState, Intent, MarketView, decide
 from trading.limits import CircuitBreaker, Limits, RateLimiter
-from trading.pnl import daily_pnl, realized, unrealized
+from trading.pnl import PnlTracker
 from trading.reasons import Reason
 
 
@@ -54,6 +54,7 @@ class Coordinator(Actor):
             limiter=RateLimiter(limits.orders_per_s, limits.order_burst),
             breaker=CircuitBreaker(limits.breaker_failures, limits.breaker_cooloff_s),
             recovering=require_recovery)
+        self.pnl = PnlTracker(self.book, self.state.market)
         self.synced_at: float | None = None
         # Fail closed until the gateway says the stream is up and resynced (rule 3).
         self.stream_reconciling = True
@@ -75,6 +76,7 @@ class Coordinator(Actor):
 
             rebuild_coordinator_state(self, store)
             self.status_counts = Counter(o["status"] for o in self.orders.values())
+        self.pnl.rebuild()
         # Whether first start or restart: learn the stream's state and resync
         # with the broker before any risk-increasing order (rules 3 and 10).
         self.ctx.tell(self.gateway, ResyncRequest("coordinator started", self.ctx.clock.now()))
@@ -223,6 +225,7 @@ class Coordinator(Actor):
             self.ctx.tell(self.stops, ProtectPosition(ev.symbol, ev.side, ev.qty, order.stop_loss,
                                                       ev.account, ev.client_order_id, ev.ts))
         self._forward(ev.client_order_id, ev, owner=order.owner if order else None)
+        self.pnl.update_key(key)
         self._check_daily_loss()
 
     @handles(OrderExpired)
@@ -252,6 +255,7 @@ class Coordinator(Actor):
         mv = self.state.market.setdefault(q.symbol, MarketView())
         mv.bid, mv.ask = q.bid, q.ask
         if self.book.positions:
+            self.pnl.mark_symbol(q.symbol)
             self._check_daily_loss()
 
     @handles(MarketStats)
@@ -277,7 +281,8 @@ class Coordinator(Actor):
     def on_broker_positions(self, msg: BrokerPositions) -> None:
         from trading.recovery import apply_broker_positions
 
-        apply_broker_positions(self, msg)
+        if apply_broker_positions(self, msg):
+            self.pnl.rebuild()
         self.synced_at = self.ctx.clock.monotonic()
 
     @handles(RecoveryDone)
@@ -298,7 +303,7 @@ class Coordinator(Actor):
     def _check_daily_loss(self) -> None:
         if self.state.trading_state == HALTED:
             return
-        pnl = daily_pnl(self.book, self.state.market)
+        pnl = self.pnl.daily
         if pnl <= -self.limits.max_daily_loss:
             self._halt(f"daily loss {pnl} reached the limit {self.limits.max_daily_loss}")
 
@@ -342,14 +347,14 @@ class Coordinator(Actor):
             "recovering": self.state.recovering,
             "breaker": self.state.breaker.state,
             "breaker_open_total": self.state.breaker.open_count,
-            "positions": {k: str(v) for k, v in self.book.signed_positions().items()},
+            "positions": dict(self.pnl.positions),
             "inflight": len(self.book.inflight),
             "counts": dict(self.counts),
             "rejected": dict(self.rejected),
             "blocked": list(self.blocked)[-20:],
-            "daily_pnl": str(daily_pnl(self.book, self.state.market)),
-            "pnl": {"realized": str(realized(self.book)),
-                    "unrealized": str(unrealized(self.book, self.state.market))},
+            "daily_pnl": str(self.pnl.daily),
+            "pnl": {"realized": str(self.pnl.realized_total),
+                    "unrealized": str(self.pnl.unrealized_total)},
             "orders_by_status": {k: v for k, v in self.status_counts.items() if v},
             "max_daily_loss": str(self.limits.max_daily_loss),
         }

@@ -17,7 +17,7 @@ from loguru import logger
 
 
 def _sections(quick: bool) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
-    from runtime.bench import core, storage
+    from runtime.bench import core, exchange, storage
 
     n_sql = 2_000 if quick else 10_000
     sections: list[tuple[str, Callable[[], dict[str, Any]]]] = [
@@ -30,6 +30,10 @@ def _sections(quick: bool) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
     extra = getattr(storage, "lmdb_section", None)
     if extra is not None:
         sections.append(("lmdb", lambda: extra(quick)))
+    sections.append(("exchange", lambda: exchange.run(quick)))
+    from runtime.bench import pipeline  # the whole tree end to end (issue 4, Performance)
+
+    sections.append(("pipeline", lambda: pipeline.run(quick)))
     return sections
 
 

@@ -1,0 +1,541 @@
+"""End-to-end benchmarks of the whole tree (DESIGN section 10, issue 4 "Performance").
+
+Everything runs on the live clock with real threads, through the same
+:class:`~runtime.launcher.Runtime` wiring as ``main.py run``: persistence
+(LMDB, every intent synced before the order leaves), alerts, the in-process
+simulated exchange, gateway, reconnect, reconciler, coordinator (risk gate,
+audit) and one ``symbol-<SYM>`` actor per symbol.
+
+Figures, each keyed by symbol count ("10", "100", "1000"), one runtime per count:
+
+* ``tick_to_order_p50_us`` / ``_p99_us`` (``_max_us``, ``_samples``): a quote
+  told to the venue (t0, ``perf_counter_ns`` just before the tell) -> the
+  ``SubmitOrder`` it caused reaches the venue. Quotes are paced at 5,000
+  events/s in total. Path: venue -> gateway -> symbol actor -> features
+  (shared executor) -> strategy -> Signal -> coordinator (gate, audit) ->
+  persistence (durable write-ahead intent) -> coordinator -> gateway -> venue.
+  The first half second (ring and cache warm-up) is left out.
+* ``tick_to_signal_p50_us`` / ``_p99_us``: the same t0 -> the Signal's handler
+  starting at the coordinator; the rest of tick_to_order is the order path.
+* ``paced_events_per_s`` (the rate achieved) and ``paced_drain_ms``: how long
+  the tree needed after the last paced quote to go quiescent. More than a few
+  ms means it did not keep up with 5,000 events/s, and the latencies above
+  are queueing (they then grow with the length of the run).
+* ``max_events_per_s``: quotes pushed as fast as one producer can tell them;
+  events / time until the whole tree is quiescent again (every quote through
+  venue, gateway and coordinator; the orders they caused durable and filled).
+  Symbol actors conflate quotes when behind (by design), so the share of
+  quotes they actually computed on is reported too
+  (``max_events_symbol_seen_pct``).
+* ``threads`` / ``rss_mb``: ``threading.active_count()`` and VmRSS, highest
+  seen while the paced and the flood phases run; ``actors`` (one thread each)
+  and ``threads_other`` = threads - actors - executor workers. The quotes the
+  bench generates up front are not the runtime's: the RSS they add is measured
+  when they are built (``rss_bench_data_mb``) and subtracted.
+* ``gate_rejected``: signals the risk gate refused (0 expected, see below).
+
+Plus ``order_path_us``: mean wall time per order of ``order_path_orders``
+Signals told straight to the coordinator, ``order_path_window`` in flight at
+once: gate -> audit -> durable intent -> exchange fill -> position updated at
+the coordinator. And, as context for the figures of this run:
+``lmdb_sync_commit_us`` (one single-record synced LMDB commit, the floor under
+every durable intent) and ``loadavg_1m_at_start`` (other load on the machine).
+
+Correlation without touching the production path: a bench strategy
+(``bench_every``) emits one signal per symbol per ``period_s`` of market time
+(the first quote it sees in a new period, alternating buy and sell) and notes
+the period; a coordinator subclass maps the order id it assigns back to that
+period; a venue subclass stamps ``SubmitOrder`` arrival. The latency is taken
+from the FIRST quote of the period that was told to the venue, so a quote the
+symbol actor skipped (conflation) counts against us, not for us.
+
+The simulated network latency of the venue (``exchange.latency_ms``) is set
+to 0: this measures the runtime, not a simulated wire. Risk limits are raised
+(rate limit, sizes, volatility, spread, duplicate check off, hedging account)
+so that every signal becomes an order; rejections are counted and reported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import tempfile
+import threading
+import time
+import zlib
+from collections import defaultdict, deque
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from actors.coordinator import Coordinator
+from actors.sim_venue import SimVenue
+from actors.strategy import SignalIntent, Strategy, register_strategy
+from messages.enums import Side
+from messages.exchange import SubmitOrder
+from messages.orders import Signal
+
+PACED_RATE = 5_000          # market events/s in total, across all symbols
+ORDERS_PER_S = 200          # target signal rate in the paced phase, all symbols together
+ORDER_WINDOW = 100          # order_path: signals in flight at once
+STRATEGY = "bench_every"
+_PERF = time.perf_counter_ns
+
+
+# -- probe shared by the bench strategy, coordinator and venue ------------------------------
+
+
+class _Probe:
+    """Correlation tables; each written by one thread, read by another (GIL-atomic ops)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.fired: dict[str, deque] = defaultdict(deque)   # symbol -> periods signalled
+        self.start_ns: dict[tuple[str, int], int] = {}       # (symbol, period) -> t0
+        self.coid_start: dict[str, int] = {}                 # client order id -> t0
+        self.samples: list[tuple[int, int]] = []             # (t0, arrival) at the venue
+        self.signal_samples: list[tuple[int, int]] = []      # (t0, Signal at the coordinator)
+        self.orders_at_venue = 0
+        self.fills = 0
+        self.fill_target = math.inf
+        self.fills_reached = threading.Event()
+
+    def on_fill(self) -> None:
+        self.fills += 1
+        if self.fills >= self.fill_target:
+            self.fills_reached.set()
+
+
+PROBE = _Probe()
+
+
+def _offset(symbol: str) -> float:
+    """A per-symbol phase in [0, 1), so symbols do not all signal at the same instant."""
+    return zlib.crc32(symbol.encode()) / 2**32
+
+
+def period_of(symbol: str, t: float, period_s: float) -> int:
+    """The strategy's period index of a quote stamped ``t`` (epoch seconds)."""
+    return math.floor(t / period_s + _offset(symbol))
+
+
+class BenchEvery(Strategy):
+    """Bench only: one signal per ``period_s`` of market time, buy and sell in turn."""
+
+    name: ClassVar[str] = STRATEGY
+
+    def __init__(self, period_s: float = 1.0, qty: int = 1) -> None:
+        if not period_s > 0:
+            raise ValueError(f"strategy {STRATEGY}: period_s must be > 0, got {period_s!r}")
+        self.period_s = float(period_s)
+        self.qty = qty
+        self.warmup = 2
+        self._last: int | None = None
+        self._n = 0
+
+    def on_data(self, market: Any, features: Any) -> list[SignalIntent]:
+        p = period_of(market.symbol, float(market.quotes.t[-1]), self.period_s)
+        if self._last is None or p <= self._last:
+            if self._last is None:
+                self._last = p  # the first period seen only starts the count
+            return []
+        self._last = p
+        side = Side.BUY if self._n % 2 == 0 else Side.SELL
+        self._n += 1
+        PROBE.fired[market.symbol].append(p)  # before the Signal exists, so it is never late
+        return [SignalIntent(side, self.qty)]
+
+
+class BenchCoordinator(Coordinator):
+    """The coordinator plus two dictionary writes per signal and a counter per fill."""
+
+    def on_signal(self, sig: Signal) -> None:
+        arrived = _PERF()
+        fired = PROBE.fired.get(sig.symbol)
+        period = fired.popleft() if fired else None
+        t0 = PROBE.start_ns.get((sig.symbol, period)) if period is not None else None
+        if t0 is not None:
+            PROBE.signal_samples.append((t0, arrived))
+        before = len(self.orders)
+        super().on_signal(sig)
+        if t0 is not None and len(self.orders) > before:
+            PROBE.coid_start[next(reversed(self.orders))] = t0
+
+    def on_filled(self, ev: Any) -> None:
+        super().on_filled(ev)
+        PROBE.on_fill()
+
+
+class BenchVenue(SimVenue):
+    """The venue actor, stamping when each SubmitOrder reaches it."""
+
+    def on_command(self, cmd: Any) -> None:
+        if type(cmd) is SubmitOrder:
+            arrived = _PERF()
+            PROBE.orders_at_venue += 1
+            t0 = PROBE.coid_start.pop(cmd.order.client_order_id, None)
+            if t0 is not None:
+                PROBE.samples.append((t0, arrived))
+        super().on_command(cmd)
+
+
+# -- the runtime under test ---------------------------------------------------------------------
+
+
+def bench_config(symbols: list[str], strategy: str, params: dict[str, Any]) -> Any:
+    from config import load_config
+
+    return load_config(overrides={
+        "risk": {
+            "max_position_size": "1000000", "max_order_size": "100", "min_order_size": "1",
+            "max_spread_bps": "10000", "max_volatility": "1000",
+            "max_volume_participation": "1", "max_loss_per_trade": "1000000",
+            "max_position_concentration": "1", "max_daily_loss": "1000000000",
+            "block_duplicate_positions": False, "position_staleness_s": 3600.0,
+            "rate_limit": {"orders_per_s": "1000000", "burst": 1000000},
+            "hedging_mode": {"default": True},
+        },
+        "exchange": {"latency_ms": 0, "latency_jitter_ms": 0, "limit_by_quote_size": False,
+                     "account": "default"},
+        "market": {"symbols": symbols[:5]},
+        "strategy": {"name": strategy, "params": params},
+    })
+
+
+def _start_runtime(symbols: list[str], run_dir: Path, strategy: str,
+                   params: dict[str, Any]) -> Any:
+    from config import config_hash
+    from runtime.clock import LiveClock
+    from runtime.launcher import LaunchSpec, Runtime
+
+    class BenchRuntime(Runtime):
+        def tree(self) -> Any:
+            spec = super().tree()
+            swap = {"venue": BenchVenue, "coordinator": BenchCoordinator}
+            spec.children = [dataclasses.replace(c, actor=swap[c.name]) if c.name in swap else c
+                             for c in spec.children]
+            return spec
+
+    register_strategy(BenchEvery)  # here, not at import: the registry stays as it was
+    cfg = bench_config(symbols, strategy, params)
+    spec = LaunchSpec(cfg, run_dir, tuple(symbols), LiveClock(), run_id=run_dir.name,
+                      config_hash=config_hash(cfg))
+    rt = BenchRuntime(spec)
+    try:
+        rt.start(timeout=120)
+        _wait_ready(rt, 30)
+    except BaseException:
+        rt.stop(timeout=30)
+        raise
+    return rt
+
+
+def _wait_ready(rt: Any, timeout: float) -> None:
+    """Until the coordinator would approve a risk-increasing order (recovered, stream
+    up and resynced, positions fresh)."""
+    deadline = time.monotonic() + timeout
+    cell = rt.system.directory.get("coordinator")
+    while time.monotonic() < deadline:
+        c = cell.actor
+        if (c is not None and not c.state.recovering and not c.stream_reconciling
+                and c.synced_at is not None):
+            return
+        time.sleep(0.01)
+    raise TimeoutError("coordinator not ready to trade")
+
+
+def _wait_quiescent(rt: Any, timeout: float) -> float:
+    """Poll (sleeping, never spinning) until no message waits or is handled anywhere;
+    returns the perf_counter time it was first seen quiescent. A check walks every
+    cell, so with 1,000 actors it polls less often, not to slow what it waits for."""
+    system = rt.system
+    poll_s = 0.001 if len(system.directory.names()) < 200 else 0.005
+    deadline = time.monotonic() + timeout
+    while not system.is_quiescent():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"tree not quiescent after {timeout}s")
+        time.sleep(poll_s)
+    return time.perf_counter()
+
+
+def rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return math.nan
+
+
+class _Peak:
+    def __init__(self) -> None:
+        self.threads = 0
+        self.rss = 0.0
+
+    def sample(self) -> None:
+        self.threads = max(self.threads, threading.active_count())
+        self.rss = max(self.rss, rss_mb())
+
+
+# -- tick to order, paced ------------------------------------------------------------------------
+
+
+def _market_events(symbols: list[str], seconds: float, seed: int = 7) -> list[Any]:
+    """Quotes for ``symbols`` at PACED_RATE in total, stamped from now (UTC)."""
+    from exchange.synthetic import SyntheticMarket
+
+    market = SyntheticMarket(symbols, seed=seed, tick_interval_s=len(symbols) / PACED_RATE,
+                             bar_interval_s=None, jump_rate_per_s=0.0,
+                             quote_size=1_000_000, start=datetime.now(timezone.utc))
+    return list(market.events(seconds))
+
+
+def _paced(rt: Any, events: list[Any], period_s: float, peak: _Peak) -> dict[str, Any]:
+    """Tell ``events`` to the venue on their market-time schedule; returns latencies (us)."""
+    keys: list[tuple[str, int] | None] = []
+    seen: set[tuple[str, int]] = set()
+    for _t, q in events:
+        key = (q.symbol, period_of(q.symbol, q.ts.timestamp(), period_s))
+        keys.append(None if key in seen else key)
+        seen.add(key)
+    venue = rt.system.address("venue")
+    tell, perf, start_ns = venue.tell, time.perf_counter, PROBE.start_ns
+    next_sample = 0.0
+    t_start_ns = _PERF()
+    t_start = t_start_ns / 1e9
+    for (t, q), key in zip(events, keys):
+        due = t_start + t
+        now = perf()
+        if due > now:
+            time.sleep(due - now)  # never spin: a spinning producer holds the GIL
+        if key is not None:
+            start_ns[key] = _PERF()
+        tell(q)
+        if t >= next_sample:
+            peak.sample()
+            next_sample = t + 0.25
+    sent_at = perf()
+    sent_s = sent_at - t_start
+    drain_s = _wait_quiescent(rt, 120) - sent_at
+    # The first moments fill the rings and the caches: not the steady state.
+    warm_ns = t_start_ns + int(min(0.5, 0.2 * sent_s) * 1e9)
+
+    def us(samples: list[tuple[int, int]]) -> np.ndarray:
+        return np.array([(a - t0) / 1e3 for t0, a in samples if t0 >= warm_ns])
+
+    return {"order_us": us(PROBE.samples), "signal_us": us(PROBE.signal_samples),
+            "sent_s": sent_s, "drain_s": drain_s, "events": len(events)}
+
+
+# -- flood ---------------------------------------------------------------------------------------
+
+
+def _flood(rt: Any, events: list[Any], peak: _Peak) -> dict[str, Any]:
+    system = rt.system
+    symbol_cells = [c for c in system.directory.cells() if c.name.startswith("symbol-")]
+    quotes_before = sum(c.info.get("quotes", 0) for c in symbol_cells)
+    conflated_before = sum(c.mailbox.conflated for c in symbol_cells)
+    tell = system.address("venue").tell
+    peak.sample()
+    t0 = time.perf_counter()
+    for i, (_t, q) in enumerate(events):
+        tell(q)
+        if i % 5000 == 0:
+            peak.sample()
+    sent = time.perf_counter()
+    peak.sample()
+    done = _wait_quiescent(rt, 300)
+    peak.sample()
+    n = len(events)
+    seen = sum(c.info.get("quotes", 0) for c in symbol_cells) - quotes_before
+    conflated = sum(c.mailbox.conflated for c in symbol_cells) - conflated_before
+    return {"events_per_s": n / (done - t0), "tell_s": sent - t0, "drain_s": done - sent,
+            "symbol_seen_pct": 100.0 * seen / n, "conflated": conflated}
+
+
+def _symbol_figures(rt: Any) -> dict[str, Any]:
+    cells = [c for c in rt.system.directory.cells() if c.name.startswith("symbol-")]
+    coord = rt.system.directory.get("coordinator").actor
+    return {"actors": len(rt.system.directory.cells()),
+            "signals": sum(c.info.get("signals", 0) for c in cells),
+            "rejected": dict(coord.rejected),
+            "approved": coord.counts.get("approved", 0)}
+
+
+def _pct(a: np.ndarray, q: float) -> float:
+    return float(np.percentile(a, q)) if len(a) else math.nan
+
+
+def at_symbols(n: int, *, paced_s: float, flood_events: int) -> dict[str, Any]:
+    """Every per-symbol-count figure at ``n`` symbols, from one runtime."""
+    from exchange.synthetic import make_symbols
+
+    symbols = make_symbols(n)
+    period_s = n / ORDERS_PER_S
+    PROBE.reset()
+    tmp = Path(tempfile.mkdtemp(prefix=f"tw-bench-pipe{n}-"))
+    peak = _Peak()
+    rt = None
+    try:
+        t_boot = time.perf_counter()
+        rt = _start_runtime(symbols, tmp / "run", STRATEGY, {"period_s": period_s})
+        boot_s = time.perf_counter() - t_boot
+        flood_s = flood_events / PACED_RATE
+        rss_before = rss_mb()
+        events = _market_events(symbols, paced_s + flood_s)
+        # The bench's own quotes are not the runtime's memory: measured, then subtracted.
+        data_mb = max(0.0, rss_mb() - rss_before)
+        paced_events = [e for e in events if e[0] < paced_s]
+        flood_quotes = [e for e in events if e[0] >= paced_s]
+        peak.sample()
+        paced = _paced(rt, paced_events, period_s, peak)
+        paced_orders = PROBE.orders_at_venue
+        paced_figs = _symbol_figures(rt)
+        flood = _flood(rt, flood_quotes, peak)
+        figs = _symbol_figures(rt)
+        lat, sig = paced["order_us"], paced["signal_us"]
+        return {
+            "p50": _pct(lat, 50), "p99": _pct(lat, 99), "max": _pct(lat, 100),
+            "samples": int(len(lat)),
+            "signal_p50": _pct(sig, 50), "signal_p99": _pct(sig, 99),
+            "paced_orders": paced_orders,
+            "paced_signals": paced_figs["signals"],
+            "paced_rate": paced["events"] / paced["sent_s"],
+            "paced_drain_s": paced["drain_s"],
+            "events_per_s": flood["events_per_s"],
+            "flood": flood,
+            "threads": peak.threads,
+            "rss_mb": peak.rss - data_mb,
+            "rss_bench_data_mb": data_mb,
+            "actors": figs["actors"],
+            "executor_workers": rt.system.executor.workers,
+            "rejected": figs["rejected"],
+            "boot_s": boot_s,
+        }
+    finally:
+        if rt is not None:
+            rt.stop(timeout=60)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- order path ------------------------------------------------------------------------------------
+
+
+def order_path_us(n_orders: int, n_symbols: int = 10) -> dict[str, Any]:
+    """Mean wall time per order, signal to position updated, ORDER_WINDOW in flight."""
+    from exchange.synthetic import make_symbols
+    from messages.market import Quote
+
+    symbols = make_symbols(n_symbols, prefix="OP")
+    PROBE.reset()
+    tmp = Path(tempfile.mkdtemp(prefix="tw-bench-orderpath-"))
+    rt = None
+    try:
+        rt = _start_runtime(symbols, tmp / "run", "none", {})
+        now = datetime.now(timezone.utc)
+        for s in symbols:  # a book to fill against, and the coordinator's market view
+            rt.system.tell("venue", Quote(s, Decimal("100.00"), Decimal("100.01"), now,
+                                          Decimal(1_000_000), Decimal(1_000_000)))
+        _wait_quiescent(rt, 30)
+        coord = rt.system.address("coordinator")
+        signals = [Signal(symbols[i % n_symbols], Side.BUY if (i // n_symbols) % 2 == 0
+                          else Side.SELL, Decimal(1), now, strategy="bench")
+                   for i in range(n_orders)]
+        t0 = time.perf_counter()
+        for i in range(0, n_orders, ORDER_WINDOW):
+            batch = signals[i:i + ORDER_WINDOW]
+            PROBE.fills_reached.clear()
+            PROBE.fill_target = PROBE.fills + len(batch)
+            for sig in batch:
+                coord.tell(sig)
+            if not PROBE.fills_reached.wait(60):
+                raise TimeoutError(f"order path: fills stuck at {PROBE.fills}")
+        elapsed = time.perf_counter() - t0
+        c = rt.system.directory.get("coordinator").actor
+        return {"order_path_us": elapsed / n_orders * 1e6, "orders": n_orders,
+                "fills": PROBE.fills, "rejected": dict(c.rejected)}
+    finally:
+        if rt is not None:
+            rt.stop(timeout=60)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- context: the disk ----------------------------------------------------------------------------
+
+
+def lmdb_sync_commit_us(n: int = 50) -> float:
+    """Median time of one single-record LMDB transaction committed and synced, as the
+    persistence actor does when idle: the floor under every durable order intent."""
+    from runtime.store import Store, key_bytes, pack_value
+
+    tmp = Path(tempfile.mkdtemp(prefix="tw-bench-fsync-"))
+    store = Store.open(tmp)
+    try:
+        value = pack_value({"qty": "1", "price": "100.25", "side": "buy"})
+        times = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            store.apply([("put", "orders", key_bytes(f"o{i:06d}"), value)])
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times)) * 1e6
+    finally:
+        store.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- the section ---------------------------------------------------------------------------------
+
+#: symbol count -> (seconds paced at PACED_RATE, events in the flood)
+QUICK_PLAN = {10: (1.5, 15_000), 100: (1.5, 10_000), 1000: (1.5, 5_000)}
+FULL_PLAN = {10: (6.0, 100_000), 100: (6.0, 100_000), 1000: (6.0, 20_000)}
+PER_N_KEYS = ("tick_to_order_p50_us", "tick_to_order_p99_us", "tick_to_order_max_us",
+              "tick_to_order_samples", "tick_to_signal_p50_us", "tick_to_signal_p99_us",
+              "paced_events_per_s", "paced_drain_ms", "max_events_per_s",
+              "max_events_symbol_seen_pct", "threads", "actors", "threads_other", "rss_mb",
+              "rss_bench_data_mb", "gate_rejected")
+
+
+def run(quick: bool) -> dict[str, Any]:
+    import os
+
+    out: dict[str, Any] = {"loadavg_1m_at_start": round(os.getloadavg()[0], 2),
+                           "lmdb_sync_commit_us": round(lmdb_sync_commit_us(), 1)}
+    out.update({k: {} for k in PER_N_KEYS})
+    for n, (paced_s, flood) in (QUICK_PLAN if quick else FULL_PLAN).items():
+        t0 = time.perf_counter()
+        r = at_symbols(n, paced_s=paced_s, flood_events=flood)
+        k = str(n)
+        out["tick_to_order_p50_us"][k] = round(r["p50"], 1)
+        out["tick_to_order_p99_us"][k] = round(r["p99"], 1)
+        out["tick_to_order_max_us"][k] = round(r["max"], 1)
+        out["tick_to_order_samples"][k] = r["samples"]
+        out["tick_to_signal_p50_us"][k] = round(r["signal_p50"], 1)
+        out["tick_to_signal_p99_us"][k] = round(r["signal_p99"], 1)
+        out["paced_events_per_s"][k] = round(r["paced_rate"])
+        out["paced_drain_ms"][k] = round(r["paced_drain_s"] * 1e3, 1)
+        out["max_events_per_s"][k] = round(r["events_per_s"])
+        out["max_events_symbol_seen_pct"][k] = round(r["flood"]["symbol_seen_pct"], 1)
+        out["threads"][k] = r["threads"]
+        out["actors"][k] = r["actors"]
+        out["threads_other"][k] = r["threads"] - r["actors"] - r["executor_workers"]
+        out["rss_mb"][k] = round(r["rss_mb"], 1)
+        out["rss_bench_data_mb"][k] = round(r["rss_bench_data_mb"], 1)
+        out["gate_rejected"][k] = sum(r["rejected"].values())
+        print(f"    {n} symbols: p50 {r['p50']:.0f} us, p99 {r['p99']:.0f} us "
+              f"({r['samples']} orders), max {r['events_per_s']:.0f} events/s, "
+              f"{r['threads']} threads, {r['rss_mb']:.0f} MB, "
+              f"{time.perf_counter() - t0:.1f}s", flush=True)
+    n_orders = 2_000 if quick else 10_000
+    op = order_path_us(n_orders)
+    out["order_path_us"] = round(op["order_path_us"], 1)
+    out["order_path_orders"] = op["orders"]
+    out["order_path_window"] = ORDER_WINDOW
+    return out
