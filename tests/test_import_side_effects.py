@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("actors", "messages", "runtime", "config", "exchange")
+PACKAGES = ("actors", "messages", "runtime", "config", "exchange", "trading")
 
 PROBE = textwrap.dedent(r"""
     import importlib, json, os, sys, threading
