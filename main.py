@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--control", metavar="HOST:PORT",
                    help="serve /metrics, /actors, /healthz here (default: config control "
                         "section, 127.0.0.1:8765; port 0 picks one; 'off' disables)")
+    p.add_argument("--resume", metavar="DIR",
+                   help="continue the killed run in DIR from its store, reconciling with the "
+                        "exchange first (needs an exchange that kept running: --exchange)")
     p.add_argument("--verbose", action="store_true", help="DEBUG lines in run.log")
     p.set_defaults(func=_run)
 

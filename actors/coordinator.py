@@ -18,8 +18,9 @@ from collections import Counter, deque
 from decimal import Decimal
 from typing import Any
 
-from messages.control import (BrokerPositions, CancelIntent, ConnectivityChanged, IntentAccepted,
-                              IntentRejected, KillSwitch, OrderIntent, ProtectPosition,
+from messages.control import (BrokerOrders, BrokerPositions, CancelIntent, ConnectivityChanged, GroupAudit,
+                              IntentAccepted, IntentRejected, KillSwitch, OrderIntent,
+                              PortfolioRequest, PortfolioSnapshot, ProtectPosition,
                               RecoveryDone, StoppedOut)
 from messages.connectivity import ResyncRequest
 from messages.enums import OrderPurpose, OrderType, Side
@@ -68,8 +69,15 @@ class Coordinator(Actor):
         self.rejected: Counter = Counter()
         self.blocked: deque = deque(maxlen=200)
         self.kill_reason: str | None = None
+        #: resubmitted after a resync (client order id -> when); a duplicate-id
+        #: refusal of one of these means the broker had it and ended it
+        self.resubmitted: dict[str, Any] = {}
+        #: resync rounds asked before this instance started cannot settle its
+        #: orders (trading.recovery.reconcile_orders)
+        self.started_at = ctx.clock.now()
 
     def on_start(self) -> None:
+        self.started_at = self.ctx.clock.now()
         store = self.ctx.services.get("store")
         if store is not None:
             from trading.recovery import rebuild_coordinator_state
@@ -130,6 +138,10 @@ class Coordinator(Actor):
                                                            self.ctx.clock.now()))
             return
         self.counts["approved"] += 1
+        # The approval reaches the OS before the intent can become durable: a
+        # killed process must not leave an order that will be (re)sent with no
+        # audit record of its decision (rules 1 and 10).
+        self.audit.flush()
         order = OrderRequest(coid, intent.symbol, intent.side, order_type, intent.qty,
                              self.ctx.clock.now(), price=price, trigger_price=trigger,
                              reduce_only=intent.reduce_only or decision.risk_reducing,
@@ -138,7 +150,8 @@ class Coordinator(Actor):
                                         order.reduce_only, owner=intent.owner,
                                         stop_loss=intent.stop_loss))
         self.orders[coid] = {"status": "intent", "owner": intent.owner, "tag": tag,
-                             "purpose": str(intent.purpose), "symbol": intent.symbol}
+                             "purpose": str(intent.purpose), "symbol": intent.symbol,
+                             "at": self.ctx.clock.now()}
         self.status_counts["intent"] += 1
         self.awaiting_durable[coid] = order
         # Write-ahead intent: the order leaves only once this write is durable.
@@ -162,8 +175,13 @@ class Coordinator(Actor):
             return
         self.counts["submitted"] += 1
         self.last_activity[(order.account, self.venue, order.symbol)] = self.ctx.clock.now()
-        self._set_status(order.client_order_id, "submitted")
         self.ctx.tell(self.gateway, SubmitOrder(order))
+        # Stamped after it left: a resync asked later reaches the broker after it.
+        self._set_status(order.client_order_id, "submitted")
+        inflight = self.book.inflight.get(order.client_order_id)
+        if inflight is not None and inflight.cancel_requested:  # asked while not yet durable
+            self.ctx.tell(self.gateway, CancelOrder(order.client_order_id, order.symbol,
+                                                    self.ctx.clock.now()))
 
     @handles(CancelIntent)
     def on_cancel_intent(self, msg: CancelIntent) -> None:
@@ -171,6 +189,8 @@ class Coordinator(Actor):
         if order is None:
             return
         order.cancel_requested = True
+        if msg.client_order_id in self.awaiting_durable:
+            return  # not sent yet: the cancel follows the order (on_durable), never overtakes it
         self.ctx.tell(self.gateway, CancelOrder(msg.client_order_id, order.key[2], self.ctx.clock.now()))
 
     # -- broker events -------------------------------------------------------------
@@ -187,6 +207,11 @@ class Coordinator(Actor):
     @handles(OrderRejected)
     def on_rejected(self, ev: OrderRejected) -> None:
         if ev.reason.startswith("duplicate_client_order_id"):
+            if ev.client_order_id in self.resubmitted:
+                from trading.recovery import close_dead_resubmission
+
+                close_dead_resubmission(self, ev)
+                return
             # About the resubmitted request only: the original order with this
             # id stands at the exchange (exchange/protocol.py). Closing it here
             # would drop a live order from the netting count (rule 2).
@@ -285,14 +310,45 @@ class Coordinator(Actor):
             self.pnl.rebuild()
         self.synced_at = self.ctx.clock.monotonic()
 
+    @handles(BrokerOrders)
+    def on_broker_orders(self, msg: BrokerOrders) -> None:
+        from trading.recovery import reconcile_orders
+
+        reconcile_orders(self, msg)
+
     @handles(RecoveryDone)
     def on_recovery_done(self, msg: RecoveryDone) -> None:
+        if msg.requested_at is not None and msg.requested_at < self.started_at:
+            return  # a round from before this instance: its own resync decides
         self.state.recovering = False
         self.log.info("recovery done: {}", msg.summary)
 
     @handles(StoppedOut)
     def on_stopped_out(self, msg: StoppedOut) -> None:
         self.state.cooldown_until[msg.symbol] = self.ctx.clock.monotonic() + self.limits.stop_out_cooldown_s
+
+    # -- order groups (rule 6): the book for the margin gate, and their audit records ----
+
+    @handles(PortfolioRequest)
+    def on_portfolio_request(self, msg: PortfolioRequest) -> None:
+        """The book is ours alone: a group's margin gate gets a copy, by message."""
+        mine = [(key, pos) for key, pos in self.book.positions.items() if key[0] == msg.account]
+        pending = {key for key in (o.key for o in self.book.inflight.values()) if key[0] == msg.account}
+        self.ctx.tell(msg.reply_to, PortfolioSnapshot(
+            msg.request_id, msg.account,
+            tuple((key[2], pos.qty) for key, pos in mine if pos.qty != 0),
+            tuple((key[2], *self.book.pending(key)) for key in sorted(pending)),
+            tuple((sym, mv.bid, mv.ask) for sym, mv in sorted(self.state.market.items())
+                  if mv.bid is not None and mv.ask is not None),
+            self.limits.account_equity + self.pnl.daily,
+            self.ctx.clock.now()))
+
+    @handles(GroupAudit)
+    def on_group_audit(self, msg: GroupAudit) -> None:
+        self.counts["group_decisions"] += 1
+        self.audit.record(kind="group_decision", reason=msg.reason, approved=msg.approved,
+                          ts=msg.ts, inputs=dict(msg.inputs), group_id=msg.group_id,
+                          state=msg.state)
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -333,7 +389,7 @@ class Coordinator(Actor):
         if rec is not None:
             self.status_counts[rec["status"]] -= 1
             self.status_counts[status] += 1
-            rec["status"] = status
+            rec["status"], rec["at"] = status, self.ctx.clock.now()
         self.ctx.tell(self.persistence, Put(StoreDb.META, f"order_status|{coid}", status))
 
     def _order_record(self, order: OrderRequest, status: str, intent: Intent) -> dict[str, Any]:

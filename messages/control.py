@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-from messages.base import Message, check_decimal, check_str, check_utc, message
+from messages.base import Message, MessageError, check_decimal, check_str, check_utc, message
 from messages.enums import OrderPurpose, OrderType, Side
-from messages.orders import _check_enum
+from messages.orders import OrderFilled, _check_enum
 
 
 @message
@@ -107,11 +108,47 @@ class BrokerPositions(Message):
 
 
 @message
+class BrokerOrders(Message):
+    """From the reconciler at every resync: the broker's working orders and the
+    fills after the reconciler's cursor, for one account (rules 10 and 15).
+
+    The coordinator applies the fills it has not seen, resubmits (same client
+    order id) the orders it holds as sent that the broker neither works nor
+    filled, and closes acknowledged orders the broker no longer works. Only
+    orders whose status last changed before ``requested_at`` are judged: the
+    answer cannot know about anything sent after the question left.
+    """
+
+    account: str
+    open_order_ids: tuple[str, ...]
+    fills: tuple[OrderFilled, ...]  # oldest first
+    requested_at: datetime
+    ts: datetime
+    source: str = "resync"
+
+    def __post_init__(self) -> None:
+        check_str(self, "account")
+        ids = tuple(self.open_order_ids)
+        if not all(isinstance(i, str) for i in ids):
+            raise MessageError("BrokerOrders.open_order_ids: expected client order ids")
+        object.__setattr__(self, "open_order_ids", ids)
+        fills = tuple(self.fills)
+        if not all(isinstance(f, OrderFilled) for f in fills):
+            raise MessageError("BrokerOrders.fills: expected OrderFilled reports")
+        object.__setattr__(self, "fills", fills)
+        check_utc(self, "requested_at")
+        check_utc(self, "ts")
+
+
+@message
 class RecoveryDone(Message):
     """From the reconciler: startup recovery finished; signals may flow."""
 
     ts: datetime
     summary: str = ""
+    #: when the round's first question left; a coordinator started after
+    #: that ignores it (its own resync is still to come)
+    requested_at: datetime | None = None
 
 
 @message
@@ -162,4 +199,72 @@ class HedgeRequest(Message):
         check_str(self, "symbol")
         check_str(self, "account")
         check_decimal(self, "target_qty")
+        check_utc(self, "ts")
+
+
+# -- order groups (rule 6) ------------------------------------------------------------
+
+
+@message
+class SubmitGroup(Message):
+    """To ``groups``: start an order group. ``spec`` is plain data (see
+    ``trading.group_spec``); the supervisor validates it before a group starts."""
+
+    spec: dict[str, Any]
+    ts: datetime
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.spec, dict):
+            raise MessageError(f"SubmitGroup.spec: expected a mapping, got {type(self.spec).__name__}")
+        check_utc(self, "ts")
+
+
+@message
+class PortfolioRequest(Message):
+    """To the coordinator: a group's margin gate needs the book (two tells, no ask)."""
+
+    reply_to: str
+    request_id: str
+    account: str
+    ts: datetime
+
+    def __post_init__(self) -> None:
+        check_str(self, "reply_to")
+        check_str(self, "request_id")
+        check_utc(self, "ts")
+
+
+@message
+class PortfolioSnapshot(Message):
+    """The coordinator's answer: positions, in-flight (symbol, buys, sells), quotes
+    (symbol, bid, ask) and equity (starting cash + realized + unrealized)."""
+
+    request_id: str
+    account: str
+    positions: tuple[tuple[str, Decimal], ...]
+    pending: tuple[tuple[str, Decimal, Decimal], ...]
+    quotes: tuple[tuple[str, Decimal, Decimal], ...]
+    equity: Decimal
+    ts: datetime
+
+    def __post_init__(self) -> None:
+        check_decimal(self, "equity")
+        check_utc(self, "ts")
+
+
+@message
+class GroupAudit(Message):
+    """A group's decision or step, written by the coordinator (the audit trail's
+    single writer) as one ``group_decision`` record."""
+
+    group_id: str
+    reason: str
+    state: str
+    approved: bool | None
+    inputs: dict[str, Any]
+    ts: datetime
+
+    def __post_init__(self) -> None:
+        check_str(self, "group_id")
+        check_str(self, "reason")
         check_utc(self, "ts")

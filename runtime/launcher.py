@@ -11,6 +11,7 @@
     ├── reconnect      reconnect controller of the gateway (rule 12)
     ├── reconciler     startup recovery, resync, 12 s poll
     ├── coordinator    the only door to the broker's order API
+    ├── groups         one_for_one supervisor of group-<id> (rule 6; transient children)
     ├── hedger         emergency hedges, debounced, delta-only (rule 7)
     ├── stops          stop-loss manager (rule 8); gets quotes from the gateway
     ├── symbols        one_for_one supervisor of symbol-<SYM>
@@ -156,7 +157,9 @@ class Runtime:
         from actors.alerts import AlertsActor
         from actors.coordinator import Coordinator
         from actors.gateway import Gateway
+        from actors.group_supervisor import groups_child
         from actors.hedger import Hedger
+        from actors.order_group import GroupSettings
         from actors.persistence import PersistenceActor
         from actors.reconciler import Reconciler
         from actors.reconnect import ReconnectController
@@ -203,6 +206,10 @@ class Runtime:
                                                            account_equity=cfg.exchange.starting_cash),
                               "symbols": list(spec.symbols), "venue": cfg.exchange.venue,
                               "stops": "stops"}),
+            # rule 6: DESIGN draws group-<id> under the coordinator; their supervisor
+            # sits right after it (started after, stopped before the single door)
+            groups_child(GroupSettings.from_config(cfg.groups), account=self.account,
+                         intensity=sup.intensity, period_s=sup.period_s),
             # rules 7 and 8: both order only through the coordinator
             ChildSpec("hedger", Hedger, kwargs={"debounce_ms": cfg.hedger.debounce_ms}),
             ChildSpec("stops", StopLossManager, conflate=True,
@@ -279,17 +286,13 @@ class Runtime:
         ids.start(timeout)
 
     def _on_halt(self, reason: str) -> None:
-        """The root failed: kill switch on, alert sent, state flushed (DESIGN section 2)."""
-        from messages.alerts import Alert
-        from messages.control import KillSwitch
-        from messages.persistence import Flush
+        """The root failed: kill switch on, alert sent, state flushed (DESIGN
+        section 2). The failed root has already stopped the tree, so
+        ``runtime.halt`` does for each actor that no longer runs what its
+        message would have done."""
+        from runtime.halt import orderly_halt
 
-        system = self.system
-        now = system.clock.now()
-        system.tell("coordinator", KillSwitch(True, f"halt: {reason}", now))
-        system.tell("alerts", Alert("critical", "runtime halted", reason, now, "runtime"))
-        system.tell("persistence", Flush(ack=Future()))
-        logger.critical("runtime halted: {}", reason)
+        orderly_halt(self, reason)
 
     # -- reading ----------------------------------------------------------------------
 

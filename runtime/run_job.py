@@ -7,6 +7,7 @@ exchange), stops the tree in reverse order and writes the run directory:
 ``summary.json``, ``events.jsonl`` (the exchange's record), ``audit.jsonl``,
 ``store/`` and ``run.log``. SIGINT/SIGTERM end the run early the same
 orderly way (rule 16). The exit code is 0 unless a safety invariant broke.
+``--resume DIR`` continues a killed run in its own directory (``runtime.resume``).
 """
 
 from __future__ import annotations
@@ -92,6 +93,16 @@ class StopRequest:
 def run(args: Any) -> int:
     from runtime.control import ControlError
 
+    from runtime import resume as resuming
+
+    resume = None
+    if getattr(args, "resume", None):
+        try:
+            resume = resuming.prepare(args.resume, args.out, args.exchange)
+        except resuming.ResumeError as exc:
+            print(f"tradewarden run: {exc}", file=sys.stderr)
+            return 2
+        args.exchange = resume.exchange_url
     try:
         cfg = load_config(args.config, overrides=run_overrides(args))
     except (ConfigError, ControlError) as exc:
@@ -99,17 +110,30 @@ def run(args: Any) -> int:
         return 2
     clock = LiveClock()
     started = clock.now()
-    run_dir = Path(args.out) if args.out else new_run_dir(cfg.run.out_root, started)
+    if resume is not None:
+        run_dir = resume.run_dir
+    else:
+        run_dir = Path(args.out) if args.out else new_run_dir(cfg.run.out_root, started)
     run_dir.mkdir(parents=True, exist_ok=True)
     run_id = run_dir.name
+    resuming.write_run_info(run_dir, run_id=run_id, exchange_url=cfg.exchange.url,
+                            symbols=list(cfg.market.symbols), now=started,
+                            resumed=resume is not None)
     console = Console(stderr=False)
     with RunLogs(run_dir, verbose=args.verbose):
+        if resume is not None:
+            logger.warning("resuming run {} from its store against {}{}", run_id, cfg.exchange.url,
+                           f" (it had halted: {resume.halted})" if resume.halted else "")
+            console.print(f"resuming [cyan]{run_id}[/cyan] from its store; reconciling with "
+                          f"{cfg.exchange.url} before trading")
         return _run(cfg, run_dir, run_id, clock, started, console,
-                    control_explicit=bool(getattr(args, "control", None)))
+                    control_explicit=bool(getattr(args, "control", None)),
+                    first_started=resume.started_at if resume is not None else None)
 
 
 def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: datetime,
-         console: Console, control_explicit: bool = False) -> int:
+         console: Console, control_explicit: bool = False,
+         first_started: str | None = None) -> int:
     from exchange.synthetic import SyntheticMarket
 
     symbols = tuple(cfg.market.symbols)
@@ -152,9 +176,12 @@ def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: dateti
             control.stop()
         rt.stop()
     ended = LiveClock().now()
-    summary = collect_summary(rt, started_at=started.isoformat(), ended_at=ended.isoformat(),
-                              extra={"run_dir": str(run_dir), "symbols": list(symbols),
-                                     "interrupted_by": stop.signal})
+    extra: dict[str, Any] = {"run_dir": str(run_dir), "symbols": list(symbols),
+                             "interrupted_by": stop.signal}
+    if first_started is not None:  # resumed: the summary covers the whole run
+        extra["resumed_at"] = started.isoformat()
+    summary = collect_summary(rt, started_at=first_started or started.isoformat(),
+                              ended_at=ended.isoformat(), extra=extra)
     write_summary(run_dir / "summary.json", summary)
     try:
         write_report(run_dir, summary, sampler, title=f"Tradewarden run {run_id}")

@@ -188,9 +188,15 @@ class ScenarioRun:
             if self.rt.system.directory.get("groups") is None:
                 raise ScenarioError(f"{where}: group entries need the order-group supervisor, "
                                     "which this runtime does not run yet")
-            from messages.control import SubmitGroup  # type: ignore[attr-defined]
+            from messages.control import SubmitGroup
+            from trading.group_spec import GroupSpecError, parse_group, plain_spec
 
-            tell("groups", SubmitGroup(dict(ev.spec), now))
+            spec = plain_spec(ev.spec)  # dates and floats as the codec carries them
+            try:  # a typo in a safety scenario is an error with its line, not a quiet no-op
+                parse_group(spec, default_id=str(spec.get("id") or "check"))
+            except GroupSpecError as exc:
+                raise ScenarioError(f"{where}: group.{exc}") from None
+            tell("groups", SubmitGroup(spec, now))
         self.rt.system.wait_quiescent() if self.rt is not None else None
 
     # -- figures for expect -------------------------------------------------------------

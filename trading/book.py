@@ -89,6 +89,9 @@ class FillLedger:
             self._seen.popitem(last=False)
         return True
 
+    def __contains__(self, fill_id: str) -> bool:
+        return fill_id in self._seen
+
     def load(self, fill_ids: Iterable[str]) -> None:
         for fid in fill_ids:
             self.first_time(fid)

@@ -1,17 +1,33 @@
-"""Rebuilding the coordinator's state from the store, and applying the
-broker's positions (the broker wins every divergence, rules 10 and 11)."""
+"""Rebuilding the coordinator's state from the store, and reconciling it with
+the broker: positions, and after every resync the orders (rules 10, 11, 15).
+
+The broker wins every divergence, by synthesizing the missing events rather
+than by overwriting: a fill the runtime missed goes through the normal fill
+path (position, store, the order's owner); an order the broker never got is
+resubmitted with the same client order id, so the broker refuses it if it
+did get it after all; an order the broker no longer works is closed. Each
+correction is one audit record.
+
+These are plain functions of the coordinator (``coord``), called from its
+handlers, so they run on its thread like the rest of its state changes.
+"""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from messages.control import BrokerPositions
-from messages.orders import OrderRequest
+from messages.control import BrokerOrders, BrokerPositions
+from messages.exchange import OrderExpired, SubmitOrder
+from messages.orders import OrderAcked, OrderRejected, OrderRequest
 from messages.persistence import Put, StoreDb
 from trading.book import ZERO, InFlight, Position
 
 OPEN_STATUSES = {"intent", "submitted", "acked", "partially_filled"}
+#: statuses at which the order may never have reached the broker
+UNSENT_OR_UNSEEN = {"intent", "submitted"}
+ONE_US = timedelta(microseconds=1)
 
 
 def rebuild_coordinator_state(coord: Any, store: Any) -> None:
@@ -87,3 +103,178 @@ def apply_broker_positions(coord: Any, msg: BrokerPositions) -> int:
         coord.ctx.tell(coord.persistence, Put(StoreDb.POSITIONS, "|".join(key), {
             "qty": pos.qty, "avg_price": pos.avg_price, "realized": pos.realized}))
     return corrected
+
+
+# -- orders (after every resync) -------------------------------------------------------
+
+
+def reconcile_orders(coord: Any, msg: BrokerOrders) -> dict[str, int]:
+    """Settle the coordinator's open orders against the broker's answer.
+
+    Which orders may be judged is decided *before* the missing fills move
+    any status: an order qualifies if this coordinator instance existed when
+    the question left (``requested_at >= started_at``; an older round cannot
+    know what the previous instance sent last) and its status last changed
+    before the question left (orders rebuilt from the store predate this
+    instance; ``at`` is stamped after the order left for the gateway, so an
+    order stamped earlier reached the broker before the question did). An
+    intent still waiting for its durable write is never judged: it has not
+    been sent, and will be.
+
+    An order the broker works whose acknowledgement was lost is marked
+    acknowledged (that needs no timing: working there proves it arrived).
+    """
+    asked = msg.requested_at
+    judge = asked >= coord.started_at
+    eligible = []
+    if judge:
+        for coid, order in coord.book.inflight.items():
+            rec = coord.orders.get(coid)
+            if order.key[0] != msg.account or rec is None or rec["status"] not in OPEN_STATUSES:
+                continue
+            at = rec.get("at")
+            if (at is not None and at >= asked) or coid in coord.awaiting_durable:
+                continue
+            eligible.append(coid)
+    done = {"synthesized_fills": apply_missing_fills(coord, msg), "synthesized_acks": 0,
+            "resubmitted": 0, "closed": 0}
+    working = set(msg.open_order_ids)
+    for coid in msg.open_order_ids:
+        rec = coord.orders.get(coid)
+        if rec is not None and rec["status"] in UNSENT_OR_UNSEEN and coid in coord.book.inflight:
+            _synthesize_ack(coord, coid, msg)  # working there: the ack was lost
+            done["synthesized_acks"] += 1
+    for coid in eligible:
+        order = coord.book.inflight.get(coid)
+        if coid in working or order is None:  # working, or completely filled just now
+            continue
+        status = coord.orders[coid]["status"]
+        if status in UNSENT_OR_UNSEEN:
+            done["resubmitted" if _resubmit(coord, coid, order, msg) else "closed"] += 1
+        else:
+            # Acknowledged once, not working now, its fills all applied: the
+            # broker ended it (a cancel or expiry whose report was lost).
+            _close(coord, coid, order, "canceled", "not_open_at_broker", msg.source,
+                   OrderExpired(coid, order.key[2], order.remaining,
+                                "reconciliation: no longer open at the exchange",
+                                coord.ctx.clock.now()))
+            done["closed"] += 1
+    for coid in [c for c in coord.resubmitted if c not in coord.book.inflight]:
+        del coord.resubmitted[coid]
+    if any(done.values()) or not judge:
+        coord.log.info("orders reconciled ({}): {}{}", msg.source, done,
+                       "" if judge else "; round older than this instance, orders not judged")
+    return done
+
+
+def apply_missing_fills(coord: Any, msg: BrokerOrders) -> int:
+    """Fills the broker made that the runtime never saw (stream gap, crash).
+
+    Each goes through the coordinator's own fill path, so position, store,
+    status and the order's owner move exactly as for a live report; the fill
+    id makes it count once. Fills of orders this store never placed (another
+    client on the account) are left to the positions reconciliation. A
+    synthesized fill marks its position key as touched just before the
+    question left: a positions answer asked earlier may lack it, one asked
+    later includes it (the broker answers in order).
+    """
+    applied = 0
+    floor = msg.requested_at - ONE_US
+    for fill in msg.fills:
+        if fill.fill_id in coord.book.fills:
+            continue
+        if fill.client_order_id not in coord.orders:
+            coord.counts["unknown_fills_skipped"] += 1
+            continue
+        order = coord.book.inflight.get(fill.client_order_id)
+        key = order.key if order is not None else (fill.account, coord.venue, fill.symbol)
+        before = coord.last_activity.get(key)
+        coord.on_filled(fill)
+        coord.last_activity[key] = floor if before is None else max(before, floor)
+        applied += 1
+        coord.counts["synthesized_fills"] += 1
+        coord.audit.record(kind="synthesized_fill", reason="broker_wins", ts=coord.ctx.clock.now(),
+                           inputs={"symbol": fill.symbol, "side": str(fill.side),
+                                   "qty": str(fill.qty), "price": str(fill.price),
+                                   "fill_id": fill.fill_id, "leaves_qty": str(fill.leaves_qty),
+                                   "source": msg.source},
+                           client_order_id=fill.client_order_id)
+    return applied
+
+
+def _synthesize_ack(coord: Any, coid: str, msg: BrokerOrders) -> None:
+    """An order the store calls unsent or unanswered works at the broker:
+    the acknowledgement was lost (crash, stream gap). Applied through the
+    normal ack path, so its status no longer says "in doubt"."""
+    order = coord.book.inflight[coid]
+    status = coord.orders[coid]["status"]
+    coord.on_acked(OrderAcked(coid, "unknown (reconciled)", order.key[2], coord.ctx.clock.now()))
+    coord.counts["synthesized_acks"] += 1
+    coord.audit.record(kind="synthesized_ack", reason="broker_wins", ts=coord.ctx.clock.now(),
+                       inputs={"symbol": order.key[2], "status_before": status,
+                               "source": msg.source},
+                       client_order_id=coid)
+
+
+def _resubmit(coord: Any, coid: str, order: InFlight, msg: BrokerOrders) -> bool:
+    """Send the stored request again, same client order id (rule 15).
+
+    The broker has it neither working nor filled: either it never arrived,
+    and this sends it, or the broker knew and ended it, and refuses the
+    duplicate id (``close_dead_resubmission``). Never a second order.
+    """
+    store = coord.ctx.services.get("store")
+    rec = store.get(StoreDb.ORDERS, coid) if store is not None else None
+    request = rec.get("order") if isinstance(rec, dict) else None
+    now = coord.ctx.clock.now()
+    if not isinstance(request, OrderRequest):
+        coord.log.error("cannot resubmit {}: no stored request", coid)
+        _close(coord, coid, order, "rejected", "no_stored_request", msg.source,
+               OrderRejected(coid, order.key[2], "reconciliation: no stored request", now))
+        return False
+    from trading.gate import HALTED
+
+    if coord.state.trading_state == HALTED and not request.reduce_only:
+        _close(coord, coid, order, "rejected", "halted", msg.source,
+               OrderRejected(coid, request.symbol, "halted: not resubmitted while the kill "
+                             "switch is on", now))
+        return False
+    coord.ctx.tell(coord.gateway, SubmitOrder(request))
+    coord.resubmitted[coid] = now
+    coord.counts["resubmitted"] += 1
+    coord.last_activity[order.key] = now
+    status = coord.orders[coid]["status"]
+    coord._set_status(coid, "submitted")  # stamped after it left (see reconcile_orders)
+    coord.audit.record(kind="resubmitted", reason="not_at_broker", ts=now,
+                       inputs={"symbol": request.symbol, "side": str(request.side),
+                               "qty": str(request.qty), "remaining": str(order.remaining),
+                               "status_before": status, "source": msg.source},
+                       client_order_id=coid)
+    coord.log.warning("order {} ({}) neither working nor filled at the broker: resubmitted with "
+                      "the same id", coid, status)
+    return True
+
+
+def close_dead_resubmission(coord: Any, ev: OrderRejected) -> None:
+    """The broker refused a resubmission as a duplicate: it had the order,
+    and (at the resync) neither worked nor filled it, so it is over."""
+    order = coord.book.inflight.get(ev.client_order_id)
+    coord.resubmitted.pop(ev.client_order_id, None)
+    if order is None:
+        return
+    _close(coord, ev.client_order_id, order, "rejected", "ended_at_broker", "resubmission", ev)
+
+
+def _close(coord: Any, coid: str, order: InFlight, status: str, reason: str, source: str,
+           event: Any) -> None:
+    coord.book.close_inflight(coid)
+    coord._set_status(coid, status)
+    coord.counts["closed_by_reconciliation"] += 1
+    coord.audit.record(kind="order_closed", reason=reason, ts=coord.ctx.clock.now(),
+                       inputs={"symbol": order.key[2], "side": str(order.side),
+                               "qty": str(order.qty), "filled": str(order.filled),
+                               "status": status, "source": source},
+                       client_order_id=coid)
+    coord.log.warning("order {} closed by reconciliation: {} ({})", coid, reason, status)
+    if order.owner:
+        coord.ctx.tell(order.owner, event)

@@ -1,0 +1,89 @@
+"""The orderly halt after the root supervisor failed (DESIGN section 2).
+
+"Kill switch on, alert sent, state flushed." By the time the root fails it
+has already stopped every child in reverse order (the market first,
+persistence last, which commits what it held), so messages to them would sit
+in mailboxes nobody reads. Trading is over either way: the coordinator, the
+only door to the broker, is gone. What the halt adds is that people and the
+records learn of it. For each of the three, the running actor gets the
+message if it still runs; otherwise the launcher does the work itself:
+
+* kill switch: an audit record (kind ``kill_switch``, reason ``engaged``),
+  the same record the coordinator writes, so ``audit``, the summary's
+  kill-switch figures and the gate invariant see the halt;
+* alert: sent straight to the configured sinks (log, webhook, ...), once,
+  on this thread; the sinks' own timeouts bound the wait;
+* flush: the halt itself goes into the store's ``meta`` (key ``halt``) in
+  one synced transaction. The persistence actor is stopped, so this is
+  still the only writer.
+
+A resumed run (``run --resume``) reports an earlier halt and trades again:
+restarting after a halt is the operator's decision, and the reconciliation
+at startup settles whatever the crash loop left in flight.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from typing import Any
+
+from loguru import logger
+
+HALT_KEY = "halt"
+
+
+def _running(system: Any, name: str) -> bool:
+    cell = system.directory.get(name)
+    return cell is not None and cell.running
+
+
+def orderly_halt(rt: Any, reason: str) -> None:
+    """Called from the actor system's halt hook with the launcher's Runtime."""
+    from messages.alerts import Alert
+    from messages.control import KillSwitch
+    from messages.persistence import Flush, Put, StoreDb
+
+    system = rt.system
+    now = system.clock.now()
+    logger.critical("runtime halted: {}", reason)
+    why = f"halt: {reason}"
+    if _running(system, "coordinator"):
+        system.tell("coordinator", KillSwitch(True, why, now))
+    elif rt.audit is not None:
+        rt.audit.record(kind="kill_switch", reason="engaged", ts=now, inputs={"why": why},
+                        source="runtime")
+        rt.audit.flush()
+    alert = Alert("critical", "runtime halted", reason, now, "runtime")
+    if _running(system, "alerts"):
+        system.tell("alerts", alert)
+    else:
+        _alert_directly(rt, alert)
+    record = {"reason": reason, "at": now}
+    if _running(system, "persistence"):
+        system.tell("persistence", Put(StoreDb.META, HALT_KEY, record))
+        system.tell("persistence", Flush(ack=Future()))
+    elif rt.store is not None:
+        from runtime.store import key_bytes, pack_value
+
+        try:
+            rt.store.apply([("put", StoreDb.META.value, key_bytes(HALT_KEY), pack_value(record))])
+        except Exception:  # noqa: BLE001 - the halt goes on; the log has the reason
+            logger.exception("could not record the halt in the store")
+
+
+def _alert_directly(rt: Any, alert: Any) -> None:
+    from actors.alert_sinks import sinks_from_config
+
+    try:
+        sinks = sinks_from_config(rt.config.alerts.sink_entries())
+    except ValueError:
+        logger.exception("halt alert: bad sink configuration")
+        return
+    for sink in sinks:
+        try:
+            if sink.ready_reason() is None:
+                sink.send(alert)
+            else:
+                logger.error("halt alert not sent to {}: {}", sink, sink.ready_reason())
+        except Exception as exc:  # noqa: BLE001 - one broken sink must not stop the others
+            logger.error("halt alert not delivered to {}: {}", sink, exc)
