@@ -9,7 +9,10 @@ manager, a hedger, an order group) is told afterwards.
 
 State is the position book, in-flight orders, market views, the kill switch,
 the circuit breaker and the rate limiter. It is rebuilt on start from the
-store (``trading.recovery``) so a restart never loses or doubles an order.
+store and settled against the broker at every resync (``trading.recovery``:
+missed fills applied, orders that never arrived resubmitted under the same
+client order id, orders the broker ended closed), so a restart never loses
+or doubles an order.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from collections import Counter, deque
 from decimal import Decimal
 from typing import Any
 
-from messages.control import (BrokerOrders, BrokerPositions, CancelIntent, ConnectivityChanged, GroupAudit,
-                              IntentAccepted, IntentRejected, KillSwitch, OrderIntent,
+from messages.control import (BrokerOrders, BrokerPositions, CancelIntent, ConnectivityChanged,
+                              GroupAudit, IntentAccepted, IntentRejected, KillSwitch, OrderIntent,
                               PortfolioRequest, PortfolioSnapshot, ProtectPosition,
                               RecoveryDone, StoppedOut)
 from messages.connectivity import ResyncRequest
@@ -78,6 +81,13 @@ class Coordinator(Actor):
 
     def on_start(self) -> None:
         self.started_at = self.ctx.clock.now()
+        previous = self.ctx.cell.info  # the cell outlives the instance it published from
+        if previous.get("trading_state") == HALTED:
+            # A crash must never be a way out of the kill switch: a restarted
+            # coordinator stays halted until someone releases it.
+            self.state.trading_state = HALTED
+            self.kill_reason = previous.get("kill_reason") or "kill switch engaged before a restart"
+            self.log.warning("kill switch still engaged after restart: {}", self.kill_reason)
         store = self.ctx.services.get("store")
         if store is not None:
             from trading.recovery import rebuild_coordinator_state
@@ -173,9 +183,15 @@ class Coordinator(Actor):
                               ts=self.ctx.clock.now(), inputs={"error": msg.error},
                               client_order_id=order.client_order_id)
             return
+        # Scenario crash points (runtime.crash_points); absent in production.
+        crash = self.ctx.services.get("crash_points")
+        if crash is not None and crash("after_intent", order.client_order_id):
+            return
         self.counts["submitted"] += 1
         self.last_activity[(order.account, self.venue, order.symbol)] = self.ctx.clock.now()
         self.ctx.tell(self.gateway, SubmitOrder(order))
+        if crash is not None and crash("after_submit", order.client_order_id):
+            return
         # Stamped after it left: a resync asked later reaches the broker after it.
         self._set_status(order.client_order_id, "submitted")
         inflight = self.book.inflight.get(order.client_order_id)
@@ -245,6 +261,9 @@ class Coordinator(Actor):
         self.ctx.tell(self.persistence, Put(StoreDb.FILLS, ev.fill_id, ev))
         self.ctx.tell(self.persistence, Put(StoreDb.POSITIONS, "|".join(key), {
             "qty": pos.qty, "avg_price": pos.avg_price, "realized": pos.realized}))
+        crash = self.ctx.services.get("crash_points")  # runtime.crash_points; None in production
+        if crash is not None and crash("after_fill", ev.fill_id):
+            return
         if (self.stops and order is not None and order.stop_loss is not None
                 and order.purpose is OrderPurpose.ENTRY):
             self.ctx.tell(self.stops, ProtectPosition(ev.symbol, ev.side, ev.qty, order.stop_loss,
@@ -370,6 +389,7 @@ class Coordinator(Actor):
         self.counts["kill_switch_trips"] += 1
         self.audit.record(kind="kill_switch", reason="engaged", ts=self.ctx.clock.now(),
                           inputs={"why": why})
+        self._publish()  # now, not when idle: a crash right after must not forget it
         self._alert("critical", "kill switch engaged", why)
 
     def _alert(self, severity: str, title: str, text: str) -> None:

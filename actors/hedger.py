@@ -14,6 +14,12 @@ latest target wins and one order for the then-current delta goes out when
 the window closes. Because in-flight hedges count, no interleaving of
 requests and fills can make the orders add up to more than the delta.
 
+The target is kept per source (``HedgeRequest.source``: a group id,
+``recovery``...) and the book's target is their sum: each source states the
+hedge *its* exposure needs, so a second order group handing over a residue
+in a symbol the hedger already holds for a first one adds to the hedge
+instead of being mistaken for "already hedged".
+
 Orders go through the coordinator (rule 1) with purpose HEDGE, owner
 "hedger". Hedge lag (request received -> order accepted by the gate) is
 measured for each order, from the oldest request it serves.
@@ -76,7 +82,8 @@ class HedgeBook:
 
     account: str
     symbol: str
-    target: Decimal = ZERO
+    #: source -> the signed hedge that source's exposure needs (latest request wins)
+    targets: dict[str, Decimal] = field(default_factory=dict)
     position: Decimal = ZERO          # signed, from hedge fills only
     orders: dict[str, HedgeOrder] = field(default_factory=dict)
     #: intents sent, not yet answered: tag -> (side, qty, oldest request time served)
@@ -92,6 +99,10 @@ class HedgeBook:
         return f"{self.account}|{self.symbol}"
 
     @property
+    def target(self) -> Decimal:
+        return sum(self.targets.values(), ZERO)
+
+    @property
     def in_flight(self) -> Decimal:
         return (sum((o.in_flight for o in self.orders.values()), ZERO)
                 + sum((s.sign * q for s, q, _ in self.pending.values()), ZERO))
@@ -102,7 +113,7 @@ class HedgeBook:
 
     def record(self) -> dict[str, Any]:
         return {"v": 1, "account": self.account, "symbol": self.symbol, "target": self.target,
-                "seq": self.seq,
+                "targets": dict(self.targets), "seq": self.seq,
                 # a closed order keeps only its total: the record stays small
                 "orders": {c: {"side": o.side.value, "qty": o.qty, "closed": o.closed,
                                "fills": {SETTLED: o.filled} if o.closed else dict(o.fills)}
@@ -142,7 +153,7 @@ class Hedger(RebuildGate, Actor):
         book = self.books.get(key)
         if book is None:
             book = self.books[key] = HedgeBook(msg.account, msg.symbol)
-        book.target = msg.target_qty
+        book.targets[msg.source] = msg.target_qty
         book.refusals = 0
         self.counts["requests"] += 1
         now = self.ctx.clock.monotonic()
@@ -275,8 +286,10 @@ class Hedger(RebuildGate, Actor):
             if not key.startswith(KEY_PREFIX):
                 continue
             try:
-                book = HedgeBook(rec["account"], rec["symbol"], Decimal(rec["target"]),
-                                 seq=rec["seq"])
+                # a record from before per-source targets holds one total
+                targets = rec.get("targets") or {"unknown": rec["target"]}
+                book = HedgeBook(rec["account"], rec["symbol"],
+                                 {str(k): Decimal(v) for k, v in targets.items()}, seq=rec["seq"])
                 for coid, o in rec["orders"].items():
                     book.orders[coid] = HedgeOrder(Side(o["side"]), Decimal(o["qty"]),
                                                    dict(o["fills"]), o["closed"])
@@ -332,7 +345,9 @@ class Hedger(RebuildGate, Actor):
             "requests": self.counts["requests"],
             "hedge_lag_p99_ms": None if p99 is None else round(p99, 3),
             "counts": dict(self.counts),
-            "books": {k: {"target": _q(b.target), "position": _q(b.position),
+            "books": {k: {"target": _q(b.target),
+                          "targets": {src: _q(q) for src, q in b.targets.items()},
+                          "position": _q(b.position),
                           "in_flight": _q(b.in_flight), "delta": _q(b.delta)}
                       for k, b in self.books.items()},
         }

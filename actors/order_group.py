@@ -350,10 +350,10 @@ class OrderGroup(GroupRecovery, RebuildGate, Actor):
     def _hand_off(self) -> None:
         """Unwinding is not possible: the hedger takes every leg's residue, shorts first.
 
-        ``HedgeRequest.target_qty`` is the hedger's absolute target per symbol, so a
+        ``HedgeRequest.target_qty`` is this group's absolute target per symbol, so a
         short residue of 10 becomes a target of +10 in that symbol (the hedger sends
-        only the delta, rule 7). Another source hedging the same symbol would share
-        that target: the hedger has no per-source books yet."""
+        only the delta, rule 7). The source is the group, and the hedger adds the
+        targets of its sources, so two groups' residues in one symbol add up."""
         g = self.g
         why = g.handoff
         residue = {}

@@ -24,6 +24,10 @@ orders are settled. Order questions wait for resyncs, not polls, because an
 order's fate is only in doubt across a gap in the stream; between gaps the
 stream reports every ack, fill and cancel.
 
+A round that is not complete after ``round_timeout_s`` (config
+``reconciler.startup_timeout_s``; an answer lost while the stream stayed
+up) is asked again, so recovery cannot hang on one lost frame.
+
 The fills cursor lives in memory: a restarted reconciler starts from 0, and
 the coordinator skips fill ids it already applied. Every fill past the
 cursor was handed to the coordinator in a ``BrokerOrders``, so a restarted
@@ -48,6 +52,13 @@ from runtime import Actor, handles
 MAX_PENDING = 100
 
 
+@dataclass(frozen=True)
+class RoundDue:
+    """Timer: resync round ``number`` should be complete by now."""
+
+    number: int
+
+
 @dataclass
 class Round:
     """One resync round for one account: three answers to collect."""
@@ -55,11 +66,11 @@ class Round:
     reason: str
     account: str
     asked_at: datetime
+    number: int = 0
     open_ids: tuple[str, ...] | None = None
     fills: list[OrderFilled] = field(default_factory=list)
     fills_done: bool = False
     cursor: int = 0
-    pages: int = 1
     positions: PositionSnapshot | None = None
     positions_asked_at: datetime | None = None
     positions_rid: str | None = None
@@ -72,13 +83,15 @@ class Round:
 class Reconciler(Actor):
     def __init__(self, ctx, *, poll_s: float = 12.0, accounts: tuple[str, ...] = ("default",),
                  gateway: str = "gateway", coordinator: str = "coordinator",
-                 fills_page: int = 1000) -> None:
+                 fills_page: int = 1000, round_timeout_s: float = 30.0) -> None:
         super().__init__(ctx)
         if not poll_s > 0:
             raise ValueError(f"reconciler poll_s must be > 0 (the poll is never off), got {poll_s}")
         self.poll_s, self.accounts = poll_s, accounts
         self.gateway, self.coordinator = gateway, coordinator
         self.fills_page = fills_page
+        self.round_timeout_s = round_timeout_s
+        self.live: dict[int, Round] = {}  # round number -> incomplete round
         self._ids = itertools.count(1)
         self.pending: dict[str, tuple[str, Any]] = {}  # poll request id -> (reason, asked at)
         self.rounds: dict[str, Round] = {}  # request id of any of a round's questions -> round
@@ -87,23 +100,46 @@ class Reconciler(Actor):
         self.polls = 0
         self.resyncs = 0
         self.rounds_done = 0
+        self.rounds_retried = 0
         self.last_reconciled: str | None = None
 
     def on_start(self) -> None:
         self.ctx.schedule(self.poll_s, PollNow(), interval_s=self.poll_s)
+        if self.ctx.cell.incarnation > 1:
+            # Restarted: the rounds in progress died with the old instance
+            # (their answers are dropped as unknown). Ask for a fresh resync;
+            # the gateway fails the coordinator closed until it is done.
+            self.ctx.tell(self.gateway, ResyncRequest("reconciler restarted", self.ctx.clock.now()))
 
     @handles(ResyncRequest)
     def on_resync(self, msg: ResyncRequest) -> None:
         self.resyncs += 1
-        now = self.ctx.clock.now()
         for account in self.accounts:
-            rid = f"rec-{next(self._ids)}"
-            rnd = Round(f"resync:{msg.reason}", account, now,
-                        cursor=self.fill_cursor.get(account, 0))
-            self._ask(rnd, QueryOpenOrders(f"{rid}-orders", account))
-            self._ask_fills(rnd)
-            self._ask_positions(rnd)
+            self._start_round(f"resync:{msg.reason}", account)
         self._prune()
+
+    def _start_round(self, reason: str, account: str) -> None:
+        n = next(self._ids)
+        rnd = Round(reason, account, self.ctx.clock.now(), number=n,
+                    cursor=self.fill_cursor.get(account, 0))
+        self.live[n] = rnd
+        self._ask(rnd, QueryOpenOrders(f"rec-{n}-orders", account))
+        self._ask_fills(rnd)
+        self._ask_positions(rnd)
+        self.ctx.schedule(self.round_timeout_s, RoundDue(n))
+
+    @handles(RoundDue)
+    def on_round_due(self, msg: RoundDue) -> None:
+        rnd = self.live.pop(msg.number, None)
+        if rnd is None:
+            return  # completed in time
+        for rid in [r for r, v in self.rounds.items() if v is rnd]:
+            del self.rounds[rid]
+        self.rounds_retried += 1
+        self.log.warning("resync round {} ({}) incomplete after {}s; asking again", msg.number,
+                         rnd.reason, self.round_timeout_s)
+        self._start_round(rnd.reason, rnd.account)
+        self._publish()
 
     @handles(PollNow)
     def on_poll(self, msg: PollNow) -> None:
@@ -134,7 +170,6 @@ class Reconciler(Actor):
         if snap.more:
             # The positions already asked for may predate the next page's
             # fills: ask again once the last page is in.
-            rnd.pages += 1
             if rnd.positions_rid is not None:
                 self.rounds.pop(rnd.positions_rid, None)
             rnd.positions, rnd.positions_rid = None, None
@@ -186,6 +221,7 @@ class Reconciler(Actor):
         if not rnd.complete:
             return
         now = self.ctx.clock.now()
+        self.live.pop(rnd.number, None)
         self.rounds_done += 1
         if rnd.cursor > self.fill_cursor.get(rnd.account, 0):
             self.fill_cursor[rnd.account] = rnd.cursor
@@ -210,14 +246,14 @@ class Reconciler(Actor):
 
     def _prune(self) -> None:
         """Answers that never come (stream down) are replaced by the next round or poll."""
-        for table in (self.pending, self.rounds):
+        for table in (self.pending, self.rounds, self.live):
             if len(table) > MAX_PENDING:
                 for rid in list(table)[:-MAX_PENDING]:
                     del table[rid]
 
     def _publish(self) -> None:
         self.ctx.cell.info = {"polls": self.polls, "resyncs": self.resyncs,
-                              "rounds_done": self.rounds_done,
-                              "open_rounds": len({id(r) for r in self.rounds.values()}),
+                              "rounds_done": self.rounds_done, "open_rounds": len(self.live),
+                              "rounds_retried": self.rounds_retried,
                               "fill_cursor": dict(self.fill_cursor),
                               "last_reconciled": self.last_reconciled, "recovered": self.recovered}

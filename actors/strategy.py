@@ -108,7 +108,9 @@ class DemoStrategy(Strategy):
     Buys when the z-score crosses below ``-entry_z``, sells when it crosses
     above ``+entry_z`` (edge-triggered, so one crossing is one signal), then
     waits ``cooldown_s`` of market time. Quantity grows with |z| from 1 to
-    ``max_qty``; the stop-loss sits ``stop_pct`` away from the mid. It
+    ``max_qty``; the stop-loss sits ``stop_pct`` away from the mid (0.5 %:
+    about what the default synthetic market moves in half a minute, so a
+    30 s ``run`` sees stops trigger and the stop-loss manager exit). It
     produces repeated same-side signals as well as reversals, which is what
     the coordinator's duplicate-position and netting checks need to see.
     Deterministic: its only state is derived from the data it was given.
@@ -116,7 +118,7 @@ class DemoStrategy(Strategy):
 
     name: ClassVar[str] = "demo"
 
-    def __init__(self, entry_z: float = 1.5, stop_pct: float = 0.02, max_qty: int = 5,
+    def __init__(self, entry_z: float = 1.5, stop_pct: float = 0.005, max_qty: int = 5,
                  cooldown_s: float = 2.0, warmup: int = 60) -> None:
         _check_number("entry_z", entry_z, low=0.0)
         _check_number("stop_pct", stop_pct, low=0.0, high=0.5)

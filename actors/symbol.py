@@ -401,21 +401,27 @@ def symbols_supervisor(symbols: Iterable[str], strategy_name: str = "demo",
                        stats_every: int = DEFAULT_STATS_EVERY,
                        feature_params: dict[str, Any] | None = None, account: str = "default",
                        name: str = "symbols", intensity: int = 5,
-                       period_s: float = 60.0) -> SupervisorSpec:
+                       period_s: float = 60.0,
+                       quiet_symbols: Iterable[str] = ()) -> SupervisorSpec:
     """The ``symbols`` supervisor: one conflating ``symbol-<SYM>`` child per symbol.
 
     The strategy name and parameters are checked here, so a typo fails when
-    the tree is built, not as a string of crashing children.
+    the tree is built, not as a string of crashing children. ``quiet_symbols``
+    get a symbol actor with no strategy (``none``): the coordinator still gets
+    their market statistics for the risk gate, but only someone else (the demo
+    order-group driver) trades them.
     """
     symbols = list(symbols)
     strategy_by_name(strategy_name, params)
     FeatureParams(**(feature_params or {}))
+    plan = [(s, strategy_name, dict(params or {})) for s in symbols]
+    plan += [(s, "none", {}) for s in quiet_symbols if s not in symbols]
     children = [
-        ChildSpec(symbol_actor_name(s), SymbolActor, args=(s, strategy_name, coordinator, ring_size),
-                  kwargs={"strategy_params": dict(params or {}), "stats_every": stats_every,
+        ChildSpec(symbol_actor_name(s), SymbolActor, args=(s, strat, coordinator, ring_size),
+                  kwargs={"strategy_params": p, "stats_every": stats_every,
                           "feature_params": dict(feature_params or {}), "account": account},
                   conflate=True)
-        for s in symbols
+        for s, strat, p in plan
     ]
     logger.debug("symbols supervisor: {} symbols, strategy {}", len(children), strategy_name)
     return SupervisorSpec(name, children, strategy="one_for_one", intensity=intensity,

@@ -14,9 +14,9 @@ are one-shot and belong in timeline entries only.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any, Callable, Literal
 
-from pydantic import BeforeValidator, Field, Strict, model_validator
+from pydantic import BeforeValidator, Field, Strict, ValidationError, model_validator
 
 from config.registry import KeyRegistry, Spec
 from config.types import Dec, Ident, NonNegDec, NonNegFloat, NonNegInt, PosDec, PosInt, Symbol
@@ -71,6 +71,15 @@ class GapPrice(Spec):
         return self
 
 
+class RejectRule(Spec):
+    """``reject_next``'s targeted form: the next ``count`` orders matching every key given."""
+
+    count: PosInt = 1
+    symbol: Symbol | None = None
+    side: Literal["buy", "sell"] | None = None
+    group_id: Name | None = None
+
+
 class SetPosition(Spec):
     """A position changed behind the runtime's back (the reconciler must notice)."""
 
@@ -82,6 +91,27 @@ class SetPosition(Spec):
 
 def _one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, dict) else value
+
+
+def _reject_next(value: Any) -> Any:
+    """``N``: the next N orders, whoever sent them; ``{count, symbol, side, group_id}``
+    (or a list of them): only the next ``count`` orders matching every key given."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError("must be >= 0")
+        return value
+    rules = _one_or_many(value)
+    if not isinstance(rules, list):
+        raise ValueError("must be a count >= 0, or {count, symbol, side, group_id} (or a list)")
+    out = []
+    for i, rule in enumerate(rules):
+        try:
+            out.append(RejectRule.model_validate(rule).model_dump(exclude_none=True))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(x) for x in err["loc"])
+            raise ValueError(f"rule {i}{' ' + where if where else ''}: {err['msg']}") from None
+    return out
 
 
 def _duplicate_fill(value: Any) -> Any:
@@ -140,7 +170,7 @@ for _key, _type in {
 }.items():
     EXCHANGE_KEYS.register(_key, _type, group=SETTING)
 for _key, _type in {
-    "reject_next": NonNegInt,
+    "reject_next": Annotated[Any, BeforeValidator(_reject_next)],
     "fill_resting": Annotated[FillResting, BeforeValidator(_fill_resting_form)],
     "gap_price": GapPrice,
     "duplicate_fill": Annotated[Any, BeforeValidator(_duplicate_fill)],

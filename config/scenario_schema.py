@@ -127,10 +127,16 @@ class SignalSpec(Spec):
     strategy: Ident = "scenario"
 
 
-class CrashSpec(Spec):
-    """``point`` names where the runner kills the runtime (e.g. after_intent); none: at once."""
+#: named crash points (``runtime.crash_points.POINTS``; kept in step by a test)
+CRASH_POINTS = ("after_intent", "after_submit", "after_fill")
 
-    point: Ident | None = None
+
+class CrashSpec(Spec):
+    """``point``: the runtime dies when the coordinator next reaches it (``after_intent``:
+    an order's intent is durable, not yet sent; ``after_submit``: sent, not yet
+    acknowledged; ``after_fill``: a fill applied, the next not yet); none: at once."""
+
+    point: Literal["after_intent", "after_submit", "after_fill"] | None = None
 
 
 class ControlSpec(Spec):

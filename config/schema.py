@@ -9,7 +9,7 @@ model validators whose message starts with the key they blame
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -190,6 +190,34 @@ class StrategyConfig(Section):
     params: dict[str, Any] = {}
 
 
+class DemoGroupsConfig(Section):
+    """The demo order-group driver of ``run`` (``actors.demo_groups``): rules 6 and 7
+    exercised by the default run, not only by scenarios.
+
+    It trades its own pair of symbols, which ``run`` adds to the synthetic market
+    with no strategy on them: a pair trade on the strategy's symbols would mostly
+    meet the strategy's positions and be refused by netting or the duplicate check.
+    It runs only with the embedded simulated exchange (its drills are that
+    exchange's fault injection); with ``exchange.url`` it is not started.
+    """
+
+    enabled: bool = True
+    symbols: list[Symbol] = Field(default=["ADAUSDT", "DOTUSDT"], min_length=2, max_length=2)
+    every_s: PosFloat = 3.0
+    qty: PosDec = Decimal("5")
+    drills: list[Literal["fill", "rollback", "handoff"]] = Field(
+        default=["fill", "rollback", "handoff"], min_length=1)
+
+    @field_validator("symbols")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        return unique(v, "symbol")
+
+
+class DemoConfig(Section):
+    groups: DemoGroupsConfig = DemoGroupsConfig()
+
+
 class ControlConfig(Section):
     """The /metrics, /actors, /healthz endpoint. Loopback unless a token protects it."""
 
@@ -224,6 +252,7 @@ class Config(Section):
     exchange: ExchangeConfig = ExchangeConfig()
     market: MarketConfig = MarketConfig()
     strategy: StrategyConfig = StrategyConfig()
+    demo: DemoConfig = DemoConfig()
     control: ControlConfig = ControlConfig()
     run: RunConfig = RunConfig()
 
@@ -234,4 +263,11 @@ class Config(Section):
                 f"risk.position_staleness_s: {self.risk.position_staleness_s} must be above "
                 f"reconciler.poll_s ({self.reconciler.poll_s}), or a quiet market makes "
                 f"every snapshot stale between polls")
+        demo = self.demo.groups
+        if demo.enabled and self.exchange.url is None:  # the only case it runs
+            shared = sorted(set(demo.symbols) & set(self.market.symbols))
+            if shared:
+                raise ValueError(
+                    f"demo.groups.symbols: {', '.join(shared)} also in market.symbols; the demo "
+                    f"pairs need symbols of their own (or set demo.groups.enabled: false)")
         return self

@@ -231,6 +231,29 @@ def _duplicate_fill(key: str, value: Any) -> int | str:
     return _int(key, value)
 
 
+def _reject_next(key: str, value: Any) -> int | list[dict[str, Any]]:
+    """``N``: reject the next N orders, whoever sent them. A mapping (or a list of
+    them) ``{count, symbol, side, group_id}`` rejects only the next ``count``
+    (default 1) orders that match every key given: a drill can then fail one leg
+    of one order group while other orders on the same venue go through."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _int(key, value)
+    items = value if isinstance(value, (list, tuple)) else [value]
+    out = []
+    for item in items:
+        spec = _mapping(key, item, ("count", "symbol", "side", "group_id"))
+        rule: dict[str, Any] = {"count": _int(f"{key}.count", spec.get("count", 1), minimum=1)}
+        for name in ("symbol", "group_id"):
+            if name in spec:
+                rule[name] = _str(f"{key}.{name}", spec[name])
+        if "side" in spec:
+            if spec["side"] not in ("buy", "sell"):
+                raise ValueError(f"exchange {key}.side: expected buy or sell, got {spec['side']!r}")
+            rule["side"] = spec["side"]
+        out.append(rule)
+    return out
+
+
 def _set_position(key: str, value: Any) -> list[dict[str, Any]]:
     items = value if isinstance(value, (list, tuple)) else [value]
     out = []
@@ -280,7 +303,7 @@ _PARSERS: dict[str, Any] = {
     "id_prefix": _str,
     "fill_history": lambda k, v: _int(k, v, minimum=1),
     "log_quotes": _bool,
-    "reject_next": _int,
+    "reject_next": _reject_next,
     "fill_resting": _fill_resting,
     "gap_price": _gap_price,
     "duplicate_fill": _duplicate_fill,

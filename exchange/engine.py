@@ -109,6 +109,8 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
         self.epoch = 1
         self.books: dict[str, Book] = {}
         self.reject_next = 0
+        #: targeted one-shot rejects (``reject_next: {count, symbol, side, group_id}``)
+        self.reject_rules: list[dict[str, Any]] = []
         self.duplicate_next = 0
         # Hot-path event constructors (see exchange._fast; strict validates).
         self._acked = maker(OrderAcked, strict=strict)
@@ -247,11 +249,13 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
                             symbol=order.symbol, side=order.side, qty=order.qty,
                             price=order.price, order_type=order.order_type,
                             trigger_price=order.trigger_price, reduce_only=order.reduce_only,
-                            tif=order.tif, account=order.account)
+                            tif=order.tif, account=order.account, group_id=order.group_id)
         reason = self._check_order(order)
         if reason is None and self.reject_next > 0:
             self.reject_next -= 1
             reason = "injected_reject: rejected by the exchange (fault injection)"
+        elif reason is None and self.reject_rules and self._take_reject_rule(order):
+            reason = "injected_reject: rejected by the exchange (targeted fault injection)"
         if reason is not None:
             return [self._reject(order, reason, now)]
         return self._accept(order, now)

@@ -86,10 +86,26 @@ class FaultsMixin:
                 now: datetime | None = None) -> list[Emit]:
         return self.apply({"restart": {"wipe": wipe}}, now)
 
+    def _take_reject_rule(self: SimulatedExchange, order: Any) -> bool:
+        """Consume one count of the first targeted reject rule ``order`` matches."""
+        for rule in self.reject_rules:
+            if (rule.get("symbol", order.symbol) == order.symbol
+                    and rule.get("side", order.side.value) == order.side.value
+                    and rule.get("group_id", order.group_id) == order.group_id):
+                rule["count"] -= 1
+                if rule["count"] <= 0:
+                    self.reject_rules.remove(rule)
+                return True
+        return False
+
     # -- implementations (value already validated) ----------------------------------
 
-    def _fault_reject_next(self: SimulatedExchange, n: int, now: datetime) -> list[Emit]:
-        self.reject_next = n
+    def _fault_reject_next(self: SimulatedExchange, value: int | list[dict[str, Any]],
+                           now: datetime) -> list[Emit]:
+        if isinstance(value, int):
+            self.reject_next = value
+        else:  # targeted rules: each rejects its next ``count`` matching orders
+            self.reject_rules.extend(dict(rule) for rule in value)
         return []
 
     def _fault_duplicate_fill(self: SimulatedExchange, value: int | str,
@@ -208,6 +224,7 @@ class FaultsMixin:
             self.epoch += 1
             self._reset_state()
             self.reject_next = 0
+            self.reject_rules = []
             self.duplicate_next = 0
         self.stats["restarts"] += 1
         return [Emit(0.0, StreamAction("drop", f"exchange restarted (wipe={wipe})"), TRANSPORT)]

@@ -32,7 +32,10 @@ def summarize(message: Any, limit: int = 160) -> str:
     """A short, redacted description of a message for logs and introspection."""
     from runtime.redact import redact_text
 
-    text = redact_text(repr(message))
+    try:
+        text = redact_text(repr(message))
+    except Exception as exc:  # noqa: BLE001 - a broken message must not break the crash path
+        text = f"<{type(message).__name__}: repr failed: {exc!r}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

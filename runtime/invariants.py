@@ -114,6 +114,66 @@ def gate_respected(audit: Iterable[Mapping], *, fail_closed: bool = True) -> lis
     return out
 
 
+def _group_of_tag(tag: Any) -> tuple[str, str] | None:
+    """(group id, leg | unwind) from an order group's intent tag
+    (``<group>|<seq>|<kind>|<leg>|<side>|<qty>``, ``trading.group_state.make_tag``)."""
+    parts = tag.split("|") if isinstance(tag, str) else []
+    if len(parts) == 6 and parts[2] in ("leg", "unwind"):
+        return parts[0], parts[2]
+    return None
+
+
+def group_leg_order(events: Iterable[Mapping], audit: Iterable[Mapping]) -> list[dict]:
+    """Rule 6: within an order group, no leg reaches the exchange before every leg
+    of a higher priority did (protective and long legs, then hedges and covered
+    shorts, naked shorts last): a short that went out while its protection was
+    refused or still on its way is exactly the naked short the rule prevents.
+
+    The roles come from the group's ``submitted`` audit record (its legs, one
+    per symbol); an order's group from the exchange's own ``order_submitted``
+    record (``group_id``), else from the gate's decision (the intent tag).
+    Unwinds (purpose ``rollback``) run in the opposite order and are not judged.
+    """
+    priority: dict[str, dict[str, int]] = {}
+    role: dict[str, dict[str, str]] = {}
+    unwinds: set[str] = set()
+    group_of: dict[str, str] = {}
+    for rec in audit:
+        kind = rec.get("kind")
+        if kind == "group_decision" and rec.get("reason") == "submitted":
+            legs = (rec.get("inputs") or {}).get("legs") or []
+            gid = rec.get("group_id")
+            priority[gid] = {leg["symbol"]: int(leg["priority"]) for leg in legs}
+            role[gid] = {leg["symbol"]: str(leg.get("role")) for leg in legs}
+        elif kind == "risk_decision" and rec.get("approved") and rec.get("client_order_id"):
+            coid = rec["client_order_id"]
+            tagged = _group_of_tag(rec.get("tag"))
+            if tagged is not None:
+                group_of[coid] = tagged[0]
+            if (rec.get("inputs") or {}).get("purpose") == "rollback" or (
+                    tagged is not None and tagged[1] == "unwind"):
+                unwinds.add(coid)
+    sent: set[tuple[str, str]] = set()
+    out = []
+    for ev in events:
+        if ev.get("kind") != "order_submitted" or ev.get("client_order_id") in unwinds:
+            continue
+        gid = ev.get("group_id") or group_of.get(ev.get("client_order_id"))
+        legs = priority.get(gid)
+        sym = ev.get("symbol")
+        if legs is None or sym not in legs or (gid, sym) in sent:
+            continue
+        early = sorted(s for s, p in legs.items() if p < legs[sym] and (gid, s) not in sent)
+        if early:
+            out.append(violation(
+                "group_leg_order",
+                f"group {gid}: {sym} ({role[gid][sym]}) reached the exchange before "
+                + ", ".join(f"{s} ({role[gid][s]})" for s in early),
+                group_id=gid, client_order_id=ev.get("client_order_id"), seq=ev.get("seq")))
+        sent.add((gid, sym))
+    return out
+
+
 def no_lost_orders(dead_letters: Iterable[Mapping]) -> list[dict]:
     """Order, fill and control messages are never dropped (DESIGN section 2)."""
     return [violation("order_flow_dead_letter",
@@ -134,5 +194,6 @@ def check_all(*, events: list[Mapping], audit: list[Mapping], positions: Mapping
     if exchange_positions is not None:
         out += positions_match(positions, exchange_positions)
     out += gate_respected(audit, fail_closed=fail_closed)
+    out += group_leg_order(events, audit)
     out += no_lost_orders(dead_letters)
     return out

@@ -15,7 +15,10 @@
     ├── hedger         emergency hedges, debounced, delta-only (rule 7)
     ├── stops          stop-loss manager (rule 8); gets quotes from the gateway
     ├── symbols        one_for_one supervisor of symbol-<SYM>
-    └── market         synthetic market feed into the venue (``run`` only)
+    ├── market         synthetic market feed into the venue (``run`` only)
+    └── demo-groups    order-group drills on their own pair (``run`` with the
+                       embedded exchange and ``demo.groups.enabled``; see
+                       ``actors.demo_groups``)
 
 DESIGN draws the reconnect controller inside the gateway box; it is a
 sibling here so a gateway crash never loses the backoff state and budget.
@@ -36,8 +39,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from loguru import logger
 
 from config.schema import Config
 from runtime.backoff import Backoff
@@ -77,6 +78,20 @@ class LaunchSpec:
     market_duration_s: float | None = None
     #: keep the exchange engine across a runtime restart (scenario crash/restart)
     engine: Any = None
+    #: the ``demo.groups`` config section when ``run`` starts the demo group driver
+    #: (its symbols are in ``symbols`` too, with no strategy on them); see :func:`demo_plan`
+    demo_groups: Any = None
+
+
+def demo_plan(cfg: Config) -> tuple[tuple[str, ...], Any]:
+    """``run``'s symbols (the market's plus the demo pair's) and its ``demo.groups``
+    section, or None: the driver needs the embedded exchange (its drills are
+    that exchange's fault injection) and a market ``run`` feeds itself."""
+    symbols = tuple(cfg.market.symbols)
+    demo = cfg.demo.groups
+    if not demo.enabled or cfg.exchange.url is not None:
+        return symbols, None
+    return symbols + tuple(s for s in demo.symbols if s not in symbols), demo
 
 
 class Runtime:
@@ -200,7 +215,8 @@ class Runtime:
                                                  gw.reconnect.jitter),
                               "budget": gw.budget.attempts, "window_s": gw.budget.window_s}),
             ChildSpec("reconciler", Reconciler,
-                      kwargs={"poll_s": cfg.reconciler.poll_s, "accounts": (self.account,)}),
+                      kwargs={"poll_s": cfg.reconciler.poll_s, "accounts": (self.account,),
+                              "round_timeout_s": cfg.reconciler.startup_timeout_s}),
             ChildSpec("coordinator", Coordinator,
                       kwargs={"limits": Limits.from_config(cfg.risk,
                                                            account_equity=cfg.exchange.starting_cash),
@@ -216,15 +232,25 @@ class Runtime:
                       kwargs={"slippage_bps": cfg.stops.slippage_bps,
                               "fallback_after_s": cfg.stops.fallback_after_s,
                               "cancel_wait_alert_s": cfg.stops.cancel_wait_alert_s}),
-            symbols_supervisor(spec.symbols, cfg.strategy.name, cfg.strategy.params,
+            symbols_supervisor([s for s in spec.symbols if s not in self.demo_symbols],
+                               cfg.strategy.name, cfg.strategy.params,
                                account=self.account, intensity=sup.intensity,
-                               period_s=sup.period_s),
+                               period_s=sup.period_s, quiet_symbols=self.demo_symbols),
         ]
         if spec.market is not None:
             from actors.market_feed import MarketFeed
 
             children.append(ChildSpec("market", MarketFeed, args=(spec.market,),
                                       kwargs={"duration_s": spec.market_duration_s}))
+        if spec.demo_groups is not None and spec.exchange_url is None:
+            from actors.demo_groups import NAME as DEMO, DemoGroups, DemoSettings
+
+            # last: started once everything it drives is up, stopped first
+            children.append(ChildSpec(DEMO, DemoGroups, kwargs={
+                "settings": DemoSettings.from_config(spec.demo_groups,
+                                                     GroupSettings.from_config(cfg.groups)),
+                "seed": spec.seed, "account": self.account,
+                "duration_s": spec.market_duration_s}))
         rb = cfg.runtime.restart_backoff
         return SupervisorSpec(ROOT, children, strategy="one_for_one", intensity=sup.intensity,
                               period_s=sup.period_s,
@@ -293,6 +319,12 @@ class Runtime:
         from runtime.halt import orderly_halt
 
         orderly_halt(self, reason)
+
+    @property
+    def demo_symbols(self) -> list[str]:
+        """Symbols only the demo group driver trades (no strategy runs on them)."""
+        demo = self.spec.demo_groups
+        return list(demo.symbols) if demo is not None and self.spec.exchange_url is None else []
 
     # -- reading ----------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from rich.console import Console
 
 from config import ConfigError, config_hash, load_config
 from runtime.clock import LiveClock
-from runtime.launcher import LaunchSpec, Runtime
+from runtime.launcher import LaunchSpec, Runtime, demo_plan
 from runtime.logs import RunLogs
 from runtime.summary import collect_summary, print_summary, write_summary
 
@@ -136,7 +136,7 @@ def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: dateti
          first_started: str | None = None) -> int:
     from exchange.synthetic import SyntheticMarket
 
-    symbols = tuple(cfg.market.symbols)
+    symbols, demo_groups = demo_plan(cfg)  # the demo pair trades symbols of its own
     duration = float(cfg.run.duration_s)
     m = cfg.market
     market = None
@@ -147,7 +147,7 @@ def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: dateti
                                  spread_bps=m.spread_bps, quote_size=m.quote_size, start=started)
     spec = LaunchSpec(cfg, run_dir, symbols, clock, run_id=run_id, config_hash=config_hash(cfg),
                       seed=m.seed, exchange_url=cfg.exchange.url, market=market,
-                      market_duration_s=duration)
+                      market_duration_s=duration, demo_groups=demo_groups)
     logger.info("run {} starting: {} symbols, {:.0f}s, strategy {}, exchange {}", run_id,
                 len(symbols), duration, cfg.strategy.name, cfg.exchange.url or "in-process sim")
     console.print(f"[bold]Tradewarden[/bold] run [cyan]{run_id}[/cyan]: {len(symbols)} symbols, "
@@ -267,8 +267,9 @@ def _drain(rt: Runtime) -> None:
     from actors.market_feed import StopFeed
 
     system = rt.system
-    if system.directory.get("market") is not None:
-        system.tell("market", StopFeed("run ending"))
+    for name in ("market", "demo-groups"):  # no new market data, no new demo group
+        if system.directory.get(name) is not None:
+            system.tell(name, StopFeed("run ending"))
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
     while time.monotonic() < deadline:
         by_status = rt.info("coordinator").get("orders_by_status", {})

@@ -18,6 +18,12 @@ How entries are injected (DESIGN section 9):
 * ``crash`` kills the runtime (mailboxes dropped, nothing flushed); the
   exchange keeps its state, as a venue would. ``restart`` starts a new
   runtime on the same store, which recovers and reconciles before trading.
+  ``crash: {point: after_intent | after_submit | after_fill}`` arms a named
+  point instead: the runtime dies when the coordinator next reaches it, at
+  that instant of virtual time (``runtime.crash_points``). A point not
+  reached by the ``restart`` entry is an error (the scenario would silently
+  test less), unless the run is lenient (``strict_crash_points=False``, for
+  generated timelines): then the runtime dies at the restart entry's time.
 * ``control`` turns the kill switch on or off; ``end`` stops the run.
 """
 
@@ -34,6 +40,8 @@ from loguru import logger
 
 from config import ConfigError, config_hash
 from runtime.clock import EPOCH_DEFAULT, VirtualClock
+from runtime.crash_points import SERVICE as CRASH_SERVICE
+from runtime.crash_points import CrashPoints, kill_at_point, run_until_point, settle
 from runtime.launcher import LaunchSpec, Runtime
 from runtime.scenario_expect import check_expect
 from runtime.scenario_file import (BarEvent, ControlEvent, CrashEvent, EndEvent, ExchangeEvent,
@@ -64,8 +72,12 @@ class ScenarioResult:
 
 
 class ScenarioRun:
-    def __init__(self, scenario: Scenario, run_dir: Path, *, start: datetime = EPOCH_DEFAULT) -> None:
+    def __init__(self, scenario: Scenario, run_dir: Path, *, start: datetime = EPOCH_DEFAULT,
+                 strict_crash_points: bool = True) -> None:
         self.sc = scenario
+        self.points = CrashPoints()
+        self.armed_line: int | None = None
+        self.strict_crash_points = strict_crash_points
         self.run_dir = run_dir
         self.clock = VirtualClock(start)
         cfg = scenario.config
@@ -110,6 +122,7 @@ class ScenarioRun:
                 self._advance(last + TAIL_S)
             self._sample()
         finally:
+            self.points.release()  # never leave a handler held if the run failed
             if self.rt is not None and self.rt.system is not None and not self.rt.system._shut:
                 self.rt.stop()
         summary = collect_summary(self.rt, started_at=started.isoformat(),
@@ -137,15 +150,40 @@ class ScenarioRun:
             self.sampler.sample(self.rt, self.clock.monotonic(), force=True)
 
     def _advance(self, t: float) -> None:
-        if self.rt is not None:
+        if self.rt is not None and self.armed_line is not None:
+            if run_until_point(self.rt.system, self.points, t):
+                self._crash_at_point()
+        elif self.rt is not None:
             self.rt.system.run_until(t)
-        else:  # crashed and not yet restarted: time passes, nothing runs
+        if self.rt is None:  # crashed and not yet restarted: time passes, nothing runs
             self.clock.advance_to(max(self.clock.monotonic(), t))
+
+    def _settle(self) -> None:
+        if self.rt is None:
+            return
+        if self.armed_line is None:
+            self.rt.system.wait_quiescent()
+        elif settle(self.rt.system, self.points, time.monotonic() + 60.0):
+            self._crash_at_point()
+
+    def _crash_at_point(self) -> None:
+        self.crashes += 1
+        self.armed_line = None
+        logger.warning("scenario {}: runtime crash at point {} ({} in {}) at t={}s", self.sc.name,
+                       self.points.reached_point, self.points.detail, self.points.holder,
+                       self.clock.monotonic())
+        kill_at_point(self.rt, self.points)
+        self.rt = None
 
     def _inject(self, entry: Any) -> None:
         ev, now = entry.event, self.clock.now()
         where = f"{self.sc.path}:{entry.line}"
         if isinstance(ev, RestartEvent):
+            if self.rt is not None and self.armed_line is not None:
+                if self.strict_crash_points:
+                    raise ScenarioError(f"{where}: the crash point {self.points.armed} armed on "
+                                        f"line {self.armed_line} was never reached")
+                self._crash_now(entry)
             if self.rt is not None:
                 raise ScenarioError(f"{where}: restart without a crash before it")
             self._start()
@@ -179,11 +217,12 @@ class ScenarioRun:
             from messages.control import KillSwitch
 
             tell("coordinator", KillSwitch(ev.kill_switch, ev.reason or "scenario control", now))
+        elif isinstance(ev, CrashEvent) and ev.point is not None:
+            self.points.arm(ev.point)
+            self.rt.system.services[CRASH_SERVICE] = self.points
+            self.armed_line = entry.line
         elif isinstance(ev, CrashEvent):
-            self.crashes += 1
-            logger.warning("scenario {}: runtime crash at t={}s", self.sc.name, entry.at)
-            self.rt.kill()
-            self.rt = None
+            self._crash_now(entry)
         elif isinstance(ev, GroupEvent):
             if self.rt.system.directory.get("groups") is None:
                 raise ScenarioError(f"{where}: group entries need the order-group supervisor, "
@@ -197,7 +236,15 @@ class ScenarioRun:
             except GroupSpecError as exc:
                 raise ScenarioError(f"{where}: group.{exc}") from None
             tell("groups", SubmitGroup(spec, now))
-        self.rt.system.wait_quiescent() if self.rt is not None else None
+        self._settle()
+
+    def _crash_now(self, entry: Any) -> None:
+        self.crashes += 1
+        self.armed_line = None
+        self.points.disarm()
+        logger.warning("scenario {}: runtime crash at t={}s", self.sc.name, entry.at)
+        self.rt.kill()
+        self.rt = None
 
     # -- figures for expect -------------------------------------------------------------
 

@@ -1,12 +1,12 @@
 """summary.json (DESIGN section 8): what a run or scenario did, in one object.
 
 Figures come from durable records where they exist, so they survive an
-actor restart or a runtime crash mid-run: risk decisions, signals and hedge
-and stop orders from ``audit.jsonl``; order outcomes from the coordinator's
-order table (rebuilt from the store after a restart); positions from both
-sides. Counters held only in memory (market events) come from the actors'
-introspection figures. The same function serves ``run`` and ``scenario``,
-so the two summaries have the same shape.
+actor restart or a runtime crash mid-run: risk decisions, signals, hedge
+and stop orders and order-group outcomes from ``audit.jsonl``; order
+outcomes from the coordinator's order table (rebuilt from the store after a
+restart); positions from both sides. Counters held only in memory (market
+events) come from the actors' introspection figures. The same function
+serves ``run`` and ``scenario``, so the two summaries have the same shape.
 """
 
 from __future__ import annotations
@@ -33,6 +33,45 @@ def order_counts(by_status: Mapping[str, int]) -> dict[str, int]:
             # the exchange ending an order itself (expired) is a cancel by the broker
             "canceled": sent.get("canceled", 0) + sent.get("expired", 0),
             "rejected": sent.get("rejected", 0)}
+
+
+#: terminal group states (``trading.group_state``) and the summary key counting each
+GROUP_OUTCOMES = {"filled": "filled", "rolled_back": "rolled_back", "failed": "failed"}
+
+
+def group_figures(audit: list[Mapping]) -> dict[str, int]:
+    """Order groups (rule 6) from their ``group_decision`` records.
+
+    ``submitted``: every group asked for, refused ones included. A group ends
+    ``filled``, ``rolled_back`` (its filled legs unwound) or ``failed`` (gave
+    its residue to the hedger) after its margin gate approved it; one refused
+    before any leg went out (bad spec, duplicate id, ``worst_case_margin``,
+    no market) is ``rejected``; ``open`` had not ended when the run stopped.
+    """
+    last: dict[str, Mapping] = {}
+    approved: set[str] = set()
+    refused = 0
+    for r in audit:
+        if r.get("kind") != "group_decision":
+            continue
+        gid = r.get("group_id")
+        if r.get("state") == "rejected":  # refused by ``groups``: no group actor ever ran
+            refused += 1
+        elif gid is not None:
+            last[gid] = r
+            if r.get("approved") is True:
+                approved.add(gid)
+    out = {"submitted": len(last) + refused, "filled": 0, "rolled_back": 0, "failed": 0,
+           "rejected": refused, "open": 0}
+    for gid, r in last.items():
+        state = r.get("state")
+        if state == "failed" and gid not in approved:
+            out["rejected"] += 1
+        elif state in GROUP_OUTCOMES:
+            out[GROUP_OUTCOMES[state]] += 1
+        else:
+            out["open"] += 1
+    return out
 
 
 def audit_figures(audit: list[Mapping]) -> dict[str, Any]:
@@ -74,6 +113,7 @@ def build_summary(*, run_id: str, started_at: str, ended_at: str, audit: list[Ma
         "orders": order_counts(coordinator.get("orders_by_status") or {}),
         "risk": figures["risk"],
         "hedges": figures["hedges"],
+        "groups": group_figures(audit),
         "stop_exits": {"limit": int(stop_exits.get("limit", 0)),
                        "market_fallback": int(stop_exits.get("market_fallback", 0))},
         "positions": {s: str(q) for s, q in sorted((coordinator.get("positions") or {}).items())},
@@ -121,6 +161,11 @@ def summary_table(summary: Mapping[str, Any], title: str = "Tradewarden run") ->
     t.add_row("stop exits", f"limit {summary['stop_exits']['limit']}, "
               f"market fallback {summary['stop_exits']['market_fallback']}")
     t.add_row("hedges", str(summary["hedges"]))
+    g = summary.get("groups")
+    if g is not None:
+        t.add_row("order groups", f"{g['submitted']} submitted: filled {g['filled']}, "
+                  f"rolled back {g['rolled_back']}, failed {g['failed']} (residue to the hedger), "
+                  f"rejected {g['rejected']}" + (f", open {g['open']}" if g.get("open") else ""))
     ex = summary.get("exchange_positions")
     pos = ", ".join(f"{s} {q}" + ("" if ex is None or ex.get(s, "0") == q else f" (exchange {ex.get(s)})")
                     for s, q in summary["positions"].items() if q not in ("0",)) or "flat"

@@ -103,6 +103,23 @@ def test_production_example_loads_and_is_tighter():
     assert cfg.risk.limits_for("ETHUSDT").max_order_size == cfg.risk.max_order_size
     assert cfg.alerts.telegram.enabled and cfg.alerts.webhook.enabled
     assert cfg.reconciler.poll_s > 0
+    assert cfg.demo.groups.enabled is False, "the demo drills never run against a real venue"
+
+
+def test_demo_groups_need_symbols_of_their_own(tmp_path):
+    cfg = load_config()
+    assert cfg.demo.groups.enabled and not set(cfg.demo.groups.symbols) & set(cfg.market.symbols)
+    msg = str(error_of(write(tmp_path, "market: {symbols: [BTCUSDT, ADAUSDT]}\n")))
+    assert "demo.groups.symbols" in msg and "ADAUSDT" in msg
+    off = write(tmp_path, "market: {symbols: [ADAUSDT]}\ndemo: {groups: {enabled: false}}\n",
+                name="off.yaml")
+    assert load_config(off).market.symbols == ["ADAUSDT"]
+    remote = {"market": {"symbols": ["ADAUSDT"]}, "exchange": {"url": "ws://127.0.0.1:9"}}
+    assert load_config(overrides=remote).market.symbols == ["ADAUSDT"]  # the demo won't run
+    for bad, key in (("demo: {groups: {drills: [explode]}}\n", "demo.groups.drills"),
+                     ("demo: {groups: {symbols: [ADAUSDT]}}\n", "demo.groups.symbols"),
+                     ("demo: {groups: {every_s: 0}}\n", "demo.groups.every_s")):
+        assert key in str(error_of(write(tmp_path, bad, name="bad.yaml"))), bad
 
 
 def test_package_data_path_is_relative_to_the_package():

@@ -746,3 +746,20 @@ def test_an_order_the_exchange_expires_leaves_the_in_flight_count(rigs) -> None:
     rig.signal("sell", "3")            # no longer blocked by the dead buy
     rig.advance(0.5)
     assert rig.coord["positions"] == {BTC: "-3"}
+
+
+def test_kill_switch_survives_a_coordinator_restart(rigs) -> None:
+    """A crash is never a way out of the kill switch."""
+    rig = rigs()
+    rig.quote()
+    rig.tell("coordinator", KillSwitch(True, "operator", rig.clock.now()))
+    rig.settle()
+    assert rig.coord["trading_state"] == "HALTED"
+    rig.tell("coordinator", Signal.__new__(Signal))  # fields missing: its handler raises
+    rig.advance(2.0)
+    assert rig.system.restart_counts["coordinator"] == 1
+    assert rig.coord["trading_state"] == "HALTED"
+    rig.signal("buy", "1")
+    rig.advance(0.5)
+    assert rig.coord["positions"].get(BTC, "0") == "0"
+    assert rig.coord["rejected"].get("kill_switch") == 1

@@ -347,6 +347,32 @@ def test_reject_next_n(ex):
     assert results == [OrderRejected, OrderRejected, OrderFilled]
 
 
+def test_targeted_reject_hits_only_the_matching_orders(ex):
+    """``reject_next: {count, symbol, side, group_id}``: other orders go through,
+    and the order_submitted record carries the group id."""
+    ex.apply({"reject_next": [{"group_id": "g1", "side": "sell", "count": 2}]})
+    orders = [req("a", "sell", "market", qty="1"),                      # no group
+              req("b", "buy", "market", qty="1", group_id="g1"),        # other side
+              req("c", "sell", "market", qty="1", group_id="g2"),       # other group
+              req("d", "sell", "market", qty="1", group_id="g1"),
+              req("e", "sell", "market", qty="1", group_id="g1"),
+              req("f", "sell", "market", qty="1", group_id="g1")]       # count used up
+    results = [type(of(submit(ex, o), (OrderRejected, OrderFilled))[0]).__name__ for o in orders]
+    assert results == ["OrderFilled", "OrderFilled", "OrderFilled", "OrderRejected",
+                       "OrderRejected", "OrderFilled"]
+    assert ex.reject_rules == []
+    with pytest.raises(ValueError, match="reject_next.side"):
+        ex.apply({"reject_next": {"side": "short"}})
+    with pytest.raises(ValueError, match="unknown key"):
+        ex.apply({"reject_next": {"client_order_id": "x"}})
+
+
+def test_order_submitted_records_the_group_id(ex):
+    submit(ex, req("g-leg", "buy", "market", qty="1", group_id="pair-1"))
+    subs = [e for e in read_events(ex.log.path) if e["kind"] == "order_submitted"]
+    assert [(e["client_order_id"], e["group_id"]) for e in subs] == [("g-leg", "pair-1")]
+
+
 def test_cancel_ack_delay_keeps_the_order_live_until_it_takes_effect(ex):
     ex.apply({"cancel_ack_delay_ms": 3000})
     submit(ex, req("a", "sell", price="105"))

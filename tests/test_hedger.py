@@ -109,6 +109,21 @@ def test_a_request_for_the_hedge_already_held_sends_nothing(vr: VirtualRuntime) 
     assert vr.info("hedger")["counts"]["no_delta"] == 1
 
 
+def test_targets_of_two_sources_add_up(vr: VirtualRuntime) -> None:
+    """Two order groups hand over residues in one symbol: each states its own target,
+    so the second is hedged too (one shared target would read it as already held)."""
+    _request(vr, "-5", source="group:a")
+    vr.at(vr.now + 1)
+    _request(vr, "-5", source="group:b")
+    vr.at(vr.now + 1)
+    _request(vr, "-5", source="group:a")  # a repeats itself: nothing more
+    vr.at(vr.now + 1)
+    assert _signed_hedge_orders(vr) == [D(-5), D(-5)]
+    book = vr.info("hedger")["books"][f"default|{HEDGE}"]
+    assert (book["target"], book["position"]) == ("-10", "-10")
+    assert book["targets"] == {"group:a": "-5", "group:b": "-5"}
+
+
 def test_after_a_quiet_window_the_next_request_goes_out_at_once(vr: VirtualRuntime) -> None:
     _request(vr, "-5")
     vr.at(vr.now + 2)

@@ -177,6 +177,68 @@ def test_gate_respected_fires_on_an_entry_approved_without_fresh_positions() -> 
     assert inv.gate_respected(audit, fail_closed=False) == []  # the explicit opt-out
 
 
+# -- rule 6: leg order within a group ---------------------------------------------------------
+
+
+def group_submitted(gid: str, *legs: tuple[str, str, str, int]) -> dict:
+    """The group's ``submitted`` record: legs as (symbol, side, role, priority)."""
+    return {"kind": "group_decision", "reason": "submitted", "state": "pending",
+            "approved": None, "group_id": gid,
+            "inputs": {"group_id": gid, "kind": "custom", "legs": [
+                {"symbol": sym, "side": side, "qty": "10", "role": role, "priority": prio}
+                for sym, side, role, prio in legs]}}
+
+
+def leg_decision(coid: str, gid: str, leg: int, symbol: str, side: str,
+                 kind: str = "leg") -> dict:
+    rec = decision(coid, symbol=symbol, side=side,
+                   purpose="rollback" if kind == "unwind" else "entry")
+    rec["tag"] = f"{gid}|{leg + 2}|{kind}|{leg}|{side}|10"
+    return rec
+
+
+def sub(coid: str, symbol: str, side: str, group_id: str | None = None) -> dict:
+    return ev("order_submitted", coid, symbol=symbol, side=side, qty="10", group_id=group_id)
+
+
+PUT95, PUT100 = "SPY-20260220-P-95", "SPY-20260220-P-100"
+SPREAD = ("bp", (PUT95, "buy", "protective", 0), (PUT100, "sell", "covered_short", 2))
+
+
+def test_group_leg_order_quiet_when_protection_goes_first_and_unwinds_reverse() -> None:
+    audit = [group_submitted(*SPREAD), leg_decision("g-1", "bp", 1, PUT95, "buy"),
+             leg_decision("g-2", "bp", 0, PUT100, "sell"),
+             leg_decision("g-3", "bp", 0, PUT100, "buy", kind="unwind"),
+             leg_decision("g-4", "bp", 1, PUT95, "sell", kind="unwind"),
+             group_submitted("pair", ("AAA", "buy", "long", 1), ("BBB", "sell", "short", 3)),
+             leg_decision("p-1", "pair", 1, "AAA", "buy"),
+             leg_decision("p-2", "pair", 0, "BBB", "sell")]
+    events = [sub("g-1", PUT95, "buy", "bp"), sub("g-2", PUT100, "sell", "bp"),
+              # the short is bought back before its protection is sold: unwinds are not judged
+              sub("g-3", PUT100, "buy", "bp"), sub("g-4", PUT95, "sell", "bp"),
+              sub("g-2", PUT100, "sell", "bp"),      # a resubmission after a crash: seen once
+              sub("p-1", "AAA", "buy"), sub("p-2", "BBB", "sell"),   # no group_id: tags join
+              sub("x-1", PUT100, "sell")]            # an order of no group
+    assert inv.group_leg_order(events, audit) == []
+
+
+def test_group_leg_order_fires_when_the_short_reaches_the_exchange_first() -> None:
+    audit = [group_submitted(*SPREAD), leg_decision("g-1", "bp", 1, PUT95, "buy"),
+             leg_decision("g-2", "bp", 0, PUT100, "sell")]
+    found = inv.group_leg_order([sub("g-2", PUT100, "sell", "bp"),
+                                 sub("g-1", PUT95, "buy", "bp")], audit)
+    assert rules(found) == ["group_leg_order"]
+    assert found[0]["group_id"] == "bp" and found[0]["client_order_id"] == "g-2"
+    assert PUT95 in found[0]["detail"] and "protective" in found[0]["detail"]
+
+
+def test_group_leg_order_fires_on_a_naked_short_whose_long_leg_never_went_out() -> None:
+    audit = [group_submitted("pair", ("AAA", "buy", "long", 1), ("BBB", "sell", "short", 3)),
+             leg_decision("p-2", "pair", 0, "BBB", "sell")]
+    found = inv.group_leg_order([sub("p-2", "BBB", "sell", "pair")], audit)
+    assert rules(found) == ["group_leg_order"] and "AAA (long)" in found[0]["detail"]
+
+
 # -- dead letters ------------------------------------------------------------------------------
 
 
@@ -202,14 +264,15 @@ def test_no_lost_orders_fires_on_order_flow_dropped_before_shutdown(type_: str) 
 def test_check_all_gathers_every_rule_and_can_skip_the_position_comparison() -> None:
     events = [ev("order_submitted", "a-1"), ev("order_acked", "a-1"), ev("order_acked", "a-1"),
               fill("a-1", "buy", "10", "f1"), fill("x", "sell", "15", "f2"),
-              ev("order_submitted", "rogue")]
-    audit = [kill(True), decision("a-1")]
+              ev("order_submitted", "rogue"), sub("p-2", "BBB", "sell", "pair")]
+    audit = [kill(True), decision("a-1"), decision("p-2", symbol="BBB", side="sell"),
+             group_submitted("pair", ("AAA", "buy", "long", 1), ("BBB", "sell", "short", 3))]
     kw = dict(events=events, audit=audit, positions={"BTCUSDT": "-5"}, hedging_accounts=frozenset(),
               fail_closed=True, dead_letters=[dead("SubmitOrder", "unhandled")])
     found = inv.check_all(exchange_positions={"BTCUSDT": "0"}, **kw)
-    assert sorted(set(rules(found))) == ["kill_switch", "netting", "order_flow_dead_letter",
-                                         "positions_match", "single_door",
-                                         "unique_client_order_ids"]
+    assert sorted(set(rules(found))) == ["group_leg_order", "kill_switch", "netting",
+                                         "order_flow_dead_letter", "positions_match",
+                                         "single_door", "unique_client_order_ids"]
     skipped = inv.check_all(exchange_positions=None, **kw)
     assert "positions_match" not in rules(skipped)
     good = inv.check_all(events=[ev("order_submitted", "a-1"), ev("order_acked", "a-1"),

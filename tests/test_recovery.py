@@ -1,35 +1,30 @@
 """Crash recovery and reconciliation (DESIGN rules 10, 11, 15; issue 6).
 
 The whole runtime runs on a virtual clock with the in-process simulated
-exchange. A "crash" is ``Runtime.kill()`` (every waiting message dropped, as
-if the process died); the exchange engine outlives it, as a venue would, and
-a new runtime starts on the same store. The moments in between are reached
-with real faults, not by writing the store by hand:
+exchange (``tests.recovery_life.Life``): a "crash" drops every waiting
+message, as if the process died; the exchange engine outlives it, as a venue
+would, and a new runtime starts on the same store. The moments in between
+are reached with real faults, not by writing the store by hand:
 
 * a malformed message (built around validation) crashes an actor, and the
   runtime holds that actor's mail while the supervisor waits out the
   restart backoff; killing the runtime then loses exactly that mail (a
   Durable ack, a SubmitOrder);
-* exchange latency keeps a fill report in flight when the runtime dies;
-* the exchange's own API (cancel, set_position) changes its state while the
-  runtime is down, as an operator at the venue could.
+* exchange latency keeps an ack or a fill report in flight when the runtime dies;
+* the exchange's own API (cancel, set_position, a quote) changes its state
+  while the runtime is down, as the market or an operator at the venue could.
 
 Ground truth is read from outside the coordinator: the exchange's
 ``events.jsonl``, the audit trail, the exchange engine and the store
-(``runtime.store.Store``). The real-process test (SIGKILL + ``run --resume``
-against a WebSocket exchange) is at the end.
+(``runtime.store.Store``). ``tests/test_resume.py`` has the command line
+and the real process (SIGKILL, ``run --resume``).
 """
 
 from __future__ import annotations
 
 import http.server
 import json
-import random
-import signal
-import subprocess
-import sys
 import threading
-import time
 from collections import Counter
 from decimal import Decimal as D
 from pathlib import Path
@@ -37,141 +32,15 @@ from typing import Any
 
 import pytest
 
-from config import config_hash, load_config
-from exchange.events_log import read_events
 from messages.control import KillSwitch, OrderIntent
 from messages.enums import OrderPurpose, OrderType, Side
-from messages.exchange import ExchangeFault
-from messages.market import Quote
+from messages.exchange import ExchangeFault, OpenOrdersSnapshot
 from messages.orders import CancelOrder, Signal
 from messages.persistence import StoreDb
 from runtime import invariants
-from runtime.clock import EPOCH_DEFAULT, VirtualClock
-from runtime.launcher import LaunchSpec, Runtime
 from runtime.store import Store
+from tests.recovery_life import BTC, Life, accepted_once
 from trading.audit import read_audit
-from trading.limits import Limits
-
-BTC = "BTCUSDT"
-DEEP = D("1000000")
-ROOT = Path(__file__).resolve().parent.parent
-
-
-class Life:
-    """One account's runtime across crashes: same store, same exchange, same clock."""
-
-    def __init__(self, run_dir: Path, *, exchange: dict | None = None,
-                 config: dict | None = None) -> None:
-        overrides: dict[str, Any] = {"strategy": {"name": "none"}}
-        overrides.update(config or {})
-        self.config = load_config(overrides=overrides)
-        self.clock = VirtualClock(EPOCH_DEFAULT)
-        self.run_dir = run_dir
-        self.exchange = dict(exchange or {"latency_ms": 5})
-        self.engine: Any = None
-        self.rt: Runtime | None = None
-        self.lives = 0
-
-    # -- lifecycle --------------------------------------------------------------------
-
-    def start(self, *, settle_s: float = 1.0) -> Life:
-        self.lives += 1
-        spec = LaunchSpec(self.config, self.run_dir, (BTC,), self.clock, run_id=f"life{self.lives}",
-                          config_hash=config_hash(self.config), engine=self.engine,
-                          exchange_spec=self.exchange if self.engine is None else {})
-        self.rt = Runtime(spec).start()
-        self.engine = self.rt.engine
-        if settle_s:
-            self.advance(settle_s)
-        return self
-
-    def crash(self) -> None:
-        self.rt.kill()
-        self.rt = None
-
-    def stop(self) -> None:
-        if self.rt is not None and not self.rt.system._shut:
-            self.rt.stop()
-
-    @property
-    def system(self) -> Any:
-        return self.rt.system
-
-    def advance(self, seconds: float) -> None:
-        if self.rt is None:
-            self.clock.advance_to(self.clock.monotonic() + seconds)
-        else:
-            self.system.advance(seconds)
-
-    def settle(self) -> None:
-        self.system.wait_quiescent()
-
-    # -- input --------------------------------------------------------------------------
-
-    def quote(self, bid: str = "100.0", ask: str = "100.1", size: D = DEEP) -> None:
-        q = Quote(BTC, D(bid), D(ask), self.clock.now(), bid_size=size, ask_size=size)
-        if self.rt is None:  # the market moves on while the runtime is down
-            self.engine.handle(q, self.clock.now())
-        else:
-            self.system.tell("venue", q)
-            self.advance(0.5)
-
-    def signal(self, side: str, qty: Any, **kw: Any) -> None:
-        self.system.tell("coordinator", Signal(BTC, Side(side), D(qty), self.clock.now(), **kw))
-        self.settle()
-
-    def poison(self, actor: str) -> None:
-        """A quote whose symbol is a list: it passes no validation (built around
-        it) and crashes the handler that looks the symbol up."""
-        bad = object.__new__(Quote)
-        for name, value in {"symbol": ["POISON"], "bid": D(1), "ask": D(1), "ts": self.clock.now(),
-                            "bid_size": D(0), "ask_size": D(0)}.items():
-            object.__setattr__(bad, name, value)
-        self.system.tell(actor, bad)
-
-    # -- reading -------------------------------------------------------------------------
-
-    @property
-    def coord(self) -> dict[str, Any]:
-        return self.rt.info("coordinator")
-
-    def position(self) -> D:
-        return D(self.coord["positions"].get(BTC, "0"))
-
-    def exchange_position(self) -> D:
-        return self.engine.position(BTC)
-
-    def events(self, kind: str | None = None, coid: str | None = None) -> list[dict]:
-        return [e for e in read_events(self.run_dir / "events.jsonl")
-                if (kind is None or e["kind"] == kind)
-                and (coid is None or e.get("client_order_id") == coid)]
-
-    def audit(self, kind: str | None = None, coid: str | None = None) -> list[dict]:
-        if self.rt is not None:
-            self.settle()
-        return [r for r in read_audit(self.run_dir / "audit.jsonl")
-                if (kind is None or r.get("kind") == kind)
-                and (coid is None or r.get("client_order_id") == coid)]
-
-    def approved(self) -> list[str]:
-        return [r["client_order_id"] for r in self.audit("risk_decision") if r["approved"]]
-
-    def stored(self, coid: str) -> tuple[str | None, str | None]:
-        """(status in the order record, status in meta) as on disk."""
-        store = Store.open(self.run_dir)
-        try:
-            rec = store.get(StoreDb.ORDERS, coid)
-            return (rec or {}).get("status"), store.get(StoreDb.META, f"order_status|{coid}")
-        finally:
-            store.close()
-
-    def violations(self) -> list[dict]:
-        return invariants.check_all(
-            events=self.events(), audit=self.audit(), positions=self.coord["positions"],
-            exchange_positions={k: str(v) for k, v in self.engine.positions().items()},
-            hedging_accounts=Limits.from_config(self.config.risk).hedging_accounts,
-            fail_closed=self.config.risk.fail_closed_on_missing_positions,
-            dead_letters=[])
 
 
 @pytest.fixture
@@ -186,16 +55,6 @@ def life(tmp_path: Path):
     yield make
     for lf in made:
         lf.stop()
-
-
-def accepted_once(lf: Life) -> None:
-    """Rule 15, read from the exchange: no client order id accepted twice, and
-    every id it accepted was approved by the gate exactly once."""
-    acks = Counter(e["client_order_id"] for e in lf.events("order_acked"))
-    assert [c for c, n in acks.items() if n > 1] == []
-    approved = Counter(lf.approved())
-    assert all(approved[c] == 1 for c in acks), (acks, approved)
-    assert invariants.unique_orders(lf.events()) == []
 
 
 # -- (i) an intent durable in the store but never sent -----------------------------------------
@@ -478,6 +337,26 @@ def test_an_order_sent_during_the_resync_window_is_not_judged_by_it(life) -> Non
     assert lf.violations() == []
 
 
+
+def test_a_reconciler_crash_during_the_startup_round_does_not_hang_recovery(life) -> None:
+    lf = life(exchange={"latency_ms": 20})
+    lf.quote()
+    lf.signal("buy", 2)
+    lf.crash()
+    lf.advance(1)
+    lf.start(settle_s=0)  # the startup round's answers are 20 ms away
+    bad = object.__new__(OpenOrdersSnapshot)  # an answer whose id cannot be looked up
+    for name, value in {"request_id": ["x"], "account": "default", "orders": (),
+                        "ts": lf.clock.now()}.items():
+        object.__setattr__(bad, name, value)
+    lf.system.tell("reconciler", bad)
+    lf.advance(2)
+    assert lf.system.directory.get("reconciler").restarts == 1
+    assert not lf.coord["recovering"]  # the new instance asked for its own round
+    assert lf.position() == lf.exchange_position() == 2
+    lf.signal("sell", 1)
+    assert lf.audit("risk_decision")[-1]["reason"] == "approved"
+
 # -- (v) a position changed behind the runtime's back ---------------------------------------------
 
 
@@ -593,111 +472,3 @@ def test_a_kill_switch_on_during_recovery_closes_instead_of_resubmitting(life) -
     assert lf.audit("resubmitted") == [] and lf.events("order_submitted") == []
     assert lf.coord["orders_by_status"] == {"rejected": 1} and lf.coord["inflight"] == 0
     assert lf.position() == lf.exchange_position() == 0
-
-
-# -- resume from the command line ----------------------------------------------------------------
-
-
-def test_resume_refuses_a_run_on_the_embedded_exchange(life, tmp_path: Path, capsys) -> None:
-    from main import main as cli
-
-    lf = life()
-    lf.quote()
-    lf.signal("buy", 1)
-    lf.advance(1)
-    lf.stop()
-    assert cli(["run", "--resume", str(lf.run_dir)]) == 2
-    err = capsys.readouterr().err
-    assert "embedded simulated exchange" in err and "--exchange ws://" in err
-    assert cli(["run", "--resume", str(tmp_path / "nothing-here")]) == 2
-    assert "no store" in capsys.readouterr().err
-    assert cli(["run", "--resume", str(lf.run_dir), "--out", str(tmp_path / "elsewhere"),
-                "--exchange", "ws://127.0.0.1:9"]) == 2
-    assert "--out" in capsys.readouterr().err
-
-
-# -- (vii) a real process, SIGKILLed at seeded random moments, resumed ------------------------
-
-REAL_CONFIG = """\
-risk: {max_volatility: "1", max_loss_per_trade: "100000", block_duplicate_positions: false}
-strategy: {name: demo, params: {warmup: 20, entry_z: 1.0, cooldown_s: 0.2, stop_pct: 0.4}}
-control: {enabled: false}
-"""
-
-
-def _count(events_path: Path, kind: str) -> int:
-    if not events_path.exists():
-        return 0
-    return sum(1 for e in read_events(events_path) if e["kind"] == kind)
-
-
-def test_sigkill_and_resume_against_a_websocket_exchange(tmp_path: Path) -> None:
-    """``run`` trades at a WebSocket exchange that outlives it; it is SIGKILLed
-    twice at seeded random moments after it traded and resumed each time with
-    ``run --resume``. From the exchange's own events.jsonl: no client order id
-    accepted twice, every accepted id approved once; at the end the resumed
-    run's positions are the exchange's."""
-    from exchange.feed import RandomWalkFeed
-    from exchange.ws_server import run_server
-
-    rng = random.Random(6)
-    symbols = ["BTCUSDT", "ETHUSDT"]
-    server = run_server(port=0, out_dir=tmp_path / "exchange", feed_interval_s=0.02,
-                        feed=RandomWalkFeed(symbols, seed=6, size=D("100")))
-    events = tmp_path / "exchange" / "events.jsonl"
-    cfg = tmp_path / "real.yaml"
-    cfg.write_text(REAL_CONFIG, encoding="utf-8")
-    out = tmp_path / "run"
-    common = ["--config", str(cfg), "--symbols", ",".join(symbols)]
-    try:
-        first = [sys.executable, str(ROOT / "main.py"), "run", *common, "--exchange", server.url,
-                 "--duration", "120", "--out", str(out)]
-        resume = [sys.executable, str(ROOT / "main.py"), "run", *common, "--resume", str(out)]
-        cmd = first
-        for kill in range(2):
-            with open(tmp_path / f"proc{kill}.log", "w") as log:
-                proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-                # After a few fills, right after the next order reached the
-                # exchange (its reports are then on the wire, its status
-                # maybe not yet stored), plus a seeded random few ms.
-                fills, orders = _count(events, "order_filled"), _count(events, "order_submitted")
-                deadline = time.monotonic() + 60
-                while (_count(events, "order_filled") < fills + 3
-                       or _count(events, "order_submitted") <= orders + 3):
-                    assert proc.poll() is None, (tmp_path / f"proc{kill}.log").read_text()[-3000:]
-                    assert time.monotonic() < deadline, "the run did not trade within 60 s"
-                    time.sleep(0.001)
-                time.sleep(rng.uniform(0.0, 0.004))
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(timeout=10)
-            cmd = [*resume, "--duration", "60"]
-        done = subprocess.run([*resume, "--duration", "2"], cwd=ROOT, capture_output=True,
-                              text=True, timeout=120)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        exchange_positions = server.call(lambda: server.engine.positions()).result(5)
-    finally:
-        server.stop()
-    evs = read_events(events)
-    acks = Counter(e["client_order_id"] for e in evs if e["kind"] == "order_acked")
-    assert acks and [c for c, n in acks.items() if n > 1] == []
-    audit = list(read_audit(out / "audit.jsonl"))
-    approved = Counter(r["client_order_id"] for r in audit
-                       if r["kind"] == "risk_decision" and r["approved"])
-    assert all(approved[c] == 1 for c in acks), [c for c in acks if approved[c] != 1]
-    assert invariants.netting(evs) == []
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["invariant_violations"] == []
-    assert {s: q for s, q in summary["positions"].items() if q != "0"} == \
-        {s: str(q) for s, q in exchange_positions.items() if q != 0}
-    info = json.loads((out / "run.json").read_text())
-    assert info["exchange_url"] == server.url and len(info["resumed_at"]) == 2
-    # Every order the store knows ended settled: none left as an unsent intent
-    # or a submission nobody answered (they block netting forever).
-    store = Store.open(out)
-    try:
-        snap = store.read_all()
-    finally:
-        store.close()
-    statuses = {coid: snap["meta"].get(f"order_status|{coid}", rec.get("status"))
-                for coid, rec in snap["orders"].items()}
-    assert statuses and [c for c, st in statuses.items() if st in ("intent", "submitted")] == []

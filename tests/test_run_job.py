@@ -11,17 +11,24 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from exchange.events_log import read_events
 from trading.audit import read_audit
 
 ROOT = Path(__file__).resolve().parent.parent
-#: ticks every 20 ms so the demo strategy warms up (60 quotes) within a second
+#: ticks every 20 ms so the demo strategy warms up (60 quotes) within a second; stops
+#: 0.1 % away trigger within seconds; a demo group step every 0.5 s runs the whole
+#: drill cycle (fill, close, rollback, handoff to the hedger) in a few seconds
 FAST_MARKET = ("market: {tick_interval_ms: 20, bar_interval_s: 0.5}\n"
-               "risk: {max_volatility: \"1\"}\n")
+               "risk: {max_volatility: \"1\"}\n"
+               "strategy: {params: {stop_pct: 0.001}}\n"
+               "demo: {groups: {every_s: 0.5}}\n")
 SUMMARY_KEYS = {"schema_version", "run_id", "started_at", "ended_at", "market_events", "signals",
-                "orders", "risk", "hedges", "stop_exits", "positions", "exchange_positions",
-                "restarts", "invariant_violations", "pnl"}
+                "orders", "risk", "hedges", "groups", "stop_exits", "positions",
+                "exchange_positions", "restarts", "invariant_violations", "pnl"}
 
 
 def _cli(*args: str) -> list[str]:
@@ -34,11 +41,19 @@ def _config(tmp_path: Path) -> Path:
     return cfg
 
 
-def test_run_writes_a_complete_run_directory(tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    proc = subprocess.run(_cli("run", "--config", str(_config(tmp_path)), "--duration", "4",
+@pytest.fixture(scope="module")
+def fast_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """One short ``main.py run`` (5 s of the fast market), read by several tests."""
+    tmp = tmp_path_factory.mktemp("fast-run")
+    out = tmp / "run"
+    proc = subprocess.run(_cli("run", "--config", str(_config(tmp)), "--duration", "5",
                                "--out", str(out)),
                           cwd=ROOT, capture_output=True, text=True, timeout=90)
+    return out, proc
+
+
+def test_run_writes_a_complete_run_directory(fast_run: tuple[Path, Any]) -> None:
+    out, proc = fast_run
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for name in ("summary.json", "events.jsonl", "audit.jsonl", "store", "run.log"):
         assert (out / name).exists(), name
@@ -60,6 +75,31 @@ def test_run_writes_a_complete_run_directory(tmp_path: Path) -> None:
     assert submitted and submitted <= approved
     assert summary["orders"]["submitted"] == len(submitted)
     assert "Tradewarden run" in proc.stdout and "invariants" in proc.stdout
+
+
+def test_run_exercises_groups_hedges_and_stops_and_counts_them(
+        fast_run: tuple[Path, Any]) -> None:
+    """Issue 5: the demo run's drills (a pair that fills and is closed, one whose
+    short leg the exchange rejects, one whose unwinds fail too) and the strategy's
+    stops all happen, summary.json counts them, and rule 6's leg order held."""
+    out, proc = fast_run
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["invariant_violations"] == []
+    groups = summary["groups"]
+    assert groups["filled"] >= 1 and groups["rolled_back"] >= 1 and groups["failed"] >= 1, groups
+    assert groups["submitted"] == sum(groups[k] for k in ("filled", "rolled_back", "failed",
+                                                          "rejected", "open"))
+    assert summary["hedges"] >= 1, "the handoff drill's residue should have been hedged"
+    assert sum(summary["stop_exits"].values()) >= 1
+    # the demo pair ends flat: every drill was closed, unwound or hedged
+    assert {s: summary["positions"].get(s, "0") for s in ("ADAUSDT", "DOTUSDT")} == \
+        {"ADAUSDT": "0", "DOTUSDT": "0"}
+    # the exchange's own record says which group each leg belonged to
+    legs = [e for e in read_events(out / "events.jsonl")
+            if e["kind"] == "order_submitted" and e.get("group_id")]
+    assert {e["group_id"] for e in legs} >= {"demo-1", "demo-2", "demo-3", "demo-4"}
+    assert "order groups" in proc.stdout
 
 
 def test_sigint_stops_in_order_with_exit_code_zero(tmp_path: Path) -> None:

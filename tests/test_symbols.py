@@ -145,7 +145,7 @@ def test_demo_strategy_signals_are_deterministic_and_exercise_both_sides():
         assert m.stop_loss.as_tuple().exponent == -3  # on the quotes' price grid
         distance = (m.stop_loss - stats.mid) / stats.mid
         assert (distance < 0) if m.side is Side.BUY else (distance > 0)
-        assert Decimal("0.015") < abs(distance) < Decimal("0.025")
+        assert Decimal("0.004") < abs(distance) < Decimal("0.006")  # stop_pct 0.5 %
     # Stats at most every N (=10) ticks, plus one ahead of a signal at most.
     for sym, info in infos.items():
         n_stats = sum(1 for m in received if isinstance(m, MarketStats) and m.symbol == sym)
@@ -380,7 +380,7 @@ def test_demo_strategy_is_edge_triggered_with_cooldown():
     assert s.on_data(history([100.0] * 10), feats(100, 0.0)) == []
     out = s.on_data(history([100.0] * 11), feats(100, -2.0))
     assert [(i.side, i.qty) for i in out] == [(Side.BUY, 3)]
-    assert out[0].stop_loss == pytest.approx(98.0)
+    assert out[0].stop_loss == pytest.approx(99.5)  # stop_pct 0.5 % below the mid
     assert s.on_data(history([100.0] * 12), feats(100, -2.5)) == []   # no new crossing
     assert s.on_data(history([100.0] * 12), feats(100, 0.0)) == []
     assert s.on_data(history([100.0] * 12), feats(100, 2.0)) == []    # within cooldown
