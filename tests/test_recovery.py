@@ -39,22 +39,9 @@ from messages.orders import CancelOrder, Signal
 from messages.persistence import StoreDb
 from runtime import invariants
 from runtime.store import Store
-from tests.recovery_life import BTC, Life, accepted_once
+from tests.recovery_life import BTC, Life, accepted_once, life  # noqa: F401 - fixture
 from trading.audit import read_audit
 
-
-@pytest.fixture
-def life(tmp_path: Path):
-    made: list[Life] = []
-
-    def make(**kw: Any) -> Life:
-        lf = Life(tmp_path / "run", **kw)
-        made.append(lf)
-        return lf.start()
-
-    yield make
-    for lf in made:
-        lf.stop()
 
 
 # -- (i) an intent durable in the store but never sent -----------------------------------------

@@ -20,24 +20,11 @@ import pytest
 from exchange.events_log import read_events
 from runtime import invariants
 from runtime.store import Store
-from tests.recovery_life import Life
+from tests.recovery_life import Life, life  # noqa: F401 - fixture
 from trading.audit import read_audit
 
 ROOT = Path(__file__).resolve().parent.parent
 
-
-@pytest.fixture
-def life(tmp_path: Path):
-    made: list[Life] = []
-
-    def make(**kw: Any) -> Life:
-        lf = Life(tmp_path / "run", **kw)
-        made.append(lf)
-        return lf.start()
-
-    yield make
-    for lf in made:
-        lf.stop()
 
 
 # -- resume from the command line ----------------------------------------------------------------

@@ -23,6 +23,7 @@ from decimal import Decimal
 from typing import Any
 
 from trading.group_spec import GroupSpec, LegSpec, parse_group
+from trading.owned_order import FillTracking
 
 ZERO = Decimal(0)
 PENDING, SUBMITTING = "pending", "submitting"
@@ -44,7 +45,7 @@ class BadTransition(RuntimeError):
 
 
 @dataclass
-class GroupOrder:
+class GroupOrder(FillTracking):
     """One order the group sent: a leg's opening order or an unwind of a leg."""
 
     kind: str                 # LEG / UNWIND
@@ -56,15 +57,6 @@ class GroupOrder:
     #: None while it can still fill; else filled / rejected / canceled / expired / ...
     closed: str | None = None
     cancel_requested: bool = False
-
-    @property
-    def filled(self) -> Decimal:
-        # The broker said it filled completely: trust that before every report is in.
-        return self.qty if self.closed == "already_filled" else sum(self.fills.values(), ZERO)
-
-    @property
-    def live(self) -> Decimal:
-        return ZERO if self.closed else max(ZERO, self.qty - self.filled)
 
 
 @dataclass
@@ -153,7 +145,7 @@ class Group:
 
     def live(self, kind: str, leg: int) -> Decimal:
         """Quantity of ``kind`` orders for ``leg`` that may still fill (intents included)."""
-        return (sum((o.live for o in self._orders(kind, leg)), ZERO)
+        return (sum((o.live_qty for o in self._orders(kind, leg)), ZERO)
                 + sum((p.qty for p in self._pending(kind, leg)), ZERO))
 
     def sent(self, leg: int) -> bool:

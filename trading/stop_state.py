@@ -19,6 +19,7 @@ from typing import Any
 
 from messages.enums import Side
 from messages.market import Quote
+from trading.owned_order import FillTracking
 
 ZERO = Decimal(0)
 BPS = Decimal(10_000)
@@ -28,22 +29,13 @@ LIMIT, MARKET = "limit", "market"
 
 
 @dataclass
-class ExitOrder:
+class ExitOrder(FillTracking):
     kind: str
     qty: Decimal
     fills: dict[str, Decimal] = field(default_factory=dict)
     #: None while it can still fill; else filled / canceled / already_filled / unknown / ...
     closed: str | None = None
     cancel_requested: bool = False
-
-    @property
-    def filled(self) -> Decimal:
-        # The broker said it filled completely: trust that even before every report is in.
-        return self.qty if self.closed == "already_filled" else sum(self.fills.values(), ZERO)
-
-    @property
-    def live_qty(self) -> Decimal:
-        return ZERO if self.closed else max(ZERO, self.qty - self.filled)
 
 
 @dataclass
