@@ -34,6 +34,9 @@ def _sections(quick: bool) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
     from runtime.bench import pipeline  # the whole tree end to end (issue 4, Performance)
 
     sections.append(("pipeline", lambda: pipeline.run(quick)))
+    from runtime.bench import hedge  # margin grid (rule 6) and hedge lag (rule 7)
+
+    sections.append(("margin+hedge", lambda: hedge.run(quick)))
     return sections
 
 
