@@ -49,6 +49,12 @@ def _exchange(args: argparse.Namespace) -> int:
     return exchange_main(port=args.port, out=args.out, symbols=args.symbols, seed=args.seed)
 
 
+def _kill_switch(args: argparse.Namespace) -> int:
+    from runtime.inspect_cli import kill_switch
+
+    return kill_switch(args.state == "on", args.reason, args.control, config_path=args.config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tradewarden", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -104,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print matching records as JSON lines")
     p.add_argument("--limit", type=int, default=50, help="rows in the table (default 50)")
     p.set_defaults(func=_audit)
+
+    p = sub.add_parser("kill-switch", help="engage or release a running runtime's kill switch "
+                                           "(through its control endpoint)")
+    p.add_argument("state", choices=("on", "off"))
+    p.add_argument("--reason", required=True, help="why (audited and alerted)")
+    p.add_argument("--control", metavar="HOST:PORT", help="the runtime's control endpoint")
+    p.add_argument("--config", metavar="FILE", help="config naming control.token_env")
+    p.set_defaults(func=_kill_switch)
 
     p = sub.add_parser("bench", help="run the benchmark suite (DESIGN section 10)")
     p.add_argument("--quick", action="store_true", help="finish in under a minute")

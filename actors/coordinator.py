@@ -313,6 +313,7 @@ class Coordinator(Actor):
             self._halt(f"manual: {msg.reason}")
         else:
             self.state.trading_state, self.kill_reason = ACTIVE, None
+            self.ctx.tell(self.persistence, Put(StoreDb.META, "kill_switch", None))
             self.audit.record(kind="kill_switch", reason="released", ts=self.ctx.clock.now(),
                               inputs={"why": msg.reason})
             self._alert("info", "kill switch released", msg.reason)
@@ -386,6 +387,8 @@ class Coordinator(Actor):
         if self.state.trading_state == HALTED:
             return
         self.state.trading_state, self.kill_reason = HALTED, why
+        # In the store too: a runtime restart must not release it (trading.recovery)
+        self.ctx.tell(self.persistence, Put(StoreDb.META, "kill_switch", why))
         self.counts["kill_switch_trips"] += 1
         self.audit.record(kind="kill_switch", reason="engaged", ts=self.ctx.clock.now(),
                           inputs={"why": why})

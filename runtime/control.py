@@ -163,6 +163,41 @@ class _Handler(BaseHTTPRequestHandler):
             logger.exception("control {} failed", url.path)
             self._send(500, {"error": redact_text(f"{type(exc).__name__}: {exc}")})
 
+    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+        """``POST /kill-switch {"on": bool, "reason": str}``: the operator's switch.
+
+        The only write route. It tells the coordinator a ``KillSwitch`` (the
+        same message a scenario's ``control`` entry sends) and returns 202:
+        the coordinator decides, audits and alerts; the request never waits
+        on an actor. A restart keeps an engaged switch (the store holds it),
+        so this is also how a halted or resumed run is released.
+        """
+        url = urlsplit(self.path)
+        if not self.control.authorized(self.headers.get("Authorization")):
+            self._send(401, {"error": "unauthorized"},
+                       extra={"WWW-Authenticate": 'Bearer realm="tradewarden"'})
+            return
+        if url.path.rstrip("/") != "/kill-switch":
+            self._send(404, {"error": "not found", "routes": ["POST /kill-switch"]})
+            return
+        try:
+            length = min(int(self.headers.get("Content-Length") or 0), 4096)
+            body = json.loads(self.rfile.read(length) or b"{}")
+            on, reason = body.get("on"), body.get("reason")
+            if not isinstance(on, bool) or not isinstance(reason, str) or not reason.strip():
+                raise ValueError('expected {"on": true|false, "reason": "<why>"}')
+        except (ValueError, AttributeError) as exc:
+            self._send(400, {"error": redact_text(str(exc))})
+            return
+        from messages.control import KillSwitch
+
+        system = system_of(self.control.target)
+        reason = redact_text(reason.strip())[:200]
+        system.tell("coordinator", KillSwitch(on, f"operator: {reason}", system.clock.now()))
+        logger.warning("kill switch {} requested through the control endpoint: {}",
+                       "ON" if on else "OFF", reason)
+        self._send(202, {"accepted": True, "on": on, "reason": reason})
+
     def _index(self, _q: dict) -> None:
         self._send(200, {"routes": ["/metrics", "/actors?peek=N", "/healthz"]})
 

@@ -17,9 +17,10 @@ message if it still runs; otherwise the launcher does the work itself:
   one synced transaction. The persistence actor is stopped, so this is
   still the only writer.
 
-A resumed run (``run --resume``) reports an earlier halt and trades again:
-restarting after a halt is the operator's decision, and the reconciliation
-at startup settles whatever the crash loop left in flight.
+A resumed run (``run --resume``) reports the earlier halt and comes back with
+the kill switch engaged (``meta/kill_switch``): exits still go through, new
+risk waits until an operator releases it (``main.py kill-switch off``), and
+the reconciliation at startup settles whatever the crash loop left in flight.
 """
 
 from __future__ import annotations
@@ -58,15 +59,22 @@ def orderly_halt(rt: Any, reason: str) -> None:
         system.tell("alerts", alert)
     else:
         _alert_directly(rt, alert)
+    from trading.recovery import KILL_SWITCH_KEY
+
     record = {"reason": reason, "at": now}
+    # The kill switch stays engaged in the store too: a resumed run comes back
+    # halted, consistent with the audit trail, until an operator releases it.
+    writes = ((HALT_KEY, record), (KILL_SWITCH_KEY, why))
     if _running(system, "persistence"):
-        system.tell("persistence", Put(StoreDb.META, HALT_KEY, record))
+        for key, value in writes:
+            system.tell("persistence", Put(StoreDb.META, key, value))
         system.tell("persistence", Flush(ack=Future()))
     elif rt.store is not None:
         from runtime.store import key_bytes, pack_value
 
         try:
-            rt.store.apply([("put", StoreDb.META.value, key_bytes(HALT_KEY), pack_value(record))])
+            rt.store.apply([("put", StoreDb.META.value, key_bytes(k), pack_value(v))
+                            for k, v in writes])
         except Exception:  # noqa: BLE001 - the halt goes on; the log has the reason
             logger.exception("could not record the halt in the store")
 

@@ -181,3 +181,28 @@ def main(control: str | None = None, *, watch: bool = False, peek: int = 0,
         return 1
     except KeyboardInterrupt:
         return 0
+
+
+def kill_switch(on: bool, reason: str, control: str | None = None, *,
+                config_path: str | None = None) -> int:
+    """``main.py kill-switch on|off --reason R``: flip the running runtime's kill switch."""
+    base, token = _target(control, config_path)
+    url = f"{base}/kill-switch"
+    req = urllib.request.Request(url, data=json.dumps({"on": on, "reason": reason}).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:  # noqa: S310 - http only
+            json.loads(resp.read().decode("utf-8"))
+    except urllib.error.HTTPError as exc:
+        print(f"tradewarden kill-switch: {url}: HTTP {exc.code} "
+              f"{exc.read().decode('utf-8', 'replace')[:200]}", file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"tradewarden kill-switch: nothing is listening at {base} "
+              f"({getattr(exc, 'reason', exc)})", file=sys.stderr)
+        return 1
+    print(f"kill switch {'ON' if on else 'OFF'} requested ({reason}); "
+          f"check with: python main.py inspect")
+    return 0

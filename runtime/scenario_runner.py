@@ -77,6 +77,8 @@ class ScenarioRun:
         self.sc = scenario
         self.points = CrashPoints()
         self.armed_line: int | None = None
+        #: named points the runtime died at, in order (summary ``crash_points``)
+        self.points_reached: list[str] = []
         self.strict_crash_points = strict_crash_points
         self.run_dir = run_dir
         self.clock = VirtualClock(start)
@@ -129,6 +131,7 @@ class ScenarioRun:
                                   ended_at=self.clock.now().isoformat(),
                                   extra={"scenario": self.sc.name, "path": self.sc.path,
                                          "seed": self.sc.seed, "crashes": self.crashes,
+                                         "crash_points": list(self.points_reached),
                                          "alerts": self._alerts()})
         failures = check_expect(self.sc.expect, summary, self._exit_figures())
         summary["expect"] = {"passed": not failures, "failures": failures}
@@ -168,6 +171,7 @@ class ScenarioRun:
 
     def _crash_at_point(self) -> None:
         self.crashes += 1
+        self.points_reached.append(str(self.points.reached_point))
         self.armed_line = None
         logger.warning("scenario {}: runtime crash at point {} ({} in {}) at t={}s", self.sc.name,
                        self.points.reached_point, self.points.detail, self.points.holder,

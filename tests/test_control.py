@@ -34,6 +34,7 @@ from runtime.metrics import METRIC_NAMES
 from runtime.supervisor import ChildSpec
 from tests.rt_helpers import Block, Gate, Note
 from tests.virtual_runtime import VirtualRuntime
+from trading.audit import read_audit
 
 ROOT = Path(__file__).resolve().parent.parent
 CANARY_TOKEN = "canary-tok-7f3a9c1e5b"
@@ -363,3 +364,24 @@ def test_run_serves_control_and_keeps_the_canary_secret(tmp_path) -> None:
     for text in [actors_body, metrics_body, health_body, insp.stdout, insp.stderr,
                  "".join(seen), rest_out, rest_err, *written]:
         assert CANARY_TOKEN not in text and CANARY_KEY not in text
+
+
+def test_kill_switch_command_engages_and_releases_through_the_endpoint(vr, capsys) -> None:
+    from main import main as cli
+
+    with ControlServer(vr.rt) as control:
+        where = f"127.0.0.1:{control.port}"
+        assert cli(["kill-switch", "on", "--reason", "desk says stop", "--control", where]) == 0
+        vr.rt.system.wait_quiescent()
+        assert vr.rt.info("coordinator")["trading_state"] == "HALTED"
+        assert "desk says stop" in vr.rt.info("coordinator")["kill_reason"]
+        assert cli(["kill-switch", "off", "--reason", "all clear", "--control", where]) == 0
+        vr.rt.system.wait_quiescent()
+        assert vr.rt.info("coordinator")["trading_state"] == "ACTIVE"
+        req = urllib.request.Request(control.url + "/kill-switch", data=b'{"on": "yes"}',
+                                     method="POST")
+        with pytest.raises(urllib.error.HTTPError) as bad:
+            urllib.request.urlopen(req, timeout=5)
+        assert bad.value.code == 400
+    audit = [r for r in read_audit(vr.rt.spec.run_dir / "audit.jsonl") if r["kind"] == "kill_switch"]
+    assert [r["reason"] for r in audit] == ["engaged", "released"]

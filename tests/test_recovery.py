@@ -432,6 +432,8 @@ def test_a_crash_loop_beyond_the_restart_intensity_halts_alerts_and_keeps_the_st
     finally:
         store.close()
     assert "restart intensity" in snap["meta"]["halt"]["reason"]
+    # a resumed run comes back halted, in step with the audit's "engaged"
+    assert "halt" in snap["meta"]["kill_switch"]
     (coid,) = [c for c in snap["orders"]]
     assert snap["meta"][f"order_status|{coid}"] == "filled"
     fills = list(snap["fills"].values())

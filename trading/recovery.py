@@ -28,10 +28,23 @@ OPEN_STATUSES = {"intent", "submitted", "acked", "partially_filled"}
 #: statuses at which the order may never have reached the broker
 UNSENT_OR_UNSEEN = {"intent", "submitted"}
 ONE_US = timedelta(microseconds=1)
+#: meta key of the kill switch: the reason while engaged, None once released
+KILL_SWITCH_KEY = "kill_switch"
 
 
 def rebuild_coordinator_state(coord: Any, store: Any) -> None:
-    """Positions, fill ids and open orders as the store last saw them."""
+    """Positions, fill ids, open orders and the kill switch as the store last saw them.
+
+    The kill switch is restored because a crash must never be a way out of
+    it (rule 5): an operator's halt, or the daily loss limit, holds until
+    someone releases it, whether or not the process died in between.
+    """
+    from trading.gate import HALTED
+
+    why = store.get(StoreDb.META, KILL_SWITCH_KEY)
+    if why and coord.state.trading_state != HALTED:
+        coord.state.trading_state, coord.kill_reason = HALTED, str(why)
+        coord.log.warning("kill switch still engaged from before the restart: {}", why)
     book = coord.book
     for key, rec in store.items(StoreDb.POSITIONS):
         parts = tuple(key.split("|"))
