@@ -138,13 +138,6 @@ class Hedger(RebuildGate, Actor):
         self._dirty: set[str] = set()
         self._outbox: list[Any] = []
 
-    def on_start(self) -> None:
-        self.begin_rebuild()
-        self._publish()
-
-    def on_idle(self) -> None:
-        self._publish()
-
     # -- requests and the window ------------------------------------------------------------
 
     @handles(HedgeRequest)

@@ -91,9 +91,6 @@ class OrderGroup(GroupRecovery, RebuildGate, Actor):
             self.after_message()
         self._publish()
 
-    def on_idle(self) -> None:
-        self._publish()
-
     def on_stop(self) -> None:
         for tid in self._timers:
             self.ctx.cancel_timer(tid)

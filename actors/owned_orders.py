@@ -76,15 +76,23 @@ def fills_of(snapshot: dict[str, dict[str, Any]], coids: set[str]) -> dict[str, 
 class RebuildGate:
     """Mixin for an :class:`runtime.Actor`: hold messages until :meth:`rebuild` ran.
 
-    The subclass implements ``rebuild(snapshot)`` and calls
-    ``self.begin_rebuild()`` from ``on_start``; it must list this mixin
-    before ``Actor`` in its bases so ``on_receive`` goes through the gate.
+    The subclass implements ``rebuild(snapshot)`` and ``_publish()``; the
+    default ``on_start`` begins the rebuild (override it to start otherwise,
+    and call ``self.begin_rebuild()`` there). It must list this mixin before
+    ``Actor`` in its bases so ``on_receive`` goes through the gate.
     """
 
     persistence = "persistence"
     rebuild_timeout_s = 5.0
     _rebuilding = False
     _held: list[Any] = []
+
+    def on_start(self) -> None:
+        self.begin_rebuild()
+        self._publish()
+
+    def on_idle(self) -> None:
+        self._publish()
 
     def begin_rebuild(self) -> None:
         self._held: list[Any] = []

@@ -91,13 +91,6 @@ class StopLossManager(RebuildGate, Actor):
         self._dirty: set[str] = set()
         self._outbox: list[Any] = []
 
-    def on_start(self) -> None:
-        self.begin_rebuild()
-        self._publish()
-
-    def on_idle(self) -> None:
-        self._publish()
-
     # -- inputs ---------------------------------------------------------------------------------
 
     @handles(ProtectPosition)
