@@ -26,6 +26,8 @@ from typing import Any, TextIO
 
 from loguru import logger
 
+from runtime.jsonl import iter_jsonl
+
 CORE_KEYS = ("client_order_id", "symbol", "side", "qty", "price", "fill_id")
 
 
@@ -128,14 +130,4 @@ def _last_seq(path: Path) -> int:
 
 def read_events(path: str | os.PathLike) -> list[dict[str, Any]]:
     """All complete records of an events.jsonl (a torn last line is skipped)."""
-    out = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return out
+    return list(iter_jsonl(path))

@@ -11,29 +11,23 @@ from __future__ import annotations
 
 from collections import defaultdict
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, Callable, Mapping
 
 ZERO = Decimal(0)
 
 
-def exit_and_hedge_qty(run_dir: Path) -> dict[str, dict[str, Decimal]]:
-    """Filled quantity per symbol of exits (reduce-only orders) and of hedges."""
-    from exchange.events_log import read_events
-    from trading.audit import read_audit
-
+def exit_and_hedge_qty(events: list[Mapping], audit: list[Mapping]) -> dict[str, dict[str, Decimal]]:
+    """Filled quantity per symbol of exits (reduce-only orders) and of hedges,
+    from the run's events.jsonl and audit.jsonl records."""
     purpose: dict[str, str] = {}
-    audit_path = run_dir / "audit.jsonl"
-    if audit_path.exists():
-        for rec in read_audit(audit_path):
-            if rec.get("kind") == "risk_decision" and rec.get("approved"):
-                purpose[rec.get("client_order_id")] = (rec.get("inputs") or {}).get("purpose")
+    for rec in audit:
+        if rec.get("kind") == "risk_decision" and rec.get("approved"):
+            purpose[rec.get("client_order_id")] = (rec.get("inputs") or {}).get("purpose")
     reduce_only: set[str] = set()
     exits: dict[str, Decimal] = defaultdict(lambda: ZERO)
     hedges: dict[str, Decimal] = defaultdict(lambda: ZERO)
     seen: set[str] = set()
-    events_path = run_dir / "events.jsonl"
-    for ev in read_events(events_path) if events_path.exists() else []:
+    for ev in events:
         kind, coid = ev.get("kind"), ev.get("client_order_id")
         if kind == "order_submitted" and ev.get("reduce_only"):
             reduce_only.add(coid)
@@ -47,11 +41,9 @@ def exit_and_hedge_qty(run_dir: Path) -> dict[str, dict[str, Decimal]]:
     return {"exit_qty": dict(exits), "hedge_qty": dict(hedges)}
 
 
-def _bounds(rng: Any) -> tuple[int, int | None]:
-    """A count range as validated (a model) or as plain data ({min, max})."""
-    if isinstance(rng, Mapping):
-        return int(rng.get("min", 0)), rng.get("max")
-    return rng.min, rng.max
+def _bounds(rng: Mapping[str, Any]) -> tuple[int, int | None]:
+    """A count range as the loader hands it over: ``{min, max}`` (max None: no bound)."""
+    return int(rng.get("min", 0)), rng.get("max")
 
 
 def _in_range(value: int, rng: Any) -> bool:
@@ -92,10 +84,10 @@ def check_expect(expect: Mapping[str, Any], summary: Mapping[str, Any],
         elif key == "hedge_qty":
             _qty_map(key, want, exchange["hedge_qty"], out)
         elif key == "orders":
-            for name, rng in _fields(want):
+            for name, rng in want.items():
                 _count(f"orders.{name}", summary["orders"][name], rng, out)
         elif key == "stop_exits":
-            for name, rng in _fields(want):
+            for name, rng in want.items():
                 _count(f"stop_exits.{name}", summary["stop_exits"][name], rng, out)
         elif key == "risk_approved":
             _count(key, summary["risk"]["approved"], want, out)
@@ -119,8 +111,3 @@ def check_expect(expect: Mapping[str, Any], summary: Mapping[str, Any],
         else:  # the schema's registry and this function must list the same keys
             out.append(f"{key}: no check implemented for this expect key")
     return out
-
-
-def _fields(model: Any) -> list[tuple[str, Any]]:
-    items = model.items() if isinstance(model, Mapping) else vars(model).items()
-    return [(k, v) for k, v in items if v is not None]

@@ -43,11 +43,11 @@ from runtime.clock import EPOCH_DEFAULT, VirtualClock
 from runtime.crash_points import SERVICE as CRASH_SERVICE
 from runtime.crash_points import CrashPoints, kill_at_point, run_until_point, settle
 from runtime.launcher import LaunchSpec, Runtime
-from runtime.scenario_expect import check_expect
+from runtime.scenario_expect import check_expect, exit_and_hedge_qty
 from runtime.scenario_file import (BarEvent, ControlEvent, CrashEvent, EndEvent, ExchangeEvent,
                                    GroupEvent, QuoteEvent, RestartEvent, Scenario, SignalEvent,
                                    load_scenario)
-from runtime.summary import collect_summary, write_summary
+from runtime.summary import collect_summary, load_run_records, write_summary
 
 DEFAULT_QUOTE_SIZE = Decimal("1000000")
 #: with no ``end`` entry, run this long past the last entry (timers settle)
@@ -127,13 +127,14 @@ class ScenarioRun:
             self.points.release()  # never leave a handler held if the run failed
             if self.rt is not None and self.rt.system is not None and not self.rt.system._shut:
                 self.rt.stop()
+        records = load_run_records(self.run_dir)
         summary = collect_summary(self.rt, started_at=started.isoformat(),
                                   ended_at=self.clock.now().isoformat(),
                                   extra={"scenario": self.sc.name, "path": self.sc.path,
                                          "seed": self.sc.seed, "crashes": self.crashes,
                                          "crash_points": list(self.points_reached),
-                                         "alerts": self._alerts()})
-        failures = check_expect(self.sc.expect, summary, self._exit_figures())
+                                         "alerts": self._alerts()}, records=records)
+        failures = check_expect(self.sc.expect, summary, exit_and_hedge_qty(*records))
         summary["expect"] = {"passed": not failures, "failures": failures}
         write_summary(self.run_dir / "summary.json", summary)
         try:
@@ -254,11 +255,6 @@ class ScenarioRun:
 
     def _alerts(self) -> int:
         return int(self.rt.info("alerts").get("received", 0)) if self.rt else 0
-
-    def _exit_figures(self) -> dict[str, Any]:
-        from runtime.scenario_expect import exit_and_hedge_qty
-
-        return exit_and_hedge_qty(self.run_dir)
 
 
 def run_scenario(path: str | Path, out_root: Path, config_path: str | None = None) -> ScenarioResult:

@@ -189,18 +189,26 @@ def print_summary(summary: Mapping[str, Any], title: str, console: Console | Non
     (console or Console()).print(summary_table(summary, title))
 
 
-def collect_summary(rt: Any, *, started_at: str, ended_at: str,
-                    extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Summary of a stopped :class:`~runtime.launcher.Runtime`, invariants checked."""
-    from exchange.events_log import read_events
-    from runtime.invariants import check_all
-    from trading.audit import read_audit
+def load_run_records(run_dir: Path) -> tuple[list[dict], list[dict]]:
+    """(events.jsonl records, audit.jsonl records) of a run directory; missing = empty."""
+    from runtime.jsonl import iter_jsonl
 
-    run_dir = rt.spec.run_dir
-    events_path = run_dir / "events.jsonl"
-    events = read_events(events_path) if events_path.exists() else []
-    audit_path = run_dir / "audit.jsonl"
-    audit = list(read_audit(audit_path)) if audit_path.exists() else []
+    def read(name: str) -> list[dict]:
+        path = run_dir / name
+        return list(iter_jsonl(path)) if path.exists() else []
+    return read("events.jsonl"), read("audit.jsonl")
+
+
+def collect_summary(rt: Any, *, started_at: str, ended_at: str,
+                    extra: Mapping[str, Any] | None = None,
+                    records: tuple[list[dict], list[dict]] | None = None) -> dict[str, Any]:
+    """Summary of a stopped :class:`~runtime.launcher.Runtime`, invariants checked.
+
+    ``records`` are the run's (events, audit) when the caller has read them
+    already (the scenario runner needs them for its expect checks too)."""
+    from runtime.invariants import check_all
+
+    events, audit = records if records is not None else load_run_records(rt.spec.run_dir)
     coordinator = rt.info("coordinator")
     exchange_positions = rt.exchange_positions() if rt.engine is not None else None
     system = rt.system

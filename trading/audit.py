@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
+from runtime.jsonl import iter_jsonl
 from runtime.redact import redact_text
 
 AUDIT_SCHEMA_VERSION = 1
@@ -70,17 +71,9 @@ class AuditLog:
 def read_audit(path: Path | str, *, reason: str | None = None,
                symbol: str | None = None) -> Iterator[dict[str, Any]]:
     """Records of an audit file, optionally filtered. A torn last line is skipped."""
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if reason is not None and rec.get("reason") != reason:
-                continue
-            if symbol is not None and (rec.get("inputs") or {}).get("symbol") != symbol:
-                continue
-            yield rec
+    for rec in iter_jsonl(path):
+        if reason is not None and rec.get("reason") != reason:
+            continue
+        if symbol is not None and (rec.get("inputs") or {}).get("symbol") != symbol:
+            continue
+        yield rec
