@@ -13,23 +13,19 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from config.types import EnvName, Jitter, NonNegFloat, PosFloat, PosInt, Section, backoff_order
+from config.types import (BackoffSection, EnvName, Jitter, NonNegFloat, PosFloat, PosInt,
+                          Section)
 
 #: the alert sinks refuse longer timeouts: a slow sink must not hold the alerts actor
 SinkTimeout = Annotated[PosFloat, Field(le=30)]
 
 
-class RetryConfig(Section):
+class RetryConfig(BackoffSection):
     """Backoff for a failing sink (the alert stays queued; later ones wait behind it)."""
 
     base_s: PosFloat = 1.0
     max_s: PosFloat = 60.0
     jitter: Jitter = "equal"
-
-    @model_validator(mode="after")
-    def _order(self) -> RetryConfig:
-        backoff_order(self)
-        return self
 
 
 def _http_url(v: str | None) -> str | None:

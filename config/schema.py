@@ -15,8 +15,8 @@ from pydantic import Field, field_validator, model_validator
 
 from config.alerts import AlertsConfig
 from config.risk import Limits, RiskConfig, SymbolLimits
-from config.types import (Dec, EnvName, Fraction, Host, Ident, Jitter, NonNegInt, PosDec, PosFloat,
-                          PosInt, Port, Section, Symbol, backoff_order, is_loopback, unique)
+from config.types import (BackoffSection, Dec, EnvName, Fraction, Host, Ident, Jitter, NonNegInt,
+                          PosDec, PosFloat, PosInt, Port, Section, Symbol, is_loopback, unique)
 from config.venue import ExchangeConfig
 
 __all__ = ["AlertsConfig", "Config", "ExchangeConfig", "Limits", "RiskConfig", "SymbolLimits"]
@@ -32,15 +32,8 @@ class SupervisorConfig(Section):
     period_s: PosFloat = 60.0
 
 
-class RestartBackoff(Section):
-    base_s: PosFloat = 0.05
-    max_s: PosFloat = 5.0
-    jitter: Jitter = "equal"
-
-    @model_validator(mode="after")
-    def _order(self) -> RestartBackoff:
-        backoff_order(self)
-        return self
+class RestartBackoff(BackoffSection):
+    """Delay before restarting a crashed actor (the BackoffSection defaults)."""
 
 
 class PersistenceConfig(Section):
@@ -122,17 +115,12 @@ class GroupsConfig(Section):
 # -- connectivity -------------------------------------------------------------------
 
 
-class ReconnectConfig(Section):
+class ReconnectConfig(BackoffSection):
     """Rule 12: exponential backoff with full jitter, capped at 60 s."""
 
     base_s: PosFloat = 0.5
     max_s: PosFloat = Field(default=60.0, le=60.0)
     jitter: Jitter = "full"
-
-    @model_validator(mode="after")
-    def _order(self) -> ReconnectConfig:
-        backoff_order(self)
-        return self
 
 
 class ReconnectBudget(Section):

@@ -15,7 +15,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 
 class Section(BaseModel):
@@ -110,10 +110,20 @@ Host = Annotated[str, AfterValidator(_host)]
 Jitter = Literal["full", "equal", "none"]
 
 
-def backoff_order(model: Any) -> None:
-    """Shared check of backoff sections: the first delay cannot exceed the cap."""
-    if model.base_s > model.max_s:
-        raise ValueError(f"base_s: {model.base_s} is above max_s {model.max_s}")
+class BackoffSection(Section):
+    """A backoff: first delay ``base_s``, cap ``max_s``, jitter. Each use (restart,
+    reconnect, alert retry) subclasses it with its own defaults and docstring."""
+
+    base_s: PosFloat = 0.05
+    max_s: PosFloat = 5.0
+    jitter: Jitter = "equal"
+
+    @model_validator(mode="after")
+    def _order(self) -> BackoffSection:
+        # the first delay cannot exceed the cap
+        if self.base_s > self.max_s:
+            raise ValueError(f"base_s: {self.base_s} is above max_s {self.max_s}")
+        return self
 
 
 def is_loopback(host: str) -> bool:

@@ -26,7 +26,7 @@ from typing import Any, TextIO
 
 from loguru import logger
 
-from runtime.jsonl import iter_jsonl
+from runtime.run_files import iter_jsonl
 
 CORE_KEYS = ("client_order_id", "symbol", "side", "qty", "price", "fill_id")
 

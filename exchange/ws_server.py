@@ -146,21 +146,6 @@ class ExchangeServer:
             self.engine.stop()
             self._opened_log = False
 
-    def serve_forever(self, stop: threading.Event | None = None) -> None:
-        """Blocking form for the command line: run until ``stop`` is set or ^C."""
-        self.start()
-        try:
-            while self.running:
-                if stop is not None:
-                    if stop.wait(0.5):
-                        break
-                else:
-                    self._thread.join(0.5)  # type: ignore[union-attr]
-        except KeyboardInterrupt:
-            pass
-        finally:
-            self.stop()
-
     def call(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
         """Run ``fn(*args)`` on the server loop (the engine's only thread)."""
         if self._loop is None:

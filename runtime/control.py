@@ -38,7 +38,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from loguru import logger
 
-from runtime.metrics import info_of, number, registry_for, system_of
+from config.types import is_loopback
+from runtime.introspection import info_of
+from runtime.metrics import number, registry_for, system_of
 from runtime.redact import redact_text
 
 MAX_PEEK = 100
@@ -47,12 +49,6 @@ _SECRET_KEY = re.compile(r"(?i)(token|secret|password|passwd|api_?key|apikey|pri
 
 class ControlError(RuntimeError):
     """The control endpoint cannot be set up as asked (address, token)."""
-
-
-def is_loopback(host: str) -> bool:
-    from config.types import is_loopback as _loop
-
-    return _loop(host)
 
 
 def parse_hostport(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:

@@ -16,6 +16,12 @@ if TYPE_CHECKING:
     from runtime.system import ActorSystem
 
 
+def info_of(system: Any, name: str) -> dict[str, Any]:
+    """A copy of the figures the actor called ``name`` last published ({} if none)."""
+    cell = system.directory.get(name) if system is not None else None
+    return dict(cell.info) if cell is not None else {}
+
+
 def snapshot(system: ActorSystem, *, peek: int = 0) -> dict[str, Any]:
     actors = []
     supervisors = []

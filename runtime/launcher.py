@@ -49,6 +49,11 @@ from runtime.system import ActorSystem
 ROOT = "root"
 
 
+def backoff_of(section: Any) -> Backoff:
+    """The runtime's Backoff from a validated config backoff section."""
+    return Backoff(section.base_s, section.max_s, section.jitter)
+
+
 def app_version() -> str:
     try:
         from importlib.metadata import version
@@ -193,8 +198,7 @@ class Runtime:
                       shutdown_s=cfg.runtime.shutdown_timeout_s),
             ChildSpec("alerts", AlertsActor, args=(sinks_from_config(cfg.alerts.sink_entries()),),
                       kwargs={"max_pending": cfg.alerts.max_pending,
-                              "backoff": Backoff(cfg.alerts.retry.base_s, cfg.alerts.retry.max_s,
-                                                 cfg.alerts.retry.jitter),
+                              "backoff": backoff_of(cfg.alerts.retry),
                               "ready_poll_s": cfg.alerts.ready_poll_s,
                               "dedup_window_s": cfg.alerts.dedup_window_s,
                               "batch": cfg.alerts.batch}),
@@ -211,8 +215,7 @@ class Runtime:
                               "quote_listeners": ("stops",), "connect_on_start": False,
                               "watchdog_timeout_s": gw.watchdog.timeout_s}),
             ChildSpec("reconnect", ReconnectController,
-                      kwargs={"backoff": Backoff(gw.reconnect.base_s, gw.reconnect.max_s,
-                                                 gw.reconnect.jitter),
+                      kwargs={"backoff": backoff_of(gw.reconnect),
                               "budget": gw.budget.attempts, "window_s": gw.budget.window_s}),
             ChildSpec("reconciler", Reconciler,
                       kwargs={"poll_s": cfg.reconciler.poll_s, "accounts": (self.account,),
@@ -251,10 +254,9 @@ class Runtime:
                                                      GroupSettings.from_config(cfg.groups)),
                 "seed": spec.seed, "account": self.account,
                 "duration_s": spec.market_duration_s}))
-        rb = cfg.runtime.restart_backoff
         return SupervisorSpec(ROOT, children, strategy="one_for_one", intensity=sup.intensity,
                               period_s=sup.period_s,
-                              backoff=Backoff(rb.base_s, rb.max_s, rb.jitter))
+                              backoff=backoff_of(cfg.runtime.restart_backoff))
 
     def _new_engine(self) -> Any:
         from exchange.config import ExchangeConfig, split_spec
@@ -329,8 +331,9 @@ class Runtime:
     # -- reading ----------------------------------------------------------------------
 
     def info(self, name: str) -> dict[str, Any]:
-        cell = self.system.directory.get(name) if self.system else None
-        return dict(cell.info) if cell is not None else {}
+        from runtime.introspection import info_of
+
+        return info_of(self.system, name)
 
     def exchange_positions(self) -> dict[str, Any]:
         if self.engine is None:

@@ -43,6 +43,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily,
                                     Metric)
 
+from runtime.introspection import info_of
+
 TICK_TO_ORDER_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                          0.05, 0.1, 0.25, 0.5, 1.0)
 HEDGE_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -55,11 +57,6 @@ def system_of(target: Any) -> Any:
     if hasattr(target, "directory") and hasattr(target, "dead_letters"):
         return target
     return getattr(target, "system", None)
-
-
-def info_of(system: Any, name: str) -> dict[str, Any]:
-    cell = system.directory.get(name) if system is not None else None
-    return dict(cell.info) if cell is not None else {}
 
 
 def number(value: Any, default: float = 0.0) -> float:

@@ -23,8 +23,10 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
-from runtime.metrics import info_of, number, system_of
+from runtime.introspection import info_of
+from runtime.metrics import number, system_of
 from runtime.redact import redact_text
+from runtime.run_files import write_text_atomic
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
            "#17becf", "#7f7f7f", "#bcbd22")
@@ -281,7 +283,5 @@ def _more(n: int, what: str) -> str:
 def write_report(run_dir: Path, summary: Mapping[str, Any], sampler: Sampler, *,
                  title: str = "Tradewarden run report") -> Path:
     path = Path(run_dir) / "report.html"
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(render_report(summary, sampler, title=title), encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, render_report(summary, sampler, title=title))
     return path

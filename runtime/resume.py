@@ -27,6 +27,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from runtime.run_files import write_text_atomic
+
 RUN_INFO = "run.json"
 
 
@@ -58,9 +60,7 @@ def write_run_info(run_dir: Path, *, run_id: str, exchange_url: str | None,
     info["symbols"] = symbols
     if resumed:
         info.setdefault("resumed_at", []).append(now.isoformat())
-    tmp = run_dir / (RUN_INFO + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(run_dir / RUN_INFO)
+    write_text_atomic(run_dir / RUN_INFO, json.dumps(info, indent=2) + "\n")
 
 
 def prepare(resume_dir: str, out: str | None, exchange_url: str | None) -> Resume:

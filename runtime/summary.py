@@ -133,10 +133,9 @@ def build_summary(*, run_id: str, started_at: str, ended_at: str, audit: list[Ma
 
 
 def write_summary(path: Path, summary: Mapping[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, sort_keys=False, default=str) + "\n",
-                   encoding="utf-8")
-    tmp.replace(path)
+    from runtime.run_files import write_text_atomic
+
+    write_text_atomic(path, json.dumps(summary, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def comparable(summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -191,7 +190,7 @@ def print_summary(summary: Mapping[str, Any], title: str, console: Console | Non
 
 def load_run_records(run_dir: Path) -> tuple[list[dict], list[dict]]:
     """(events.jsonl records, audit.jsonl records) of a run directory; missing = empty."""
-    from runtime.jsonl import iter_jsonl
+    from runtime.run_files import iter_jsonl
 
     def read(name: str) -> list[dict]:
         path = run_dir / name

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-from runtime.jsonl import iter_jsonl
+from runtime.run_files import iter_jsonl
 from runtime.redact import redact_text
 
 AUDIT_SCHEMA_VERSION = 1
