@@ -149,6 +149,14 @@ class _HttpSink(Sink):
             raise ValueError(f"{self.name}: timeout_s must be in (0, 30] seconds, got {timeout_s!r}")
         self.timeout_s = float(timeout_s)
 
+    def send(self, alert: Alert) -> None:
+        error = self._send(alert)
+        if error is not None:
+            raise error  # raised from a frame that holds no secret
+
+    def _send(self, alert: Alert) -> SinkError | None:  # pragma: no cover - interface
+        raise NotImplementedError
+
     def _attempt(self, url: str, payload: dict[str, Any], secrets: list[str | None],
                  ok: Any = None) -> SinkError | None:
         """One POST; returns the (scrubbed) error or None. Never raises."""
@@ -199,11 +207,6 @@ class WebhookSink(_HttpSink):
             return str(exc)
         return None
 
-    def send(self, alert: Alert) -> None:
-        error = self._send(alert)
-        if error is not None:
-            raise error  # raised from a frame that holds no secret
-
     def _send(self, alert: Alert) -> SinkError | None:
         problem = self._env_problem()
         if problem is not None:
@@ -248,11 +251,6 @@ class TelegramSink(_HttpSink):
         text = (f"[{alert.severity.upper()}] {redact_text(alert.title)}\n{redact_text(alert.text)}\n"
                 f"-- {alert.source} at {alert.ts.isoformat()}")
         return text if len(text) <= cls.MAX_TEXT else text[: cls.MAX_TEXT - 3] + "..."
-
-    def send(self, alert: Alert) -> None:
-        error = self._send(alert)
-        if error is not None:
-            raise error  # raised from a frame that holds no secret
 
     def _send(self, alert: Alert) -> SinkError | None:
         token = os.environ.get(self.bot_token_env)

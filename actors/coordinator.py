@@ -26,7 +26,7 @@ from messages.control import (BrokerOrders, BrokerPositions, CancelIntent, Conne
                               PortfolioRequest, PortfolioSnapshot, ProtectPosition,
                               RecoveryDone, StoppedOut)
 from messages.connectivity import ResyncRequest
-from messages.enums import OrderPurpose, OrderType, Side
+from messages.enums import OrderPurpose, OrderType
 from messages.exchange import OrderExpired, SubmitOrder
 from messages.market import MarketStats, Quote
 from messages.orders import (CancelConfirmed, CancelOrder, OrderAcked, OrderFilled, OrderRejected,
@@ -38,6 +38,7 @@ from trading.gate import ACTIVE, HALTED, GateState, Intent, MarketView, decide
 from trading.limits import CircuitBreaker, Limits, RateLimiter
 from trading.pnl import PnlTracker
 from trading.reasons import Reason
+from trading.recovery import KILL_SWITCH_KEY, order_status_key
 
 
 class Coordinator(Actor):
@@ -70,7 +71,7 @@ class Coordinator(Actor):
         #: (a broker snapshot older than that is not trusted for the key)
         self.last_activity: dict[tuple, Any] = {}
         self.rejected: Counter = Counter()
-        self.blocked: deque = deque(maxlen=200)
+        self.blocked: deque = deque(maxlen=20)  # the latest, as introspection shows them
         self.kill_reason: str | None = None
         #: resubmitted after a resync (client order id -> when); a duplicate-id
         #: refusal of one of these means the broker had it and ended it
@@ -80,7 +81,6 @@ class Coordinator(Actor):
         self.started_at = ctx.clock.now()
 
     def on_start(self) -> None:
-        self.started_at = self.ctx.clock.now()
         previous = self.ctx.cell.info  # the cell outlives the instance it published from
         if previous.get("trading_state") == HALTED:
             # A crash must never be a way out of the kill switch: a restarted
@@ -313,7 +313,7 @@ class Coordinator(Actor):
             self._halt(f"manual: {msg.reason}")
         else:
             self.state.trading_state, self.kill_reason = ACTIVE, None
-            self.ctx.tell(self.persistence, Put(StoreDb.META, "kill_switch", None))
+            self.ctx.tell(self.persistence, Put(StoreDb.META, KILL_SWITCH_KEY, None))
             self.audit.record(kind="kill_switch", reason="released", ts=self.ctx.clock.now(),
                               inputs={"why": msg.reason})
             self._alert("info", "kill switch released", msg.reason)
@@ -388,7 +388,7 @@ class Coordinator(Actor):
             return
         self.state.trading_state, self.kill_reason = HALTED, why
         # In the store too: a runtime restart must not release it (trading.recovery)
-        self.ctx.tell(self.persistence, Put(StoreDb.META, "kill_switch", why))
+        self.ctx.tell(self.persistence, Put(StoreDb.META, KILL_SWITCH_KEY, why))
         self.counts["kill_switch_trips"] += 1
         self.audit.record(kind="kill_switch", reason="engaged", ts=self.ctx.clock.now(),
                           inputs={"why": why})
@@ -413,7 +413,7 @@ class Coordinator(Actor):
             self.status_counts[rec["status"]] -= 1
             self.status_counts[status] += 1
             rec["status"], rec["at"] = status, self.ctx.clock.now()
-        self.ctx.tell(self.persistence, Put(StoreDb.META, f"order_status|{coid}", status))
+        self.ctx.tell(self.persistence, Put(StoreDb.META, order_status_key(coid), status))
 
     def _order_record(self, order: OrderRequest, status: str, intent: Intent) -> dict[str, Any]:
         return {"order": order, "status": status, "owner": intent.owner,
@@ -430,7 +430,7 @@ class Coordinator(Actor):
             "inflight": len(self.book.inflight),
             "counts": dict(self.counts),
             "rejected": dict(self.rejected),
-            "blocked": list(self.blocked)[-20:],
+            "blocked": list(self.blocked),
             "daily_pnl": str(self.pnl.daily),
             "pnl": {"realized": str(self.pnl.realized_total),
                     "unrealized": str(self.pnl.unrealized_total)},

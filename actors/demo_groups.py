@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from actors.group_recovery import KEY_PREFIX as GROUP_KEY_PREFIX
 from actors.market_feed import StopFeed
 from actors.owned_orders import RebuildGate
 from messages.control import PortfolioRequest, PortfolioSnapshot, SubmitGroup
@@ -51,10 +52,8 @@ from runtime import Actor, handles
 
 NAME = "demo-groups"
 ID_PREFIX = "demo-"
-GROUP_KEY_PREFIX = "group|"        # actors.group_recovery.KEY_PREFIX
 META_KEY = "demo_groups"
 DRILLS = ("fill", "rollback", "handoff")
-ZERO = Decimal(0)
 
 
 @dataclass(frozen=True)
@@ -134,9 +133,6 @@ class DemoGroups(RebuildGate, Actor):
         self.begin_rebuild()
         every = self.cfg.every_s
         self._timer = self.ctx.schedule(every, DemoStep(), interval_s=every)
-        self._publish()
-
-    def on_idle(self) -> None:
         self._publish()
 
     def on_stop(self) -> None:

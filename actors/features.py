@@ -152,11 +152,6 @@ class RingBuffer:
 # -- single features ------------------------------------------------------------
 
 
-def log_returns(prices: np.ndarray) -> np.ndarray:
-    """Log returns between consecutive prices (length ``len(prices) - 1``)."""
-    return np.diff(np.log(prices))
-
-
 def realized_volatility(t: np.ndarray, mid: np.ndarray, window: int = 100,
                         horizon_s: float = 60.0) -> float:
     """Realized volatility of the last ``window`` log returns, per ``horizon_s``.

@@ -20,6 +20,7 @@ from actors.owned_orders import CLOSED_STATUSES, fills_of, owned_orders
 from messages.enums import OrderPurpose
 from messages.persistence import Put, StoreDb
 from trading.group_state import LEG, PENDING, UNWIND, Group, GroupOrder
+from trading.recovery import order_status_key
 
 KEY_PREFIX = "group|"
 
@@ -100,7 +101,7 @@ class GroupRecovery:
             g.orders[coid].fills.update(fills)
         meta = snapshot.get("meta", {})
         for coid, o in g.orders.items():
-            status = CLOSED_STATUSES.get(meta.get(f"order_status|{coid}"))
+            status = CLOSED_STATUSES.get(meta.get(order_status_key(coid)))
             if o.filled >= o.qty:
                 o.closed = o.closed or "filled"
             elif status and not o.closed:

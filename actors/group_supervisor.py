@@ -62,10 +62,7 @@ class GroupsSupervisor(Supervisor):
         except GroupSpecError as exc:
             self._refuse(str(spec.get("id") or "?"), "invalid_group", str(exc), msg)
             return
-        name = f"group-{group.group_id}"
-        store = self.ctx.services.get("store")
-        if self._child(name) is not None or (
-                store is not None and store.get(StoreDb.GROUPS, KEY_PREFIX + group.group_id)):
+        if self._taken(group.group_id):
             self._refuse(group.group_id, "duplicate_group",
                          f"group {group.group_id} was already submitted", msg)
             return
@@ -80,14 +77,17 @@ class GroupsSupervisor(Supervisor):
 
     def _next_id(self, kind: str) -> str:
         """``<kind>-<n>``: unique among running groups and the store's records."""
-        store = self.ctx.services.get("store")
         while True:
             self.id_seq += 1
             gid = f"{kind}-{self.id_seq}"
-            taken = self._child(f"group-{gid}") is not None or (
-                store is not None and store.get(StoreDb.GROUPS, KEY_PREFIX + gid) is not None)
-            if not taken:
+            if not self._taken(gid):
                 return gid
+
+    def _taken(self, gid: str) -> bool:
+        """A group of that id is running, or the store has its record (settled or not)."""
+        store = self.ctx.services.get("store")
+        return self._child(f"group-{gid}") is not None or (
+            store is not None and store.get(StoreDb.GROUPS, KEY_PREFIX + gid) is not None)
 
     def _refuse(self, gid: str, reason: str, why: str, msg: SubmitGroup) -> None:
         self.refused += 1

@@ -188,8 +188,7 @@ class Hedger(RebuildGate, Actor):
                                         self.ctx.clock.now(), order_type=OrderType.MARKET,
                                         account=book.account, owner=self.ctx.name, tag=tag))
         self.counts["hedges_sent"] += 1
-        book.window = book.seq
-        self.ctx.schedule(self.window_s, WindowClosed(book.key, book.window))
+        self._open_window(book)
 
     # -- answers from the coordinator and the broker ----------------------------------------------
 
@@ -258,8 +257,12 @@ class Hedger(RebuildGate, Actor):
             book.oldest_request = self.ctx.clock.monotonic()
         if not book.window:
             book.seq += 1
-            book.window = book.seq
-            self.ctx.schedule(self.window_s, WindowClosed(book.key, book.window))
+            self._open_window(book)
+
+    def _open_window(self, book: HedgeBook) -> None:
+        """Coalesce what arrives in the next ``debounce_ms`` into one hedge (rule 7)."""
+        book.window = book.seq
+        self.ctx.schedule(self.window_s, WindowClosed(book.key, book.window))
 
     # -- persistence and recovery -------------------------------------------------------------------
 

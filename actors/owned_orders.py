@@ -27,8 +27,8 @@ from typing import Any
 
 from messages.orders import OrderFilled, OrderRequest
 from messages.persistence import Ack, Durable, Flush
+from trading.recovery import order_status_key
 
-ZERO = Decimal(0)
 REBUILD_TOKEN = "rebuild"
 CLOSED_STATUSES = {"filled": "filled", "canceled": "canceled", "rejected": "rejected",
                    "not_durable": "rejected", "expired": "expired"}
@@ -57,7 +57,7 @@ def owned_orders(snapshot: dict[str, dict[str, Any]], owner: str) -> dict[str, O
             continue
         req = rec.get("order")
         if isinstance(req, OrderRequest):
-            found[coid] = OwnedOrder(req, meta.get(f"order_status|{coid}", rec.get("status")))
+            found[coid] = OwnedOrder(req, meta.get(order_status_key(coid), rec.get("status")))
     for fill_id, fill in snapshot.get("fills", {}).items():
         if isinstance(fill, OrderFilled) and fill.client_order_id in found:
             found[fill.client_order_id].fills[fill_id] = fill.qty

@@ -41,6 +41,7 @@ from messages.market import Quote
 from messages.orders import CancelConfirmed, OrderAcked, OrderFilled, OrderRejected
 from messages.persistence import Put, StoreDb
 from runtime import Actor, handles
+from trading.recovery import order_status_key
 from trading.stop_state import (CANCELLING, DONE, LIMIT, MARKET, PROTECTING, TRIGGERED, ZERO,
                                 ExitOrder, Stop, parse_tag)
 
@@ -336,7 +337,7 @@ class StopLossManager(RebuildGate, Actor):
             self.stops[self.by_coid[coid]].orders[coid].fills.update(fills)
         for coid in known:
             order = self.stops[self.by_coid[coid]].orders[coid]
-            status = CLOSED_STATUSES.get(meta.get(f"order_status|{coid}"))
+            status = CLOSED_STATUSES.get(meta.get(order_status_key(coid)))
             if status and not order.closed:
                 order.closed = status
         self._adopt(snapshot)

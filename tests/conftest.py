@@ -16,6 +16,23 @@ def _quiet_logs():
 
 
 @pytest.fixture
+def life(tmp_path):
+    """Crash/restart lives of a runtime (tests/recovery_life.py); all stopped after the test."""
+    from tests.recovery_life import Life
+
+    made = []
+
+    def make(**kw):
+        lf = Life(tmp_path / "run", **kw)
+        made.append(lf)
+        return lf.start()
+
+    yield make
+    for lf in made:
+        lf.stop()
+
+
+@pytest.fixture
 def harness_factory():
     """Build VirtualHarness instances that are always shut down after the test."""
     from runtime.testing import VirtualHarness

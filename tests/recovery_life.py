@@ -15,7 +15,6 @@ from decimal import Decimal as D
 from pathlib import Path
 from typing import Any
 
-import pytest
 
 from config import config_hash, load_config
 from exchange.events_log import read_events
@@ -159,18 +158,3 @@ def accepted_once(lf: Life) -> None:
     approved = Counter(lf.approved())
     assert all(approved[c] == 1 for c in acks), (acks, approved)
     assert invariants.unique_orders(lf.events()) == []
-
-
-@pytest.fixture
-def life(tmp_path: Path):
-    """Build Life instances (started); every one is stopped after the test."""
-    made: list[Life] = []
-
-    def make(**kw: Any) -> Life:
-        lf = Life(tmp_path / "run", **kw)
-        made.append(lf)
-        return lf.start()
-
-    yield make
-    for lf in made:
-        lf.stop()

@@ -6,9 +6,35 @@ import random
 from decimal import Decimal as D
 
 from messages.enums import Side
-from trading.book import PositionBook
+from trading.book import ZERO, PositionBook
 from trading.gate import MarketView
-from trading.pnl import PnlTracker, daily_pnl, realized, unrealized
+from trading.pnl import PnlTracker
+
+
+# -- the full recomputation the tracker must always agree with --------------------------------
+
+
+def unrealized(book, market):
+    total = ZERO
+    for (_, _, sym), pos in book.positions.items():
+        mv = market.get(sym)
+        total += pos.unrealized(mv.mid if mv is not None else None)
+    return total
+
+
+def realized(book):
+    return sum((p.realized for p in book.positions.values()), ZERO)
+
+
+def daily_pnl(book, market):
+    return realized(book) + unrealized(book, market)
+
+
+def signed_positions(book):
+    out = {}
+    for (_, _, sym), pos in book.positions.items():
+        out[sym] = out.get(sym, ZERO) + pos.qty
+    return out
 
 
 #: the average entry price is a 28-digit Decimal quotient, so sums taken in a
@@ -41,7 +67,7 @@ def test_incremental_pnl_matches_full_sum_over_random_fills_and_quotes():
         assert close(pnl.daily, daily_pnl(book, market))
     assert close(pnl.realized_total, realized(book))
     assert close(pnl.unrealized_total, unrealized(book, market))
-    assert pnl.positions == {s: str(q) for s, q in book.signed_positions().items()}
+    assert pnl.positions == {s: str(q) for s, q in signed_positions(book).items()}
     before = pnl.daily
     pnl.rebuild()
     assert close(pnl.daily, before)

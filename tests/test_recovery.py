@@ -27,7 +27,6 @@ import json
 import threading
 from collections import Counter
 from decimal import Decimal as D
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,7 +38,7 @@ from messages.orders import CancelOrder, Signal
 from messages.persistence import StoreDb
 from runtime import invariants
 from runtime.store import Store
-from tests.recovery_life import BTC, Life, accepted_once, life  # noqa: F401 - fixture
+from tests.recovery_life import BTC, Life, accepted_once
 from trading.audit import read_audit
 
 

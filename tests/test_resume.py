@@ -13,14 +13,10 @@ import time
 from collections import Counter
 from decimal import Decimal as D
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 from exchange.events_log import read_events
 from runtime import invariants
 from runtime.store import Store
-from tests.recovery_life import Life, life  # noqa: F401 - fixture
 from trading.audit import read_audit
 
 ROOT = Path(__file__).resolve().parent.parent

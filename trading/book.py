@@ -173,9 +173,3 @@ class PositionBook:
 
     def close_inflight(self, client_order_id: str) -> InFlight | None:
         return self.inflight.pop(client_order_id, None)
-
-    def signed_positions(self) -> dict[str, Decimal]:
-        out: dict[str, Decimal] = {}
-        for (_, _, sym), pos in self.positions.items():
-            out[sym] = out.get(sym, ZERO) + pos.qty
-        return out

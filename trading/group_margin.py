@@ -34,7 +34,6 @@ from exchange.margin import (CALL, DEFAULT_GRID, PUT, STOCK, Leg, LegArrays, Sho
 from trading.group_spec import GroupSpec
 from trading.instruments import implied_vol, parse_option
 
-ZERO = Decimal(0)
 
 
 class Unpriced(ValueError):

@@ -30,6 +30,12 @@ UNSENT_OR_UNSEEN = {"intent", "submitted"}
 ONE_US = timedelta(microseconds=1)
 #: meta key of the kill switch: the reason while engaged, None once released
 KILL_SWITCH_KEY = "kill_switch"
+#: meta keys of each order's latest status (written by the coordinator only)
+ORDER_STATUS_PREFIX = "order_status|"
+
+
+def order_status_key(client_order_id: str) -> str:
+    return f"{ORDER_STATUS_PREFIX}{client_order_id}"
 
 
 def rebuild_coordinator_state(coord: Any, store: Any) -> None:
@@ -62,12 +68,12 @@ def rebuild_coordinator_state(coord: Any, store: Any) -> None:
         if coid is not None:
             filled_by_order[coid] = filled_by_order.get(coid, ZERO) + fill.qty
     book.fills.load(fill_ids)
-    statuses = dict(store.items(StoreDb.META, prefix="order_status|"))
+    statuses = dict(store.items(StoreDb.META, prefix=ORDER_STATUS_PREFIX))
     for coid, rec in store.items(StoreDb.ORDERS):
         order = rec.get("order") if isinstance(rec, dict) else None
         if not isinstance(order, OrderRequest):
             continue
-        status = statuses.get(f"order_status|{coid}", rec.get("status"))
+        status = statuses.get(order_status_key(coid), rec.get("status"))
         coord.orders[coid] = {"status": status, "owner": rec.get("owner"), "tag": None,
                               "purpose": str(order.purpose), "symbol": order.symbol}
         if status in OPEN_STATUSES:
