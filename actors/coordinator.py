@@ -38,7 +38,7 @@ from trading.gate import ACTIVE, HALTED, GateState, Intent, MarketView, decide
 from trading.limits import CircuitBreaker, Limits, RateLimiter
 from trading.pnl import PnlTracker
 from trading.reasons import Reason
-from trading.recovery import KILL_SWITCH_KEY, order_status_key
+from trading.recovery import KILL_SWITCH_KEY, order_status_key, position_put
 
 
 class Coordinator(Actor):
@@ -235,14 +235,11 @@ class Coordinator(Actor):
             self.log.warning("resubmission of {} refused as a duplicate; the original stands",
                              ev.client_order_id)
             return
-        self.book.close_inflight(ev.client_order_id)
-        self.counts["rejected"] += 1
         if self.state.breaker.failure(self.ctx.clock.monotonic()):
             self.counts["breaker_open"] += 1
             self._alert("warning", "circuit breaker open",
                         f"{self.state.breaker.consecutive} consecutive broker rejects; last: {ev.reason}")
-        self._set_status(ev.client_order_id, "rejected")
-        self._forward(ev.client_order_id, ev)
+        self._ended_by_broker(ev, "rejected")
 
     @handles(OrderFilled)
     def on_filled(self, ev: OrderFilled) -> None:
@@ -257,10 +254,8 @@ class Coordinator(Actor):
         self.last_activity[key] = self.ctx.clock.now()
         self.counts["filled" if ev.leaves_qty == 0 else "partially_filled"] += 1
         self._set_status(ev.client_order_id, "filled" if ev.leaves_qty == 0 else "partially_filled")
-        pos = self.book.position(key)
         self.ctx.tell(self.persistence, Put(StoreDb.FILLS, ev.fill_id, ev))
-        self.ctx.tell(self.persistence, Put(StoreDb.POSITIONS, "|".join(key), {
-            "qty": pos.qty, "avg_price": pos.avg_price, "realized": pos.realized}))
+        self.ctx.tell(self.persistence, position_put(key, self.book.position(key)))
         crash = self.ctx.services.get("crash_points")  # runtime.crash_points; None in production
         if crash is not None and crash("after_fill", ev.fill_id):
             return
@@ -275,22 +270,22 @@ class Coordinator(Actor):
     @handles(OrderExpired)
     def on_expired(self, ev: OrderExpired) -> None:
         """The exchange ended the order itself: nothing of it can fill any more."""
-        order = self.book.inflight.get(ev.client_order_id)
-        owner = order.owner if order else None
-        self.book.close_inflight(ev.client_order_id)
-        self.counts["expired"] += 1
-        self._set_status(ev.client_order_id, "expired")
-        self._forward(ev.client_order_id, ev, owner=owner)
+        self._ended_by_broker(ev, "expired")
 
     @handles(CancelConfirmed)
     def on_cancel_confirmed(self, ev: CancelConfirmed) -> None:
-        order = self.book.inflight.get(ev.client_order_id)
-        owner = order.owner if order else None
         if ev.outcome.value == "canceled":
-            self.book.close_inflight(ev.client_order_id)
-            self.counts["canceled"] += 1
-            self._set_status(ev.client_order_id, "canceled")
-        self._forward(ev.client_order_id, ev, owner=owner)
+            self._ended_by_broker(ev, "canceled")
+        else:  # filled or unknown: the fill reports (or the next resync) settle it
+            self._forward(ev.client_order_id, ev)
+
+    def _ended_by_broker(self, ev: Any, status: str) -> None:
+        """The broker ended the order (rejected, canceled, expired): out of the
+        netting count, counted, its status stored, its owner told."""
+        self.book.close_inflight(ev.client_order_id)
+        self.counts[status] += 1
+        self._set_status(ev.client_order_id, status)
+        self._forward(ev.client_order_id, ev)
 
     # -- market, control, reconciliation ----------------------------------------
 

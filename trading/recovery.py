@@ -38,6 +38,12 @@ def order_status_key(client_order_id: str) -> str:
     return f"{ORDER_STATUS_PREFIX}{client_order_id}"
 
 
+def position_put(key: tuple, pos: Position) -> Put:
+    """The store write of one position (read back by ``rebuild_coordinator_state``)."""
+    return Put(StoreDb.POSITIONS, "|".join(key), {
+        "qty": pos.qty, "avg_price": pos.avg_price, "realized": pos.realized})
+
+
 def rebuild_coordinator_state(coord: Any, store: Any) -> None:
     """Positions, fill ids, open orders and the kill switch as the store last saw them.
 
@@ -119,8 +125,7 @@ def apply_broker_positions(coord: Any, msg: BrokerPositions) -> int:
             mv = coord.state.market.get(sym)
             pos.avg_price = mv.mid if (mv is not None and mv.mid is not None and theirs != 0) else ZERO
         pos.qty = theirs
-        coord.ctx.tell(coord.persistence, Put(StoreDb.POSITIONS, "|".join(key), {
-            "qty": pos.qty, "avg_price": pos.avg_price, "realized": pos.realized}))
+        coord.ctx.tell(coord.persistence, position_put(key, pos))
     return corrected
 
 
