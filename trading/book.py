@@ -101,6 +101,10 @@ class PositionBook:
     def __init__(self) -> None:
         self.positions: dict[Key, Position] = {}
         self.inflight: dict[str, InFlight] = {}
+        #: the same orders indexed by key: every gate check reads one key's
+        #: pending totals, several times per decision, so it must not scan
+        #: every order in flight (add/close below keep the two in step)
+        self._inflight_by_key: dict[Key, dict[str, InFlight]] = {}
         self.fills = FillLedger()
 
     def position(self, key: Key) -> Position:
@@ -116,12 +120,11 @@ class PositionBook:
     def pending(self, key: Key) -> tuple[Decimal, Decimal]:
         """Remaining in-flight (buys, sells) for ``key``."""
         buys = sells = ZERO
-        for o in self.inflight.values():
-            if o.key == key:
-                if o.side is Side.BUY:
-                    buys += o.remaining
-                else:
-                    sells += o.remaining
+        for o in self._inflight_by_key.get(key, {}).values():
+            if o.side is Side.BUY:
+                buys += o.remaining
+            else:
+                sells += o.remaining
         return buys, sells
 
     def guaranteed_reduce(self, key: Key, side: Side, qty: Decimal) -> bool:
@@ -156,7 +159,9 @@ class PositionBook:
         return max(abs(long_max), abs(short_max))
 
     def add_inflight(self, order: InFlight) -> None:
+        self.close_inflight(order.client_order_id)  # a replacement may carry another key
         self.inflight[order.client_order_id] = order
+        self._inflight_by_key.setdefault(order.key, {})[order.client_order_id] = order
 
     def apply_fill(self, client_order_id: str, fill_id: str, side: Side, qty: Decimal,
                    price: Decimal, fee: Decimal, key: Key) -> Decimal | None:
@@ -168,8 +173,14 @@ class PositionBook:
             order.filled += qty
             order.fills.append(fill_id)
             if order.remaining == 0:
-                del self.inflight[client_order_id]
+                self.close_inflight(client_order_id)
         return self.position(key).apply(side, qty, price, fee)
 
     def close_inflight(self, client_order_id: str) -> InFlight | None:
-        return self.inflight.pop(client_order_id, None)
+        order = self.inflight.pop(client_order_id, None)
+        if order is not None:
+            same_key = self._inflight_by_key[order.key]
+            del same_key[client_order_id]
+            if not same_key:
+                del self._inflight_by_key[order.key]
+        return order
