@@ -580,18 +580,27 @@ def margin_check(portfolio_legs, new_group_legs, available_margin, limit=Decimal
     portfolio and group are numbered together, so a group leg can cover a
     portfolio leg on the same underlying).
     """
-    grid = grid or DEFAULT_GRID
     if isinstance(portfolio_legs, LegArrays) or isinstance(new_group_legs, LegArrays):
         legs = _as_leg_arrays(portfolio_legs).concat(_as_leg_arrays(new_group_legs))
     else:
         legs = LegArrays.from_legs([*portfolio_legs, *new_group_legs])
+    return check_legs(legs, available_margin, limit, grid)[0]
+
+
+def check_legs(legs: LegArrays, available_margin, limit=Decimal("0.90"),
+               grid: ShockGrid | None = None) -> tuple[MarginDecision, MarginResult | None]:
+    """:func:`margin_check` on legs already combined, with the grid's result
+    (None for no legs) for callers that report per-scenario figures too."""
+    grid = grid or DEFAULT_GRID
     available = Decimal(str(available_margin))
     limit_value = Decimal(str(limit)) * available
     if len(legs) == 0:
-        return MarginDecision(True, Decimal(0), limit_value, grid.scenario(0))
+        return MarginDecision(True, Decimal(0), limit_value, grid.scenario(0)), None
     result = worst_case_margin(legs, grid)
     worst = _money(result.worst)
-    return MarginDecision(worst <= limit_value, worst, limit_value, grid.scenario(result.worst_index))
+    decision = MarginDecision(worst <= limit_value, worst, limit_value,
+                              grid.scenario(result.worst_index))
+    return decision, result
 
 
 # -------------------------------------------------------------------- bench

@@ -30,7 +30,7 @@ from decimal import Decimal
 from typing import Any, Iterable
 
 from exchange.margin import (CALL, DEFAULT_GRID, PUT, STOCK, Leg, LegArrays, ShockGrid,
-                             margin_check, shock_grid, worst_case_margin)
+                             check_legs)
 from trading.group_spec import GroupSpec
 from trading.instruments import implied_vol, parse_option
 
@@ -72,9 +72,7 @@ class MarginVerdict:
 
 def grid_from_config(cfg: Any) -> ShockGrid:
     """``config.schema.ShockGrid`` (Decimal lists) -> ``exchange.margin.ShockGrid``."""
-    return shock_grid(price_shocks=[float(x) for x in cfg.price],
-                      iv_shocks=[float(x) for x in cfg.iv],
-                      spread_multipliers=[float(x) for x in cfg.spread])
+    return ShockGrid(cfg.price, cfg.iv, cfg.spread)  # ShockGrid makes them float tuples
 
 
 def _mid(quotes: dict, symbol: str) -> tuple[float, float] | None:
@@ -151,14 +149,14 @@ def _book_quantities(book: PortfolioView) -> Iterable[tuple[str, Decimal]]:
 
 def evaluate(portfolio: list[Leg], group: list[Leg], available: Decimal, limit: Decimal,
              grid: ShockGrid | None = None) -> MarginVerdict:
-    """The gate (runs on the shared executor): ``margin_check`` plus the figures the
+    """The gate (runs on the shared executor): ``margin_check``, plus the figures the
     audit record needs to show *which* scenario broke the limit."""
     grid = grid or DEFAULT_GRID
-    decision = margin_check(portfolio, group, available, limit, grid)
-    unshocked = None
     legs = LegArrays.from_legs([*portfolio, *group])
-    if len(legs):
-        per = worst_case_margin(legs, grid).per_scenario
+    decision, result = check_legs(legs, available, limit, grid)  # one grid evaluation
+    unshocked = None
+    if result is not None:
+        per = result.per_scenario
         calm = [s.index for s in grid.scenarios()
                 if s.price_shock == 0.0 and s.iv_shock == 0.0]
         if calm:
