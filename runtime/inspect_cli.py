@@ -32,8 +32,15 @@ class InspectError(RuntimeError):
     """The endpoint could not be read; the message is the one line shown."""
 
 
-def fetch(url: str, token: str | None = None, timeout: float = TIMEOUT_S) -> dict[str, Any]:
-    req = urllib.request.Request(url, headers={"Accept": "application/json"})
+def fetch(url: str, token: str | None = None, timeout: float = TIMEOUT_S,
+          body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """GET ``url`` (or POST ``body`` as JSON) and decode the JSON answer;
+    any failure is an :class:`InspectError` whose text is the one line shown."""
+    data = json.dumps(body).encode("utf-8") if body is not None else None
+    req = urllib.request.Request(url, data=data, headers={"Accept": "application/json"},
+                                 method="POST" if data is not None else "GET")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:
@@ -43,10 +50,11 @@ def fetch(url: str, token: str | None = None, timeout: float = TIMEOUT_S) -> dic
         if exc.code == 401:
             raise InspectError(f"{url}: unauthorized (the endpoint needs its token: set the "
                                "environment variable named by control.token_env)") from None
-        raise InspectError(f"{url}: HTTP {exc.code}") from None
+        detail = exc.read().decode("utf-8", "replace").strip()[:200]
+        raise InspectError(f"{url}: HTTP {exc.code}" + (f" {detail}" if detail else "")) from None
     except urllib.error.URLError as exc:
         reason = getattr(exc, "reason", exc)
-        raise InspectError(f"nothing is listening at {url.split('/actors')[0]} ({reason})") from None
+        raise InspectError(f"nothing is listening at {url.rsplit('/', 1)[0]} ({reason})") from None
     except (OSError, ValueError) as exc:
         raise InspectError(f"cannot read {url}: {exc}") from None
 
@@ -186,22 +194,17 @@ def main(control: str | None = None, *, watch: bool = False, peek: int = 0,
 def kill_switch(on: bool, reason: str, control: str | None = None, *,
                 config_path: str | None = None) -> int:
     """``main.py kill-switch on|off --reason R``: flip the running runtime's kill switch."""
-    base, token = _target(control, config_path)
-    url = f"{base}/kill-switch"
-    req = urllib.request.Request(url, data=json.dumps({"on": on, "reason": reason}).encode(),
-                                 headers={"Content-Type": "application/json"}, method="POST")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
+    from config import ConfigError
+
     try:
-        with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:  # noqa: S310 - http only
-            json.loads(resp.read().decode("utf-8"))
-    except urllib.error.HTTPError as exc:
-        print(f"tradewarden kill-switch: {url}: HTTP {exc.code} "
-              f"{exc.read().decode('utf-8', 'replace')[:200]}", file=sys.stderr)
-        return 1
-    except (urllib.error.URLError, OSError) as exc:
-        print(f"tradewarden kill-switch: nothing is listening at {base} "
-              f"({getattr(exc, 'reason', exc)})", file=sys.stderr)
+        base, token = _target(control, config_path)
+    except (ControlError, ConfigError) as exc:
+        print(f"tradewarden kill-switch: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    try:
+        fetch(f"{base}/kill-switch", token, body={"on": on, "reason": reason})
+    except InspectError as exc:
+        print(f"tradewarden kill-switch: {exc}", file=sys.stderr)
         return 1
     print(f"kill switch {'ON' if on else 'OFF'} requested ({reason}); "
           f"check with: python main.py inspect")
