@@ -8,13 +8,12 @@ reconnect tests need. SIGINT/SIGTERM stop it cleanly.
 
 from __future__ import annotations
 
-import signal
-import threading
 from pathlib import Path
 
 from exchange.feed import RandomWalkFeed
 from exchange.synthetic import DEFAULT_SYMBOLS
 from exchange.ws_server import ExchangeServer
+from runtime.stop_request import StopRequest
 
 
 def main(*, port: int = 8766, out: str | Path = "runs/exchange", symbols: str | None = None,
@@ -24,16 +23,15 @@ def main(*, port: int = 8766, out: str | Path = "runs/exchange", symbols: str | 
     out_dir.mkdir(parents=True, exist_ok=True)
     server = ExchangeServer(host=host, port=port, out_dir=out_dir,
                             feed=RandomWalkFeed(names, seed=seed))
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = StopRequest().install()
     server.start()
     print(f"simulated exchange on {server.url} quoting {', '.join(names)}; "
           f"events -> {out_dir / 'events.jsonl'}; Ctrl-C stops", flush=True)
     try:
-        while server.running and not stop.wait(0.5):
+        while server.running and not stop.event.wait(0.5):
             pass
     finally:
         server.stop()
+        stop.restore()
     print(f"exchange stopped: {dict(server.stats)}", flush=True)
     return 0

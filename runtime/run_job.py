@@ -12,9 +12,7 @@ orderly way (rule 16). The exit code is 0 unless a safety invariant broke.
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +25,7 @@ from config import ConfigError, config_hash, load_config
 from runtime.clock import LiveClock
 from runtime.launcher import LaunchSpec, Runtime, demo_plan
 from runtime.logs import RunLogs
+from runtime.stop_request import StopRequest
 from runtime.summary import collect_summary, print_summary, write_summary
 
 DRAIN_TIMEOUT_S = 5.0
@@ -65,29 +64,6 @@ def new_run_dir(root: str | Path, now: datetime) -> Path:
         n += 1
         path = base.with_name(f"{base.name}-{n}")
     return path
-
-
-class StopRequest:
-    """SIGINT/SIGTERM set an event; the main thread does the orderly stop."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.signal: str | None = None
-        self._old: dict[int, Any] = {}
-
-    def install(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        self.signal = signal.Signals(signum).name
-        self.event.set()
-
-    def restore(self) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 def run(args: Any) -> int:
