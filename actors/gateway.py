@@ -69,6 +69,9 @@ class Gateway(Actor):
         self.connected = False
         self.reconciling = True
         self.subscriptions: set[str] = set()
+        #: sorted for introspection, recomputed only when the set changes (not
+        #: on every publish: at 1,000 symbols that sort cost more than the event)
+        self._subscriptions_sorted: list[str] = []
         self.last_msg_at = 0.0
         self.counts: Counter = Counter()
         self._symbol_addr: dict[str, Any] = {}
@@ -113,7 +116,7 @@ class Gateway(Actor):
         self.connected, self.reconciling = True, True
         self.counts["connects"] += 1
         if self.subscriptions:
-            self.adapter.send(Subscribe(tuple(sorted(self.subscriptions))))
+            self.adapter.send(Subscribe(tuple(self._subscriptions_sorted)))
             self.counts["subscription_restores"] += 1
         now = self.ctx.clock.now()
         self.ctx.tell(self.reconnect, StreamUp(now))
@@ -173,6 +176,8 @@ class Gateway(Actor):
     def on_subscribe(self, msg: Subscribe) -> None:
         new = [s for s in msg.symbols if s not in self.subscriptions]
         self.subscriptions.update(new)
+        if new:
+            self._subscriptions_sorted = sorted(self.subscriptions)
         if new and self.connected:
             self.adapter.send(Subscribe(tuple(new)))
 
@@ -180,6 +185,8 @@ class Gateway(Actor):
     def on_unsubscribe(self, msg: Unsubscribe) -> None:
         gone = [s for s in msg.symbols if s in self.subscriptions]
         self.subscriptions.difference_update(gone)
+        if gone:
+            self._subscriptions_sorted = sorted(self.subscriptions)
         if gone and self.connected:
             self.adapter.send(Unsubscribe(tuple(gone)))
 
@@ -227,7 +234,7 @@ class Gateway(Actor):
     def _publish(self) -> None:
         self.ctx.cell.info = {
             "connected": self.connected, "stream_reconciling": self.reconciling,
-            "subscriptions": sorted(self.subscriptions),
+            "subscriptions": self._subscriptions_sorted,
             "last_msg_age_s": round(self.ctx.clock.monotonic() - self.last_msg_at, 3),
             "bad_frames": getattr(self.adapter, "bad_frames", 0),
             "unexpected_events": self.counts["unexpected_events"],
