@@ -12,7 +12,6 @@ before the tell.
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 import time
 from decimal import Decimal
@@ -36,32 +35,19 @@ class _HedgeStampingVenue(SimVenue):
 
 
 def hedge_lag(n: int = 100, gap_s: float = 0.01) -> dict[str, Any]:
-    from config import config_hash
     from exchange.synthetic import make_symbols
     from messages.control import HedgeRequest
     from messages.market import Quote
-    from runtime.bench.pipeline import _wait_ready, bench_config
-    from runtime.clock import LiveClock
-    from runtime.launcher import LaunchSpec, Runtime
-
-    class HedgeBenchRuntime(Runtime):
-        def tree(self) -> Any:
-            spec = super().tree()
-            spec.children = [dataclasses.replace(c, actor=_HedgeStampingVenue)
-                             if c.name == "venue" else c for c in spec.children]
-            return spec
+    from runtime.bench.pipeline import _start_runtime
 
     symbols = make_symbols(n, prefix="HDG")
-    cfg = bench_config(symbols, "none", {})
     _ARRIVED.clear()
     with tempfile.TemporaryDirectory(prefix="tw-bench-hedge-") as tmp:
-        clock = LiveClock()
-        rt = HedgeBenchRuntime(LaunchSpec(cfg, Path(tmp) / "run", tuple(symbols), clock,
-                                          run_id="bench-hedge", config_hash=config_hash(cfg)))
-        rt.start(timeout=120)
+        rt = _start_runtime(symbols, Path(tmp) / "run", "none", {},
+                            swap={"venue": _HedgeStampingVenue})
         try:
-            _wait_ready(rt, 30)
             system = rt.system
+            clock = system.clock
             big = Decimal("1000000")
             for s in symbols:
                 system.tell("venue", Quote(s, Decimal("100"), Decimal("100.01"), clock.now(),

@@ -209,7 +209,9 @@ def bench_config(symbols: list[str], strategy: str, params: dict[str, Any]) -> A
 
 
 def _start_runtime(symbols: list[str], run_dir: Path, strategy: str,
-                   params: dict[str, Any]) -> Any:
+                   params: dict[str, Any], swap: dict[str, Any] | None = None) -> Any:
+    """The whole tree on the live clock, ready to trade, with the instrumented
+    venue and coordinator (or the actor classes in ``swap``, by child name)."""
     from config import config_hash
     from runtime.clock import LiveClock
     from runtime.launcher import LaunchSpec, Runtime
@@ -217,11 +219,12 @@ def _start_runtime(symbols: list[str], run_dir: Path, strategy: str,
     class BenchRuntime(Runtime):
         def tree(self) -> Any:
             spec = super().tree()
-            swap = {"venue": BenchVenue, "coordinator": BenchCoordinator}
             spec.children = [dataclasses.replace(c, actor=swap[c.name]) if c.name in swap else c
                              for c in spec.children]
             return spec
 
+    if swap is None:
+        swap = {"venue": BenchVenue, "coordinator": BenchCoordinator}
     register_strategy(BenchEvery)  # here, not at import: the registry stays as it was
     cfg = bench_config(symbols, strategy, params)
     spec = LaunchSpec(cfg, run_dir, tuple(symbols), LiveClock(), run_id=run_dir.name,
