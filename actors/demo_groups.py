@@ -151,15 +151,11 @@ class DemoGroups(RebuildGate, Actor):
         if self.last_group is not None:
             self.last_sent_at = self.ctx.clock.monotonic()
 
-    def after_message(self) -> None:
-        """Write the counters, then let what was decided leave (write before send)."""
+    def persist_changes(self) -> None:
         if self._dirty:
             self.ctx.tell(self.persistence, Put(StoreDb.META, META_KEY, {
                 "seq": self.seq, "drills": self.drills_done, "last_group": self.last_group}))
             self._dirty = False
-        outbox, self._outbox = self._outbox, []
-        for target, msg in outbox:
-            self.ctx.tell(target, msg)
 
     # -- the step -------------------------------------------------------------------------------
 

@@ -72,14 +72,10 @@ class LingerDone:
 class GroupRecovery:
     """Mixin for :class:`actors.order_group.OrderGroup` (listed before RebuildGate)."""
 
-    def after_message(self) -> None:
-        """Write the record, then let what was decided leave (write before send)."""
+    def persist_changes(self) -> None:
         if self._dirty and self.g is not None:
             self.ctx.tell(self.persistence, Put(StoreDb.GROUPS, self.key, self.g.record()))
         self._dirty = False
-        outbox, self._outbox = self._outbox, []
-        for target, msg in outbox:
-            self.ctx.tell(target, msg)
 
     def rebuild(self, snapshot: dict[str, dict[str, Any]]) -> None:
         rec = snapshot.get("groups", {}).get(self.key)

@@ -136,7 +136,7 @@ class Hedger(RebuildGate, Actor):
         self.counts: Counter = Counter()
         self.lags_ms: deque = deque(maxlen=MAX_LAGS)
         self._dirty: set[str] = set()
-        self._outbox: list[Any] = []
+        self._outbox: list[tuple[str, Any]] = []
 
     # -- requests and the window ------------------------------------------------------------
 
@@ -184,9 +184,10 @@ class Hedger(RebuildGate, Actor):
         tag = f"{book.key}|{book.seq}"
         now = self.ctx.clock.monotonic()
         book.pending[tag] = (side, qty, started if started is not None else now)
-        self._outbox.append(OrderIntent(book.symbol, side, qty, OrderPurpose.HEDGE,
-                                        self.ctx.clock.now(), order_type=OrderType.MARKET,
-                                        account=book.account, owner=self.ctx.name, tag=tag))
+        intent = OrderIntent(book.symbol, side, qty, OrderPurpose.HEDGE, self.ctx.clock.now(),
+                             order_type=OrderType.MARKET, account=book.account,
+                             owner=self.ctx.name, tag=tag)
+        self._outbox.append((self.coordinator, intent))
         self.counts["hedges_sent"] += 1
         self._open_window(book)
 
@@ -266,15 +267,12 @@ class Hedger(RebuildGate, Actor):
 
     # -- persistence and recovery -------------------------------------------------------------------
 
-    def after_message(self) -> None:
+    def persist_changes(self) -> None:
         for key in sorted(self._dirty):
             book = self.books.get(key)
             if book is not None:
                 self.ctx.tell(self.persistence, Put(StoreDb.META, KEY_PREFIX + key, book.record()))
         self._dirty.clear()
-        outbox, self._outbox = self._outbox, []
-        for msg in outbox:
-            self.ctx.tell(self.coordinator, msg)
 
     def rebuild(self, snapshot: dict[str, dict[str, Any]]) -> None:
         meta = snapshot.get("meta", {})

@@ -136,4 +136,13 @@ class RebuildGate:
         raise NotImplementedError
 
     def after_message(self) -> None:
-        """Called after every handled message (persist, then send what was decided)."""
+        """Called after every handled message: write what changed, then let the
+        messages it decided leave (``_outbox``: (target, message) pairs). Write
+        before send: a crash in between must find the decision on disk."""
+        self.persist_changes()
+        outbox, self._outbox = self._outbox, []
+        for target, msg in outbox:
+            self.ctx.tell(target, msg)
+
+    def persist_changes(self) -> None:  # pragma: no cover - interface
+        raise NotImplementedError

@@ -90,7 +90,7 @@ class StopLossManager(RebuildGate, Actor):
         self.stop_exits: Counter = Counter({LIMIT: 0, "market_fallback": 0})
         self.exit_qty: Counter = Counter()   # symbol -> exited by completed stops
         self._dirty: set[str] = set()
-        self._outbox: list[Any] = []
+        self._outbox: list[tuple[str, Any]] = []
 
     # -- inputs ---------------------------------------------------------------------------------
 
@@ -240,7 +240,7 @@ class StopLossManager(RebuildGate, Actor):
                 if o.kind == LIMIT and not o.closed and not o.cancel_requested:
                     o.cancel_requested = True
                     self.counts["cancels_requested"] += 1
-                    self._outbox.append(CancelIntent(coid, self.ctx.clock.now()))
+                    self._outbox.append((self.coordinator, CancelIntent(coid, self.ctx.clock.now())))
             if st.live(LIMIT) > 0:  # confirmation or final fill report not in yet: wait
                 return
             gap = open_qty - st.live(MARKET)
@@ -265,7 +265,7 @@ class StopLossManager(RebuildGate, Actor):
             intent = OrderIntent(st.symbol, st.exit_side, qty, OrderPurpose.STOP, now,
                                  order_type=OrderType.MARKET, reduce_only=True,
                                  account=st.account, owner=self.ctx.name, tag=tag)
-        self._outbox.append(intent)
+        self._outbox.append((self.coordinator, intent))
         self.ctx.schedule(self.intent_timeout_s, IntentTimeout(st.stop_id, tag))
 
     def _triggered(self, st: Stop, why: str) -> None:
@@ -297,12 +297,12 @@ class StopLossManager(RebuildGate, Actor):
             self.by_coid.pop(coid, None)
         self.log.info("stop {} {} exit complete: {} ({})", st.stop_id, st.symbol, st.exited, st.outcome)
         if st.exited > 0:
-            self._outbox.append(StoppedOut(st.symbol, st.account, self.ctx.clock.now()))
+            self._outbox.append((self.coordinator, StoppedOut(st.symbol, st.account,
+                                                              self.ctx.clock.now())))
 
     # -- persistence and recovery ------------------------------------------------------------------
 
-    def after_message(self) -> None:
-        """Write what changed, then let the decided orders go (write before send)."""
+    def persist_changes(self) -> None:
         for stop_id in sorted(self._dirty):
             st = self.stops.get(stop_id)
             if st is not None:
@@ -310,9 +310,6 @@ class StopLossManager(RebuildGate, Actor):
                 if st.phase == DONE:
                     del self.stops[stop_id]
         self._dirty.clear()
-        outbox, self._outbox = self._outbox, []
-        for msg in outbox:
-            self.ctx.tell(self.coordinator, msg)
 
     def rebuild(self, snapshot: dict[str, dict[str, Any]]) -> None:
         meta = snapshot.get("meta", {})
