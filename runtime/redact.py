@@ -4,12 +4,31 @@ from __future__ import annotations
 
 import re
 
+_WORDS = ("token", "secret", "passw", "apikey", "api_key", "private_key", "privatekey",
+          "signature")
+
+#: ``name=value``, ``name: value`` and JSON's ``"name": "value"`` (the quote
+#: closing the name is group 2's optional leading ``"``).
 _SECRET_FIELD = re.compile(
     r"(?i)\b([\w-]*(?:token|secret|password|passwd|api_?key|apikey|private_?key|signature)[\w-]*)"
-    r"(\s*[=:]\s*)('[^']*'|\"[^\"]*\"|[^\s,)}]+)"
+    r"(\"?\s*[=:]\s*)('[^']*'|\"(?:[^\"\\]|\\.)*\"|[^\s,)}]+)"
 )
+
+
+def _mask(m: re.Match) -> str:
+    # A double-quoted value stays double-quoted, so a redacted JSON line
+    # (the audit trail) is still valid JSON.
+    value = m.group(3)
+    masked = '"***"' if value.startswith('"') else "'***'"
+    return f"{m.group(1)}{m.group(2)}{masked}"
 
 
 def redact_text(text: str) -> str:
     """Replace the value of any token/secret/password/api-key-like field with ***."""
-    return _SECRET_FIELD.sub(lambda m: f"{m.group(1)}{m.group(2)}'***'", text)
+    # Every match contains one of _WORDS. Looking for them first is a plain
+    # substring scan; the pattern itself backtracks at every word boundary and
+    # cost ~100 us on each audit record (one per risk decision).
+    lowered = text.lower()
+    if not any(w in lowered for w in _WORDS):
+        return text
+    return _SECRET_FIELD.sub(_mask, text)
