@@ -23,7 +23,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from queue import SimpleQueue
+from queue import Empty, SimpleQueue
 from typing import Any
 
 _monotonic = time.monotonic
@@ -83,14 +83,19 @@ class Mailbox:
     def put(self, item: Any) -> None:
         """Enqueue a message (or a pykka envelope). Thread-safe, never blocks."""
         if self.conflate and getattr(item, "conflatable", False):
-            self._put_conflated(item)
-            return
+            try:
+                key = item.conflation_key()
+                hash(key)
+            except Exception:  # noqa: BLE001 - malformed (e.g. a list for a symbol)
+                key = None  # queued as is: the receiver's handler rejects it, not the sender
+            if key is not None:
+                self._put_conflated(item, key)
+                return
         self._items.append((_monotonic(), item))
         next(self._activity)
         self._wake.put(None)
 
-    def _put_conflated(self, msg: Any) -> None:
-        key = msg.conflation_key()
+    def _put_conflated(self, msg: Any, key: Any) -> None:
         with self._conflate_lock:
             slot = self._slots.get(key)
             if slot is not None:
@@ -135,6 +140,19 @@ class Mailbox:
                 del self._slots[item.key]
                 return item.msg
         return item
+
+    def wait_for_item(self, timeout: float) -> bool:
+        """Consumer thread only: block up to ``timeout`` seconds until something
+        is waiting; True if it is. Takes nothing: the wake-up token is put back
+        for the next ``get``. (For a group commit that lingers for company.)"""
+        if self._items:
+            return True
+        try:
+            self._wake.get(timeout=timeout)
+        except Empty:
+            return False
+        self._wake.put(None)
+        return True
 
     def done(self) -> None:
         """The item taken by ``get`` has been handled (or abandoned)."""

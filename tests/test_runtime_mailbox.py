@@ -43,6 +43,24 @@ def test_conflation_keeps_latest_per_key_and_never_touches_orders():
     assert mb.conflated == 2
 
 
+def test_a_malformed_quote_is_queued_for_the_receiver_not_raised_at_the_sender():
+    """A corrupted quote (a list where the symbol belongs: unhashable key) must reach
+    the receiving actor's handler, which rejects it; it must not raise inside the
+    sender's tell (the gateway would crash on a bad tick)."""
+    bad = object.__new__(Quote)
+    for name, value in {"symbol": ["BTC"], "bid": Decimal(1), "ask": Decimal(2), "ts": T0,
+                        "bid_size": Decimal(0), "ask_size": Decimal(0)}.items():
+        object.__setattr__(bad, name, value)
+    mb = Mailbox("sym", conflate=True)
+    mb.put(quote("BTC", "100"))
+    mb.put(bad)
+    mb.put(bad)
+    assert mb.depth == 3 and mb.conflated == 0
+    assert mb.get().symbol == "BTC"
+    mb.done()
+    assert mb.get() is bad
+
+
 def test_mailbox_without_conflation_keeps_every_quote():
     mb = Mailbox("orders", conflate=False)
     for bid in ("100", "101", "102"):
