@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from messages.connectivity import (ReconnectNow, ResyncDone, ResyncRequest, StreamDown, StreamUp,
                                    WatchdogCheck)
-from messages.control import ConnectivityChanged
+from messages.control import ConnectivityChanged, WatchQuotes
 from messages.exchange import (BalanceSnapshot, ExchangeError, FillsSnapshot, OpenOrdersSnapshot,
                                OrderExpired, QueryBalances, QueryFills, QueryOpenOrders,
                                QueryPositions, StreamStatus, Subscribe, SubmitOrder, Unsubscribe)
@@ -61,6 +61,9 @@ class Gateway(Actor):
         self.adapter_factory = adapter_factory
         self.coordinator, self.reconnect, self.reconciler = coordinator, reconnect, reconciler
         self.quote_listeners = quote_listeners
+        #: listener -> the symbols it asked for (WatchQuotes); None = every quote,
+        #: which is where each listener starts (and restarts with this actor)
+        self.quote_watch: dict[str, frozenset[str] | None] = {n: None for n in quote_listeners}
         self.timeout_s = watchdog_timeout_s
         # The launcher connects only once the whole tree is up (ReconnectNow),
         # so the first ConnectivityChanged and ResyncRequest find their actors.
@@ -203,8 +206,16 @@ class Gateway(Actor):
         addr.tell(ev)
         if type(ev) is Quote:
             self.ctx.tell(self.coordinator, ev)
-            for name in self.quote_listeners:
-                self.ctx.tell(name, ev)
+            for name, watched in self.quote_watch.items():
+                if watched is None or sym in watched:
+                    self.ctx.tell(name, ev)
+
+    @handles(WatchQuotes)
+    def on_watch_quotes(self, msg: WatchQuotes) -> None:
+        """A listener narrowed its quotes to the symbols it acts on: at 100
+        symbols and no stop, that is a message per quote saved."""
+        self.quote_watch[msg.listener] = frozenset(msg.symbols)
+        self.counts["watch_changes"] += 1
 
     @handles(*ORDER_EVENTS)
     def on_order_event(self, ev: Any) -> None:
@@ -235,6 +246,7 @@ class Gateway(Actor):
         self.ctx.cell.info = {
             "connected": self.connected, "stream_reconciling": self.reconciling,
             "subscriptions": self._subscriptions_sorted,
+            "quote_watch": {n: ("all" if w is None else len(w)) for n, w in self.quote_watch.items()},
             "last_msg_age_s": round(self.ctx.clock.monotonic() - self.last_msg_at, 3),
             "bad_frames": getattr(self.adapter, "bad_frames", 0),
             "unexpected_events": self.counts["unexpected_events"],

@@ -34,7 +34,7 @@ from typing import Any
 from actors.owned_orders import CLOSED_STATUSES, RebuildGate, fills_of, owned_orders
 from messages.alerts import Alert
 from messages.control import (CancelIntent, IntentAccepted, IntentRejected, OrderIntent,
-                              ProtectPosition, StoppedOut)
+                              ProtectPosition, StoppedOut, WatchQuotes)
 from messages.enums import OrderPurpose, OrderType
 from messages.exchange import OrderExpired
 from messages.market import Quote
@@ -75,12 +75,16 @@ class StopLossManager(RebuildGate, Actor):
     def __init__(self, ctx, *, slippage_bps: Decimal = Decimal(50), fallback_after_s: float = 2.0,
                  cancel_wait_alert_s: float = 10.0, coordinator: str = "coordinator",
                  persistence: str = "persistence", alerts: str = "alerts",
-                 retry_s: float = 1.0, max_retry_s: float = 30.0,
+                 gateway: str = "gateway", retry_s: float = 1.0, max_retry_s: float = 30.0,
                  intent_timeout_s: float = 5.0) -> None:
         super().__init__(ctx)
         self.slippage_bps = Decimal(slippage_bps)
         self.fallback_after_s, self.cancel_wait_alert_s = fallback_after_s, cancel_wait_alert_s
         self.coordinator, self.persistence, self.alerts = coordinator, persistence, alerts
+        self.gateway = gateway
+        #: symbols whose quotes we asked the gateway for (None: not asked yet, so
+        #: it sends every quote)
+        self.watching: frozenset[str] | None = None
         self.retry_s, self.max_retry_s, self.intent_timeout_s = retry_s, max_retry_s, intent_timeout_s
         self.stops: dict[str, Stop] = {}
         self.by_coid: dict[str, str] = {}
@@ -309,7 +313,18 @@ class StopLossManager(RebuildGate, Actor):
                 self.ctx.tell(self.persistence, Put(StoreDb.META, KEY_PREFIX + stop_id, st.record()))
                 if st.phase == DONE:
                     del self.stops[stop_id]
+        if self._dirty or self.watching is None:
+            self._watch_quotes()
         self._dirty.clear()
+
+    def _watch_quotes(self) -> None:
+        """Ask the gateway for quotes of the symbols with a stop to trigger only.
+        Sent (when the set changes) before any order this message decided, so
+        a new stop's symbol is watched before its SL-limit can reach the venue."""
+        wanted = frozenset(st.symbol for st in self.stops.values() if st.phase == PROTECTING)
+        if wanted != self.watching:
+            self.watching = wanted
+            self.ctx.tell(self.gateway, WatchQuotes(self.ctx.name, tuple(sorted(wanted))))
 
     def rebuild(self, snapshot: dict[str, dict[str, Any]]) -> None:
         meta = snapshot.get("meta", {})

@@ -170,6 +170,24 @@ class ProtectPosition(Message):
 
 
 @message
+class WatchQuotes(Message):
+    """To the gateway from a quote listener (the stop manager): forward quotes
+    of these symbols only. Until a listener sends one, and again after a
+    gateway restart, it gets every quote: over-delivering is safe, a missed
+    quote is not."""
+
+    listener: str
+    symbols: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        check_str(self, "listener")
+        if not isinstance(self.symbols, tuple) or not all(
+                isinstance(s, str) and s for s in self.symbols):
+            raise MessageError(f"WatchQuotes.symbols: expected a tuple of symbols, "
+                               f"got {self.symbols!r}")
+
+
+@message
 class StoppedOut(Message):
     """From the stop-loss manager: a stop exit completed (starts the cool-down)."""
 

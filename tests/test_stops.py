@@ -179,6 +179,47 @@ def test_a_stop_that_fills_normally_ends_the_position_and_starts_the_cooldown(tm
         assert vr.info("coordinator")["rejected"] == {"stop_out_cooldown": 1}
 
 
+def test_the_gateway_forwards_to_stops_only_the_quotes_of_symbols_with_a_stop(tmp_path) -> None:
+    other = "ETHUSDT"
+    with VirtualRuntime(tmp_path / "run", symbols=(SYM, other),
+                        exchange={"latency_ms": 5}) as vr:
+        stops = vr.system.directory.get("stops").mailbox
+        vr.quote(SYM, "100.0", "100.1")
+        vr.quote(other, "2000.0", "2000.5")
+        vr.at(1)
+        assert vr.info("gateway")["quote_watch"] == {"stops": 0}
+        handled = stops.processed
+        vr.quote(other, "2001.0", "2001.5")
+        vr.at(1.5)
+        assert stops.processed == handled  # no stop anywhere: no quote for the manager
+        vr.signal(SYM, "buy", "10", stop_loss="95")
+        vr.at(2)
+        assert vr.info("gateway")["quote_watch"] == {"stops": 1}
+        handled = stops.processed
+        vr.quote(other, "2002.0", "2002.5")
+        vr.at(2.5)
+        assert stops.processed == handled
+        vr.quote(SYM, "94.9", "95.0")  # the watched symbol's quote still triggers the stop
+        vr.at(10)
+        assert vr.filled_qty(side="sell") == D("10") and vr.exchange_position(SYM) == 0
+        assert vr.info("stops")["stop_exits"] == {"limit": 1, "market_fallback": 0}
+        assert vr.info("gateway")["quote_watch"] == {"stops": 0}
+
+
+def test_a_restarted_gateway_sends_every_quote_to_stops_again(tmp_path) -> None:
+    """The watch lives in the gateway's memory: a new instance starts from "every
+    quote" (safe) rather than from nothing (a stop that never triggers)."""
+    with VirtualRuntime(tmp_path / "run", exchange={"latency_ms": 5}) as vr:
+        vr.quote(SYM, "100.0", "100.1")
+        vr.at(1)
+        assert vr.info("gateway")["quote_watch"] == {"stops": 0}
+        restarts = vr.system.restart_counts["gateway"]
+        vr.system.directory.get("gateway").actor.actor_ref.stop(block=False)
+        vr.at(3)
+        assert vr.system.restart_counts["gateway"] == restarts + 1
+        assert vr.info("gateway")["quote_watch"] == {"stops": "all"}
+
+
 # -- restarts -----------------------------------------------------------------------------
 
 
