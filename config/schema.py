@@ -41,6 +41,10 @@ class PersistenceConfig(Section):
     group_commit_max_batch: PosInt = 512
     #: extra wait for more writes before committing (0: commit what is queued)
     group_commit_window_ms: NonNegInt = 0
+    #: writes nobody waits for (actor state) wait up to this long for the next
+    #: write before an idle commit, so a state write and the order intent that
+    #: follows it share one fsync (0: commit at once)
+    unacked_linger_ms: NonNegInt = 1
     map_size_mb: PosInt = 1024
 
 

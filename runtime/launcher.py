@@ -194,7 +194,8 @@ class Runtime:
         children: list[Any] = [
             ChildSpec("persistence", PersistenceActor,
                       kwargs={"store": self.store, "max_batch": pcfg.group_commit_max_batch,
-                              "max_delay_s": max(pcfg.group_commit_window_ms, 1) / 1000},
+                              "max_delay_s": max(pcfg.group_commit_window_ms, 1) / 1000,
+                              "linger_s": pcfg.unacked_linger_ms / 1000},
                       shutdown_s=cfg.runtime.shutdown_timeout_s),
             ChildSpec("alerts", AlertsActor, args=(sinks_from_config(cfg.alerts.sink_entries()),),
                       kwargs={"max_pending": cfg.alerts.max_pending,
@@ -220,7 +221,7 @@ class Runtime:
             ChildSpec("reconciler", Reconciler,
                       kwargs={"poll_s": cfg.reconciler.poll_s, "accounts": (self.account,),
                               "round_timeout_s": cfg.reconciler.startup_timeout_s}),
-            ChildSpec("coordinator", Coordinator,
+            ChildSpec("coordinator", Coordinator, conflate=True,
                       kwargs={"limits": Limits.from_config(cfg.risk,
                                                            account_equity=cfg.exchange.starting_cash),
                               "symbols": list(spec.symbols), "venue": cfg.exchange.venue,

@@ -325,6 +325,57 @@ def test_a_crash_fails_pending_acks_and_the_restart_writes_on(harness_factory: A
     assert store.closed
 
 
+# -- linger: a state write waits for the intent that follows it ---------------------------
+
+
+def _lingering(tmp_path: Path, linger_s: float) -> Any:
+    from runtime.testing import VirtualHarness
+
+    return VirtualHarness(ChildSpec("persistence", PersistenceActor,
+                                    kwargs={"run_dir": tmp_path, "max_delay_s": 60.0,
+                                            "linger_s": linger_s})).start()
+
+
+def test_a_state_write_and_the_acknowledged_write_after_it_share_one_commit(
+        tmp_path: Path) -> None:
+    # A linger far longer than the gap between the two tells, so the pairing is certain.
+    h = _lingering(tmp_path, linger_s=30.0)
+    try:
+        h.system.tell("persistence", Put("meta", "hedge|BTC", {"target": "5"}))
+        durable: Future = Future()
+        h.system.tell("persistence", Put("orders", "o1", {"status": "intent"}, ack=durable))
+        assert durable.result(10).ok
+        actor = h.actor("persistence")
+        assert (actor.transactions, actor.records) == (1, 2)
+    finally:
+        h.system.shutdown()
+
+
+def test_a_lone_state_write_is_committed_after_the_linger_before_quiescence(
+        tmp_path: Path) -> None:
+    h = _lingering(tmp_path, linger_s=0.02)
+    try:
+        h.system.tell("persistence", Put("meta", "stop|1", {"phase": "protecting"}))
+        h.settle()  # the actor is busy while it lingers: quiescent means committed
+        actor = h.actor("persistence")
+        assert actor.transactions == 1 and actor.store.get("meta", "stop|1") == {
+            "phase": "protecting"}
+    finally:
+        h.system.shutdown()
+
+
+def test_an_acknowledged_write_never_lingers(tmp_path: Path) -> None:
+    h = _lingering(tmp_path, linger_s=30.0)
+    try:
+        durable: Future = Future()
+        t0 = time.monotonic()
+        h.system.tell("persistence", Put("orders", "o1", {"status": "intent"}, ack=durable))
+        assert durable.result(10).ok
+        assert time.monotonic() - t0 < 10  # far below the 30 s linger: it did not wait
+    finally:
+        h.system.shutdown()
+
+
 # -- lifecycle ---------------------------------------------------------------------------
 
 
