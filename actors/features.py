@@ -168,7 +168,7 @@ def realized_volatility(t: np.ndarray, mid: np.ndarray, window: int = 100,
     elapsed = float(t[-1] - t[-n])
     if not elapsed > 0:
         elapsed = float(n - 1)
-    var_per_s = float(np.dot(r, r)) / elapsed
+    var_per_s = float(_sum(r * r)) / elapsed
     return math.sqrt(var_per_s * horizon_s)
 
 
@@ -196,7 +196,7 @@ def zscore(x: np.ndarray, window: int) -> float:
         return math.nan
     mean = float(_sum(w)) / n
     d = w - mean
-    var = float(d.dot(d)) / n
+    var = float(_sum(d * d)) / n
     # Relative floor: float noise on a flat series must not read as a signal.
     if not var > (1e-12 * mean) ** 2:
         return 0.0
