@@ -25,12 +25,16 @@ multiplier m), in account currency:
 Speed (issue 5 benchmark: 1,000 legs x 27 scenarios, target 100 us): spread
 multipliers are linear, so Black-Scholes runs once per option leg on the 9
 (price, iv) pairs, and never for stock legs; puts are calls plus a linear
-parity term. numpy has no vectorized float64 ``exp`` on AVX2-only CPUs
-(about 5 ns an element), so the normal CDF is the exp-free
-``pricing.cdf_table`` (error < 3e-9) and the sums over legs are BLAS
-matrix-vector products; see ``MarginKernel``. ``worst_case_margin_python``
-is the same computation as a plain loop: the tests' reference and the
-benchmark's baseline.
+parity term. ``log`` and ``sqrt`` run once per leg: every d/step of every
+pair is a fixed linear combination of three per-leg numbers, so one BLAS
+product forms all 18 rows at once. numpy has no vectorized float64 ``exp``
+on AVX2-only CPUs (about 5 ns an element), so the normal CDF is the
+exp-free ``pricing.cdf_table`` (error < 3e-9) and the sums over legs are
+BLAS matrix-vector products; see ``MarginKernel``. At this size the kernel
+is bound by memory passes and by numpy's per-call overhead, so it makes as
+few calls as it can. ``worst_case_margin_python`` is the same computation as
+a plain loop: the tests' reference and the benchmark's baseline (the
+benchmark itself is ``exchange.margin_bench``).
 
 ``rate`` (in the grid) defaults to 0, as in ``pricing.quote_option``: over a
 shock horizon it moves "now" and "shocked" values alike.
@@ -38,11 +42,8 @@ shock horizon it moves "now" and "shocked" values alike.
 
 from __future__ import annotations
 
-import gc
 import math
-import statistics
 import threading
-import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Iterable, NamedTuple, Sequence
@@ -66,8 +67,6 @@ __all__ = [
     "worst_case_margin",
     "worst_case_margin_python",
     "margin_check",
-    "bench_margin",
-    "random_legs",
 ]
 
 STOCK, CALL, PUT = 0, 1, 2
@@ -76,10 +75,12 @@ REJECT_REASON = "worst_case_margin"
 # Bound once: the kernel is call-overhead bound for small books.
 _sqrt, _mul, _div, _add, _sub = np.sqrt, np.multiply, np.divide, np.add, np.subtract
 _exp, _log, _recip, _max, _min = np.exp, np.log, np.reciprocal, np.maximum, np.minimum
-_take, _matmul, _dot, _bincount = np.take, np.matmul, np.dot, np.bincount
+_bincount = np.bincount
 
 _MAGIC = 1.5 * 2.0**52  # x + _MAGIC rounds x to an integer in the low mantissa bits
 _MAGIC_BITS = int(np.array(_MAGIC).view(np.int64))
+# |log(S/K)| for any two positive finite doubles whose ratio is finite.
+_MAX_LOG_MONEYNESS = 745.0
 
 
 # --------------------------------------------------------------------- legs
@@ -108,14 +109,20 @@ _FLOAT_FIELDS = ("qty", "spot", "strike", "expiry_years", "iv", "half_spread", "
 
 
 class _Options(NamedTuple):
-    """The option legs only, as contiguous arrays: what Black-Scholes needs."""
+    """The option legs only, as contiguous arrays: what Black-Scholes needs.
+
+    ``sk`` stacks spot over strike and ``w2`` weight over minus weight, so one
+    multiply gives both sums' weights (w*S for N(d1), -w*K for N(d2));
+    ``spot``, ``strike`` and ``w`` are rows of them.
+    """
 
     spot: np.ndarray
+    strike: np.ndarray
+    sk: np.ndarray       # (2, n): spot, strike
     expiry_years: np.ndarray
     iv: np.ndarray
-    strike: np.ndarray
     w: np.ndarray        # qty * multiplier
-    neg_w: np.ndarray
+    w2: np.ndarray       # (2, n): w, -w
     key: np.ndarray      # underlying * 2 + is_put, for the naked-short base
 
 
@@ -183,9 +190,11 @@ class LegArrays:
         sel = np.flatnonzero(option)
         w_opt = w[sel]
         key = und[sel] * 2 + (kind[sel] == PUT)
+        sk = np.stack([self.spot[sel], self.strike[sel]])
+        w2 = np.stack([w_opt, -w_opt])
         opt = _Options(
-            spot=self.spot[sel], expiry_years=self.expiry_years[sel], iv=self.iv[sel],
-            strike=self.strike[sel], w=w_opt, neg_w=-w_opt, key=key,
+            spot=sk[0], strike=sk[1], sk=sk, expiry_years=self.expiry_years[sel],
+            iv=self.iv[sel], w=w2[0], w2=w2, key=key,
         )
         put(self, "_opt", opt)
         put(self, "_n_keys", int(key.max()) + 1 if len(key) else 0)
@@ -328,37 +337,62 @@ class MarginKernel:
     LegArrays it is given (which carries only weights derived from the legs'
     structure at construction, never market-dependent results).
 
-    Layout: every big array is (d1|d2, price shock, iv shock, leg) with legs
-    last, so each ufunc runs over long contiguous rows. N(d) uses the exp-free
+    Per option leg: ``vst = max(iv sqrt(T), floor)`` and ``x0 = log(S/Kd)``,
+    the only ``sqrt`` and ``log``. Since ``log(S(1+p)/Kd) = x0 + log(1+p)``
+    and the shocked total vol is ``vst (1+v)``, each d/step of each
+    (d1|d2, p, v) is ``L[row] . [x0/vst, 1/vst, vst]`` with ``L`` a grid
+    constant: one (18 x 3) @ (3 x legs) BLAS product gives all rows, legs
+    last so every later pass is one contiguous array. N(d) uses the exp-free
     ``cdf_table``: ``u = d / step`` is rounded to its table node with the
     1.5 * 2**52 trick (two passes, no float->int cast), one complex gather
-    fetches (intercept, slope), and the weighted sum over legs of
-    ``intercept + slope * u`` is done by BLAS: one pass forms ``slope * u``,
-    then one matrix-vector product sums it and another sums the intercepts
-    straight from the gathered pairs (weights ``[a, 0, a, 0, ...]``).
+    (``ndarray.take``) fetches (intercept, slope), and the weighted sum over
+    legs of ``intercept + slope * u`` is done by BLAS: one pass forms
+    ``slope * u``, then one matrix-vector product per row block sums it and
+    another sums the intercepts straight from the gathered pairs (weights
+    ``[a, 0, a, 0, ...]``). Each numpy call costs 0.3-1 us whatever its
+    size (about 17 us of a 1,000-leg evaluation), so everything the hot path
+    touches (buffers, their views, bound ``dot``/``take`` methods, constants
+    as 0-d arrays) is prepared once.
+
+    ``vst`` is floored at ``self.floor`` (about 5e-10 on the default grid,
+    rather than ``MIN_VOL_SQRT_T``) so that ``u`` stays above -1.5 * 2**52
+    for any legs: below that, ``u + 1.5 * 2**52`` is negative and its bits
+    point at the wrong end of the table (an expired call struck at 15x spot
+    used to get N = 1). Below that total volatility an option is priced at
+    ``vst = floor``, i.e. within ``0.4 * floor * S`` of intrinsic: far less
+    than the table's own error.
     """
 
     def __init__(self, grid: ShockGrid = DEFAULT_GRID) -> None:
         self.grid = grid
         table = cdf_table()
-        self._coef = table.coef
+        self._take = table.coef.take  # the method: np.take adds a Python-level hop
         inv_h = table.inv_step
-        self._magic = _MAGIC + table.offset  # rounding and table offset in one add
 
         # Always price the unshocked point; add 0 to an axis that lacks it.
         prices = list(grid.price_shocks) + ([] if 0.0 in grid.price_shocks else [0.0])
         vols = list(grid.iv_shocks) + ([] if 0.0 in grid.iv_shocks else [0.0])
         n_p, n_v = len(prices), len(vols)
         self._np, self._nv = n_p, n_v
-        self._ln_p = np.log1p(np.array(prices))[:, None]
-        one_v = 1.0 + np.array(vols)
-        # In table units: row 0 turns 1/vst into 1/(vst (1+v)), row 1 turns vst
-        # into vst (1+v) / 2.
-        self._wh_scale = np.stack([inv_h / one_v, 0.5 * inv_h * one_v])[:, :, None]
+        pv = n_p * n_v
+
+        # Row (k, p, v), k = 0 for d1 and 1 for d2, in table units:
+        # (x0 + log(1+p)) / (vst (1+v) step) +- vst (1+v) / (2 step).
+        lin = np.empty((2, n_p, n_v, 3))
+        for a, p in enumerate(prices):
+            ln_p = math.log1p(p)
+            for b, v in enumerate(vols):
+                c = inv_h / (1.0 + v)
+                half = 0.5 * inv_h * (1.0 + v)
+                lin[0, a, b] = (c, ln_p * c, half)
+                lin[1, a, b] = (c, ln_p * c, -half)
+        self._rows = lin.reshape(2 * pv, 3)
+        self._rows_dot = self._rows.dot
+        max_x = _MAX_LOG_MONEYNESS + max(abs(math.log1p(p)) for p in prices)
+        self.floor = max(MIN_VOL_SQRT_T, max_x * inv_h / ((1.0 + min(vols)) * 0.5 * _MAGIC))
 
         # neg_pnl = M @ vec; vec = [sum a N (2 x pv, intercept part),
         # sum a N (2 x pv, slope part), linear term]; row r = p * n_v + v.
-        pv = n_p * n_v
         zero = prices.index(0.0) * n_v + vols.index(0.0)
         m = np.zeros((pv, 4 * pv + 1))
         for r in range(pv):
@@ -372,6 +406,7 @@ class MarginKernel:
         rows = [prices.index(p) * n_v + vols.index(v)
                 for p in grid.price_shocks for v in grid.iv_shocks]
         self._m = np.ascontiguousarray(m[rows])
+        self._m_dot = self._m.dot
         self._n_out = n_out = len(rows)
         # per = E @ [max(neg_pnl, 0) (n_out), spread cost, sum of net short notional]
         n_sp = len(grid.spread_multipliers)
@@ -382,94 +417,101 @@ class MarginKernel:
                 e[r * n_sp + c, n_out] = mult
                 e[r * n_sp + c, n_out + 1] = -grid.naked_short_rate
         self._e = e
+        self._e_dot = e.dot
         self._tail = np.zeros(n_out + 2)
         self._tail_loss = self._tail[:n_out]
         self._vec = np.zeros(4 * pv + 1)
+        # Constants as 0-d arrays: a Python scalar costs a conversion per call.
+        self._floor = np.array(self.floor)
+        self._magic = np.array(_MAGIC + table.offset)  # rounding and table offset in one add
+        self._magic_bits = np.array(_MAGIC_BITS, dtype=np.int64)
+        self._zero = np.array(0.0)
+        self._neg_rate = np.array(-grid.rate)
+        self._ones = np.ones(64)
         self._cap = -1
 
     def _ensure(self, n: int) -> None:
         """(Re)allocate buffers and cache every view the hot path uses."""
-        n_p, n_v = self._np, self._nv
-        pv = n_p * n_v
+        pv = self._np * self._nv
         self._cap = n
-        leg = np.empty((4, n))           # kd, x0, then th = [1/vst, vst]
-        x = np.empty((n_p, n))
-        wh = np.empty((2, n_v, n))
-        u = np.empty((2, n_p, n_v, n))   # d1, d2 in table units; then slope * u
-        r = np.empty((2, n_p, n_v, n))   # magic-rounded u; its bits become the index
-        g = np.empty((2, n_p, n_v, n), dtype=np.complex128)
-        wa = np.zeros((2, 2 * n, 1))     # [a, 0, a, 0, ...]: picks the intercepts
-        a = wa[:, 0::2, :]               # weights: w*S for N(d1), -w*Kd for N(d2)
+        q = np.empty((3, n))             # x0/vst, 1/vst, vst
+        u = np.empty((2, pv, n))         # d1, d2 in table units; then slope * u
+        r = np.empty((2, pv, n))         # magic-rounded u; its bits become the index
+        g = np.empty((2, pv, n), dtype=np.complex128)
+        g_pairs = g.view(np.float64).reshape(2, pv, 2 * n)
+        wa = np.zeros((2, n, 2))         # [a, 0] per leg: picks the intercepts
+        a = wa[:, :, 0]                  # weights: w*S for N(d1), -w*Kd for N(d2)
+        sk = np.empty((2, n))            # spot, discounted strike (rate != 0 only)
         vec = self._vec
         self._bufs = (
-            leg[0], leg[1], leg[2], leg[3], leg[2:4][:, None, :],
-            x, x[:, None, :], wh, wh[0][None], wh[1],
-            u, u[0], u[1], u.reshape(2, pv, n),
-            r, r.view(np.int64), g, g.imag, g.view(np.float64).reshape(2, pv, 2 * n),
-            wa, a, a[0, :, 0], a[1, :, 0],
-            vec[: 2 * pv].reshape(2, pv, 1), vec[2 * pv: 4 * pv].reshape(2, pv, 1),
+            q, q[0], q[1], q[2], u.reshape(2 * pv, n), u, u[0], u[1],
+            r, r.view(np.int64), g, g.imag, g_pairs[0], g_pairs[1],
+            a, a[0], a[1], wa[0].reshape(2 * n), wa[1].reshape(2 * n),
+            vec[:pv], vec[pv:2 * pv], vec[2 * pv:3 * pv], vec[3 * pv:4 * pv],
+            sk, sk[1], np.empty(n),
         )
 
     def evaluate(self, legs: LegArrays) -> MarginResult:
         """Revalue every leg under every (price, iv) shock; see the class doc."""
-        grid = self.grid
         opt = legs._opt
-        n = opt.spot.shape[0]  # option legs; stock legs only enter linearly
+        n = opt.w.shape[0]  # option legs; stock legs only enter linearly
         if n != self._cap:
             self._ensure(n)
-        (kd, x0, inv_vst, vst, th_b, x, x_b, wh, w_b, h, u, u0, u1, u_flat,
-         r, idx, g, g_slope, g_pairs, wa, a, a0, a1, sum_slope, sum_icept) = self._bufs
+        (q, x, inv_vst, vst, u_rows, u, u0, u1, r, idx, g, g_slope, g0, g1,
+         a, a0, a1, wa0, wa1, icept0, icept1, slope0, slope1, sk_buf, kd_buf, tmp) = self._bufs
         spot, t = opt.spot, opt.expiry_years
         # Positional ``out`` arguments where numpy allows: this path is bound
-        # by per-call overhead for small books.
+        # by per-call overhead.
 
-        # Per leg: total vol (floored, so no 0/0), discounted strike, log-moneyness.
+        # Per leg: total vol (floored, see the class doc), discounted strike,
+        # then q = [log(S/Kd)/vst, 1/vst, vst].
         _sqrt(t, vst)
         _mul(opt.iv, vst, vst)
-        _max(vst, MIN_VOL_SQRT_T, out=vst)
-        if grid.rate:
-            _mul(t, -grid.rate, kd)
-            _exp(kd, kd)
-            _mul(kd, opt.strike, kd)
-        else:
-            kd = opt.strike
-        _div(spot, kd, x0)
-        _log(x0, x0)
-
-        # Per (shock, leg), in table units: ln(S(1+p)/Kd), 1/(vst(1+v)), vst(1+v)/2.
-        _add(x0, self._ln_p, x)
+        _max(vst, self._floor, out=vst)
         _recip(vst, inv_vst)
-        _mul(th_b, self._wh_scale, wh)
+        if self.grid.rate:
+            _mul(t, self._neg_rate, tmp)
+            _exp(tmp, tmp)
+            _mul(tmp, opt.strike, kd_buf)
+            sk_buf[0] = spot
+            sk, kd = sk_buf, kd_buf
+        else:
+            sk, kd = opt.sk, opt.strike
+        _div(spot, kd, x)
+        _log(x, x)
+        _mul(x, inv_vst, x)
 
-        # d1 = x/v + v/2, d2 = x/v - v/2 for every (p, v); u[1] holds x/v first.
-        _mul(x_b, w_b, u1)
-        _add(u1, h, u0)
-        _sub(u1, h, u1)
+        # d / step for every (d1|d2, price shock, iv shock, leg): one BLAS product.
+        self._rows_dot(q, u_rows)
 
         # N(d) = intercept + slope * u from the nearest table node.
         _add(u, self._magic, r)
-        _sub(idx, _MAGIC_BITS, idx)
-        _take(self._coef, idx, None, g, "clip")
+        _sub(idx, self._magic_bits, idx)
+        self._take(idx, None, g, "clip")
         _mul(g_slope, u, u)
 
         # Sums over legs, weights qty*mult*S (N(d1)) and -qty*mult*Kd (N(d2)).
-        _mul(opt.w, spot, a0)
-        _mul(opt.neg_w, kd, a1)
-        _matmul(u_flat, a, sum_slope)
-        _matmul(g_pairs, wa, sum_icept)
+        _mul(opt.w2, sk, a)
+        u0.dot(a0, slope0)
+        u1.dot(a1, slope1)
+        g0.dot(wa0, icept0)
+        g1.dot(wa1, icept1)
         vec = self._vec
-        vec[-1] = _dot(legs._w_lin, legs.spot)  # stock legs, put parity: linear in p
+        vec[-1] = legs._w_lin.dot(legs.spot)  # stock legs, put parity: linear in p
 
         tail, loss = self._tail, self._tail_loss
-        _matmul(self._m, vec, loss)
-        _max(loss, 0.0, out=loss)
-        tail[-2] = _dot(legs._abs_w, legs.half_spread)
+        self._m_dot(vec, loss)
+        _max(loss, self._zero, out=loss)
+        tail[-2] = legs._abs_w.dot(legs.half_spread)
         if legs._any_short_option:
-            net = _bincount(opt.key, a0, legs._n_keys)
-            tail[-1] = _min(net, 0.0, out=net).sum()
+            n_keys = legs._n_keys
+            if n_keys > self._ones.shape[0]:
+                self._ones = np.ones(2 * n_keys)
+            net = _bincount(opt.key, a0, n_keys)
+            tail[-1] = _min(net, self._zero, out=net).dot(self._ones[:n_keys])  # .sum() costs more
         else:
             tail[-1] = 0.0
-        per = self._e @ tail
+        per = self._e_dot(tail)
         k = int(per.argmax())
         return MarginResult(float(per[k]), per, k)
 
@@ -601,63 +643,3 @@ def check_legs(legs: LegArrays, available_margin, limit=Decimal("0.90"),
     decision = MarginDecision(worst <= limit_value, worst, limit_value,
                               grid.scenario(result.worst_index))
     return decision, result
-
-
-# -------------------------------------------------------------------- bench
-
-
-def random_legs(n_legs: int, seed: int = 7, n_underlyings: int = 20) -> LegArrays:
-    """A realistic-looking book for tests and the benchmark: 10 % stock legs,
-    the rest calls and puts near the money, 1 day to 1 year, long and short."""
-    rng = np.random.default_rng(seed)
-    und = rng.integers(0, n_underlyings, n_legs)
-    spot_u = rng.uniform(20.0, 500.0, n_underlyings)
-    kind = rng.choice([STOCK, CALL, PUT], size=n_legs, p=[0.1, 0.45, 0.45])
-    spot = spot_u[und]
-    return LegArrays(
-        kind=kind,
-        qty=rng.integers(1, 20, n_legs) * rng.choice([-1.0, 1.0], n_legs),
-        spot=spot,
-        strike=np.round(spot * rng.uniform(0.8, 1.2, n_legs), 1),
-        expiry_years=rng.uniform(1 / 365, 1.0, n_legs),
-        iv=rng.uniform(0.1, 0.8, n_legs),
-        half_spread=spot * rng.uniform(0.0002, 0.002, n_legs),
-        multiplier=np.where(kind == STOCK, 1.0, 100.0),
-        underlying=und,
-    )
-
-
-def _median_us(fn, repeats: int) -> float:
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter_ns()
-        fn()
-        samples.append(time.perf_counter_ns() - t0)
-    return statistics.median(samples) / 1000.0
-
-
-def bench_margin(n_legs: int = 1000, repeats: int = 2000, loop_repeats: int = 3,
-                 seed: int = 7, grid: ShockGrid | None = None) -> dict:
-    """Median microseconds per evaluation, numpy kernel vs plain loop.
-
-    Both run on the same ``random_legs`` book (10 % stock legs) in the same
-    process, on the default grid unless one is given. The kernel is timed
-    through ``worst_case_margin`` exactly as callers use it; GC is paused
-    while timing, as ``timeit`` does.
-    """
-    legs = random_legs(n_legs, seed)
-    grid = grid or DEFAULT_GRID
-    worst_case_margin(legs, grid)  # build the CDF table and buffers first
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        grid_us = _median_us(lambda: worst_case_margin(legs, grid), repeats)
-        loop_us = _median_us(lambda: worst_case_margin_python(legs, grid), max(1, loop_repeats))
-    finally:
-        if was_enabled:
-            gc.enable()
-    return {
-        "margin_grid_us": round(grid_us, 2),
-        "margin_python_loop_us": round(loop_us, 1),
-        "margin_speedup": round(loop_us / grid_us, 1),
-    }
