@@ -15,6 +15,11 @@ from decimal import Decimal
 from messages import OrderFilled, Side
 
 ZERO = Decimal("0")
+# Decimal operands: comparing or multiplying a Decimal with an int converts
+# the int first (same result, slower); the order path does this per fill.
+_ONE = Decimal(1)
+_MINUS_ONE = Decimal(-1)
+_BUY = Side.BUY
 
 
 @dataclass(slots=True)
@@ -25,21 +30,21 @@ class Position:
 
     def apply(self, side: Side, qty: Decimal, price: Decimal) -> Decimal:
         """Apply one fill; returns the PnL it realized (before fees)."""
-        signed = qty if side is Side.BUY else -qty
+        signed = qty if side is _BUY else -qty
         old = self.qty
         realized = ZERO
-        if old == 0 or (old > 0) == (signed > 0):
+        long = old > ZERO
+        if old == ZERO or long == (signed > ZERO):
             new = old + signed
             self.avg_price = (abs(old) * self.avg_price + qty * price) / abs(new)
             self.qty = new
         else:
             closing = min(abs(old), qty)
-            direction = 1 if old > 0 else -1
-            realized = closing * (price - self.avg_price) * direction
+            realized = closing * (price - self.avg_price) * (_ONE if long else _MINUS_ONE)
             new = old + signed
-            if new == 0:
+            if new == ZERO:
                 self.avg_price = ZERO
-            elif (new > 0) != (old > 0):
+            elif (new > ZERO) != long:
                 self.avg_price = price  # flipped: the remainder opened at this price
             self.qty = new
         self.realized += realized
@@ -53,7 +58,11 @@ class Account:
     positions: dict[str, Position] = field(default_factory=dict)
     fees_paid: Decimal = ZERO
     realized: Decimal = ZERO
-    fills: deque = field(default_factory=deque)  # (cursor, OrderFilled)
+    #: the last ``history`` OrderFilled, oldest first; their cursors are
+    #: consecutive and end at ``next_cursor - 1``, so they are not stored
+    #: (a (cursor, fill) pair per fill was one more object for the GC to
+    #: track over a long run)
+    fills: deque = field(default_factory=deque)
     next_cursor: int = 1
 
     def position(self, symbol: str) -> Position:
@@ -64,17 +73,21 @@ class Account:
 
     def record_fill(self, fill: OrderFilled, currency: str, history: int) -> int:
         """Book a fill: position, cash, fees, history. Returns its cursor."""
-        pos = self.position(fill.symbol)
-        self.realized += pos.apply(fill.side, fill.qty, fill.price)
-        notional = fill.qty * fill.price
-        delta = -notional if fill.side is Side.BUY else notional
-        self.cash[currency] = self.cash.get(currency, ZERO) + delta - fill.fee
-        self.fees_paid += fill.fee
+        side, qty, price, fee = fill.side, fill.qty, fill.price, fill.fee
+        pos = self.positions.get(fill.symbol)
+        if pos is None:
+            pos = self.positions[fill.symbol] = Position()
+        self.realized += pos.apply(side, qty, price)
+        notional = qty * price
+        cash = self.cash
+        cash[currency] = cash.get(currency, ZERO) + (-notional if side is _BUY else notional) - fee
+        self.fees_paid += fee
         cursor = self.next_cursor
-        self.next_cursor += 1
-        self.fills.append((cursor, fill))
-        while len(self.fills) > history:
-            self.fills.popleft()
+        self.next_cursor = cursor + 1
+        fills = self.fills
+        fills.append(fill)
+        while len(fills) > history:
+            fills.popleft()
         return cursor
 
     def fills_since(self, cursor: int, limit: int) -> tuple[list[OrderFilled], int, bool]:
@@ -82,7 +95,7 @@ class Account:
         out: list[OrderFilled] = []
         last = cursor
         more = False
-        for c, fill in self.fills:
+        for c, fill in enumerate(self.fills, self.next_cursor - len(self.fills)):
             if c <= cursor:
                 continue
             if len(out) >= limit:

@@ -9,13 +9,14 @@ treated as unlimited.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
 from messages import OrderRequest, OrderType, Side
 
 ZERO = Decimal("0")
+_BUY, _MARKET = Side.BUY, OrderType.MARKET  # (globals: read once per order)
 
 WORKING = "working"
 FILLED = "filled"
@@ -82,7 +83,9 @@ class OrderState:
     triggered: bool = True
     cancel_pending: bool = False
     notional: Decimal = ZERO
-    fills: list[str] = field(default_factory=list)
+    #: fill ids, oldest first. A tuple, not a list: a tuple of strings drops
+    #: out of the cyclic GC's tracking, and every kept order holds one
+    fills: tuple[str, ...] = ()
 
     @property
     def coid(self) -> str:
@@ -99,13 +102,14 @@ class OrderState:
     def marketable_price(self, book: Book) -> Decimal | None:
         """Price this order would trade at against ``book`` now, else None."""
         req = self.request
-        touch = book.touch(req.side)
+        buy = req.side is _BUY
+        touch = book.ask if buy else book.bid  # book.touch(req.side), inline
         if touch is None or not self.triggered:
             return None
-        if req.order_type is OrderType.MARKET:
+        if req.order_type is _MARKET:
             return touch
         limit = req.price
-        if req.side is Side.BUY:
+        if buy:
             return touch if touch <= limit else None  # type: ignore[operator]
         return touch if touch >= limit else None  # type: ignore[operator]
 

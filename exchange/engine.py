@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections import Counter, OrderedDict
+from collections import Counter, deque
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Callable
@@ -80,10 +80,16 @@ BPS = Decimal("10000")
 MAX_CLOSED_ORDERS = 100_000
 MAX_FIFO_HOLD_S = 60.0
 
+# Order path constants: enum members as globals (not class attribute lookups),
+# Emit without its frozen __init__ (exchange._fast), events.jsonl extra keys.
+_MARKET, _STOP_LIMIT, _BUY, _IOC = OrderType.MARKET, OrderType.STOP_LIMIT, Side.BUY, TimeInForce.IOC
+_new_emit = maker(Emit)
+_SUBMITTED_KEYS = ("order_type", "trigger_price", "reduce_only", "tif", "account", "group_id")
+_ACKED_KEYS = ("exchange_order_id",)
+_FILLED_KEYS = ("leaves_qty", "fee", "liquidity", "account", "cursor")
 
-def _bad_decimal(value: Any, *, optional: bool) -> bool:
-    if value is None:
-        return not optional
+
+def _bad_decimal(value: Any) -> bool:  # (None included)
     return not (isinstance(value, Decimal) and value.is_finite() and value > 0)
 
 
@@ -125,7 +131,9 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
         """Everything an exchange crash with data loss forgets (books survive:
         they mirror the outside market)."""
         self.orders: dict[str, OrderState] = {}
-        self._closed: OrderedDict[str, None] = OrderedDict()
+        #: client order ids in the order they closed (each closes once), so
+        #: the oldest are forgotten first past MAX_CLOSED_ORDERS
+        self._closed: deque[str] = deque()
         self._retired: dict[str, str] = {}
         self.working: dict[str, dict[str, OrderState]] = {}
         self.accounts: dict[str, Account] = {}
@@ -165,6 +173,7 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
     def handle(self, command: Any, now: datetime | None = None) -> list[Emit]:
         """Process any command or market data message. Never raises."""
         now = now or self._clock()
+        held = self.log.hold()  # this command's events.jsonl lines: one write, on return
         try:
             kind = type(command)
             if kind is SubmitOrder:
@@ -191,6 +200,9 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
             self.stats["internal_errors"] += 1
             logger.opt(exception=exc).error("simulated exchange failed on {}", type(command).__name__)
             return [self._error("internal", f"{type(exc).__name__}: {exc}", now)]
+        finally:
+            if held:
+                self.log.release()
 
     # -- timing -------------------------------------------------------------------
 
@@ -211,10 +223,11 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
         if due < last < due + MAX_FIFO_HOLD_S:  # (a clock set back is not held)
             due = last
         self._last_due = due
-        return max(0.0, due - t)
+        delay = due - t
+        return delay if delay > 0.0 else 0.0  # max(0.0, delay) without the call
 
     def _emit(self, event: Any, now: datetime, audience: str = ACCOUNT, extra_s: float = 0.0) -> Emit:
-        return Emit(self.stream_delay(now, extra_s), event, audience)
+        return _new_emit(self.stream_delay(now, extra_s), event, audience)
 
     def _error(self, code: str, reason: str, now: datetime, ref: str | None = None) -> Emit:
         return self._emit(ExchangeError(code=code, reason=reason, ts=now, ref=ref), now, REQUESTER)
@@ -244,12 +257,12 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
             return [self._error("bad_command", f"SubmitOrder.order must be an OrderRequest, "
                                 f"got {type(order).__name__}", now)]
         self.stats["orders_received"] += 1
-        if self.log.is_open:
-            self.log.append("order_submitted", now, client_order_id=order.client_order_id,
-                            symbol=order.symbol, side=order.side, qty=order.qty,
-                            price=order.price, order_type=order.order_type,
-                            trigger_price=order.trigger_price, reduce_only=order.reduce_only,
-                            tif=order.tif, account=order.account, group_id=order.group_id)
+        log = self.log
+        if log.is_open:
+            log.write("order_submitted", now, (order.client_order_id, order.symbol, order.side,
+                                               order.qty, order.price, None),
+                      _SUBMITTED_KEYS, (order.order_type, order.trigger_price, order.reduce_only,
+                                        order.tif, order.account, order.group_id))
         reason = self._check_order(order)
         if reason is None and self.reject_next > 0:
             self.reject_next -= 1
@@ -261,23 +274,28 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
         return self._accept(order, now)
 
     def _check_order(self, order: OrderRequest) -> str | None:
-        coid = order.client_order_id
-        for field, optional in (("qty", False), ("price", True), ("trigger_price", True)):
-            value = getattr(order, field)
-            if _bad_decimal(value, optional=optional):
-                return f"invalid_{field}: {value!r} is not a finite positive decimal"
-        if order.order_type is not OrderType.MARKET and order.price is None:
-            return f"invalid_price: a {order.order_type} order needs a price"
-        if order.order_type is OrderType.STOP_LIMIT and order.trigger_price is None:
+        qty, price, trigger, otype = order.qty, order.price, order.trigger_price, order.order_type
+        if _bad_decimal(qty):
+            return f"invalid_qty: {qty!r} is not a finite positive decimal"
+        if price is not None and _bad_decimal(price):
+            return f"invalid_price: {price!r} is not a finite positive decimal"
+        if trigger is not None and _bad_decimal(trigger):
+            return f"invalid_trigger_price: {trigger!r} is not a finite positive decimal"
+        if otype is not _MARKET and price is None:
+            return f"invalid_price: a {otype} order needs a price"
+        if otype is _STOP_LIMIT and trigger is None:
             return "invalid_trigger_price: a stop_limit order needs a trigger_price"
-        if self.config.symbols is not None and order.symbol not in self.config.symbols:
+        symbols = self.config.symbols
+        if symbols is not None and order.symbol not in symbols:
             return f"unknown_symbol: {order.symbol!r} is not traded here"
+        coid = order.client_order_id
         if coid in self.orders or coid in self._retired:
             status = self.orders[coid].status if coid in self.orders else self._retired[coid]
             return f"duplicate_client_order_id: {coid!r} was already accepted (that order is {status})"
-        book = self.books.get(order.symbol)
-        if order.order_type is OrderType.MARKET and (book is None or not book.has_quote):
-            return f"no_market: no quote for {order.symbol}, a market order cannot be priced"
+        if otype is _MARKET:
+            book = self.books.get(order.symbol)
+            if book is None or not book.has_quote:
+                return f"no_market: no quote for {order.symbol}, a market order cannot be priced"
         if order.reduce_only:
             reducible = self._reducible(order)
             if reducible <= 0:
@@ -294,28 +312,27 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
         return self._emit(OrderRejected(order.client_order_id, order.symbol or "?", reason, now), now)
 
     def _accept(self, order: OrderRequest, now: datetime) -> list[Emit]:
-        cfg = self.config
-        eid = f"{cfg.id_prefix}{self.epoch}-O{next(self._order_seq)}"
-        st = OrderState(order, eid, now, order.qty,
-                        triggered=order.order_type is not OrderType.STOP_LIMIT)
-        self.orders[order.client_order_id] = st
-        working = self.working.get(order.symbol)
+        coid, symbol = order.client_order_id, order.symbol
+        eid = f"{self.config.id_prefix}{self.epoch}-O{next(self._order_seq)}"
+        st = OrderState(order, eid, now, order.qty, triggered=order.order_type is not _STOP_LIMIT)
+        self.orders[coid] = st
+        working = self.working.get(symbol)
         if working is None:
-            working = self.working[order.symbol] = {}
-        working[order.client_order_id] = st
+            working = self.working[symbol] = {}
+        working[coid] = st
         self.stats["orders_acked"] += 1
-        if self.log.is_open:
-            self.log.append("order_acked", now, client_order_id=order.client_order_id,
-                            symbol=order.symbol, side=order.side, qty=order.qty,
-                            price=order.price, exchange_order_id=eid)
-        out = [self._emit(self._acked(order.client_order_id, eid, order.symbol, now), now)]
-        book = self.books.get(order.symbol)
+        log = self.log
+        if log.is_open:
+            log.write("order_acked", now, (coid, symbol, order.side, order.qty, order.price, None),
+                      _ACKED_KEYS, (eid,))
+        out = [self._emit(self._acked(coid, eid, symbol, now), now)]
+        book = self.books.get(symbol)
         if book is not None and book.has_quote:
             if not st.triggered and st.trigger_hit(book):
                 self._trigger(st, now)
             if st.triggered:
                 self._take(st, book, now, out)
-        if st.is_working and order.tif is TimeInForce.IOC and st.triggered:
+        if st.status == WORKING and order.tif is _IOC and st.triggered:
             self._expire(st, "IOC remainder", now, out)
         return out
 
@@ -333,51 +350,51 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
             self._fill(st, self._fillable(st, book, None), price, "taker", now, out)
 
     def _fillable(self, st: OrderState, book: Book | None, qty: Decimal | None) -> Decimal:
+        req = st.request
         want = st.leaves if qty is None else min(qty, st.leaves)
         if book is not None:
-            avail = book.available(st.request.side)
+            avail = book.avail_ask if req.side is _BUY else book.avail_bid  # (book.available)
             if avail is not None:
                 want = min(want, max(avail, ZERO))
-        if st.request.reduce_only:
-            want = min(want, self._reducible(st.request))
-        return want
+        return min(want, self._reducible(req)) if req.reduce_only else want
 
     def _fill(self, st: OrderState, qty: Decimal, price: Decimal, liquidity: str,
               now: datetime, out: list[Emit]) -> None:
         """Book ``qty`` at ``price`` as one or more fill reports."""
         req = st.request
-        if qty > 0:
+        if qty > ZERO:
             cfg = self.config
+            coid, symbol, side, account = req.client_order_id, req.symbol, req.side, req.account
             bps = cfg.maker_fee_bps if liquidity == "maker" else cfg.taker_fee_bps
-            acct = self.account(req.account)
+            acct = self.accounts.get(account) or self.account(account)
             interval = cfg.partial_fill_interval_ms / 1000.0
             parts = (qty,) if cfg.partial_fills <= 1 else split_qty(qty, cfg.partial_fills)
+            log = self.log if self.log.is_open else None
             for i, part in enumerate(parts):
                 fill_id = f"{cfg.id_prefix}{self.epoch}-F{next(self._fill_seq)}"
-                fee = ((part * price * bps / BPS).quantize(FEE_QUANTUM, rounding=ROUND_HALF_UP)
+                notional = part * price
+                fee = ((notional * bps / BPS).quantize(FEE_QUANTUM, rounding=ROUND_HALF_UP)
                        if bps else ZERO)
-                st.leaves -= part
+                leaves = st.leaves = st.leaves - part
                 st.filled += part
-                st.notional += part * price
-                fill = self._filled(req.client_order_id, fill_id, req.symbol, req.side, part,
-                                    price, st.leaves, now, fee, req.account)
+                st.notional += notional
+                fill = self._filled(coid, fill_id, symbol, side, part, price, leaves, now, fee,
+                                    account)
                 cursor = acct.record_fill(fill, cfg.quote_currency, cfg.fill_history)
-                st.fills.append(fill_id)
+                st.fills += (fill_id,)
                 self._last_fill = fill
                 self.stats["fills"] += 1
-                if self.log.is_open:
-                    self.log.append("order_filled", now, client_order_id=req.client_order_id,
-                                    symbol=req.symbol, side=req.side, qty=part, price=price,
-                                    fill_id=fill_id, leaves_qty=st.leaves, fee=fee,
-                                    liquidity=liquidity, account=req.account, cursor=cursor)
-                out.append(self._emit(fill, now, extra_s=interval * i))
+                if log is not None:
+                    log.write("order_filled", now, (coid, symbol, side, part, price, fill_id),
+                              _FILLED_KEYS, (leaves, fee, liquidity, account, cursor))
+                out.append(self._emit(fill, now, ACCOUNT, interval * i))
                 if self.duplicate_next > 0:
                     self.duplicate_next -= 1
                     out.append(self._emit_duplicate(fill, now))
-            book = self.books.get(req.symbol)
+            book = self.books.get(symbol)
             if book is not None:
-                book.consume(req.side, qty)
-        if st.leaves == 0:
+                book.consume(side, qty)
+        if st.leaves == ZERO:
             self._close(st, FILLED)
         elif req.reduce_only and self._reducible(req) <= 0:
             self._expire(st, "reduce_only: nothing left to reduce", now, out)
@@ -392,10 +409,14 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
     def _close(self, st: OrderState, status: str) -> None:
         st.status = status
         st.cancel_pending = False
-        self.working.get(st.request.symbol, {}).pop(st.coid, None)
-        self._closed[st.coid] = None
-        while len(self._closed) > MAX_CLOSED_ORDERS:
-            old, _ = self._closed.popitem(last=False)
+        req = st.request
+        working = self.working.get(req.symbol)
+        if working is not None:
+            working.pop(req.client_order_id, None)
+        closed = self._closed
+        closed.append(req.client_order_id)
+        while len(closed) > MAX_CLOSED_ORDERS:
+            old = closed.popleft()
             gone = self.orders.pop(old, None)
             if gone is not None:
                 self._retired[old] = gone.status
@@ -408,24 +429,3 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
         self.log.append("order_expired", now, client_order_id=req.client_order_id,
                         symbol=req.symbol, side=req.side, qty=qty, price=req.price, reason=reason)
         out.append(self._emit(OrderExpired(req.client_order_id, req.symbol, qty, reason, now), now))
-
-    # -- read access (tests, tools, the venue's introspection) ------------------------
-
-    def order(self, client_order_id: str) -> OrderState | None:
-        return self.orders.get(client_order_id)
-
-    def open_orders(self, account: str | None = None) -> list[OrderState]:
-        return [st for orders in self.working.values() for st in orders.values()
-                if st.status == WORKING and (account is None or st.request.account == account)]
-
-    def position(self, symbol: str, account: str = "default") -> Decimal:
-        pos = self.accounts.get(account)
-        p = pos.positions.get(symbol) if pos is not None else None
-        return p.qty if p is not None else ZERO
-
-    def positions(self, account: str = "default") -> dict[str, Decimal]:
-        acct = self.accounts.get(account)
-        return {s: p.qty for s, p in sorted(acct.positions.items())} if acct else {}
-
-    def book(self, symbol: str) -> Book | None:
-        return self.books.get(symbol)

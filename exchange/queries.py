@@ -1,12 +1,16 @@
 """Query replies of the simulated exchange (positions, open orders, balances,
 fills since a cursor). These are what the reconciler and startup recovery
-compare against: the broker wins on divergence, so they must be exact."""
+compare against: the broker wins on divergence, so they must be exact. Also
+the engine's read access for tests and tools (``order``, ``open_orders``,
+``position``, ``positions``, ``book``)."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from exchange.book import WORKING, ZERO, Book, OrderState
 from exchange.emit import REQUESTER, Emit
 from messages import (
     BalanceSnapshot,
@@ -53,6 +57,27 @@ class QueriesMixin:
         self.log.append("query", now, what=what, request_id=getattr(q, "request_id", None),
                         account=acct.name)
         return [self._emit(reply, now, REQUESTER)]
+
+    # -- read access (tests, tools, the venue's introspection) ------------------------
+
+    def order(self: SimulatedExchange, client_order_id: str) -> OrderState | None:
+        return self.orders.get(client_order_id)
+
+    def open_orders(self: SimulatedExchange, account: str | None = None) -> list[OrderState]:
+        return [st for orders in self.working.values() for st in orders.values()
+                if st.status == WORKING and (account is None or st.request.account == account)]
+
+    def position(self: SimulatedExchange, symbol: str, account: str = "default") -> Decimal:
+        pos = self.accounts.get(account)
+        p = pos.positions.get(symbol) if pos is not None else None
+        return p.qty if p is not None else ZERO
+
+    def positions(self: SimulatedExchange, account: str = "default") -> dict[str, Decimal]:
+        acct = self.accounts.get(account)
+        return {s: p.qty for s, p in sorted(acct.positions.items())} if acct else {}
+
+    def book(self: SimulatedExchange, symbol: str) -> Book | None:
+        return self.books.get(symbol)
 
 
 def _open_order(st: Any) -> OpenOrder:
