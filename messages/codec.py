@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-from datetime import datetime, timezone
+import threading
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import Any
@@ -30,7 +31,25 @@ EXT_ENUM = 3
 EXT_MESSAGE = 4
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_UTC = timezone.utc
 _I64 = struct.Struct(">q")
+
+# Per-message costs that do not depend on the message (every order crosses
+# the codec at least twice on its way to the exchange and back), computed
+# once instead of per call:
+#: field names per message class (``dataclasses.fields`` rebuilds a tuple)
+_FIELDS: dict[type, tuple[str, ...]] = {}
+#: the ext of each enum member, keyed by (type, member): members of two
+#: str enums can be equal (``==``) with different types
+_ENUM_EXT: dict[tuple[type, Enum], msgpack.ExtType] = {}
+#: decoded enum members by their ext payload (only valid ones are kept)
+_ENUM_OF: dict[bytes, Enum] = {}
+# One msgpack Packer per thread and nesting depth (a nested message is packed
+# from inside ``_default`` while its parent's Packer is busy). ``packb``
+# builds a Packer with a 256 KiB buffer on every call, which costs more than
+# packing an order; a reused Packer resets after each ``pack``, error or not.
+_local = threading.local()
+_PACKER_BUF = 4096  # grows on demand; most frames are a few hundred bytes
 
 
 class CodecError(ValueError):
@@ -43,11 +62,17 @@ def _default(obj: Any) -> msgpack.ExtType:
             raise CodecError(f"cannot encode non-finite Decimal {obj}")
         return msgpack.ExtType(EXT_DECIMAL, str(obj).encode("ascii"))
     if isinstance(obj, Enum):
-        return msgpack.ExtType(EXT_ENUM, msgpack.packb([type(obj).__name__, obj.value]))
+        key = (type(obj), obj)
+        ext = _ENUM_EXT.get(key)
+        if ext is None:
+            ext = msgpack.ExtType(EXT_ENUM, msgpack.packb([type(obj).__name__, obj.value]))
+            _ENUM_EXT[key] = ext
+        return ext
     if isinstance(obj, datetime):
         if obj.tzinfo is None:
             raise CodecError("cannot encode a naive datetime; timestamps must be UTC-aware")
-        delta = obj.astimezone(timezone.utc) - _EPOCH
+        # (already UTC, the common case: astimezone would only copy it)
+        delta = (obj if obj.tzinfo is _UTC else obj.astimezone(_UTC)) - _EPOCH
         micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
         return msgpack.ExtType(EXT_DATETIME, _I64.pack(micros))
     if isinstance(obj, Message):
@@ -67,38 +92,68 @@ def _ext_hook(code: int, data: bytes) -> Any:
     if code == EXT_DATETIME:
         if len(data) != 8:
             raise CodecError(f"bad datetime payload of {len(data)} bytes")
-        from datetime import timedelta
-
         try:
             return _EPOCH + timedelta(microseconds=_I64.unpack(data)[0])
         except OverflowError:
             raise CodecError("datetime out of range") from None
     if code == EXT_ENUM:
+        member = _ENUM_OF.get(data)
+        if member is not None and ENUM_TYPES.get(type(member).__name__) is type(member):
+            return member  # (still the registered enum of that name)
         try:
             name, value = msgpack.unpackb(data, raw=False)
-            return ENUM_TYPES[name](value)
+            member = ENUM_TYPES[name](value)
         except (KeyError, ValueError, TypeError, msgpack.UnpackException):
             raise CodecError(f"unknown enum value {data[:60]!r}") from None
+        if len(_ENUM_OF) < 4096:  # bounded: a peer could send endless valid aliases
+            _ENUM_OF[bytes(data)] = member
+        return member
     if code == EXT_MESSAGE:
         return decode(data)
     raise CodecError(f"unknown ext type {code}")
 
 
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
 def to_wire(msg: Message) -> dict[str, Any]:
-    if not isinstance(msg, Message) or not dataclasses.is_dataclass(msg):
-        raise CodecError(f"not a message: {type(msg).__name__}")
-    fields = {f.name: getattr(msg, f.name) for f in dataclasses.fields(msg)}
-    return {"v": SCHEMA_VERSION, "t": type(msg).__name__, "f": fields}
+    cls = type(msg)
+    names = _FIELDS.get(cls)
+    if names is None:
+        if not isinstance(msg, Message) or not dataclasses.is_dataclass(msg):
+            raise CodecError(f"not a message: {cls.__name__}")
+        names = _field_names(cls)
+    fields = {name: getattr(msg, name) for name in names}
+    return {"v": SCHEMA_VERSION, "t": cls.__name__, "f": fields}
 
 
 def encode(msg: Message) -> bytes:
     """Message -> bytes. Raises CodecError for values that cannot travel."""
+    local = _local
+    packers = getattr(local, "packers", None)
+    if packers is None:
+        packers = local.packers = []
+        local.depth = 0
+    depth = local.depth
+    if depth < len(packers):
+        packer = packers[depth]
+    else:
+        packer = msgpack.Packer(default=_default, use_bin_type=True, buf_size=_PACKER_BUF)
+        if depth < 4:  # messages nest one or two deep; deeper ones pay for a new Packer
+            packers.append(packer)
+    local.depth = depth + 1
     try:
-        return msgpack.packb(to_wire(msg), default=_default, use_bin_type=True)
+        return packer.pack(to_wire(msg))
     except CodecError:
         raise
     except (TypeError, ValueError, OverflowError) as exc:
         raise CodecError(f"cannot encode {type(msg).__name__}: {exc}") from None
+    finally:
+        local.depth = depth
 
 
 def from_wire(obj: Any) -> Message:
@@ -114,8 +169,7 @@ def from_wire(obj: Any) -> Message:
     fields = obj.get("f")
     if not isinstance(fields, dict):
         raise CodecError(f"{name}: fields must be a map")
-    known = {f.name for f in dataclasses.fields(cls)}
-    extra = set(fields) - known
+    extra = set(fields).difference(_field_names(cls))
     if extra:
         raise CodecError(f"{name}: unknown field(s) {sorted(map(str, extra))}")
     try:
