@@ -66,6 +66,8 @@ def message_type(name: str) -> type[Message] | None:
 
 # -- field validators, used from __post_init__ --------------------------------
 
+_ZERO = Decimal(0)
+
 
 def to_decimal(value: Any, field: str, *, where: str = "") -> Decimal:
     """Coerce ``value`` to a finite Decimal or raise a MessageError naming ``field``."""
@@ -93,6 +95,12 @@ def check_decimal(obj: Message, field: str, *, positive: bool = False,
                   non_negative: bool = False, optional: bool = False) -> None:
     """Validate (and coerce in place) a Decimal field of a frozen message."""
     value = getattr(obj, field)
+    # Fast path, same outcome: a finite Decimal in range needs no coercion (every
+    # decoded order and fill comes here several times; the general path builds
+    # its error prefix up front)
+    if type(value) is Decimal and value.is_finite() and not (
+            (positive and value <= _ZERO) or (non_negative and value < _ZERO)):
+        return
     if value is None:
         if optional:
             return
@@ -108,6 +116,8 @@ def check_decimal(obj: Message, field: str, *, positive: bool = False,
 
 def check_utc(obj: Message, field: str, *, optional: bool = False) -> None:
     value = getattr(obj, field)
+    if type(value) is datetime and value.tzinfo is timezone.utc:
+        return  # already aware UTC (the common case)
     if value is None and optional:
         return
     if not isinstance(value, datetime):

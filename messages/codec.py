@@ -18,6 +18,7 @@ import threading
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from enum import Enum
+from functools import partial
 from typing import Any
 
 import msgpack
@@ -35,21 +36,18 @@ _UTC = timezone.utc
 _I64 = struct.Struct(">q")
 
 # Per-message costs that do not depend on the message (every order crosses
-# the codec at least twice on its way to the exchange and back), computed
-# once instead of per call:
+# the codec at least twice on its way to the exchange and back), paid once:
 #: field names per message class (``dataclasses.fields`` rebuilds a tuple)
 _FIELDS: dict[type, tuple[str, ...]] = {}
-#: the ext of each enum member, keyed by (type, member): members of two
-#: str enums can be equal (``==``) with different types
-_ENUM_EXT: dict[tuple[type, Enum], msgpack.ExtType] = {}
-#: decoded enum members by their ext payload (only valid ones are kept)
-_ENUM_OF: dict[bytes, Enum] = {}
 # One msgpack Packer per thread and nesting depth (a nested message is packed
 # from inside ``_default`` while its parent's Packer is busy). ``packb``
 # builds a Packer with a 256 KiB buffer on every call, which costs more than
 # packing an order; a reused Packer resets after each ``pack``, error or not.
 _local = threading.local()
 _PACKER_BUF = 4096  # grows on demand; most frames are a few hundred bytes
+# ``ExtType(code, data)`` without its argument checks (a Python ``__new__``):
+# our codes are constants in range and the data is always bytes
+_ext = partial(tuple.__new__, msgpack.ExtType)
 
 
 class CodecError(ValueError):
@@ -60,23 +58,18 @@ def _default(obj: Any) -> msgpack.ExtType:
     if isinstance(obj, Decimal):
         if not obj.is_finite():
             raise CodecError(f"cannot encode non-finite Decimal {obj}")
-        return msgpack.ExtType(EXT_DECIMAL, str(obj).encode("ascii"))
+        return _ext((EXT_DECIMAL, str(obj).encode("ascii")))
     if isinstance(obj, Enum):
-        key = (type(obj), obj)
-        ext = _ENUM_EXT.get(key)
-        if ext is None:
-            ext = msgpack.ExtType(EXT_ENUM, msgpack.packb([type(obj).__name__, obj.value]))
-            _ENUM_EXT[key] = ext
-        return ext
+        return msgpack.ExtType(EXT_ENUM, msgpack.packb([type(obj).__name__, obj.value]))
     if isinstance(obj, datetime):
         if obj.tzinfo is None:
             raise CodecError("cannot encode a naive datetime; timestamps must be UTC-aware")
         # (already UTC, the common case: astimezone would only copy it)
         delta = (obj if obj.tzinfo is _UTC else obj.astimezone(_UTC)) - _EPOCH
         micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-        return msgpack.ExtType(EXT_DATETIME, _I64.pack(micros))
+        return _ext((EXT_DATETIME, _I64.pack(micros)))
     if isinstance(obj, Message):
-        return msgpack.ExtType(EXT_MESSAGE, encode(obj))
+        return _ext((EXT_MESSAGE, encode(obj)))
     raise CodecError(f"cannot encode value of type {type(obj).__name__}")
 
 
@@ -97,17 +90,11 @@ def _ext_hook(code: int, data: bytes) -> Any:
         except OverflowError:
             raise CodecError("datetime out of range") from None
     if code == EXT_ENUM:
-        member = _ENUM_OF.get(data)
-        if member is not None and ENUM_TYPES.get(type(member).__name__) is type(member):
-            return member  # (still the registered enum of that name)
         try:
             name, value = msgpack.unpackb(data, raw=False)
-            member = ENUM_TYPES[name](value)
+            return ENUM_TYPES[name](value)
         except (KeyError, ValueError, TypeError, msgpack.UnpackException):
             raise CodecError(f"unknown enum value {data[:60]!r}") from None
-        if len(_ENUM_OF) < 4096:  # bounded: a peer could send endless valid aliases
-            _ENUM_OF[bytes(data)] = member
-        return member
     if code == EXT_MESSAGE:
         return decode(data)
     raise CodecError(f"unknown ext type {code}")

@@ -13,6 +13,12 @@ def _check_enum(obj: Message, field: str, enum_cls: type) -> None:
     value = getattr(obj, field)
     if isinstance(value, enum_cls):
         return
+    # A decoded frame carries the value ("buy"): the member by value, as
+    # ``enum_cls(value)`` finds it first, without the metaclass call
+    member = enum_cls._value2member_map_.get(value) if isinstance(value, str) else None
+    if member is not None:
+        object.__setattr__(obj, field, member)
+        return
     try:
         object.__setattr__(obj, field, enum_cls(value))
     except ValueError:
