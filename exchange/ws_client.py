@@ -139,6 +139,7 @@ class WsClientAdapter:
 
     async def _run_connection(self, gen: int) -> None:
         try:
+            # compression=None: see ExchangeServer._main (small frames on loopback)
             ws = await ws_connect(self.url, open_timeout=self.open_timeout, max_size=MAX_FRAME,
                                   ping_interval=self.ping_interval, compression=None)
         except asyncio.CancelledError:

@@ -99,6 +99,10 @@ class _Acks:
     """The adapter's sink: the perf_counter time each ack arrived."""
 
     def __init__(self, expected: int) -> None:
+        from messages import OrderAcked, OrderFilled, StreamStatus
+
+        # (imported here, not per event: the sink runs inside the measured time)
+        self._acked, self._filled, self._status = OrderAcked, OrderFilled, StreamStatus
         self.at: dict[str, float] = {}
         self.expected = expected
         self.done = threading.Event()
@@ -106,17 +110,15 @@ class _Acks:
         self.other_errors: list[Any] = []
 
     def __call__(self, event: Any) -> None:
-        from messages import OrderAcked, OrderFilled, StreamStatus
-
         kind = type(event)
-        if kind is OrderAcked:
+        if kind is self._acked:
             self.at[event.client_order_id] = time.perf_counter()
             if len(self.at) >= self.expected:
                 self.done.set()
-        elif kind is StreamStatus:
+        elif kind is self._status:
             if event.connected:
                 self.up.set()
-        elif kind is not OrderFilled:
+        elif kind is not self._filled:
             self.other_errors.append(event)
 
 
