@@ -307,3 +307,23 @@ def test_receiver_keeps_running_after_bad_bytes(harness_factory: Any) -> None:
     assert all(text for text in rx.bad)
     cell = h.cell("rx")
     assert (cell.incarnation, cell.restarts, cell.failures) == (1, 0, 0)
+
+
+def test_a_failed_encode_leaves_nothing_behind_for_the_next_one() -> None:
+    """encode reuses one msgpack Packer per thread and nesting depth: a message
+    that fails half-way (here a nested order with a non-finite price smuggled past
+    validation) must not leave bytes in it that the next frame would carry."""
+    from messages import OrderRequest, OrderType, Side, SubmitOrder
+
+    t0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
+    good = SubmitOrder(OrderRequest("c-1", "BTCUSDT", Side.BUY, OrderType.LIMIT, Decimal("1"),
+                                    t0, price=Decimal("100")))
+    expected = encode(good)
+    bad_order = OrderRequest("c-2", "BTCUSDT", Side.BUY, OrderType.LIMIT, Decimal("1"), t0,
+                             price=Decimal("100"))
+    object.__setattr__(bad_order, "price", Decimal("NaN"))
+    for _ in range(3):
+        with pytest.raises(CodecError):
+            encode(SubmitOrder(bad_order))
+        assert encode(good) == expected
+        assert decode(expected) == good
