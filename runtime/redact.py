@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 
-_WORDS = ("token", "secret", "passw", "apikey", "api_key", "private_key", "privatekey",
-          "signature")
+#: a field whose name contains one of these (any case) has its value masked
+_WORDS = ("token", "secret", "password", "passwd", "api_key", "apikey", "private_key",
+          "privatekey", "signature")
 
 #: ``name=value``, ``name: value`` and JSON's ``"name": "value"`` (the quote
 #: closing the name is group 2's optional leading ``"``).
 _SECRET_FIELD = re.compile(
-    r"(?i)\b([\w-]*(?:token|secret|password|passwd|api_?key|apikey|private_?key|signature)[\w-]*)"
+    r"(?i)\b([\w-]*(?:" + "|".join(_WORDS) + r")[\w-]*)"
     r"(\"?\s*[=:]\s*)('[^']*'|\"(?:[^\"\\]|\\.)*\"|[^\s,)}]+)"
 )
 
@@ -28,7 +29,9 @@ def redact_text(text: str) -> str:
     # Every match contains one of _WORDS. Looking for them first is a plain
     # substring scan; the pattern itself backtracks at every word boundary and
     # cost ~100 us on each audit record (one per risk decision).
-    lowered = text.lower()
-    if not any(w in lowered for w in _WORDS):
+    # casefold, not lower: it folds every letter that IGNORECASE matches (the
+    # long s of "ſecret" too), so the check never skips text the pattern masks.
+    folded = text.casefold()
+    if not any(w in folded for w in _WORDS):
         return text
     return _SECRET_FIELD.sub(_mask, text)

@@ -15,6 +15,7 @@ from runtime.redact import redact_text
     ("API_KEY='canary-3'", "canary-3"),
     ("webhook_secret=\"canary-4\"", "canary-4"),
     ("privateKey=canary-5", "canary-5"),
+    ("\u017fecret=canary-6", "canary-6"),  # long s: IGNORECASE matches it, the pre-check must too
 ])
 def test_key_value_secrets_are_masked(text: str, secret: str) -> None:
     out = redact_text(text)
