@@ -60,7 +60,6 @@ class Gateway(Actor):
             raise ValueError(f"watchdog timeout_s must be > 0, got {watchdog_timeout_s}")
         self.adapter_factory = adapter_factory
         self.coordinator, self.reconnect, self.reconciler = coordinator, reconnect, reconciler
-        self.quote_listeners = quote_listeners
         #: listener -> the symbols it asked for (WatchQuotes); None = every quote,
         #: which is where each listener starts (and restarts with this actor)
         self.quote_watch: dict[str, frozenset[str] | None] = {n: None for n in quote_listeners}
