@@ -31,7 +31,7 @@ and fill records (``actors.owned_orders``).
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -44,6 +44,7 @@ from messages.exchange import OrderExpired
 from messages.orders import CancelConfirmed, OrderAcked, OrderFilled, OrderRejected
 from messages.persistence import Put, StoreDb
 from runtime import Actor, handles
+from runtime.rolling import RollingSample
 
 ZERO = Decimal(0)
 KEY_PREFIX = "hedge|"
@@ -134,8 +135,12 @@ class Hedger(RebuildGate, Actor):
         self.books: dict[str, HedgeBook] = {}
         self.by_coid: dict[str, str] = {}
         self.counts: Counter = Counter()
-        self.lags_ms: deque = deque(maxlen=MAX_LAGS)
+        self.lags_ms = RollingSample(MAX_LAGS)
         self._dirty: set[str] = set()
+        #: published rows of the books, rebuilt only for the books changed since
+        #: (rebuilding all of them after every message cost ~1.6 ms at 200 books)
+        self._book_rows: dict[str, dict[str, Any]] = {}
+        self._unpublished: set[str] = set()
         self._outbox: list[tuple[str, Any]] = []
 
     # -- requests and the window ------------------------------------------------------------
@@ -204,7 +209,7 @@ class Hedger(RebuildGate, Actor):
         side, qty, started = entry
         book.orders[msg.client_order_id] = HedgeOrder(side, qty)
         self.by_coid[msg.client_order_id] = book.key
-        self.lags_ms.append((self.ctx.clock.monotonic() - started) * 1000.0)
+        self.lags_ms.add((self.ctx.clock.monotonic() - started) * 1000.0)
         self._dirty.add(book.key)
 
     @handles(IntentRejected)
@@ -272,6 +277,7 @@ class Hedger(RebuildGate, Actor):
             book = self.books.get(key)
             if book is not None:
                 self.ctx.tell(self.persistence, Put(StoreDb.META, KEY_PREFIX + key, book.record()))
+        self._unpublished |= self._dirty
         self._dirty.clear()
 
     def rebuild(self, snapshot: dict[str, dict[str, Any]]) -> None:
@@ -325,13 +331,17 @@ class Hedger(RebuildGate, Actor):
         return (book, book.orders.get(coid)) if book is not None else (None, None)
 
     def lag_p99_ms(self) -> float | None:
-        if not self.lags_ms:
-            return None
-        import numpy as np
-
-        return float(np.percentile(np.fromiter(self.lags_ms, dtype=float), 99))
+        return self.lags_ms.percentile(99)
 
     def _publish(self) -> None:
+        for key in self._unpublished:
+            b = self.books.get(key)
+            if b is not None:
+                self._book_rows[key] = {"target": _q(b.target),
+                                        "targets": {src: _q(q) for src, q in b.targets.items()},
+                                        "position": _q(b.position),
+                                        "in_flight": _q(b.in_flight), "delta": _q(b.delta)}
+        self._unpublished.clear()
         p99 = self.lag_p99_ms()
         self.ctx.cell.info = {
             "hedges_sent": self.counts["hedges_sent"],
@@ -339,11 +349,7 @@ class Hedger(RebuildGate, Actor):
             "requests": self.counts["requests"],
             "hedge_lag_p99_ms": None if p99 is None else round(p99, 3),
             "counts": dict(self.counts),
-            "books": {k: {"target": _q(b.target),
-                          "targets": {src: _q(q) for src, q in b.targets.items()},
-                          "position": _q(b.position),
-                          "in_flight": _q(b.in_flight), "delta": _q(b.delta)}
-                      for k, b in self.books.items()},
+            "books": dict(self._book_rows),
         }
 
 

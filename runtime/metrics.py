@@ -253,15 +253,22 @@ class RuntimeCollector:
         self._seen[key] = n
 
     def _fold_hedger(self, cell: Any) -> None:
-        lags = getattr(cell.actor, "lags_ms", None)
+        lags = getattr(cell.actor, "lags_ms", None)  # a runtime.rolling.RollingSample
         if lags is None:
             return
-        samples = tuple(lags)  # one C-level copy: atomic with respect to the actor thread
+        for _ in range(3):  # the actor thread may add a sample between the two reads
+            n = lags.count
+            samples = tuple(lags.recent)  # one C-level copy: atomic w.r.t. the actor thread
+            if lags.count == n:
+                break
+        else:
+            return  # busy: fold at the next scrape
         key = (cell.name, cell.incarnation)
         seen = self._seen.get(key, 0)
-        if len(samples) > seen:
-            self._hedge.add(float(v) / 1000.0 for v in samples[seen:])
-            self._seen[key] = len(samples)
+        new = min(n - seen, len(samples))
+        if new > 0:
+            self._hedge.add(float(v) / 1000.0 for v in samples[len(samples) - new:])
+        self._seen[key] = n
 
 
 def _counter(name: str, doc: str, value: Any) -> CounterMetricFamily:

@@ -31,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from messages.control import HedgeRequest, KillSwitch
 from runtime.control import ControlError, ControlServer, from_config, parse_hostport
 from runtime.metrics import METRIC_NAMES
+from runtime.rolling import RollingSample
 from runtime.supervisor import ChildSpec
 from tests.rt_helpers import Block, Gate, Note
 from tests.virtual_runtime import VirtualRuntime
@@ -111,6 +112,21 @@ def test_metrics_parse_and_carry_every_metric(vr) -> None:
     assert depth_actors == set(vr.system.directory.names())
     processed = {s.labels["actor"]: s.value for s in got["actor_messages_total"]}
     assert processed["coordinator"] == vr.system.directory.get("coordinator").mailbox.processed
+
+
+def test_hedge_lag_histogram_keeps_counting_once_the_sample_window_is_full(vr) -> None:
+    """The hedger keeps only its last N lags; the histogram must still count every
+    hedge scraped in time (reading by window length stopped counting at N)."""
+    vr.system.directory.get("hedger").actor.lags_ms = RollingSample(2)
+    counts = []
+    with ControlServer(vr.rt) as control:
+        for i in range(1, 5):
+            vr.system.tell("hedger", HedgeRequest("ETHUSDT", Decimal(-i), "default",
+                                                  vr.clock.now(), "group-1"))
+            vr.at(vr.now + 2.0)  # past the coalescing window: one order per request
+            _, text = get(control.url + "/metrics")
+            counts.append(samples(text)["hedge_lag_seconds_count"][0].value)
+    assert counts == [1.0, 2.0, 3.0, 4.0]
 
 
 def test_tick_to_order_histogram_folds_each_sample_once(harness_factory) -> None:
