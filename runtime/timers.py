@@ -59,7 +59,11 @@ class TimerService:
             timer = _Timer(self._clock.monotonic() + delay_s, seq, target, message, interval_s)
             heapq.heappush(self._heap, timer)
             self._by_id[seq] = timer
-            self._cond.notify()
+            # Only a new earliest timer changes how long the thread must sleep;
+            # waking it for any other costs a thread hand-off on the caller's
+            # path (the hedger schedules a window with every hedge it sends).
+            if self._heap[0] is timer:
+                self._cond.notify()
         return seq
 
     def cancel(self, timer_id: int | None) -> bool:

@@ -82,3 +82,32 @@ def test_canceled_timer_never_fires(harness_factory):
     assert h.system.timers.cancel(tid)
     h.advance(10)
     assert h.actor("a").log_lines == []
+
+
+def test_live_timer_thread_fires_an_earlier_timer_scheduled_after_a_later_one():
+    """The live thread is woken only by a new earliest timer; one scheduled behind
+    the head must still fire, and a new head must not wait out the old one."""
+    import threading
+
+    from runtime.clock import LiveClock
+    from runtime.timers import TimerService
+
+    fired: list[str] = []
+    done = threading.Event()
+
+    def deliver(target: str, message: str) -> None:
+        fired.append(message)
+        if len(fired) == 3:
+            done.set()
+
+    timers = TimerService(LiveClock(), deliver)
+    timers.start()
+    try:
+        timers.schedule(30.0, "a", "late")   # the thread sleeps towards this one
+        timers.schedule(0.02, "a", "early")   # a new head: must wake the thread
+        timers.schedule(0.04, "a", "behind")  # behind the head: no wake needed
+        timers.schedule(0.01, "a", "first")   # a new head again
+        assert done.wait(timeout=10), f"timers did not fire in time: {fired}"
+        assert fired == ["first", "early", "behind"]
+    finally:
+        timers.stop()
