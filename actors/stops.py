@@ -41,6 +41,7 @@ from messages.market import Quote
 from messages.orders import CancelConfirmed, OrderAcked, OrderFilled, OrderRejected
 from messages.persistence import Put, StoreDb
 from runtime import Actor, handles
+from runtime.info_rows import InfoRows
 from trading.recovery import order_status_key
 from trading.stop_state import (CANCELLING, DONE, LIMIT, MARKET, PROTECTING, TRIGGERED, ZERO,
                                 ExitOrder, Stop, parse_tag)
@@ -95,6 +96,7 @@ class StopLossManager(RebuildGate, Actor):
         self.exit_qty: Counter = Counter()   # symbol -> exited by completed stops
         self._dirty: set[str] = set()
         self._outbox: list[tuple[str, Any]] = []
+        self._stop_rows = InfoRows(self._stop_row)
 
     # -- inputs ---------------------------------------------------------------------------------
 
@@ -315,6 +317,7 @@ class StopLossManager(RebuildGate, Actor):
                     del self.stops[stop_id]
         if self._dirty or self.watching is None:
             self._watch_quotes()
+        self._stop_rows.mark(self._dirty)
         self._dirty.clear()
 
     def _watch_quotes(self) -> None:
@@ -407,6 +410,14 @@ class StopLossManager(RebuildGate, Actor):
         self.ctx.tell(self.alerts, Alert(severity, title, text, self.ctx.clock.now(), self.ctx.name,
                                          dedup_key=f"stops:{title}:{st.stop_id}"))
 
+    def _stop_row(self, stop_id: str) -> dict[str, Any] | None:
+        s = self.stops.get(stop_id)
+        if s is None:
+            return None
+        return {"symbol": s.symbol, "phase": s.phase, "stop_price": str(s.stop_price),
+                "protected": str(s.protected), "exited": str(s.exited), "orders": len(s.orders),
+                "pending": len(s.pending)}
+
     def _publish(self) -> None:
         exit_qty = Counter(self.exit_qty)
         for st in self.stops.values():
@@ -416,9 +427,5 @@ class StopLossManager(RebuildGate, Actor):
             "stop_exits": dict(self.stop_exits),
             "exit_qty": {s: f"{q.normalize():f}" for s, q in sorted(exit_qty.items())},
             "counts": dict(self.counts),
-            "stops": {s.stop_id: {"symbol": s.symbol, "phase": s.phase,
-                                  "stop_price": str(s.stop_price), "protected": str(s.protected),
-                                  "exited": str(s.exited), "orders": len(s.orders),
-                                  "pending": len(s.pending)} for s in self.stops.values()},
+            "stops": self._stop_rows.snapshot(),
         }
-

@@ -41,6 +41,10 @@ def _market_exits(vr: VirtualRuntime) -> list[dict]:
     return vr.orders(symbol=SYM, side="sell", order_type="market")
 
 
+def _phases(vr: VirtualRuntime) -> list[str]:
+    return [row["phase"] for row in vr.info("stops")["stops"].values()]
+
+
 def _assert_no_refused_exit(vr: VirtualRuntime) -> None:
     """A correct manager never asks for an exit the gate has to refuse (an exit sent
     while the SL-limit could still fill is refused by the netting check: the gate is
@@ -95,9 +99,13 @@ def test_limit_never_fills_one_market_order_for_the_rest_after_the_confirmation(
         slow_cancel: VirtualRuntime) -> None:
     vr = slow_cancel
     _open_long_and_gap(vr)
+    vr.at(GAP_AT + 0.5)
+    assert _phases(vr) == ["triggered"]
     vr.at(9.9)
     assert _market_exits(vr) == [], "market order sent before the cancel was confirmed"
+    assert _phases(vr) == ["cancelling"], "the published row must follow the stop"
     vr.at(30)
+    assert _phases(vr) == [] and vr.info("stops")["active"] == 0, "a finished stop's row stays"
 
     [canceled] = vr.events("order_canceled")
     [market] = _market_exits(vr)
