@@ -92,6 +92,11 @@ class PersistenceActor(Actor):
         self._commit()
         self._release()
 
+    def on_crashed_message(self, message: Any, exc: BaseException) -> None:
+        ack = getattr(message, "ack", None)
+        if ack is not None and all(a is not ack for a, _ in self._acks):  # else on_failure has it
+            self._ack_error(ack, f"persistence actor crashed on {type(message).__name__}: {exc!r}")
+
     def on_failure(self, exc_type: Any, exc: BaseException, tb: Any) -> None:
         for ack, _ in self._acks:
             self._ack_error(ack, f"persistence actor crashed before commit: {exc!r}")

@@ -91,6 +91,12 @@ class Actor(pykka.ThreadingActor):
     def on_idle(self) -> None:
         """Called after a message when the mailbox is empty (e.g. group commit)."""
 
+    def on_crashed_message(self, message: Any, exc: BaseException) -> None:
+        """The handler of ``message`` crashed this instance (it is kept as a dead
+        letter). Answer anyone waiting on it here: a reply promised inside the
+        message (an ack future) would otherwise leave its sender waiting out
+        its own timeout. An ``ask``'s reply is failed by the runtime itself."""
+
     def on_unhandled(self, message: Any) -> None:
         """A message with no handler: logged and kept as a dead letter."""
         self.log.warning("no handler for {} in {}", type(message).__name__, type(self).__name__)
@@ -206,6 +212,12 @@ class Actor(pykka.ThreadingActor):
             "actor {} crashed in {} while handling {}: {!r}",
             self.ctx.name, during, type(message).__name__ if message is not None else "-", exc)
         self._cell.record_failure(exc, message, during)
+        if message is not None:
+            try:
+                self.on_crashed_message(message, exc)
+            except Exception as hook_exc:  # noqa: BLE001
+                self.log.opt(exception=hook_exc).error("on_crashed_message hook of {} raised",
+                                                       self.ctx.name)
         try:
             self.on_failure(type(exc), exc, exc.__traceback__)
         except Exception as hook_exc:  # noqa: BLE001

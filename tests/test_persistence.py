@@ -325,6 +325,29 @@ def test_a_crash_fails_pending_acks_and_the_restart_writes_on(harness_factory: A
     assert store.closed
 
 
+def test_a_crash_in_the_handler_fails_the_ack_the_message_carried(harness_factory: Any,
+                                                                  tmp_path: Path) -> None:
+    """The write being handled when the instance crashes is not buffered yet: its
+    ack future must still fail at once, not leave the sender waiting out a timeout."""
+    h = start(harness_factory, tmp_path)
+    actor = h.actor("persistence")
+
+    def boom(msg: Put) -> None:
+        raise RuntimeError("bug in the Put handler")
+
+    actor.on_put = boom
+    actor._dispatch_cache.clear()  # the handler table is resolved once per instance
+    lost: Future = Future()
+    h.system.tell("persistence", Put("orders", "lost", 1, ack=lost))
+    with pytest.raises(PersistenceError, match="crashed on Put: RuntimeError"):
+        lost.result(WAIT)
+    assert h.cell("persistence").failures == 1
+    h.advance(10)  # restart backoff
+    ok: Future = Future()
+    h.system.tell("persistence", Put("orders", "after", 2, ack=ok))
+    assert ok.result(WAIT).ok
+
+
 # -- linger: a state write waits for the intent that follows it ---------------------------
 
 
