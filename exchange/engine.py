@@ -73,6 +73,7 @@ from messages import (
     TimeInForce,
     utc_now,
 )
+from messages.sim_events import QueryEvents
 
 ZERO = Decimal("0")
 FEE_QUANTUM = Decimal("0.00000001")
@@ -193,6 +194,8 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
                     return [self._error("bad_fault", str(exc), now)]
             if kind in (QueryPositions, QueryOpenOrders, QueryBalances, QueryFills):
                 return self.query(command, now)
+            if kind is QueryEvents:
+                return self.query_events(command, now)
             self.stats["bad_commands"] += 1
             self.log.append("bad_command", now, reason=f"unexpected {kind.__name__}")
             return [self._error("bad_command", f"the exchange does not accept {kind.__name__}", now)]

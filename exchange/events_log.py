@@ -38,6 +38,8 @@ from loguru import logger
 from runtime.run_files import iter_jsonl
 
 CORE_KEYS = ("client_order_id", "symbol", "side", "qty", "price", "fill_id")
+#: bytes of lines per ``read_page``: a page travels as one WebSocket frame (1 MiB at most)
+PAGE_BYTES = 512 * 1024
 
 
 # ``json.dumps(record, separators=(",", ":"))`` builds a new encoder on every
@@ -202,6 +204,42 @@ class EventsLog:
             self._holder = None
             self._flush_held()
 
+    def read_page(self, since_seq: int, cursor: int, limit: int,
+                  max_bytes: int = PAGE_BYTES) -> tuple[list[str], int, int, bool]:
+        """Lines with ``seq > since_seq`` from byte ``cursor`` on, at most ``limit``
+        of them and about ``max_bytes``: ``(lines, next cursor, last seq, more)``.
+
+        What this thread holds is written first, so the page is current. A
+        cursor past the end (the file was replaced) reads from the start: the
+        ``seq`` filter still skips what the reader has. ``limit`` 0 returns
+        only the end: ``([], end of file, last seq, False)``.
+        """
+        with self._lock:
+            if self._fh is None or self.path is None:
+                raise ValueError("the exchange keeps no events log (start it with --out DIR)")
+            if self._holder == get_ident():
+                self._flush_held()
+            end, last_seq = self.path.stat().st_size, self.seq
+        if limit == 0:
+            return [], end, last_seq, False
+        if cursor > end:
+            cursor = 0
+        lines: list[str] = []
+        size = 0
+        with open(self.path, "rb") as fh:
+            fh.seek(cursor)
+            while cursor < end and len(lines) < limit and size < max_bytes:
+                raw = fh.readline(end - cursor)
+                if not raw.endswith(b"\n"):
+                    # a torn line at the end is not a record (yet): the next
+                    # page starts at it
+                    return lines, cursor, last_seq, False
+                cursor += len(raw)
+                if _seq_of(raw) > since_seq:
+                    lines.append(raw[:-1].decode("utf-8"))
+                    size += len(raw)
+        return lines, cursor, last_seq, cursor < end
+
     def _flush_held(self) -> None:  # (under the lock)
         if self._held:
             data = b"".join(self._held)
@@ -246,6 +284,19 @@ class EventsLog:
                 self._write(data)
             self.records += 1
             return self.seq
+
+
+def _seq_of(line: bytes) -> int:
+    """The ``seq`` of one record line (-1 when it has none). Both writers put it
+    first (``{"seq":N,``), so the fast path skips JSON decoding."""
+    if line.startswith(b'{"seq":'):
+        end = line.find(b",", 7)
+        if end > 7 and line[7:end].isdigit():
+            return int(line[7:end])
+    try:
+        return int(json.loads(line)["seq"])
+    except (ValueError, KeyError, TypeError):
+        return -1
 
 
 def _last_seq(path: Path) -> int:

@@ -23,6 +23,7 @@ from messages import (
     QueryOpenOrders,
     QueryPositions,
 )
+from messages.sim_events import EventsPage, QueryEvents
 
 if TYPE_CHECKING:
     from exchange.engine import SimulatedExchange
@@ -57,6 +58,18 @@ class QueriesMixin:
         self.log.append("query", now, what=what, request_id=getattr(q, "request_id", None),
                         account=acct.name)
         return [self._emit(reply, now, REQUESTER)]
+
+    def query_events(self: SimulatedExchange, q: QueryEvents,
+                     now: datetime | None = None) -> list[Emit]:
+        """A page of this exchange's own events.jsonl (``messages.sim_events``)."""
+        now = now or self._clock()
+        self.stats["queries"] += 1
+        try:
+            lines, cursor, last_seq, more = self.log.read_page(q.since_seq, q.cursor, q.limit)
+        except (OSError, ValueError) as exc:
+            return [self._error("no_events_log", str(exc), now)]
+        return [self._emit(EventsPage(q.request_id, tuple(lines), cursor, last_seq, more),
+                           now, REQUESTER)]
 
     # -- read access (tests, tools, the venue's introspection) ------------------------
 

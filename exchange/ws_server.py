@@ -57,6 +57,7 @@ from messages import (
 )
 from messages.codec import EXT_MESSAGE, CodecError, decode, encode
 from messages.exchange import COMMAND_TYPES
+from messages.sim_events import QueryEvents
 
 MAX_FRAME = 1 << 20
 
@@ -272,7 +273,7 @@ class ExchangeServer:
             if kind in (Subscribe, Unsubscribe):
                 for event in handle_subscription(self.engine, sess, msg, now):
                     self._send(sess, self.engine.stream_delay(now), event)
-            elif kind in COMMAND_TYPES:
+            elif kind in COMMAND_TYPES or kind is QueryEvents:
                 self._route(self.engine.handle(msg, now), sess)
             elif kind in (Quote, Bar, ExchangeFault) and self.allow_control:
                 self._route(self.engine.handle(msg, now), sess)

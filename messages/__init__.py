@@ -46,6 +46,7 @@ from messages.persistence import (
     Reserve,
     StoreDb,
 )
+from messages.sim_events import EventsPage, QueryEvents
 
 __all__ = [
     "SCHEMA_VERSION", "Message", "MessageError", "message", "utc_now",
@@ -60,4 +61,5 @@ __all__ = [
     "Unsubscribe",
     "Ack", "Delete", "Durable", "Flush", "GetStats", "PersistenceError", "Put", "PutMany",
     "Reserve", "StoreDb",
+    "EventsPage", "QueryEvents",
 ]

@@ -133,6 +133,11 @@ def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: dateti
     control = _bind_control(rt, cfg, console, control_explicit)
     if control is False:
         return 2
+    events_mark = None
+    if cfg.exchange.url is not None:
+        from runtime.run_events import mark_run_start
+
+        events_mark = mark_run_start(run_dir, cfg.exchange.url)
     from runtime.report import Sampler, write_report
 
     sampler = Sampler(min_interval_s=0.5)
@@ -151,6 +156,14 @@ def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: dateti
         if control is not None:
             control.stop()
         rt.stop()
+    if events_mark is not None:
+        from runtime.run_events import copy_run_events
+
+        copied = copy_run_events(run_dir, cfg.exchange.url, events_mark)
+        console.print(f"events.jsonl: {copied} records copied from {cfg.exchange.url}"
+                      if copied is not None else
+                      "[yellow]events.jsonl could not be copied from the exchange "
+                      "(see run.log)[/yellow]")
     ended = LiveClock().now()
     extra: dict[str, Any] = {"run_dir": str(run_dir), "symbols": list(symbols),
                              "interrupted_by": stop.signal}

@@ -119,6 +119,13 @@ def test_sigkill_and_resume_against_a_websocket_exchange(tmp_path: Path) -> None
         {s: str(q) for s, q in exchange_positions.items() if q != 0}
     info = json.loads((out / "run.json").read_text())
     assert info["exchange_url"] == server.url and len(info["resumed_at"]) == 2
+    # The run directory holds the exchange's record of the whole run (DESIGN
+    # section 8), the killed parts included: copied from the first start's mark.
+    mark = info["exchange_events_mark"]["seq"]
+    copied = read_events(out / "events.jsonl")
+    assert copied and copied[0]["seq"] == mark + 1
+    assert copied == [e for e in evs if mark < e["seq"] <= copied[-1]["seq"]]
+    assert {e["client_order_id"] for e in copied if e["kind"] == "order_acked"} == set(acks)
     # Every order the store knows ended settled: none left as an unsent intent
     # or a submission nobody answered (they block netting forever).
     store = Store.open(out)

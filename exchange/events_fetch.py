@@ -1,0 +1,123 @@
+"""Read a WebSocket exchange's events.jsonl into a run directory.
+
+A run against ``main.py exchange`` (``run --exchange ws://...``) takes a
+mark when it starts (:func:`events_mark`: where the exchange's record ends
+then) and, when it ends, copies every record after the mark into its own
+``events.jsonl`` (:func:`fetch_events`), so the run directory holds what
+the exchange saw and did during the run, as with the embedded exchange.
+
+This is a tool of the run job, not of the trading path: it opens a short
+connection of its own, blocking, outside the actor tree. The mark is kept
+in the run's ``run_info.json``, so a resumed run copies the whole run, the
+part before the kill included. Another client trading on the same exchange
+at the same time shows up in the copy too: the exchange's record is one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from messages import ExchangeError
+from messages.codec import CodecError, decode, encode
+from messages.sim_events import EventsPage, QueryEvents
+
+MAX_FRAME = 1 << 20
+_ids = itertools.count(1)
+
+
+class EventsFetchError(RuntimeError):
+    """The exchange's record could not be read (the message says why)."""
+
+
+@dataclass(frozen=True)
+class EventsMark:
+    """Where the exchange's record ended: a byte offset and the last seq."""
+
+    cursor: int
+    seq: int
+
+    def to_json(self) -> dict[str, int]:
+        return {"cursor": self.cursor, "seq": self.seq}
+
+    @classmethod
+    def from_json(cls, data: Any) -> EventsMark:
+        try:
+            return cls(int(data["cursor"]), int(data["seq"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EventsFetchError(f"unreadable events mark {data!r}: {exc}") from exc
+
+
+def events_mark(url: str, *, timeout: float = 5.0) -> EventsMark:
+    """The exchange's record as it ends now."""
+    with _connect(url, timeout) as ws:
+        page = _ask(ws, QueryEvents(_request_id(), limit=0), timeout)
+    return EventsMark(page.cursor, page.last_seq)
+
+
+def fetch_events(url: str, since: EventsMark, out: Path, *, timeout: float = 10.0) -> int:
+    """Write every record after ``since`` to ``out`` (atomically); returns how many."""
+    tmp = out.with_name(out.name + ".part")
+    count = 0
+    try:
+        with _connect(url, timeout) as ws, open(tmp, "w", encoding="utf-8") as fh:
+            cursor = since.cursor
+            while True:
+                page = _ask(ws, QueryEvents(_request_id(), since_seq=since.seq, cursor=cursor),
+                            timeout)
+                if page.lines:
+                    fh.write("\n".join(page.lines) + "\n")
+                    count += len(page.lines)
+                if not page.more or page.cursor <= cursor:
+                    break
+                cursor = page.cursor
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, out)
+    return count
+
+
+def _request_id() -> str:
+    return f"events-{os.getpid()}-{next(_ids)}"
+
+
+def _connect(url: str, timeout: float) -> Any:
+    try:
+        return connect(url, open_timeout=timeout, max_size=MAX_FRAME, compression=None)
+    except (OSError, TimeoutError) as exc:
+        raise EventsFetchError(f"cannot reach the exchange at {url}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - websockets' handshake errors have no common base
+        raise EventsFetchError(f"cannot connect to {url}: {type(exc).__name__}: {exc}") from exc
+
+
+def _ask(ws: Any, query: QueryEvents, timeout: float) -> EventsPage:
+    """Send one query; skip other frames (the exchange may stream) until its answer."""
+    try:
+        ws.send(encode(query))
+    except ConnectionClosed as exc:
+        raise EventsFetchError(f"the exchange closed the connection: {exc}") from exc
+    while True:
+        try:
+            frame = ws.recv(timeout=timeout)
+        except TimeoutError as exc:
+            raise EventsFetchError(f"no answer to {query.request_id} in {timeout}s") from exc
+        except ConnectionClosed as exc:
+            raise EventsFetchError(f"the exchange closed the connection: {exc}") from exc
+        try:
+            msg = decode(frame)
+        except CodecError:
+            continue
+        if isinstance(msg, EventsPage) and msg.request_id == query.request_id:
+            return msg
+        if isinstance(msg, ExchangeError):
+            raise EventsFetchError(f"the exchange refused the events query: {msg.code}: "
+                                   f"{msg.reason}")
