@@ -38,12 +38,12 @@ def hedge_lag(n: int = 100, gap_s: float = 0.01) -> dict[str, Any]:
     from exchange.synthetic import make_symbols
     from messages.control import HedgeRequest
     from messages.market import Quote
-    from runtime.bench.pipeline import _start_runtime
+    from runtime.bench.rig import start_runtime
 
     symbols = make_symbols(n, prefix="HDG")
     _ARRIVED.clear()
     with tempfile.TemporaryDirectory(prefix="tw-bench-hedge-") as tmp:
-        rt = _start_runtime(symbols, Path(tmp) / "run", "none", {},
+        rt = start_runtime(symbols, Path(tmp) / "run", "none", {},
                             swap={"venue": _HedgeStampingVenue})
         try:
             system = rt.system

@@ -41,13 +41,8 @@ the coordinator. And, as context for the figures of this run:
 ``lmdb_sync_commit_us`` / ``_p99_us`` (one single-record synced LMDB commit, the
 floor under every durable intent) and ``loadavg_1m_at_start`` (other load on the machine).
 
-Correlation without touching the production path: a bench strategy
-(``bench_every``) emits one signal per symbol per ``period_s`` of market time
-(the first quote it sees in a new period, alternating buy and sell) and notes
-the period; a coordinator subclass maps the order id it assigns back to that
-period; a venue subclass stamps ``SubmitOrder`` arrival. The latency is taken
-from the FIRST quote of the period that was told to the venue, so a quote the
-symbol actor skipped (conflation) counts against us, not for us.
+The instrumented tree (probe, bench strategy, coordinator and venue
+subclasses) is ``runtime.bench.rig``.
 
 The simulated network latency of the venue (``exchange.latency_ms``) is set
 to 0: this measures the runtime, not a simulated wire. Risk limits are raised
@@ -57,235 +52,26 @@ so that every signal becomes an order; rejections are counted and reported.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import shutil
 import tempfile
-import threading
 import time
-import zlib
-from collections import defaultdict, deque
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
-from actors.coordinator import Coordinator
-from actors.sim_venue import SimVenue
-from actors.strategy import SignalIntent, Strategy, register_strategy
 from messages.enums import Side
-from messages.exchange import SubmitOrder
 from messages.orders import Signal
+from runtime.bench.rig import (PROBE, STRATEGY, Peak, period_of, rss_mb, start_runtime,
+                               wait_quiescent)
 
 PACED_RATE = 5_000          # market events/s in total, across all symbols
 ORDERS_PER_S = 200          # target signal rate in the paced phase, all symbols together
-ORDER_WINDOW = 100          # order_path: signals in flight at once
-STRATEGY = "bench_every"
 _PERF = time.perf_counter_ns
-
-
-# -- probe shared by the bench strategy, coordinator and venue ------------------------------
-
-
-class _Probe:
-    """Correlation tables; each written by one thread, read by another (GIL-atomic ops)."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.fired: dict[str, deque] = defaultdict(deque)   # symbol -> periods signalled
-        self.start_ns: dict[tuple[str, int], int] = {}       # (symbol, period) -> t0
-        self.coid_start: dict[str, int] = {}                 # client order id -> t0
-        self.samples: list[tuple[int, int]] = []             # (t0, arrival) at the venue
-        self.signal_samples: list[tuple[int, int]] = []      # (t0, Signal at the coordinator)
-        self.orders_at_venue = 0
-        self.fills = 0
-        self.fill_target = math.inf
-        self.fills_reached = threading.Event()
-
-    def on_fill(self) -> None:
-        self.fills += 1
-        if self.fills >= self.fill_target:
-            self.fills_reached.set()
-
-
-PROBE = _Probe()
-
-
-def _offset(symbol: str) -> float:
-    """A per-symbol phase in [0, 1), so symbols do not all signal at the same instant."""
-    return zlib.crc32(symbol.encode()) / 2**32
-
-
-def period_of(symbol: str, t: float, period_s: float) -> int:
-    """The strategy's period index of a quote stamped ``t`` (epoch seconds)."""
-    return math.floor(t / period_s + _offset(symbol))
-
-
-class BenchEvery(Strategy):
-    """Bench only: one signal per ``period_s`` of market time, buy and sell in turn."""
-
-    name: ClassVar[str] = STRATEGY
-
-    def __init__(self, period_s: float = 1.0, qty: int = 1) -> None:
-        if not period_s > 0:
-            raise ValueError(f"strategy {STRATEGY}: period_s must be > 0, got {period_s!r}")
-        self.period_s = float(period_s)
-        self.qty = qty
-        self.warmup = 2
-        self._last: int | None = None
-        self._n = 0
-
-    def on_data(self, market: Any, features: Any) -> list[SignalIntent]:
-        p = period_of(market.symbol, float(market.quotes.t[-1]), self.period_s)
-        if self._last is None or p <= self._last:
-            if self._last is None:
-                self._last = p  # the first period seen only starts the count
-            return []
-        self._last = p
-        side = Side.BUY if self._n % 2 == 0 else Side.SELL
-        self._n += 1
-        PROBE.fired[market.symbol].append(p)  # before the Signal exists, so it is never late
-        return [SignalIntent(side, self.qty)]
-
-
-class BenchCoordinator(Coordinator):
-    """The coordinator plus two dictionary writes per signal and a counter per fill."""
-
-    def on_signal(self, sig: Signal) -> None:
-        arrived = _PERF()
-        fired = PROBE.fired.get(sig.symbol)
-        period = fired.popleft() if fired else None
-        t0 = PROBE.start_ns.get((sig.symbol, period)) if period is not None else None
-        if t0 is not None:
-            PROBE.signal_samples.append((t0, arrived))
-        before = len(self.orders)
-        super().on_signal(sig)
-        if t0 is not None and len(self.orders) > before:
-            PROBE.coid_start[next(reversed(self.orders))] = t0
-
-    def on_filled(self, ev: Any) -> None:
-        super().on_filled(ev)
-        PROBE.on_fill()
-
-
-class BenchVenue(SimVenue):
-    """The venue actor, stamping when each SubmitOrder reaches it."""
-
-    def on_command(self, cmd: Any) -> None:
-        if type(cmd) is SubmitOrder:
-            arrived = _PERF()
-            PROBE.orders_at_venue += 1
-            t0 = PROBE.coid_start.pop(cmd.order.client_order_id, None)
-            if t0 is not None:
-                PROBE.samples.append((t0, arrived))
-        super().on_command(cmd)
-
-
-# -- the runtime under test ---------------------------------------------------------------------
-
-
-def bench_config(symbols: list[str], strategy: str, params: dict[str, Any]) -> Any:
-    from config import load_config
-
-    return load_config(overrides={
-        "risk": {
-            "max_position_size": "1000000", "max_order_size": "100", "min_order_size": "1",
-            "max_spread_bps": "10000", "max_volatility": "1000",
-            "max_volume_participation": "1", "max_loss_per_trade": "1000000",
-            "max_position_concentration": "1", "max_daily_loss": "1000000000",
-            "block_duplicate_positions": False, "position_staleness_s": 3600.0,
-            "rate_limit": {"orders_per_s": "1000000", "burst": 1000000},
-            "hedging_mode": {"default": True},
-        },
-        "exchange": {"latency_ms": 0, "latency_jitter_ms": 0, "limit_by_quote_size": False,
-                     "account": "default"},
-        "market": {"symbols": symbols[:5]},
-        "strategy": {"name": strategy, "params": params},
-    })
-
-
-def _start_runtime(symbols: list[str], run_dir: Path, strategy: str,
-                   params: dict[str, Any], swap: dict[str, Any] | None = None) -> Any:
-    """The whole tree on the live clock, ready to trade, with the instrumented
-    venue and coordinator (or the actor classes in ``swap``, by child name)."""
-    from config import config_hash
-    from runtime.clock import LiveClock
-    from runtime.launcher import LaunchSpec, Runtime
-
-    class BenchRuntime(Runtime):
-        def tree(self) -> Any:
-            spec = super().tree()
-            spec.children = [dataclasses.replace(c, actor=swap[c.name]) if c.name in swap else c
-                             for c in spec.children]
-            return spec
-
-    if swap is None:
-        swap = {"venue": BenchVenue, "coordinator": BenchCoordinator}
-    register_strategy(BenchEvery)  # here, not at import: the registry stays as it was
-    cfg = bench_config(symbols, strategy, params)
-    spec = LaunchSpec(cfg, run_dir, tuple(symbols), LiveClock(), run_id=run_dir.name,
-                      config_hash=config_hash(cfg))
-    rt = BenchRuntime(spec)
-    try:
-        rt.start(timeout=120)
-        _wait_ready(rt, 30)
-    except BaseException:
-        rt.stop(timeout=30)
-        raise
-    return rt
-
-
-def _wait_ready(rt: Any, timeout: float) -> None:
-    """Until the coordinator would approve a risk-increasing order (recovered, stream
-    up and resynced, positions fresh)."""
-    deadline = time.monotonic() + timeout
-    cell = rt.system.directory.get("coordinator")
-    while time.monotonic() < deadline:
-        c = cell.actor
-        if (c is not None and not c.state.recovering and not c.stream_reconciling
-                and c.synced_at is not None):
-            return
-        time.sleep(0.01)
-    raise TimeoutError("coordinator not ready to trade")
-
-
-def _wait_quiescent(rt: Any, timeout: float) -> float:
-    """Poll (sleeping, never spinning) until no message waits or is handled anywhere;
-    returns the perf_counter time it was first seen quiescent. A check walks every
-    cell, so with 1,000 actors it polls less often, not to slow what it waits for."""
-    system = rt.system
-    poll_s = 0.001 if len(system.directory.names()) < 200 else 0.005
-    deadline = time.monotonic() + timeout
-    while not system.is_quiescent():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"tree not quiescent after {timeout}s")
-        time.sleep(poll_s)
-    return time.perf_counter()
-
-
-def rss_mb() -> float:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return math.nan
-
-
-class _Peak:
-    def __init__(self) -> None:
-        self.threads = 0
-        self.rss = 0.0
-
-    def sample(self) -> None:
-        self.threads = max(self.threads, threading.active_count())
-        self.rss = max(self.rss, rss_mb())
+ORDER_WINDOW = 100          # order_path: signals in flight at once
 
 
 # -- tick to order, paced ------------------------------------------------------------------------
@@ -301,7 +87,7 @@ def _market_events(symbols: list[str], seconds: float, seed: int = 7) -> list[An
     return list(market.events(seconds))
 
 
-def _paced(rt: Any, events: list[Any], period_s: float, peak: _Peak) -> dict[str, Any]:
+def _paced(rt: Any, events: list[Any], period_s: float, peak: Peak) -> dict[str, Any]:
     """Tell ``events`` to the venue on their market-time schedule; returns latencies (us)."""
     keys: list[tuple[str, int] | None] = []
     seen: set[tuple[str, int]] = set()
@@ -327,7 +113,7 @@ def _paced(rt: Any, events: list[Any], period_s: float, peak: _Peak) -> dict[str
             next_sample = t + 0.25
     sent_at = perf()
     sent_s = sent_at - t_start
-    drain_s = _wait_quiescent(rt, 120) - sent_at
+    drain_s = wait_quiescent(rt, 120) - sent_at
     # The first moments fill the rings and the caches: not the steady state.
     warm_ns = t_start_ns + int(min(0.5, 0.2 * sent_s) * 1e9)
 
@@ -341,7 +127,7 @@ def _paced(rt: Any, events: list[Any], period_s: float, peak: _Peak) -> dict[str
 # -- flood ---------------------------------------------------------------------------------------
 
 
-def _flood(rt: Any, events: list[Any], peak: _Peak) -> dict[str, Any]:
+def _flood(rt: Any, events: list[Any], peak: Peak) -> dict[str, Any]:
     system = rt.system
     symbol_cells = [c for c in system.directory.cells() if c.name.startswith("symbol-")]
     quotes_before = sum(c.info.get("quotes", 0) for c in symbol_cells)
@@ -355,7 +141,7 @@ def _flood(rt: Any, events: list[Any], peak: _Peak) -> dict[str, Any]:
             peak.sample()
     sent = time.perf_counter()
     peak.sample()
-    done = _wait_quiescent(rt, 300)
+    done = wait_quiescent(rt, 300)
     peak.sample()
     n = len(events)
     seen = sum(c.info.get("quotes", 0) for c in symbol_cells) - quotes_before
@@ -385,11 +171,11 @@ def at_symbols(n: int, *, paced_s: float, flood_events: int) -> dict[str, Any]:
     period_s = n / ORDERS_PER_S
     PROBE.reset()
     tmp = Path(tempfile.mkdtemp(prefix=f"tw-bench-pipe{n}-"))
-    peak = _Peak()
+    peak = Peak()
     rt = None
     try:
         t_boot = time.perf_counter()
-        rt = _start_runtime(symbols, tmp / "run", STRATEGY, {"period_s": period_s})
+        rt = start_runtime(symbols, tmp / "run", STRATEGY, {"period_s": period_s})
         boot_s = time.perf_counter() - t_boot
         flood_s = flood_events / PACED_RATE
         rss_before = rss_mb()
@@ -442,12 +228,12 @@ def order_path_us(n_orders: int, n_symbols: int = 10) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="tw-bench-orderpath-"))
     rt = None
     try:
-        rt = _start_runtime(symbols, tmp / "run", "none", {})
+        rt = start_runtime(symbols, tmp / "run", "none", {})
         now = datetime.now(timezone.utc)
         for s in symbols:  # a book to fill against, and the coordinator's market view
             rt.system.tell("venue", Quote(s, Decimal("100.00"), Decimal("100.01"), now,
                                           Decimal(1_000_000), Decimal(1_000_000)))
-        _wait_quiescent(rt, 30)
+        wait_quiescent(rt, 30)
         coord = rt.system.address("coordinator")
         signals = [Signal(symbols[i % n_symbols], Side.BUY if (i // n_symbols) % 2 == 0
                           else Side.SELL, Decimal(1), now, strategy="bench")
