@@ -46,7 +46,8 @@ def _inspect(args: argparse.Namespace) -> int:
 def _exchange(args: argparse.Namespace) -> int:
     from exchange.serve import main as exchange_main
 
-    return exchange_main(port=args.port, out=args.out, symbols=args.symbols, seed=args.seed)
+    return exchange_main(port=args.port, out=args.out, symbols=args.symbols, seed=args.seed,
+                         config_path=args.config)
 
 
 def _kill_switch(args: argparse.Namespace) -> int:
@@ -90,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", default="runs/exchange", help="where events.jsonl goes")
     p.add_argument("--symbols", metavar="A,B,...", help="symbols its own market feed quotes")
     p.add_argument("--seed", type=int, default=0, help="market feed seed")
+    p.add_argument("--config", metavar="FILE", help="YAML config on top of config/default.yaml "
+                                                    "(its exchange section: latency, fees...)")
     p.set_defaults(func=_exchange)
 
     p = sub.add_parser("inspect", help="actors, supervisors, mailboxes and dead letters of a "

@@ -4,28 +4,51 @@ It quotes its own seeded random-walk market for ``--symbols`` (no runtime
 feeds it), writes ``OUT/events.jsonl``, and keeps its engine while runtimes
 connect, die and reconnect, which is what ``run --exchange ws://...`` and the
 reconnect tests need. SIGINT/SIGTERM stop it cleanly.
+
+Its behaviour (latency, fees, partial fills, quote currency...) comes from
+the same ``exchange`` config section the embedded exchange of ``run`` uses
+(config/default.yaml plus ``--config``), so a run behaves alike against
+either; a bad value is refused before anything listens.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+from exchange.config import ExchangeConfig as SimConfig
 from exchange.feed import RandomWalkFeed
 from exchange.synthetic import DEFAULT_SYMBOLS
 from exchange.ws_server import ExchangeServer
 from runtime.stop_request import StopRequest
 
 
+def sim_config(config_path: str | Path | None = None) -> SimConfig:
+    """The simulated exchange's settings from the config's ``exchange`` section."""
+    from config import load_config
+
+    return SimConfig.from_dict(load_config(config_path).exchange.sim_settings())
+
+
 def main(*, port: int = 8766, out: str | Path = "runs/exchange", symbols: str | None = None,
-         seed: int = 0, host: str = "127.0.0.1") -> int:
+         seed: int = 0, host: str = "127.0.0.1", config_path: str | Path | None = None) -> int:
+    from config import ConfigError
+
+    try:
+        settings = sim_config(config_path)
+    except (ConfigError, ValueError) as exc:
+        print(f"tradewarden exchange: configuration error\n{exc}", file=sys.stderr)
+        return 2
     names = [s.strip() for s in symbols.split(",") if s.strip()] if symbols else list(DEFAULT_SYMBOLS)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    server = ExchangeServer(host=host, port=port, out_dir=out_dir,
+    server = ExchangeServer(host=host, port=port, out_dir=out_dir, config=settings,
                             feed=RandomWalkFeed(names, seed=seed))
     stop = StopRequest().install()
     server.start()
-    print(f"simulated exchange on {server.url} quoting {', '.join(names)}; "
+    print(f"simulated exchange on {server.url} quoting {', '.join(names)} "
+          f"(latency {settings.latency_ms:g} ms, fees {settings.maker_fee_bps}/"
+          f"{settings.taker_fee_bps} bps, {settings.quote_currency}); "
           f"events -> {out_dir / 'events.jsonl'}; Ctrl-C stops", flush=True)
     try:
         while server.running and not stop.event.wait(0.5):

@@ -387,6 +387,30 @@ def test_sim_settings_feed_the_simulated_exchange():
     assert sim.quote_currency == cfg.exchange.quote_currency
 
 
+def test_the_standalone_exchange_uses_the_config_like_the_embedded_one(tmp_path):
+    """``main.py exchange`` used to build its engine with the engine's own defaults
+    (no latency, no fees, USD) while ``run``'s embedded exchange read the config."""
+    from exchange.serve import sim_config
+
+    default = load_config().exchange
+    sim = sim_config()
+    assert (sim.latency_ms, sim.maker_fee_bps, sim.taker_fee_bps, sim.quote_currency) == (
+        default.latency_ms, default.maker_fee_bps, default.taker_fee_bps, default.quote_currency)
+    assert sim.latency_ms > 0 and sim.quote_currency == "USDT"
+    path = tmp_path / "slow.yaml"
+    path.write_text("exchange: {latency_ms: 7, partial_fills: 4}\n", encoding="utf-8")
+    sim = sim_config(path)
+    assert sim.latency_ms == 7 and sim.partial_fills == 4
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("exchange: {latency_ms: -1}\n", encoding="utf-8")
+    done = subprocess.run([sys.executable, str(REPO / "main.py"), "exchange", "--port", "0",
+                           "--out", str(tmp_path / "x"), "--config", str(bad)],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "exchange.latency_ms" in done.stderr and "bad.yaml" in done.stderr
+
+
 def test_alert_sink_entries_build_the_alert_sinks(monkeypatch):
     alert_sinks = pytest.importorskip("actors.alert_sinks")
     assert [s.kind for s in alert_sinks.sinks_from_config(load_config().alerts.sink_entries())] \
