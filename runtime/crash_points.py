@@ -24,19 +24,17 @@ How it works, and why this way:
   handler return (``True``: "you are dead, do nothing more") and kills the
   runtime (``Runtime.kill``), so the held actor never acts past the point.
 
-The held-thread design needs its own stepping loop (:func:`run_until_point`):
-the system is never fully quiescent while a handler is held, so
-``ActorSystem.run_until`` would wait for it forever.
+The system is never fully quiescent while a handler is held, so the runner
+steps time with ``ActorSystem.run_until(t, held=points.held)``: it stops,
+without moving time on, once everything but the held actor is quiet.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 from runtime.actor import current_actor_name
-from runtime.directory import RUNNING
 
 #: key in ``system.services``; absent in production
 SERVICE = "crash_points"
@@ -86,57 +84,9 @@ class CrashPoints:
         """Let a held handler return (it then does nothing: see ``__call__``)."""
         self._release.set()
 
-
-def _quiet_except(system: Any, name: str | None) -> bool:
-    """``ActorSystem.is_quiescent`` ignoring the one actor held at the point."""
-    activity = system._activity
-    before = next(activity)
-    for cell in system.directory.cells():
-        if cell.state == RUNNING and cell.name != name:
-            mb = cell.mailbox
-            if mb.busy or mb._items:
-                return False
-    if system.executor.in_flight:
-        return False
-    return next(activity) == before + 1
-
-
-def settle(system: Any, points: CrashPoints, deadline: float) -> bool:
-    """Wait until the system is quiescent (False) or the armed point was
-    reached and everything but the held actor is idle (True)."""
-    spins = 0
-    while True:
-        if points.reached.is_set():
-            if _quiet_except(system, points.holder):
-                return True
-        elif system.is_quiescent():
-            return False
-        spins += 1
-        if time.monotonic() > deadline:
-            from runtime.system import QuiescenceTimeout
-
-            raise QuiescenceTimeout("not quiescent while waiting at a crash point")
-        if spins < 200:
-            time.sleep(0)
-        else:
-            time.sleep(0.0005)
-
-
-def run_until_point(system: Any, points: CrashPoints, t: float, *,
-                    timeout: float = 60.0) -> bool:
-    """``ActorSystem.run_until(t)`` that stops, without moving time on, when
-    the armed point is reached (True); False: ``t`` reached, point not."""
-    clock = system._virtual()
-    deadline = time.monotonic() + timeout
-    while True:
-        if settle(system, points, deadline):
-            return True
-        due = system.timers.next_due()
-        if due is None or due > t:
-            clock.advance_to(max(clock.monotonic(), t))
-            return settle(system, points, deadline)
-        clock.advance_to(max(clock.monotonic(), due))
-        system.timers.fire_due(due)
+    def held(self) -> str | None:
+        """The actor held at the point, once reached (``ActorSystem.settle``'s ``held``)."""
+        return self.holder if self.reached.is_set() else None
 
 
 def kill_at_point(rt: Any, points: CrashPoints) -> None:

@@ -41,7 +41,7 @@ from loguru import logger
 from config import ConfigError, config_hash
 from runtime.clock import EPOCH_DEFAULT, VirtualClock
 from runtime.crash_points import SERVICE as CRASH_SERVICE
-from runtime.crash_points import CrashPoints, kill_at_point, run_until_point, settle
+from runtime.crash_points import CrashPoints, kill_at_point
 from runtime.launcher import LaunchSpec, Runtime
 from runtime.scenario_expect import check_expect, exit_and_hedge_qty
 from runtime.scenario_file import (BarEvent, ControlEvent, CrashEvent, EndEvent, ExchangeEvent,
@@ -155,7 +155,7 @@ class ScenarioRun:
 
     def _advance(self, t: float) -> None:
         if self.rt is not None and self.armed_line is not None:
-            if run_until_point(self.rt.system, self.points, t):
+            if self.rt.system.run_until(t, held=self.points.held):
                 self._crash_at_point()
         elif self.rt is not None:
             self.rt.system.run_until(t)
@@ -167,7 +167,7 @@ class ScenarioRun:
             return
         if self.armed_line is None:
             self.rt.system.wait_quiescent()
-        elif settle(self.rt.system, self.points, time.monotonic() + 60.0):
+        elif self.rt.system.settle(time.monotonic() + 60.0, held=self.points.held):
             self._crash_at_point()
 
     def _crash_at_point(self) -> None:
