@@ -60,7 +60,7 @@ def _default(obj: Any) -> msgpack.ExtType:
             raise CodecError(f"cannot encode non-finite Decimal {obj}")
         return _ext((EXT_DECIMAL, str(obj).encode("ascii")))
     if isinstance(obj, Enum):
-        return msgpack.ExtType(EXT_ENUM, msgpack.packb([type(obj).__name__, obj.value]))
+        return _enum_ext(obj)
     if isinstance(obj, datetime):
         if obj.tzinfo is None:
             raise CodecError("cannot encode a naive datetime; timestamps must be UTC-aware")
@@ -104,7 +104,38 @@ def _field_names(cls: type) -> tuple[str, ...]:
     names = _FIELDS.get(cls)
     if names is None:
         names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
+        # Fields typed Any/dict/Mapping hold free-form values: a str enum in
+        # there would be packed as its plain str (it is one) and no field type
+        # would turn it back on decode, so those values are walked (below).
+        _FREE_FORM[cls] = tuple(f.name for f in dataclasses.fields(cls)
+                                if any(w in str(f.type) for w in ("Any", "dict", "Mapping")))
     return names
+
+
+#: per message class: the fields whose values may hold enums no field type restores
+_FREE_FORM: dict[type, tuple[str, ...]] = {}
+_LEAVES = frozenset((str, int, float, bool, type(None), bytes, Decimal, datetime))
+
+
+def _enum_ext(obj: Enum) -> msgpack.ExtType:
+    return msgpack.ExtType(EXT_ENUM, msgpack.packb([type(obj).__name__, obj.value]))
+
+
+def _tag_enums(value: Any) -> Any:
+    """``value`` with every enum inside (at any depth) replaced by its ext type;
+    containers are copied only when they hold one."""
+    kind = type(value)
+    if kind in _LEAVES:
+        return value
+    if isinstance(value, Enum):
+        return _enum_ext(value)
+    if isinstance(value, dict):
+        items = {k: _tag_enums(v) for k, v in value.items()}
+        return items if any(items[k] is not v for k, v in value.items()) else value
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        seq = [_tag_enums(v) for v in value]
+        return kind(seq) if any(a is not b for a, b in zip(seq, value)) else value
+    return value
 
 
 def to_wire(msg: Message) -> dict[str, Any]:
@@ -115,6 +146,8 @@ def to_wire(msg: Message) -> dict[str, Any]:
             raise CodecError(f"not a message: {cls.__name__}")
         names = _field_names(cls)
     fields = {name: getattr(msg, name) for name in names}
+    for name in _FREE_FORM[cls]:
+        fields[name] = _tag_enums(fields[name])
     return {"v": SCHEMA_VERSION, "t": cls.__name__, "f": fields}
 
 
