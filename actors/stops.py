@@ -97,6 +97,8 @@ class StopLossManager(RebuildGate, Actor):
         self._dirty: set[str] = set()
         self._outbox: list[tuple[str, Any]] = []
         self._stop_rows = InfoRows(self._stop_row)
+        #: PROTECTING stops by symbol, rebuilt with the watch set after every change
+        self._protecting: dict[str, list[Stop]] = {}
 
     # -- inputs ---------------------------------------------------------------------------------
 
@@ -116,8 +118,8 @@ class StopLossManager(RebuildGate, Actor):
 
     @handles(Quote)
     def on_quote(self, q: Quote) -> None:
-        for st in self.stops.values():
-            if st.symbol == q.symbol and st.phase == PROTECTING and st.crossed(q):
+        for st in self._protecting.get(q.symbol, ()):
+            if st.phase == PROTECTING and st.crossed(q):
                 self._triggered(st, f"quote bid {q.bid} ask {q.ask}")
 
     @handles(IntentAccepted)
@@ -324,7 +326,12 @@ class StopLossManager(RebuildGate, Actor):
         """Ask the gateway for quotes of the symbols with a stop to trigger only.
         Sent (when the set changes) before any order this message decided, so
         a new stop's symbol is watched before its SL-limit can reach the venue."""
-        wanted = frozenset(st.symbol for st in self.stops.values() if st.phase == PROTECTING)
+        protecting: dict[str, list[Stop]] = {}
+        for st in self.stops.values():
+            if st.phase == PROTECTING:
+                protecting.setdefault(st.symbol, []).append(st)
+        self._protecting = protecting  # what on_quote checks, by symbol
+        wanted = frozenset(protecting)
         if wanted != self.watching:
             self.watching = wanted
             self.ctx.tell(self.gateway, WatchQuotes(self.ctx.name, tuple(sorted(wanted))))
