@@ -27,6 +27,7 @@ from runtime.introspection import info_of
 from runtime.metrics import number, system_of
 from runtime.redact import redact_text
 from runtime.run_files import write_text_atomic
+from runtime.summary import summary_rows
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
            "#17becf", "#7f7f7f", "#bcbd22")
@@ -200,34 +201,6 @@ text-align:left}th{background:#f4f4f4}.bad{color:#b00}.ok{color:#070}.empty,.not
 font-size:13px}"""
 
 
-def _summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
-    rows = [("run", f"{summary.get('run_id')} ({summary.get('started_at')} -> "
-                    f"{summary.get('ended_at')})")]
-    if summary.get("scenario"):
-        rows.append(("scenario", f"{summary['scenario']} ({summary.get('path')})"))
-    rows.append(("market events", f"{summary.get('market_events', 0):,}"))
-    rows.append(("signals", str(summary.get("signals", 0))))
-    risk = summary.get("risk") or {}
-    rej = risk.get("rejected") or {}
-    rows.append(("risk", f"{risk.get('approved', 0)} approved, {sum(rej.values())} rejected"
-                 + ("".join(f"; {k} {v}" for k, v in rej.items()))))
-    rows.append(("orders", ", ".join(f"{k} {v}" for k, v in (summary.get("orders") or {}).items())))
-    pnl = summary.get("pnl") or {}
-    rows.append(("pnl", f"realized {pnl.get('realized')}, unrealized {pnl.get('unrealized')}"))
-    pos = {s: q for s, q in (summary.get("positions") or {}).items() if q != "0"}
-    rows.append(("positions", ", ".join(f"{s} {q}" for s, q in pos.items()) or "flat"))
-    rows.append(("restarts", ", ".join(f"{k} {v}" for k, v in
-                                       (summary.get("restarts") or {}).items()) or "none"))
-    bad = summary.get("invariant_violations") or []
-    rows.append(("invariants", "all held" if not bad else
-                 f"{len(bad)} violated: " + "; ".join(str(v.get("detail")) for v in bad[:5])))
-    if "expect" in summary:
-        e = summary["expect"]
-        rows.append(("expect", "passed" if e.get("passed") else
-                     "failed: " + "; ".join(map(str, e.get("failures") or []))))
-    return rows
-
-
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{_e('' if c is None else c)}</td>" for c in r) + "</tr>"
@@ -250,7 +223,7 @@ def render_report(summary: Mapping[str, Any], sampler: Sampler, *, title: str) -
         + (f", t = {s.samples[0]['t']:.1f}s .. {s.samples[-1]['t']:.1f}s" if s.samples else "")
         + "</p>",
         '<h2 id="summary">Summary</h2>',
-        _table(["what", "value"], [list(r) for r in _summary_rows(summary)]),
+        _table(["what", "value"], [[what, value] for what, value, _ in summary_rows(summary)]),
         '<h2 id="equity">Equity / PnL</h2>',
         line_chart({k: pnl[k] for k in ("total", "realized", "unrealized", "daily") if k in pnl},
                    y_label="PnL (quote currency)"),

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 SUMMARY_SCHEMA_VERSION = 1
 #: keys of summary.json that differ between two identical runs
@@ -143,44 +144,70 @@ def comparable(summary: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in summary.items() if k not in VOLATILE_KEYS}
 
 
+#: how a row reads: plain, or a verdict that went well / badly (coloured by the console)
+GOOD, BAD = "good", "bad"
+
+
+def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str, str | None]]:
+    """The readable end-of-run rows ``(what, value, verdict)``: one list for the
+    console table and report.html, so the two never drift apart."""
+    rows: list[tuple[str, str, str | None]] = [
+        ("run", f"{summary.get('run_id')}  ({summary.get('started_at')} -> "
+                f"{summary.get('ended_at')})", None)]
+    if summary.get("scenario"):
+        rows.append(("scenario", f"{summary['scenario']} ({summary.get('path')})", None))
+    rows.append(("market events", f"{summary.get('market_events', 0):,}", None))
+    rows.append(("signals", str(summary.get("signals", 0)), None))
+    risk = summary.get("risk") or {}
+    rej = risk.get("rejected") or {}
+    rows.append(("risk", f"{risk.get('approved', 0)} approved, {sum(rej.values())} rejected"
+                 + (": " + ", ".join(f"{k} {v}" for k, v in rej.items()) if rej else ""), None))
+    rows.append(("orders", ", ".join(f"{k} {v}" for k, v in (summary.get("orders") or {}).items()),
+                 None))
+    stops = summary.get("stop_exits") or {}
+    rows.append(("stop exits", f"limit {stops.get('limit', 0)}, "
+                               f"market fallback {stops.get('market_fallback', 0)}", None))
+    rows.append(("hedges", str(summary.get("hedges", 0)), None))
+    g = summary.get("groups")
+    if g is not None:
+        rows.append(("order groups", f"{g['submitted']} submitted: filled {g['filled']}, "
+                     f"rolled back {g['rolled_back']}, failed {g['failed']} (residue to the "
+                     f"hedger), rejected {g['rejected']}"
+                     + (f", open {g['open']}" if g.get("open") else ""), None))
+    ex = summary.get("exchange_positions")
+    pos = ", ".join(f"{s} {q}" + ("" if ex is None or ex.get(s, "0") == q
+                                  else f" (exchange {ex.get(s)})")
+                    for s, q in (summary.get("positions") or {}).items() if q != "0") or "flat"
+    rows.append(("positions", pos, None))
+    pnl = summary.get("pnl") or {}
+    rows.append(("pnl", f"realized {pnl.get('realized')}, unrealized {pnl.get('unrealized')}",
+                 None))
+    ks = summary.get("kill_switch")
+    if ks is not None:
+        rows.append(("kill switch", f"{ks['state']}" + (f" ({ks['reason']})" if ks.get("reason")
+                                                         else ""), None))
+    rows.append(("restarts", ", ".join(f"{k} {v}" for k, v in
+                                       (summary.get("restarts") or {}).items()) or "none", None))
+    bad = summary.get("invariant_violations") or []
+    rows.append(("invariants", "all held", GOOD) if not bad else
+                ("invariants", f"{len(bad)} violated: "
+                 + "; ".join(str(v.get("detail")) for v in bad[:5]), BAD))
+    if "expect" in summary:
+        e = summary["expect"]
+        rows.append(("expect", "passed", GOOD) if e.get("passed") else
+                    ("expect", "failed: " + "; ".join(map(str, e.get("failures") or [])), BAD))
+    return rows
+
+
 def summary_table(summary: Mapping[str, Any], title: str = "Tradewarden run") -> Table:
     """The readable end-of-run table (the JSON has everything)."""
     t = Table(title=title, show_header=False, title_justify="left")
     t.add_column("what", style="bold")
     t.add_column("value")
-    o = summary["orders"]
-    r = summary["risk"]
-    t.add_row("run", f"{summary['run_id']}  ({summary['started_at']} -> {summary['ended_at']})")
-    t.add_row("market events", f"{summary['market_events']:,}")
-    t.add_row("signals", str(summary["signals"]))
-    t.add_row("risk", f"{r['approved']} approved, {sum(r['rejected'].values())} rejected"
-              + (": " + ", ".join(f"{k} {v}" for k, v in r["rejected"].items())
-                 if r["rejected"] else ""))
-    t.add_row("orders", ", ".join(f"{k} {v}" for k, v in o.items()))
-    t.add_row("stop exits", f"limit {summary['stop_exits']['limit']}, "
-              f"market fallback {summary['stop_exits']['market_fallback']}")
-    t.add_row("hedges", str(summary["hedges"]))
-    g = summary.get("groups")
-    if g is not None:
-        t.add_row("order groups", f"{g['submitted']} submitted: filled {g['filled']}, "
-                  f"rolled back {g['rolled_back']}, failed {g['failed']} (residue to the hedger), "
-                  f"rejected {g['rejected']}" + (f", open {g['open']}" if g.get("open") else ""))
-    ex = summary.get("exchange_positions")
-    pos = ", ".join(f"{s} {q}" + ("" if ex is None or ex.get(s, "0") == q else f" (exchange {ex.get(s)})")
-                    for s, q in summary["positions"].items() if q not in ("0",)) or "flat"
-    t.add_row("positions", pos)
-    t.add_row("pnl", f"realized {summary['pnl']['realized']}, "
-              f"unrealized {summary['pnl']['unrealized']}")
-    ks = summary["kill_switch"]
-    t.add_row("kill switch", f"{ks['state']}" + (f" ({ks['reason']})" if ks.get("reason") else ""))
-    t.add_row("restarts", ", ".join(f"{k} {v}" for k, v in summary["restarts"].items()) or "none")
-    v = summary["invariant_violations"]
-    t.add_row("invariants", "[green]all held[/green]" if not v else
-              f"[red]{len(v)} violated[/red]: " + "; ".join(x["detail"] for x in v[:5]))
-    if "expect" in summary:
-        e = summary["expect"]
-        t.add_row("expect", "[green]passed[/green]" if e["passed"] else
-                  "[red]failed[/red]: " + "; ".join(e["failures"]))
+    colour = {GOOD: "green", BAD: "red"}
+    for what, value, verdict in summary_rows(summary):
+        text = Text(value, style=colour[verdict]) if verdict else Text(value)
+        t.add_row(what, text)
     return t
 
 

@@ -95,3 +95,38 @@ def test_line_chart_edge_cases() -> None:
     flat = line_chart({"a": [(0.0, 0.0), (1.0, 0.0)], "b": [(0.0, -3.0), (2.0, 4.0)]},
                       y_label="y", step=True)
     ET.fromstring(flat)
+
+
+def test_the_report_and_the_console_table_show_the_same_rows() -> None:
+    """One list of rows feeds both: the report used to lack stop exits, hedges,
+    groups and the kill switch, which the console table showed."""
+    import html as html_lib
+
+    from rich.console import Console
+
+    from runtime.summary import summary_rows, summary_table
+
+    summary = {"run_id": "r", "started_at": "a", "ended_at": "b", "market_events": 10,
+               "signals": 2, "risk": {"approved": 2, "rejected": {"max_volatility": 1}},
+               "orders": {"submitted": 2, "filled": 2}, "stop_exits": {"limit": 1,
+                                                                      "market_fallback": 3},
+               "hedges": 4, "groups": {"submitted": 5, "filled": 3, "rolled_back": 1,
+                                       "failed": 1, "rejected": 0},
+               "positions": {"BTCUSDT": "2"}, "exchange_positions": {"BTCUSDT": "1"},
+               "pnl": {"realized": "1.5", "unrealized": "0"},
+               "kill_switch": {"state": "HALTED", "reason": "daily loss"},
+               "restarts": {"coordinator": 1},
+               "invariant_violations": [{"detail": "netting [red]BTCUSDT[/red]"}]}
+    rows = summary_rows(summary)
+    assert [r[0] for r in rows] == ["run", "market events", "signals", "risk", "orders",
+                                    "stop exits", "hedges", "order groups", "positions", "pnl",
+                                    "kill switch", "restarts", "invariants"]
+    page = html_lib.unescape(render_report(summary, Sampler(), title="t"))
+    console = Console(width=400, record=True, color_system=None)
+    console.print(summary_table(summary))
+    text = console.export_text()
+    for what, value, _ in rows:
+        assert what in page and value in page, (what, value)
+        assert what in text and value in text, (what, value)
+    assert "market fallback 3" in page and "BTCUSDT 2 (exchange 1)" in page
+    assert "[red]BTCUSDT[/red]" in text, "a value is shown as written, never read as markup"
