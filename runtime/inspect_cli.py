@@ -13,7 +13,6 @@ Nothing listening is a one-line error and exit code 1, not a traceback.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 import urllib.error
@@ -144,10 +143,13 @@ def render(snap: dict[str, Any]) -> Group:
 def _target(control: str | None, config_path: str | None) -> tuple[str, str | None]:
     """The endpoint's base URL and token, from --control and the config's control section."""
     from config import load_config
+    from config.secrets import read_secret
 
     cfg = load_config(config_path).control
     host, port = (parse_hostport(control, cfg.host) if control else (cfg.host, cfg.port))
-    token = os.environ.get(cfg.token_env) if cfg.token_env else None
+    # The same reader as the endpoint: a named but unset variable is an error
+    # naming it, not a request without a token that the endpoint refuses.
+    token = read_secret(cfg.token_env, "control.token_env") if cfg.token_env else None
     host = f"[{host}]" if ":" in host else host
     return f"http://{host}:{port}", token
 

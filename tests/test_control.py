@@ -401,3 +401,17 @@ def test_kill_switch_command_engages_and_releases_through_the_endpoint(vr, capsy
         assert bad.value.code == 400
     audit = [r for r in read_audit(vr.rt.spec.run_dir / "audit.jsonl") if r["kind"] == "kill_switch"]
     assert [r["reason"] for r in audit] == ["engaged", "released"]
+
+
+def test_inspect_names_an_unset_token_variable_before_asking(tmp_path, monkeypatch,
+                                                          capsys) -> None:
+    """The endpoint refuses a request without its token; inspect says which variable
+    is missing instead of sending one and reporting 'unauthorized'."""
+    monkeypatch.delenv("TW_TEST_UNSET_TOKEN", raising=False)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("control: {token_env: TW_TEST_UNSET_TOKEN}\n", encoding="utf-8")
+    from runtime.inspect_cli import main as inspect_main
+
+    assert inspect_main("127.0.0.1:9", config_path=str(cfg)) == 2
+    err = capsys.readouterr().err
+    assert "TW_TEST_UNSET_TOKEN" in err and "not set" in err
