@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from actors.owned_orders import CLOSED_STATUSES, RebuildGate, fills_of, owned_orders
+from actors.owned_orders import RebuildGate
+from actors.stop_recovery import KEY_PREFIX, StopRecovery
 from messages.alerts import Alert
 from messages.control import (CancelIntent, IntentAccepted, IntentRejected, OrderIntent,
                               ProtectPosition, StoppedOut, WatchQuotes)
@@ -42,12 +43,8 @@ from messages.orders import CancelConfirmed, OrderAcked, OrderFilled, OrderRejec
 from messages.persistence import Put, StoreDb
 from runtime import Actor, handles
 from runtime.info_rows import InfoRows
-from trading.recovery import order_status_key
-from trading.stop_state import (CANCELLING, DONE, LIMIT, MARKET, PROTECTING, TRIGGERED, ZERO,
+from trading.stop_state import (CANCELLING, DONE, LIMIT, MARKET, PROTECTING, TRIGGERED,
                                 ExitOrder, Stop, parse_tag)
-
-KEY_PREFIX = "stop|"
-
 
 # -- timers (to self only) ----------------------------------------------------------------
 
@@ -72,7 +69,7 @@ class IntentTimeout:
     tag: str
 
 
-class StopLossManager(RebuildGate, Actor):
+class StopLossManager(StopRecovery, RebuildGate, Actor):
     def __init__(self, ctx, *, slippage_bps: Decimal = Decimal(50), fallback_after_s: float = 2.0,
                  cancel_wait_alert_s: float = 10.0, coordinator: str = "coordinator",
                  persistence: str = "persistence", alerts: str = "alerts",
@@ -335,60 +332,6 @@ class StopLossManager(RebuildGate, Actor):
         if wanted != self.watching:
             self.watching = wanted
             self.ctx.tell(self.gateway, WatchQuotes(self.ctx.name, tuple(sorted(wanted))))
-
-    def rebuild(self, snapshot: dict[str, dict[str, Any]]) -> None:
-        meta = snapshot.get("meta", {})
-        for key, rec in meta.items():
-            if not key.startswith(KEY_PREFIX):
-                continue
-            try:
-                st = Stop.from_record(rec)
-            except (KeyError, TypeError, ValueError) as exc:
-                self.log.error("skipping unreadable stop record {}: {!r}", key, exc)
-                continue
-            if st.phase == DONE:
-                self.finished.update(st.orders)
-                self.entries_done[st.entry_id] += 1
-                self.stop_exits[st.outcome or LIMIT] += 1
-                self.exit_qty[st.symbol] += st.exited
-                continue
-            self.stops[st.stop_id] = st
-            self.by_coid.update({c: st.stop_id for c in st.orders})
-        known = set(self.by_coid)
-        for coid, fills in fills_of(snapshot, known).items():
-            self.stops[self.by_coid[coid]].orders[coid].fills.update(fills)
-        for coid in known:
-            order = self.stops[self.by_coid[coid]].orders[coid]
-            status = CLOSED_STATUSES.get(meta.get(order_status_key(coid)))
-            if status and not order.closed:
-                order.closed = status
-        self._adopt(snapshot)
-        for st in list(self.stops.values()):
-            self._resume(st)
-        if self.stops:
-            self.log.info("rebuilt {} active stops from the store", len(self.stops))
-
-    def _adopt(self, snapshot: dict[str, dict[str, Any]]) -> None:
-        """Orders the coordinator approved for us that our record does not know."""
-        for coid, owned in owned_orders(snapshot, self.ctx.name).items():
-            if coid in self.by_coid or coid in self.finished:
-                continue
-            req = owned.request
-            st = next((s for s in self.stops.values() if s.symbol == req.symbol
-                       and s.account == req.account and s.exit_side is req.side), None)
-            if st is None:
-                st = Stop(f"adopted-{coid}", req.symbol, req.account, req.side.opposite(),
-                          req.trigger_price or req.price or ZERO, req.qty,
-                          PROTECTING if req.order_type is OrderType.STOP_LIMIT else CANCELLING)
-                self.stops[st.stop_id] = st
-            kind = MARKET if req.order_type is OrderType.MARKET else LIMIT
-            st.orders[coid] = ExitOrder(kind, req.qty, dict(owned.fills),
-                                        CLOSED_STATUSES.get(owned.status or ""))
-            self.by_coid[coid] = st.stop_id
-            self.counts["adopted_orders"] += 1
-            self.log.warning("adopted exit order {} ({} {}) from the coordinator's records",
-                             coid, kind, req.qty)
-            self._dirty.add(st.stop_id)
 
     def _resume(self, st: Stop) -> None:
         """Re-arm the timers of a rebuilt stop (stale ones from before are harmless)."""

@@ -1,0 +1,80 @@
+"""Restart safety of the stop-loss manager (``actors.stops``).
+
+Kept apart so the manager's decisions read on their own, as
+``actors.group_recovery`` is for order groups. A restarted manager rebuilds
+its stops from its own record (``stop|<id>`` in ``meta``) plus the
+coordinator's order, status and fill records (``actors.owned_orders``): the
+record may be one message behind, the coordinator's records are the truth of
+what left. An exit order the gate approved for the manager that its record
+missed is adopted, so a restart neither repeats an exit nor forgets one;
+the stop manager then re-arms each stop's timers (``_resume``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actors.owned_orders import CLOSED_STATUSES, fills_of, owned_orders
+from messages.enums import OrderType
+from trading.recovery import order_status_key
+from trading.stop_state import CANCELLING, DONE, LIMIT, MARKET, PROTECTING, ZERO, ExitOrder, Stop
+
+KEY_PREFIX = "stop|"
+
+
+class StopRecovery:
+    """Mixin of ``StopLossManager``: ``rebuild`` (RebuildGate's hook) and adoption."""
+
+    def rebuild(self, snapshot: dict[str, dict[str, Any]]) -> None:
+        meta = snapshot.get("meta", {})
+        for key, rec in meta.items():
+            if not key.startswith(KEY_PREFIX):
+                continue
+            try:
+                st = Stop.from_record(rec)
+            except (KeyError, TypeError, ValueError) as exc:
+                self.log.error("skipping unreadable stop record {}: {!r}", key, exc)
+                continue
+            if st.phase == DONE:
+                self.finished.update(st.orders)
+                self.entries_done[st.entry_id] += 1
+                self.stop_exits[st.outcome or LIMIT] += 1
+                self.exit_qty[st.symbol] += st.exited
+                continue
+            self.stops[st.stop_id] = st
+            self.by_coid.update({c: st.stop_id for c in st.orders})
+        known = set(self.by_coid)
+        for coid, fills in fills_of(snapshot, known).items():
+            self.stops[self.by_coid[coid]].orders[coid].fills.update(fills)
+        for coid in known:
+            order = self.stops[self.by_coid[coid]].orders[coid]
+            status = CLOSED_STATUSES.get(meta.get(order_status_key(coid)))
+            if status and not order.closed:
+                order.closed = status
+        self._adopt(snapshot)
+        for st in list(self.stops.values()):
+            self._resume(st)
+        if self.stops:
+            self.log.info("rebuilt {} active stops from the store", len(self.stops))
+
+    def _adopt(self, snapshot: dict[str, dict[str, Any]]) -> None:
+        """Orders the coordinator approved for us that our record does not know."""
+        for coid, owned in owned_orders(snapshot, self.ctx.name).items():
+            if coid in self.by_coid or coid in self.finished:
+                continue
+            req = owned.request
+            st = next((s for s in self.stops.values() if s.symbol == req.symbol
+                       and s.account == req.account and s.exit_side is req.side), None)
+            if st is None:
+                st = Stop(f"adopted-{coid}", req.symbol, req.account, req.side.opposite(),
+                          req.trigger_price or req.price or ZERO, req.qty,
+                          PROTECTING if req.order_type is OrderType.STOP_LIMIT else CANCELLING)
+                self.stops[st.stop_id] = st
+            kind = MARKET if req.order_type is OrderType.MARKET else LIMIT
+            st.orders[coid] = ExitOrder(kind, req.qty, dict(owned.fills),
+                                        CLOSED_STATUSES.get(owned.status or ""))
+            self.by_coid[coid] = st.stop_id
+            self.counts["adopted_orders"] += 1
+            self.log.warning("adopted exit order {} ({} {}) from the coordinator's records",
+                             coid, kind, req.qty)
+            self._dirty.add(st.stop_id)
