@@ -18,6 +18,7 @@ or doubles an order.
 from __future__ import annotations
 
 from collections import Counter, deque
+from concurrent.futures import Future
 from decimal import Decimal
 from typing import Any
 
@@ -31,7 +32,7 @@ from messages.exchange import OrderExpired, SubmitOrder
 from messages.market import MarketStats, Quote
 from messages.orders import (CancelConfirmed, CancelOrder, OrderAcked, OrderFilled, OrderRejected,
                              OrderRequest, Signal)
-from messages.persistence import Ack, Durable, Put, StoreDb
+from messages.persistence import Ack, Durable, Flush, Put, StoreDb
 from runtime import Actor, handles
 from trading.book import InFlight, PositionBook
 from trading.gate import ACTIVE, HALTED, GateState, Intent, MarketView, decide
@@ -42,6 +43,9 @@ from trading.recovery import KILL_SWITCH_KEY, order_status_key, position_put
 
 
 class Coordinator(Actor):
+    #: how long a (re)starting coordinator waits for persistence's start-up flush
+    flush_timeout_s = 5.0
+
     def __init__(self, ctx, *, limits: Limits, symbols: list[str], venue: str = "sim",
                  gateway: str = "gateway", persistence: str = "persistence",
                  alerts: str = "alerts", stops: str | None = "stops",
@@ -92,6 +96,7 @@ class Coordinator(Actor):
         if store is not None:
             from trading.recovery import rebuild_coordinator_state
 
+            self._flush_persistence()
             rebuild_coordinator_state(self, store)
             self.status_counts = Counter(o["status"] for o in self.orders.values())
         self.pnl.rebuild()
@@ -99,6 +104,23 @@ class Coordinator(Actor):
         # with the broker before any risk-increasing order (rules 3 and 10).
         self.ctx.tell(self.gateway, ResyncRequest("coordinator started", self.ctx.clock.now()))
         self._publish()
+
+    def _flush_persistence(self) -> None:
+        """Before reading the store: what the previous instance queued at
+        persistence (an order intent it just approved) reaches the disk first,
+        so it is rebuilt and settled at this instance's first resync. Read
+        before that, the intent was unknown here and only resubmitted at the
+        next process restart, however late. A start-up barrier, bounded: a
+        persistence that does not answer leaves us rebuilding from the disk."""
+        if self.ctx.system.directory.get(self.persistence) is None:
+            return
+        done: Future = Future()
+        self.ctx.tell(self.persistence, Flush(ack=done))
+        try:
+            done.result(timeout=self.flush_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - timeout or a failed commit: rebuild anyway
+            self.log.warning("persistence did not confirm the start-up flush ({!r}); "
+                             "rebuilding from what is on disk", exc)
 
     def on_idle(self) -> None:
         self.audit.flush()

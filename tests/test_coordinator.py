@@ -222,6 +222,37 @@ def test_order_intent_is_durable_before_it_leaves_for_the_broker(rigs) -> None:
     assert rig.position() == 4
 
 
+def test_an_intent_queued_at_persistence_when_the_coordinator_crashes_is_sent_after_restart(
+        rigs) -> None:
+    """The restarted coordinator asks persistence to flush before it reads the store:
+    an intent the crashed instance approved (its write still queued) is then rebuilt
+    and sent at the first resync. Read before the flush, it was unknown to the new
+    instance and would only have been resubmitted at the next process restart."""
+    rig = rigs()
+    rig.quote()
+    writer = rig.system.directory.get("persistence").actor
+    writer.on_idle = lambda: None  # a slow disk: the intent's write stays queued
+    rig.signal("buy", 4)
+    rig.settle()
+    (rec,) = rig.decisions(approved=True)
+    coid = rec["client_order_id"]
+    assert rig.rt.store.get(StoreDb.ORDERS, coid) is None and rig.events("order_submitted") == []
+    rig.tell("coordinator", Signal.__new__(Signal))  # fields missing: its handler raises
+    rig.advance(2.0)
+    assert rig.system.restart_counts["coordinator"] == 1
+    del writer.on_idle
+    flushed: Future = Future()
+    rig.tell("persistence", Flush(ack=flushed))  # the disk catches up in any case
+    assert flushed.result(5).ok
+    rig.advance(2.0)
+    assert rig.rt.store.get(StoreDb.ORDERS, coid) is not None
+    assert [e["client_order_id"] for e in rig.events("order_submitted")] == [coid], \
+        "the durable intent was never sent"
+    assert rig.position() == 4 == rig.exchange_position()
+    # only the poison Signal itself, kept as a dead letter
+    assert [v["rule"] for v in rig.violations()] == ["order_flow_dead_letter"]
+
+
 # -- rule 2: netting --------------------------------------------------------------------------
 
 
