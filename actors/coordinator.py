@@ -23,7 +23,7 @@ from decimal import Decimal
 from typing import Any
 
 from messages.control import (BrokerOrders, BrokerPositions, CancelIntent, ConnectivityChanged,
-                              GroupAudit, IntentAccepted, IntentRejected, KillSwitch, OrderIntent,
+                              GroupAudit, IntentAccepted, IntentRejected, OrderIntent,
                               PortfolioRequest, PortfolioSnapshot, ProtectPosition,
                               RecoveryDone, StoppedOut)
 from messages.connectivity import ResyncRequest
@@ -33,16 +33,17 @@ from messages.market import MarketStats, Quote
 from messages.orders import (CancelConfirmed, CancelOrder, OrderAcked, OrderFilled, OrderRejected,
                              OrderRequest, Signal)
 from messages.persistence import Ack, Durable, Flush, Put, StoreDb
+from actors.kill_switch import KillSwitchKeeper
 from runtime import Actor, handles
 from trading.book import InFlight, PositionBook
-from trading.gate import ACTIVE, HALTED, GateState, Intent, MarketView, decide
+from trading.gate import GateState, Intent, MarketView, decide
 from trading.limits import CircuitBreaker, Limits, RateLimiter
 from trading.pnl import PnlTracker
 from trading.reasons import Reason
-from trading.recovery import KILL_SWITCH_KEY, order_status_key, position_put
+from trading.recovery import order_status_key, position_put
 
 
-class Coordinator(Actor):
+class Coordinator(KillSwitchKeeper, Actor):
     #: how long a (re)starting coordinator waits for persistence's start-up flush
     flush_timeout_s = 5.0
 
@@ -85,13 +86,7 @@ class Coordinator(Actor):
         self.started_at = ctx.clock.now()
 
     def on_start(self) -> None:
-        previous = self.ctx.cell.info  # the cell outlives the instance it published from
-        if previous.get("trading_state") == HALTED:
-            # A crash must never be a way out of the kill switch: a restarted
-            # coordinator stays halted until someone releases it.
-            self.state.trading_state = HALTED
-            self.kill_reason = previous.get("kill_reason") or "kill switch engaged before a restart"
-            self.log.warning("kill switch still engaged after restart: {}", self.kill_reason)
+        self._restore_kill_switch()
         store = self.ctx.services.get("store")
         if store is not None:
             from trading.recovery import rebuild_coordinator_state
@@ -324,17 +319,6 @@ class Coordinator(Actor):
         mv = self.state.market.setdefault(s.symbol, MarketView())
         mv.volatility, mv.adv = s.volatility, s.adv
 
-    @handles(KillSwitch)
-    def on_kill_switch(self, msg: KillSwitch) -> None:
-        if msg.on:
-            self._halt(f"manual: {msg.reason}")
-        else:
-            self.state.trading_state, self.kill_reason = ACTIVE, None
-            self.ctx.tell(self.persistence, Put(StoreDb.META, KILL_SWITCH_KEY, None))
-            self.audit.record(kind="kill_switch", reason="released", ts=self.ctx.clock.now(),
-                              inputs={"why": msg.reason})
-            self._alert("info", "kill switch released", msg.reason)
-
     @handles(ConnectivityChanged)
     def on_connectivity(self, msg: ConnectivityChanged) -> None:
         self.stream_reconciling = msg.stream_reconciling or not msg.connected
@@ -392,30 +376,6 @@ class Coordinator(Actor):
     def _positions_fresh(self, now: float) -> bool:
         return (self.synced_at is not None and not self.stream_reconciling
                 and now - self.synced_at <= self.limits.positions_stale_after_s)
-
-    def _check_daily_loss(self) -> None:
-        if self.state.trading_state == HALTED:
-            return
-        pnl = self.pnl.daily
-        if pnl <= -self.limits.max_daily_loss:
-            self._halt(f"daily loss {pnl} reached the limit {self.limits.max_daily_loss}")
-
-    def _halt(self, why: str) -> None:
-        if self.state.trading_state == HALTED:
-            return
-        self.state.trading_state, self.kill_reason = HALTED, why
-        # In the store too: a runtime restart must not release it (trading.recovery)
-        self.ctx.tell(self.persistence, Put(StoreDb.META, KILL_SWITCH_KEY, why))
-        self.counts["kill_switch_trips"] += 1
-        self.audit.record(kind="kill_switch", reason="engaged", ts=self.ctx.clock.now(),
-                          inputs={"why": why})
-        self._publish()  # now, not when idle: a crash right after must not forget it
-        self._alert("critical", "kill switch engaged", why)
-
-    def _alert(self, severity: str, title: str, text: str) -> None:
-        from messages.alerts import Alert
-
-        self.ctx.tell(self.alerts, Alert(severity, title, text, self.ctx.clock.now(), "coordinator"))
 
     def _forward(self, coid: str, event: Any, owner: str | None = None) -> None:
         if owner is None:
