@@ -115,7 +115,7 @@ class Runtime:
     # -- lifecycle ----------------------------------------------------------------
 
     def start(self, timeout: float = 30.0) -> Runtime:
-        from actors.persistence import IdAllocator
+        from runtime.id_allocator import IdAllocator
         from runtime.store import Store
         from trading.audit import AuditLog
 

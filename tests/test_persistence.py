@@ -19,13 +19,14 @@ from typing import Any
 
 import pytest
 
-from actors.persistence import IdAllocator, PersistenceActor
+from actors.persistence import PersistenceActor
 from messages import OrderRequest, OrderType, Side
 from messages.base import MessageError
 from messages.persistence import (
     Ack, Delete, Durable, Flush, GetStats, PersistenceError, Put, PutMany, Reserve,
 )
 from runtime import Actor, ChildSpec, handles
+from runtime.id_allocator import IdAllocator
 from runtime.store import Store, StoreClosed
 
 TS = datetime(2026, 1, 5, 14, 30, tzinfo=timezone.utc)
@@ -515,7 +516,8 @@ WRITER = textwrap.dedent("""
     from collections import deque
     from concurrent.futures import Future
     from loguru import logger
-    from actors.persistence import IdAllocator, PersistenceActor
+    from actors.persistence import PersistenceActor
+    from runtime.id_allocator import IdAllocator
     from messages.persistence import PutMany
     from runtime import ActorSystem, ChildSpec, SupervisorSpec
     from runtime.store import Store
