@@ -235,7 +235,9 @@ class Coordinator(KillSwitchKeeper, Actor):
             order.acked = True
         self.state.breaker.success()
         self._set_status(ev.client_order_id, "acked")
-        self._forward(ev.client_order_id, ev)
+        # Not forwarded: owners (stops, hedger, groups) act on fills and on an
+        # order's end, never on its acknowledgement; telling them cost each
+        # owned order a thread hand-off, a state write check and a publish.
 
     @handles(OrderRejected)
     def on_rejected(self, ev: OrderRejected) -> None:

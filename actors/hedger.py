@@ -41,7 +41,7 @@ from messages.alerts import Alert
 from messages.control import HedgeRequest, IntentAccepted, IntentRejected, OrderIntent
 from messages.enums import OrderPurpose, OrderType, Side
 from messages.exchange import OrderExpired
-from messages.orders import CancelConfirmed, OrderAcked, OrderFilled, OrderRejected
+from messages.orders import CancelConfirmed, OrderFilled, OrderRejected
 from messages.persistence import Put, StoreDb
 from runtime import Actor, handles
 from runtime.info_rows import InfoRows
@@ -216,10 +216,6 @@ class Hedger(RebuildGate, Actor):
         if book is None or book.pending.pop(msg.tag, None) is None:
             return
         self._refused(book, f"the coordinator refused the hedge: {msg.reason}")
-
-    @handles(OrderAcked)
-    def on_acked(self, ev: OrderAcked) -> None:
-        pass
 
     @handles(OrderFilled)
     def on_filled(self, ev: OrderFilled) -> None:

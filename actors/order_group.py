@@ -45,7 +45,7 @@ from messages.control import (CancelIntent, GroupAudit, HedgeRequest, IntentAcce
                               IntentRejected, OrderIntent, PortfolioRequest, PortfolioSnapshot)
 from messages.enums import OrderPurpose, OrderType, Side
 from messages.exchange import OrderExpired
-from messages.orders import CancelConfirmed, OrderAcked, OrderFilled, OrderRejected
+from messages.orders import CancelConfirmed, OrderFilled, OrderRejected
 from runtime import Actor, TaskDone, handles
 from trading.group_margin import MarginVerdict, PortfolioView, Unpriced, build_legs, evaluate
 from trading.group_spec import GroupSpec
@@ -178,10 +178,6 @@ class OrderGroup(GroupRecovery, RebuildGate, Actor):
         self._dirty = True
         why = f"the gate refused {p.kind} {g.leg(p.leg).symbol}: {msg.reason}"
         self._order_failed(p.kind, p.leg, why, "leg_refused")
-
-    @handles(OrderAcked)
-    def on_acked(self, ev: OrderAcked) -> None:
-        pass
 
     @handles(OrderFilled)
     def on_filled(self, ev: OrderFilled) -> None:

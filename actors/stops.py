@@ -39,7 +39,7 @@ from messages.control import (CancelIntent, IntentAccepted, IntentRejected, Orde
 from messages.enums import OrderPurpose, OrderType
 from messages.exchange import OrderExpired
 from messages.market import Quote
-from messages.orders import CancelConfirmed, OrderAcked, OrderFilled, OrderRejected
+from messages.orders import CancelConfirmed, OrderFilled, OrderRejected
 from messages.persistence import Put, StoreDb
 from runtime import Actor, handles
 from runtime.info_rows import InfoRows
@@ -136,10 +136,6 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
         if st is None or st.pending.pop(msg.tag, None) is None:
             return
         self._failed(st, f"the coordinator refused the exit order: {msg.reason}")
-
-    @handles(OrderAcked)
-    def on_acked(self, ev: OrderAcked) -> None:
-        pass  # nothing to do: a working SL-limit is what protection is
 
     @handles(OrderFilled)
     def on_filled(self, ev: OrderFilled) -> None:
