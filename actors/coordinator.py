@@ -110,7 +110,8 @@ class Coordinator(KillSwitchKeeper, Actor):
         if self.ctx.system.directory.get(self.persistence) is None:
             return
         done: Future = Future()
-        self.ctx.tell(self.persistence, Flush(ack=done))
+        if not self.ctx.tell(self.persistence, Flush(ack=done)):
+            return  # nobody to ask (persistence stopped): nothing can be queued there
         try:
             done.result(timeout=self.flush_timeout_s)
         except Exception as exc:  # noqa: BLE001 - timeout or a failed commit: rebuild anyway

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import itertools
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -38,27 +40,34 @@ class EventsFetchError(RuntimeError):
 
 @dataclass(frozen=True)
 class EventsMark:
-    """Where the exchange's record ended: a byte offset and the last seq."""
+    """Where the exchange's record ended (a byte offset and the last seq), and
+    the positions the exchange held then: (account, symbol) -> signed qty."""
 
     cursor: int
     seq: int
+    positions: Mapping[tuple[str, str], Decimal] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, int]:
-        return {"cursor": self.cursor, "seq": self.seq}
+    def to_json(self) -> dict[str, Any]:
+        return {"cursor": self.cursor, "seq": self.seq,
+                "positions": [[a, s, str(q)] for (a, s), q in sorted(self.positions.items())]}
 
     @classmethod
     def from_json(cls, data: Any) -> EventsMark:
         try:
-            return cls(int(data["cursor"]), int(data["seq"]))
-        except (KeyError, TypeError, ValueError) as exc:
+            positions = {(str(a), str(s)): Decimal(str(q))
+                         for a, s, q in data.get("positions", ())}
+            return cls(int(data["cursor"]), int(data["seq"]), positions)
+        except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError) as exc:
             raise EventsFetchError(f"unreadable events mark {data!r}: {exc}") from exc
 
 
 def events_mark(url: str, *, timeout: float = 5.0) -> EventsMark:
-    """The exchange's record as it ends now."""
+    """The exchange's record as it ends now, with its positions at that moment
+    (one answer of the exchange's loop, so the two agree)."""
     with _connect(url, timeout) as ws:
         page = _ask(ws, QueryEvents(_request_id(), limit=0), timeout)
-    return EventsMark(page.cursor, page.last_seq)
+    return EventsMark(page.cursor, page.last_seq,
+                      {(account, symbol): qty for account, symbol, qty in page.positions})
 
 
 def fetch_events(url: str, since: EventsMark, out: Path, *, timeout: float = 10.0) -> int:
@@ -79,11 +88,25 @@ def fetch_events(url: str, since: EventsMark, out: Path, *, timeout: float = 10.
                 cursor = page.cursor
             fh.flush()
             os.fsync(fh.fileno())
+    except OSError as exc:  # disk full, permissions, a reset socket...
+        _discard(tmp)
+        raise EventsFetchError(f"copying into {out} failed: {exc}") from exc
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
-    os.replace(tmp, out)
+    try:
+        os.replace(tmp, out)
+    except OSError as exc:
+        _discard(tmp)
+        raise EventsFetchError(f"cannot write {out}: {exc}") from exc
     return count
+
+
+def _discard(tmp: Path) -> None:
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _request_id() -> str:

@@ -68,8 +68,11 @@ class QueriesMixin:
             lines, cursor, last_seq, more = self.log.read_page(q.since_seq, q.cursor, q.limit)
         except (OSError, ValueError) as exc:
             return [self._error("no_events_log", str(exc), now)]
-        return [self._emit(EventsPage(q.request_id, tuple(lines), cursor, last_seq, more),
-                           now, REQUESTER)]
+        positions = () if q.limit else tuple(
+            (name, symbol, p.qty) for name, acct in sorted(self.accounts.items())
+            for symbol, p in sorted(acct.positions.items()) if p.qty != 0)
+        return [self._emit(EventsPage(q.request_id, tuple(lines), cursor, last_seq, more,
+                                      positions), now, REQUESTER)]
 
     # -- read access (tests, tools, the venue's introspection) ------------------------
 

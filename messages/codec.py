@@ -103,12 +103,16 @@ def _ext_hook(code: int, data: bytes) -> Any:
 def _field_names(cls: type) -> tuple[str, ...]:
     names = _FIELDS.get(cls)
     if names is None:
-        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
+        fields = dataclasses.fields(cls)
+        names = tuple(f.name for f in fields)
         # Fields typed Any/dict/Mapping hold free-form values: a str enum in
         # there would be packed as its plain str (it is one) and no field type
         # would turn it back on decode, so those values are walked (below).
-        _FREE_FORM[cls] = tuple(f.name for f in dataclasses.fields(cls)
+        # Written before _FIELDS: another thread that finds _FIELDS[cls] set
+        # skips this function and reads _FREE_FORM[cls] at once.
+        _FREE_FORM[cls] = tuple(f.name for f in fields
                                 if any(w in str(f.type) for w in ("Any", "dict", "Mapping")))
+        _FIELDS[cls] = names
     return names
 
 
@@ -128,7 +132,9 @@ def _tag_enums(value: Any) -> Any:
     if kind in _LEAVES:
         return value
     if isinstance(value, Enum):
-        return _enum_ext(value)
+        # only enums the decoder knows travel as enums; any other keeps its
+        # plain value, as before (it would otherwise not decode at all)
+        return _enum_ext(value) if ENUM_TYPES.get(type(value).__name__) is kind else value
     if isinstance(value, dict):
         items = {k: _tag_enums(v) for k, v in value.items()}
         return items if any(items[k] is not v for k, v in value.items()) else value

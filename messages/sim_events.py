@@ -11,7 +11,9 @@ simulator answers ``QueryEvents``.
 
 from __future__ import annotations
 
-from messages.base import Message, MessageError, check_str, message
+from decimal import Decimal
+
+from messages.base import Message, MessageError, check_str, message, to_decimal
 from messages.exchange import _check_bool, _check_int
 
 
@@ -39,13 +41,20 @@ class QueryEvents(Message):
 
 @message
 class EventsPage(Message):
-    """Lines of ``events.jsonl`` (each one JSON object, as the file holds it)."""
+    """Lines of ``events.jsonl`` (each one JSON object, as the file holds it).
+
+    The answer to a mark (``limit`` 0) also carries every non-zero position
+    the exchange holds then, per account: a run's record starts there, and
+    replaying its fills from zero would see flips that never happened.
+    """
 
     request_id: str
     lines: tuple[str, ...]
     cursor: int
     last_seq: int
     more: bool = False
+    #: (account, symbol, signed qty), at the mark only
+    positions: tuple[tuple[str, str, Decimal], ...] = ()
 
     def __post_init__(self) -> None:
         check_str(self, "request_id")
@@ -54,3 +63,16 @@ class EventsPage(Message):
         _check_int(self, "cursor")
         _check_int(self, "last_seq")
         _check_bool(self, "more")
+        norm = []
+        for i, item in enumerate(self.positions):
+            try:
+                account, symbol, qty = item
+            except (TypeError, ValueError):
+                raise MessageError(f"EventsPage.positions[{i}]: expected (account, symbol, "
+                                   "qty)") from None
+            if not isinstance(account, str) or not isinstance(symbol, str):
+                raise MessageError(f"EventsPage.positions[{i}]: account and symbol must be "
+                                   "strings")
+            norm.append((account, symbol, to_decimal(qty, f"positions[{i}].qty",
+                                                     where="EventsPage.")))
+        object.__setattr__(self, "positions", tuple(norm))

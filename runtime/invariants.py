@@ -43,10 +43,14 @@ def single_door(events: Iterable[Mapping], audit: Iterable[Mapping]) -> list[dic
     return out
 
 
-def netting(events: Iterable[Mapping], hedging_accounts: frozenset = frozenset()) -> list[dict]:
+def netting(events: Iterable[Mapping], hedging_accounts: frozenset = frozenset(),
+            start: Mapping[tuple[str, str], Decimal] | None = None) -> list[dict]:
     """Rule 2 (and rule 8's "exit never exceeds the position"): replaying the
-    exchange's fills, no fill may take a position from one side to the other."""
+    exchange's fills, no fill may take a position from one side to the other.
+    ``start``: (account, symbol) -> position before the first event (a run on
+    an exchange that outlives runs does not start flat)."""
     pos: dict[tuple[str, str], Decimal] = defaultdict(lambda: ZERO)
+    pos.update(start or {})
     seen: set[str] = set()
     out = []
     for ev in events:
@@ -185,11 +189,13 @@ def no_lost_orders(dead_letters: Iterable[Mapping]) -> list[dict]:
 
 def check_all(*, events: list[Mapping], audit: list[Mapping], positions: Mapping[str, Any],
               exchange_positions: Mapping[str, Any] | None, hedging_accounts: frozenset,
-              fail_closed: bool, dead_letters: list[Mapping]) -> list[dict]:
+              fail_closed: bool, dead_letters: list[Mapping],
+              start_positions: Mapping[tuple[str, str], Decimal] | None = None) -> list[dict]:
     """Every invariant; ``exchange_positions`` None skips the comparison
-    (a remote exchange whose state the runtime cannot read directly)."""
+    (a remote exchange whose state the runtime cannot read directly);
+    ``start_positions`` as for :func:`netting`."""
     out = single_door(events, audit)
-    out += netting(events, hedging_accounts)
+    out += netting(events, hedging_accounts, start_positions)
     out += unique_orders(events)
     if exchange_positions is not None:
         out += positions_match(positions, exchange_positions)

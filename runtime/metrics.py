@@ -256,13 +256,10 @@ class RuntimeCollector:
         lags = getattr(cell.actor, "lags_ms", None)  # a runtime.rolling.RollingSample
         if lags is None:
             return
-        for _ in range(3):  # the actor thread may add a sample between the two reads
-            n = lags.count
-            samples = tuple(lags.recent)  # one C-level copy: atomic w.r.t. the actor thread
-            if lags.count == n:
-                break
-        else:
+        snap = lags.snapshot()  # consistent although the actor thread may be adding
+        if snap is None:
             return  # busy: fold at the next scrape
+        n, samples = snap
         key = (cell.name, cell.incarnation)
         seen = self._seen.get(key, 0)
         new = min(n - seen, len(samples))

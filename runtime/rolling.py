@@ -32,7 +32,7 @@ class RollingSample:
     it has seen can tell the new ones even once the window is full.
     """
 
-    __slots__ = ("recent", "_ordered", "count")
+    __slots__ = ("recent", "_ordered", "count", "_version")
 
     def __init__(self, size: int) -> None:
         if size < 1:
@@ -40,16 +40,31 @@ class RollingSample:
         self.recent: deque[float] = deque(maxlen=size)
         self._ordered: list[float] = []
         self.count = 0
+        #: odd while ``add`` runs (a sequence lock for readers on other threads)
+        self._version = 0
 
     def add(self, value: float) -> None:
         if value != value:  # NaN would sort anywhere and poison every percentile
             raise ValueError("RollingSample: NaN sample")
+        self._version += 1
         if len(self.recent) == self.recent.maxlen:
             oldest = self.recent[0]
             del self._ordered[bisect.bisect_left(self._ordered, oldest)]
         self.recent.append(value)
         bisect.insort(self._ordered, value)
         self.count += 1
+        self._version += 1
+
+    def snapshot(self, tries: int = 3) -> tuple[int, tuple[float, ...]] | None:
+        """``(count, recent samples)`` as of one moment, for a reader on another
+        thread (the owner may be inside ``add``); None if it kept changing."""
+        for _ in range(tries):
+            before = self._version
+            if before % 2 == 0:
+                count, samples = self.count, tuple(self.recent)
+                if self._version == before:
+                    return count, samples
+        return None
 
     def __len__(self) -> int:
         return len(self.recent)

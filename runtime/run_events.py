@@ -8,11 +8,16 @@ after it once the runtime has stopped, before the summary's invariants read
 it (``exchange.events_fetch``). A failure to read it is logged and shown,
 never fatal: trading is over by then, and the invariants then have no
 exchange events to check, which the summary table says.
+
+Such an exchange is shared across runs: the mark also holds the positions
+it had then, and the run's invariants (``remote_scope``) replay its fills
+from those, over its own account's records only.
 """
 
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 
 from loguru import logger
@@ -53,3 +58,21 @@ def copy_run_events(run_dir: Path, url: str, mark: EventsMark) -> int | None:
     logger.info("copied {} exchange records (after seq {}) from {} to events.jsonl", n,
                 mark.seq, url)
     return n
+
+
+def remote_scope(run_dir: Path, account: str,
+                 events: list[dict]) -> tuple[list[dict], dict[tuple[str, str], Decimal]] | None:
+    """For the invariants of a run whose events.jsonl was copied from a shared
+    exchange: its account's records only (another account's orders are not
+    this run's to explain) and the positions the exchange held at the mark.
+    None for a run on the embedded exchange (its record is its own, from flat)."""
+    info = read_run_info(run_dir)
+    if MARK_KEY not in info:
+        return None
+    try:
+        mark = EventsMark.from_json(info[MARK_KEY])
+    except EventsFetchError as exc:
+        logger.warning("run.json: {}; invariants replay from flat positions", exc)
+        mark = EventsMark(0, 0)
+    mine = [e for e in events if e.get("account") in (None, account)]
+    return mine, {key: qty for key, qty in mark.positions.items() if key[0] == account}

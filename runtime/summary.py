@@ -235,6 +235,13 @@ def collect_summary(rt: Any, *, started_at: str, ended_at: str,
     from runtime.invariants import check_all
 
     events, audit = records if records is not None else load_run_records(rt.spec.run_dir)
+    start_positions = None
+    if rt.spec.exchange_url is not None:  # a copy of a shared exchange's record
+        from runtime.run_events import remote_scope
+
+        scope = remote_scope(rt.spec.run_dir, rt.config.exchange.account, events)
+        if scope is not None:
+            events, start_positions = scope
     coordinator = rt.info("coordinator")
     exchange_positions = rt.exchange_positions() if rt.engine is not None else None
     system = rt.system
@@ -243,7 +250,8 @@ def collect_summary(rt: Any, *, started_at: str, ended_at: str,
         events=events, audit=audit, positions=coordinator.get("positions") or {},
         exchange_positions=exchange_positions,
         hedging_accounts=frozenset(a for a, on in rt.config.risk.hedging_mode.items() if on),
-        fail_closed=rt.config.risk.fail_closed_on_missing_positions, dead_letters=dead)
+        fail_closed=rt.config.risk.fail_closed_on_missing_positions, dead_letters=dead,
+        start_positions=start_positions)
     market_events = int(rt.info("gateway").get("counts", {}).get("market_events", 0))
     return build_summary(run_id=rt.spec.run_id, started_at=started_at, ended_at=ended_at,
                          audit=audit, coordinator=coordinator, market_events=market_events,

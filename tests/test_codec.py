@@ -258,6 +258,9 @@ def test_enum_inside_an_any_field_keeps_its_type() -> None:
     assert decode(encode(Durable(result=Side.SELL))).result is Side.SELL
     plain = {"reject_next": {"reason": "x"}}
     assert decode(encode(ExchangeFault(plain))).spec == plain
+    from trading.reasons import Reason  # a str enum the codec does not register
+    back = decode(encode(ExchangeFault({"reject_next": {"reason": Reason.APPROVED}})))
+    assert back.spec == {"reject_next": {"reason": "approved"}}, "unknown enums travel as values"
 
 
 def test_non_bytes_input_is_a_codec_error() -> None:

@@ -100,6 +100,35 @@ def test_mark_then_fetch_copies_exactly_the_records_after_the_mark(tmp_path: Pat
     assert not out.with_name("events.jsonl.part").exists()
 
 
+def test_the_mark_carries_the_positions_and_invariants_start_from_them(tmp_path: Path) -> None:
+    """A second run on the same server starts from the positions the first left;
+    the copy's invariants replay from them, and only for the run's account."""
+    from runtime.resume import RUN_INFO
+    from runtime.run_events import MARK_KEY, remote_scope
+
+    server = run_server(port=0, out_dir=tmp_path / "exchange")
+    try:
+        server.inject({"set_position": {"symbol": "BTCUSDT", "qty": "5"}})
+        server.inject({"set_position": {"symbol": "ETHUSDT", "qty": "-2", "account": "other"}})
+        mark = events_mark(server.url)
+    finally:
+        server.stop()
+    assert mark.positions == {("default", "BTCUSDT"): Decimal("5"),
+                              ("other", "ETHUSDT"): Decimal("-2")}
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / RUN_INFO).write_text(json.dumps({MARK_KEY: mark.to_json()}), encoding="utf-8")
+    events = [{"kind": "order_filled", "account": "default", "symbol": "BTCUSDT", "side": "sell",
+               "qty": "3", "fill_id": "f1"},
+              {"kind": "order_submitted", "account": "other", "client_order_id": "x-1"},
+              {"kind": "client_connected"}]
+    mine, start = remote_scope(run_dir, "default", events)
+    assert start == {("default", "BTCUSDT"): Decimal("5")}
+    assert [e.get("client_order_id") for e in mine] == [None, None], "other accounts left out"
+    assert EventsMark.from_json(json.loads(json.dumps(mark.to_json()))) == mark
+    assert remote_scope(tmp_path, "default", events) is None, "no mark: an embedded run"
+
+
 def test_an_exchange_without_a_record_or_nothing_listening_is_a_clear_error(
         tmp_path: Path) -> None:
     server = run_server(port=0)  # no --out: it keeps no events.jsonl

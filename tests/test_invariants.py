@@ -106,6 +106,18 @@ def test_netting_allows_both_sides_for_a_hedging_account_only() -> None:
     assert rules(inv.netting(events)) == ["netting"]
 
 
+def test_netting_replays_from_the_positions_the_record_starts_at() -> None:
+    """A run on an exchange that outlives runs starts where the last one left."""
+    start = {("default", "BTCUSDT"): D("5")}
+    held = [fill("o1", "sell", "3", "f1"), fill("o2", "buy", "4", "f2")]  # +5 -> +2 -> +6
+    assert inv.netting(held, start=start) == []
+    assert rules(inv.netting(held)) == ["netting"], "from flat this looks like -3 -> +1"
+    flip = [fill("o3", "sell", "8", "f3")]  # +5 -> -3: a real flip
+    found = inv.netting(flip, start=start)
+    assert rules(found) == ["netting"] and "from 5 to -3" in found[0]["detail"]
+    assert inv.netting(flip) == [], "from flat the flip goes unseen"
+
+
 def test_netting_counts_a_replayed_fill_id_once() -> None:
     # Counted twice, the replay of f2 would take +4 to -2 (both sides).
     events = [fill("o1", "buy", "10", "f1"), fill("o2", "sell", "6", "f2"),

@@ -50,3 +50,24 @@ def test_percentile_of_sorted_is_numpys_linear_method() -> None:
     xs = sorted([3.0, 1.0, 4.0, 1.5, 9.0, 2.6])
     for q in (0, 10, 25, 50, 75, 99, 100):
         assert percentile_of_sorted(xs, q) == pytest.approx(float(np.percentile(xs, q)))
+
+
+def test_snapshot_is_never_taken_halfway_through_an_add(monkeypatch) -> None:
+    """A metrics scrape on another thread may land inside ``add``: after the new
+    sample is in ``recent`` but before ``count`` moved. It must not read that
+    state (it would fold the wrong samples), only a whole one."""
+    import runtime.rolling as rolling
+
+    window = RollingSample(3)
+    window.add(1.0)
+    seen_inside: list = []
+    real_insort = rolling.bisect.insort
+
+    def insort_and_look(ordered, value):  # runs in the middle of add()
+        seen_inside.append(window.snapshot())
+        real_insort(ordered, value)
+
+    monkeypatch.setattr(rolling.bisect, "insort", insort_and_look)
+    window.add(2.0)
+    assert seen_inside == [None], "a half-done add must not be read"
+    assert window.snapshot() == (2, (1.0, 2.0))
