@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from actors.owned_orders import CLOSED_STATUSES, fills_of, owned_orders
+from actors.owned_orders import CLOSED_STATUSES, catch_up, owned_orders
 from messages.enums import OrderPurpose
 from messages.persistence import Put, StoreDb
 from trading.group_state import LEG, PENDING, UNWIND, Group, GroupOrder
-from trading.recovery import order_status_key
 
 KEY_PREFIX = "group|"
 
@@ -93,15 +92,7 @@ class GroupRecovery:
             return
         g = self.g
         self.counts["restarts"] += 1
-        for coid, fills in fills_of(snapshot, set(g.orders)).items():
-            g.orders[coid].fills.update(fills)
-        meta = snapshot.get("meta", {})
-        for coid, o in g.orders.items():
-            status = CLOSED_STATUSES.get(meta.get(order_status_key(coid)))
-            if o.filled >= o.qty:
-                o.closed = o.closed or "filled"
-            elif status and not o.closed:
-                o.closed = status
+        catch_up(snapshot, g.orders)
         self._adopt(snapshot)
         self._resume()
 

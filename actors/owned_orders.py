@@ -73,6 +73,22 @@ def fills_of(snapshot: dict[str, dict[str, Any]], coids: set[str]) -> dict[str, 
     return out
 
 
+
+def catch_up(snapshot: dict[str, dict[str, Any]], orders: dict[str, Any]) -> None:
+    """Bring an owner's rebuilt orders (``trading.owned_order.FillTracking``, by
+    client order id) up to the coordinator's records: every fill it applied,
+    by fill id, and the status it closed each order with. An order its fills
+    cover is closed ``filled``, as the owner's fill handler would have."""
+    for coid, fills in fills_of(snapshot, set(orders)).items():
+        orders[coid].fills.update(fills)
+    meta = snapshot.get("meta", {})
+    for coid, o in orders.items():
+        status = CLOSED_STATUSES.get(meta.get(order_status_key(coid)))
+        if o.filled >= o.qty:
+            o.closed = o.closed or "filled"
+        elif status and not o.closed:
+            o.closed = status
+
 class RebuildGate:
     """Mixin for an :class:`runtime.Actor`: hold messages until :meth:`rebuild` ran.
 

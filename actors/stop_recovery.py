@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors.owned_orders import CLOSED_STATUSES, fills_of, owned_orders
+from actors.owned_orders import CLOSED_STATUSES, catch_up, owned_orders
 from messages.enums import OrderType
-from trading.recovery import order_status_key
 from trading.stop_state import CANCELLING, DONE, LIMIT, MARKET, PROTECTING, ZERO, ExitOrder, Stop
 
 KEY_PREFIX = "stop|"
@@ -43,14 +42,8 @@ class StopRecovery:
                 continue
             self.stops[st.stop_id] = st
             self.by_coid.update({c: st.stop_id for c in st.orders})
-        known = set(self.by_coid)
-        for coid, fills in fills_of(snapshot, known).items():
-            self.stops[self.by_coid[coid]].orders[coid].fills.update(fills)
-        for coid in known:
-            order = self.stops[self.by_coid[coid]].orders[coid]
-            status = CLOSED_STATUSES.get(meta.get(order_status_key(coid)))
-            if status and not order.closed:
-                order.closed = status
+        catch_up(snapshot, {coid: self.stops[stop_id].orders[coid]
+                            for coid, stop_id in self.by_coid.items()})
         self._adopt(snapshot)
         for st in list(self.stops.values()):
             self._resume(st)
