@@ -35,7 +35,6 @@ from trading.group_spec import GroupSpec
 from trading.instruments import implied_vol, parse_option
 
 
-
 class Unpriced(ValueError):
     """A leg or position the grid cannot value (no quote, no volatility)."""
 

@@ -29,7 +29,7 @@ sells are naked. The sort is stable, so equal priorities keep spec order.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping
@@ -264,8 +264,7 @@ def _with_role(leg: LegSpec, legs: list[LegSpec]) -> LegSpec:
         role = "protective" if covered else "long"
     else:
         role = "covered_short" if covered else "short"
-    return LegSpec(leg.index, leg.symbol, leg.side, leg.qty, role, leg.price, leg.iv,
-                   leg.multiplier)
+    return replace(leg, role=role)
 
 
 def _covers(a: LegSpec, b: LegSpec) -> bool:
