@@ -29,7 +29,7 @@ from messages.persistence import (
     Ack, Delete, Durable, Flush, GetStats, PersistenceError, Put, PutMany, Reserve,
 )
 from runtime.actor import Actor, handles
-from runtime.store import DEFAULT_MAP_SIZE, Store, key_bytes, pack_value
+from runtime.store import DEFAULT_MAP_SIZE, Store, key_bytes, put_op
 
 AckLike = Ack | Future | None
 _DONE = Durable(ok=True)  # immutable, so one instance serves every plain future ack
@@ -112,11 +112,11 @@ class PersistenceActor(Actor):
     @handles(Put)
     def on_put(self, msg: Put) -> None:
         try:
-            value = pack_value(msg.value)
+            op = put_op(msg.db, msg.key, msg.value)
         except CodecError as exc:
             self._ack_error(msg.ack, f"Put {msg.db}/{msg.key}: {exc}")
             return
-        self._buffer(("put", msg.db.value, key_bytes(msg.key), value), msg.ack, False)
+        self._buffer(op, msg.ack, False)
 
     @handles(Delete)
     def on_delete(self, msg: Delete) -> None:
@@ -127,7 +127,7 @@ class PersistenceActor(Actor):
         ops = []
         try:
             for db, key, value in msg.items:
-                ops.append(("put", db.value, key_bytes(key), pack_value(value)))
+                ops.append(put_op(db, key, value))
         except CodecError as exc:
             self._ack_error(msg.ack, f"PutMany {db}/{key}: {exc}; nothing of the batch written")
             return

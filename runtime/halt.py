@@ -70,11 +70,10 @@ def orderly_halt(rt: Any, reason: str) -> None:
             system.tell("persistence", Put(StoreDb.META, key, value))
         system.tell("persistence", Flush(ack=Future()))
     elif rt.store is not None:
-        from runtime.store import key_bytes, pack_value
+        from runtime.store import put_op
 
         try:
-            rt.store.apply([("put", StoreDb.META.value, key_bytes(k), pack_value(v))
-                            for k, v in writes])
+            rt.store.apply([put_op(StoreDb.META, k, v) for k, v in writes])
         except Exception:  # noqa: BLE001 - the halt goes on; the log has the reason
             logger.exception("could not record the halt in the store")
 

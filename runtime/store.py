@@ -99,6 +99,11 @@ def key_bytes(key: str) -> bytes:
     return key.encode("utf-8")
 
 
+def put_op(db: str | StoreDb, key: str, value: Any) -> tuple:
+    """The :meth:`Store.apply` op writing ``value`` under ``key``; raises CodecError."""
+    return ("put", db.value if isinstance(db, StoreDb) else db, key_bytes(key), pack_value(value))
+
+
 def store_path(run_dir: str | os.PathLike) -> Path:
     return Path(run_dir) / STORE_SUBDIR
 
