@@ -60,6 +60,10 @@ def write_run_info(run_dir: Path, *, run_id: str, exchange_url: str | None,
     info["symbols"] = symbols
     if resumed:
         info.setdefault("resumed_at", []).append(now.isoformat())
+    save_run_info(run_dir, info)
+
+
+def save_run_info(run_dir: Path, info: dict[str, Any]) -> None:
     write_text_atomic(run_dir / RUN_INFO, json.dumps(info, indent=2) + "\n")
 
 
@@ -83,11 +87,12 @@ def prepare(resume_dir: str, out: str | None, exchange_url: str | None) -> Resum
             "--exchange ws://HOST:PORT, and resume with the same --exchange.")
     halted = None
     from messages.persistence import StoreDb
+    from runtime.halt import HALT_KEY
     from runtime.store import Store
 
     store = Store.open(run_dir)
     try:
-        rec = store.get(StoreDb.META, "halt")
+        rec = store.get(StoreDb.META, HALT_KEY)
         if isinstance(rec, dict):
             halted = str(rec.get("reason"))
     finally:

@@ -16,15 +16,13 @@ from those, over its own account's records only.
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from pathlib import Path
 
 from loguru import logger
 
 from exchange.events_fetch import EventsFetchError, EventsMark, events_mark, fetch_events
-from runtime.resume import RUN_INFO, read_run_info
-from runtime.run_files import write_text_atomic
+from runtime.resume import read_run_info, save_run_info
 
 MARK_KEY = "exchange_events_mark"
 
@@ -43,7 +41,7 @@ def mark_run_start(run_dir: Path, url: str) -> EventsMark | None:
         logger.warning("events.jsonl will not be copied from {}: {}", url, exc)
         return None
     info[MARK_KEY] = mark.to_json()
-    write_text_atomic(run_dir / RUN_INFO, json.dumps(info, indent=2) + "\n")
+    save_run_info(run_dir, info)
     logger.info("exchange record at the start: seq {} (byte {})", mark.seq, mark.cursor)
     return mark
 
