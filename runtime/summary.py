@@ -36,8 +36,8 @@ def order_counts(by_status: Mapping[str, int]) -> dict[str, int]:
             "rejected": sent.get("rejected", 0)}
 
 
-#: terminal group states (``trading.group_state``) and the summary key counting each
-GROUP_OUTCOMES = {"filled": "filled", "rolled_back": "rolled_back", "failed": "failed"}
+#: terminal group states (``trading.group_state``), each counted under its own name
+GROUP_OUTCOMES = ("filled", "rolled_back", "failed")
 
 
 def group_figures(audit: list[Mapping]) -> dict[str, int]:
@@ -69,7 +69,7 @@ def group_figures(audit: list[Mapping]) -> dict[str, int]:
         if state == "failed" and gid not in approved:
             out["rejected"] += 1
         elif state in GROUP_OUTCOMES:
-            out[GROUP_OUTCOMES[state]] += 1
+            out[state] += 1
         else:
             out["open"] += 1
     return out
