@@ -73,7 +73,6 @@ def fills_of(snapshot: dict[str, dict[str, Any]], coids: set[str]) -> dict[str, 
     return out
 
 
-
 def catch_up(snapshot: dict[str, dict[str, Any]], orders: dict[str, Any]) -> None:
     """Bring an owner's rebuilt orders (``trading.owned_order.FillTracking``, by
     client order id) up to the coordinator's records: every fill it applied,

@@ -42,7 +42,6 @@ from tests.recovery_life import BTC, Life, accepted_once
 from trading.audit import read_audit
 
 
-
 # -- (i) an intent durable in the store but never sent -----------------------------------------
 
 
@@ -156,7 +155,6 @@ def test_fills_of_a_partly_filled_order_made_while_down_are_synthesized(life) ->
     assert lf.coord["orders_by_status"] == {"filled": 1}
     accepted_once(lf)
     assert lf.violations() == []
-
 
 
 def test_a_missed_fill_and_a_changed_position_are_both_settled_by_the_first_resync(life) -> None:
@@ -321,7 +319,6 @@ def test_an_order_sent_during_the_resync_window_is_not_judged_by_it(life) -> Non
     lf.advance(1)
     assert lf.position() == lf.exchange_position() == 0
     assert lf.violations() == []
-
 
 
 def test_a_reconciler_crash_during_the_startup_round_does_not_hang_recovery(life) -> None:

@@ -22,7 +22,6 @@ from trading.audit import read_audit
 ROOT = Path(__file__).resolve().parent.parent
 
 
-
 # -- resume from the command line ----------------------------------------------------------------
 
 
