@@ -266,6 +266,7 @@ class ActorSystem:
         scenario's crash point holds the coordinator inside a handler, so the
         system as a whole never goes quiet then."""
         spins = 0
+        started = time.monotonic()
         while True:
             name = held() if held is not None else None
             if self.is_quiescent(ignore=name):
@@ -274,7 +275,8 @@ class ActorSystem:
             if time.monotonic() > deadline:
                 busy = [(c.name, c.mailbox.depth, c.mailbox.busy) for c in self.directory.cells()
                         if c.state == RUNNING and (c.mailbox.busy or c.mailbox.depth)]
-                raise QuiescenceTimeout(f"not quiescent in time; busy: {busy}"
+                raise QuiescenceTimeout(f"not quiescent after {time.monotonic() - started:.1f}s; "
+                                        f"busy: {busy}"
                                         + (f" (holding {name})" if name else ""))
             # Yield the GIL; after a while back off to a short wait on the idle hint.
             if spins < 200:
