@@ -199,10 +199,15 @@ def test_no_order_doubles_whatever_the_moment_of_the_crash(life, crash_after_s: 
 # -- orders the exchange still works, or ended, while the runtime was down ----------------------
 
 
-def _resting_buy(lf: Life) -> str:
+def _limit_buy(lf: Life) -> None:
+    """An entry intent that rests at the exchange (a limit buy of 5 at 90, under the quote)."""
     lf.system.tell("coordinator", OrderIntent(BTC, Side.BUY, D(5), OrderPurpose.ENTRY,
                                               lf.clock.now(), order_type=OrderType.LIMIT,
                                               price=D("90")))
+
+
+def _resting_buy(lf: Life) -> str:
+    _limit_buy(lf)
     lf.advance(1)
     (coid,) = lf.approved()
     return coid
@@ -248,9 +253,7 @@ def test_an_order_the_exchange_ended_while_down_is_closed(life) -> None:
 def test_a_submitted_order_the_exchange_knew_and_ended_is_closed_not_doubled(life) -> None:
     lf = life(exchange={"latency_ms": 50})
     lf.quote()
-    lf.system.tell("coordinator", OrderIntent(BTC, Side.BUY, D(5), OrderPurpose.ENTRY,
-                                              lf.clock.now(), order_type=OrderType.LIMIT,
-                                              price=D("90")))
+    _limit_buy(lf)
     lf.settle()  # at the exchange; its ack is 50 ms away
     (coid,) = lf.approved()
     lf.crash()
@@ -274,9 +277,7 @@ def test_a_submitted_order_the_exchange_knew_and_ended_is_closed_not_doubled(lif
 def test_a_submitted_order_working_at_the_exchange_gets_its_lost_ack(life) -> None:
     lf = life(exchange={"latency_ms": 50})
     lf.quote()
-    lf.system.tell("coordinator", OrderIntent(BTC, Side.BUY, D(5), OrderPurpose.ENTRY,
-                                              lf.clock.now(), order_type=OrderType.LIMIT,
-                                              price=D("90")))
+    _limit_buy(lf)
     lf.settle()  # resting at the exchange; its ack is 50 ms away
     lf.crash()
     (coid,) = lf.approved()
