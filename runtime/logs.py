@@ -10,8 +10,9 @@ redaction as the audit trail. Nothing is configured at import (rule 14).
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from loguru import logger
 
@@ -41,10 +42,23 @@ class RunLogs:
         self._ids.append(logger.add(sys.stderr, level=self.console_level, filter=_redacting,
                                     format="<level>{level: <8}</level> {message}"))
         if self.run_dir is not None:
-            self._ids.append(logger.add(self.run_dir / "run.log",
-                                        level="DEBUG" if self.verbose else "INFO",
-                                        format=FILE_FORMAT, filter=_redacting, enqueue=False))
+            self._ids.append(self._file_sink(self.run_dir))
         return self
+
+    def _file_sink(self, run_dir: Path) -> int:
+        return logger.add(run_dir / "run.log", level="DEBUG" if self.verbose else "INFO",
+                          format=FILE_FORMAT, filter=_redacting, enqueue=False)
+
+    @contextmanager
+    def also_to(self, run_dir: Path) -> Iterator[None]:
+        """Also write ``run_dir/run.log`` while the block runs: each scenario's
+        directory holds its own run log (DESIGN section 8), beside the
+        combined one of the whole ``scenario`` command."""
+        sink = self._file_sink(run_dir)
+        try:
+            yield
+        finally:
+            logger.remove(sink)
 
     def __exit__(self, *exc: Any) -> None:
         self.close()

@@ -30,6 +30,7 @@ How entries are injected (DESIGN section 9):
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -110,6 +111,8 @@ class ScenarioRun:
     def run(self) -> ScenarioResult:
         wall0 = time.monotonic()
         started = self.clock.now()
+        logger.info("scenario {} ({}): seed {}, {} timeline entries, virtual time from {}",
+                    self.sc.name, self.sc.path, self.sc.seed, len(self.sc.timeline), started)
         self._start()
         try:
             end_at = self.sc.end_at
@@ -136,6 +139,9 @@ class ScenarioRun:
                                          "alerts": self._alerts()}, records=records)
         failures = check_expect(self.sc.expect, summary, exit_and_hedge_qty(*records))
         summary["expect"] = {"passed": not failures, "failures": failures}
+        logger.info("scenario {}: expect {}{}; {} invariant violations", self.sc.name,
+                    "failed: " if failures else "passed", "; ".join(failures),
+                    len(summary["invariant_violations"]))
         write_summary(self.run_dir / "summary.json", summary)
         try:
             from runtime.report import write_report
@@ -257,7 +263,10 @@ class ScenarioRun:
         return int(self.rt.info("alerts").get("received", 0)) if self.rt else 0
 
 
-def run_scenario(path: str | Path, out_root: Path, config_path: str | None = None) -> ScenarioResult:
+def run_scenario(path: str | Path, out_root: Path, config_path: str | None = None,
+                 logs: Any = None) -> ScenarioResult:
+    """Run one scenario file into ``out_root/<file stem>/``; with ``logs`` (the
+    command's ``runtime.logs.RunLogs``) that directory gets its own run.log."""
     sc = load_scenario(path, config_path)
     run_dir = out_root / Path(path).stem
     if run_dir.exists():
@@ -265,7 +274,8 @@ def run_scenario(path: str | Path, out_root: Path, config_path: str | None = Non
 
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
-    return ScenarioRun(sc, run_dir).run()
+    with logs.also_to(run_dir) if logs is not None else nullcontext():
+        return ScenarioRun(sc, run_dir).run()
 
 
 def main(files: list[str], out: str | None, config_path: str | None = None) -> int:
@@ -280,10 +290,10 @@ def main(files: list[str], out: str | None, config_path: str | None = None) -> i
                                                                                  time.gmtime())
     out_root.mkdir(parents=True, exist_ok=True)
     failed = 0
-    with RunLogs(out_root):
+    with RunLogs(out_root) as logs:
         for path in files:
             try:
-                result = run_scenario(path, out_root, config_path)
+                result = run_scenario(path, out_root, config_path, logs)
             except ConfigError as exc:
                 console.print(f"[red]{path}: invalid scenario[/red]\n{exc}")
                 failed += 1

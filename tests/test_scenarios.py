@@ -88,6 +88,22 @@ def test_failed_expectation_is_reported_and_exit_code_is_non_zero(tmp_path: Path
     assert cli(["scenario", str(path), "--out", str(tmp_path / "cli")]) == 1
 
 
+def test_every_scenario_directory_holds_its_own_run_log(tmp_path: Path) -> None:
+    """DESIGN section 8: every run directory holds the run log, scenario runs too
+    (the command's combined run.log stays beside them)."""
+    stems = ("unknown_symbol_rejected", "rate_limit_burst")
+    out = tmp_path / "out"
+    assert cli(["scenario", *(str(SCENARIOS / f"{n}.yaml") for n in stems),
+                "--out", str(out)]) == 0
+    names = [json.loads((out / n / "summary.json").read_text())["scenario"] for n in stems]
+    for stem, name, other in zip(stems, names, names[::-1]):
+        log = (out / stem / "run.log").read_text()
+        assert f"scenario {name} (" in log and "expect passed" in log, stem
+        assert f"scenario {other} (" not in log, f"{stem}'s run log has the other scenario"
+    combined = (out / "run.log").read_text()
+    assert all(f"scenario {n} (" in combined for n in names)
+
+
 def test_malformed_scenario_names_file_line_and_key(tmp_path: Path, capsys) -> None:
     path = _write(tmp_path, """\
         name: typo
