@@ -222,6 +222,34 @@ def test_order_intent_is_durable_before_it_leaves_for_the_broker(rigs) -> None:
     assert rig.position() == 4
 
 
+def test_an_intent_whose_write_fails_is_never_sent(rigs) -> None:
+    """DESIGN section 6: an order leaves only once its intent is durable; a failed
+    write (here the disk refuses the transaction) means the order never leaves."""
+    rig = rigs()
+    rig.quote()
+    store = rig.rt.store
+
+    def disk_full(ops: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    store.apply = disk_full
+    try:
+        rig.signal("buy", 4)
+        rig.settle()
+    finally:
+        del store.apply
+    rig.advance(1)
+    (rec,) = rig.decisions(approved=True)
+    coid = rec["client_order_id"]
+    assert rig.events("order_submitted") == [], "an order without a durable intent was sent"
+    assert rig.coord["orders_by_status"] == {"not_durable": 1} and rig.coord["inflight"] == 0
+    (failed,) = [r for r in rig.audit() if r["kind"] == "persist_failed"]
+    assert failed["client_order_id"] == coid and "No space left" in failed["inputs"]["error"]
+    rig.signal("buy", 2)  # the disk is back: trading goes on, nothing was left in flight
+    rig.advance(1)
+    assert rig.position() == 2 == rig.exchange_position()
+
+
 def test_an_intent_queued_at_persistence_when_the_coordinator_crashes_is_sent_after_restart(
         rigs) -> None:
     """The restarted coordinator asks persistence to flush before it reads the store:
@@ -790,6 +818,28 @@ def test_kill_switch_survives_a_coordinator_restart(rigs) -> None:
     rig.advance(2.0)
     assert rig.system.restart_counts["coordinator"] == 1
     assert rig.coord["trading_state"] == "HALTED"
+    rig.signal("buy", "1")
+    rig.advance(0.5)
+    assert rig.coord["positions"].get(BTC, "0") == "0"
+    assert rig.coord["rejected"].get("kill_switch") == 1
+
+
+def test_kill_switch_survives_a_coordinator_restart_that_lost_its_store_record(rigs) -> None:
+    """The restarted instance also reads the switch from the figures its cell last
+    published: a lost write of the store record (or a start-up flush that timed
+    out) must not be a way out of the kill switch either."""
+    from runtime.store import key_bytes
+    from trading.recovery import KILL_SWITCH_KEY
+
+    rig = rigs()
+    rig.quote()
+    rig.tell("coordinator", KillSwitch(True, "operator", rig.clock.now()))
+    rig.settle()
+    assert rig.rt.store.apply([("del", StoreDb.META.value, key_bytes(KILL_SWITCH_KEY))]) == [True]
+    rig.tell("coordinator", Signal.__new__(Signal))  # fields missing: its handler raises
+    rig.advance(2.0)
+    assert rig.system.restart_counts["coordinator"] == 1
+    assert rig.coord["trading_state"] == "HALTED" and "operator" in rig.coord["kill_reason"]
     rig.signal("buy", "1")
     rig.advance(0.5)
     assert rig.coord["positions"].get(BTC, "0") == "0"
