@@ -23,15 +23,15 @@ from decimal import Decimal
 from typing import Any
 
 from messages.control import (BrokerOrders, BrokerPositions, CancelIntent, ConnectivityChanged,
-                              GroupAudit, IntentAccepted, IntentRejected, OrderIntent,
-                              PortfolioRequest, PortfolioSnapshot, ProtectPosition,
-                              RecoveryDone, StoppedOut)
+                              ExitPlanAudit, GroupAudit, IntentAccepted, IntentRejected,
+                              OrderIntent, PortfolioRequest, PortfolioSnapshot, PositionChanged,
+                              ProtectPosition, RecoveryDone, StoppedOut)
 from messages.connectivity import ResyncRequest
 from messages.enums import OrderPurpose, OrderType
 from messages.exchange import OrderExpired, SubmitOrder
 from messages.market import MarketStats, Quote
-from messages.orders import (CancelConfirmed, CancelOrder, OrderAcked, OrderFilled, OrderRejected,
-                             OrderRequest, Signal)
+from messages.orders import (CancelConfirmed, CancelOrder, ExitPlan, OrderAcked, OrderFilled,
+                             OrderRejected, OrderRequest, Signal, merge_plan)
 from messages.persistence import Ack, Durable, Flush, Put, StoreDb
 from actors.kill_switch import KillSwitchKeeper
 from runtime import Actor, handles
@@ -84,6 +84,9 @@ class Coordinator(KillSwitchKeeper, Actor):
         #: resync rounds asked before this instance started cannot settle its
         #: orders (trading.recovery.reconcile_orders)
         self.started_at = ctx.clock.now()
+        #: keys with exit-plan protection: the stop manager hears their position
+        #: after every fill and broker correction (PositionChanged)
+        self.protected_keys: set[tuple] = set()
 
     def on_start(self) -> None:
         self._restore_kill_switch()
@@ -94,6 +97,8 @@ class Coordinator(KillSwitchKeeper, Actor):
             self._flush_persistence()
             rebuild_coordinator_state(self, store)
             self.status_counts = Counter(o["status"] for o in self.orders.values())
+            self.protected_keys.update(o.key for o in self.book.inflight.values()
+                                       if o.protective or o.exit_plan is not None)
         self.pnl.rebuild()
         # Whether first start or restart: learn the stream's state and resync
         # with the broker before any risk-increasing order (rules 3 and 10).
@@ -131,21 +136,25 @@ class Coordinator(KillSwitchKeeper, Actor):
     @handles(Signal)
     def on_signal(self, sig: Signal) -> None:
         self.counts["signals"] += 1
+        plan = sig.exit_plan
         self._gate(Intent(sig.symbol, sig.side, sig.qty, account=sig.account, venue=self.venue,
                           purpose=OrderPurpose.ENTRY, reduce_only=sig.reduce_only,
-                          stop_loss=sig.stop_loss), OrderType.MARKET, None, None, None,
-                   source="signal")
+                          stop_loss=plan.stop_loss if plan else None),
+                   OrderType.MARKET, None, None, None, source="signal", exit_plan=plan)
 
     @handles(OrderIntent)
     def on_intent(self, it: OrderIntent) -> None:
+        plan = merge_plan(it.stop_loss, it.exit_plan)
         self._gate(Intent(it.symbol, it.side, it.qty, account=it.account, venue=self.venue,
-                          purpose=it.purpose, reduce_only=it.reduce_only, stop_loss=it.stop_loss,
+                          purpose=it.purpose, reduce_only=it.reduce_only,
+                          stop_loss=plan.stop_loss if plan else None,
                           limit_price=it.price, owner=it.owner),
-                   it.order_type, it.price, it.trigger_price, it.tag, group_id=it.group_id)
+                   it.order_type, it.price, it.trigger_price, it.tag, group_id=it.group_id,
+                   exit_plan=plan)
 
     def _gate(self, intent: Intent, order_type: OrderType, price: Decimal | None,
               trigger: Decimal | None, tag: str | None, group_id: str | None = None,
-              source: str = "intent") -> None:
+              source: str = "intent", exit_plan: ExitPlan | None = None) -> None:
         now = self.ctx.clock.monotonic()
         self.state.positions_fresh = self._positions_fresh(now)
         decision = decide(intent, self.state, now)
@@ -163,7 +172,8 @@ class Coordinator(KillSwitchKeeper, Actor):
                                      "qty": str(intent.qty), "at": self.ctx.clock.now().isoformat()})
             if intent.owner:
                 self.ctx.tell(intent.owner, IntentRejected(tag, intent.symbol, str(decision.reason),
-                                                           self.ctx.clock.now()))
+                                                           self.ctx.clock.now(),
+                                                           position=self.book.qty(intent.key)))
             return
         self.counts["approved"] += 1
         # The approval reaches the OS before the intent can become durable: a
@@ -176,14 +186,17 @@ class Coordinator(KillSwitchKeeper, Actor):
                              account=intent.account, purpose=intent.purpose, group_id=group_id)
         self.book.add_inflight(InFlight(coid, intent.key, intent.side, intent.qty, intent.purpose,
                                         order.reduce_only, owner=intent.owner,
-                                        stop_loss=intent.stop_loss))
+                                        stop_loss=intent.stop_loss, exit_plan=exit_plan))
         self.orders[coid] = {"status": "intent", "owner": intent.owner, "tag": tag,
                              "purpose": str(intent.purpose), "symbol": intent.symbol,
                              "at": self.ctx.clock.now()}
         self.status_counts["intent"] += 1
         self.awaiting_durable[coid] = order
         # Write-ahead intent: the order leaves only once this write is durable.
-        self.ctx.tell(self.persistence, Put(StoreDb.ORDERS, coid, self._order_record(order, "intent", intent),
+        record = self._order_record(order, "intent", intent)
+        if exit_plan is not None:
+            record["exit_plan"] = exit_plan
+        self.ctx.tell(self.persistence, Put(StoreDb.ORDERS, coid, record,
                                             ack=Ack(self.ctx.name, coid)))
         if intent.owner:
             self.ctx.tell(intent.owner, IntentAccepted(tag, coid, intent.symbol, self.ctx.clock.now()))
@@ -279,11 +292,15 @@ class Coordinator(KillSwitchKeeper, Actor):
         crash = self.ctx.services.get("crash_points")  # runtime.crash_points; None in production
         if crash is not None and crash("after_fill", ev.fill_id):
             return
-        if (self.stops and order is not None and order.stop_loss is not None
-                and order.purpose is OrderPurpose.ENTRY):
-            self.ctx.tell(self.stops, ProtectPosition(ev.symbol, ev.side, ev.qty, order.stop_loss,
-                                                      ev.account, ev.client_order_id, ev.ts))
+        plan = order.exit_plan if order is not None else None
+        if self.stops and plan is not None and order.purpose is OrderPurpose.ENTRY:
+            self.protected_keys.add(key)
+            self.ctx.tell(self.stops, ProtectPosition(ev.symbol, ev.side, ev.qty, plan.stop_loss,
+                                                      ev.account, ev.client_order_id, ev.ts,
+                                                      plan=plan, entry_price=ev.price))
         self._forward(ev.client_order_id, ev, owner=order.owner if order else None)
+        if key in self.protected_keys:  # after the owner's fill: the plans see both in order
+            self._tell_position(key, f"fill:{order.purpose if order else 'unknown'}")
         self.pnl.update_key(key)
         self._check_daily_loss()
 
@@ -332,6 +349,8 @@ class Coordinator(KillSwitchKeeper, Actor):
 
         if apply_broker_positions(self, msg):
             self.pnl.rebuild()
+            for key in sorted(k for k in self.protected_keys if k[0] == msg.account):
+                self._tell_position(key, "broker")
         self.synced_at = self.ctx.clock.monotonic()
 
     @handles(BrokerOrders)
@@ -367,6 +386,12 @@ class Coordinator(KillSwitchKeeper, Actor):
             self.limits.account_equity + self.pnl.daily,
             self.ctx.clock.now()))
 
+    @handles(ExitPlanAudit)
+    def on_exit_plan_audit(self, msg: ExitPlanAudit) -> None:
+        self.counts["exit_plan_changes"] += 1
+        self.audit.record(kind="exit_plan", reason=msg.reason, approved=None, ts=msg.ts,
+                          inputs=dict(msg.inputs), plan_id=msg.plan_id, symbol=msg.symbol)
+
     @handles(GroupAudit)
     def on_group_audit(self, msg: GroupAudit) -> None:
         self.counts["group_decisions"] += 1
@@ -379,6 +404,11 @@ class Coordinator(KillSwitchKeeper, Actor):
     def _positions_fresh(self, now: float) -> bool:
         return (self.synced_at is not None and not self.stream_reconciling
                 and now - self.synced_at <= self.limits.positions_stale_after_s)
+
+    def _tell_position(self, key: tuple, cause: str) -> None:
+        if self.stops:
+            self.ctx.tell(self.stops, PositionChanged(key[2], key[0], self.book.qty(key), cause,
+                                                      self.ctx.clock.now()))
 
     def _forward(self, coid: str, event: Any, owner: str | None = None) -> None:
         if owner is None:

@@ -16,9 +16,14 @@ from typing import Any
 
 from actors.owned_orders import CLOSED_STATUSES, catch_up, owned_orders
 from messages.enums import OrderType
-from trading.stop_state import CANCELLING, DONE, LIMIT, MARKET, PROTECTING, ZERO, ExitOrder, Stop
+from trading.stop_state import (CANCELLING, DONE, LIMIT, MARKET, PROTECTING, TAKE_PROFIT,
+                                ExitOrder, Stop)
 
 KEY_PREFIX = "stop|"
+#: summary.json's ``exits`` keys by outcome (shared with ``actors.stops``)
+EXIT_KINDS = {TAKE_PROFIT: TAKE_PROFIT, LIMIT: "stop_loss_limit",
+              "market_fallback": "stop_loss_market", "trailing": "trailing",
+              "time_limit": "time_limit", "strategy": "strategy", "external": "external"}
 
 
 class StopRecovery:
@@ -37,7 +42,10 @@ class StopRecovery:
             if st.phase == DONE:
                 self.finished.update(st.orders)
                 self.entries_done[st.entry_id] += 1
-                self.stop_exits[st.outcome or LIMIT] += 1
+                outcome = st.outcome or LIMIT
+                if outcome in (LIMIT, "market_fallback"):
+                    self.stop_exits[outcome] += 1
+                self.exits[EXIT_KINDS.get(outcome, "external")] += 1
                 self.exit_qty[st.symbol] += st.exited
                 continue
             self.stops[st.stop_id] = st
@@ -58,12 +66,13 @@ class StopRecovery:
             req = owned.request
             st = next((s for s in self.stops.values() if s.symbol == req.symbol
                        and s.account == req.account and s.exit_side is req.side), None)
+            kind = {OrderType.MARKET: MARKET, OrderType.LIMIT: TAKE_PROFIT}.get(req.order_type, LIMIT)
             if st is None:
                 st = Stop(f"adopted-{coid}", req.symbol, req.account, req.side.opposite(),
-                          req.trigger_price or req.price or ZERO, req.qty,
-                          PROTECTING if req.order_type is OrderType.STOP_LIMIT else CANCELLING)
+                          req.trigger_price if kind == LIMIT else None, req.qty,
+                          PROTECTING if kind != MARKET else CANCELLING,
+                          take_profit=req.price if kind == TAKE_PROFIT else None)
                 self.stops[st.stop_id] = st
-            kind = MARKET if req.order_type is OrderType.MARKET else LIMIT
             st.orders[coid] = ExitOrder(kind, req.qty, dict(owned.fills),
                                         CLOSED_STATUSES.get(owned.status or ""))
             self.by_coid[coid] = st.stop_id

@@ -1,4 +1,4 @@
-"""The stop-loss manager (rule 8): protect a position, exit it exactly once.
+"""The stop-loss and exit-plan manager (rule 8): protect a position, exit it exactly once.
 
 The failure this prevents: a stop-limit gaps through and rests unfilled, the
 bot cancels it and fires a market order at once, and the cancel loses the
@@ -17,6 +17,24 @@ race against a fill, so the position is sold twice. Here an exit goes:
    for exactly protected - exited. The exit total never exceeds the position.
 4. When the exit is complete: ``StoppedOut`` to the coordinator (cool-down).
 
+An entry's exit plan (``messages.orders.ExitPlan``) makes the stop one
+contingent group (``trading.stop_state``): beside the SL-limit a reduce-only
+take-profit limit rests for the same open quantity; a trailing stop is a
+level this manager holds and moves only in the position's favour, at most
+once per ``trailing_step_bps`` and ``trailing_interval_s``; a time limit
+closes what is left. Every order is sized from what is still open, so a fill
+of one shrinks the others (an oversized resting order is cancelled, and
+re-posted for the rest only after its cancel is confirmed: never a cancel
+and re-post loop). A trailing or time-limit exit takes step 2's path at
+once: cancel every resting order, wait for the confirmations, one market
+order for the rest. The coordinator tells the manager a protected key's
+position after every fill and broker correction (``PositionChanged``):
+protection above the position (a strategy's own exit went out, the broker
+says flat) is released and its orders cancelled, never sent against a
+position that is not there, and an exit refused for that reason is not
+retried (one alert per plan). Every change is audited
+(``ExitPlanAudit``, written by the coordinator).
+
 Every order goes through the coordinator as an ``OrderIntent`` (rule 1).
 State is persisted after every message, before the orders it decided leave,
 and rebuilt on start from that record plus the coordinator's order and fill
@@ -28,23 +46,27 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from actors.owned_orders import RebuildGate
-from actors.stop_recovery import KEY_PREFIX, StopRecovery
+from actors.stop_recovery import EXIT_KINDS, KEY_PREFIX, StopRecovery
 from messages.alerts import Alert
-from messages.control import (CancelIntent, IntentAccepted, IntentRejected, OrderIntent,
-                              ProtectPosition, StoppedOut, WatchQuotes)
-from messages.enums import OrderPurpose, OrderType
+from messages.control import (CancelIntent, ExitPlanAudit, IntentAccepted, IntentRejected,
+                              OrderIntent, PositionChanged, ProtectPosition, StoppedOut, WatchQuotes)
+from messages.enums import OrderPurpose, OrderType, Side
 from messages.exchange import OrderExpired
 from messages.market import Quote
-from messages.orders import CancelConfirmed, OrderFilled, OrderRejected
+from messages.orders import CancelConfirmed, ExitPlan, OrderFilled, OrderRejected
 from messages.persistence import Put, StoreDb
 from runtime import Actor, handles
 from runtime.info_rows import InfoRows
-from trading.stop_state import (CANCELLING, DONE, LIMIT, MARKET, PROTECTING, TRIGGERED,
-                                ExitOrder, Stop, parse_tag)
+from trading.exit_plan import ExitSettings, ExitSettingsBook, ratchet_due, trail_level
+from trading.stop_state import (CANCELLING, DONE, LIMIT, MARKET, PROTECTING, RESTING, TAKE_PROFIT,
+                                TRIGGERED, ZERO, ExitOrder, Stop, parse_tag)
+#: outcomes that are stop-outs (the coordinator's cool-down starts)
+STOP_OUTS = (LIMIT, "market_fallback", "trailing")
 
 # -- timers (to self only) ----------------------------------------------------------------
 
@@ -64,6 +86,11 @@ class RetryDue:
 
 
 @dataclass(frozen=True)
+class TimeLimitDue:
+    stop_id: str
+
+
+@dataclass(frozen=True)
 class IntentTimeout:
     stop_id: str
     tag: str
@@ -74,10 +101,13 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
                  cancel_wait_alert_s: float = 10.0, coordinator: str = "coordinator",
                  persistence: str = "persistence", alerts: str = "alerts",
                  gateway: str = "gateway", retry_s: float = 1.0, max_retry_s: float = 30.0,
-                 intent_timeout_s: float = 5.0) -> None:
+                 intent_timeout_s: float = 5.0, settings: ExitSettingsBook | None = None) -> None:
         super().__init__(ctx)
         self.slippage_bps = Decimal(slippage_bps)
         self.fallback_after_s, self.cancel_wait_alert_s = fallback_after_s, cancel_wait_alert_s
+        #: per-symbol settings (rule 8's bound and delay, trailing steps, plan defaults)
+        self.settings = settings or ExitSettingsBook(ExitSettings(
+            slippage_bps=self.slippage_bps, fallback_after_s=fallback_after_s))
         self.coordinator, self.persistence, self.alerts = coordinator, persistence, alerts
         self.gateway = gateway
         #: symbols whose quotes we asked the gateway for (None: not asked yet, so
@@ -90,6 +120,8 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
         self.entries_done: Counter = Counter()  # entry order id -> completed stops
         self.counts: Counter = Counter()
         self.stop_exits: Counter = Counter({LIMIT: 0, "market_fallback": 0})
+        #: completed plans by kind (summary.json ``exits``)
+        self.exits: Counter = Counter({k: 0 for k in EXIT_KINDS.values()})
         self.exit_qty: Counter = Counter()   # symbol -> exited by completed stops
         self._dirty: set[str] = set()
         self._outbox: list[tuple[str, Any]] = []
@@ -107,17 +139,106 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
             # More of an entry can fill after its stop already exited: that is a new stop.
             n = self.entries_done[entry]
             stop_id = entry if n == 0 else f"{entry}#{n + 1}"
-            st = self.stops[stop_id] = Stop(stop_id, msg.symbol, msg.account, msg.position_side,
-                                            msg.stop_price, entry_id=entry)
+            st = self.stops[stop_id] = self._new_plan(stop_id, msg)
+            self._audit(st, "plan_created", qty=msg.qty, entry_price=msg.entry_price,
+                        stop_loss=st.stop_price, take_profit=st.take_profit,
+                        trailing_distance=st.trail_distance, trailing_percent=st.trail_percent,
+                        trail_level=st.trail_level, deadline=st.deadline)
+        else:
+            self._audit(st, "protection_added", qty=msg.qty, protected=st.protected + msg.qty)
         st.protected += msg.qty
         self.counts["protected"] += 1
         self._drive(st)
 
+    def _new_plan(self, stop_id: str, msg: ProtectPosition) -> Stop:
+        cfg = self.settings.for_symbol(msg.symbol)
+        plan = msg.plan or ExitPlan(stop_loss=msg.stop_price)
+        plan = cfg.complete(plan, msg.position_side, msg.entry_price)
+        now = self.ctx.clock.now()
+        st = Stop(stop_id, msg.symbol, msg.account, msg.position_side, plan.stop_loss,
+                  entry_id=msg.entry_order_id, take_profit=plan.take_profit,
+                  trail_distance=plan.trailing_distance, trail_percent=plan.trailing_percent)
+        if st.trailing and msg.entry_price is not None:
+            st.trail_anchor = msg.entry_price
+            st.trail_level = trail_level(msg.entry_price, st.position_side, st.trail_distance,
+                                         st.trail_percent)
+            st.trail_moved_at = now
+        if plan.time_limit_s is not None:
+            st.deadline = now + timedelta(seconds=plan.time_limit_s)
+            self.ctx.schedule(plan.time_limit_s, TimeLimitDue(stop_id))
+        return st
+
     @handles(Quote)
     def on_quote(self, q: Quote) -> None:
         for st in self._protecting.get(q.symbol, ()):
-            if st.phase == PROTECTING and st.crossed(q):
+            if st.phase != PROTECTING:
+                continue
+            if st.crossed(q):
                 self._triggered(st, f"quote bid {q.bid} ask {q.ask}")
+            elif st.trailing:
+                self._trail(st, q)
+
+    def _trail(self, st: Stop, q: Quote) -> None:
+        """Exit when the quote crosses the trailing level; else move the level
+        after the best price, in the position's favour only, at most once per
+        step and interval (no churn: the level is ours, never re-posted)."""
+        long = st.position_side is Side.BUY
+        ref = q.bid if long else q.ask  # the price an exit would trade at
+        level = st.trail_level
+        if level is not None and (ref <= level if long else ref >= level):
+            self._forced_exit(st, "trailing", f"quote {ref} crossed the trailing stop {level}")
+            return
+        anchor = st.trail_anchor
+        if anchor is None or (ref > anchor if long else ref < anchor):
+            st.trail_anchor = anchor = ref
+        new = trail_level(anchor, st.position_side, st.trail_distance, st.trail_percent)
+        cfg = self.settings.for_symbol(st.symbol)
+        now = self.ctx.clock.now()
+        if level is None:
+            st.trail_level, st.trail_moved_at = new, now
+            self._dirty.add(st.stop_id)
+            self._audit(st, "trail_armed", trail_level=new, anchor=anchor)
+            return
+        if not ratchet_due(level, new, st.position_side, cfg.trailing_step_bps):
+            return
+        if st.trail_moved_at is not None and (
+                (now - st.trail_moved_at).total_seconds() < cfg.trailing_interval_s - 1e-9):
+            return
+        st.trail_level, st.trail_moved_at = new, now
+        self._dirty.add(st.stop_id)
+        self.counts["trail_ratchets"] += 1
+        self._audit(st, "trail_ratcheted", old=level, trail_level=new, anchor=anchor)
+
+    @handles(PositionChanged)
+    def on_position(self, msg: PositionChanged) -> None:
+        self._learn_position(msg.symbol, msg.account, msg.qty, msg.cause)
+
+    def _learn_position(self, symbol: str, account: str, qty: Decimal, cause: str) -> None:
+        """Protection above the position is released (oldest plans first): the
+        position went by other means (a strategy's exit, the broker says so),
+        and an exit of it could only be refused or, re-entered, sell too much."""
+        for side in (Side.BUY, Side.SELL):
+            plans = [s for s in self.stops.values() if s.symbol == symbol and s.account == account
+                     and s.position_side is side and s.phase != DONE]
+            if not plans:
+                continue
+            avail = max(ZERO, qty if side is Side.BUY else -qty)
+            excess = sum((s.open_qty for s in plans), ZERO) - avail
+            for st in plans:
+                if excess <= 0:
+                    break
+                take = min(excess, max(ZERO, st.open_qty))
+                if take <= 0:
+                    continue
+                excess -= take
+                st.released += take
+                st.release_cause = "strategy" if cause == "fill:entry" else "external"
+                self.counts["released"] += 1
+                self.log.info("plan {} {}: {} of its protection released ({}: position {})",
+                              st.stop_id, symbol, take, cause, qty)
+                self._audit(st, "released", qty=take, position=qty, cause=cause,
+                            open_qty=st.open_qty)
+                self._drive(st)
 
     @handles(IntentAccepted)
     def on_accepted(self, msg: IntentAccepted) -> None:
@@ -135,6 +256,11 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
         st = self._stop_of_tag(msg.tag)
         if st is None or st.pending.pop(msg.tag, None) is None:
             return
+        if msg.position is not None:  # learn from the position before deciding to retry
+            self._learn_position(st.symbol, st.account, msg.position, "refused")
+        if st.open_qty <= 0:
+            self._drive(st)  # nothing left to exit: the refusal is the answer
+            return
         self._failed(st, f"the coordinator refused the exit order: {msg.reason}")
 
     @handles(OrderFilled)
@@ -148,6 +274,9 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
             order.closed = order.closed or "filled"
         if order.kind == LIMIT and st.phase == PROTECTING:
             self._triggered(st, "SL-limit filled")  # it can only fill once triggered
+        if order.kind == TAKE_PROFIT:
+            self._audit(st, "take_profit_filled", qty=ev.qty, price=ev.price,
+                        open_qty=st.open_qty)
         self._drive(st)
 
     @handles(CancelConfirmed)
@@ -165,7 +294,7 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
         if order is None or order.closed:
             return
         order.closed = "rejected" if isinstance(ev, OrderRejected) else "expired"
-        if isinstance(ev, OrderRejected):
+        if isinstance(ev, OrderRejected) and st.open_qty > 0:
             self._failed(st, f"the broker rejected {ev.client_order_id}: {ev.reason}")
         else:
             self._drive(st)
@@ -177,15 +306,25 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
         st = self.stops.get(msg.stop_id)
         if st is None or st.phase != TRIGGERED or st.triggered_at is None:
             return
-        if (self.ctx.clock.now() - st.triggered_at).total_seconds() < self.fallback_after_s - 1e-6:
+        after = self.settings.for_symbol(st.symbol).fallback_after_s
+        if (self.ctx.clock.now() - st.triggered_at).total_seconds() < after - 1e-6:
             return  # a timer from an earlier trigger or incarnation
         st.phase, st.fallback_at = CANCELLING, self.ctx.clock.now()
         self.counts["fallbacks"] += 1
         self.log.info("stop {} {}: not filled {}s after the trigger; cancelling the SL-limit, "
-                      "market order only after the confirmation", st.stop_id, st.symbol,
-                      self.fallback_after_s)
+                      "market order only after the confirmation", st.stop_id, st.symbol, after)
         self.ctx.schedule(self.cancel_wait_alert_s, CancelWaitDue(st.stop_id))
+        self._audit(st, "fallback", open_qty=st.open_qty)
         self._drive(st)
+
+    @handles(TimeLimitDue)
+    def on_time_limit(self, msg: TimeLimitDue) -> None:
+        st = self.stops.get(msg.stop_id)
+        if st is None or st.deadline is None or st.phase not in (PROTECTING, TRIGGERED):
+            return
+        if self.ctx.clock.now() < st.deadline - timedelta(microseconds=1):
+            return  # a timer from an earlier incarnation
+        self._forced_exit(st, "time_limit", f"time limit reached at {st.deadline.isoformat()}")
 
     @handles(CancelWaitDue)
     def on_cancel_wait_due(self, msg: CancelWaitDue) -> None:
@@ -232,23 +371,59 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
         if st.phase == DONE:
             return
         open_qty = st.open_qty
-        if st.phase in (PROTECTING, TRIGGERED):
+        if open_qty <= 0 and st.phase != CANCELLING and st.resting_live() > 0:
+            # One-cancels-other: nothing left to protect, so no resting order may stay.
+            st.phase = CANCELLING
+            self._audit(st, "oco_cancel", exited=st.exited, released=st.released)
+        if st.phase == PROTECTING:
+            for kind, price in ((LIMIT, st.stop_price), (TAKE_PROFIT, st.take_profit)):
+                if price is None:
+                    continue
+                live = st.live(kind) + (st.live(MARKET) if kind == LIMIT else ZERO)
+                if live > open_qty:
+                    # One-updates-other: a fill of another order (or a release)
+                    # left this one too big; cancel it, and re-post the rest
+                    # only once the cancel is confirmed (then live == open).
+                    self._cancel(st, (kind,), "resize")
+                elif live < open_qty and not st.retry_wait:
+                    self._send(st, kind, open_qty - live)
+        elif st.phase == TRIGGERED:
             gap = open_qty - st.live(LIMIT) - st.live(MARKET)
-            if gap > 0 and not st.retry_wait:
+            if gap > 0 and not st.retry_wait and st.stop_price is not None:
                 self._send(st, LIMIT, gap)
-        else:  # CANCELLING: cancel every SL-limit, then wait until none can fill
-            for coid, o in st.orders.items():
-                if o.kind == LIMIT and not o.closed and not o.cancel_requested:
-                    o.cancel_requested = True
-                    self.counts["cancels_requested"] += 1
-                    self._outbox.append((self.coordinator, CancelIntent(coid, self.ctx.clock.now())))
-            if st.live(LIMIT) > 0:  # confirmation or final fill report not in yet: wait
+        else:  # CANCELLING: cancel every resting order, then wait until none can fill
+            self._cancel(st, RESTING, "cancelling")
+            if st.resting_live() > 0:  # confirmation or final fill report not in yet: wait
                 return
             gap = open_qty - st.live(MARKET)
             if gap > 0 and not st.retry_wait:
                 self._send(st, MARKET, gap)
-        if open_qty <= 0 and not st.pending and st.live(LIMIT) == 0 and st.live(MARKET) == 0:
+        if (open_qty <= 0 and not st.pending and st.resting_live() == 0
+                and st.live(MARKET) == 0):
             self._complete(st)
+
+    def _cancel(self, st: Stop, kinds: tuple[str, ...], why: str) -> None:
+        """Ask once for the cancel of every working order of ``kinds`` (never resent)."""
+        for coid, o in st.orders.items():
+            if o.kind in kinds and not o.closed and not o.cancel_requested:
+                o.cancel_requested = True
+                self.counts["cancels_requested"] += 1
+                if why == "resize":
+                    self.counts["resizes"] += 1
+                    self._audit(st, "resize", client_order_id=coid, kind=o.kind,
+                                qty=o.live_qty, open_qty=st.open_qty)
+                self._outbox.append((self.coordinator, CancelIntent(coid, self.ctx.clock.now())))
+
+    def _forced_exit(self, st: Stop, kind: str, why: str) -> None:
+        """A trailing stop or time limit: cancel every resting order, wait for the
+        confirmations, then one market order for what is still open (rule 8's path)."""
+        st.exit_kind = kind
+        st.phase, st.fallback_at = CANCELLING, self.ctx.clock.now()
+        self.counts[f"{kind}_exits_started"] += 1
+        self.log.info("plan {} {}: {} exit ({})", st.stop_id, st.symbol, kind, why)
+        self._audit(st, f"{kind}_triggered", why=why, open_qty=st.open_qty)
+        self.ctx.schedule(self.cancel_wait_alert_s, CancelWaitDue(st.stop_id))
+        self._drive(st)
 
     def _send(self, st: Stop, kind: str, qty: Decimal) -> None:
         st.seq += 1
@@ -256,11 +431,16 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
         st.pending[tag] = (kind, qty)
         now = self.ctx.clock.now()
         if kind == LIMIT:
-            price = st.limit_price(self.slippage_bps)
+            price = st.limit_price(self.settings.for_symbol(st.symbol).slippage_bps)
             intent = OrderIntent(st.symbol, st.exit_side, qty, OrderPurpose.STOP, now,
                                  order_type=OrderType.STOP_LIMIT, price=price,
                                  trigger_price=st.stop_price, reduce_only=True,
                                  account=st.account, owner=self.ctx.name, tag=tag)
+        elif kind == TAKE_PROFIT:
+            intent = OrderIntent(st.symbol, st.exit_side, qty, OrderPurpose.STOP, now,
+                                 order_type=OrderType.LIMIT, price=st.take_profit,
+                                 reduce_only=True, account=st.account, owner=self.ctx.name,
+                                 tag=tag)
         else:
             self.counts["market_orders"] += 1
             intent = OrderIntent(st.symbol, st.exit_side, qty, OrderPurpose.STOP, now,
@@ -274,30 +454,53 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
         self._dirty.add(st.stop_id)
         self.counts["triggered"] += 1
         self.log.info("stop {} {} triggered at {} ({})", st.stop_id, st.symbol, st.stop_price, why)
-        self.ctx.schedule(self.fallback_after_s, FallbackDue(st.stop_id))
+        self.ctx.schedule(self.settings.for_symbol(st.symbol).fallback_after_s,
+                          FallbackDue(st.stop_id))
+        self._audit(st, "triggered", why=why, stop_price=st.stop_price)
 
     def _failed(self, st: Stop, why: str) -> None:
-        """An exit order refused: retry with backoff; the position must not stay unprotected."""
+        """An exit order refused: retry with backoff; the position must not stay
+        unprotected. One alert per plan: a refusal that repeats is counted, and
+        the position (``PositionChanged``) ends the retries if it is gone."""
         st.failures += 1
         self.counts["exit_orders_refused"] += 1
         delay = min(self.max_retry_s, self.retry_s * 2 ** (st.failures - 1))
         st.retry_wait = True
         self.ctx.schedule(delay, RetryDue(st.stop_id))
-        self._alert("warning", "stop-loss order refused", f"{st.symbol}: {why}; retry in {delay}s", st)
+        self._audit(st, "exit_refused", why=why, retry_in_s=delay, failures=st.failures)
+        if not st.refusal_alerted:
+            st.refusal_alerted = True
+            self._alert("warning", "stop-loss order refused",
+                        f"{st.symbol}: {why}; retrying with backoff (alerted once per plan)", st)
         self._drive(st)
+
+    def _outcome(self, st: Stop) -> str:
+        if st.exit_kind is not None and st.exited > 0:
+            return st.exit_kind
+        market, tp, sl = (st.filled_by(MARKET), st.filled_by(TAKE_PROFIT), st.filled_by(LIMIT))
+        if market > 0:
+            return "market_fallback"
+        if tp > 0 and tp >= sl:
+            return TAKE_PROFIT
+        if sl > 0:
+            return LIMIT
+        return st.release_cause or "external"
 
     def _complete(self, st: Stop) -> None:
         st.phase = DONE
-        st.outcome = "market_fallback" if any(o.kind == MARKET and o.filled > 0
-                                              for o in st.orders.values()) else LIMIT
-        self.stop_exits[st.outcome] += 1
+        st.outcome = self._outcome(st)
+        if st.outcome in (LIMIT, "market_fallback"):
+            self.stop_exits[st.outcome] += 1
+        self.exits[EXIT_KINDS.get(st.outcome, "external")] += 1
+        self._audit(st, "completed", outcome=st.outcome, exited=st.exited, released=st.released,
+                    protected=st.protected)
         self.exit_qty[st.symbol] += st.exited
         self.finished.update(st.orders)
         self.entries_done[st.entry_id] += 1
         for coid in st.orders:
             self.by_coid.pop(coid, None)
         self.log.info("stop {} {} exit complete: {} ({})", st.stop_id, st.symbol, st.exited, st.outcome)
-        if st.exited > 0:
+        if st.exited > 0 and st.outcome in STOP_OUTS:
             self._outbox.append((self.coordinator, StoppedOut(st.symbol, st.account,
                                                               self.ctx.clock.now())))
 
@@ -321,7 +524,7 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
         a new stop's symbol is watched before its SL-limit can reach the venue."""
         protecting: dict[str, list[Stop]] = {}
         for st in self.stops.values():
-            if st.phase == PROTECTING:
+            if st.watches_quotes:
                 protecting.setdefault(st.symbol, []).append(st)
         self._protecting = protecting  # what on_quote checks, by symbol
         wanted = frozenset(protecting)
@@ -333,8 +536,12 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
         """Re-arm the timers of a rebuilt stop (stale ones from before are harmless)."""
         now = self.ctx.clock.now()
         if st.phase == TRIGGERED and st.triggered_at is not None:
-            left = self.fallback_after_s - (now - st.triggered_at).total_seconds()
+            after = self.settings.for_symbol(st.symbol).fallback_after_s
+            left = after - (now - st.triggered_at).total_seconds()
             self.ctx.schedule(max(0.0, left), FallbackDue(st.stop_id))
+        if st.deadline is not None and st.phase in (PROTECTING, TRIGGERED):
+            self.ctx.schedule(max(0.0, (st.deadline - now).total_seconds()),
+                              TimeLimitDue(st.stop_id))
         if st.phase == CANCELLING and st.fallback_at is not None and not st.alerted:
             left = self.cancel_wait_alert_s - (now - st.fallback_at).total_seconds()
             self.ctx.schedule(max(0.0, left), CancelWaitDue(st.stop_id))
@@ -352,6 +559,14 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
         st = self.stops.get(self.by_coid.get(coid, ""))
         return (st, st.orders.get(coid)) if st is not None else (None, None)
 
+    def _audit(self, st: Stop, reason: str, **inputs: Any) -> None:
+        """One ``exit_plan`` audit record (the coordinator writes the trail)."""
+        shown = {k: (f"{v.normalize():f}" if isinstance(v, Decimal) else
+                     v.isoformat() if isinstance(v, datetime) else v)
+                 for k, v in inputs.items() if v is not None}
+        self._outbox.append((self.coordinator, ExitPlanAudit(st.stop_id, st.symbol, reason, shown,
+                                                             self.ctx.clock.now())))
+
     def _alert(self, severity: str, title: str, text: str, st: Stop) -> None:
         self.ctx.tell(self.alerts, Alert(severity, title, text, self.ctx.clock.now(), self.ctx.name,
                                          dedup_key=f"stops:{title}:{st.stop_id}"))
@@ -362,7 +577,9 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
             return None
         return {"symbol": s.symbol, "phase": s.phase, "stop_price": str(s.stop_price),
                 "protected": str(s.protected), "exited": str(s.exited), "orders": len(s.orders),
-                "pending": len(s.pending)}
+                "pending": len(s.pending), "take_profit": _s(s.take_profit),
+                "trail_level": _s(s.trail_level), "released": str(s.released),
+                "deadline": s.deadline.isoformat() if s.deadline else None}
 
     def _publish(self) -> None:
         exit_qty = Counter(self.exit_qty)
@@ -371,7 +588,12 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
         self.ctx.cell.info = {
             "active": len(self.stops),
             "stop_exits": dict(self.stop_exits),
+            "exits": dict(self.exits),
             "exit_qty": {s: f"{q.normalize():f}" for s, q in sorted(exit_qty.items())},
             "counts": dict(self.counts),
             "stops": self._stop_rows.snapshot(),
         }
+
+
+def _s(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)

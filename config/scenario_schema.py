@@ -61,6 +61,18 @@ class StopExitCounts(Spec):
     market_fallback: Count | None = None
 
 
+class ExitCounts(Spec):
+    """Completed exit plans by kind (summary.json ``exits``)."""
+
+    take_profit: Count | None = None
+    stop_loss_limit: Count | None = None
+    stop_loss_market: Count | None = None
+    trailing: Count | None = None
+    time_limit: Count | None = None
+    strategy: Count | None = None
+    external: Count | None = None
+
+
 #: What ``expect`` may check; each maps onto summary.json (DESIGN section 8).
 EXPECT_KEYS = KeyRegistry("expect", {
     "positions": dict[Symbol, Dec],
@@ -71,6 +83,7 @@ EXPECT_KEYS = KeyRegistry("expect", {
     "risk_approved": Count,
     "risk_rejected": dict[Ident, Count],
     "stop_exits": StopExitCounts,
+    "exits": ExitCounts,
     "hedges": Count,
     "restarts": dict[Ident, Count],
     "signals": Count,
@@ -117,11 +130,30 @@ class BarSpec(Spec):
         return self
 
 
+class TrailingSpec(Spec):
+    """A trailing stop: ``distance`` (price units) or ``percent`` behind the best price."""
+
+    distance: PosDec | None = None
+    percent: Annotated[Dec, Field(gt=0, lt=100)] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> TrailingSpec:
+        if (self.distance is None) == (self.percent is None):
+            raise ValueError("distance: give exactly one of distance or percent")
+        return self
+
+
 class SignalSpec(Spec):
+    """A signal; ``stop_loss``, ``take_profit``, ``trailing_stop`` and ``time_limit``
+    (a duration: ``30s``) make the entry's exit plan."""
+
     symbol: Symbol
     side: Literal["buy", "sell"]
     qty: PosDec
     stop_loss: PosDec | None = None
+    take_profit: PosDec | None = None
+    trailing_stop: TrailingSpec | None = None
+    time_limit: Annotated[Duration, Field(gt=0)] | None = None
     account: Ident = "default"
     reduce_only: bool = False
     strategy: Ident = "scenario"

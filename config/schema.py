@@ -9,14 +9,14 @@ model validators whose message starts with the key they blame
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from config.alerts import AlertsConfig
 from config.risk import Limits, RiskConfig, SymbolLimits
-from config.types import (BackoffSection, Dec, EnvName, Fraction, Host, Ident, Jitter, NonNegInt,
-                          PosDec, PosFloat, PosInt, Port, Section, Symbol, is_loopback, unique)
+from config.types import (BackoffSection, Dec, EnvName, Fraction, Host, Ident, Jitter, NonNegDec,
+                          NonNegFloat, NonNegInt, PosDec, PosFloat, PosInt, Port, Section, Symbol, is_loopback, unique)
 from config.venue import ExchangeConfig
 
 __all__ = ["AlertsConfig", "Config", "ExchangeConfig", "Limits", "RiskConfig", "SymbolLimits"]
@@ -61,13 +61,45 @@ class RuntimeConfig(Section):
 # -- execution safety ---------------------------------------------------------------
 
 
+class StopsOverride(Section):
+    """Per-symbol exit-plan settings; a field left out keeps the ``stops`` value."""
+
+    slippage_bps: PosDec | None = None
+    fallback_after_s: PosFloat | None = None
+    trailing_step_bps: NonNegDec | None = None
+    trailing_interval_s: NonNegFloat | None = None
+    take_profit_bps: PosDec | None = None
+    trailing_percent: Annotated[Dec, Field(gt=0, lt=100)] | None = None
+    time_limit_s: PosFloat | None = None
+
+
 class StopsConfig(Section):
-    """Rule 8: SL-limit within a slippage bound, then cancel-confirm-market fallback."""
+    """Rule 8: SL-limit within a slippage bound, then cancel-confirm-market fallback;
+    and the exit plans' settings (take-profit, trailing stop, time limit)."""
 
     slippage_bps: PosDec = Decimal("50")
     fallback_after_s: PosFloat = 2.0
     #: alert (never resend) if a cancel confirmation takes longer than this
     cancel_wait_alert_s: PosFloat = 10.0
+    #: a trailing stop moves only when its level improves by this much (bps of
+    #: the level) and at most once per interval: it never churns
+    trailing_step_bps: NonNegDec = Decimal("10")
+    trailing_interval_s: NonNegFloat = 1.0
+    #: parts an entry's exit plan gets when it carries a plan but leaves them
+    #: out (null: none): take-profit this far from the entry price, trailing
+    #: stop this percent behind the best price, close after this long
+    take_profit_bps: PosDec | None = None
+    trailing_percent: Annotated[Dec, Field(gt=0, lt=100)] | None = None
+    time_limit_s: PosFloat | None = None
+    per_symbol: dict[Symbol, StopsOverride] = {}
+
+    def exit_settings(self) -> dict[str, Any]:
+        """The plain values the stop manager's ``ExitSettingsBook`` is built from:
+        ``{"default": {...}, "per_symbol": {SYM: {only the overridden fields}}}``."""
+        names = tuple(StopsOverride.model_fields)
+        return {"default": {n: getattr(self, n) for n in names},
+                "per_symbol": {sym: o.model_dump(exclude_none=True)
+                               for sym, o in self.per_symbol.items()}}
 
 
 class HedgerConfig(Section):

@@ -9,7 +9,7 @@ from typing import Any
 
 from messages.base import Message, MessageError, check_decimal, check_str, check_utc, message
 from messages.enums import OrderPurpose, OrderType, Side
-from messages.orders import OrderFilled, _check_enum
+from messages.orders import ExitPlan, OrderFilled, _check_enum
 
 
 @message
@@ -30,6 +30,8 @@ class OrderIntent(Message):
     tag: str | None = None
     stop_loss: Decimal | None = None
     group_id: str | None = None
+    #: an order-group leg's exit plan: the stop manager protects its fills
+    exit_plan: ExitPlan | None = None
 
     def __post_init__(self) -> None:
         check_str(self, "symbol")
@@ -45,12 +47,15 @@ class OrderIntent(Message):
 
 @message
 class IntentRejected(Message):
-    """Told to an intent's owner when the gate refuses it."""
+    """Told to an intent's owner when the gate refuses it. ``position`` is the
+    key's position at the decision, so an exit refused because there is
+    nothing left to reduce can learn that instead of retrying."""
 
     tag: str | None
     symbol: str
     reason: str
     ts: datetime
+    position: Decimal | None = None
 
 
 @message
@@ -153,20 +158,64 @@ class RecoveryDone(Message):
 
 @message
 class ProtectPosition(Message):
-    """To the stop-loss manager: an entry filled with a stop attached."""
+    """To the stop-loss manager: an entry filled with an exit plan attached
+    (``stop_price`` is the plan's stop-loss, kept for the plain stop case)."""
 
     symbol: str
     position_side: Side
     qty: Decimal
-    stop_price: Decimal
+    stop_price: Decimal | None
     account: str
     entry_order_id: str
     ts: datetime
+    plan: ExitPlan | None = None
+    #: the entry fill's price (a trailing stop's first anchor)
+    entry_price: Decimal | None = None
 
     def __post_init__(self) -> None:
         _check_enum(self, "position_side", Side)
         check_decimal(self, "qty", positive=True)
-        check_decimal(self, "stop_price", positive=True)
+        check_decimal(self, "stop_price", positive=True, optional=True)
+        check_decimal(self, "entry_price", positive=True, optional=True)
+        if self.stop_price is None and (self.plan is None or self.plan.empty):
+            raise MessageError("ProtectPosition: needs a stop_price or an exit plan")
+
+
+@message
+class PositionChanged(Message):
+    """To the stop manager: a protected key's position after a fill or a broker
+    correction. The exit plans learn from it: protection above the position
+    (a strategy's own exit, a position zeroed at the broker) is released
+    instead of being sent to an exchange that has nothing left to reduce.
+    ``cause`` is ``fill:<purpose>`` or ``broker``."""
+
+    symbol: str
+    account: str
+    qty: Decimal
+    cause: str
+    ts: datetime
+
+    def __post_init__(self) -> None:
+        check_str(self, "symbol")
+        check_decimal(self, "qty")
+        check_utc(self, "ts")
+
+
+@message
+class ExitPlanAudit(Message):
+    """An exit plan's change (created, ratcheted, triggered, released,
+    completed...), written by the coordinator as one ``exit_plan`` record."""
+
+    plan_id: str
+    symbol: str
+    reason: str
+    inputs: dict[str, Any]
+    ts: datetime
+
+    def __post_init__(self) -> None:
+        check_str(self, "plan_id")
+        check_str(self, "reason")
+        check_utc(self, "ts")
 
 
 @message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from decimal import Decimal
 
@@ -28,6 +29,62 @@ def _check_enum(obj: Message, field: str, enum_cls: type) -> None:
 
 
 @message
+class ExitPlan(Message):
+    """How an entry leaves: one contingent group of exits (the stop manager's).
+
+    ``stop_loss`` is a resting SL-limit (rule 8), ``take_profit`` a resting
+    reduce-only limit, ``trailing_distance`` / ``trailing_percent`` a stop
+    that follows the best price (only in the position's favour) and
+    ``time_limit_s`` closes whatever is left after that many seconds. Any
+    part may be absent; a plan with none is refused where it is built.
+    """
+
+    stop_loss: Decimal | None = None
+    take_profit: Decimal | None = None
+    trailing_distance: Decimal | None = None
+    trailing_percent: Decimal | None = None
+    time_limit_s: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("stop_loss", "take_profit", "trailing_distance", "trailing_percent"):
+            check_decimal(self, name, positive=True, optional=True)
+        if self.trailing_percent is not None and self.trailing_percent >= 100:
+            raise MessageError(f"ExitPlan.trailing_percent: {self.trailing_percent} must be "
+                               "below 100")
+        if self.trailing_distance is not None and self.trailing_percent is not None:
+            raise MessageError("ExitPlan: trailing_distance and trailing_percent are "
+                               "alternatives; give one")
+        t = self.time_limit_s
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float))
+                              or not math.isfinite(t) or t <= 0):
+            raise MessageError(f"ExitPlan.time_limit_s: expected a positive number of "
+                               f"seconds, got {t!r}")
+        if self.empty:
+            raise MessageError("ExitPlan: needs at least one of stop_loss, take_profit, "
+                               "trailing_distance, trailing_percent, time_limit_s")
+
+    @property
+    def empty(self) -> bool:
+        return (self.stop_loss is None and self.take_profit is None and self.trailing_distance
+                is None and self.trailing_percent is None and self.time_limit_s is None)
+
+    @property
+    def trailing(self) -> bool:
+        return self.trailing_distance is not None or self.trailing_percent is not None
+
+
+def merge_plan(stop_loss: Decimal | None, plan: ExitPlan | None) -> ExitPlan | None:
+    """A signal's exit plan with its ``stop_loss`` shortcut folded in (the
+    plan's own stop wins when both are given)."""
+    if plan is None:
+        return ExitPlan(stop_loss=stop_loss) if stop_loss is not None else None
+    if plan.stop_loss is None and stop_loss is not None:
+        return ExitPlan(stop_loss, plan.take_profit, plan.trailing_distance,
+                        plan.trailing_percent, plan.time_limit_s)
+    return plan
+
+
+@message
 class Signal(Message):
     """Strategy output: what the strategy wants, before any risk decision."""
 
@@ -39,6 +96,8 @@ class Signal(Message):
     strategy: str = "manual"
     account: str = "default"
     reduce_only: bool = False
+    #: take-profit, trailing stop, time limit (and a stop-loss) as one plan
+    exits: ExitPlan | None = None
 
     def __post_init__(self) -> None:
         check_str(self, "symbol")
@@ -46,6 +105,12 @@ class Signal(Message):
         check_decimal(self, "qty", positive=True)
         check_decimal(self, "stop_loss", positive=True, optional=True)
         check_utc(self, "ts")
+        if self.exits is not None and not isinstance(self.exits, ExitPlan):
+            raise MessageError(f"Signal.exits: expected an ExitPlan, got {type(self.exits).__name__}")
+
+    @property
+    def exit_plan(self) -> ExitPlan | None:
+        return merge_plan(self.stop_loss, self.exits)
 
 
 @message

@@ -89,6 +89,9 @@ def check_expect(expect: Mapping[str, Any], summary: Mapping[str, Any],
         elif key == "stop_exits":
             for name, rng in want.items():
                 _count(f"stop_exits.{name}", summary["stop_exits"][name], rng, out)
+        elif key == "exits":
+            for name, rng in want.items():
+                _count(f"exits.{name}", int((summary.get("exits") or {}).get(name, 0)), rng, out)
         elif key == "risk_approved":
             _count(key, summary["risk"]["approved"], want, out)
         elif key == "risk_rejected":

@@ -68,6 +68,10 @@ class SignalEvent:
     account: str = "default"
     reduce_only: bool = False
     strategy: str = "scenario"
+    take_profit: Decimal | None = None
+    trailing_distance: Decimal | None = None
+    trailing_percent: Decimal | None = None
+    time_limit_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -286,6 +290,11 @@ def _event(entry: EntryDoc, exchange_spec: dict | None) -> Event:
     if kind == "signal":
         data = plain(value)
         data["side"] = Side(data["side"])
+        trailing = data.pop("trailing_stop") or {}
+        data["trailing_distance"] = trailing.get("distance")
+        data["trailing_percent"] = trailing.get("percent")
+        limit = data.pop("time_limit")
+        data["time_limit_s"] = None if limit is None else float(limit)
         return SignalEvent(**data)
     if kind == "exchange":
         return ExchangeEvent(exchange_spec or {})

@@ -215,11 +215,16 @@ class ScenarioRun:
 
             tell("venue", Bar(ev.symbol, ev.open, ev.high, ev.low, ev.close, ev.volume, now))
         elif isinstance(ev, SignalEvent):
-            from messages.orders import Signal
+            from messages.orders import ExitPlan, Signal
 
+            plan = None
+            if (ev.take_profit, ev.trailing_distance, ev.trailing_percent,
+                    ev.time_limit_s) != (None, None, None, None):
+                plan = ExitPlan(ev.stop_loss, ev.take_profit, ev.trailing_distance,
+                                ev.trailing_percent, ev.time_limit_s)
             tell("coordinator", Signal(ev.symbol, ev.side, ev.qty, now, stop_loss=ev.stop_loss,
                                        strategy=ev.strategy, account=ev.account,
-                                       reduce_only=ev.reduce_only))
+                                       reduce_only=ev.reduce_only, exits=plan))
         elif isinstance(ev, ExchangeEvent):
             from messages.exchange import ExchangeFault
 

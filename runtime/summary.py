@@ -117,6 +117,8 @@ def build_summary(*, run_id: str, started_at: str, ended_at: str, audit: list[Ma
         "groups": group_figures(audit),
         "stop_exits": {"limit": int(stop_exits.get("limit", 0)),
                        "market_fallback": int(stop_exits.get("market_fallback", 0))},
+        # every exit plan that completed, by kind (stop_exits' two are among them)
+        "exits": {k: int(v) for k, v in sorted(((stops or {}).get("exits") or {}).items())},
         "positions": {s: str(q) for s, q in sorted((coordinator.get("positions") or {}).items())},
         "exchange_positions": (None if exchange_positions is None else
                                {s: str(q) for s, q in sorted(exchange_positions.items())}),

@@ -5,6 +5,16 @@ The netting check (rule 2) counts in-flight orders pessimistically: an
 order may only go to the other side of the book if it is guaranteed to
 reduce, i.e. even if every in-flight order on that side fills, the new
 order cannot cross zero. So two rapid opposite signals cannot both pass.
+
+One kind of in-flight order is left out of that sum: an exit plan's resting
+protection (``InFlight.protective``: the stop manager's reduce-only orders).
+They are alternatives to any other exit of the same position, not additions
+to it: each is reduce-only at the venue, and so is every order this gate
+approves as reducing, so at the venue their fills are capped at what is left
+of the position, and together they can never cross zero. Counting them
+would refuse a strategy's own exit (and a take-profit beside its stop) of
+every protected position. Every other in-flight order still counts, so two
+rapid opposite signals still cannot both pass.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ from decimal import Decimal
 from typing import Iterable
 
 from messages.enums import OrderPurpose, Side
+from messages.orders import ExitPlan
 
 ZERO = Decimal(0)
 Key = tuple[str, str, str]  # (account, venue, symbol)
@@ -68,10 +79,17 @@ class InFlight:
     acked: bool = False
     stop_loss: Decimal | None = None
     fills: list[str] = field(default_factory=list)
+    exit_plan: ExitPlan | None = None
 
     @property
     def remaining(self) -> Decimal:
         return max(ZERO, self.qty - self.filled)
+
+    @property
+    def protective(self) -> bool:
+        """An exit plan's own order (stop, take-profit, market remainder):
+        reduce-only at the venue, so it cannot add to another exit."""
+        return self.reduce_only and self.purpose is OrderPurpose.STOP
 
 
 class FillLedger:
@@ -127,11 +145,24 @@ class PositionBook:
                 sells += o.remaining
         return buys, sells
 
+    def unprotective_pending(self, key: Key) -> tuple[Decimal, Decimal]:
+        """In-flight (buys, sells) for ``key`` without exit plans' protection."""
+        buys = sells = ZERO
+        for o in self._inflight_by_key.get(key, {}).values():
+            if o.protective:
+                continue
+            if o.side is Side.BUY:
+                buys += o.remaining
+            else:
+                sells += o.remaining
+        return buys, sells
+
     def guaranteed_reduce(self, key: Key, side: Side, qty: Decimal) -> bool:
         """True if ``qty`` on ``side`` can only shrink the position, whatever
-        the in-flight orders do."""
+        the in-flight orders do (protection left out: see the module's
+        docstring; the order goes out reduce-only)."""
         pos = self.qty(key)
-        buys, sells = self.pending(key)
+        buys, sells = self.unprotective_pending(key)
         if side is Side.SELL:
             return pos > 0 and qty <= pos - sells
         return pos < 0 and qty <= -pos - buys

@@ -20,7 +20,7 @@ from typing import Any
 
 from messages.control import BrokerOrders, BrokerPositions
 from messages.exchange import OrderExpired, SubmitOrder
-from messages.orders import OrderAcked, OrderRejected, OrderRequest
+from messages.orders import ExitPlan, OrderAcked, OrderRejected, OrderRequest, merge_plan
 from messages.persistence import Put, StoreDb
 from trading.book import ZERO, InFlight, Position
 
@@ -86,12 +86,19 @@ def rebuild_coordinator_state(coord: Any, store: Any) -> None:
             inflight = InFlight(coid, (order.account, rec.get("venue", coord.venue), order.symbol),
                                 order.side, order.qty, order.purpose, order.reduce_only,
                                 owner=rec.get("owner"), stop_loss=rec.get("stop_loss"),
-                                filled=filled_by_order.get(coid, ZERO))
+                                filled=filled_by_order.get(coid, ZERO),
+                                exit_plan=_exit_plan(rec))
             if inflight.remaining > 0:
                 book.add_inflight(inflight)
     if book.positions or book.inflight:
         coord.log.info("rebuilt from store: {} positions, {} open orders, {} fills",
                        len(book.positions), len(book.inflight), len(fill_ids))
+
+
+def _exit_plan(rec: dict[str, Any]) -> ExitPlan | None:
+    """The order's exit plan as stored (older records: their stop-loss alone)."""
+    plan = rec.get("exit_plan")
+    return merge_plan(rec.get("stop_loss"), plan if isinstance(plan, ExitPlan) else None)
 
 
 def apply_broker_positions(coord: Any, msg: BrokerPositions) -> int:

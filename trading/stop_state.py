@@ -1,13 +1,18 @@
-"""State of one stop-loss (rule 8), kept apart from the actor that drives it.
+"""State of one exit plan (rule 8), kept apart from the actor that drives it.
 
-A :class:`Stop` is one entry order's protection: how much is protected, the
-exit orders sent for it (SL-limits, at most the market fallback), their
-fills by fill id, and the phase (protecting -> triggered -> cancelling ->
-done). The quantities the manager decides on are derived here, never
-stored twice: ``exited`` is the sum of the exit orders' fills, ``open_qty``
-is protected - exited, and ``live(kind)`` is what orders of a kind (intents
-not yet answered included) could still fill. The record round-trips through
-the store so a restarted manager resumes the same stop.
+A :class:`Stop` is one entry order's exit plan: how much is protected, the
+exit orders sent for it (SL-limits, a take-profit limit, at most the market
+remainder), their fills by fill id, what was released because the position
+shrank by other means (a strategy's own exit, a broker correction), the
+trailing stop's level, the time limit, and the phase (protecting ->
+triggered -> cancelling -> done). The orders are one contingent group: the
+quantities the manager decides on are derived here, never stored twice:
+``exited`` is the sum of the exit orders' fills, ``open_qty`` is protected -
+exited - released, and ``live(kind)`` is what orders of a kind (intents not
+yet answered included) could still fill. Every order is sized from
+``open_qty``, so a fill of one (or a release) shrinks what the others may
+still take. The record round-trips through the store so a restarted manager
+resumes the same plan.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ ZERO = Decimal(0)
 BPS = Decimal(10_000)
 PRICE_QUANTUM = Decimal("0.00000001")
 PROTECTING, TRIGGERED, CANCELLING, DONE = "protecting", "triggered", "cancelling", "done"
-LIMIT, MARKET = "limit", "market"
+LIMIT, MARKET, TAKE_PROFIT = "limit", "market", "take_profit"
+#: orders that rest at the venue until something fills or cancels them
+RESTING = (LIMIT, TAKE_PROFIT)
 
 
 @dataclass
@@ -46,7 +53,7 @@ class Stop:
     symbol: str
     account: str
     position_side: Side
-    stop_price: Decimal
+    stop_price: Decimal | None
     protected: Decimal = ZERO
     phase: str = PROTECTING
     triggered_at: datetime | None = None
@@ -60,6 +67,22 @@ class Stop:
     pending: dict[str, tuple[str, Decimal]] = field(default_factory=dict)
     outcome: str | None = None
     entry_id: str = ""
+    take_profit: Decimal | None = None
+    trail_distance: Decimal | None = None
+    trail_percent: Decimal | None = None
+    #: the trailing stop: best price seen, the level, when it last moved
+    trail_anchor: Decimal | None = None
+    trail_level: Decimal | None = None
+    trail_moved_at: datetime | None = None
+    #: when the time limit closes what is left
+    deadline: datetime | None = None
+    #: let go because the position shrank by other means (never sent)
+    released: Decimal = ZERO
+    release_cause: str | None = None
+    #: why a forced exit began (trailing, time_limit); None for the stop itself
+    exit_kind: str | None = None
+    #: a refused exit alerts once per plan, however often it is retried
+    refusal_alerted: bool = False
 
     def __post_init__(self) -> None:
         self.entry_id = self.entry_id or self.stop_id
@@ -74,7 +97,21 @@ class Stop:
 
     @property
     def open_qty(self) -> Decimal:
-        return self.protected - self.exited
+        return self.protected - self.exited - self.released
+
+    @property
+    def trailing(self) -> bool:
+        return self.trail_distance is not None or self.trail_percent is not None
+
+    @property
+    def watches_quotes(self) -> bool:
+        return self.phase == PROTECTING and (self.stop_price is not None or self.trailing)
+
+    def filled_by(self, kind: str) -> Decimal:
+        return sum((o.filled for o in self.orders.values() if o.kind == kind), ZERO)
+
+    def resting_live(self) -> Decimal:
+        return sum((self.live(k) for k in RESTING), ZERO)
 
     def live(self, kind: str) -> Decimal:
         """Quantity of ``kind`` orders that may still fill (pending intents included)."""
@@ -83,22 +120,31 @@ class Stop:
 
     def crossed(self, q: Quote) -> bool:
         """The market reached the stop: the side an exit would trade against."""
+        if self.stop_price is None:
+            return False
         if self.position_side is Side.BUY:
             return q.bid <= self.stop_price
         return q.ask >= self.stop_price
 
     def limit_price(self, slippage_bps: Decimal) -> Decimal:
+        assert self.stop_price is not None, "an SL-limit needs the plan's stop price"
         bound = self.stop_price * slippage_bps / BPS
         price = self.stop_price - bound if self.exit_side is Side.SELL else self.stop_price + bound
         return Decimal(f"{price.quantize(PRICE_QUANTUM).normalize():f}")  # 94.525, never 1E+2
 
     def record(self) -> dict[str, Any]:
-        return {"v": 1, "stop_id": self.stop_id, "symbol": self.symbol, "account": self.account,
+        return {"v": 2, "stop_id": self.stop_id, "symbol": self.symbol, "account": self.account,
                 "position_side": self.position_side.value, "stop_price": self.stop_price,
                 "protected": self.protected, "phase": self.phase,
                 "triggered_at": self.triggered_at, "fallback_at": self.fallback_at,
                 "alerted": self.alerted, "failures": self.failures, "seq": self.seq,
                 "outcome": self.outcome, "entry_id": self.entry_id,
+                "take_profit": self.take_profit, "trail_distance": self.trail_distance,
+                "trail_percent": self.trail_percent, "trail_anchor": self.trail_anchor,
+                "trail_level": self.trail_level, "trail_moved_at": self.trail_moved_at,
+                "deadline": self.deadline, "released": self.released,
+                "release_cause": self.release_cause, "exit_kind": self.exit_kind,
+                "refusal_alerted": self.refusal_alerted,
                 "orders": {c: {"kind": o.kind, "qty": o.qty, "fills": dict(o.fills),
                                "closed": o.closed, "cancel_requested": o.cancel_requested}
                            for c, o in self.orders.items()},
@@ -107,14 +153,23 @@ class Stop:
     @classmethod
     def from_record(cls, r: dict[str, Any]) -> Stop:
         st = cls(r["stop_id"], r["symbol"], r["account"], Side(r["position_side"]),
-                 Decimal(r["stop_price"]), Decimal(r["protected"]), r["phase"], r["triggered_at"],
+                 _dec(r["stop_price"]), Decimal(r["protected"]), r["phase"], r["triggered_at"],
                  r["fallback_at"], r["alerted"], r["failures"], False, r["seq"], {}, {},
-                 r.get("outcome"), r.get("entry_id", ""))
+                 r.get("outcome"), r.get("entry_id", ""),
+                 _dec(r.get("take_profit")), _dec(r.get("trail_distance")),
+                 _dec(r.get("trail_percent")), _dec(r.get("trail_anchor")),
+                 _dec(r.get("trail_level")), r.get("trail_moved_at"), r.get("deadline"),
+                 Decimal(r.get("released", ZERO)), r.get("release_cause"), r.get("exit_kind"),
+                 bool(r.get("refusal_alerted", False)))
         for coid, o in r["orders"].items():
             st.orders[coid] = ExitOrder(o["kind"], Decimal(o["qty"]), dict(o["fills"]),
                                         o["closed"], o["cancel_requested"])
         st.pending = {t: (p["kind"], Decimal(p["qty"])) for t, p in r["pending"].items()}
         return st
+
+
+def _dec(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(value)
 
 
 def parse_tag(tag: str) -> tuple[str, Decimal]:
