@@ -68,6 +68,10 @@ class Coordinator(KillSwitchKeeper, Actor):
         self.synced_at: float | None = None
         # Fail closed until the gateway says the stream is up and resynced (rule 3).
         self.stream_reconciling = True
+        #: the gateway's stream is up (a cancel sent while it is down is lost
+        #: with a ``not_connected`` error, so it waits here for the connection)
+        self.connected = False
+        self.held_cancels: set[str] = set()
         self.awaiting_durable: dict[str, OrderRequest] = {}
         self.orders: dict[str, dict[str, Any]] = {}
         self.counts: Counter = Counter()
@@ -238,6 +242,9 @@ class Coordinator(KillSwitchKeeper, Actor):
         order.cancel_requested = True
         if msg.client_order_id in self.awaiting_durable:
             return  # not sent yet: the cancel follows the order (on_durable), never overtakes it
+        if not self.connected:
+            self.held_cancels.add(msg.client_order_id)  # sent once the stream is up
+            return
         self.ctx.tell(self.gateway, CancelOrder(msg.client_order_id, order.key[2], self.ctx.clock.now()))
 
     # -- broker events -------------------------------------------------------------
@@ -342,6 +349,14 @@ class Coordinator(KillSwitchKeeper, Actor):
     @handles(ConnectivityChanged)
     def on_connectivity(self, msg: ConnectivityChanged) -> None:
         self.stream_reconciling = msg.stream_reconciling or not msg.connected
+        self.connected = msg.connected
+        if msg.connected and self.held_cancels:
+            held, self.held_cancels = sorted(self.held_cancels), set()
+            for coid in held:
+                order = self.book.inflight.get(coid)
+                if order is not None:
+                    self.counts["held_cancels_sent"] += 1
+                    self.ctx.tell(self.gateway, CancelOrder(coid, order.key[2], self.ctx.clock.now()))
 
     @handles(BrokerPositions)
     def on_broker_positions(self, msg: BrokerPositions) -> None:
