@@ -470,6 +470,7 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
         self._audit(st, "exit_refused", why=why, retry_in_s=delay, failures=st.failures)
         if not st.refusal_alerted:
             st.refusal_alerted = True
+            self.counts["refusal_alerts"] += 1
             self._alert("warning", "stop-loss order refused",
                         f"{st.symbol}: {why}; retrying with backoff (alerted once per plan)", st)
         self._drive(st)
