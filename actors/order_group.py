@@ -397,7 +397,7 @@ class OrderGroup(GroupRecovery, RebuildGate, Actor):
             spec.symbol, side, qty, purpose, p.sent_at,
             order_type=OrderType.LIMIT if price is not None else OrderType.MARKET, price=price,
             reduce_only=kind == UNWIND, account=g.spec.account, owner=self.ctx.name, tag=tag,
-            group_id=g.group_id))
+            group_id=g.group_id, exit_plan=spec.exit_plan if kind == LEG else None))
         if kind == UNWIND:
             self._audit("unwind_sent", None, symbol=spec.symbol, side=side.value, qty=str(qty))
         self._timer(self.cfg.leg_timeout_s, IntentDue(tag))

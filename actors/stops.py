@@ -101,11 +101,14 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
                  cancel_wait_alert_s: float = 10.0, coordinator: str = "coordinator",
                  persistence: str = "persistence", alerts: str = "alerts",
                  gateway: str = "gateway", retry_s: float = 1.0, max_retry_s: float = 30.0,
-                 intent_timeout_s: float = 5.0, settings: ExitSettingsBook | None = None) -> None:
+                 intent_timeout_s: float = 5.0,
+                 settings: ExitSettingsBook | dict[str, Any] | None = None) -> None:
         super().__init__(ctx)
         self.slippage_bps = Decimal(slippage_bps)
         self.fallback_after_s, self.cancel_wait_alert_s = fallback_after_s, cancel_wait_alert_s
         #: per-symbol settings (rule 8's bound and delay, trailing steps, plan defaults)
+        if isinstance(settings, dict):  # StopsConfig.exit_settings()
+            settings = ExitSettingsBook.from_plain(settings)
         self.settings = settings or ExitSettingsBook(ExitSettings(
             slippage_bps=self.slippage_bps, fallback_after_s=fallback_after_s))
         self.coordinator, self.persistence, self.alerts = coordinator, persistence, alerts

@@ -50,17 +50,22 @@ from messages.enums import Side
 
 @dataclass(frozen=True, slots=True)
 class SignalIntent:
-    """What a strategy wants: a side, a quantity and optionally a stop-loss price.
+    """What a strategy wants: a side, a quantity and optionally an exit plan
+    (stop-loss and take-profit prices, a trailing stop by distance or
+    percent, a time limit in seconds; see ``messages.orders.ExitPlan``).
 
     Numbers may be int, float or Decimal; the symbol actor converts them to
-    ``Decimal`` (stop prices on the quote's price grid) when it builds the
-    Signal.
+    ``Decimal`` (prices on the quote's price grid) when it builds the Signal.
     """
 
     side: Side | str
     qty: Decimal | int | float
     stop_loss: Decimal | float | None = None
     reduce_only: bool = False
+    take_profit: Decimal | float | None = None
+    trailing_distance: Decimal | float | None = None
+    trailing_percent: Decimal | float | None = None
+    time_limit_s: float | None = None
 
 
 class QuoteHistory(NamedTuple):

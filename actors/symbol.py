@@ -56,7 +56,7 @@ from actors.strategy import (
 from messages.base import MessageError, to_decimal
 from messages.enums import Side
 from messages.market import Bar, MarketStats, Quote
-from messages.orders import Signal
+from messages.orders import ExitPlan, Signal
 from runtime.actor import Actor, handles
 from runtime.rolling import percentile_of_sorted
 from runtime.signals import TaskDone
@@ -100,6 +100,20 @@ def _on_grid(value: Any, quote: Quote | None) -> Decimal:
         return dec
     exp = min(quote.bid.as_tuple().exponent, quote.ask.as_tuple().exponent)
     return dec.quantize(Decimal(1).scaleb(exp)) if isinstance(exp, int) else dec
+
+
+def _exit_plan(intent: SignalIntent, quote: Quote | None) -> ExitPlan | None:
+    """The intent's take-profit, trailing stop and time limit as an ExitPlan
+    (its stop-loss travels on the Signal); None when it has none of them."""
+    tp, dist, pct = intent.take_profit, intent.trailing_distance, intent.trailing_percent
+    limit = _plain(intent.time_limit_s)
+    if tp is None and dist is None and pct is None and limit is None:
+        return None
+    return ExitPlan(
+        take_profit=None if tp is None else _on_grid(tp, quote),
+        trailing_distance=None if dist is None else to_decimal(_plain(dist), "trailing_distance"),
+        trailing_percent=None if pct is None else to_decimal(_plain(pct), "trailing_percent"),
+        time_limit_s=None if limit is None else float(limit))
 
 
 def _dec(x: float, places: int) -> Decimal:
@@ -332,7 +346,7 @@ class SymbolActor(Actor):
             stop = _on_grid(stop, quote)
         return Signal(self.symbol, Side(intent.side), to_decimal(_plain(intent.qty), "qty"), now,
                       stop_loss=stop, strategy=self.strategy.name, account=self.account,
-                      reduce_only=bool(intent.reduce_only))
+                      reduce_only=bool(intent.reduce_only), exits=_exit_plan(intent, quote))
 
     def _strategy_error(self, what: str, exc: BaseException | None) -> None:
         n = self.info["strategy_errors"] = self.info["strategy_errors"] + 1

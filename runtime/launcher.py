@@ -184,7 +184,6 @@ class Runtime:
         from actors.reconciler import Reconciler
         from actors.reconnect import ReconnectController
         from actors.stops import StopLossManager
-        from trading.exit_plan import ExitSettingsBook
         from actors.symbol import symbols_supervisor
         from trading.limits import Limits
 
@@ -237,7 +236,7 @@ class Runtime:
                       kwargs={"slippage_bps": cfg.stops.slippage_bps,
                               "fallback_after_s": cfg.stops.fallback_after_s,
                               "cancel_wait_alert_s": cfg.stops.cancel_wait_alert_s,
-                              "settings": ExitSettingsBook.from_plain(cfg.stops.exit_settings())}),
+                              "settings": cfg.stops.exit_settings()}),
             symbols_supervisor([s for s in spec.symbols if s not in self.demo_symbols],
                                cfg.strategy.name, cfg.strategy.params,
                                account=self.account, intensity=sup.intensity,

@@ -169,6 +169,10 @@ def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str, str | None]
     stops = summary.get("stop_exits") or {}
     rows.append(("stop exits", f"limit {stops.get('limit', 0)}, "
                                f"market fallback {stops.get('market_fallback', 0)}", None))
+    exits = {k: v for k, v in (summary.get("exits") or {}).items() if v}
+    if exits:
+        rows.append(("exit plans", ", ".join(f"{k.replace('_', ' ')} {v}"
+                                             for k, v in exits.items()), None))
     rows.append(("hedges", str(summary.get("hedges", 0)), None))
     g = summary.get("groups")
     if g is not None:

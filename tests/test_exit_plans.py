@@ -277,3 +277,39 @@ def test_a_bad_plan_is_refused_where_it_is_built(field: str, value: Any) -> None
         ExitPlan(**{field: value})
     with pytest.raises(MessageError, match="at least one"):
         ExitPlan()
+
+
+# -- order group legs ------------------------------------------------------------------------
+
+
+def test_an_order_group_leg_carries_an_exit_plan(tmp_path) -> None:
+    from messages.control import SubmitGroup
+
+    with VirtualRuntime(tmp_path / "run", exchange={"latency_ms": 5}, config=CALM) as vr:
+        vr.quote(SYM, "100.0", "100.1")
+        vr.at(1)
+        vr.tell("groups", SubmitGroup({"kind": "single", "id": "g1", "symbol": SYM, "side": "buy",
+                                       "qty": "4", "exits": {"stop_loss": "95",
+                                                             "take_profit": "104"}},
+                                      vr.clock.now()))
+        vr.at(3)
+        assert [o["qty"] for o in vr.orders(order_type="stop_limit")] == ["4"]
+        assert [o["price"] for o in vr.orders(order_type="limit")] == ["104"]
+        vr.quote(SYM, "104.5", "104.6")
+        vr.at(6)
+        assert vr.exchange_position(SYM) == 0
+        assert vr.info("stops")["exits"]["take_profit"] == 1
+
+
+def test_a_bad_leg_exit_plan_is_refused_naming_the_field() -> None:
+    from trading.group_spec import GroupSpecError, parse_group
+
+    with pytest.raises(GroupSpecError, match=r"legs\[0\]\.exits\.take_prophet"):
+        parse_group({"id": "g", "legs": [{"symbol": SYM, "side": "buy", "qty": "1",
+                               "exits": {"take_prophet": "1"}}]})
+    with pytest.raises(GroupSpecError, match="exits: ExitPlan: needs at least one"):
+        parse_group({"id": "g", "kind": "single", "symbol": SYM, "side": "buy", "qty": "1", "exits": {}})
+    spec = parse_group({"id": "g", "kind": "single", "symbol": SYM, "side": "buy", "qty": "1",
+                        "exits": {"time_limit_s": 30}})
+    assert spec.legs[0].exit_plan == ExitPlan(time_limit_s=30.0)
+    assert parse_group(spec.as_dict()).legs[0].exits == {"time_limit_s": 30.0}

@@ -27,7 +27,7 @@ FAST_MARKET = ("market: {tick_interval_ms: 20, bar_interval_s: 0.5}\n"
                "strategy: {params: {stop_pct: 0.001}}\n"
                "demo: {groups: {every_s: 0.5}}\n")
 SUMMARY_KEYS = {"schema_version", "run_id", "started_at", "ended_at", "market_events", "signals",
-                "orders", "risk", "hedges", "groups", "stop_exits", "positions",
+                "orders", "risk", "hedges", "groups", "stop_exits", "exits", "positions",
                 "exchange_positions", "restarts", "invariant_violations", "pnl"}
 
 

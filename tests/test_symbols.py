@@ -479,3 +479,24 @@ def test_importing_the_modules_has_no_side_effects():
             "import actors.symbol, actors.strategy, actors.features, exchange.synthetic;"
             "assert threading.active_count() == n; assert set(os.listdir('.')) == before")
     subprocess.run([sys.executable, "-B", "-c", code], check=True, timeout=60)
+
+
+class Planner(Strategy):
+    name = "planner"
+    warmup = 1
+
+    def on_data(self, market, features):
+        return [SignalIntent("buy", 3, stop_loss=np.float64(95.123), take_profit=105.456,
+                             trailing_percent=1.5, time_limit_s=np.float64(30)),
+                SignalIntent("buy", 1, trailing_distance=-1)]  # refused: counted, dropped
+
+
+def test_a_strategy_intent_carries_its_exit_plan_to_the_signal(harness_factory):
+    h = harness_factory(coordinator_spec(),
+                        ChildSpec("symbol-BTC", SymbolActor, args=("BTC", Planner), conflate=True))
+    h.tell("symbol-BTC", quote("BTC", "100", 0))
+    [sig] = h.actor("coordinator").signals()
+    assert h.cell("symbol-BTC").info["strategy_errors"] == 1
+    plan = sig.exit_plan
+    assert (plan.stop_loss, plan.take_profit, plan.trailing_percent, plan.time_limit_s) == (
+        Decimal("95.12"), Decimal("105.46"), Decimal("1.5"), 30.0)

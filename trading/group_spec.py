@@ -11,7 +11,9 @@ objects; a mistake names the key that holds it. Kinds:
 * ``protective_put``: buy ``qty`` of ``symbol`` and a put on it
   (``expiry``, ``strike``, optional ``put_qty``).
 * ``pair``: buy ``long``, sell ``short`` (``qty`` or ``long_qty``/``short_qty``).
-* ``custom``: ``legs: [{symbol, side, qty, price?, role?, iv?, multiplier?}]``.
+* ``custom``: ``legs: [{symbol, side, qty, price?, role?, iv?, multiplier?, exits?}]``
+  (``exits``: the leg's exit plan, ``messages.orders.ExitPlan``'s fields; ``single``
+  takes it too).
 
 Every kind accepts ``id``, ``account``, ``iv`` (used for an option that has
 no quote to imply a volatility from) and ``multiplier`` (contract size; the
@@ -34,6 +36,9 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping
 
+from messages.base import MessageError
+from messages.orders import ExitPlan
+
 from trading.instruments import OptionSpec, option_symbol, parse_option
 
 ROLE_PRIORITY = {"protective": 0, "long": 1, "hedge": 2, "covered_short": 2, "short": 3}
@@ -44,14 +49,14 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
 _SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9._:/-]{0,31}$")
 COMMON = {"id", "kind", "account", "iv", "multiplier"}
 KIND_KEYS = {
-    "single": {"symbol", "side", "qty", "price", "role"},
+    "single": {"symbol", "side", "qty", "price", "role", "exits"},
     "bull_put": {"underlying", "expiry", "short_strike", "long_strike", "qty", "prices"},
     "bear_call": {"underlying", "expiry", "short_strike", "long_strike", "qty", "prices"},
     "protective_put": {"symbol", "qty", "expiry", "strike", "put_qty", "prices"},
     "pair": {"long", "short", "qty", "long_qty", "short_qty", "prices"},
     "custom": {"legs"},
 }
-LEG_KEYS = {"symbol", "side", "qty", "price", "role", "iv", "multiplier"}
+LEG_KEYS = {"symbol", "side", "qty", "price", "role", "iv", "multiplier", "exits"}
 
 
 class GroupSpecError(ValueError):
@@ -68,6 +73,13 @@ class LegSpec:
     price: Decimal | None = None   # None: market order
     iv: Decimal | None = None
     multiplier: Decimal = Decimal(1)
+    #: the leg's exit plan (``messages.orders.ExitPlan`` fields), protected by
+    #: the stop manager once the leg fills
+    exits: dict[str, Any] | None = None
+
+    @property
+    def exit_plan(self) -> ExitPlan | None:
+        return ExitPlan(**self.exits) if self.exits else None
 
     @property
     def priority(self) -> int:
@@ -100,6 +112,7 @@ class GroupSpec:
                 "legs": [{"symbol": g.symbol, "side": g.side, "qty": g.qty, "role": g.role,
                           **({"price": g.price} if g.price is not None else {}),
                           **({"iv": g.iv} if g.iv is not None else {}),
+                          **({"exits": dict(g.exits)} if g.exits else {}),
                           "multiplier": g.multiplier} for g in sorted(self.legs,
                                                                       key=lambda g: g.index)]}
 
@@ -161,7 +174,7 @@ def parse_group(spec: Mapping[str, Any], *, default_id: str | None = None,
 
 
 def _single(spec: Mapping) -> list[dict]:
-    return [{k: spec[k] for k in ("symbol", "side", "qty", "price", "role") if k in spec}]
+    return [{k: spec[k] for k in ("symbol", "side", "qty", "price", "role", "exits") if k in spec}]
 
 
 def _vertical(right: str) -> Any:
@@ -252,7 +265,36 @@ def _leg(i: int, raw: Mapping, where: str, common: dict) -> LegSpec:
                    _dec(raw, "price", positive=True, optional=True, where=where),
                    _dec(raw, "iv", positive=True, optional=True, where=where) or common["iv"],
                    _dec(raw, "multiplier", positive=True, optional=True, where=where)
-                   or common["multiplier"])
+                   or common["multiplier"], _exits(raw.get("exits"), f"{where}exits."))
+
+
+EXIT_FIELDS = ("stop_loss", "take_profit", "trailing_distance", "trailing_percent", "time_limit_s")
+
+
+def _exits(raw: Any, where: str) -> dict[str, Any] | None:
+    """A leg's exit plan, checked by building it (``ExitPlan`` names what is wrong)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise GroupSpecError(f"{where[:-1]}: expected a mapping of {', '.join(EXIT_FIELDS)}")
+    unknown = sorted(set(raw) - set(EXIT_FIELDS))
+    if unknown:
+        raise GroupSpecError(f"{where}{unknown[0]}: unknown exit plan field")
+    plan: dict[str, Any] = {}
+    for name in EXIT_FIELDS[:4]:
+        value = _dec(raw, name, positive=True, optional=True, where=where)
+        if value is not None:
+            plan[name] = value
+    limit = raw.get("time_limit_s")
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, (int, float, Decimal)):
+            raise GroupSpecError(f"{where}time_limit_s: {limit!r} is not a number of seconds")
+        plan["time_limit_s"] = float(limit)
+    try:
+        ExitPlan(**plan)
+    except MessageError as exc:
+        raise GroupSpecError(f"{where[:-1]}: {exc}") from None
+    return plan
 
 
 def _with_role(leg: LegSpec, legs: list[LegSpec]) -> LegSpec:
