@@ -313,3 +313,22 @@ def test_a_bad_leg_exit_plan_is_refused_naming_the_field() -> None:
                         "exits": {"time_limit_s": 30}})
     assert spec.legs[0].exit_plan == ExitPlan(time_limit_s=30.0)
     assert parse_group(spec.as_dict()).legs[0].exits == {"time_limit_s": 30.0}
+
+
+def test_a_fresh_exchange_that_zeroed_the_position_ends_the_plans_without_retries(tmp_path) -> None:
+    """The exchange comes back empty (wiped): no position, no working orders.
+    The resync's broker-wins correction tells the plans the position is flat,
+    so they end; nothing is retried against it."""
+    with VirtualRuntime(tmp_path / "run", exchange={"latency_ms": 5}, config=CALM) as vr:
+        _enter(vr, stop_loss="95", take_profit="105")
+        vr.at(3)
+        vr.fault(restart={"wipe": True})
+        vr.at(20)
+        vr.quote(SYM, "94.9", "95.0")
+        vr.at(50)
+        stops = vr.info("stops")
+        assert stops["active"] == 0 and stops["exits"]["external"] == 1
+        assert stops["counts"].get("exit_orders_refused", 0) == 0
+        assert len(vr.orders(side="sell")) == 2, "no exit sent to the empty exchange"
+        assert vr.exchange_position(SYM) == 0
+        assert D(vr.info("coordinator")["positions"].get(SYM, "0")) == 0
