@@ -158,7 +158,7 @@ PROPERTY = dict(deadline=None, derandomize=True, database=None, print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
-@settings(max_examples=25, **PROPERTY)
+@settings(max_examples=15, **PROPERTY)
 @given(timeline=timelines(max_steps=12), seed=st.integers(0, 3))
 def test_exits_never_exceed_the_position(timeline: list[dict], seed: int) -> None:
     check_exits(scenario_yaml(timeline, seed))
