@@ -332,3 +332,37 @@ def test_a_fresh_exchange_that_zeroed_the_position_ends_the_plans_without_retrie
         assert len(vr.orders(side="sell")) == 2, "no exit sent to the empty exchange"
         assert vr.exchange_position(SYM) == 0
         assert D(vr.info("coordinator")["positions"].get(SYM, "0")) == 0
+
+
+# -- configuration -------------------------------------------------------------------------
+
+
+def test_plan_defaults_and_per_symbol_overrides_apply_to_entries_with_a_plan(tmp_path) -> None:
+    cfg = {**CALM, "stops": {"take_profit_bps": "100",
+                             "per_symbol": {SYM: {"time_limit_s": 4.0}},
+                             }}
+    with VirtualRuntime(tmp_path / "run", symbols=(SYM, "ETHUSDT"), exchange={"latency_ms": 5},
+                        config=cfg) as vr:
+        vr.quote("ETHUSDT", "50.0", "50.1")
+        _enter(vr, stop_loss="95")
+        vr.tell("coordinator", Signal("ETHUSDT", Side.BUY, D(2), vr.clock.now()))  # no plan
+        assert vr.info("coordinator")["rejected"] == {}
+        vr.at(2)
+        [tp] = vr.orders(order_type="limit")
+        assert tp["symbol"] == SYM and D(tp["price"]) == D("101.101")  # 100.1 + 1 %
+        assert vr.orders(symbol="ETHUSDT", side="sell") == []
+        vr.at(8)
+        assert vr.exchange_position(SYM) == 0 and vr.exchange_position("ETHUSDT") == 2
+        assert vr.info("stops")["exits"]["time_limit"] == 1
+
+
+def test_exit_plan_settings_are_validated_naming_the_key() -> None:
+    from config import load_config
+    from config.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"stops\.per_symbol\.BTCUSDT\.trailing_percent"):
+        load_config(overrides={"stops": {"per_symbol": {SYM: {"trailing_percent": "150"}}}})
+    with pytest.raises(ConfigError, match=r"stops\.per_symbol\.BTCUSDT\.stop_price"):
+        load_config(overrides={"stops": {"per_symbol": {SYM: {"stop_price": "1"}}}})
+    with pytest.raises(ConfigError, match=r"stops\.trailing_interval_s"):
+        load_config(overrides={"stops": {"trailing_interval_s": -1}})
