@@ -359,3 +359,32 @@ def test_registry_rejects_unknown_keys_and_keeps_order():
     assert reg.validate({"json": 3}) == {"json": 3}
     with pytest.raises(Exception):
         reg.validate({"k0": 1})  # internal field names are not keys
+
+
+def test_signal_exit_plan_fields(tmp_path):
+    [entry] = [e for e in entries(tmp_path, """\
+        - at: 1s
+          signal: {symbol: BTCUSDT, side: buy, qty: "2", stop_loss: "95", take_profit: "105",
+                   trailing_stop: {percent: "1.5"}, time_limit: 90s}
+        - at: 2s
+          end: true
+        """) if isinstance(e.event, SignalEvent)]
+    ev = entry.event
+    assert (ev.stop_loss, ev.take_profit, ev.trailing_distance, ev.trailing_percent,
+            ev.time_limit_s) == (Decimal("95"), Decimal("105"), None, Decimal("1.5"), 90.0)
+
+
+@pytest.mark.parametrize("signal, key, why", [
+    ("trailing_stop: {distance: '1', percent: '2'}", "trailing_stop.distance", "exactly one"),
+    ("trailing_stop: {}", "trailing_stop.distance", "exactly one"),
+    ("trailing_stop: {percent: '100'}", "trailing_stop.percent", "must be < 100"),
+    ("take_profit: '-1'", "take_profit", "must be > 0"),
+    ("time_limit: 0s", "time_limit", "must be > 0"),
+    ("take_proft: '1'", "take_proft", "unknown key"),
+])
+def test_bad_signal_exit_plan_names_file_line_key(tmp_path, signal, key, why):
+    timeline = ("  - at: 0s\n    signal: {symbol: BTCUSDT, side: buy, qty: '1', "
+                + signal + "}\n")
+    msg = errors(tmp_path, HEAD + timeline)
+    assert f"x.yaml:6: timeline[0].signal.{key}" in msg, msg
+    assert why in msg, msg
