@@ -5,8 +5,10 @@ Hypothesis writes scenario timelines for one symbol: entries (long or short,
 distance or percent, time limit, in any combination), a price that drifts
 and gaps, the strategy's own exits (reduce-only, any size), and exchange
 behaviour that makes exits race (slow cancel confirmations, partial fills,
-resting orders filled by a counterparty). Each runs through the scenario
-runner in virtual time, like a scenario file.
+resting orders filled by a counterparty) and crashes (at once, or right
+after a fill is stored and before the stop manager hears of it) followed by
+a restart from the store. Each runs through the scenario runner in virtual
+time, like a scenario file.
 
 The property, judged from the exchange's own ``events.jsonl``:
 
@@ -81,7 +83,7 @@ def timelines(draw: Any, max_steps: int) -> list[dict]:
                                            **draw(plans(side, price))}})
     for _ in range(draw(st.integers(1, max_steps))):
         t += draw(st.sampled_from([5, 50, 300, 1000, 2500]))
-        kind = draw(st.sampled_from(["quote"] * 6 + ["exit", "entry", "fault"]))
+        kind = draw(st.sampled_from(["quote"] * 6 + ["exit", "entry", "fault", "crash"]))
         at = f"{t}ms"
         if kind == "quote":
             move = draw(st.sampled_from([D("-0.002"), D("-0.001"), D("0.001"), D("0.002"),
@@ -97,6 +99,11 @@ def timelines(draw: Any, max_steps: int) -> list[dict]:
             out.append({"at": at, "signal": {"symbol": SYM, "side": side,
                                              "qty": str(draw(st.integers(1, 10))),
                                              **draw(plans(side, price))}})
+        elif kind == "crash":
+            point = draw(st.sampled_from([None, "after_fill", "after_submit"]))
+            out.append({"at": at, "crash": True if point is None else {"point": point}})
+            t += draw(st.sampled_from([500, 3000]))
+            out.append({"at": f"{t}ms", "restart": True})
         else:
             out.append({"at": at, "exchange": draw(st.one_of(
                 st.builds(lambda ms: {"cancel_ack_delay_ms": ms}, st.sampled_from([0, 800, 3000])),
@@ -120,7 +127,7 @@ def check_exits(text: str) -> None:
         path.write_text(text, encoding="utf-8")
         run_dir = Path(tmp) / "run"
         run_dir.mkdir()
-        s = ScenarioRun(load_scenario(path), run_dir).run().summary
+        s = ScenarioRun(load_scenario(path), run_dir, strict_crash_points=False).run().summary
         events = read_events(run_dir / "events.jsonl")
     where = f"\n--- scenario (save as a .yaml file to replay) ---\n{text}"
     assert s["invariant_violations"] == [], f"{s['invariant_violations']}{where}"
