@@ -579,7 +579,7 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
         s = self.stops.get(stop_id)
         if s is None:
             return None
-        return {"symbol": s.symbol, "phase": s.phase, "stop_price": str(s.stop_price),
+        return {"symbol": s.symbol, "phase": s.phase, "stop_price": _s(s.stop_price),
                 "protected": str(s.protected), "exited": str(s.exited), "orders": len(s.orders),
                 "pending": len(s.pending), "take_profit": _s(s.take_profit),
                 "trail_level": _s(s.trail_level), "released": str(s.released),

@@ -33,12 +33,13 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from exchange.events_log import read_events
 from runtime.scenario_file import load_scenario
 from runtime.scenario_runner import ScenarioRun
+from trading.audit import read_audit
 
 SYM = "BTCUSDT"
 TICK = D("0.1")
@@ -129,9 +130,17 @@ def check_exits(text: str) -> None:
         run_dir.mkdir()
         s = ScenarioRun(load_scenario(path), run_dir, strict_crash_points=False).run().summary
         events = read_events(run_dir / "events.jsonl")
+        audit = list(read_audit(run_dir / "audit.jsonl"))
     where = f"\n--- scenario (save as a .yaml file to replay) ---\n{text}"
     assert s["invariant_violations"] == [], f"{s['invariant_violations']}{where}"
     assert D(s["positions"].get(SYM, "0")) == D((s["exchange_positions"] or {}).get(SYM, "0")), where
+    # An exit is what the runtime decided as one (a plan's order, an order the
+    # gate judged reducing, a reduce-only signal): read from the audit trail,
+    # not from the flag the exchange saw, so an exit sent without it counts too.
+    exits = {r["client_order_id"] for r in audit
+             if r.get("kind") == "risk_decision" and r.get("approved")
+             and (r.get("risk_reducing") or (r.get("inputs") or {}).get("purpose") == "stop"
+                  or (r.get("inputs") or {}).get("reduce_only"))}
     reduce_only: set[str] = set()
     working: set[str] = set()
     pos = entered = exited = D(0)
@@ -148,7 +157,7 @@ def check_exits(text: str) -> None:
             signed = qty if ev["side"] == "buy" else -qty
             if D(str(ev.get("leaves_qty", "1"))) == 0:
                 working.discard(coid)
-            if coid in reduce_only:
+            if coid in exits or coid in reduce_only:
                 assert pos != 0 and (signed > 0) != (pos > 0) and qty <= abs(pos), (
                     f"exit {coid} of {qty} {ev['side']} against a position of {pos}{where}")
                 exited += qty
@@ -157,7 +166,7 @@ def check_exits(text: str) -> None:
             pos += signed
     assert exited <= entered, f"exits {exited} exceed entries {entered}{where}"
     if pos == 0:
-        left = sorted(c for c in working if c in reduce_only)
+        left = sorted(c for c in working if c in exits or c in reduce_only)
         assert not left, f"flat, yet exit orders still work at the exchange: {left}{where}"
 
 
@@ -165,8 +174,31 @@ PROPERTY = dict(deadline=None, derandomize=True, database=None, print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
+def _q(at: str, bid: str) -> dict:
+    return {"at": at, "quote": {"symbol": SYM, "bid": bid, "ask": str(D(bid) + TICK)}}
+
+
+#: Explicit examples, so the default run always has the races: both resting
+#: exits crossed in one gap while their cancels wait, and the strategy's exit
+#: meeting the stop's fill at the exchange.
+BOTH_IN_ONE_GAP = [
+    _q("0ms", "100.0"), {"at": "0ms", "exchange": {"cancel_ack_delay_ms": 3000}},
+    {"at": "500ms", "signal": {"symbol": SYM, "side": "buy", "qty": "10", "stop_loss": "95",
+                               "take_profit": "105"}},
+    _q("4000ms", "90.0"), _q("7000ms", "106.0"), {"at": "40000ms", "end": True}]
+EXIT_MEETS_STOP = [
+    _q("0ms", "100.0"),
+    {"at": "500ms", "signal": {"symbol": SYM, "side": "sell", "qty": "8", "stop_loss": "105",
+                               "trailing_stop": {"distance": "1"}}},
+    _q("3000ms", "105.1"),
+    {"at": "3000ms", "signal": {"symbol": SYM, "side": "buy", "qty": "8", "reduce_only": True}},
+    {"at": "40000ms", "end": True}]
+
+
 @settings(max_examples=15, **PROPERTY)
 @given(timeline=timelines(max_steps=12), seed=st.integers(0, 3))
+@example(timeline=BOTH_IN_ONE_GAP, seed=0)
+@example(timeline=EXIT_MEETS_STOP, seed=0)
 def test_exits_never_exceed_the_position(timeline: list[dict], seed: int) -> None:
     check_exits(scenario_yaml(timeline, seed))
 
