@@ -378,8 +378,9 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
             # One-cancels-other: nothing left to protect, so no resting order may stay.
             st.phase = CANCELLING
             self._audit(st, "oco_cancel", exited=st.exited, released=st.released)
-        if st.phase == PROTECTING:
-            for kind, price in ((LIMIT, st.stop_price), (TAKE_PROFIT, st.take_profit)):
+        if st.phase in (PROTECTING, TRIGGERED):
+            sized = ((LIMIT, st.stop_price), (TAKE_PROFIT, st.take_profit))
+            for kind, price in sized if st.phase == PROTECTING else sized[1:]:
                 if price is None:
                     continue
                 live = st.live(kind) + (st.live(MARKET) if kind == LIMIT else ZERO)
@@ -390,11 +391,13 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
                     self._cancel(st, (kind,), "resize")
                 elif live < open_qty and not st.retry_wait:
                     self._send(st, kind, open_qty - live)
-        elif st.phase == TRIGGERED:
+        if st.phase == TRIGGERED:
+            # the triggered SL-limit is working: never cancelled before the
+            # fallback, only topped up for protection added since
             gap = open_qty - st.live(LIMIT) - st.live(MARKET)
             if gap > 0 and not st.retry_wait and st.stop_price is not None:
                 self._send(st, LIMIT, gap)
-        else:  # CANCELLING: cancel every resting order, then wait until none can fill
+        elif st.phase == CANCELLING:  # CANCELLING: cancel every resting order, then wait until none can fill
             self._cancel(st, RESTING, "cancelling")
             if st.resting_live() > 0:  # confirmation or final fill report not in yet: wait
                 return

@@ -366,3 +366,21 @@ def test_exit_plan_settings_are_validated_naming_the_key() -> None:
         load_config(overrides={"stops": {"per_symbol": {SYM: {"stop_price": "1"}}}})
     with pytest.raises(ConfigError, match=r"stops\.trailing_interval_s"):
         load_config(overrides={"stops": {"trailing_interval_s": -1}})
+
+
+def test_a_partial_stop_fill_resizes_the_take_profit(tmp_path) -> None:
+    with VirtualRuntime(tmp_path / "run", exchange={"latency_ms": 5, "cancel_ack_delay_ms": 500},
+                        config=CALM) as vr:
+        _enter(vr, stop_loss="95", take_profit="105")
+        vr.at(2)
+        vr.quote(SYM, "94.0", "94.1")  # through the stop and its bound: the SL-limit rests
+        vr.at(2.5)
+        [sl] = vr.orders(order_type="stop_limit")
+        vr.fault(fill_resting={"client_order_id": sl["client_order_id"], "qty": "4"})
+        vr.at(3.5)
+        assert [o["qty"] for o in vr.orders(order_type="limit")] == ["10", "6"]
+        [canceled] = vr.events("order_canceled")
+        assert vr.orders(order_type="limit")[1]["seq"] > canceled["seq"]
+        vr.at(20)
+        assert vr.exchange_position(SYM) == 0 and vr.filled_qty(side="sell") == D(10)
+        assert vr.info("stops")["stop_exits"] == {"limit": 0, "market_fallback": 1}
