@@ -84,6 +84,8 @@ class ActorCell:
         self.mailbox = Mailbox(name, conflate=conflate, activity=activity)
         self.state = EXITED
         self.kind = "?"
+        #: pooled or threaded, fixed by the first instance (runtime.actor.EXECUTIONS)
+        self.execution = "?"
         self.incarnation = 0
         self.restarts = 0
         self.failures = 0

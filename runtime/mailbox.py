@@ -11,6 +11,13 @@ its waiting messages stay here and the restarted instance reads them in
 order. That is how "messages for an actor that is restarting are held, not
 dropped" is implemented.
 
+A mailbox serves one of two kinds of actor. A *threaded* actor's own
+thread blocks in :meth:`Mailbox.get`, woken through the ``SimpleQueue``. A
+*pooled* actor has no thread: the mailbox is attached to a
+:class:`~runtime.dispatcher.Dispatcher` and a ``put`` schedules the mailbox
+on the dispatcher's run queue (at most once: the ``scheduled`` flag is
+Akka's mailbox status), where a worker thread gives the actor a turn.
+
 Conflation (market data only): when a conflatable message arrives while an
 older one with the same key is still waiting, the waiting one is replaced in
 place, so the queue holds at most one entry per key and the consumer sees the
@@ -39,6 +46,17 @@ class _Slot:
         self.msg = msg
 
 
+class _Empty:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "EMPTY"
+
+
+#: what :meth:`Mailbox.take` returns when nothing is waiting
+EMPTY = _Empty()
+
+
 class StopNow:
     """Control item put at the front of a mailbox: stop before the next message."""
 
@@ -59,6 +77,7 @@ class Mailbox:
     __slots__ = (
         "name", "conflate", "_items", "_wake", "_slots", "_conflate_lock", "_activity",
         "processed", "high_water", "handling_s", "max_handling_s", "conflated", "busy",
+        "dispatcher", "_runner", "_scheduled", "_sched_lock", "slow_handlers", "slowest",
         "__weakref__",
     )
 
@@ -77,6 +96,14 @@ class Mailbox:
         self.handling_s = 0.0
         self.max_handling_s = 0.0
         self.conflated = 0
+        #: the dispatcher of a pooled actor (None: threaded)
+        self.dispatcher: Any = None
+        self._runner: Any = None
+        self._scheduled = False
+        self._sched_lock = threading.Lock()
+        #: pooled handlers that ran past the dispatcher's bound, and the slowest seen
+        self.slow_handlers = 0
+        self.slowest: tuple[float, str] | None = None
 
     # -- producer side --------------------------------------------------------
 
@@ -93,7 +120,10 @@ class Mailbox:
                 return
         self._items.append((_monotonic(), item))
         next(self._activity)
-        self._wake.put(None)
+        if self.dispatcher is None:
+            self._wake.put(None)
+        else:
+            self._notify()
 
     def _put_conflated(self, msg: Any, key: Any) -> None:
         with self._conflate_lock:
@@ -107,13 +137,86 @@ class Mailbox:
             self._slots[key] = slot
             self._items.append((_monotonic(), slot))
         next(self._activity)
-        self._wake.put(None)
+        if self.dispatcher is None:
+            self._wake.put(None)
+        else:
+            self._notify()
 
     def put_front(self, item: Any) -> None:
         """Put a control item ahead of everything waiting (used to stop now)."""
         self._items.appendleft((_monotonic(), item))
         next(self._activity)
-        self._wake.put(None)
+        if self.dispatcher is None:
+            self._wake.put(None)
+        else:
+            self._notify()
+
+    # -- pooled actors --------------------------------------------------------
+
+    def use_dispatcher(self, dispatcher: Any) -> None:
+        """Serve a pooled actor from now on (set once, before its first instance)."""
+        self.dispatcher = dispatcher
+
+    def attach(self, runner: Any) -> None:
+        """A pooled instance starts reading this mailbox: give it its first turn
+        (its ``on_start`` runs there, then the messages that waited for it)."""
+        with self._sched_lock:
+            self._runner = runner
+            if self._scheduled:
+                return  # a turn is ending; it sees the new runner and requeues
+            self._scheduled = True
+        self.dispatcher.schedule(self)
+
+    def detach(self, runner: Any) -> None:
+        """The pooled instance ``runner`` ended; messages wait for the next one."""
+        with self._sched_lock:
+            if self._runner is runner:
+                self._runner = None
+
+    def _notify(self) -> None:
+        with self._sched_lock:
+            if self._scheduled or self._runner is None:
+                return
+            self._scheduled = True
+        self.dispatcher.schedule(self)
+
+    def run_turn(self, throughput: int) -> None:
+        """Dispatcher worker only: let the attached instance handle up to
+        ``throughput`` messages, then requeue this mailbox if mail is left.
+        The ``scheduled`` flag stays raised from the schedule to the end of the
+        turn, so no two workers ever hold one actor's turn at once."""
+        runner = self._runner
+        if runner is not None:
+            runner.pooled_turn(throughput)
+        with self._sched_lock:
+            runner = self._runner
+            if runner is None or not (self._items or runner.wants_turn()):
+                self._scheduled = False
+                return
+        self.dispatcher.schedule(self)
+
+    def take(self) -> Any:
+        """Pooled consumer: the next item, or :data:`EMPTY` (never blocks).
+        ``busy`` is raised before the item leaves the queue, as in :meth:`get`."""
+        self.busy = True
+        depth = len(self._items)
+        try:
+            _, item = self._items.popleft()
+        except IndexError:
+            self.busy = False
+            return EMPTY
+        if depth > self.high_water:
+            self.high_water = depth
+        if type(item) is _Slot:
+            with self._conflate_lock:
+                del self._slots[item.key]
+                return item.msg
+        return item
+
+    def record_slow(self, seconds: float, what: str) -> None:
+        self.slow_handlers += 1
+        if self.slowest is None or seconds > self.slowest[0]:
+            self.slowest = (seconds, what)
 
     # -- consumer side --------------------------------------------------------
 
@@ -200,10 +303,11 @@ class Mailbox:
                 _, item = self._items.popleft()
             except IndexError:
                 break
-            try:
-                self._wake.get_nowait()
-            except Exception:  # noqa: BLE001 - tokens and items may be out of step mid-put
-                pass
+            if self.dispatcher is None:
+                try:
+                    self._wake.get_nowait()
+                except Exception:  # noqa: BLE001 - tokens and items may be out of step mid-put
+                    pass
             if type(item) is _Slot:
                 with self._conflate_lock:
                     self._slots.pop(item.key, None)
@@ -222,4 +326,8 @@ class Mailbox:
             "handling_ms_max": round(1000 * self.max_handling_s, 4),
             "conflated": self.conflated,
             "conflate": self.conflate,
+            "slow_handlers": self.slow_handlers,
+            "slowest_handler": (None if self.slowest is None else
+                                {"ms": round(1000 * self.slowest[0], 3),
+                                 "message": self.slowest[1]}),
         }

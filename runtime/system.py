@@ -17,10 +17,11 @@ import pykka
 from loguru import logger
 from pykka._envelope import Envelope
 
-from runtime.actor import current_actor_name
+from runtime.actor import EXECUTIONS, POOLED, current_actor_name
 from runtime.clock import Clock, LiveClock, VirtualClock
 from runtime.context import ActorContext
 from runtime.directory import RUNNING, STOPPED, ActorCell, DeadLetters, Directory
+from runtime.dispatcher import Dispatcher
 from runtime.executor import SharedExecutor
 from runtime.signals import ChildExited, GracefulStop
 from runtime.supervisor import SupervisorSpec
@@ -59,7 +60,8 @@ class Address:
 class ActorSystem:
     def __init__(self, *, clock: Clock | None = None, executor_workers: int = 2,
                  name: str = "tradewarden", seed: int = 0,
-                 services: dict[str, Any] | None = None) -> None:
+                 services: dict[str, Any] | None = None, dispatcher_threads: int = 1,
+                 throughput: int = 64, slow_handler_s: float = 0.05) -> None:
         self.name = name
         self.clock = clock or LiveClock()
         self.seed = seed
@@ -70,6 +72,9 @@ class ActorSystem:
         self._idle = threading.Event()
         self.timers = TimerService(self.clock, self.tell)
         self.executor = SharedExecutor(self, executor_workers)
+        #: where pooled actors run (threads start with the system)
+        self.dispatcher = Dispatcher("default", threads=dispatcher_threads,
+                                     throughput=throughput, slow_handler_s=slow_handler_s)
         self.root: str | None = None
         self.halted = False
         self.halt_reason: str | None = None
@@ -87,9 +92,10 @@ class ActorSystem:
             raise RuntimeError("actor system already started")
         self._started = True
         self.root = root.name
+        self.dispatcher.start()
         self.timers.start()
         cell = self.new_cell(root.name, supervisor=None, conflate=False)
-        self.spawn(cell, root.actor, root.args, root.kwargs)
+        self.spawn(cell, root.actor, root.args, root.kwargs, execution=root.execution)
         if not cell.started.wait(timeout):
             raise TimeoutError(f"root supervisor {root.name} did not start within {timeout}s")
         logger.info("actor system {} started: {} actors", self.name, len(self.directory.names()))
@@ -109,6 +115,7 @@ class ActorSystem:
                 logger.error("root supervisor did not stop within {}s", timeout)
         self.timers.stop()
         self.executor.shutdown()
+        self.dispatcher.shutdown()
         left = 0
         for cell in self.directory.cells():
             if cell.state == RUNNING:
@@ -141,8 +148,19 @@ class ActorSystem:
         return self.directory.add(cell)
 
     def spawn(self, cell: ActorCell, factory: Callable[..., Any], args: tuple,
-              kwargs: dict) -> None:
-        """Start a new instance of ``factory`` in ``cell`` (called by supervisors)."""
+              kwargs: dict, *, execution: str | None = None) -> None:
+        """Start a new instance of ``factory`` in ``cell`` (called by supervisors).
+
+        ``execution`` (pooled or threaded) defaults to the actor class's own;
+        it is fixed for the cell by its first instance."""
+        if cell.incarnation == 0:
+            chosen = execution or getattr(factory, "execution", POOLED)
+            if chosen not in EXECUTIONS:
+                raise ValueError(f"actor {cell.name}: execution must be one of {EXECUTIONS}, "
+                                 f"got {chosen!r}")
+            cell.execution = chosen
+            if chosen == POOLED:
+                cell.mailbox.use_dispatcher(self.dispatcher)
         cell.incarnation += 1
         cell.started.clear()
         cell.exited.clear()

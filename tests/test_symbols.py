@@ -174,12 +174,15 @@ def test_features_run_on_the_shared_executor_and_threads_do_not_grow_per_symbol(
                     h.system.tell(symbol_actor_name(s), quote(s, str(100 + i % 7), i))
                 h.settle()
             new = [t for t in threading.enumerate() if t not in before and t.is_alive()]
-            running = [c.name for c in h.system.directory.cells() if c.running]
+            threaded = [c.name for c in h.system.directory.cells()
+                        if c.running and c.execution == "threaded"]
             infos = [h.cell(symbol_actor_name(s)).info for s in symbols]
             return {
                 "executor": [t.name for t in new if t.name.startswith("tw-exec")],
-                "actors": sorted(t.name for t in new if not t.name.startswith("tw-exec")),
-                "expected": sorted(f"tw-{name}" for name in running),
+                "dispatcher": [t.name for t in new if t.name.startswith("tw-dispatch")],
+                "actors": sorted(t.name for t in new
+                                 if not t.name.startswith(("tw-exec", "tw-dispatch"))),
+                "expected": sorted(f"tw-{name}" for name in threaded),
                 "submitted": h.system.executor.submitted,
                 "computations": sum(i["computations"] for i in infos),
             }
@@ -188,10 +191,11 @@ def test_features_run_on_the_shared_executor_and_threads_do_not_grow_per_symbol(
 
     one, twenty = measure(1), measure(20)
     for m in (one, twenty):
-        assert m["actors"] == m["expected"]        # one thread per long-lived actor ...
+        assert m["actors"] == m["expected"]        # one thread per threaded actor ...
+        assert len(m["dispatcher"]) == 1           # ... the dispatcher's one worker ...
         assert 1 <= len(m["executor"]) <= 2        # ... plus the one bounded executor
         assert m["submitted"] == m["computations"]  # every feature computation went there
-    assert len(twenty["actors"]) == len(one["actors"]) + 19
+    assert twenty["actors"] == one["actors"]       # symbol actors are pooled: no thread each
     assert twenty["submitted"] >= 20 * 30 // 2
 
 
