@@ -51,6 +51,12 @@ class PersistenceConfig(Section):
 class RuntimeConfig(Section):
     #: the one shared CPU executor (feature engineering, margin grid)
     executor_workers: PosInt = Field(default=2, le=64)
+    #: worker threads of the dispatcher that runs every pooled actor (DESIGN section 2)
+    dispatcher_threads: PosInt = Field(default=1, le=64)
+    #: messages a pooled actor may handle per turn before the next actor gets one
+    throughput: PosInt = Field(default=64, le=100_000)
+    #: a pooled handler running longer than this is counted and logged (it stalls others)
+    slow_handler_ms: PosFloat = Field(default=50.0, le=60_000)
     supervisor: SupervisorConfig = SupervisorConfig()
     restart_backoff: RestartBackoff = RestartBackoff()
     persistence: PersistenceConfig = PersistenceConfig()

@@ -127,6 +127,9 @@ class Runtime:
                               app_version=app_version(), config_hash=spec.config_hash)
         system = self.system = ActorSystem(
             clock=spec.clock, executor_workers=cfg.runtime.executor_workers, seed=spec.seed,
+            dispatcher_threads=cfg.runtime.dispatcher_threads,
+            throughput=cfg.runtime.throughput,
+            slow_handler_s=cfg.runtime.slow_handler_ms / 1000.0,
             name=f"tradewarden-{spec.run_id}",
             services={"store": self.store, "audit": self.audit, "run_dir": spec.run_dir})
         system.services["ids"] = IdAllocator.via_actor(system.tell, "client_order_id",
