@@ -174,6 +174,11 @@ class Mailbox:
                 self._runner = None
 
     def _notify(self) -> None:
+        # Fast path without the lock: a raised flag means a turn is queued or
+        # running, and a turn re-checks the queue after lowering the flag (see
+        # run_turn), so an item appended before this read cannot be stranded.
+        if self._scheduled:
+            return
         with self._sched_lock:
             if self._scheduled or self._runner is None:
                 return
@@ -190,10 +195,13 @@ class Mailbox:
             runner.pooled_turn(throughput)
         with self._sched_lock:
             runner = self._runner
-            if runner is None or not (self._items or runner.wants_turn()):
+            requeue = runner is not None and bool(self._items or runner.wants_turn())
+            if not requeue:
                 self._scheduled = False
-                return
-        self.dispatcher.schedule(self)
+        if requeue:
+            self.dispatcher.schedule(self)
+        elif self._items:
+            self._notify()  # an item put while the flag was still up
 
     def take(self) -> Any:
         """Pooled consumer: the next item, or :data:`EMPTY` (never blocks).
