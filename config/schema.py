@@ -186,6 +186,9 @@ class StrategyConfig(Section):
     name: Ident = "demo"
     #: strategy-specific; the strategy validates its own parameters
     params: dict[str, Any] = {}
+    #: features computed inline in the symbol actor (cheap ones), or on the shared
+    #: executor (heavy feature sets and models)
+    features: Literal["inline", "executor"] = "inline"
 
 
 class DemoGroupsConfig(Section):

@@ -242,7 +242,8 @@ class Runtime:
             symbols_supervisor([s for s in spec.symbols if s not in self.demo_symbols],
                                cfg.strategy.name, cfg.strategy.params,
                                account=self.account, intensity=sup.intensity,
-                               period_s=sup.period_s, quiet_symbols=self.demo_symbols),
+                               period_s=sup.period_s, quiet_symbols=self.demo_symbols,
+                               features_on=cfg.strategy.features),
         ]
         if spec.market is not None:
             from actors.market_feed import MarketFeed

@@ -166,7 +166,8 @@ def test_features_run_on_the_shared_executor_and_threads_do_not_grow_per_symbol(
                 t.join(5)
         before = set(threading.enumerate())
         symbols = [f"S{i:02d}" for i in range(n)]
-        h = VirtualHarness(coordinator_spec(), symbols_supervisor(symbols, "demo", {}),
+        h = VirtualHarness(coordinator_spec(),
+                           symbols_supervisor(symbols, "demo", {}, features_on="executor"),
                            executor_workers=2).start()
         try:
             for i in range(30):
@@ -222,7 +223,7 @@ def test_ticks_during_a_computation_are_buffered_and_the_next_one_uses_the_lates
         harness_factory):
     h = harness_factory(coordinator_spec(),
                         ChildSpec("symbol-BTC", BlockableSymbol, args=("BTC", "demo"),
-                                  conflate=True),
+                                  kwargs={"features_on": "executor"}, conflate=True),
                         executor_workers=1)
     hold, busy = threading.Event(), threading.Event()
     h.system.executor.submit(lambda: (busy.set(), hold.wait(10)))  # occupy the only worker
@@ -238,6 +239,25 @@ def test_ticks_during_a_computation_are_buffered_and_the_next_one_uses_the_lates
     assert actor.info["computations"] == 2       # one catch-up computation, not nine
     assert actor.features.n_quotes == 10
     assert actor.features.mid == pytest.approx(109.01)
+
+
+def test_inline_features_need_no_executor_and_signal_in_the_same_handler(harness_factory):
+    """The default: features and strategy run inside the quote's own handler, so
+    a tick costs no executor round trip (two thread hand-offs) before its signal."""
+    h = harness_factory(coordinator_spec(),
+                        ChildSpec("symbol-BTC", SymbolActor, args=("BTC", "demo"), conflate=True))
+    for i in range(40):
+        h.tell("symbol-BTC", quote("BTC", str(100 + (i % 3)), i))
+    info = h.actor("symbol-BTC").info
+    assert info["computations"] == info["ticks"] == 40
+    assert info["coalesced"] == 0 and info["feature_errors"] == 0
+    assert h.system.executor.submitted == 0
+    assert h.actor("symbol-BTC").features.n_quotes == 40
+
+
+def test_features_on_is_validated():
+    with pytest.raises(ValueError, match="features_on must be one of"):
+        symbols_supervisor(["A"], "demo", {}, features_on="gpu")
 
 
 def test_bad_input_is_rejected_counted_and_never_crashes_the_actor(harness_factory):
