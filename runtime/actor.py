@@ -198,7 +198,7 @@ class Actor(pykka.ThreadingActor):
                 self._stop_instance(item.reason)
             else:
                 self.on_receive(item)
-            if not mailbox._items and not stopped.is_set():
+            if not (mailbox._items or mailbox._market) and not stopped.is_set():
                 self.on_idle()
         except Exception as exc:  # noqa: BLE001 - recorded and supervised
             self._crash(exc, item, during="handler")

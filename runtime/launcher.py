@@ -214,7 +214,7 @@ class Runtime:
                                       kwargs={"events_path": spec.run_dir / "events.jsonl",
                                               "auto_connect": False}))
         children += [
-            ChildSpec("gateway", Gateway,
+            ChildSpec("gateway", Gateway, market_lane=True,
                       kwargs={"adapter_factory": self._adapter_factory(),
                               "quote_listeners": ("stops",), "connect_on_start": False,
                               "watchdog_timeout_s": gw.watchdog.timeout_s}),
@@ -224,7 +224,7 @@ class Runtime:
             ChildSpec("reconciler", Reconciler,
                       kwargs={"poll_s": cfg.reconciler.poll_s, "accounts": (self.account,),
                               "round_timeout_s": cfg.reconciler.startup_timeout_s}),
-            ChildSpec("coordinator", Coordinator, conflate=True,
+            ChildSpec("coordinator", Coordinator, conflate=True, market_lane=True,
                       kwargs={"limits": Limits.from_config(cfg.risk,
                                                            account_equity=cfg.exchange.starting_cash),
                               "symbols": list(spec.symbols), "venue": cfg.exchange.venue,
@@ -235,7 +235,7 @@ class Runtime:
                          intensity=sup.intensity, period_s=sup.period_s),
             # rules 7 and 8: both order only through the coordinator
             ChildSpec("hedger", Hedger, kwargs={"debounce_ms": cfg.hedger.debounce_ms}),
-            ChildSpec("stops", StopLossManager, conflate=True,
+            ChildSpec("stops", StopLossManager, conflate=True, market_lane=True,
                       kwargs={"slippage_bps": cfg.stops.slippage_bps,
                               "fallback_after_s": cfg.stops.fallback_after_s,
                               "cancel_wait_alert_s": cfg.stops.cancel_wait_alert_s}),

@@ -18,6 +18,14 @@ thread blocks in :meth:`Mailbox.get`, woken through the ``SimpleQueue``. A
 on the dispatcher's run queue (at most once: the ``scheduled`` flag is
 Akka's mailbox status), where a worker thread gives the actor a turn.
 
+The market lane (``market_lane=True``, for actors on the order path that
+also read market data: coordinator, stops, gateway): messages whose type is
+``market_data`` (quotes, bars) wait in a second queue, and the actor takes
+from it only when nothing else waits. An order, fill, ack or control message
+is therefore never queued behind a burst of market data. Each lane keeps its
+own order; a market-data message may be overtaken by a later order message
+(never the other way round), which is the point.
+
 Conflation (market data only): when a conflatable message arrives while an
 older one with the same key is still waiting, the waiting one is replaced in
 place, so the queue holds at most one entry per key and the consumer sees the
@@ -75,17 +83,22 @@ class Mailbox:
     """
 
     __slots__ = (
-        "name", "conflate", "_items", "_wake", "_slots", "_conflate_lock", "_activity",
+        "name", "conflate", "market_lane", "_market", "_sorting", "_items", "_wake", "_slots",
+        "_conflate_lock", "_activity",
         "processed", "high_water", "handling_s", "max_handling_s", "conflated", "busy",
         "dispatcher", "_runner", "_scheduled", "_sched_lock", "slow_handlers", "slowest",
         "__weakref__",
     )
 
-    def __init__(self, name: str, *, conflate: bool = False,
+    def __init__(self, name: str, *, conflate: bool = False, market_lane: bool = False,
                  activity: itertools.count | None = None) -> None:
         self.name = name
         self.conflate = conflate
+        self.market_lane = market_lane
+        self._sorting = conflate or market_lane  # put must look at the message's type
         self._items: deque = deque()
+        #: the market lane (always a deque, empty unless ``market_lane``)
+        self._market: deque = deque()
         self._wake: SimpleQueue = SimpleQueue()
         self._slots: dict[Any, _Slot] = {}
         self._conflate_lock = threading.Lock()
@@ -109,23 +122,27 @@ class Mailbox:
 
     def put(self, item: Any) -> None:
         """Enqueue a message (or a pykka envelope). Thread-safe, never blocks."""
-        if self.conflate and getattr(item, "conflatable", False):
-            try:
-                key = item.conflation_key()
-                hash(key)
-            except Exception:  # noqa: BLE001 - malformed (e.g. a list for a symbol)
-                key = None  # queued as is: the receiver's handler rejects it, not the sender
-            if key is not None:
-                self._put_conflated(item, key)
-                return
-        self._items.append((_monotonic(), item))
+        lane = self._items
+        if self._sorting:
+            if self.market_lane and getattr(item, "market_data", False):
+                lane = self._market
+            if self.conflate and getattr(item, "conflatable", False):
+                try:
+                    key = item.conflation_key()
+                    hash(key)
+                except Exception:  # noqa: BLE001 - malformed (e.g. a list for a symbol)
+                    key = None  # queued as is: the receiver's handler rejects it, not the sender
+                if key is not None:
+                    self._put_conflated(item, key, lane)
+                    return
+        lane.append((_monotonic(), item))
         next(self._activity)
         if self.dispatcher is None:
             self._wake.put(None)
         else:
             self._notify()
 
-    def _put_conflated(self, msg: Any, key: Any) -> None:
+    def _put_conflated(self, msg: Any, key: Any, lane: deque) -> None:
         with self._conflate_lock:
             slot = self._slots.get(key)
             if slot is not None:
@@ -135,7 +152,7 @@ class Mailbox:
                 return
             slot = _Slot(key, msg)
             self._slots[key] = slot
-            self._items.append((_monotonic(), slot))
+            lane.append((_monotonic(), slot))
         next(self._activity)
         if self.dispatcher is None:
             self._wake.put(None)
@@ -195,24 +212,34 @@ class Mailbox:
             runner.pooled_turn(throughput)
         with self._sched_lock:
             runner = self._runner
-            requeue = runner is not None and bool(self._items or runner.wants_turn())
+            requeue = runner is not None and bool(self._items or self._market
+                                                   or runner.wants_turn())
             if not requeue:
                 self._scheduled = False
         if requeue:
             self.dispatcher.schedule(self)
-        elif self._items:
+        elif self._items or self._market:
             self._notify()  # an item put while the flag was still up
 
     def take(self) -> Any:
         """Pooled consumer: the next item, or :data:`EMPTY` (never blocks).
         ``busy`` is raised before the item leaves the queue, as in :meth:`get`."""
         self.busy = True
-        depth = len(self._items)
+        item = self._pop()
+        if item is EMPTY:
+            self.busy = False
+        return item
+
+    def _pop(self) -> Any:
+        """The next item (the main lane first, then the market lane), or EMPTY."""
+        depth = len(self._items) + len(self._market)
         try:
             _, item = self._items.popleft()
         except IndexError:
-            self.busy = False
-            return EMPTY
+            try:
+                _, item = self._market.popleft()
+            except IndexError:
+                return EMPTY
         if depth > self.high_water:
             self.high_water = depth
         if type(item) is _Slot:
@@ -238,25 +265,16 @@ class Mailbox:
         while True:
             self._wake.get()
             self.busy = True
-            depth = len(self._items)
-            try:
-                _, item = self._items.popleft()
-                break
-            except IndexError:  # a stray wake-up left by drain(); nothing to take
-                self.busy = False
-        if depth > self.high_water:
-            self.high_water = depth
-        if type(item) is _Slot:
-            with self._conflate_lock:
-                del self._slots[item.key]
-                return item.msg
-        return item
+            item = self._pop()
+            if item is not EMPTY:
+                return item
+            self.busy = False  # a stray wake-up left by drain(); nothing to take
 
     def wait_for_item(self, timeout: float) -> bool:
         """Consumer thread only: block up to ``timeout`` seconds until something
         is waiting; True if it is. Takes nothing: the wake-up token is put back
         for the next ``get``. (For a group commit that lingers for company.)"""
-        if self._items:
+        if self._items or self._market:
             return True
         try:
             self._wake.get(timeout=timeout)
@@ -279,28 +297,34 @@ class Mailbox:
     # -- observers (any thread) -----------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._items) + len(self._market)
 
     @property
     def depth(self) -> int:
-        return len(self._items)
+        return len(self._items) + len(self._market)
 
     def oldest_age_s(self) -> float:
-        try:
-            enqueued_at, _ = self._items[0]
-        except IndexError:
-            return 0.0
-        return max(0.0, _monotonic() - enqueued_at)
+        oldest = None
+        for lane in (self._items, self._market):
+            try:
+                enqueued_at, _ = lane[0]
+            except IndexError:
+                continue
+            if oldest is None or enqueued_at < oldest:
+                oldest = enqueued_at
+        return 0.0 if oldest is None else max(0.0, _monotonic() - oldest)
 
     def peek(self, n: int) -> list[Any]:
-        """The first ``n`` waiting messages, oldest first (a best-effort copy)."""
+        """The first ``n`` waiting messages in the order they will be taken
+        (a best-effort copy)."""
         out: list[Any] = []
-        for i in range(max(0, n)):
-            try:
-                _, item = self._items[i]
-            except IndexError:
-                break
-            out.append(item.msg if type(item) is _Slot else item)
+        for lane in (self._items, self._market):
+            for i in range(max(0, n - len(out))):
+                try:
+                    _, item = lane[i]
+                except IndexError:
+                    break
+                out.append(item.msg if type(item) is _Slot else item)
         return out
 
     def drain(self) -> list[Any]:
@@ -310,7 +334,10 @@ class Mailbox:
             try:
                 _, item = self._items.popleft()
             except IndexError:
-                break
+                try:
+                    _, item = self._market.popleft()
+                except IndexError:
+                    break
             if self.dispatcher is None:
                 try:
                     self._wake.get_nowait()
@@ -326,7 +353,7 @@ class Mailbox:
     def figures(self) -> dict[str, Any]:
         processed = self.processed
         return {
-            "depth": len(self._items),
+            "depth": len(self._items) + len(self._market),
             "high_water": self.high_water,
             "processed": processed,
             "oldest_age_s": round(self.oldest_age_s(), 6),
@@ -334,6 +361,7 @@ class Mailbox:
             "handling_ms_max": round(1000 * self.max_handling_s, 4),
             "conflated": self.conflated,
             "conflate": self.conflate,
+            "market_lane": self.market_lane,
             "slow_handlers": self.slow_handlers,
             "slowest_handler": (None if self.slowest is None else
                                 {"ms": round(1000 * self.slowest[0], 3),

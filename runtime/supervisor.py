@@ -53,6 +53,8 @@ class ChildSpec:
     conflate: bool = False
     #: pooled or threaded; None: the actor class's own ``execution``
     execution: str | None = None
+    #: market data waits behind every other message (runtime.mailbox)
+    market_lane: bool = False
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
@@ -223,7 +225,8 @@ class Supervisor(Actor):
         system = self.ctx.system
         cell = system.directory.get(child.name)
         if cell is None or cell.state == STOPPED:
-            cell = system.new_cell(child.name, supervisor=self.ctx.name, conflate=child.conflate)
+            cell = system.new_cell(child.name, supervisor=self.ctx.name, conflate=child.conflate,
+                                   market_lane=getattr(child, "market_lane", False))
         system.spawn(cell, child.actor, child.args, child.kwargs,
                      execution=getattr(child, "execution", None))
         if not cell.started.wait(timeout=child.shutdown_s):

@@ -142,9 +142,10 @@ class ActorSystem:
 
     # -- cells ------------------------------------------------------------------
 
-    def new_cell(self, name: str, *, supervisor: str | None, conflate: bool) -> ActorCell:
+    def new_cell(self, name: str, *, supervisor: str | None, conflate: bool,
+                 market_lane: bool = False) -> ActorCell:
         cell = ActorCell(self, name, supervisor=supervisor, conflate=conflate,
-                         activity=self._activity)
+                         activity=self._activity, market_lane=market_lane)
         return self.directory.add(cell)
 
     def spawn(self, cell: ActorCell, factory: Callable[..., Any], args: tuple,
@@ -269,7 +270,7 @@ class ActorSystem:
         for cell in self.directory.cells():
             if cell.state == RUNNING and cell.name != ignore:
                 mb = cell.mailbox
-                if mb.busy or mb._items:
+                if mb.busy or mb._items or mb._market:
                     return False
         if self.executor.in_flight:
             return False
