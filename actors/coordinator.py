@@ -35,6 +35,7 @@ from messages.orders import (CancelConfirmed, CancelOrder, OrderAcked, OrderFill
 from messages.persistence import Ack, Durable, Flush, Put, StoreDb
 from actors.kill_switch import KillSwitchKeeper
 from runtime import Actor, handles
+from runtime.dispatcher import managed_blocking
 from trading.book import InFlight, PositionBook
 from trading.gate import GateState, Intent, MarketView, decide
 from trading.limits import CircuitBreaker, Limits, RateLimiter
@@ -113,7 +114,8 @@ class Coordinator(KillSwitchKeeper, Actor):
         if not self.ctx.tell(self.persistence, Flush(ack=done)):
             return  # nobody to ask (persistence stopped): nothing can be queued there
         try:
-            done.result(timeout=self.flush_timeout_s)
+            with managed_blocking():  # the other pooled actors run on meanwhile
+                done.result(timeout=self.flush_timeout_s)
         except Exception as exc:  # noqa: BLE001 - timeout or a failed commit: rebuild anyway
             self.log.warning("persistence did not confirm the start-up flush ({!r}); "
                              "rebuilding from what is on disk", exc)

@@ -240,3 +240,46 @@ def test_dispatcher_validates_its_settings_and_stops_its_workers():
     assert len(names) == 3
     d.shutdown()
     assert not any(t.name.startswith("tw-dispatch-t-") for t in threading.enumerate())
+
+
+@dataclass(frozen=True)
+class ReserveIds:
+    counter: str
+    n: int
+    fut: object
+
+
+class Reserver(Actor):
+    """Hands out id blocks, like persistence, but pooled: on the same worker."""
+
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx)
+        self.next = 0
+
+    @handles(ReserveIds)
+    def on_reserve(self, m: ReserveIds) -> None:
+        start, self.next = self.next, self.next + m.n
+        m.fut.set_result((start, self.next))
+
+
+class Spender(Actor):
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx)
+        from runtime.id_allocator import IdAllocator
+
+        self.ids = IdAllocator(lambda c, n, fut: ctx.tell("reserver", ReserveIds(c, n, fut)),
+                               "coid", block=2, low_water=0)
+        self.got: list[str] = []
+
+    @handles(int)
+    def on_spend(self, n: int) -> None:
+        for _ in range(n):
+            self.got.append(self.ids.next(timeout=2.0))
+
+
+def test_waiting_for_ids_inside_a_pooled_handler_does_not_stall_the_dispatcher(harness_factory):
+    """The coordinator's rare wait for a fresh id block is managed: with one
+    worker, the actor that answers the reservation still gets to run."""
+    h = harness_factory(ChildSpec("reserver", Reserver), ChildSpec("spender", Spender))
+    h.tell("spender", 5)
+    assert h.actor("spender").got == ["0", "1", "2", "3", "4"]
