@@ -65,7 +65,9 @@ def handles(*message_types: type) -> Callable[[Callable], Callable]:
 
 POOLED = "pooled"
 THREADED = "threaded"
-EXECUTIONS = (POOLED, THREADED)
+#: in another process (runtime.remote): its cell and mailbox stay here
+REMOTE = "remote"
+EXECUTIONS = (POOLED, THREADED, REMOTE)
 
 
 class Actor(pykka.ThreadingActor):
@@ -213,44 +215,59 @@ class Actor(pykka.ThreadingActor):
     # -- pooled: turns on a dispatcher --------------------------------------------
 
     def wants_turn(self) -> bool:
-        """True while this pooled instance still has to start (its on_start)."""
+        """True while this pooled instance has work besides its mail (to start)."""
         return not self._began and not self._finished
 
+    def takes_mail(self) -> bool:
+        """Whether a turn would take mail now (a remote proxy waiting for an
+        answer does not: its mail waits, and conflates, in the mailbox)."""
+        return True
+
     def pooled_turn(self, throughput: int) -> None:
-        """Dispatcher worker only: start if new, then handle up to ``throughput``
-        messages (the mailbox makes sure no two turns of one actor overlap)."""
+        """Dispatcher worker only: start if new, then work through up to
+        ``throughput`` messages (the mailbox makes sure no two turns of one
+        actor overlap)."""
         if self._finished:
             return
         cell = self._cell
-        mailbox = cell.mailbox
         _current.name = cell.name
         try:
             if not self._began:
-                self._began = True
-                mailbox.busy = True  # starting counts as busy for quiescence
-                try:
-                    self.on_start()
-                except Exception as exc:  # noqa: BLE001 - recorded and supervised
-                    self._crash(exc, None, during="on_start")
-                    self._announce_exit()
-                finally:
-                    cell.started.set()
-                    mailbox.done()
-            stopped = self.actor_stopped
-            bound = mailbox.dispatcher.slow_handler_s
-            for _ in range(throughput):
-                if stopped.is_set():
-                    break
-                item = mailbox.take()
-                if item is EMPTY:
-                    break
-                took = self._handle_item(item, mailbox)
-                if took > bound:
-                    mailbox.dispatcher.report_slow(cell.name, _what(item), took, mailbox)
-            if stopped.is_set():
+                self._begin_pooled()
+            if not self.actor_stopped.is_set():
+                self._pooled_work(throughput)
+            if self.actor_stopped.is_set():
                 self._finish_pooled()
         finally:
             _current.name = None
+
+    def _begin_pooled(self) -> None:
+        self._began = True
+        cell = self._cell
+        mailbox = cell.mailbox
+        mailbox.busy = True  # starting counts as busy for quiescence
+        try:
+            self.on_start()
+        except Exception as exc:  # noqa: BLE001 - recorded and supervised
+            self._crash(exc, None, during="on_start")
+            self._announce_exit()
+        finally:
+            cell.started.set()
+            mailbox.done()
+
+    def _pooled_work(self, throughput: int) -> None:
+        mailbox = self._cell.mailbox
+        stopped = self.actor_stopped
+        bound = mailbox.dispatcher.slow_handler_s
+        for _ in range(throughput):
+            if stopped.is_set():
+                break
+            item = mailbox.take()
+            if item is EMPTY:
+                break
+            took = self._handle_item(item, mailbox)
+            if took > bound:
+                mailbox.dispatcher.report_slow(self._cell.name, _what(item), took, mailbox)
 
     def _finish_pooled(self) -> None:
         if self._finished:

@@ -212,14 +212,19 @@ class Mailbox:
             runner.pooled_turn(throughput)
         with self._sched_lock:
             runner = self._runner
-            requeue = runner is not None and bool(self._items or self._market
-                                                   or runner.wants_turn())
+            requeue = runner is not None and (
+                bool(self._items or self._market) and runner.takes_mail() or runner.wants_turn())
             if not requeue:
                 self._scheduled = False
         if requeue:
             self.dispatcher.schedule(self)
-        elif self._items or self._market:
+        elif runner is not None and (self._items or self._market) and runner.takes_mail():
             self._notify()  # an item put while the flag was still up
+
+    def kick(self) -> None:
+        """Give the attached pooled instance a turn though no mail came (it has
+        work of its own: a remote answer to deliver)."""
+        self._notify()
 
     def take(self) -> Any:
         """Pooled consumer: the next item, or :data:`EMPTY` (never blocks).

@@ -17,7 +17,7 @@ import pykka
 from loguru import logger
 from pykka._envelope import Envelope
 
-from runtime.actor import EXECUTIONS, POOLED, current_actor_name
+from runtime.actor import EXECUTIONS, POOLED, REMOTE, THREADED, current_actor_name
 from runtime.clock import Clock, LiveClock, VirtualClock
 from runtime.context import ActorContext
 from runtime.directory import RUNNING, STOPPED, ActorCell, DeadLetters, Directory
@@ -61,7 +61,8 @@ class ActorSystem:
     def __init__(self, *, clock: Clock | None = None, executor_workers: int = 2,
                  name: str = "tradewarden", seed: int = 0,
                  services: dict[str, Any] | None = None, dispatcher_threads: int = 1,
-                 throughput: int = 64, slow_handler_s: float = 0.05) -> None:
+                 throughput: int = 64, slow_handler_s: float = 0.05,
+                 placement: Any = None) -> None:
         self.name = name
         self.clock = clock or LiveClock()
         self.seed = seed
@@ -75,11 +76,17 @@ class ActorSystem:
         #: where pooled actors run (threads start with the system)
         self.dispatcher = Dispatcher("default", threads=dispatcher_threads,
                                      throughput=throughput, slow_handler_s=slow_handler_s)
+        #: where remote actors are hosted (runtime.remote.Placement); None: nowhere
+        self.placement = placement
         self.root: str | None = None
         self.halted = False
         self.halt_reason: str | None = None
         self._halt_hooks: list[Callable[[str], None]] = []
         self._root_done = threading.Event()
+        #: work out of every mailbox that will come back as a message or a turn
+        #: (a remote actor's batch): the system is not quiescent while it is out
+        self._outstanding = 0
+        self._outstanding_lock = threading.Lock()
         self.restart_counts: Counter = Counter()
         self.failure_counts: Counter = Counter()
         self._started = False
@@ -90,6 +97,7 @@ class ActorSystem:
     def start(self, root: SupervisorSpec, *, timeout: float = 30.0) -> ActorSystem:
         if self._started:
             raise RuntimeError("actor system already started")
+        self._check_placement(root)
         self._started = True
         self.root = root.name
         self.dispatcher.start()
@@ -102,6 +110,15 @@ class ActorSystem:
         if self.clock.is_virtual:
             self.wait_quiescent(timeout)
         return self
+
+    def _check_placement(self, spec: Any) -> None:
+        """A remote child without a placement is bad configuration: say so
+        before anything starts, not as a crash-looping child."""
+        if getattr(spec, "execution", None) == REMOTE and self.placement is None:
+            raise ValueError(f"actor {spec.name}: execution 'remote' needs a placement "
+                             "(ActorSystem(placement=...); run --ray)")
+        for child in getattr(spec, "children", ()):
+            self._check_placement(child)
 
     def shutdown(self, timeout: float = 30.0) -> None:
         """Stop every actor in reverse start order, then timers and executor."""
@@ -116,6 +133,8 @@ class ActorSystem:
         self.timers.stop()
         self.executor.shutdown()
         self.dispatcher.shutdown()
+        if self.placement is not None:
+            self.placement.close()
         left = 0
         for cell in self.directory.cells():
             if cell.state == RUNNING:
@@ -159,9 +178,18 @@ class ActorSystem:
             if chosen not in EXECUTIONS:
                 raise ValueError(f"actor {cell.name}: execution must be one of {EXECUTIONS}, "
                                  f"got {chosen!r}")
+            if chosen == REMOTE and self.placement is None:
+                raise ValueError(f"actor {cell.name}: execution 'remote' needs a placement "
+                                 "(ActorSystem(placement=...), run --ray)")
             cell.execution = chosen
-            if chosen == POOLED:
+            if chosen != THREADED:
                 cell.mailbox.use_dispatcher(self.dispatcher)
+        kind = getattr(factory, "__name__", str(factory))
+        if cell.execution == REMOTE:  # the local stand-in ships the mail to the far side
+            from runtime.remote import RemoteProxy
+
+            args, kwargs = (self.placement, factory, tuple(args), dict(kwargs)), {}
+            factory = RemoteProxy
         cell.incarnation += 1
         cell.started.clear()
         cell.exited.clear()
@@ -170,7 +198,7 @@ class ActorSystem:
         try:
             actor = factory(ctx, *args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - a constructor failure is a crash too
-            cell.kind = getattr(factory, "__name__", str(factory))
+            cell.kind = kind
             cell.record_failure(exc, None, "__init__")
             logger.opt(exception=exc).error("could not construct actor {}", cell.name)
             cell.actor = None
@@ -183,7 +211,7 @@ class ActorSystem:
             else:
                 self.tell(cell.supervisor, note)
             return
-        cell.kind = type(actor).__name__
+        cell.kind = kind
         cell.actor = actor
         pykka.ActorRegistry.register(actor.actor_ref)
         actor._start_actor_loop()
@@ -259,6 +287,14 @@ class ActorSystem:
 
     # -- quiescence and virtual time --------------------------------------------
 
+    def outstanding_add(self, n: int) -> None:
+        """Count work that left every mailbox but will come back (see is_quiescent)."""
+        with self._outstanding_lock:
+            self._outstanding += n
+        next(self._activity)
+        if n < 0:
+            self.poke()
+
     def poke(self) -> None:
         self._idle.set()
 
@@ -272,7 +308,7 @@ class ActorSystem:
                 mb = cell.mailbox
                 if mb.busy or mb._items or mb._market:
                     return False
-        if self.executor.in_flight:
+        if self.executor.in_flight or self._outstanding:
             return False
         return next(self._activity) == before + 1
 
