@@ -34,8 +34,10 @@ from messages.orders import (CancelConfirmed, CancelOrder, OrderAcked, OrderFill
                              OrderRequest, Signal)
 from messages.persistence import Ack, Durable, Flush, Put, StoreDb
 from actors.kill_switch import KillSwitchKeeper
+from actors.symbol import symbol_of_actor
 from runtime import Actor, handles
 from runtime.dispatcher import managed_blocking
+from runtime.signals import RemoteDown, RemoteUp
 from trading.book import InFlight, PositionBook
 from trading.gate import GateState, Intent, MarketView, decide
 from trading.limits import CircuitBreaker, Limits, RateLimiter
@@ -318,6 +320,31 @@ class Coordinator(KillSwitchKeeper, Actor):
         if self.book.positions:
             self.pnl.mark_symbol(q.symbol)
             self._check_daily_loss()
+
+    @handles(RemoteDown)
+    def on_remote_down(self, note: RemoteDown) -> None:
+        """A symbol actor's remote host is lost: no risk-increasing order for its
+        symbol until it is back (its market figures and strategy are gone)."""
+        symbol = symbol_of_actor(note.name)
+        if symbol is None:
+            return
+        self.state.symbols_down.add(symbol)
+        self.log.warning("symbol actor {} is down ({}): {} fails closed until it is back",
+                         note.name, note.reason, symbol)
+        self.audit.record(kind="symbol_actor_down", reason=note.reason,
+                          ts=self.ctx.clock.now(), inputs={"symbol": symbol, "actor": note.name})
+        self._publish()
+
+    @handles(RemoteUp)
+    def on_remote_up(self, note: RemoteUp) -> None:
+        symbol = symbol_of_actor(note.name)
+        if symbol is None or symbol not in self.state.symbols_down:
+            return
+        self.state.symbols_down.discard(symbol)
+        self.log.info("symbol actor {} is back: {} trades again", note.name, symbol)
+        self.audit.record(kind="symbol_actor_up", reason="restarted",
+                          ts=self.ctx.clock.now(), inputs={"symbol": symbol, "actor": note.name})
+        self._publish()
 
     @handles(MarketStats)
     def on_stats(self, s: MarketStats) -> None:

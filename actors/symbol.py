@@ -79,6 +79,11 @@ def symbol_actor_name(symbol: str) -> str:
     return f"symbol-{symbol}"
 
 
+def symbol_of_actor(name: str) -> str | None:
+    """The symbol of a ``symbol-<SYM>`` actor name (None for any other name)."""
+    return name[len("symbol-"):] if name.startswith("symbol-") else None
+
+
 def _finite(x: Any) -> float:
     """A Decimal/int/float as a float, or NaN for anything else or non-finite."""
     try:
@@ -410,7 +415,8 @@ def symbols_supervisor(symbols: Iterable[str], strategy_name: str = "demo",
                        name: str = "symbols", intensity: int = 5,
                        period_s: float = 60.0,
                        quiet_symbols: Iterable[str] = (),
-                       features_on: str = "inline") -> SupervisorSpec:
+                       features_on: str = "inline",
+                       execution: str | None = None) -> SupervisorSpec:
     """The ``symbols`` supervisor: one conflating ``symbol-<SYM>`` child per symbol.
 
     The strategy name and parameters are checked here, so a typo fails when
@@ -424,6 +430,8 @@ def symbols_supervisor(symbols: Iterable[str], strategy_name: str = "demo",
     FeatureParams(**(feature_params or {}))
     if features_on not in FEATURES_ON:
         raise ValueError(f"features_on must be one of {FEATURES_ON}, got {features_on!r}")
+    if execution == "remote":
+        features_on = "inline"  # a remote actor's own process computes; it has no executor
     plan = [(s, strategy_name, dict(params or {})) for s in symbols]
     plan += [(s, "none", {}) for s in quiet_symbols if s not in symbols]
     children = [
@@ -431,7 +439,7 @@ def symbols_supervisor(symbols: Iterable[str], strategy_name: str = "demo",
                   kwargs={"strategy_params": p, "stats_every": stats_every,
                           "feature_params": dict(feature_params or {}), "account": account,
                           "features_on": features_on},
-                  conflate=True)
+                  conflate=True, execution=execution)
         for s, strat, p in plan
     ]
     logger.debug("symbols supervisor: {} symbols, strategy {}", len(children), strategy_name)

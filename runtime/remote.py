@@ -50,6 +50,7 @@ from messages.base import Message
 from messages.codec import decode, encode
 from runtime.actor import Actor
 from runtime.mailbox import EMPTY
+from runtime.signals import RemoteDown, RemoteUp
 
 #: frames sent to a host in one call, at most
 BATCH_MAX = 256
@@ -344,6 +345,7 @@ class RemoteProxy(Actor):
         self._reply_ready = False
         self.batches = 0
         self.frames_out = 0
+        self._announced_up = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -447,6 +449,9 @@ class RemoteProxy(Actor):
             for delay, frame, target, interval in answer["timers"]:
                 self.ctx.schedule(delay, decode(frame), target=target, interval_s=interval)
             self._publish(answer["info"])
+            if not self._announced_up:
+                self._announced_up = True
+                self._tell_watchers(RemoteUp(self.ctx.name, self._host.node if self._host else None))
             if answer["error"] is not None:
                 done = answer["done"]
                 system.dead_letters.record(self.ctx.name, batch[done],
@@ -458,7 +463,14 @@ class RemoteProxy(Actor):
             self.ctx.system.outstanding_add(-1)
 
     def on_failure(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._tell_watchers(RemoteDown(self.ctx.name, f"{exc_type.__name__}: {exc}"))
         self.on_stop()  # a crashed proxy's host is not reused: the restart starts a new one
+
+    def _tell_watchers(self, note: Any) -> None:
+        """Who must know while this actor is away (the coordinator fails closed
+        for its symbol): ``ActorSystem.placement_watchers``."""
+        for name in self.ctx.system.placement_watchers:
+            self.ctx.tell(name, note)
 
     def _requeue(self, items: list[Any]) -> None:
         mailbox = self._cell.mailbox

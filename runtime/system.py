@@ -76,8 +76,11 @@ class ActorSystem:
         #: where pooled actors run (threads start with the system)
         self.dispatcher = Dispatcher("default", threads=dispatcher_threads,
                                      throughput=throughput, slow_handler_s=slow_handler_s)
-        #: where remote actors are hosted (runtime.remote.Placement); None: nowhere
+        #: where remote actors are hosted (runtime.remote.Placement; its creator
+        #: closes it, so one placement can serve a runtime's successive lives)
         self.placement = placement
+        #: actors told RemoteDown / RemoteUp about remote actors (runtime.remote)
+        self.placement_watchers: tuple[str, ...] = ()
         self.root: str | None = None
         self.halted = False
         self.halt_reason: str | None = None
@@ -133,8 +136,6 @@ class ActorSystem:
         self.timers.stop()
         self.executor.shutdown()
         self.dispatcher.shutdown()
-        if self.placement is not None:
-            self.placement.close()
         left = 0
         for cell in self.directory.cells():
             if cell.state == RUNNING:
