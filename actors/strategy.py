@@ -97,6 +97,8 @@ class Strategy:
     name: ClassVar[str] = "base"
     #: quotes needed before ``on_data`` is first called
     warmup: int = 1
+    #: one line for ``run --help`` (default: the docstring's first line)
+    summary: ClassVar[str] = ""
 
     def on_data(self, market: MarketHistory, features: Features) -> Iterable[SignalIntent]:
         raise NotImplementedError
@@ -117,6 +119,7 @@ class DemoStrategy(Strategy):
     """
 
     name: ClassVar[str] = "demo"
+    summary: ClassVar[str] = "mean reversion on the z-score of the mid price (the default)"
 
     def __init__(self, entry_z: float = 1.5, stop_pct: float = 0.005, max_qty: int = 5,
                  cooldown_s: float = 2.0, warmup: int = 60) -> None:
@@ -160,6 +163,7 @@ class NoStrategy(Strategy):
     for runs that only want the market data path (``strategy.name: none``)."""
 
     name: ClassVar[str] = "none"
+    summary: ClassVar[str] = "emits nothing (scenarios: signals come from the timeline only)"
 
     def on_data(self, market: MarketHistory, features: Features) -> list[SignalIntent]:
         return []
@@ -195,6 +199,19 @@ def register_strategy(cls: type[Strategy]) -> type[Strategy]:
 
 def strategy_names() -> list[str]:
     return sorted(_STRATEGIES)
+
+
+def strategy_summaries() -> list[tuple[str, str]]:
+    """(name, first docstring line) of every registered strategy; an alias says so."""
+    out = []
+    for name in strategy_names():
+        cls = _STRATEGIES[name]
+        doc = (cls.__doc__ or "").strip().splitlines()
+        line = cls.summary or (doc[0].rstrip(".") if doc else cls.__name__)
+        if cls.name != name:
+            line = f"the same as {cls.name}"
+        out.append((name, line))
+    return out
 
 
 def strategy_by_name(name: str, params: dict[str, Any] | None = None) -> Strategy:

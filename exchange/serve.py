@@ -30,7 +30,8 @@ def sim_config(config_path: str | Path | None = None) -> SimConfig:
     return SimConfig.from_dict(load_config(config_path).exchange.sim_settings())
 
 
-def main(*, port: int = 8766, out: str | Path = "runs/exchange", symbols: str | None = None,
+def main(*, port: int = 8766, out: str | Path = "runs/exchange",
+         symbols: str | list[str] | None = None,
          seed: int = 0, host: str = "127.0.0.1", config_path: str | Path | None = None) -> int:
     from config import ConfigError
 
@@ -39,13 +40,23 @@ def main(*, port: int = 8766, out: str | Path = "runs/exchange", symbols: str | 
     except (ConfigError, ValueError) as exc:
         print(f"tradewarden exchange: configuration error\n{exc}", file=sys.stderr)
         return 2
-    names = [s.strip() for s in symbols.split(",") if s.strip()] if symbols else list(DEFAULT_SYMBOLS)
+    if isinstance(symbols, str):
+        symbols = [s.strip() for s in symbols.split(",") if s.strip()]
+    names = list(symbols) if symbols else list(DEFAULT_SYMBOLS)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     server = ExchangeServer(host=host, port=port, out_dir=out_dir, config=settings,
                             feed=RandomWalkFeed(names, seed=seed))
+    try:
+        server.start()
+    except OSError as exc:  # the port is taken, or the host is not ours
+        server.stop()
+        server.engine.stop()
+        print(f"tradewarden exchange: cannot listen on {host}:{port}: {exc.strerror or exc} "
+              "(another exchange running? pick another --port, or 0 for a free one)",
+              file=sys.stderr)
+        return 2
     stop = StopRequest().install()
-    server.start()
     print(f"simulated exchange on {server.url} quoting {', '.join(names)} "
           f"(latency {settings.latency_ms:g} ms, fees {settings.maker_fee_bps}/"
           f"{settings.taker_fee_bps} bps, {settings.quote_currency}); "
