@@ -78,6 +78,9 @@ class Coordinator(KillSwitchKeeper, Actor):
         self.rejected: Counter = Counter()
         self.blocked: deque = deque(maxlen=20)  # the latest, as introspection shows them
         self.kill_reason: str | None = None
+        #: when this process saw the kill switch engage (None: not engaged, or engaged
+        #: before a process restart, which the store does not date)
+        self.kill_since: Any = None
         #: resubmitted after a resync (client order id -> when); a duplicate-id
         #: refusal of one of these means the broker had it and ended it
         self.resubmitted: dict[str, Any] = {}
@@ -403,6 +406,7 @@ class Coordinator(KillSwitchKeeper, Actor):
         self.ctx.cell.info = {
             "trading_state": self.state.trading_state,
             "kill_reason": self.kill_reason,
+            "kill_since": self.kill_since.isoformat() if self.kill_since is not None else None,
             "recovering": self.state.recovering,
             "breaker": self.state.breaker.state,
             "breaker_open_total": self.state.breaker.open_count,

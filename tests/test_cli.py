@@ -210,3 +210,30 @@ def test_audit_json_into_a_closed_pipe_is_quiet(tmp_path: Path) -> None:
                           shell=True, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.stdout.count("\n") == 1 and json.loads(proc.stdout)["seq"] == 1
     assert "BrokenPipeError" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+# -- the kill switch in the summary ---------------------------------------------------------
+
+
+def test_summary_tells_each_kill_switch_trip_and_its_release(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from runtime.scenario_runner import run_scenario
+    from runtime.summary import print_summary
+
+    s = run_scenario(ROOT / "tests" / "scenarios" / "kill_switch_survives_crash.yaml",
+                     tmp_path).summary
+    ks = s["kill_switch"]
+    assert ks["state"] == "ACTIVE" and ks["trips"] == 1
+    assert ks["history"] == [{"engaged_at": "2026-01-05T14:30:00.500000+00:00",
+                              "reason": "manual: operator", "released_because": "operator",
+                              "released_at": "2026-01-05T14:30:05+00:00"}]
+    console = Console(record=True, width=200)
+    print_summary(s, "t", console)
+    text = console.export_text()
+    assert ("kill switch   │ tripped 1x: at 2026-01-05T14:30:00.500000+00:00 (manual: operator), "
+            "released at 2026-01-05T14:30:05+00:00") in text
+    quiet = run_scenario(ROOT / "tests" / "scenarios" / "rate_limit_burst.yaml", tmp_path).summary
+    console = Console(record=True, width=200)
+    print_summary(quiet, "t", console)
+    assert "kill switch   │ never tripped" in console.export_text()

@@ -227,20 +227,51 @@ def test_stop_leaves_no_thread(harness_factory) -> None:
 # -- /healthz ---------------------------------------------------------------------------------
 
 
-def test_healthz_reports_trading_state_connectivity_and_reconciliation(vr) -> None:
+def test_readyz_reports_trading_state_connectivity_and_reconciliation(vr) -> None:
+    """Readiness (DESIGN section 8): 503 while halted, disconnected or reconciling;
+    liveness stays 200 meanwhile, since restarting the process would cure none of it."""
     with ControlServer(vr.rt) as control:
-        status, body = get(control.url + "/healthz")
+        status, body = get(control.url + "/readyz")
         h = json.loads(body)
         assert status == 200, h
         assert h["ok"] and h["trading_state"] == "ACTIVE"
         assert h["connectivity"]["connected"] is True
         assert h["reconciliation"]["last_reconciled"]
         vr.tell("coordinator", KillSwitch(True, "operator test", vr.clock.now()))
-        status, body = get(control.url + "/healthz")
+        status, body = get(control.url + "/readyz")
         h = json.loads(body)
+        live_status, live = get(control.url + "/healthz")
     assert status == 503
     assert not h["ok"] and h["trading_state"] == "HALTED"
     assert any("HALTED" in r for r in h["reasons"])
+    assert live_status == 200 and json.loads(live) == {"live": True, "state": "supervising"}
+
+
+def test_readyz_is_503_while_the_stream_is_down(vr) -> None:
+    with ControlServer(vr.rt) as control:
+        vr.fault(drop_stream=True)
+        status, body = get(control.url + "/readyz")
+        assert get(control.url + "/healthz")[0] == 200
+    h = json.loads(body)
+    assert status == 503 and any("stream" in r for r in h["reasons"]), h
+
+
+def test_healthz_is_503_once_the_root_supervisor_gave_up(harness_factory) -> None:
+    from tests.rt_helpers import Boom, Recorder
+
+    h = harness_factory(ChildSpec("w", Recorder, kwargs={"journal": None}),
+                        intensity=1, period_s=60)
+    with ControlServer(h) as control:
+        assert get(control.url + "/healthz")[0] == 200
+        for _ in range(2):  # the second crash within 60 s exceeds the root's intensity
+            h.tell("w", Boom())
+            h.advance(10)
+        assert h.system.halted
+        status, body = get(control.url + "/healthz")
+        ready = get(control.url + "/readyz")[0]
+    live = json.loads(body)
+    assert status == 503 and live["live"] is False and "restart intensity" in live["reason"]
+    assert ready == 503
 
 
 def test_unknown_route_and_bad_peek(harness_factory) -> None:
@@ -328,6 +359,22 @@ def test_inspect_shows_every_actor(vr, capsys) -> None:
     for name in names:
         assert name in text
     assert "dead letters" in text
+    assert "trading: ACTIVE" in text and "kill switch: off" in text
+
+
+def test_inspect_shows_the_kill_switch_state_reason_and_since(vr) -> None:
+    from rich.console import Console
+
+    from runtime.inspect_cli import main as inspect_main
+
+    engaged_at = vr.clock.now()
+    vr.tell("coordinator", KillSwitch(True, "fat finger", engaged_at))
+    with ControlServer(vr.rt) as control:
+        console = Console(record=True, width=220)
+        assert inspect_main(f"{control.host}:{control.port}", console=console) == 0
+    text = console.export_text()
+    assert "trading: HALTED" in text
+    assert f"kill switch: ENGAGED since {engaged_at.isoformat()}: manual: fat finger" in text
 
 
 def test_run_serves_control_and_keeps_the_canary_secret(tmp_path) -> None:
