@@ -76,6 +76,9 @@ class Coordinator(KillSwitchKeeper, Actor):
         #: (a broker snapshot older than that is not trusted for the key)
         self.last_activity: dict[tuple, Any] = {}
         self.rejected: Counter = Counter()
+        #: symbol -> orders sent / fills booked (the metrics' per-symbol series)
+        self.submitted_by_symbol: Counter = Counter()
+        self.fills_by_symbol: Counter = Counter()
         self.blocked: deque = deque(maxlen=20)  # the latest, as introspection shows them
         self.kill_reason: str | None = None
         #: when this process saw the kill switch engage (None: not engaged, or engaged
@@ -209,6 +212,7 @@ class Coordinator(KillSwitchKeeper, Actor):
         if crash is not None and crash("after_intent", order.client_order_id):
             return
         self.counts["submitted"] += 1
+        self.submitted_by_symbol[order.symbol] += 1
         self.last_activity[(order.account, self.venue, order.symbol)] = self.ctx.clock.now()
         self.ctx.tell(self.gateway, SubmitOrder(order))
         if crash is not None and crash("after_submit", order.client_order_id):
@@ -274,6 +278,7 @@ class Coordinator(KillSwitchKeeper, Actor):
             self.counts["duplicate_fills"] += 1
             return
         self.counts["fills"] += 1
+        self.fills_by_symbol[ev.symbol] += 1
         self.last_activity[key] = self.ctx.clock.now()
         self.counts["filled" if ev.leaves_qty == 0 else "partially_filled"] += 1
         self._set_status(ev.client_order_id, "filled" if ev.leaves_qty == 0 else "partially_filled")
@@ -420,4 +425,9 @@ class Coordinator(KillSwitchKeeper, Actor):
                     "unrealized": str(self.pnl.unrealized_total)},
             "orders_by_status": {k: v for k, v in self.status_counts.items() if v},
             "max_daily_loss": str(self.limits.max_daily_loss),
+            # per symbol, as plain dict copies (cheap: this runs after every burst)
+            "by_symbol": {"submitted": dict(self.submitted_by_symbol),
+                          "fills": dict(self.fills_by_symbol),
+                          "realized": dict(self.pnl.realized_by_symbol),
+                          "unrealized": dict(self.pnl.unrealized_by_symbol)},
         }
