@@ -238,8 +238,9 @@ def line_chart(series: Mapping[str, list[tuple[float, float]]], *, y_label: str,
                        f'><title>{_e(name)}: {_e(_fmt(y))} at {_e(_fmt(x))}s</title></circle>')
         out.append(f'<line x1="{W - MR + 8}" x2="{W - MR + 28}" y1="{legend_y - 4}" '
                    f'y2="{legend_y - 4}" stroke="{color}" stroke-width="3"{dash_attr}/>')
-        out.append(f'<text x="{W - MR + 34}" y="{legend_y}" font-size="11">'
-                   f'{_e(str(name)[:40])}</text>')
+        label = str(name) if len(str(name)) <= 38 else str(name)[:37] + "…"
+        out.append(f'<text x="{W - MR + 34}" y="{legend_y}" font-size="11">{_e(label)}'
+                   + (f'<title>{_e(name)}</title>' if label != str(name) else "") + '</text>')
         legend_y += 16
     if shaded:
         out.append(f'<rect x="{W - MR + 8}" y="{legend_y - 10}" width="20" height="10" '
