@@ -17,13 +17,14 @@ def _bench(args: argparse.Namespace) -> int:
     return bench_main(quick=args.quick, out=args.out)
 
 
-def _check_strategy(cfg: object) -> None:
+def _check_strategy(cfg: object) -> object:
     """The configured strategy exists and takes its parameters (ValueError naming the
-    known ones otherwise): checked before a run directory is made."""
+    known ones otherwise): checked before a run directory is made. Returns an
+    instance, whose ``warmup`` the banner reports."""
     from actors.strategy import strategy_by_name
 
     strategy = cfg.strategy  # type: ignore[attr-defined]
-    strategy_by_name(strategy.name, strategy.params)
+    return strategy_by_name(strategy.name, strategy.params)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -68,7 +69,7 @@ def _exchange(args: argparse.Namespace) -> int:
     from exchange.serve import main as exchange_main
 
     return exchange_main(port=args.port, out=args.out, symbols=args.symbols, seed=args.seed,
-                         config_path=args.config)
+                         config_path=args.config, tick_ms=args.tick_ms)
 
 
 def _kill_switch(args: argparse.Namespace) -> int:
@@ -132,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--symbols", metavar="A,B,...", type=parse_symbols,
                    help="symbols its own market feed quotes (default: BTCUSDT, ETHUSDT, ...)")
     p.add_argument("--seed", type=int, default=0, help="market feed seed")
+    p.add_argument("--tick-ms", type=float, default=100.0, metavar="MS",
+                   help="one quote per symbol this often (default 100, like run's own market; "
+                        "a strategy's warmup counts these quotes)")
     p.add_argument("--config", metavar="FILE", help="YAML config on top of config/default.yaml "
                                                     "(its exchange section: latency, fees...)")
     p.set_defaults(func=_exchange)

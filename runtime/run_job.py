@@ -87,9 +87,10 @@ def refuse_reuse(out: Path) -> str | None:
     return None
 
 
-def run(args: Any, preflight: Callable[[Any], None] | None = None) -> int:
+def run(args: Any, preflight: Callable[[Any], Any] | None = None) -> int:
     """``preflight(cfg)`` raises ValueError for a config the runtime cannot start
-    with (e.g. an unknown strategy), before anything is written."""
+    with (e.g. an unknown strategy), before anything is written; what it returns
+    (the strategy) may say how many quotes it needs before its first signal."""
     from runtime.control import ControlError
 
     from runtime import resume as resuming
@@ -112,9 +113,10 @@ def run(args: Any, preflight: Callable[[Any], None] | None = None) -> int:
     except (ConfigError, ControlError) as exc:
         print(f"tradewarden run: configuration error\n{exc}", file=sys.stderr)
         return 2
+    warmup = None
     if preflight is not None:
         try:
-            preflight(cfg)
+            warmup = getattr(preflight(cfg), "warmup", None)
         except ValueError as exc:
             print(f"tradewarden run: {exc}", file=sys.stderr)
             return 2
@@ -138,12 +140,13 @@ def run(args: Any, preflight: Callable[[Any], None] | None = None) -> int:
                           f"{cfg.exchange.url} before trading")
         return _run(cfg, run_dir, run_id, clock, started, console,
                     control_explicit=bool(getattr(args, "control", None)),
-                    first_started=resume.started_at if resume is not None else None)
+                    first_started=resume.started_at if resume is not None else None,
+                    warmup=warmup)
 
 
 def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: datetime,
          console: Console, control_explicit: bool = False,
-         first_started: str | None = None) -> int:
+         first_started: str | None = None, warmup: int | None = None) -> int:
     from exchange.synthetic import SyntheticMarket
 
     symbols, demo_groups = demo_plan(cfg)  # the demo pair trades symbols of its own
@@ -167,6 +170,8 @@ def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: dateti
     if demo_groups is not None:
         for line in drill_banner(demo_groups):
             console.print(line)
+    if isinstance(warmup, int) and warmup > 1:
+        console.print(warmup_note(cfg, warmup))
     rt = Runtime(spec)
     control = _bind_control(rt, cfg, console, control_explicit)
     if control is False:
@@ -220,6 +225,18 @@ def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: dateti
     for v in bad:
         logger.error("invariant violated: {}", v["detail"])
     return 1 if bad else 0
+
+
+def warmup_note(cfg: Any, warmup: int) -> str:
+    """Why the first seconds show no signal: the strategy counts quotes first."""
+    if cfg.exchange.url is None:
+        secs = warmup * cfg.market.tick_interval_ms / 1000
+        pace = f"about {secs:g}s at this market's {cfg.market.tick_interval_ms:g} ms ticks"
+    else:
+        pace = (f"about {warmup * 0.1:g}s at `main.py exchange`'s default 100 ms ticks "
+                f"(its --tick-ms sets the pace)")
+    return (f"strategy {cfg.strategy.name}: no signal before {warmup} quotes per symbol "
+            f"(its warmup): {pace}")
 
 
 #: what each drill shows, for the banner (actors.demo_groups carries them out)

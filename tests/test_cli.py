@@ -237,3 +237,18 @@ def test_summary_tells_each_kill_switch_trip_and_its_release(tmp_path: Path) -> 
     console = Console(record=True, width=200)
     print_summary(quiet, "t", console)
     assert "kill switch   │ never tripped" in console.export_text()
+
+
+def test_the_banner_says_why_the_first_seconds_have_no_signal() -> None:
+    from config import load_config
+    from runtime.run_job import warmup_note
+
+    embedded = warmup_note(load_config(), 60)
+    assert "no signal before 60 quotes per symbol" in embedded and "about 6s" in embedded
+    ws = warmup_note(load_config(overrides={"exchange": {"url": "ws://127.0.0.1:9"}}), 60)
+    assert "--tick-ms" in ws and "about 6s" in ws
+
+
+def test_exchange_tick_ms_must_be_positive(tmp_path: Path) -> None:
+    proc = _cli("exchange", "--port", "0", "--tick-ms", "0", "--out", str(tmp_path / "ex"))
+    assert proc.returncode == 2 and "--tick-ms must be more than 0" in proc.stderr
