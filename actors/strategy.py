@@ -214,11 +214,36 @@ def strategy_summaries() -> list[tuple[str, str]]:
     return out
 
 
+def _import_strategy(spec: str) -> type[Strategy] | None:
+    """``package.module.ClassName``: a user's strategy, imported from the Python path
+    (the config is trusted operator input, like a plugin list). None if ``spec``
+    is not dotted; a ValueError naming what failed otherwise."""
+    module, _, attr = spec.rpartition(".")
+    if not module or not attr:
+        return None
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        raise ValueError(f"strategy {spec!r}: cannot import {module} ({exc}); is its directory "
+                         f"on PYTHONPATH?") from None
+    cls = getattr(mod, attr, None)
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)) or cls is Strategy:
+        raise ValueError(f"strategy {spec!r}: {module}.{attr} is not a Strategy subclass")
+    _STRATEGIES.setdefault(spec, cls)
+    return cls
+
+
 def strategy_by_name(name: str, params: dict[str, Any] | None = None) -> Strategy:
-    """A fresh strategy instance; a bad name or parameter is a ValueError naming it."""
-    cls = _STRATEGIES.get(name)
+    """A fresh strategy instance; a bad name or parameter is a ValueError naming it.
+
+    ``name`` is a registered name (the built-ins, or one a user module registered
+    with :func:`register_strategy`) or ``package.module.ClassName`` (imported)."""
+    cls = _STRATEGIES.get(name) or _import_strategy(name)
     if cls is None:
-        raise ValueError(f"unknown strategy {name!r}; known: {', '.join(strategy_names())}")
+        raise ValueError(f"unknown strategy {name!r}; known: {', '.join(strategy_names())} "
+                         "(or package.module.ClassName of your own)")
     params = dict(params or {})
     try:
         return cls(**params)

@@ -252,3 +252,37 @@ def test_the_banner_says_why_the_first_seconds_have_no_signal() -> None:
 def test_exchange_tick_ms_must_be_positive(tmp_path: Path) -> None:
     proc = _cli("exchange", "--port", "0", "--tick-ms", "0", "--out", str(tmp_path / "ex"))
     assert proc.returncode == 2 and "--tick-ms must be more than 0" in proc.stderr
+
+
+# -- your own strategy (docs/strategies.md) -------------------------------------------------
+
+
+def _doc_example() -> str:
+    text = (ROOT / "docs" / "strategies.md").read_text(encoding="utf-8")
+    return next(block for block in text.split("```python\n")[1:]
+                if "register_strategy" in block and "class Breakout" in block).split("```")[0]
+
+
+def test_the_strategy_guide_example_runs_by_its_module_path(tmp_path: Path) -> None:
+    """The guide's example, as written, trades in a real run: imported by
+    package.module.ClassName, its parameters validated before anything starts."""
+    (tmp_path / "my_strategies.py").write_text(_doc_example(), encoding="utf-8")
+    cfg = tmp_path / "fast.yaml"
+    cfg.write_text("market: {tick_interval_ms: 20}\nrisk: {max_volatility: \"1\"}\n"
+                   "strategy: {params: {lookback: 5}}\n", encoding="utf-8")
+    env = {**ENV, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "run", "--strategy",
+                           "my_strategies.Breakout", "--config", str(cfg), "--duration", "3",
+                           "--control", "off", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=90, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["signals"] > 0 and summary["orders"]["submitted"] > 0
+    bad = subprocess.run([sys.executable, str(ROOT / "main.py"), "run", "--strategy",
+                          "my_strategies.Breakout", "--config", str(cfg), "--control", "off",
+                          "--out", str(tmp_path / "bad")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         env={**env, "PYTHONPATH": str(ROOT)})
+    assert bad.returncode == 2 and "cannot import my_strategies" in bad.stderr
+    assert not (tmp_path / "bad").exists()
