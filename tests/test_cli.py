@@ -286,3 +286,27 @@ def test_the_strategy_guide_example_runs_by_its_module_path(tmp_path: Path) -> N
                          env={**env, "PYTHONPATH": str(ROOT)})
     assert bad.returncode == 2 and "cannot import my_strategies" in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+# -- the README --------------------------------------------------------------------------------
+
+
+def test_readme_links_stay_inside_the_repository_and_its_figures_match() -> None:
+    import re
+
+    from config import load_config
+
+    for doc in (ROOT / "README.md", ROOT / "docs" / "operations.md",
+                ROOT / "docs" / "strategies.md"):
+        text = doc.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)#\s]+)", text):
+            if target.startswith(("http://", "https://")):
+                continue
+            path = (doc.parent / target).resolve()
+            assert path.is_relative_to(ROOT), f"{doc.name} links outside the repository: {target}"
+            assert path.exists(), f"{doc.name} links to a missing file: {target}"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    symbols = load_config().market.symbols
+    assert f"for five symbols ({', '.join(symbols)})" in readme and len(symbols) == 5
+    for option in ("--port", "--out", "--symbols", "--seed", "--tick-ms", "--config"):
+        assert option in readme.split("`python main.py exchange")[1].split("\n")[0], option
