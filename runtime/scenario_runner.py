@@ -269,20 +269,18 @@ class ScenarioRun:
         """The exchange works on without a runtime: ``msg`` goes to its engine on the
         virtual clock; what it would stream goes nowhere (no session), what it
         schedules for itself (cancel acknowledgements) is run by ``_advance``."""
-        from exchange.emit import ENGINE
-        from messages.exchange import ExchangeError
-
         engine = self.engine
         if engine is None:
             raise ScenarioError(f"{where}: the exchange is not running")
         if not engine.log.is_open:
             engine.log.open(self.run_dir / "events.jsonl")
         now_s = self.clock.monotonic()
-        for e in engine.handle(msg, self.clock.now()):
-            if e.audience == ENGINE:
-                heapq.heappush(self._down_timers, (now_s + e.delay_s, next(self._down_seq), e.event))
-            elif isinstance(e.event, ExchangeError) and e.event.code == "bad_fault":
-                raise ScenarioError(f"{where}: exchange: {e.event.reason}")
+        try:
+            timers = engine.handle_unattended(msg, self.clock.now())
+        except ValueError as exc:
+            raise ScenarioError(f"{where}: exchange: {exc}") from None
+        for delay_s, timer in timers:
+            heapq.heappush(self._down_timers, (now_s + delay_s, next(self._down_seq), timer))
 
     def _crash_now(self, entry: Any) -> None:
         self.crashes += 1

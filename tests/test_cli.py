@@ -68,6 +68,11 @@ def test_run_symbols_mean_exactly_those_and_the_drill_pair_is_free(tmp_path: Pat
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["symbols"] == ["ADAUSDT"] and summary["groups"]["submitted"] == 0
     assert "DRILL" not in proc.stdout
+    # not a terminal: lines are not wrapped at 80 columns mid-phrase
+    banner = next(line for line in proc.stdout.splitlines() if "Tradewarden" in line)
+    assert "ADAUSDT, 1s, strategy demo, exchange embedded simulator" in banner
+    assert any("no signal before 60 quotes per symbol (its warmup): about 6s" in line
+               for line in proc.stdout.splitlines())
 
 
 @pytest.mark.parametrize("args, needle", [
