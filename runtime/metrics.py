@@ -102,7 +102,8 @@ class _Histogram:
                     break
 
     def buckets(self) -> list[tuple[str, float]]:
-        out, running = [], 0
+        out: list[tuple[str, float]] = []
+        running = 0
         for bound, n in zip(self.bounds, self.counts, strict=True):
             running += n
             out.append((_le(bound), running))
@@ -185,7 +186,7 @@ class RuntimeCollector:
         actor = getattr(cell, "actor", None)
         last = getattr(actor, "last_msg_at", None)
         if isinstance(last, (int, float)) and last > 0:
-            return max(0.0, system.clock.monotonic() - float(last))
+            return max(0.0, float(system.clock.monotonic()) - float(last))
         return number(gw.get("last_msg_age_s"))
 
     def _risk(self, system: Any) -> Iterator[Metric]:

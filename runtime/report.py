@@ -139,7 +139,7 @@ def _merge_identical(series: Mapping[str, list[tuple[float, float]]],
     """Series with exactly the same points become one, named ``a = b``: otherwise
     the later one hides the earlier and a legend entry points at nothing."""
     out: dict[str, list[tuple[float, float]]] = {}
-    names: dict[tuple, str] = {}
+    names: dict[tuple[tuple[float, float], ...], str] = {}
     for name, pts in series.items():
         key = tuple(pts)
         if key in names:
