@@ -315,3 +315,22 @@ def test_readme_links_stay_inside_the_repository_and_its_figures_match() -> None
     assert f"for five symbols ({', '.join(symbols)})" in readme and len(symbols) == 5
     for option in ("--port", "--out", "--symbols", "--seed", "--tick-ms", "--config"):
         assert option in readme.split("`python main.py exchange")[1].split("\n")[0], option
+
+
+def test_a_run_whose_reader_goes_away_still_finishes_in_order(tmp_path: Path) -> None:
+    """``run | head -1``: the closed pipe silences the console, never ends the run."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "run", "--duration", "2",
+                             "--control", "off", "--out", str(out)], cwd=ROOT, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()
+        proc.stdout.close()  # the reader goes away, as head does
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "Tradewarden run" in first
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err
+    assert json.loads((out / "summary.json").read_text(encoding="utf-8"))["invariant_violations"] == []
