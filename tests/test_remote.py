@@ -117,7 +117,7 @@ def test_a_scenario_with_remote_symbol_actors_matches_the_local_run(tmp_path, sc
     same positions, exchange positions and audit trail as the local run."""
     from pathlib import Path
 
-    from runtime.scenario_runner import run_scenario
+    from app.scenario_runner import run_scenario
 
     src = Path(__file__).parent / "scenarios" / scenario
     remote_cfg = tmp_path / "remote.yaml"
@@ -133,7 +133,7 @@ def test_a_scenario_with_remote_symbol_actors_matches_the_local_run(tmp_path, sc
 def test_inspect_says_where_each_actor_runs():
     from rich.console import Console
 
-    from runtime.inspect_cli import actors_table
+    from app.inspect_cli import actors_table
 
     h, _ = harness()
     try:
