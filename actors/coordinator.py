@@ -34,7 +34,10 @@ from messages.orders import (CancelConfirmed, CancelOrder, ExitPlan, OrderAcked,
                              OrderRejected, OrderRequest, Signal, merge_plan)
 from messages.persistence import Ack, Durable, Flush, Put, StoreDb
 from actors.kill_switch import KillSwitchKeeper
+from actors.symbol import symbol_of_actor
 from runtime import Actor, handles
+from runtime.dispatcher import managed_blocking
+from runtime.signals import RemoteDown, RemoteUp
 from trading.book import InFlight, PositionBook
 from trading.gate import GateState, Intent, MarketView, decide
 from trading.limits import CircuitBreaker, Limits, RateLimiter
@@ -80,8 +83,14 @@ class Coordinator(KillSwitchKeeper, Actor):
         #: (a broker snapshot older than that is not trusted for the key)
         self.last_activity: dict[tuple, Any] = {}
         self.rejected: Counter = Counter()
+        #: symbol -> orders sent / fills booked (the metrics' per-symbol series)
+        self.submitted_by_symbol: Counter = Counter()
+        self.fills_by_symbol: Counter = Counter()
         self.blocked: deque = deque(maxlen=20)  # the latest, as introspection shows them
         self.kill_reason: str | None = None
+        #: when this process saw the kill switch engage (None: not engaged, or engaged
+        #: before a process restart, which the store does not date)
+        self.kill_since: Any = None
         #: resubmitted after a resync (client order id -> when); a duplicate-id
         #: refusal of one of these means the broker had it and ended it
         self.resubmitted: dict[str, Any] = {}
@@ -122,7 +131,8 @@ class Coordinator(KillSwitchKeeper, Actor):
         if not self.ctx.tell(self.persistence, Flush(ack=done)):
             return  # nobody to ask (persistence stopped): nothing can be queued there
         try:
-            done.result(timeout=self.flush_timeout_s)
+            with managed_blocking():  # the other pooled actors run on meanwhile
+                done.result(timeout=self.flush_timeout_s)
         except Exception as exc:  # noqa: BLE001 - timeout or a failed commit: rebuild anyway
             self.log.warning("persistence did not confirm the start-up flush ({!r}); "
                              "rebuilding from what is on disk", exc)
@@ -218,11 +228,12 @@ class Coordinator(KillSwitchKeeper, Actor):
                               ts=self.ctx.clock.now(), inputs={"error": msg.error},
                               client_order_id=order.client_order_id)
             return
-        # Scenario crash points (runtime.crash_points); absent in production.
+        # Scenario crash points (app.crash_points); absent in production.
         crash = self.ctx.services.get("crash_points")
         if crash is not None and crash("after_intent", order.client_order_id):
             return
         self.counts["submitted"] += 1
+        self.submitted_by_symbol[order.symbol] += 1
         self.last_activity[(order.account, self.venue, order.symbol)] = self.ctx.clock.now()
         self.ctx.tell(self.gateway, SubmitOrder(order))
         if crash is not None and crash("after_submit", order.client_order_id):
@@ -291,12 +302,13 @@ class Coordinator(KillSwitchKeeper, Actor):
             self.counts["duplicate_fills"] += 1
             return
         self.counts["fills"] += 1
+        self.fills_by_symbol[ev.symbol] += 1
         self.last_activity[key] = self.ctx.clock.now()
         self.counts["filled" if ev.leaves_qty == 0 else "partially_filled"] += 1
         self._set_status(ev.client_order_id, "filled" if ev.leaves_qty == 0 else "partially_filled")
         self.ctx.tell(self.persistence, Put(StoreDb.FILLS, ev.fill_id, ev))
         self.ctx.tell(self.persistence, position_put(key, self.book.position(key)))
-        crash = self.ctx.services.get("crash_points")  # runtime.crash_points; None in production
+        crash = self.ctx.services.get("crash_points")  # app.crash_points; None in production
         if crash is not None and crash("after_fill", ev.fill_id):
             return
         plan = order.exit_plan if order is not None else None
@@ -340,6 +352,31 @@ class Coordinator(KillSwitchKeeper, Actor):
         if self.book.positions:
             self.pnl.mark_symbol(q.symbol)
             self._check_daily_loss()
+
+    @handles(RemoteDown)
+    def on_remote_down(self, note: RemoteDown) -> None:
+        """A symbol actor's remote host is lost: no risk-increasing order for its
+        symbol until it is back (its market figures and strategy are gone)."""
+        symbol = symbol_of_actor(note.name)
+        if symbol is None:
+            return
+        self.state.symbols_down.add(symbol)
+        self.log.warning("symbol actor {} is down ({}): {} fails closed until it is back",
+                         note.name, note.reason, symbol)
+        self.audit.record(kind="symbol_actor_down", reason=note.reason,
+                          ts=self.ctx.clock.now(), inputs={"symbol": symbol, "actor": note.name})
+        self._publish()
+
+    @handles(RemoteUp)
+    def on_remote_up(self, note: RemoteUp) -> None:
+        symbol = symbol_of_actor(note.name)
+        if symbol is None or symbol not in self.state.symbols_down:
+            return
+        self.state.symbols_down.discard(symbol)
+        self.log.info("symbol actor {} is back: {} trades again", note.name, symbol)
+        self.audit.record(kind="symbol_actor_up", reason="restarted",
+                          ts=self.ctx.clock.now(), inputs={"symbol": symbol, "actor": note.name})
+        self._publish()
 
     @handles(MarketStats)
     def on_stats(self, s: MarketStats) -> None:
@@ -448,6 +485,7 @@ class Coordinator(KillSwitchKeeper, Actor):
         self.ctx.cell.info = {
             "trading_state": self.state.trading_state,
             "kill_reason": self.kill_reason,
+            "kill_since": self.kill_since.isoformat() if self.kill_since is not None else None,
             "recovering": self.state.recovering,
             "breaker": self.state.breaker.state,
             "breaker_open_total": self.state.breaker.open_count,
@@ -461,4 +499,9 @@ class Coordinator(KillSwitchKeeper, Actor):
                     "unrealized": str(self.pnl.unrealized_total)},
             "orders_by_status": {k: v for k, v in self.status_counts.items() if v},
             "max_daily_loss": str(self.limits.max_daily_loss),
+            # per symbol, as plain dict copies (cheap: this runs after every burst)
+            "by_symbol": {"submitted": dict(self.submitted_by_symbol),
+                          "fills": dict(self.fills_by_symbol),
+                          "realized": dict(self.pnl.realized_by_symbol),
+                          "unrealized": dict(self.pnl.unrealized_by_symbol)},
         }

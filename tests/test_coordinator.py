@@ -1,6 +1,6 @@
 """Safety rules at the actor level, through the real tree (DESIGN sections 2, 5, 6).
 
-Every test starts the whole runtime (``runtime.launcher.Runtime``) on a
+Every test starts the whole runtime (``app.launcher.Runtime``) on a
 virtual clock with the in-process simulated exchange: signals go to the real
 coordinator, orders to the real gateway and venue, intents to the real
 persistence actor. Nothing is mocked; faults are injected the way a scenario
@@ -33,12 +33,12 @@ from messages.exchange import ExchangeFault, SubmitOrder
 from messages.market import Quote
 from messages.orders import OrderRequest, Signal
 from messages.persistence import Flush, Put, StoreDb
-from runtime import invariants
+from app import invariants
 from runtime.clock import EPOCH_DEFAULT, VirtualClock
-from runtime.launcher import LaunchSpec, Runtime
-from runtime.store import Store
+from app.launcher import LaunchSpec, Runtime
+from trading.store import Store
 from runtime.supervisor import Supervisor
-from trading.audit import read_audit
+from trading.audit import AUDIT_SCHEMA_VERSION, read_audit
 from trading.limits import Limits
 from trading.reasons import Reason
 
@@ -730,7 +730,8 @@ def test_every_decision_is_exactly_one_complete_audit_record(rigs) -> None:
                                                "unknown_symbol", "approved", "approved"]
     for rec in decisions:
         assert AUDIT_KEYS <= set(rec), rec
-        assert rec["schema_version"] == 1
+        assert rec["schema_version"] == AUDIT_SCHEMA_VERSION
+        assert len(rec["prev_hash"]) == 64 and rec["seq"] >= 1  # the hash chain (audit verify)
         assert rec["run_id"] == rig.spec.run_id and rec["config_hash"] == rig.spec.config_hash
         assert rec["app_version"]
         assert datetime.fromisoformat(rec["timestamp"]).utcoffset().total_seconds() == 0
@@ -828,7 +829,7 @@ def test_kill_switch_survives_a_coordinator_restart_that_lost_its_store_record(r
     """The restarted instance also reads the switch from the figures its cell last
     published: a lost write of the store record (or a start-up flush that timed
     out) must not be a way out of the kill switch either."""
-    from runtime.store import key_bytes
+    from trading.store import key_bytes
     from trading.recovery import KILL_SWITCH_KEY
 
     rig = rigs()
@@ -844,3 +845,32 @@ def test_kill_switch_survives_a_coordinator_restart_that_lost_its_store_record(r
     rig.advance(0.5)
     assert rig.coord["positions"].get(BTC, "0") == "0"
     assert rig.coord["rejected"].get("kill_switch") == 1
+
+
+def test_a_symbol_whose_remote_actor_is_down_fails_closed_until_it_is_back(rigs) -> None:
+    """While a symbol actor's remote host is lost, no risk-increasing order for
+    that symbol passes (an exit still does); other symbols trade on."""
+    from runtime.signals import RemoteDown, RemoteUp
+
+    rig = rigs(symbols=(BTC, "ETHUSDT"))
+    rig.quote()
+    rig.quote("ETHUSDT", "50.0", "50.1")
+    rig.signal("buy", 5)
+    rig.advance(1)
+    rig.tell("coordinator", RemoteDown(f"symbol-{BTC}", "RemoteActorDied: host lost"))
+    rig.signal("buy", 1)                       # more risk on the lost symbol: refused
+    rig.signal("sell", 2, reduce_only=True)    # an exit: allowed
+    rig.signal("buy", 1, symbol="ETHUSDT")     # another symbol: unaffected
+    rig.advance(1)
+    rig.signal("sell", 3, reduce_only=True)    # flat again
+    rig.advance(1)
+    rig.signal("buy", 1)
+    rig.settle()
+    assert rig.reasons()[1:] == ["symbol_actor_down", "approved", "approved", "approved",
+                                 "symbol_actor_down"]
+    rig.tell("coordinator", RemoteUp(f"symbol-{BTC}"))
+    rig.signal("buy", 1)
+    rig.settle()
+    assert rig.reasons()[-1] == "approved"
+    kinds = [r["kind"] for r in rig.audit()]
+    assert kinds.count("symbol_actor_down") == 1 and kinds.count("symbol_actor_up") == 1

@@ -37,8 +37,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from exchange.events_log import read_events
-from runtime.scenario_file import load_scenario
-from runtime.scenario_runner import ScenarioRun
+from app.scenario_file import load_scenario
+from app.scenario_runner import ScenarioRun
 from trading.audit import read_audit
 
 SYM = "BTCUSDT"

@@ -22,7 +22,7 @@ from typing import Any
 from rich.console import Console, Group
 from rich.table import Table
 
-from runtime.control import ControlError, parse_hostport
+from app.control import ControlError, parse_hostport
 
 TIMEOUT_S = 5.0
 
@@ -89,7 +89,8 @@ def actors_table(snap: dict[str, Any]) -> Table:
     t = Table(title=title, title_justify="left")
     right = {"justify": "right", "no_wrap": True}
     for col, kw in (("actor", {"no_wrap": True}), ("supervisor", {"no_wrap": True}),
-                    ("state", {"no_wrap": True}), ("depth", right), ("high-water", right),
+                    ("state", {"no_wrap": True}), ("runs on", {"no_wrap": True}),
+                    ("depth", right), ("high-water", right),
                     ("processed", right), ("oldest", right), ("handling ms mean/max", right),
                     ("restarts", right), ("last failure", {"overflow": "fold"})):
         t.add_column(col, **kw)
@@ -99,12 +100,26 @@ def actors_table(snap: dict[str, Any]) -> Table:
         fail = a.get("last_failure") or {}
         t.add_row("  " * depth.get(a["name"], 0) + a["name"], a.get("supervisor") or "-",
                   f"[{style}]{state}[/{style}]" if style else state,
-                  str(a.get("depth", 0)), str(a.get("high_water", 0)),
+                  runs_on(a), str(a.get("depth", 0)), str(a.get("high_water", 0)),
                   f"{a.get('processed', 0):,}", _age(a.get("oldest_age_s")),
                   f"{a.get('handling_ms_mean', 0):.3f}/{a.get('handling_ms_max', 0):.3f}",
                   str(a.get("restarts", 0)),
                   (f"{fail.get('error')} ({fail.get('at')})" if fail else ""))
     return t
+
+
+def runs_on(actor: dict[str, Any]) -> str:
+    """Where an actor runs: its dispatcher, its own thread, or its remote node."""
+    execution = actor.get("execution", "?")
+    if execution == "pooled":
+        return f"pooled ({actor.get('dispatcher') or '?'})"
+    if execution == "remote":
+        remote = (actor.get("info") or {}).get("remote") or {}
+        node = remote.get("node") or {}
+        where = node.get("node_id") or node.get("host") or "?"
+        return (f"remote {remote.get('placement', '?')} {str(where)[:12]}"
+                + (f" pid {node['pid']}" if node.get("pid") else ""))
+    return execution
 
 
 def waiting_table(snap: dict[str, Any]) -> Table | None:
@@ -131,8 +146,34 @@ def dead_letters_table(snap: dict[str, Any]) -> Table:
     return t
 
 
+def _info(snap: dict[str, Any], name: str) -> dict[str, Any]:
+    return next((a.get("info") or {} for a in snap.get("actors") or [] if a["name"] == name), {})
+
+
+def trading_lines(snap: dict[str, Any]) -> list[str]:
+    """What a person asks first: is it trading, and if not, since when and why?"""
+    c, gw = _info(snap, "coordinator"), _info(snap, "gateway")
+    if not c:
+        return ["trading: no coordinator (not started, or not a trading runtime)"]
+    state = c.get("trading_state", "?")
+    colour = "green" if state == "ACTIVE" else "red"
+    lines = [f"trading: [{colour}]{state}[/{colour}]"
+             + ("  (recovering)" if c.get("recovering") else "")
+             + f"  breaker {c.get('breaker', '?')}"
+             + f"  stream {'connected' if gw.get('connected') else 'DISCONNECTED'}"
+             + ("  (reconciling)" if gw.get("stream_reconciling") else "")]
+    if state == "HALTED" or c.get("kill_reason"):
+        since = c.get("kill_since") or "before the last restart"
+        lines.append(f"kill switch: [red]ENGAGED[/red] since {since}: {c.get('kill_reason')}")
+    else:
+        lines.append("kill switch: off")
+    if snap.get("halted"):
+        lines.append(f"[red]runtime HALTED: {snap.get('halt_reason')}[/red]")
+    return lines
+
+
 def render(snap: dict[str, Any]) -> Group:
-    parts: list[Any] = [actors_table(snap)]
+    parts: list[Any] = [*trading_lines(snap), actors_table(snap)]
     waiting = waiting_table(snap)
     if waiting is not None:
         parts.append(waiting)
@@ -159,8 +200,10 @@ def main(control: str | None = None, *, watch: bool = False, peek: int = 0,
          console: Console | None = None) -> int:
     from config import ConfigError
 
+    from app.console import cli_console
+
     # Piped into a file or a pager: wide enough that names are never cut.
-    console = console or (Console() if sys.stdout.isatty() else Console(width=180))
+    console = console or cli_console()
     try:
         base, token = _target(control, config_path)
     except (ControlError, ConfigError) as exc:
