@@ -554,6 +554,14 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
             self.ctx.schedule(max(0.0, left), CancelWaitDue(st.stop_id))
         for tag in st.pending:
             self.ctx.schedule(self.intent_timeout_s, IntentTimeout(st.stop_id, tag))
+        # A cancel the previous incarnation asked for may have died with it (or
+        # with the connection) before the venue acted on it: asked once more per
+        # incarnation, never in a loop. A cancel the venue already carried out
+        # is answered as such, which closes the order all the same.
+        for coid, o in st.orders.items():
+            if o.cancel_requested and not o.closed:
+                self.counts["cancels_reasserted"] += 1
+                self._outbox.append((self.coordinator, CancelIntent(coid, now)))
         self._drive(st)
 
     # -- helpers -------------------------------------------------------------------------------
