@@ -105,6 +105,8 @@ class BrokerPositions(Message):
     #: when the question left: anything the runtime did on a symbol after this
     #: may be missing from the answer, so that symbol waits for the next poll
     requested_at: datetime | None = None
+    #: the broker's entry price per symbol where the venue gives one (takeover price)
+    entry_prices: tuple[tuple[str, Decimal], ...] = ()
 
 
 @message

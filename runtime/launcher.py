@@ -280,19 +280,19 @@ class Runtime:
             self.system.tell("venue", ExchangeFault(faults))
 
     def _adapter_factory(self) -> Any:
-        url = self.spec.exchange_url
+        url, account = self.spec.exchange_url, self.account
         if url is None:
             from exchange.inprocess import InProcessAdapter
 
             system = self.system
 
             def in_process(sink: Any) -> Any:
-                return InProcessAdapter(system, "venue", "gateway", sink)
+                return InProcessAdapter(system, "venue", "gateway", sink, account=account)
             return in_process
         from exchange.ws_client import WsClientAdapter
 
         def websocket(sink: Any) -> Any:
-            return WsClientAdapter(url, sink)
+            return WsClientAdapter(url, sink, account=account)
         return websocket
 
     def _init_ids(self, timeout: float) -> None:
