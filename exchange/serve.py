@@ -20,6 +20,7 @@ from exchange.config import ExchangeConfig as SimConfig
 from exchange.feed import RandomWalkFeed
 from exchange.synthetic import DEFAULT_SYMBOLS
 from exchange.ws_server import ExchangeServer
+from messages.bounds import Bounds, bounds_from_config
 from runtime.stop_request import StopRequest
 
 
@@ -30,12 +31,20 @@ def sim_config(config_path: str | Path | None = None) -> SimConfig:
     return SimConfig.from_dict(load_config(config_path).exchange.sim_settings())
 
 
+def sim_bounds(config_path: str | Path | None = None) -> Bounds:
+    """The sane ranges of incoming orders and market data (config ``bounds``)."""
+    from config import load_config
+
+    return bounds_from_config(load_config(config_path).bounds)
+
+
 def main(*, port: int = 8766, out: str | Path = "runs/exchange", symbols: str | None = None,
          seed: int = 0, host: str = "127.0.0.1", config_path: str | Path | None = None) -> int:
     from config import ConfigError
 
     try:
         settings = sim_config(config_path)
+        bounds = sim_bounds(config_path)
     except (ConfigError, ValueError) as exc:
         print(f"tradewarden exchange: configuration error\n{exc}", file=sys.stderr)
         return 2
@@ -44,6 +53,7 @@ def main(*, port: int = 8766, out: str | Path = "runs/exchange", symbols: str | 
     out_dir.mkdir(parents=True, exist_ok=True)
     server = ExchangeServer(host=host, port=port, out_dir=out_dir, config=settings,
                             feed=RandomWalkFeed(names, seed=seed))
+    server.engine.bounds = bounds
     stop = StopRequest().install()
     server.start()
     print(f"simulated exchange on {server.url} quoting {', '.join(names)} "

@@ -108,6 +108,20 @@ class Bounds:
 DEFAULT_BOUNDS = Bounds()
 
 
+def bounds_from_config(section: Any) -> Bounds:
+    """Bounds from a validated ``bounds`` config section (``config.bounds``;
+    read by attribute, so this leaf imports no config code)."""
+    def number_bounds(b: Any) -> NumberBounds:
+        return NumberBounds(min_price=Decimal(b.min_price), max_price=Decimal(b.max_price),
+                            max_qty=Decimal(b.max_qty), max_notional=Decimal(b.max_notional),
+                            max_exponent=int(b.max_exponent), max_digits=int(b.max_digits))
+
+    return Bounds(default=number_bounds(section),
+                  per_symbol={sym: number_bounds(section.bounds_for(sym))
+                              for sym in section.per_symbol},
+                  max_snapshot_entries=int(section.max_snapshot_entries))
+
+
 # -- single numbers -----------------------------------------------------------------
 
 

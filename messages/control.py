@@ -154,6 +154,19 @@ class RecoveryDone(Message):
 
 
 @message
+class ConfirmPositions(Message):
+    """To the reconciler: ask the broker's positions once more, now.
+
+    The coordinator changes its book only on a divergence that a second
+    answer, asked after the first arrived, confirms (rule 18); it also asks
+    when a fill of an order it never sent shows the account moved."""
+
+    account: str
+    reason: str
+    ts: datetime
+
+
+@message
 class ProtectPosition(Message):
     """To the stop-loss manager: an entry filled with a stop attached."""
 

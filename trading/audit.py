@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
@@ -36,9 +37,17 @@ class AuditLog:
         # run id; a generator seeded once from the OS is enough for that, and
         # spares a getrandom() syscall (uuid4) per record on the order path.
         self._rng = random.Random(os.urandom(16))
+        # The coordinator writes most records; the gateway and the reconciler
+        # write refused inputs (rule 18) from their own threads.
+        self._lock = threading.Lock()
 
     def record(self, *, kind: str, reason: str, ts: datetime, inputs: dict[str, Any],
                approved: bool | None = None, **extra: Any) -> dict[str, Any]:
+        with self._lock:
+            return self._record(kind, reason, ts, inputs, approved, extra)
+
+    def _record(self, kind: str, reason: str, ts: datetime, inputs: dict[str, Any],
+                approved: bool | None, extra: dict[str, Any]) -> dict[str, Any]:
         self._seq += 1
         rec = {
             "schema_version": AUDIT_SCHEMA_VERSION,
@@ -63,14 +72,16 @@ class AuditLog:
         return rec
 
     def flush(self) -> None:
-        if self._fh is not None:
-            self._fh.flush()
+        with self._lock:
+            if self._fh is not None:
+                self._fh.flush()
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.flush()
-            self._fh.close()
-            self._fh = None
+        with self._lock:
+            if self._fh is not None:
+                self._fh.flush()
+                self._fh.close()
+                self._fh = None
 
 
 def read_audit(path: Path | str, *, reason: str | None = None,
