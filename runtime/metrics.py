@@ -119,6 +119,7 @@ class RuntimeCollector:
             yield from self._connectivity(system)
             yield from self._risk(system)
             yield from self._actors(system)
+            yield self._untrusted(system)
             yield self._histogram("tick_to_order_seconds",
                                   "Tick received by a symbol actor -> signal handed to the "
                                   "coordinator (seconds)", self._tick)
@@ -194,6 +195,21 @@ class RuntimeCollector:
         yield _counter("reconciliation_divergences",
                        "Position divergences found by reconciliation (the broker won)",
                        counts.get("divergences", 0))
+
+    @staticmethod
+    def _untrusted(system: Any) -> Metric:
+        """Rule 18: inputs from outside refused where they entered, by actor,
+        verdict (rejected: wrong; ignored: not ours) and reason."""
+        fam = CounterMetricFamily("untrusted_inputs", "Inputs from outside refused (rule 18)",
+                                  labels=["actor", "verdict", "reason"])
+        for actor in ("gateway", "reconciler", "coordinator"):
+            info = info_of(system, actor)
+            for verdict, reasons in sorted((info.get("trust") or {}).items()):
+                for reason, n in sorted((reasons or {}).items()):
+                    fam.add_metric([actor, str(verdict), str(reason)], number(n))
+            if actor == "gateway" and info.get("bad_frames"):
+                fam.add_metric([actor, "rejected", "bad_frame"], number(info["bad_frames"]))
+        return fam
 
     def _actors(self, system: Any) -> Iterator[Metric]:
         depth = GaugeMetricFamily("actor_mailbox_depth", "Messages waiting", labels=["actor"])

@@ -266,6 +266,13 @@ def test_an_absurd_quote_is_rejected_at_the_gateway_and_crashes_nothing(rig) -> 
     assert r.rt.info("gateway")["trust"][REJECTED] == {OUT_OF_RANGE: 1}
     [rec] = untrusted(r, OUT_OF_RANGE)
     assert "Quote.bid" in rec["inputs"]["detail"]
+    from prometheus_client import generate_latest
+
+    from runtime.metrics import registry_for
+
+    text = generate_latest(registry_for(r.rt)).decode()
+    assert ('untrusted_inputs_total{actor="gateway",reason="out_of_range",verdict="rejected"} 1.0'
+            in text), text
 
 
 def test_an_absurd_quote_told_to_the_coordinator_is_dropped_not_crash_looped(rig) -> None:
