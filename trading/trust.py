@@ -91,7 +91,7 @@ class TrustTally:
         if first < 0 or every < 1:
             raise ValueError(f"TrustTally: first >= 0 and every >= 1, got {first}, {every}")
         self.first, self.every = first, every
-        self.counts: Counter = Counter()
+        self.counts: Counter[tuple[str, str]] = Counter()
 
     def add(self, verdict: str, reason: str) -> bool:
         key = (verdict, reason)
