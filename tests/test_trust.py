@@ -228,6 +228,13 @@ def test_a_session_trades_only_its_own_account() -> None:
         "a-1", BTC, Side.BUY, OrderType.MARKET, D("1"), NOW, account="alpha")), NOW,
         account="alpha")]
     assert {e.account for e in fills} == {"alpha"}
+    from exchange.session import Session
+
+    alpha_session, beta_session = Session("a", "alpha"), Session("b", "beta")
+    assert all(alpha_session.wants(e) and not beta_session.wants(e) for e in fills)
+    unbound = Session("u")
+    assert not unbound.wants(fills[0]) and unbound.bind(SubmitOrder(OrderRequest(
+        "u-1", BTC, Side.BUY, OrderType.MARKET, D("1"), NOW, account="beta"))) == "beta"
 
 
 # -- a whole runtime fed hostile input -----------------------------------------------
