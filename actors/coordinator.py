@@ -71,9 +71,9 @@ class Coordinator(KillSwitchKeeper, Actor):
         self.reconciler = reconciler
         #: rule 18: events the broker sent about orders this runtime never sent
         self.trust = TrustReport("coordinator", self.log)
-        #: position key -> (broker qty, when that answer was asked): a divergence
+        #: position key -> (broker qty, the answer's source): a divergence
         #: seen once, waiting for a second answer to confirm it before the book moves
-        self.unconfirmed: dict[tuple, tuple[Decimal, Any]] = {}
+        self.unconfirmed: dict[tuple, tuple[Decimal, str]] = {}
         #: a confirmation query is out (one at a time, whatever the number of triggers)
         self.confirm_asked = False
         #: keys taken over from the broker with no price known yet: the first

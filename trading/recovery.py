@@ -113,7 +113,7 @@ def apply_broker_positions(coord: Any, msg: BrokerPositions) -> int:
     ours = {key[2]: key for key in book.positions if key[0] == msg.account}
     pending = coord.unconfirmed
     diverging: set[tuple] = set()
-    confirmed: list[tuple[str, tuple, Decimal, Decimal]] = []
+    confirmed: list[tuple[str, tuple, Decimal, Decimal, str]] = []
     suspected: list[str] = []
     for sym in sorted(set(broker) | set(ours)):
         key = ours.get(sym, (msg.account, coord.venue, sym))
@@ -132,9 +132,9 @@ def apply_broker_positions(coord: Any, msg: BrokerPositions) -> int:
         prev = pending.get(key)
         if prev is not None and prev[0] == theirs:
             del pending[key]
-            confirmed.append((sym, key, mine, theirs))
+            confirmed.append((sym, key, mine, theirs, prev[1]))
         else:
-            pending[key] = (theirs, msg.requested_at)
+            pending[key] = (theirs, msg.source)
             suspected.append(sym)
     # A divergence the next answer no longer shows was not the broker's state.
     for key in [k for k in pending if k[0] == msg.account and k not in diverging]:
@@ -148,14 +148,15 @@ def apply_broker_positions(coord: Any, msg: BrokerPositions) -> int:
                        "" if len(suspected) <= LOGGED_PER_ANSWER else ", ...")
         coord.ask_confirmation(msg.account, f"confirm {len(suspected)} divergence(s)")
     now = coord.ctx.clock.now()
-    for i, (sym, key, mine, theirs) in enumerate(confirmed):
+    for i, (sym, key, mine, theirs, first_source) in enumerate(confirmed):
         coord.counts["divergences"] += 1
         avg, price_source = _take_over(coord, key, sym, theirs, entries.get(sym))
         if i < AUDITED_PER_ANSWER:
             coord.audit.record(kind="divergence", reason="broker_wins", ts=now,
                                inputs={"symbol": sym, "account": msg.account, "ours": str(mine),
-                                       "broker": str(theirs), "source": msg.source,
-                                       "confirmed": True, "avg_price": str(avg),
+                                       "broker": str(theirs), "source": first_source,
+                                       "confirmed_by": msg.source, "confirmed": True,
+                                       "avg_price": str(avg),
                                        "price_source": price_source})
         if i < LOGGED_PER_ANSWER:
             coord.log.warning("position divergence on {}: ours {} broker {} ({}, confirmed); broker "
