@@ -215,6 +215,15 @@ def test_absurd_market_data_never_reaches_the_book() -> None:
     assert ex.book(BTC).bid == D("100") and ex.stats["market_data_refused"] == 1
 
 
+def test_faults_cannot_inject_absurd_numbers_either() -> None:
+    ex = engine()
+    out = ex.apply({"gap_price": {"symbol": BTC, "price": "9E+999999"}}, NOW)
+    assert out[0].event.code == "bad_fault" and "gap_price" in out[0].event.reason
+    out = ex.apply({"set_position": {"symbol": BTC, "qty": "9E+999999"}}, NOW)
+    assert out[0].event.code == "bad_fault" and ex.positions() == {}
+    assert ex.book(BTC).bid == D("100")
+
+
 def test_a_session_trades_only_its_own_account() -> None:
     ex = engine()
     out = submit(ex, "b-1", account="beta", session="alpha")
