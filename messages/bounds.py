@@ -44,6 +44,20 @@ _ZERO = Decimal(0)
 _SHOWN = 40
 
 
+_DIGITS: dict[int, decimal.Context] = {}
+
+
+def _digits_context(max_digits: int) -> decimal.Context:
+    """A context that traps only Rounded at ``max_digits`` digits: counting a
+    coefficient's digits with ``as_tuple()`` costs several times more, per
+    number, on the quote path."""
+    ctx = _DIGITS.get(max_digits)
+    if ctx is None:
+        ctx = _DIGITS[max_digits] = decimal.Context(prec=max_digits, Emax=decimal.MAX_EMAX,
+                                                    Emin=decimal.MIN_EMIN, traps=[decimal.Rounded])
+    return ctx
+
+
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= _SHOWN else f"{text[:_SHOWN]}...({len(text)} chars)"
@@ -65,11 +79,17 @@ class NumberBounds:
     max_notional: Decimal = Decimal("1E+13")
     max_exponent: int = 15
     max_digits: int = 28
+    #: derived for the fast path (``fast_ok``): the smallest magnitude the
+    #: exponent limit allows, and a context that signals Rounded past max_digits
+    tiny: Decimal = field(init=False, repr=False, compare=False)
+    digits: decimal.Context = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         problem = bounds_problem(self)
         if problem is not None:
             raise ValueError(problem)
+        object.__setattr__(self, "tiny", Decimal(f"1E-{self.max_exponent}"))
+        object.__setattr__(self, "digits", _digits_context(self.max_digits))
 
 
 def bounds_problem(b: Any, prefix: str = "") -> str | None:
@@ -143,8 +163,10 @@ def number_problem(value: Any, name: str, b: NumberBounds, *, lo: Decimal | None
     exp = value.adjusted()
     if exp > b.max_exponent or exp < -b.max_exponent:
         return f"{name}: {_show(value)} exponent {exp} beyond +/-{b.max_exponent}"
-    digits = len(value.as_tuple().digits)
-    if digits > b.max_digits:
+    try:  # a context of max_digits signals Rounded for any longer coefficient
+        b.digits.plus(value)
+    except decimal.Rounded:
+        digits = len(value.as_tuple().digits)
         return f"{name}: {_show(value)} has {digits} significant digits (max {b.max_digits})"
     mag = -value if value < _ZERO else value
     if mag > hi:
@@ -152,6 +174,24 @@ def number_problem(value: Any, name: str, b: NumberBounds, *, lo: Decimal | None
     if lo is not None and mag < lo:
         return f"{name}: {_show(value)} below the sane minimum {lo}"
     return None
+
+
+def fast_ok(value: Any, b: NumberBounds, lo: Decimal | None, hi: Decimal) -> bool:
+    """True when ``value`` is certainly believable (the common case, cheaply):
+    a finite Decimal, zero or within [max(lo, tiny), hi] in magnitude (which
+    also keeps its exponent in bounds, ``hi`` being checked against them),
+    and no more digits than allowed. False means: ask ``number_problem``."""
+    if type(value) is not Decimal or not value.is_finite():
+        return False
+    if value:
+        mag = value.copy_abs()
+        if mag > hi or mag < b.tiny or (lo is not None and mag < lo):
+            return False
+    try:
+        b.digits.plus(value)
+    except decimal.Rounded:
+        return False
+    return True
 
 
 def price_problem(value: Any, name: str, b: NumberBounds, *, optional: bool = False) -> str | None:
@@ -244,6 +284,12 @@ def event_problem(ev: Any, bounds: Bounds = DEFAULT_BOUNDS) -> str | None:
     kind = type(ev)
     if kind is Quote:
         b = bounds.for_symbol(ev.symbol)
+        lo, hi, qmax = b.min_price, b.max_price, b.max_qty
+        # the quote path: one cheap check per number, the named reason only on failure
+        if (fast_ok(ev.bid, b, lo, hi) and ev.bid > 0 and fast_ok(ev.ask, b, lo, hi) and ev.ask > 0
+                and fast_ok(ev.bid_size, b, None, qmax) and ev.bid_size >= 0
+                and fast_ok(ev.ask_size, b, None, qmax) and ev.ask_size >= 0):
+            return None
         return first(price_problem(ev.bid, "Quote.bid", b), price_problem(ev.ask, "Quote.ask", b),
                      qty_problem(ev.bid_size, "Quote.bid_size", b, zero=True),
                      qty_problem(ev.ask_size, "Quote.ask_size", b, zero=True))

@@ -15,10 +15,11 @@ import random
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal as D
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect as ws_connect
@@ -43,7 +44,7 @@ ABSURD = D("9E+999999")
 
 
 def utc() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def wait_for(pred: Callable[[], bool], what: str, timeout: float = 20.0) -> None:

@@ -58,6 +58,16 @@ def test_a_price_out_of_range_is_named(value: Any, needle: str) -> None:
     assert problem is not None and needle in problem and problem.startswith("Quote.bid")
 
 
+@pytest.mark.parametrize("bid", ["9E+999999", "1E-13", "1." + "0" * 40 + "1", "2E+9", "-1"])
+def test_the_quote_fast_path_agrees_with_the_full_check(bid: str) -> None:
+    from messages.bounds import fast_ok
+
+    assert fast_ok(D(bid), B, B.min_price, B.max_price) is (bid == "-1")  # sign: the caller's
+    quote = Quote(BTC, D("100"), D("100.1"), NOW)
+    object.__setattr__(quote, "bid", D(bid))  # past the constructor, as a decoder bug would
+    assert event_problem(quote) is not None
+
+
 def test_believable_numbers_pass() -> None:
     assert price_problem(D("67123.45"), "price", B) is None
     assert price_problem(D("0.00001234"), "price", B) is None
