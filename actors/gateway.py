@@ -289,9 +289,13 @@ class Gateway(Actor):
         """Counted by code. ``not_connected`` is the adapter refusing a command
         during an outage (expected; the reconciler's next poll replaces a lost
         query); anything else is a venue or wire problem worth a warning."""
-        self.counts[f"error_{err.code if err.code in ERROR_CODES else 'other'}"] += 1
-        if err.code != "not_connected":
-            self.log.warning("exchange error {}: {} (ref {})", err.code, err.reason, err.ref)
+        key = f"error_{err.code if err.code in ERROR_CODES else 'other'}"
+        self.counts[key] += 1
+        n = self.counts[key]
+        # bounded like refused inputs: a flood of errors is counted, not logged line by line
+        if err.code != "not_connected" and (n <= 20 or n % 1000 == 0):
+            self.log.warning("exchange error {} (#{}): {} (ref {})", err.code[:64], n,
+                             err.reason[:300], str(err.ref)[:64])
 
     @handles(UnexpectedEvent)
     def on_unexpected(self, ev: UnexpectedEvent) -> None:

@@ -219,7 +219,9 @@ class WsClientAdapter:
 
     def _bad_frame(self, reason: str) -> None:
         self.bad_frames += 1
-        logger.warning("{}: bad frame from the exchange: {}", self.name, reason)
+        n = self.bad_frames
+        if n <= 20 or n % 1000 == 0:  # counted always, logged bounded (a flood is not a log)
+            logger.warning("{}: bad frame from the exchange (#{}): {}", self.name, n, reason[:300])
         safe_sink(self._sink, ExchangeError(code="bad_frame", reason=reason, ts=utc_now()),
                   where=self.name)
 

@@ -301,6 +301,27 @@ def test_an_absurd_quote_is_rejected_at_the_gateway_and_crashes_nothing(rig) -> 
             in text), text
 
 
+def test_a_flood_of_bad_input_is_counted_exactly_and_reported_bounded(rig) -> None:
+    from loguru import logger
+
+    r = rig()
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(str(m)), level="WARNING")
+    try:
+        for i in range(2500):
+            r.tell("gateway", Quote(BTC, ABSURD, ABSURD, r.clock.now()))
+            r.tell("gateway", fill(account="beta", coid=f"b-{i}", fill_id=f"BF{i}"))
+        r.settle()
+    finally:
+        logger.remove(sink)
+    trust = r.rt.info("gateway")["trust"]
+    assert trust == {REJECTED: {OUT_OF_RANGE: 2500}, IGNORED: {FOREIGN_ACCOUNT: 2500}}
+    # the first 20 of each reason, then the 1000th and the 2000th
+    assert len(untrusted(r, OUT_OF_RANGE)) == len(untrusted(r, FOREIGN_ACCOUNT)) == 22
+    assert sum(1 for line in lines if "gateway" in line) <= 2 * 22 + 5
+    assert restarts(r) == 0
+
+
 def test_an_absurd_quote_told_to_the_coordinator_is_dropped_not_crash_looped(rig) -> None:
     """Defence in depth: even past the gateway, the quote handler survives."""
     r = rig()
