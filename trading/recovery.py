@@ -159,8 +159,9 @@ def apply_broker_positions(coord: Any, msg: BrokerPositions) -> int:
                                        "avg_price": str(avg),
                                        "price_source": price_source})
         if i < LOGGED_PER_ANSWER:
-            coord.log.warning("position divergence on {}: ours {} broker {} ({}, confirmed); broker "
-                              "wins at {} ({})", sym, mine, theirs, msg.source, avg, price_source)
+            coord.log.warning("position divergence on {}: ours {} broker {} (seen by {}, confirmed "
+                              "by {}); broker wins at {} ({})", sym, mine, theirs, first_source,
+                              msg.source, avg, price_source)
         coord.ctx.tell(coord.persistence, position_put(key, book.position(key)))
     if len(confirmed) > AUDITED_PER_ANSWER:
         rest = confirmed[AUDITED_PER_ANSWER:]
