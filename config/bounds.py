@@ -12,22 +12,11 @@ market; ``per_symbol`` narrows them for an instrument whose range is known.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
 
 from pydantic import Field, model_validator
 
 from config.types import PosDec, PosInt, Section, Symbol
-
-
-def _range_problem(b: Any, prefix: str) -> str | None:
-    if b.min_price >= b.max_price:
-        return f"{prefix}min_price: {b.min_price} must be below max_price {b.max_price}"
-    for name in ("min_price", "max_price", "max_qty", "max_notional"):
-        value = getattr(b, name)
-        if abs(value.adjusted()) > b.max_exponent:
-            return (f"{prefix}{name}: {value} has an exponent beyond max_exponent "
-                    f"{b.max_exponent}, so no value could reach it")
-    return None
+from messages.bounds import bounds_problem
 
 
 class NumberBounds(Section):
@@ -44,7 +33,7 @@ class NumberBounds(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> NumberBounds:
-        problem = _range_problem(self, "")
+        problem = bounds_problem(self)
         if problem is not None:
             raise ValueError(problem)
         return self
@@ -69,7 +58,7 @@ class BoundsConfig(NumberBounds):
     @model_validator(mode="after")
     def _per_symbol(self) -> BoundsConfig:
         for symbol in self.per_symbol:
-            problem = _range_problem(self.bounds_for(symbol), f"per_symbol.{symbol}.")
+            problem = bounds_problem(self.bounds_for(symbol), f"per_symbol.{symbol}.")
             if problem is not None:
                 raise ValueError(problem)
         return self
