@@ -29,10 +29,11 @@ from config import config_hash, load_config
 from exchange.ws_server import ExchangeServer
 from messages.codec import decode, encode
 from messages.connectivity import ReconnectNow
-from messages.exchange import SubmitOrder
+from messages.exchange import OpenOrdersSnapshot, SubmitOrder
 from messages.market import Quote
-from messages.orders import OrderFilled, OrderRequest, PositionSnapshot, Signal
-from messages.enums import OrderType, Side
+from messages.enums import CancelOutcome, OrderType, Side
+from messages.orders import (CancelConfirmed, OrderAcked, OrderFilled, OrderRejected,
+                             OrderRequest, PositionSnapshot, Signal)
 from runtime.clock import LiveClock
 from runtime.launcher import LaunchSpec, Runtime
 
@@ -258,16 +259,24 @@ class HostileProxy:
                             account=account),
                 PositionSnapshot(account, ((BTC, ABSURD),), now, request_id=f"rec-{i}")]))
         if kind == "foreign":
-            return encode(OrderFilled(f"beta-zz-{i}", f"beta-F{i}", BTC, Side.SELL, D("7"),
-                                      D("100"), D("0"), now, account="beta"))
+            return encode(rng.choice([
+                OrderFilled(f"beta-zz-{i}", f"beta-F{i}", BTC, Side.SELL, D("7"), D("100"),
+                            D("0"), now, account="beta"),
+                PositionSnapshot("beta", ((BTC, D("-7")),), now, request_id=f"rec-{i}"),
+                OpenOrdersSnapshot(f"rec-{i}", "beta", (), now)]))
         if kind == "duplicate":
             return rng.choice(self.fills)
         if kind == "unsolicited":
             return encode(PositionSnapshot(account, () if rng.random() < 0.5 else ((ETH, D("9")),),
                                            now, request_id=rng.choice([None, f"forged-{i}"])))
         if kind == "unknown_order":
-            return encode(OrderFilled(f"{account}-forged-{i}", f"forged-F{i}", BTC, Side.BUY,
-                                      D("11"), D("100"), D("0"), now, account=account))
+            coid = f"{account}-forged-{i}"
+            return encode(rng.choice([
+                OrderFilled(coid, f"forged-F{i}", BTC, Side.BUY, D("11"), D("100"), D("0"), now,
+                            account=account),
+                OrderAcked(coid, f"X-{i}", BTC, now),
+                OrderRejected(coid, BTC, "forged", now),
+                CancelConfirmed(coid, BTC, CancelOutcome.CANCELED, D("1"), now)]))
         raise ValueError(kind)
 
 
@@ -278,14 +287,15 @@ def _decoded(frame: bytes) -> Any:
         return None
 
 
-def test_a_hostile_exchange_proxy_is_counted_frame_by_frame(exchange, runtimes,
-                                                            tmp_path: Path) -> None:
+@pytest.mark.parametrize("seed", [1813, 7, 42])
+def test_a_hostile_exchange_proxy_is_counted_frame_by_frame(exchange, runtimes, tmp_path: Path,
+                                                            seed: int) -> None:
     """Every injected frame is rejected or ignored, and counted as such, the
     runtime never crash-loops, and its positions equal the exchange's.
     Before: the absurd quote crash-looped the coordinator until the root
     halted, a foreign fill and a forged fill were booked, and an unsolicited
     empty snapshot zeroed the book."""
-    proxy = HostileProxy(exchange.url, seed=1813).start()
+    proxy = HostileProxy(exchange.url, seed=seed).start()
     try:
         rt = start_runtime(tmp_path / "alpha", proxy.url, "alpha")
         runtimes.append(rt)
