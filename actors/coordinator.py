@@ -76,6 +76,8 @@ class Coordinator(KillSwitchKeeper, Actor):
         self.unconfirmed: dict[tuple, tuple[Decimal, str]] = {}
         #: a confirmation query is out (one at a time, whatever the number of triggers)
         self.confirm_asked = False
+        #: confirming answers in a row that still found a new divergence
+        self.confirm_streak = 0
         #: keys taken over from the broker with no price known yet: the first
         #: mark (or fill) prices them (trading.recovery.price_unpriced)
         self.unpriced: set[tuple] = set()

@@ -427,6 +427,22 @@ def test_a_partial_answer_to_our_own_question_is_confirmed_before_believed(rig) 
     assert r.coord["counts"]["divergences_not_confirmed"] == 1
 
 
+def test_a_broker_that_changes_its_answer_every_time_is_not_asked_forever(rig) -> None:
+    """Each confirming answer shows another quantity (a forger racing the
+    confirmation): three questions in a row, then the book waits for the
+    poll, still failing closed, never moving."""
+    r = rig()
+    r.quote()
+    r.signal("buy", "2")
+    r.advance(0.5)
+    for qty in ("7", "8", "9", "10", "11"):
+        r.tell("coordinator", BrokerPositions("default", ((BTC, D(qty)),), r.clock.now(),
+                                              requested_at=r.clock.now(), source="confirm"))
+        r.settle()
+    assert r.rt.info("reconciler")["confirms"] <= 3
+    assert r.position() == 2 and r.coord["counts"].get("divergences", 0) == 0
+
+
 def test_a_30000_symbol_divergence_writes_bounded_logs_and_audit(rig) -> None:
     n = 30_000
     r = rig(config={"bounds": {"max_snapshot_entries": 50_000}})

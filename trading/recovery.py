@@ -98,6 +98,8 @@ def rebuild_coordinator_state(coord: Any, store: Any) -> None:
 #: the rest of a (hostile or huge) answer is one aggregate record and line
 AUDITED_PER_ANSWER = 20
 LOGGED_PER_ANSWER = 5
+#: confirming questions asked back to back before waiting for the next poll
+MAX_CONFIRMS_IN_A_ROW = 3
 
 
 def apply_broker_positions(coord: Any, msg: BrokerPositions) -> int:
@@ -140,13 +142,17 @@ def apply_broker_positions(coord: Any, msg: BrokerPositions) -> int:
     for key in [k for k in pending if k[0] == msg.account and k not in diverging]:
         del pending[key]
         coord.counts["divergences_not_confirmed"] += 1
+    # A broker whose answer changes every time (another client trading the
+    # account) gets a few confirming questions in a row, then the next poll.
+    coord.confirm_streak = coord.confirm_streak + 1 if msg.source == "confirm" else 0
     if suspected:
         coord.counts["divergences_suspected"] += len(suspected)
         coord.log.info("{} position divergence(s) in the broker's answer ({}): {}{}; asking again "
                        "before the book changes", len(suspected), msg.source,
                        ", ".join(suspected[:LOGGED_PER_ANSWER]),
                        "" if len(suspected) <= LOGGED_PER_ANSWER else ", ...")
-        coord.ask_confirmation(msg.account, f"confirm {len(suspected)} divergence(s)")
+        if coord.confirm_streak < MAX_CONFIRMS_IN_A_ROW:
+            coord.ask_confirmation(msg.account, f"confirm {len(suspected)} divergence(s)")
     now = coord.ctx.clock.now()
     for i, (sym, key, mine, theirs, first_source) in enumerate(confirmed):
         coord.counts["divergences"] += 1
