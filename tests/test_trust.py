@@ -297,7 +297,7 @@ def test_an_absurd_quote_is_rejected_at_the_gateway_and_crashes_nothing(rig) -> 
     from runtime.metrics import registry_for
 
     text = generate_latest(registry_for(r.rt)).decode()
-    assert ('untrusted_inputs_total{actor="gateway",reason="out_of_range",verdict="rejected"} 1.0'
+    assert ('tradewarden_untrusted_inputs_total{actor="gateway",reason="out_of_range",verdict="rejected"} 1.0'
             in text), text
 
 
