@@ -79,6 +79,8 @@ class GateState:
     cooldown_until: dict[str, float] = field(default_factory=dict)
     #: rule 18: sane ranges of the numbers in an intent
     bounds: Bounds = DEFAULT_BOUNDS
+    #: symbols whose actor is down (a lost remote host): fail closed for them
+    symbols_down: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,8 @@ def decide(intent: Intent, st: GateState, now: float) -> Decision:
         return verdict(Reason.POSITIONS_UNAVAILABLE)
     if st.recovering:
         return verdict(Reason.RECOVERING)
+    if intent.symbol in st.symbols_down:
+        return verdict(Reason.SYMBOL_ACTOR_DOWN)
     if intent.account not in limits.hedging_accounts and book.netting_conflict(key, intent.side, intent.qty):
         return verdict(Reason.NETTING_CONFLICT)
     if intent.qty < limits.min_order_size:

@@ -29,6 +29,9 @@ class Reason(str, Enum):
     RECOVERING = "recovering"
     #: a price, quantity or notional outside the sane range (rule 18)
     OUT_OF_RANGE = "out_of_range"
+    #: the symbol's own actor (its market data and strategy) is down: a remote
+    #: host lost, waiting for its supervisor's restart
+    SYMBOL_ACTOR_DOWN = "symbol_actor_down"
 
     def __str__(self) -> str:
         return self.value
