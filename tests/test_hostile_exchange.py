@@ -2,7 +2,7 @@
 hostile proxy between a runtime and the exchange.
 
 Both tests run the WebSocket exchange server in the test process and whole
-runtimes (``runtime.launcher.Runtime``) on the live clock against it, so the
+runtimes (``app.launcher.Runtime``) on the live clock against it, so the
 account binding, the codec, the adapter, the gateway, the coordinator and
 the reconciler are all the real ones. Waiting is for observable conditions
 with a deadline (``wait_for``), never a fixed sleep.
@@ -25,6 +25,7 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import ServerConnection, serve
 
+from app.launcher import LaunchSpec, Runtime
 from config import config_hash, load_config
 from exchange.ws_server import ExchangeServer
 from messages.codec import decode, encode
@@ -35,7 +36,6 @@ from messages.enums import CancelOutcome, OrderType, Side
 from messages.orders import (CancelConfirmed, OrderAcked, OrderFilled, OrderRejected,
                              OrderRequest, PositionSnapshot, Signal)
 from runtime.clock import LiveClock
-from runtime.launcher import LaunchSpec, Runtime
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -294,7 +294,7 @@ def test_an_absurd_quote_is_rejected_at_the_gateway_and_crashes_nothing(rig) -> 
     assert "Quote.bid" in rec["inputs"]["detail"]
     from prometheus_client import generate_latest
 
-    from runtime.metrics import registry_for
+    from app.metrics import registry_for
 
     text = generate_latest(registry_for(r.rt)).decode()
     assert ('tradewarden_untrusted_inputs_total{actor="gateway",reason="out_of_range",verdict="rejected"} 1.0'

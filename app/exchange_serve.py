@@ -21,8 +21,8 @@ from exchange.config import ExchangeConfig as SimConfig
 from exchange.feed import RandomWalkFeed
 from exchange.synthetic import DEFAULT_SYMBOLS
 from exchange.ws_server import ExchangeServer
+from app.stop_request import StopRequest
 from messages.bounds import Bounds, bounds_from_config
-from runtime.stop_request import StopRequest
 
 
 def sim_config(config_path: str | Path | None = None) -> SimConfig:
