@@ -131,6 +131,9 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
         self._stop_rows = InfoRows(self._stop_row)
         #: PROTECTING stops by symbol, rebuilt with the watch set after every change
         self._protecting: dict[str, list[Stop]] = {}
+        #: plans whose exit the venue refused as not reducing: they retry when
+        #: the position next changes (or after max_retry_s), not on a backoff
+        self._awaiting_position: set[str] = set()
 
     # -- inputs ---------------------------------------------------------------------------------
 
@@ -215,6 +218,13 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
     @handles(PositionChanged)
     def on_position(self, msg: PositionChanged) -> None:
         self._learn_position(msg.symbol, msg.account, msg.qty, msg.cause)
+        for stop_id in sorted(self._awaiting_position):  # the position spoke: retry now
+            st = self.stops.get(stop_id)
+            if st is None or (st.symbol, st.account) == (msg.symbol, msg.account):
+                self._awaiting_position.discard(stop_id)
+                if st is not None and st.retry_wait:
+                    st.retry_wait = False
+                    self._drive(st)
 
     def _learn_position(self, symbol: str, account: str, qty: Decimal, cause: str) -> None:
         """Protection above the position is released (oldest plans first): the
@@ -298,7 +308,13 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
             return
         order.closed = "rejected" if isinstance(ev, OrderRejected) else "expired"
         if isinstance(ev, OrderRejected) and st.open_qty > 0:
-            self._failed(st, f"the broker rejected {ev.client_order_id}: {ev.reason}")
+            # A reduce-only refusal means the venue sees less to reduce than we
+            # do: retrying on a timer would only repeat it. Wait for the
+            # position to tell (PositionChanged: the broker-wins correction or
+            # a fill), retrying at most once per max_retry_s meanwhile.
+            doubt = "reduce" in ev.reason.lower()
+            self._failed(st, f"the broker rejected {ev.client_order_id}: {ev.reason}",
+                         await_position=doubt)
         else:
             self._drive(st)
 
@@ -348,6 +364,7 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
         st = self.stops.get(msg.stop_id)
         if st is not None:
             st.retry_wait = False
+            self._awaiting_position.discard(st.stop_id)
             self._drive(st)
 
     @handles(IntentTimeout)
@@ -464,13 +481,16 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
                           FallbackDue(st.stop_id))
         self._audit(st, "triggered", why=why, stop_price=st.stop_price)
 
-    def _failed(self, st: Stop, why: str) -> None:
+    def _failed(self, st: Stop, why: str, await_position: bool = False) -> None:
         """An exit order refused: retry with backoff; the position must not stay
         unprotected. One alert per plan: a refusal that repeats is counted, and
         the position (``PositionChanged``) ends the retries if it is gone."""
         st.failures += 1
         self.counts["exit_orders_refused"] += 1
         delay = min(self.max_retry_s, self.retry_s * 2 ** (st.failures - 1))
+        if await_position:
+            delay = self.max_retry_s
+            self._awaiting_position.add(st.stop_id)
         st.retry_wait = True
         self.ctx.schedule(delay, RetryDue(st.stop_id))
         self._audit(st, "exit_refused", why=why, retry_in_s=delay, failures=st.failures)

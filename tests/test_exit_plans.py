@@ -317,8 +317,10 @@ def test_a_bad_leg_exit_plan_is_refused_naming_the_field() -> None:
 
 def test_a_fresh_exchange_that_zeroed_the_position_ends_the_plans_without_retries(tmp_path) -> None:
     """The exchange comes back empty (wiped): no position, no working orders.
-    The resync's broker-wins correction tells the plans the position is flat,
-    so they end; nothing is retried against it."""
+    The broker-wins correction waits for a confirming answer, so an exit may
+    reach the empty exchange first and be refused (not reducing): the plan
+    then waits for the position instead of retrying on a backoff, alerts once,
+    and ends when the correction tells it the position is flat."""
     with VirtualRuntime(tmp_path / "run", exchange={"latency_ms": 5}, config=CALM) as vr:
         _enter(vr, stop_loss="95", take_profit="105")
         vr.at(3)
@@ -328,8 +330,12 @@ def test_a_fresh_exchange_that_zeroed_the_position_ends_the_plans_without_retrie
         vr.at(50)
         stops = vr.info("stops")
         assert stops["active"] == 0 and stops["exits"]["external"] == 1
-        assert stops["counts"].get("exit_orders_refused", 0) == 0
-        assert len(vr.orders(side="sell")) == 2, "no exit sent to the empty exchange"
+        assert stops["counts"].get("exit_orders_refused", 0) <= 2
+        assert stops["counts"].get("refusal_alerts", 0) <= 1
+        sent = len(vr.orders(side="sell"))
+        assert sent <= 4
+        vr.at(120)
+        assert len(vr.orders(side="sell")) == sent, "an ended plan sent more exits"
         assert vr.exchange_position(SYM) == 0
         assert D(vr.info("coordinator")["positions"].get(SYM, "0")) == 0
 
