@@ -84,6 +84,13 @@ def run(args: Any) -> int:
     except (ConfigError, ControlError) as exc:
         print(f"tradewarden run: configuration error\n{exc}", file=sys.stderr)
         return 2
+    if resume is not None:
+        try:
+            resuming.check_same_place(resume.run_dir, venue=cfg.exchange.venue,
+                                      account=cfg.exchange.account)
+        except resuming.ResumeError as exc:
+            print(f"tradewarden run: {exc}", file=sys.stderr)
+            return 2
     clock = LiveClock()
     started = clock.now()
     if resume is not None:
@@ -94,7 +101,8 @@ def run(args: Any) -> int:
     run_id = run_dir.name
     resuming.write_run_info(run_dir, run_id=run_id, exchange_url=cfg.exchange.url,
                             symbols=list(cfg.market.symbols), now=started,
-                            resumed=resume is not None)
+                            resumed=resume is not None, venue=cfg.exchange.venue,
+                            account=cfg.exchange.account)
     console = Console(stderr=False)
     with RunLogs(run_dir, verbose=args.verbose):
         if resume is not None:

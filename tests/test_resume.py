@@ -43,6 +43,36 @@ def test_resume_refuses_a_run_on_the_embedded_exchange(life, tmp_path: Path, cap
     assert "--out" in capsys.readouterr().err
 
 
+def test_resume_refuses_another_exchange_account_or_venue(life, tmp_path: Path, capsys) -> None:
+    """A run is continued only where it started: its store reconciled with
+    another exchange, venue or account would take that one's positions."""
+    from datetime import datetime, timezone
+
+    from main import main as cli
+    from runtime.resume import write_run_info
+
+    lf = life()
+    lf.quote()
+    lf.signal("buy", 1)
+    lf.advance(1)
+    lf.stop()
+    write_run_info(lf.run_dir, run_id="r", exchange_url="ws://127.0.0.1:9", symbols=["BTCUSDT"],
+                   now=datetime.now(timezone.utc), resumed=False, venue="sim", account="alpha")
+    assert cli(["run", "--resume", str(lf.run_dir), "--exchange", "ws://127.0.0.1:10"]) == 2
+    err = capsys.readouterr().err
+    assert "ws://127.0.0.1:9" in err and "ws://127.0.0.1:10" in err
+    for what, value, section in (("account", "beta", "{account: beta}"),
+                                 ("venue", "othersim", "{account: alpha, venue: othersim}")):
+        cfg = tmp_path / f"{what}.yaml"
+        cfg.write_text(f"exchange: {section}\n", encoding="utf-8")
+        assert cli(["run", "--resume", str(lf.run_dir), "--config", str(cfg)]) == 2
+        err = capsys.readouterr().err
+        started = "alpha" if what == "account" else "sim"
+        assert f"{what} {value!r}" in err and f"{what} {started!r}" in err, err
+    info = json.loads((lf.run_dir / "run.json").read_text())
+    assert "resumed_at" not in info  # nothing was started
+
+
 # -- (vii) a real process, SIGKILLed at seeded random moments, resumed ------------------------
 
 REAL_CONFIG = """\
