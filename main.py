@@ -56,12 +56,25 @@ def _kill_switch(args: argparse.Namespace) -> int:
     return kill_switch(args.state == "on", args.reason, args.control, config_path=args.config)
 
 
+EXIT_CODES = """\
+exit codes of run and scenario:
+  0  every check ran and held
+  1  an invariant or expectation failed, or a check could not run
+     (summary.json: invariant_violations, checks_not_run)
+  2  bad usage, configuration or input file
+  3  the runtime halted (a supervisor gave up, disk full); summary.json: halted
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tradewarden", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tradewarden", description=__doc__.splitlines()[0],
+                                     epilog=EXIT_CODES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="the main job: trade the synthetic market on the embedded "
-                                   "simulated exchange, then print a summary")
+                                   "simulated exchange, then print a summary",
+                       epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", metavar="FILE", help="YAML config on top of config/default.yaml")
     p.add_argument("--symbols", metavar="A,B,...", help="symbols to trade (default: market.symbols)")
     p.add_argument("--duration", type=float, metavar="SECONDS", help="run length (default 30)")
@@ -80,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_run)
 
     p = sub.add_parser("scenario", help="deterministic scenario run(s) in virtual time; exit 0 "
-                                        "only if every expect holds and no invariant broke")
+                                        "only if every expect holds and no invariant broke",
+                       epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--out", metavar="DIR", help="one run directory per scenario under DIR")
     p.add_argument("--config", metavar="FILE", help="config layer under each scenario's own")

@@ -6,7 +6,11 @@ market data, in-flight orders settle, one last reconciliation with the
 exchange), stops the tree in reverse order and writes the run directory:
 ``summary.json``, ``events.jsonl`` (the exchange's record), ``audit.jsonl``,
 ``store/`` and ``run.log``. SIGINT/SIGTERM end the run early the same
-orderly way (rule 16). The exit code is 0 unless a safety invariant broke.
+orderly way (rule 16). A runtime that halted (root supervisor gave up, disk
+full) ends the run at once, with the cause in summary.json. Exit codes
+(DESIGN section 8, ``runtime.summary.exit_code``): 0 every check ran and
+held; 1 an invariant failed or could not be checked; 2 bad usage, config or
+input; 3 the runtime halted.
 ``--resume DIR`` continues a killed run in its own directory (``runtime.resume``).
 """
 
@@ -26,7 +30,8 @@ from runtime.clock import LiveClock
 from runtime.launcher import LaunchSpec, Runtime, demo_plan
 from runtime.logs import RunLogs
 from runtime.stop_request import StopRequest
-from runtime.summary import collect_summary, print_summary, write_summary
+from runtime.summary import (EXIT_MEANING, EXIT_USAGE, collect_summary, exit_code, print_summary,
+                             write_summary)
 
 DRAIN_TIMEOUT_S = 5.0
 
@@ -77,20 +82,20 @@ def run(args: Any) -> int:
             resume = resuming.prepare(args.resume, args.out, args.exchange)
         except resuming.ResumeError as exc:
             print(f"tradewarden run: {exc}", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
         args.exchange = resume.exchange_url
     try:
         cfg = load_config(args.config, overrides=run_overrides(args))
     except (ConfigError, ControlError) as exc:
         print(f"tradewarden run: configuration error\n{exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     if resume is not None:
         try:
             resuming.check_same_place(resume.run_dir, venue=cfg.exchange.venue,
                                       account=cfg.exchange.account)
         except resuming.ResumeError as exc:
             print(f"tradewarden run: {exc}", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
     clock = LiveClock()
     started = clock.now()
     if resume is not None:
@@ -140,7 +145,7 @@ def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: dateti
     rt = Runtime(spec)
     control = _bind_control(rt, cfg, console, control_explicit)
     if control is False:
-        return 2
+        return EXIT_USAGE
     events_mark = None
     if cfg.exchange.url is not None:
         from runtime.run_events import mark_run_start
@@ -157,39 +162,58 @@ def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: dateti
             control.start()
             console.print(f"control endpoint: {control.url}  (/metrics /actors /healthz)")
         _progress(rt, duration, stop, console, sampler)
-        _drain(rt)
+        if not rt.system.halted:  # a halted tree has stopped already: nothing to drain
+            _drain(rt)
         sampler.sample(rt, time.monotonic() - t0, force=True)
     finally:
         stop.restore()
         if control is not None:
             control.stop()
         rt.stop()
-    if events_mark is not None:
+    not_run: dict[str, str] = {}
+    if cfg.exchange.url is not None:
+        from runtime.invariants import EVENT_CHECKS
         from runtime.run_events import copy_run_events
 
-        copied = copy_run_events(run_dir, cfg.exchange.url, events_mark)
+        copied = (copy_run_events(run_dir, cfg.exchange.url, events_mark)
+                  if events_mark is not None else None)
         console.print(f"events.jsonl: {copied} records copied from {cfg.exchange.url}"
                       if copied is not None else
                       "[yellow]events.jsonl could not be copied from the exchange "
                       "(see run.log)[/yellow]")
+        if copied is None:
+            not_run.update({c: "the exchange's events.jsonl could not be copied"
+                            for c in EVENT_CHECKS})
     ended = LiveClock().now()
     extra: dict[str, Any] = {"run_dir": str(run_dir), "symbols": list(symbols),
                              "interrupted_by": stop.signal}
+    if rt.system.halted:
+        extra["halted"] = {"reason": rt.system.halt_reason}
     if first_started is not None:  # resumed: the summary covers the whole run
         extra["resumed_at"] = started.isoformat()
     summary = collect_summary(rt, started_at=first_started or started.isoformat(),
-                              ended_at=ended.isoformat(), extra=extra)
-    write_summary(run_dir / "summary.json", summary)
+                              ended_at=ended.isoformat(), extra=extra, not_run=not_run)
+    try:
+        write_summary(run_dir / "summary.json", summary)
+    except OSError as exc:  # a full disk: the verdict still reaches the operator
+        logger.error("could not write summary.json: {}", exc)
+        console.print(f"[red]summary.json could not be written ({exc}); the summary "
+                      "follows on stdout[/red]")
+        console.print_json(data=summary, default=str)
     try:
         write_report(run_dir, summary, sampler, title=f"Tradewarden run {run_id}")
     except Exception:  # noqa: BLE001 - a report bug never changes the run's outcome
         logger.exception("could not write report.html")
     print_summary(summary, f"Tradewarden run {run_id}", console)
     console.print(f"run directory: {run_dir}")
-    bad = summary["invariant_violations"]
-    for v in bad:
+    for v in summary["invariant_violations"]:
         logger.error("invariant violated: {}", v["detail"])
-    return 1 if bad else 0
+    for check, why in summary["checks_not_run"].items():
+        logger.error("check {} did not run: {}", check, why)
+    code = exit_code(summary)
+    if code:
+        console.print(f"exit code {code}: {EXIT_MEANING[code]}")
+    return code
 
 
 def _bind_control(rt: Runtime, cfg: Any, console: Console, explicit: bool) -> Any:
@@ -242,6 +266,9 @@ def _progress(rt: Runtime, duration: float, stop: StopRequest, console: Console,
                 last_line = elapsed
                 console.print(f"[{elapsed:5.1f}s/{duration:g}s] {status}")
             if elapsed >= duration:
+                break
+            if rt.system.halted:  # the tree is gone: waiting out the duration would lie
+                console.print(f"[red]runtime halted: {rt.system.halt_reason}[/red]")
                 break
     if stop.signal:
         console.print(f"{stop.signal} received: stopping in order")

@@ -68,8 +68,14 @@ class ScenarioResult:
     wall_s: float
 
     @property
+    def exit_code(self) -> int:
+        from runtime.summary import exit_code
+
+        return exit_code(self.summary)
+
+    @property
     def passed(self) -> bool:
-        return self.summary["expect"]["passed"] and not self.summary["invariant_violations"]
+        return self.exit_code == 0
 
 
 class ScenarioRun:
@@ -131,12 +137,16 @@ class ScenarioRun:
             if self.rt is not None and self.rt.system is not None and not self.rt.system._shut:
                 self.rt.stop()
         records = load_run_records(self.run_dir)
+        extra: dict[str, Any] = {"scenario": self.sc.name, "path": self.sc.path,
+                                 "seed": self.sc.seed, "crashes": self.crashes,
+                                 "crash_points": list(self.points_reached),
+                                 "alerts": self._alerts()}
+        system = self.rt.system
+        if system is not None and system.halted:
+            extra["halted"] = {"reason": system.halt_reason}
         summary = collect_summary(self.rt, started_at=started.isoformat(),
-                                  ended_at=self.clock.now().isoformat(),
-                                  extra={"scenario": self.sc.name, "path": self.sc.path,
-                                         "seed": self.sc.seed, "crashes": self.crashes,
-                                         "crash_points": list(self.points_reached),
-                                         "alerts": self._alerts()}, records=records)
+                                  ended_at=self.clock.now().isoformat(), extra=extra,
+                                  records=records)
         failures = check_expect(self.sc.expect, summary, exit_and_hedge_qty(*records))
         summary["expect"] = {"passed": not failures, "failures": failures}
         logger.info("scenario {}: expect {}{}; {} invariant violations", self.sc.name,
@@ -279,7 +289,10 @@ def run_scenario(path: str | Path, out_root: Path, config_path: str | None = Non
 
 
 def main(files: list[str], out: str | None, config_path: str | None = None) -> int:
-    """Run each file; exit 0 only if every expect held and no invariant broke."""
+    """Run each file; exit 0 only if every expect held and every invariant ran and
+    held. Otherwise the gravest code of any file (``runtime.summary``): 3 a
+    runtime halted, 2 an invalid file, 1 a failed expectation or invariant."""
+    from runtime.summary import EXIT_OK, EXIT_USAGE
     from rich.console import Console
 
     from runtime.logs import RunLogs
@@ -290,6 +303,7 @@ def main(files: list[str], out: str | None, config_path: str | None = None) -> i
                                                                                  time.gmtime())
     out_root.mkdir(parents=True, exist_ok=True)
     failed = 0
+    code = EXIT_OK
     with RunLogs(out_root) as logs:
         for path in files:
             try:
@@ -297,11 +311,14 @@ def main(files: list[str], out: str | None, config_path: str | None = None) -> i
             except ConfigError as exc:
                 console.print(f"[red]{path}: invalid scenario[/red]\n{exc}")
                 failed += 1
+                code = max(code, EXIT_USAGE)
                 continue
             except ScenarioError as exc:
                 console.print(f"[red]{path}: {exc}[/red]")
                 failed += 1
+                code = max(code, EXIT_USAGE)
                 continue
+            code = max(code, result.exit_code)
             mark = "[green]PASS[/green]" if result.passed else "[red]FAIL[/red]"
             console.print(f"{mark} {result.name} ({path}, {result.wall_s:.2f}s wall) "
                           f"-> {result.run_dir}")
@@ -309,4 +326,4 @@ def main(files: list[str], out: str | None, config_path: str | None = None) -> i
                 failed += 1
                 console.print(summary_table(result.summary, result.name))
     console.print(f"{len(files) - failed}/{len(files)} scenarios passed")
-    return 1 if failed else 0
+    return code

@@ -113,7 +113,7 @@ def test_malformed_scenario_names_file_line_and_key(tmp_path: Path, capsys) -> N
           - at: 0s
             quote: {symbol: BTCUSDT, bid: "100.0", ask: "100.1", colour: red}
         """)
-    assert cli(["scenario", str(path), "--out", str(tmp_path / "out")]) == 1
+    assert cli(["scenario", str(path), "--out", str(tmp_path / "out")]) == 2  # bad input file
     out = capsys.readouterr().out
     assert "sc.yaml:6" in out and "colour" in out
 
