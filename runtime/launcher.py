@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loguru import logger
+
 from config.schema import Config
 from runtime.backoff import Backoff
 from runtime.clock import Clock
@@ -152,7 +154,10 @@ class Runtime:
         if self.system is not None:
             self.system.shutdown(timeout)
         if self.audit is not None:
-            self.audit.close()
+            try:
+                self.audit.close()
+            except OSError as exc:  # a full disk; the halt has said so already
+                logger.error("could not close audit.jsonl: {}", exc)
         if self.store is not None:
             self.store.close()
             self.store = None

@@ -16,6 +16,7 @@ input; 3 the runtime halted.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from datetime import datetime
@@ -34,6 +35,8 @@ from runtime.summary import (EXIT_MEANING, EXIT_USAGE, collect_summary, exit_cod
                              write_summary)
 
 DRAIN_TIMEOUT_S = 5.0
+#: the line before summary.json's content on stdout when it cannot be written
+SUMMARY_ON_STDOUT = "summary.json follows:"
 
 
 def run_overrides(args: Any) -> dict[str, Any]:
@@ -197,11 +200,12 @@ def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: dateti
         write_summary(run_dir / "summary.json", summary)
     except OSError as exc:  # a full disk: the verdict still reaches the operator
         logger.error("could not write summary.json: {}", exc)
-        console.print(f"[red]summary.json could not be written ({exc}); the summary "
-                      "follows on stdout[/red]")
-        console.print_json(data=summary, default=str)
+        console.print(f"[red]summary.json could not be written ({exc})[/red]")
+        print(f"{SUMMARY_ON_STDOUT}\n{json.dumps(summary, indent=2, default=str)}", flush=True)
     try:
         write_report(run_dir, summary, sampler, title=f"Tradewarden run {run_id}")
+    except OSError as exc:
+        logger.error("could not write report.html: {}", exc)
     except Exception:  # noqa: BLE001 - a report bug never changes the run's outcome
         logger.exception("could not write report.html")
     print_summary(summary, f"Tradewarden run {run_id}", console)
