@@ -53,7 +53,8 @@ def _exchange(args: argparse.Namespace) -> int:
 def _kill_switch(args: argparse.Namespace) -> int:
     from runtime.inspect_cli import kill_switch
 
-    return kill_switch(args.state == "on", args.reason, args.control, config_path=args.config)
+    return kill_switch(args.state == "on", args.reason, args.control, config_path=args.config,
+                       run_dir=args.run)
 
 
 EXIT_CODES = """\
@@ -134,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", required=True, help="why (audited and alerted)")
     p.add_argument("--control", metavar="HOST:PORT", help="the runtime's control endpoint")
     p.add_argument("--config", metavar="FILE", help="config naming control.token_env")
+    p.add_argument("--run", metavar="DIR",
+                   help="the run's directory: its endpoint and the token it saved there "
+                        "(default: the newest run under runs/ serving --control)")
     p.set_defaults(func=_kill_switch)
 
     p = sub.add_parser("bench", help="run the benchmark suite (DESIGN section 10)")

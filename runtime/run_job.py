@@ -149,6 +149,8 @@ def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: dateti
     control = _bind_control(rt, cfg, console, control_explicit)
     if control is False:
         return EXIT_USAGE
+    if control is not None:
+        control.advertise(run_dir)  # the kill-switch command finds the endpoint and its token
     events_mark = None
     if cfg.exchange.url is not None:
         from runtime.run_events import mark_run_start
