@@ -98,19 +98,48 @@ def _e(text: Any) -> str:
     return html.escape(redact_text(str(text)), quote=True)
 
 
+#: plotted values are clipped to this magnitude: the chart still draws, and
+#: differences of clipped values stay finite (a figure like 9E+999999 is inf as a float)
+PLOT_LIMIT = 1e300
+#: never more ticks than this on one axis, whatever the range
+MAX_TICKS = 12
+
+
 def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """Round tick values across [lo, hi]; just the two ends when the range is
+    too narrow for float steps (1e20 .. 1e20 + 1) or not finite."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return []
     if hi <= lo:
-        hi = lo + 1.0
+        hi = lo + max(abs(lo) * 1e-9, 1.0)
     raw = (hi - lo) / n
-    mag = 10 ** math.floor(math.log10(raw))
+    if not math.isfinite(raw) or raw <= 0 or raw < max(abs(lo), abs(hi)) * 1e-12:
+        return [lo] if hi == lo else [lo, hi]
+    mag = 10.0 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    first = (lo // step) * step
-    ticks, v = [], first
-    while v <= hi + step * 1e-9:
-        if v >= lo - step * 1e-9:
-            ticks.append(round(v, 10))
-        v += step
-    return ticks
+    k0, k1 = math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9)
+    if k1 - k0 + 1 > MAX_TICKS:
+        return [lo, hi]
+    return [round(k * step, 10) for k in range(k0, k1 + 1)]
+
+
+def _plottable(series: Mapping[str, list[tuple[float, float]]]) -> tuple[
+        dict[str, list[tuple[float, float]]], int]:
+    """The points that can be drawn (NaN dropped, magnitudes clipped to
+    PLOT_LIMIT) and how many were dropped or clipped."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    odd = 0
+    for name, pts in series.items():
+        kept = []
+        for x, y in pts:
+            if math.isnan(x) or math.isnan(y):
+                odd += 1
+                continue
+            cx, cy = (max(-PLOT_LIMIT, min(PLOT_LIMIT, v)) for v in (x, y))
+            odd += (cx, cy) != (x, y)
+            kept.append((cx, cy))
+        out[name] = kept
+    return out, odd
 
 
 def _fmt(v: float) -> str:
@@ -121,10 +150,15 @@ def _fmt(v: float) -> str:
 
 def line_chart(series: Mapping[str, list[tuple[float, float]]], *, y_label: str,
                step: bool = False) -> str:
-    """An inline SVG line chart; ``step`` draws counters as steps."""
+    """An inline SVG line chart; ``step`` draws counters as steps. Absurd
+    figures (NaN, infinite, beyond PLOT_LIMIT) never stop the report: they
+    are left out or clipped, and a note under the chart says how many."""
+    series, odd = _plottable(series)
     series = {k: v for k, v in series.items() if v}
     if not series:
         return '<p class="empty">no samples</p>'
+    note = (f'<p class="empty">{odd} value(s) not finite or beyond {PLOT_LIMIT:.0e}: '
+            "left out or clipped</p>") if odd else ""
     xs = [x for pts in series.values() for x, _ in pts]
     ys = [y for pts in series.values() for _, y in pts]
     x0, x1 = min(xs), max(xs)
@@ -179,7 +213,7 @@ def line_chart(series: Mapping[str, list[tuple[float, float]]], *, y_label: str,
         out.append(f'<rect x="{W - MR + 10}" y="{ly - 9}" width="10" height="10" fill="{color}"/>')
         out.append(f'<text x="{W - MR + 26}" y="{ly}" font-size="11">{_e(str(name)[:28])}</text>')
     out.append("</svg>")
-    return "".join(out)
+    return "".join(out) + note
 
 
 def _top(series: dict[str, list[tuple[float, float]]], n: int = MAX_LINES,
