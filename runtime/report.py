@@ -40,13 +40,14 @@ class Sampler:
 
     Past ``max_samples`` every other sample is dropped and the interval
     doubles, so a long run keeps an even, coarser picture instead of growing.
-    The bound is small (a chart is 760 px wide) and a sample keeps only the
-    mailboxes that had messages waiting, so the sampler reaches its ceiling
-    within minutes rather than climbing through the first half hour of a run
-    (4,000 samples of every mailbox were ~0.2 MB a minute of a default run).
+    The bound is small (a chart is 760 px wide: 120 to 240 points) and a
+    sample keeps only the mailboxes that had messages waiting, so the sampler
+    reaches its ceiling within two minutes rather than climbing through the
+    first half hour of a run (4,000 samples of every mailbox were ~0.2 MB a
+    minute of a default run).
     """
 
-    def __init__(self, min_interval_s: float = 0.5, max_samples: int = 600) -> None:
+    def __init__(self, min_interval_s: float = 0.5, max_samples: int = 240) -> None:
         self.min_interval_s = min_interval_s
         self.max_samples = max_samples
         self.samples: list[dict[str, Any]] = []
