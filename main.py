@@ -12,46 +12,68 @@ import sys
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from runtime.bench.suite import main as bench_main
+    from app.bench.suite import main as bench_main
 
     return bench_main(quick=args.quick, out=args.out)
 
 
-def _run(args: argparse.Namespace) -> int:
-    from runtime.run_job import run
+def _check_strategy(cfg: object) -> object:
+    """The configured strategy exists and takes its parameters (ValueError naming the
+    known ones otherwise): checked before a run directory is made. Returns an
+    instance, whose ``warmup`` the banner reports."""
+    from actors.strategy import strategy_by_name
 
-    return run(args)
+    strategy = cfg.strategy  # type: ignore[attr-defined]
+    return strategy_by_name(strategy.name, strategy.params)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from app.run_job import run
+
+    return run(args, preflight=_check_strategy)
 
 
 def _scenario(args: argparse.Namespace) -> int:
-    from runtime.scenario_runner import main as scenario_main
+    from app.scenario_runner import main as scenario_main
 
     return scenario_main(args.files, args.out, args.config)
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from runtime.audit_cli import main as audit_main
+    from pathlib import Path
 
+    from app.audit_cli import main as audit_main, verify
+
+    if args.dir == "verify" and (args.target is not None or not Path("verify").exists()):
+        if args.target is None:
+            print("tradewarden audit verify: name the run directory (audit verify DIR)",
+                  file=sys.stderr)
+            return 2
+        return verify(args.target)
+    if args.target is not None:
+        print(f"tradewarden audit: unexpected argument {args.target!r} (audit DIR, or "
+              "audit verify DIR)", file=sys.stderr)
+        return 2
     return audit_main(args.dir, reason=args.reason, symbol=args.symbol, as_json=args.json,
                       limit=args.limit)
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from runtime.inspect_cli import main as inspect_main
+    from app.inspect_cli import main as inspect_main
 
     return inspect_main(args.control, watch=args.watch, peek=args.peek, as_json=args.json,
                         config_path=args.config)
 
 
 def _exchange(args: argparse.Namespace) -> int:
-    from exchange.serve import main as exchange_main
+    from app.exchange_serve import main as exchange_main
 
     return exchange_main(port=args.port, out=args.out, symbols=args.symbols, seed=args.seed,
-                         config_path=args.config)
+                         config_path=args.config, tick_ms=args.tick_ms)
 
 
 def _kill_switch(args: argparse.Namespace) -> int:
-    from runtime.inspect_cli import kill_switch
+    from app.inspect_cli import kill_switch
 
     return kill_switch(args.state == "on", args.reason, args.control, config_path=args.config,
                        run_dir=args.run)
@@ -67,7 +89,16 @@ exit codes of run and scenario:
 """
 
 
+def _strategies_help() -> str:
+    """The built-in strategies, one line each (the registry's, so it never goes stale)."""
+    from actors.strategy import strategy_summaries
+
+    return "\n".join(f"  {name:<15} {line}" for name, line in strategy_summaries())
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from app.cli_args import parse_duration, parse_symbols
+
     parser = argparse.ArgumentParser(prog="tradewarden", description=__doc__.splitlines()[0],
                                      epilog=EXIT_CODES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -75,12 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="the main job: trade the synthetic market on the embedded "
                                    "simulated exchange, then print a summary",
-                       epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="built-in strategies (--strategy NAME; write your own: "
+                              "docs/strategies.md):\n" + _strategies_help() + "\n" + EXIT_CODES)
     p.add_argument("--config", metavar="FILE", help="YAML config on top of config/default.yaml")
-    p.add_argument("--symbols", metavar="A,B,...", help="symbols to trade (default: market.symbols)")
-    p.add_argument("--duration", type=float, metavar="SECONDS", help="run length (default 30)")
+    p.add_argument("--symbols", metavar="A,B,...", type=parse_symbols,
+                   help="exactly the symbols to trade (default: market.symbols)")
+    p.add_argument("--duration", type=parse_duration, metavar="TIME",
+                   help="run length: seconds (90) or 90s, 5m, 2h (default 30s)")
     p.add_argument("--seed", type=int, help="synthetic market seed")
-    p.add_argument("--strategy", metavar="NAME", help="strategy name (default: demo)")
+    p.add_argument("--strategy", metavar="NAME", help="strategy name (default: demo; listed "
+                                                      "below)")
+    p.add_argument("--drills", action="store_true",
+                   help="also run the order-group drills (demo.groups) on a pair of their own: "
+                        "a filled pair, a rollback, a handoff to the hedger (embedded exchange "
+                        "only; their alerts say DRILL)")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/<timestamp>/)")
     p.add_argument("--exchange", metavar="ws://HOST:PORT",
                    help="trade at a `main.py exchange` server instead of the embedded one")
@@ -90,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="DIR",
                    help="continue the killed run in DIR from its store, reconciling with the "
                         "exchange first (needs an exchange that kept running: --exchange)")
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="place the symbol actors (and their strategies) on a Ray cluster at "
+                        "ADDRESS; 'auto' starts a local Ray instance (needs the optional "
+                        "extra: pip install -e '.[ray]')")
     p.add_argument("--verbose", action="store_true", help="DEBUG lines in run.log")
     p.set_defaults(func=_run)
 
@@ -104,8 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("exchange", help="the simulated exchange as a WebSocket server on loopback")
     p.add_argument("--port", type=int, default=8766, help="port (0 picks a free one)")
     p.add_argument("--out", metavar="DIR", default="runs/exchange", help="where events.jsonl goes")
-    p.add_argument("--symbols", metavar="A,B,...", help="symbols its own market feed quotes")
+    p.add_argument("--symbols", metavar="A,B,...", type=parse_symbols,
+                   help="symbols its own market feed quotes (default: BTCUSDT, ETHUSDT, ...)")
     p.add_argument("--seed", type=int, default=0, help="market feed seed")
+    p.add_argument("--tick-ms", type=float, default=100.0, metavar="MS",
+                   help="one quote per symbol this often (default 100, like run's own market; "
+                        "a strategy's warmup counts these quotes)")
     p.add_argument("--config", metavar="FILE", help="YAML config on top of config/default.yaml "
                                                     "(its exchange section: latency, fees...)")
     p.set_defaults(func=_exchange)
@@ -122,9 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_inspect)
 
     p = sub.add_parser("audit", help="query a run's audit trail")
-    p.add_argument("dir", metavar="DIR", help="a run directory (or its audit.jsonl)")
+    p.add_argument("dir", metavar="DIR", help="a run directory (or its audit.jsonl); "
+                                              "'verify DIR' checks its hash chain")
+    p.add_argument("target", nargs="?", metavar="DIR", help=argparse.SUPPRESS)
     p.add_argument("--reason", metavar="R", help="only decisions with this reason code")
-    p.add_argument("--symbol", metavar="S", help="only records about this symbol")
+    p.add_argument("--symbol", metavar="S", help="only records about this symbol (any case; "
+                                                  "a group's records by its legs)")
     p.add_argument("--json", action="store_true", help="print matching records as JSON lines")
     p.add_argument("--limit", type=int, default=50, help="rows in the table (default 50)")
     p.set_defaults(func=_audit)

@@ -108,12 +108,13 @@ def test_production_example_loads_and_is_tighter():
 
 def test_demo_groups_need_symbols_of_their_own(tmp_path):
     cfg = load_config()
-    assert cfg.demo.groups.enabled and not set(cfg.demo.groups.symbols) & set(cfg.market.symbols)
-    msg = str(error_of(write(tmp_path, "market: {symbols: [BTCUSDT, ADAUSDT]}\n")))
+    assert not cfg.demo.groups.enabled, "drills run only when asked (run --drills)"
+    assert not set(cfg.demo.groups.symbols) & set(cfg.market.symbols)
+    msg = str(error_of(write(tmp_path, "market: {symbols: [BTCUSDT, ADAUSDT]}\n"
+                                       "demo: {groups: {enabled: true}}\n")))
     assert "demo.groups.symbols" in msg and "ADAUSDT" in msg
-    off = write(tmp_path, "market: {symbols: [ADAUSDT]}\ndemo: {groups: {enabled: false}}\n",
-                name="off.yaml")
-    assert load_config(off).market.symbols == ["ADAUSDT"]
+    off = write(tmp_path, "market: {symbols: [ADAUSDT]}\n", name="off.yaml")
+    assert load_config(off).market.symbols == ["ADAUSDT"]  # drills off: the pair is free
     remote = {"market": {"symbols": ["ADAUSDT"]}, "exchange": {"url": "ws://127.0.0.1:9"}}
     assert load_config(overrides=remote).market.symbols == ["ADAUSDT"]  # the demo won't run
     for bad, key in (("demo: {groups: {drills: [explode]}}\n", "demo.groups.drills"),
@@ -367,7 +368,7 @@ def test_import_reads_no_file():
         opened = []
         sys.addaudithook(lambda ev, args: opened.append(str(args[0]))
                          if ev == "open" and str(args[0]).endswith((".yaml", ".yml")) else None)
-        import config, config.loader, runtime.scenario_file
+        import config, config.loader, app.scenario_file
         assert not opened, opened
         config.load_config()
         assert any(p.endswith("default.yaml") for p in opened), opened
@@ -390,7 +391,7 @@ def test_sim_settings_feed_the_simulated_exchange():
 def test_the_standalone_exchange_uses_the_config_like_the_embedded_one(tmp_path):
     """``main.py exchange`` used to build its engine with the engine's own defaults
     (no latency, no fees, USD) while ``run``'s embedded exchange read the config."""
-    from exchange.serve import sim_config
+    from app.exchange_serve import sim_config
 
     default = load_config().exchange
     sim = sim_config()

@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 
 from exchange.events_log import read_events
-from runtime import invariants
-from runtime.store import Store
+from app import invariants
+from trading.store import Store
 from tests.ws_runs import ROOT, count, events_path, run_command, wait_until_traded, ws_exchange
 from trading.audit import read_audit
 

@@ -16,9 +16,9 @@ from config import config_hash, load_config
 from exchange.events_log import read_events
 from exchange.synthetic import SyntheticMarket
 from runtime.clock import EPOCH_DEFAULT, VirtualClock
-from runtime.invariants import check_all
-from runtime.launcher import LaunchSpec, Runtime, demo_plan
-from runtime.summary import group_figures
+from app.invariants import check_all
+from app.launcher import LaunchSpec, Runtime, demo_plan
+from app.summary import group_figures
 from trading.audit import read_audit
 
 PAIR = ("ADAUSDT", "DOTUSDT")
@@ -26,7 +26,7 @@ PAIR = ("ADAUSDT", "DOTUSDT")
 
 def _run(run_dir: Path, seed: int, seconds: float = 14.0) -> dict[str, Any]:
     cfg = load_config(overrides={"strategy": {"name": "none"}, "market": {"seed": seed},
-                                 "demo": {"groups": {"every_s": 1.0}}})
+                                 "demo": {"groups": {"enabled": True, "every_s": 1.0}}})
     symbols, demo = demo_plan(cfg)
     clock = VirtualClock(EPOCH_DEFAULT)
     market = SyntheticMarket(symbols, seed=seed, start=EPOCH_DEFAULT)

@@ -8,8 +8,8 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from runtime.report import Sampler, line_chart, render_report, write_report
-from runtime.scenario_runner import run_scenario
+from app.report import Sampler, line_chart, render_report, write_report
+from app.scenario_runner import run_scenario
 from tests.virtual_runtime import VirtualRuntime
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +22,7 @@ def _svgs(html: str) -> list[ET.Element]:
 
 
 def test_report_from_a_sampled_runtime(tmp_path) -> None:
-    from runtime.summary import collect_summary
+    from app.summary import collect_summary
 
     sampler = Sampler(min_interval_s=0.0)
     with VirtualRuntime(tmp_path / "run", ("BTCUSDT", "ETHUSDT")) as vr:
@@ -104,7 +104,7 @@ def test_the_report_and_the_console_table_show_the_same_rows() -> None:
 
     from rich.console import Console
 
-    from runtime.summary import summary_rows, summary_table
+    from app.summary import summary_rows, summary_table
 
     summary = {"run_id": "r", "started_at": "a", "ended_at": "b", "market_events": 10,
                "signals": 2, "risk": {"approved": 2, "rejected": {"max_volatility": 1}},
@@ -137,7 +137,7 @@ def test_absurd_figures_still_give_a_report(tmp_path) -> None:
     used to overflow the axis ticks, and report.html was not written; a range
     too narrow for float steps (1e20 .. 1e20 + 1) looped. Now they are left
     out or clipped, and the chart says so."""
-    from runtime.metrics import number
+    from app.metrics import number
 
     sampler = Sampler(min_interval_s=0.0)
     huge = number("9E+999999")
@@ -154,3 +154,60 @@ def test_absurd_figures_still_give_a_report(tmp_path) -> None:
     html = path.read_text()
     assert len(_svgs(html)) >= 2  # every chart is well-formed SVG
     assert "not finite or beyond" in html
+
+
+# -- charts that tell the truth -----------------------------------------------------------------
+
+
+def _polylines(svg: ET.Element) -> list[list[tuple[float, float]]]:
+    out = []
+    for pl in svg.iter("{http://www.w3.org/2000/svg}polyline"):
+        out.append([tuple(map(float, p.split(","))) for p in pl.get("points").split()])
+    return out
+
+
+def _titles(html: str) -> list[str]:
+    import html as html_lib
+
+    return [html_lib.unescape(t) for t in re.findall(r"<title>(.*?)</title>", html)]
+
+
+def test_exposure_comes_from_the_fills_at_their_own_times_as_steps(tmp_path) -> None:
+    """The stop fills at 4 s while the runtime is down (no sample then): the chart
+    shows it at 4 s from events.jsonl, drawn as steps, never as a diagonal."""
+    result = run_scenario(ROOT / "tests/scenarios/stop_fills_while_runtime_down.yaml", tmp_path)
+    html = (result.run_dir / "report.html").read_text()
+    titles = _titles(html)
+    assert "BTCUSDT: 8 at 1s" in titles and "BTCUSDT: 0 at 4s" in titles
+    assert "fills from events.jsonl" in html
+    for svg in _svgs(html):
+        for line in _polylines(svg):
+            for (xa, ya), (xb, yb) in zip(line, line[1:]):
+                assert xa == xb or ya == yb, f"diagonal from {(xa, ya)} to {(xb, yb)}"
+    # total, realized and daily PnL coincide here: one line, one legend entry naming all
+    assert "total = realized = daily" in html
+
+
+def test_kill_switch_periods_are_shaded_on_every_chart(tmp_path) -> None:
+    result = run_scenario(ROOT / "tests/scenarios/kill_switch_survives_crash.yaml", tmp_path)
+    html = (result.run_dir / "report.html").read_text()
+    svgs = _svgs(html)
+    halts = [[r for r in svg.iter("{http://www.w3.org/2000/svg}rect")
+              if r.get("class") == "halt"] for svg in svgs]
+    assert svgs and all(len(h) == 1 for h in halts)  # one engaged period, on each chart
+    assert any(t.startswith("kill switch engaged 0.5s .. 5s: manual: operator")
+               for t in _titles(html))
+
+
+def test_charts_are_wide_and_every_series_has_a_visible_legend_and_hover_values() -> None:
+    series = {f"S{i}": [(0.0, 0.0), (float(i + 1), float(i))] for i in range(12)}
+    text = line_chart(series, y_label="y")
+    svg = ET.fromstring(text)
+    assert svg.get("width") == "100%" and float(svg.get("viewBox").split()[2]) >= 1000
+    legend = [t.text for t in svg.iter("{http://www.w3.org/2000/svg}text") if t.text in series]
+    assert legend == list(series)  # every series named, in order
+    lines = svg.findall("{http://www.w3.org/2000/svg}polyline")
+    styles = {(pl.get("stroke"), pl.get("stroke-dasharray")) for pl in lines}
+    assert len(styles) == len(series), "two series must never look the same"
+    assert len(_titles(text)) == 2 * len(series)  # a hover title on every known value
+    assert "S3: 3 at 4s" in _titles(text)

@@ -14,9 +14,9 @@ from datetime import UTC
 from pathlib import Path
 
 from exchange.events_log import read_events
-from runtime import invariants
-from runtime.store import Store
+from app import invariants
 from tests.ws_runs import ROOT, events_path, run_command, wait_until_traded, ws_exchange
+from trading.store import Store
 from trading.audit import read_audit
 
 
@@ -47,7 +47,7 @@ def test_resume_refuses_another_exchange_account_or_venue(life, tmp_path: Path, 
     from datetime import datetime
 
     from main import main as cli
-    from runtime.resume import write_run_info
+    from app.resume import write_run_info
 
     lf = life()
     lf.quote()

@@ -76,7 +76,7 @@ def test_an_exchange_gone_at_the_end_is_a_check_not_run_never_held(tmp_path: Pat
 def test_an_embedded_run_reads_the_exchange_through_the_adapter_protocol(tmp_path: Path) -> None:
     """The embedded engine is asked the same question (``DirectAdapter``), so
     a scenario's summary carries the comparison as having run."""
-    from runtime.scenario_runner import run_scenario
+    from app.scenario_runner import run_scenario
 
     result = run_scenario(ROOT / "tests/scenarios/circuit_breaker_trip.yaml", tmp_path)
     assert result.summary["checks"]["positions_match"] == "held"
@@ -99,7 +99,7 @@ def test_a_halted_runtime_stops_the_run_at_once_and_exits_3(tmp_path: Path,
     trading on to its duration, writes summary.json with the cause and exits
     3; its table says HALTED."""
     from main import main as cli
-    from runtime.launcher import Runtime
+    from app.launcher import Runtime
     from tests.recovery_life import poison_quote
 
     started: list[Runtime] = []

@@ -43,7 +43,7 @@ def test_long_run_keeps_memory_and_threads_flat(tmp_path: Path) -> None:
     from config import config_hash, load_config
     from exchange.synthetic import make_symbols, SyntheticMarket
     from runtime.clock import LiveClock
-    from runtime.launcher import LaunchSpec, Runtime
+    from app.launcher import LaunchSpec, Runtime
 
     symbols = make_symbols(20)
     tick_s = len(symbols) / EVENTS_PER_S          # 20 symbols x 100 ticks/s = 2,000/s
@@ -114,8 +114,8 @@ def test_theil_sen_slope_sees_a_trend_through_noise() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(RUN_SOAK_S + 300)
 def test_default_run_memory_has_no_slope_after_warm_up(tmp_path: Path) -> None:
-    """``main.py run`` with the default config (demo strategy, order-group
-    drills, hedges, stops, the report sampler) for ``TW_RUN_SOAK_S`` seconds:
+    """``main.py run --drills`` with the default config (demo strategy,
+    order-group drills, hedges, stops, the report sampler) for ``TW_RUN_SOAK_S`` s:
     after warm-up its anonymous RSS must not climb (Theil-Sen slope at most
     MAX_SLOPE_MB_PER_MIN), and its thread count must not creep up."""
     import subprocess
@@ -125,7 +125,8 @@ def test_default_run_memory_has_no_slope_after_warm_up(tmp_path: Path) -> None:
     cfg = tmp_path / "soak.yaml"
     cfg.write_text("control: {enabled: false}\n", encoding="utf-8")
     proc = subprocess.Popen([sys.executable, str(root / "main.py"), "run", "--config", str(cfg),
-                             "--duration", str(RUN_SOAK_S), "--out", str(tmp_path / "run")],
+                             "--duration", str(RUN_SOAK_S), "--drills",
+                             "--out", str(tmp_path / "run")],
                             cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     samples: list[tuple[float, float]] = []
     threads: list[int] = []
