@@ -77,10 +77,11 @@ class OrderRequest(Message):
         check_decimal(self, "price", positive=True, optional=True)
         check_decimal(self, "trigger_price", positive=True, optional=True)
         check_utc(self, "ts")
-        if self.order_type is not OrderType.MARKET and self.price is None:
-            raise MessageError(f"OrderRequest {self.client_order_id}: {self.order_type} needs a price")
-        if self.order_type is OrderType.STOP_LIMIT and self.trigger_price is None:
-            raise MessageError(f"OrderRequest {self.client_order_id}: stop_limit needs a trigger_price")
+        otype = self.order_type
+        if otype not in (OrderType.MARKET, OrderType.STOP_MARKET) and self.price is None:
+            raise MessageError(f"OrderRequest {self.client_order_id}: {otype} needs a price")
+        if otype in (OrderType.STOP_LIMIT, OrderType.STOP_MARKET) and self.trigger_price is None:
+            raise MessageError(f"OrderRequest {self.client_order_id}: {otype} needs a trigger_price")
 
 
 @message
@@ -172,20 +173,25 @@ class PositionSnapshot(Message):
     ts: datetime
     #: the QueryPositions this answers (None when the broker pushed it unasked)
     request_id: str | None = None
+    #: ((symbol, average entry price), ...) where the broker reports it (a real
+    #: venue does; the simulated exchange leaves it empty)
+    entry_prices: tuple[tuple[str, Decimal], ...] = ()
 
     def __post_init__(self) -> None:
         check_str(self, "account")
         check_str(self, "request_id", optional=True)
         check_utc(self, "ts")
-        norm = []
-        for i, item in enumerate(self.positions):
-            try:
-                sym, qty = item
-            except (TypeError, ValueError):
-                raise MessageError(f"PositionSnapshot.positions[{i}]: expected (symbol, qty)") from None
-            from messages.base import to_decimal
-            norm.append((str(sym), to_decimal(qty, f"positions[{i}].qty", where="PositionSnapshot.")))
-        object.__setattr__(self, "positions", tuple(norm))
+        from messages.base import to_decimal
+        for field in ("positions", "entry_prices"):
+            norm = []
+            for i, item in enumerate(getattr(self, field)):
+                try:
+                    sym, qty = item
+                except (TypeError, ValueError):
+                    raise MessageError(f"PositionSnapshot.{field}[{i}]: expected (symbol, number)"
+                                       ) from None
+                norm.append((str(sym), to_decimal(qty, f"{field}[{i}]", where="PositionSnapshot.")))
+            object.__setattr__(self, field, tuple(norm))
 
     def as_dict(self) -> dict[str, Decimal]:
         return dict(self.positions)
