@@ -47,7 +47,7 @@ def _exchange(args: argparse.Namespace) -> int:
     from exchange.serve import main as exchange_main
 
     return exchange_main(port=args.port, out=args.out, symbols=args.symbols, seed=args.seed,
-                         config_path=args.config)
+                         config_path=args.config, protocol=args.protocol)
 
 
 def _kill_switch(args: argparse.Namespace) -> int:
@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="market feed seed")
     p.add_argument("--config", metavar="FILE", help="YAML config on top of config/default.yaml "
                                                     "(its exchange section: latency, fees...)")
+    p.add_argument("--protocol", choices=("native", "binanceusdm"), default="native",
+                   help="native: the simulator's own msgpack WebSocket protocol; binanceusdm: "
+                        "Binance USDⓈ-M futures REST + WebSocket streams (the subset ccxt "
+                        "uses; API keys from TW_BINANCE_FACE_KEYS=key:secret:account,...)")
     p.set_defaults(func=_exchange)
 
     p = sub.add_parser("inspect", help="actors, supervisors, mailboxes and dead letters of a "

@@ -16,6 +16,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from exchange.binance_face.auth import keys_from_env
+from exchange.binance_face.server import BinanceFaceServer
 from exchange.config import ExchangeConfig as SimConfig
 from exchange.feed import RandomWalkFeed
 from exchange.synthetic import DEFAULT_SYMBOLS
@@ -31,22 +33,34 @@ def sim_config(config_path: str | Path | None = None) -> SimConfig:
 
 
 def main(*, port: int = 8766, out: str | Path = "runs/exchange", symbols: str | None = None,
-         seed: int = 0, host: str = "127.0.0.1", config_path: str | Path | None = None) -> int:
+         seed: int = 0, host: str = "127.0.0.1", config_path: str | Path | None = None,
+         protocol: str = "native") -> int:
     from config import ConfigError
 
     try:
         settings = sim_config(config_path)
+        keys = keys_from_env() if protocol == "binanceusdm" else ()
     except (ConfigError, ValueError) as exc:
         print(f"tradewarden exchange: configuration error\n{exc}", file=sys.stderr)
         return 2
     names = [s.strip() for s in symbols.split(",") if s.strip()] if symbols else list(DEFAULT_SYMBOLS)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    server = ExchangeServer(host=host, port=port, out_dir=out_dir, config=settings,
-                            feed=RandomWalkFeed(names, seed=seed))
+    feed = RandomWalkFeed(names, seed=seed)
+    server: ExchangeServer | BinanceFaceServer
+    if protocol == "binanceusdm":
+        server = BinanceFaceServer(host=host, port=port, out_dir=out_dir, config=settings,
+                                   feed=feed, keys=keys, symbols=names)
+    else:
+        server = ExchangeServer(host=host, port=port, out_dir=out_dir, config=settings, feed=feed)
     stop = StopRequest().install()
     server.start()
-    print(f"simulated exchange on {server.url} quoting {', '.join(names)} "
+    if protocol == "binanceusdm":
+        url = f"{server.base_url} (Binance USDⓈ-M face; accounts: " \
+              f"{', '.join(sorted({k.account for k in keys}))})"
+    else:
+        url = server.url  # type: ignore[union-attr]
+    print(f"simulated exchange on {url} quoting {', '.join(names)} "
           f"(latency {settings.latency_ms:g} ms, fees {settings.maker_fee_bps}/"
           f"{settings.taker_fee_bps} bps, {settings.quote_currency}); "
           f"events -> {out_dir / 'events.jsonl'}; Ctrl-C stops", flush=True)

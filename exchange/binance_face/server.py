@@ -76,6 +76,11 @@ class BinanceFaceServer:
         return f"http://{self.host}:{self.port}"
 
     @property
+    def stats(self) -> dict[str, int]:
+        return {"requests": self.rest.requests, "stream_sessions": len(self.face.sessions),
+                **{k: int(v) for k, v in self.engine.stats.items()}}
+
+    @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
