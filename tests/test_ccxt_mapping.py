@@ -265,3 +265,11 @@ def test_rejection_reason_codes_are_protocol_shaped() -> None:
     out = ev.rest_order_events({"orderId": 1, "status": "REJECTED"}, tr, "c-1", "BTCUSDT",
                                utc_now())
     assert isinstance(out[0], OrderRejected) and out[0].reason.startswith("venue_rejected:")
+
+
+def test_http_status_decides_ban_and_rate_limit() -> None:
+    # ccxt raises DDoSProtection for Binance's 429 and puts the status first
+    c = classify(ccxt.DDoSProtection('binanceusdm 429 Too Many Requests {"code": -1003}'))
+    assert c.kind is Kind.RATE_LIMITED
+    c = classify(ccxt.DDoSProtection('binanceusdm 418 I\'m a teapot {"code": -1003}'))
+    assert c.kind is Kind.BANNED

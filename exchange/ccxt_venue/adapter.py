@@ -203,7 +203,35 @@ class CcxtVenueAdapter:
             return
         conn.up = True
         self.counts["connects"] += 1
+        self._spawn(self._keepalive(conn))
         self._status(True, "connected")
+
+    async def _keepalive(self, conn: _Conn) -> None:
+        """PUT the listen key every ``listen_key_keepalive_s`` while this session
+        lives. ccxt schedules one keep-alive and re-arms it only when it finds
+        its own subscription in a client table it reads wrongly (ccxt 4.5:
+        ``safe_dict`` over Client objects), so after the first PUT the key
+        would lapse at 60 minutes and the stream die; the adapter keeps it."""
+        try:
+            while conn.gen == self._gen and not conn.down_reported:
+                await asyncio.sleep(self.settings.listen_key_keepalive_s)
+                if conn.gen != self._gen or conn.down_reported:
+                    return
+                await self._budget_wait(1)
+                try:
+                    await self.ex.fapiPrivatePutListenKey()
+                    self.counts["listen_key_keepalives"] += 1
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    c = classify(exc)
+                    if c.venue_code == -1125 or c.kind is Kind.NOT_FOUND:
+                        self._down(conn, f"listen key lost: {c.detail}")
+                        return
+                    self._venue_trouble(c, ref=None)
+                    logger.warning("{}: listen key keep-alive failed: {}", self.name, c.detail)
+        except asyncio.CancelledError:
+            return
 
     async def _user_stream(self, conn: _Conn) -> None:
         """Keeps ccxt's user-data subscription open; its end is the stream's end."""
@@ -269,6 +297,8 @@ class CcxtVenueAdapter:
                                      message.get("T") or message.get("E"))
             elif kind == "book":
                 out = [ev.book_ticker(message, now)]
+            elif kind == "ignore":
+                return
             else:  # listen key expired: this session is over
                 conn = self._conn
                 if conn is not None:

@@ -27,7 +27,11 @@ class StreamListener(Protocol):
 
 
 _ROUTED = {"ORDER_TRADE_UPDATE": "order", "ALGO_UPDATE": "algo", "bookTicker": "book",
-           "listenKeyExpired": "listen_key_expired"}
+           "listenKeyExpired": "listen_key_expired",
+           # positions and balances come from the reconciler's polls; ccxt's own
+           # handler would start REST position snapshots behind the budget's back
+           "ACCOUNT_UPDATE": "ignore", "MARGIN_CALL": "ignore",
+           "ACCOUNT_CONFIG_UPDATE": "ignore", "TRADE_LITE": "ignore"}
 
 
 def exchange_class() -> type:
@@ -101,6 +105,11 @@ def make_exchange(*, api_key: str, api_secret: str, testnet: bool, urls: dict[st
         "warnOnFetchOpenOrdersWithoutSymbol": False,
         "defaultType": "future",
         "fetchMarkets": {"types": ["linear"]},
+        "fetchCurrencies": False,            # spot wallet endpoints: not needed, not keyed
+        # watch_orders would otherwise start REST position/balance snapshots of
+        # its own: requests the adapter's budget never sees (the reconciler polls)
+        "watchPositions": {"fetchPositionsSnapshot": False, "awaitPositionsSnapshot": False},
+        "watchBalance": {"fetchBalanceSnapshot": False, "awaitBalanceSnapshot": False},
     }
     opts.update(options or {})
     ex = cls({"apiKey": api_key, "secret": api_secret, "enableRateLimit": True,
@@ -108,12 +117,10 @@ def make_exchange(*, api_key: str, api_secret: str, testnet: bool, urls: dict[st
     if testnet and not urls:
         ex.set_sandbox_mode(True)
     if urls:
-        merged = dict(ex.urls)
-        api = dict(merged.get("api") or {})
-        api.update(urls.get("api", urls))
-        merged["api"] = api
-        for key, value in urls.items():
-            if key != "api":
-                merged[key] = value
-        ex.urls = merged
+        api = ex.urls["api"]
+        for key, value in dict(urls.get("api", urls)).items():
+            if isinstance(value, dict) and isinstance(api.get(key), dict):
+                api[key].update(value)  # keep the ws entries ccxt has for other types
+            else:
+                api[key] = value
     return ex

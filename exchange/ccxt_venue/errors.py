@@ -18,6 +18,8 @@ from enum import StrEnum
 import ccxt
 
 _CODE = re.compile(r'"code"\s*:\s*(-?\d+)')
+#: ccxt puts "<exchange id> <HTTP status> <reason>" first in an HTTP error's message
+_STATUS = re.compile(r"^\S+ (418|429) ")
 
 
 class Kind(StrEnum):
@@ -84,6 +86,11 @@ def classify(exc: BaseException) -> Classified:
     """What ``exc`` (raised by a ccxt call) means; never raises."""
     code = venue_code(exc)
     detail = _detail(exc)
+    status = _STATUS.search(str(exc))
+    if status is not None and status.group(1) == "418":  # a ban, whatever code the body has
+        return Classified(Kind.BANNED, "ip_banned", code, detail)
+    if status is not None and status.group(1) == "429":
+        return Classified(Kind.RATE_LIMITED, "rate_limited", code, detail)
     if code is not None and code in _BY_CODE:
         kind, name = _BY_CODE[code]
         return Classified(kind, name, code, detail)

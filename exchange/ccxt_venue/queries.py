@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from exchange.ccxt_venue.adapter import CcxtVenueAdapter
 
 ZERO = Decimal(0)
+#: how far back a first fills page looks (Binance keeps userTrades queries to 7 days)
+LOOKBACK_MS = 7 * 24 * 3600 * 1000 - 60_000
 
 
 def positions_snapshot(rows: list[dict[str, Any]], request_id: str, account: str,
@@ -121,8 +123,11 @@ class FillPager:
             return []
         if not await ad._budget_wait(5):
             raise RuntimeError("request budget exhausted")
+        # Without fromId Binance answers the *latest* trades; a first page starts
+        # at the oldest of the lookback instead, so paging forward misses none
+        since = None if from_id is not None else ad._venue_ms() - LOOKBACK_MS
         params: dict[str, Any] = {} if from_id is None else {"fromId": from_id}
-        raw = await ad.ex.fetch_my_trades(unified, None, min(limit, 1000), params)
+        raw = await ad.ex.fetch_my_trades(unified, since, min(limit, 1000), params)
         rows = [r.get("info", r) for r in raw]
         rows = [r for r in rows if isinstance(r, dict) and r.get("id") is not None]
         rows.sort(key=lambda r: int(r["id"]))

@@ -27,6 +27,8 @@ class VenueSettings:
     timeout_ms: int = 10_000
     #: how long connect() waits for the user-data stream to open
     open_timeout_s: float = 10.0
+    #: PUT the listen key this often (Binance: valid 60 min, extend every 30)
+    listen_key_keepalive_s: float = 1800.0
     #: extra ccxt options (tests shorten listenKeyRefreshRate, for one)
     options: dict[str, Any] = field(default_factory=dict)
 
