@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from concurrent.futures import Future
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -41,6 +42,7 @@ from trading.limits import CircuitBreaker, Limits, RateLimiter
 from trading.pnl import PnlTracker
 from trading.reasons import Reason
 from trading.recovery import order_status_key, position_put
+from trading.venue_rules import conform
 
 
 class Coordinator(KillSwitchKeeper, Actor):
@@ -133,14 +135,15 @@ class Coordinator(KillSwitchKeeper, Actor):
         self.counts["signals"] += 1
         self._gate(Intent(sig.symbol, sig.side, sig.qty, account=sig.account, venue=self.venue,
                           purpose=OrderPurpose.ENTRY, reduce_only=sig.reduce_only,
-                          stop_loss=sig.stop_loss), OrderType.MARKET, None, None, None,
-                   source="signal")
+                          stop_loss=sig.stop_loss, order_type=OrderType.MARKET),
+                   OrderType.MARKET, None, None, None, source="signal")
 
     @handles(OrderIntent)
     def on_intent(self, it: OrderIntent) -> None:
         self._gate(Intent(it.symbol, it.side, it.qty, account=it.account, venue=self.venue,
                           purpose=it.purpose, reduce_only=it.reduce_only, stop_loss=it.stop_loss,
-                          limit_price=it.price, owner=it.owner),
+                          limit_price=it.price, owner=it.owner, order_type=it.order_type,
+                          trigger_price=it.trigger_price),
                    it.order_type, it.price, it.trigger_price, it.tag, group_id=it.group_id)
 
     def _gate(self, intent: Intent, order_type: OrderType, price: Decimal | None,
@@ -148,7 +151,21 @@ class Coordinator(KillSwitchKeeper, Actor):
               source: str = "intent") -> None:
         now = self.ctx.clock.monotonic()
         self.state.positions_fresh = self._positions_fresh(now)
+        notes: dict[str, str] = {}
+        rules = self.limits.instrument_rules.get(intent.symbol)
+        if rules is not None and isinstance(intent.qty, Decimal):
+            # the venue's lot step and tick (trading.venue_rules): quantity rounded
+            # down, prices on the tick in the passive direction, before the decision
+            c = conform(rules, intent.side, intent.qty, price, trigger,
+                        market=order_type in (OrderType.MARKET, OrderType.STOP_MARKET))
+            notes = c.notes
+            price, trigger = c.price, c.trigger
+            intent = replace(intent, qty=c.qty if c.qty > 0 else intent.qty,
+                             limit_price=c.price if intent.limit_price is not None else None,
+                             trigger_price=c.trigger)
         decision = decide(intent, self.state, now)
+        if notes:
+            decision.inputs.update(notes)
         coid = self.ids.next() if decision.approved else None
         self.audit.record(kind="risk_decision", reason=str(decision.reason),
                           approved=decision.approved, ts=self.ctx.clock.now(),

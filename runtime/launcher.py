@@ -86,6 +86,12 @@ class LaunchSpec:
     #: the ``demo.groups`` config section when ``run`` starts the demo group driver
     #: (its symbols are in ``symbols`` too, with no strategy on them); see :func:`demo_plan`
     demo_groups: Any = None
+    #: a real venue (``run --venue``): its resolved settings (secrets inside;
+    #: never logged) for the ccxt adapter; None: the simulated exchange
+    venue: Any = None
+    #: the venue's instrument rules as data, ``{symbol: {rule: value}}``, loaded
+    #: from its markets at start (trading.venue_rules); empty: none
+    instrument_rules: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def demo_plan(cfg: Config) -> tuple[tuple[str, ...], Any]:
@@ -186,6 +192,7 @@ class Runtime:
         from actors.stops import StopLossManager
         from actors.symbol import symbols_supervisor
         from trading.limits import Limits
+        from trading.venue_rules import rules_table
 
         spec, cfg = self.spec, self.config
         sup = cfg.runtime.supervisor
@@ -222,8 +229,9 @@ class Runtime:
                       kwargs={"poll_s": cfg.reconciler.poll_s, "accounts": (self.account,),
                               "round_timeout_s": cfg.reconciler.startup_timeout_s}),
             ChildSpec("coordinator", Coordinator, conflate=True,
-                      kwargs={"limits": Limits.from_config(cfg.risk,
-                                                           account_equity=cfg.exchange.starting_cash),
+                      kwargs={"limits": Limits.from_config(
+                                  cfg.risk, account_equity=cfg.exchange.starting_cash,
+                                  instrument_rules=rules_table(spec.instrument_rules)),
                               "symbols": list(spec.symbols), "venue": cfg.exchange.venue,
                               "stops": "stops"}),
             # rule 6: DESIGN draws group-<id> under the coordinator; their supervisor

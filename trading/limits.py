@@ -35,6 +35,9 @@ class Limits:
     breaker_cooloff_s: float = 30.0
     hedging_accounts: frozenset = field(default_factory=frozenset)
     per_symbol: dict = field(default_factory=dict, compare=False, hash=False)
+    #: symbol -> trading.venue_rules.InstrumentRules, loaded from the venue's
+    #: markets at start (empty: no venue rules, as with the simulated exchange)
+    instrument_rules: dict = field(default_factory=dict, compare=False, hash=False)
 
     def for_symbol(self, symbol: str) -> Limits:
         over = self.per_symbol.get(symbol)
@@ -43,7 +46,8 @@ class Limits:
         return replace(self, per_symbol={}, **over)
 
     @staticmethod
-    def from_config(risk: Any, *, account_equity: Decimal | None = None) -> Limits:
+    def from_config(risk: Any, *, account_equity: Decimal | None = None,
+                    instrument_rules: dict | None = None) -> Limits:
         """Build from the validated config's ``risk`` section (``config.risk.RiskConfig``).
 
         The config speaks the user's words (``position_staleness_s``,
@@ -66,6 +70,8 @@ class Limits:
                             for sym, o in (risk.per_symbol or {}).items()}
         if account_equity is not None:
             kw["account_equity"] = Decimal(account_equity)
+        if instrument_rules:
+            kw["instrument_rules"] = dict(instrument_rules)
         return Limits(**kw)
 
 
