@@ -19,7 +19,8 @@ Matching rules (top of book from the quote stream):
   quote (an IOC remainder expires);
 * a stop-limit triggers when the ask (buy) rises to / the bid (sell) falls to
   its trigger, then behaves as a limit: if the price gapped through the
-  limit it rests unfilled;
+  limit it rests unfilled; a stop-market triggers alike and then takes the
+  touch like a market order (no limit to gap through);
 * a cancel takes effect ``cancel_ack_delay_ms`` after it arrives, so the
   order can still fill meanwhile (the real-world race the stop manager must
   survive); the reply says canceled, already_filled or unknown.
