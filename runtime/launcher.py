@@ -192,7 +192,6 @@ class Runtime:
         from actors.stops import StopLossManager
         from actors.symbol import symbols_supervisor
         from trading.limits import Limits
-        from trading.venue_rules import rules_table
 
         spec, cfg = self.spec, self.config
         sup = cfg.runtime.supervisor
@@ -231,7 +230,7 @@ class Runtime:
             ChildSpec("coordinator", Coordinator, conflate=True,
                       kwargs={"limits": Limits.from_config(
                                   cfg.risk, account_equity=cfg.exchange.starting_cash,
-                                  instrument_rules=rules_table(spec.instrument_rules)),
+                                  instrument_rules=spec.instrument_rules),
                               "symbols": list(spec.symbols), "venue": cfg.exchange.venue,
                               "stops": "stops"}),
             # rule 6: DESIGN draws group-<id> under the coordinator; their supervisor

@@ -70,8 +70,10 @@ class Limits:
                             for sym, o in (risk.per_symbol or {}).items()}
         if account_equity is not None:
             kw["account_equity"] = Decimal(account_equity)
-        if instrument_rules:
-            kw["instrument_rules"] = dict(instrument_rules)
+        if instrument_rules:  # {symbol: {rule: value}} as the venue's markets gave them
+            from trading.venue_rules import rules_table
+
+            kw["instrument_rules"] = rules_table(instrument_rules)
         return Limits(**kw)
 
 
