@@ -669,3 +669,23 @@ def test_control_endpoint_takes_engine_and_venue_faults(face: BinanceFaceServer)
     assert run(go()) == (200, 400, 200)
     assert face.face.faults.rate_limit.count == 1 and face.engine.reject_next == 1
     assert face.engine.book(SYM).bid == Decimal("90")
+
+
+def test_control_endpoint_pages_the_events_record(face: BinanceFaceServer) -> None:
+    face.inject({"set_position": {"symbol": SYM, "qty": "2", "account": "acct-a"}})
+
+    async def go() -> tuple[dict, dict]:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{face.base_url}/_sim/events", params={"limit": "0"}) as r:
+                mark = await r.json()
+            async with rest_client(face) as ex:
+                await ex.create_order(USYM, "limit", "buy", 1, 99, {"newClientOrderId": "ev-1"})
+            async with http.get(f"{face.base_url}/_sim/events",
+                                params={"cursor": str(mark["cursor"])}) as r:
+                return mark, await r.json()
+
+    mark, page = run(go())
+    assert mark["positions"] == [["acct-a", SYM, "2"]] and mark["lines"] == []
+    kinds = [json.loads(line)["kind"] for line in page["lines"]]
+    assert "order_submitted" in kinds and "order_acked" in kinds
+    assert all(json.loads(line)["seq"] > mark["last_seq"] for line in page["lines"])

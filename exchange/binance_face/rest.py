@@ -25,7 +25,8 @@ from exchange.binance_face.errors import BinanceError
 from exchange.binance_face.face import Face
 from exchange.binance_face.ids import numeric_id
 from exchange.binance_face.markets import SETTLE, exchange_info
-from messages import Quote
+from messages import ExchangeError, Quote
+from messages.sim_events import EventsPage, QueryEvents
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 KEY = web.AppKey("face_key", dict)
@@ -106,7 +107,8 @@ class Rest:
             web.delete("/fapi/v1/listenKey", self.listen_key_close),
         ]
         if self.allow_control:
-            r += [web.post("/_sim/fault", self.sim_fault), web.post("/_sim/quote", self.sim_quote)]
+            r += [web.post("/_sim/fault", self.sim_fault), web.post("/_sim/quote", self.sim_quote),
+                  web.get("/_sim/events", self.sim_events)]
         return r
 
     # -- public -----------------------------------------------------------------------
@@ -374,3 +376,24 @@ class Rest:
             return web.json_response({"error": f"bad quote: {exc!r}"}, status=400)
         self.face.route(self.face.engine.handle(quote, self.face.now()))
         return web.json_response({"ok": True})
+
+    async def sim_events(self, request: web.Request) -> web.Response:
+        """A page of the engine's events.jsonl, as ``QueryEvents`` gives the
+        native protocol: ``?since_seq=&cursor=&limit=`` (limit 0: the mark
+        only, with the positions held then), so a run against this face can
+        copy the exchange's record into its run directory."""
+        try:
+            q = QueryEvents("http", since_seq=int(request.query.get("since_seq", 0)),
+                            cursor=int(request.query.get("cursor", 0)),
+                            limit=int(request.query.get("limit", 5000)))
+        except ValueError as exc:
+            return web.json_response({"error": f"bad query: {exc}"}, status=400)
+        (emit,) = self.face.engine.query_events(q, self.face.now())
+        page = emit.event
+        if isinstance(page, ExchangeError):
+            return web.json_response({"error": page.reason}, status=404)
+        assert isinstance(page, EventsPage)
+        return web.json_response({"lines": list(page.lines), "cursor": page.cursor,
+                                  "last_seq": page.last_seq, "more": page.more,
+                                  "positions": [[a, sym, str(qty)]
+                                                for a, sym, qty in page.positions]})
