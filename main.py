@@ -73,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--control", metavar="HOST:PORT",
                    help="serve /metrics, /actors, /healthz here (default: config control "
                         "section, 127.0.0.1:8765; port 0 picks one; 'off' disables)")
+    p.add_argument("--venue", metavar="NAME",
+                   help="trade at a real venue from the config's venues section (through "
+                        "ccxt; its testnet unless the entry says live)")
+    p.add_argument("--live", action="store_true",
+                   help="allow a venue whose mode is live (real money)")
     p.add_argument("--resume", metavar="DIR",
                    help="continue the killed run in DIR from its store, reconciling with the "
                         "exchange first (needs an exchange that kept running: --exchange)")

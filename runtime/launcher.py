@@ -112,7 +112,7 @@ class Runtime:
         self.spec = spec
         self.config = spec.config
         self.account = spec.config.exchange.account
-        self.engine = spec.engine if spec.exchange_url is None else None
+        self.engine = spec.engine if not self.external else None
         self.store: Any = None
         self.audit: Any = None
         self.system: ActorSystem | None = None
@@ -137,7 +137,7 @@ class Runtime:
             services={"store": self.store, "audit": self.audit, "run_dir": spec.run_dir})
         system.services["ids"] = IdAllocator.via_actor(system.tell, "client_order_id",
                                                        block=256)
-        if self.engine is None and spec.exchange_url is None:
+        if self.engine is None and not self.external:
             self.engine = self._new_engine()
         system.on_halt(self._on_halt)
         system.start(self.tree(), timeout=timeout)
@@ -210,7 +210,7 @@ class Runtime:
                               "dedup_window_s": cfg.alerts.dedup_window_s,
                               "batch": cfg.alerts.batch}),
         ]
-        if spec.exchange_url is None:
+        if not self.external:
             from actors.sim_venue import SimVenue
 
             children.append(ChildSpec("venue", SimVenue, args=(self.engine,),
@@ -253,7 +253,7 @@ class Runtime:
 
             children.append(ChildSpec("market", MarketFeed, args=(spec.market,),
                                       kwargs={"duration_s": spec.market_duration_s}))
-        if spec.demo_groups is not None and spec.exchange_url is None:
+        if spec.demo_groups is not None and not self.external:
             from actors.demo_groups import NAME as DEMO, DemoGroups, DemoSettings
 
             # last: started once everything it drives is up, stopped first
@@ -280,7 +280,7 @@ class Runtime:
         from exchange.config import split_spec
         from messages.exchange import ExchangeFault
 
-        if self.spec.exchange_url is not None or not self.spec.exchange_spec:
+        if self.external or not self.spec.exchange_spec:
             return
         _settings, faults = split_spec(self.spec.exchange_spec)
         if faults:
@@ -288,6 +288,13 @@ class Runtime:
 
     def _adapter_factory(self) -> Any:
         url = self.spec.exchange_url
+        venue = self.spec.venue
+        if venue is not None:
+            from exchange.ccxt_venue.adapter import CcxtVenueAdapter
+
+            def ccxt(sink: Any) -> Any:
+                return CcxtVenueAdapter(venue, sink, name=f"ccxt-{venue.exchange_id}")
+            return ccxt
         if url is None:
             from exchange.inprocess import InProcessAdapter
 
@@ -334,7 +341,7 @@ class Runtime:
     def demo_symbols(self) -> list[str]:
         """Symbols only the demo group driver trades (no strategy runs on them)."""
         demo = self.spec.demo_groups
-        return list(demo.symbols) if demo is not None and self.spec.exchange_url is None else []
+        return list(demo.symbols) if demo is not None and not self.external else []
 
     # -- reading ----------------------------------------------------------------------
 
@@ -343,7 +350,16 @@ class Runtime:
 
         return info_of(self.system, name)
 
+    @property
+    def external(self) -> bool:
+        """The exchange lives outside this process (a WebSocket server or a real venue)."""
+        return self.spec.exchange_url is not None or self.spec.venue is not None
+
     def exchange_positions(self) -> dict[str, Any]:
+        if self.spec.venue is not None:
+            from exchange.ccxt_venue.start import venue_positions
+
+            return dict(venue_positions(self.spec.venue))
         if self.engine is None:
             return {}
         return {sym: qty for sym, qty in self.engine.positions(self.account).items()}

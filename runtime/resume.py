@@ -77,6 +77,10 @@ def prepare(resume_dir: str, out: str | None, exchange_url: str | None) -> Resum
         raise ResumeError(f"{run_dir} holds no store (store/data.mdb): not a run directory, "
                           "nothing to resume")
     info = read_run_info(run_dir)
+    if info.get("venue"):
+        raise ResumeError(f"cannot resume {run_dir}: it traded at venue "
+                          f"{info['venue'].get('name')!r}; resuming a venue run is not "
+                          "supported yet (start a new run: it reconciles with the venue first)")
     url = exchange_url or info.get("exchange_url")
     if not url:
         raise ResumeError(

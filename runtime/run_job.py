@@ -84,6 +84,19 @@ def run(args: Any) -> int:
     except (ConfigError, ControlError) as exc:
         print(f"tradewarden run: configuration error\n{exc}", file=sys.stderr)
         return 2
+    venue = None
+    if getattr(args, "venue", None):
+        from runtime.venue_start import VenueStartError, prepare_venue
+
+        try:
+            venue = prepare_venue(cfg, args.venue, live=bool(getattr(args, "live", False)),
+                                  exchange_url=args.exchange)
+        except (VenueStartError, ConfigError) as exc:
+            print(f"tradewarden run: {exc}", file=sys.stderr)
+            return 2
+    elif getattr(args, "live", False):
+        print("tradewarden run: --live only applies to --venue", file=sys.stderr)
+        return 2
     clock = LiveClock()
     started = clock.now()
     if resume is not None:
@@ -95,6 +108,10 @@ def run(args: Any) -> int:
     resuming.write_run_info(run_dir, run_id=run_id, exchange_url=cfg.exchange.url,
                             symbols=list(cfg.market.symbols), now=started,
                             resumed=resume is not None)
+    if venue is not None:  # what, not how: no key or secret in run.json
+        info = resuming.read_run_info(run_dir)
+        info["venue"] = venue.describe()
+        resuming.save_run_info(run_dir, info)
     console = Console(stderr=False)
     with RunLogs(run_dir, verbose=args.verbose):
         if resume is not None:
@@ -104,31 +121,38 @@ def run(args: Any) -> int:
                           f"{cfg.exchange.url} before trading")
         return _run(cfg, run_dir, run_id, clock, started, console,
                     control_explicit=bool(getattr(args, "control", None)),
-                    first_started=resume.started_at if resume is not None else None)
+                    first_started=resume.started_at if resume is not None else None,
+                    venue=venue)
 
 
 def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: datetime,
          console: Console, control_explicit: bool = False,
-         first_started: str | None = None) -> int:
+         first_started: str | None = None, venue: Any = None) -> int:
     from exchange.synthetic import SyntheticMarket
 
     symbols, demo_groups = demo_plan(cfg)  # the demo pair trades symbols of its own
+    if venue is not None:  # a real venue's own market data; no demo drills there
+        symbols, demo_groups = tuple(cfg.market.symbols), None
     duration = float(cfg.run.duration_s)
     m = cfg.market
     market = None
-    if cfg.exchange.url is None:
+    if cfg.exchange.url is None and venue is None:
         market = SyntheticMarket(symbols, seed=m.seed, tick_interval_s=m.tick_interval_ms / 1000,
                                  bar_interval_s=m.bar_interval_s, start_price=m.start_price,
                                  start_prices=m.start_prices, tick_volatility=m.tick_volatility,
                                  spread_bps=m.spread_bps, quote_size=m.quote_size, start=started)
     spec = LaunchSpec(cfg, run_dir, symbols, clock, run_id=run_id, config_hash=config_hash(cfg),
                       seed=m.seed, exchange_url=cfg.exchange.url, market=market,
-                      market_duration_s=duration, demo_groups=demo_groups)
+                      market_duration_s=duration, demo_groups=demo_groups,
+                      venue=venue.settings if venue is not None else None,
+                      instrument_rules=venue.rules if venue is not None else {})
+    where = (venue.label() if venue is not None else cfg.exchange.url) or "in-process sim"
     logger.info("run {} starting: {} symbols, {:.0f}s, strategy {}, exchange {}", run_id,
-                len(symbols), duration, cfg.strategy.name, cfg.exchange.url or "in-process sim")
+                len(symbols), duration, cfg.strategy.name, where)
     console.print(f"[bold]Tradewarden[/bold] run [cyan]{run_id}[/cyan]: {len(symbols)} symbols, "
                   f"{duration:g}s, strategy {cfg.strategy.name}, "
-                  f"exchange {cfg.exchange.url or 'embedded simulator'}  ->  {run_dir}")
+                  f"exchange {where if where != 'in-process sim' else 'embedded simulator'}"
+                  f"  ->  {run_dir}")
     rt = Runtime(spec)
     control = _bind_control(rt, cfg, console, control_explicit)
     if control is False:

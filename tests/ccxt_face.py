@@ -114,3 +114,58 @@ def events_jsonl(tmp: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def venue_config(tmp: Path, face: BinanceFaceServer, layer: dict[str, Any] | None = None) -> Path:
+    """A config layer whose binanceusdm venue is the face on loopback."""
+    import yaml
+
+    body = {"venues": {"binanceusdm": {"base_url": f"http://127.0.0.1:{face.port}"}},
+            **(layer or {})}
+    path = tmp / "venue.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def run_venue(tmp: Path, face: BinanceFaceServer, *, key: str, secret: str, duration: float,
+              symbols: str = "BTCUSDT,ETHUSDT", control_port: int | None = None,
+              extra: tuple[str, ...] = (), during: Callable[[], None] | None = None,
+              layer: dict[str, Any] | None = None, timeout: float = 120.0
+              ) -> tuple[int, str, Path]:
+    """``main.py run --venue binanceusdm`` as a subprocess against ``face``.
+
+    ``during`` runs (in this process) while the run is going, e.g. to read its
+    control endpoint. Returns (exit code, output, run directory)."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TW_BINANCE_API_KEY": key,
+           "TW_BINANCE_API_SECRET": secret}
+    cmd = [sys.executable, str(REPO / "main.py"), "run", "--venue", "binanceusdm",
+           "--config", str(venue_config(tmp, face, layer)), "--symbols", symbols,
+           "--duration", str(duration), "--out", str(out),
+           "--control", f"127.0.0.1:{control_port}" if control_port else "off", *extra]
+    proc = subprocess.Popen(cmd, env=env, cwd=str(tmp), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        if during is not None:
+            during()
+        output, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, output, out

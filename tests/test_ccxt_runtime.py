@@ -1,0 +1,108 @@
+"""The whole runtime through the ccxt adapter against the Binance face.
+
+``main.py run --venue binanceusdm`` runs as a real process, with the real
+ccxt, against the simulated engine behind Binance's API on loopback; the
+safety invariants (runtime/invariants.py) are then checked from the
+engine's own events.jsonl, the run's audit trail and its summary.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from exchange.binance_face.auth import ApiKey
+from exchange.binance_face.server import BinanceFaceServer
+from exchange.feed import RandomWalkFeed
+from runtime.invariants import check_all
+from tests.ccxt_face import KEY, events_jsonl, run_venue
+
+pytestmark = pytest.mark.timeout(180)
+SYMBOLS = ["BTCUSDT", "ETHUSDT"]
+
+
+def _face(tmp: Path, keys: tuple[ApiKey, ...] = (KEY,), **kw: object) -> BinanceFaceServer:
+    face = BinanceFaceServer(symbols=SYMBOLS, out_dir=tmp / "face", keys=keys,
+                             feed=RandomWalkFeed(SYMBOLS, seed=3, step_bps=8.0),
+                             feed_interval_s=0.1, **kw)  # type: ignore[arg-type]
+    face.start()
+    return face
+
+
+def test_run_venue_against_the_face_holds_every_invariant(tmp_path: Path) -> None:
+    face = _face(tmp_path)
+    try:
+        rc, output, run_dir = run_venue(tmp_path, face, key=KEY.key, secret=KEY.secret,
+                                        duration=14)
+    finally:
+        face.stop()
+    assert rc == 0, output[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["invariant_violations"] == []
+    assert summary["exchange_positions"] is not None, "the venue's positions were compared"
+    assert summary["positions"] == summary["exchange_positions"]
+    # up to the run's end: its protective stops keep working at the venue after
+    # it (as they should) and may fill once the run is over
+    ended = summary["ended_at"]
+    events = [e for e in events_jsonl(tmp_path / "face")
+              if e.get("account") in (None, "default") and e["t"] <= ended]
+    audit = [json.loads(line) for line in (run_dir / "audit.jsonl").read_text().splitlines()]
+    submitted = [e for e in events if e["kind"] == "order_submitted"]
+    fills = [e for e in events if e["kind"] == "order_filled"]
+    assert submitted and fills, "the demo strategy traded through ccxt"
+    assert any(e.get("order_type") == "stop_limit" for e in submitted), \
+        "stop-loss orders went out (Binance's algo service through ccxt)"
+    exchange_positions: dict[str, Decimal] = {}
+    for f in fills:
+        sign = 1 if f["side"] == "buy" else -1
+        exchange_positions[f["symbol"]] = exchange_positions.get(f["symbol"], Decimal(0)) \
+            + sign * Decimal(str(f["qty"]))
+    violations = check_all(events=events, audit=audit, positions=summary["positions"],
+                           exchange_positions={s: q for s, q in exchange_positions.items()},
+                           hedging_accounts=frozenset(), fail_closed=True, dead_letters=[])
+    assert violations == [], violations
+    approved = {r.get("client_order_id") for r in audit if r.get("approved")}
+    assert {e["client_order_id"] for e in submitted} <= approved  # rule 1 through ccxt
+
+
+def test_position_mode_mismatch_refuses_to_start(tmp_path: Path) -> None:
+    """The face's account is one-way (netting); a run that says hedging for the
+    account must not start, and must say what to change (exit 2)."""
+    face = _face(tmp_path)
+    try:
+        rc, output, run_dir = run_venue(tmp_path, face, key=KEY.key, secret=KEY.secret,
+                                        duration=2, layer={"risk": {"hedging_mode":
+                                                                    {"default": True}}})
+    finally:
+        face.stop()
+    assert rc == 2, output[-2000:]
+    assert "one-way" in output and "risk.hedging_mode" in output and "Hedge" in output
+    assert not (run_dir / "summary.json").exists()
+
+
+def test_live_venue_needs_live_flag(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.ccxt_face import REPO
+
+    cfg = tmp_path / "live.yaml"
+    cfg.write_text("venues:\n  binanceusdm:\n    mode: live\n")
+    r = subprocess.run([sys.executable, str(REPO / "main.py"), "run", "--venue", "binanceusdm",
+                        "--config", str(cfg), "--out", str(tmp_path / "r"), "--control", "off"],
+                       capture_output=True, text=True, timeout=60,
+                       env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
+    assert r.returncode == 2 and "--live" in r.stderr, r.stderr
+    r = subprocess.run([sys.executable, str(REPO / "main.py"), "run", "--venue", "nowhere",
+                        "--out", str(tmp_path / "r2"), "--control", "off"],
+                       capture_output=True, text=True, timeout=60,
+                       env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
+    assert r.returncode == 2 and "no such entry" in r.stderr, r.stderr
+    r = subprocess.run([sys.executable, str(REPO / "main.py"), "run", "--venue", "binanceusdm",
+                        "--out", str(tmp_path / "r3"), "--control", "off"],
+                       capture_output=True, text=True, timeout=60,
+                       env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
+    assert r.returncode == 2 and "TW_BINANCE_API_KEY" in r.stderr, r.stderr
