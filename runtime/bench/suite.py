@@ -37,6 +37,9 @@ def _sections(quick: bool) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
     from runtime.bench import hedge  # margin grid (rule 6) and hedge lag (rule 7)
 
     sections.append(("margin+hedge", lambda: hedge.run(quick)))
+    from runtime.bench import ccxt_face  # ccxt against the Binance face on loopback
+
+    sections.append(("ccxt", lambda: ccxt_face.run(quick)))
     return sections
 
 
