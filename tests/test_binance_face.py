@@ -689,3 +689,25 @@ def test_control_endpoint_pages_the_events_record(face: BinanceFaceServer) -> No
     kinds = [json.loads(line)["kind"] for line in page["lines"]]
     assert "order_submitted" in kinds and "order_acked" in kinds
     assert all(json.loads(line)["seq"] > mark["last_seq"] for line in page["lines"])
+
+
+@pytest.mark.parametrize("params,code", [
+    ({"type": "LIMIT", "quantity": "abc", "price": "99"}, -1102),
+    ({"type": "LIMIT", "quantity": "1e99999", "price": "99"}, -1102),
+    ({"type": "LIMIT", "quantity": "1", "price": "NaN"}, -1102),
+    ({"type": "LIMIT", "quantity": "-1", "price": "99"}, -4004),
+    ({"type": "LIMIT", "quantity": "1"}, -1102),
+    ({"type": "HOLD", "quantity": "1"}, -1116),
+    ({"type": "LIMIT", "quantity": "1", "price": "99", "side": "UP"}, -1117),
+    ({"type": "LIMIT", "quantity": "1", "price": "99", "symbol": "NOPEUSDT"}, -1121),
+    ({"type": "LIMIT", "quantity": "1", "price": "99", "newClientOrderId": "no spaces"}, -4015),
+    ({"type": "LIMIT", "quantity": "1", "price": "99", "positionSide": "LONG"}, -4061),
+    ({"type": "STOP_MARKET", "quantity": "1", "stopPrice": "90"}, -4120),
+])
+def test_malformed_or_misrouted_orders_get_binance_codes_and_never_reach_the_engine(
+        face: BinanceFaceServer, params: dict[str, str], code: int) -> None:
+    full = {"symbol": SYM, "side": "BUY", "timeInForce": "GTC", **params}
+    status, body, _ = run(_raw(face, "POST", "/fapi/v1/order", full))
+    assert (status, body["code"]) == (400, code), body
+    assert events(face, "order_submitted") == []
+    assert run(_raw(face, "GET", "/fapi/v1/openOrders", {}))[0] == 200  # still serving

@@ -90,8 +90,6 @@ class Face:
         now = self.now()
         symbol = params.get("symbol", "")
         req = orders.build(params, self.markets, key.account, now, self.mark(symbol), algo=algo)
-        if algo:
-            self.registry.algo[req.client_order_id] = True
         emits = self.engine.handle(SubmitOrder(req), now)
         verdict: Emit | None = None
         for e in emits:
@@ -103,9 +101,6 @@ class Face:
         if verdict is None:
             raise BinanceError(-1000, "the exchange gave no answer for the order", 500)
         if isinstance(verdict.event, OrderRejected):
-            if req.client_order_id in self.registry.algo and \
-                    req.client_order_id not in self.engine.orders:
-                self.registry.algo.pop(req.client_order_id, None)
             raise orders.rejection(verdict.event.reason)
         st = self.engine.orders[req.client_order_id]
         answer = shapes.algo_order(st, now) if algo else shapes.order(st, now)
@@ -210,7 +205,7 @@ class Face:
                     waiter.set_result(ev)
         if st is None:
             return None
-        algo = ev.client_order_id in self.registry.algo
+        algo = orders.is_algo(st.request)
         now = ev.ts
         payload: dict[str, Any] | None = None
         if kind is OrderAcked:

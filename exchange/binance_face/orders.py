@@ -1,9 +1,11 @@
 """A Binance new-order request -> the engine's ``OrderRequest``, and the
 engine's rejection reasons -> Binance's error codes.
 
-Types: ``LIMIT`` (price, timeInForce GTC/IOC), ``MARKET``, ``STOP``
-(stop-limit: price + stopPrice/triggerPrice), ``STOP_MARKET``
-(stopPrice/triggerPrice). ``reduceOnly`` and ``newClientOrderId`` (or
+Types: ``LIMIT`` (price, timeInForce GTC/IOC) and ``MARKET`` on
+``/fapi/v1/order``; ``STOP`` (stop-limit: price + triggerPrice) and
+``STOP_MARKET`` (triggerPrice) on ``/fapi/v1/algoOrder`` only: since
+2025-12-09 Binance answers ``-4120`` to conditional types on the plain order
+endpoint, and so does the face. ``reduceOnly`` and ``newClientOrderId`` (or
 ``clientAlgoId``) as Binance spells them; the client id must match Binance's
 rule ``^[.A-Z:/a-z0-9_-]{1,36}$``; without one the face makes one, as the
 venue does.
@@ -24,7 +26,17 @@ from messages import OrderRequest, OrderType, Side, TimeInForce
 CLIENT_ID = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
 TYPES = {"LIMIT": OrderType.LIMIT, "MARKET": OrderType.MARKET, "STOP": OrderType.STOP_LIMIT,
          "STOP_MARKET": OrderType.STOP_MARKET}
+#: decimal exponents a price or quantity may have (1e-12 .. 1e12): beyond it
+#: the number is garbage, and Decimal arithmetic on it could raise
+MAX_EXPONENT = 12
+CONDITIONAL = (OrderType.STOP_LIMIT, OrderType.STOP_MARKET)
 _generated = itertools.count(1)
+
+
+def is_algo(req: OrderRequest) -> bool:
+    """Conditional orders live in Binance's Algo Service (``/fapi/v1/algoOrder``,
+    ``openAlgoOrders``, ``ALGO_UPDATE``), whichever door they came in by."""
+    return req.order_type in CONDITIONAL
 
 
 def decimal(params: dict[str, str], name: str, *, required: bool = False) -> Decimal | None:
@@ -39,6 +51,8 @@ def decimal(params: dict[str, str], name: str, *, required: bool = False) -> Dec
         raise errors.bad_param(name, f"{raw!r} is not a number") from None
     if not value.is_finite():
         raise errors.bad_param(name, f"{raw!r} is not a finite number")
+    if value and not -MAX_EXPONENT <= value.adjusted() <= MAX_EXPONENT:
+        raise errors.bad_param(name, f"{raw!r} is outside any sane range")
     return value
 
 
@@ -68,6 +82,10 @@ def build(params: dict[str, str], markets: dict[str, MarketSpec], account: str,
         raise BinanceError(-1116, "Invalid orderType.") if btype else errors.missing("type")
     if algo and otype in (OrderType.LIMIT, OrderType.MARKET):
         raise BinanceError(-4500, f"algo orders need a conditional type, got {btype}")
+    if not algo and otype in CONDITIONAL:
+        # Binance moved conditional orders to its Algo Service (2025-12-09)
+        raise BinanceError(-4120, "Order type not supported for this endpoint. Please use "
+                                  "the Algo Order API endpoints instead.")
     ps = params.get("positionSide", "BOTH")
     if ps != "BOTH":
         raise BinanceError(-4061, "Order's position side does not match user's setting.")

@@ -2,8 +2,6 @@
 
 * ``order_ids``: Binance ``orderId`` -> client order id, filled as orders are
   acked (and rebuilt from the engine on a miss, after a face restart);
-* ``algo``: client ids of orders placed through ``/fapi/v1/algoOrder`` (they
-  are listed by ``openAlgoOrders`` and reported as ``ALGO_UPDATE``);
 * ``tallies``: filled quantity and notional per order as the stream reports
   each fill, so every ``ORDER_TRADE_UPDATE`` carries the cumulative figures
   of that moment (the engine holds only the latest);
@@ -34,7 +32,6 @@ class _Bounded(OrderedDict):  # type: ignore[type-arg]
 class Registry:
     def __init__(self) -> None:
         self.order_ids: _Bounded = _Bounded()
-        self.algo: _Bounded = _Bounded()
         self.tallies: _Bounded = _Bounded()
         self.fill_events: _Bounded = _Bounded()
 

@@ -25,6 +25,7 @@ from exchange.binance_face.errors import BinanceError
 from exchange.binance_face.face import Face
 from exchange.binance_face.ids import numeric_id
 from exchange.binance_face.markets import SETTLE, exchange_info
+from exchange.binance_face.orders import is_algo
 from messages import ExchangeError, Quote
 from messages.sim_events import EventsPage, QueryEvents
 
@@ -199,10 +200,9 @@ class Rest:
         symbol = params.get("symbol")
         if symbol and symbol not in self.face.markets:
             raise errors.unknown_symbol()
-        algos = self.face.registry.algo
         return [st for st in self.face.engine.open_orders(key.account)
                 if (not symbol or st.request.symbol == symbol)
-                and (st.request.client_order_id in algos) == algo]
+                and is_algo(st.request) == algo]
 
     async def open_orders(self, request: web.Request) -> web.Response:
         key, params = await self.signed(request)
