@@ -106,3 +106,56 @@ def test_live_venue_needs_live_flag(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=60,
                        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
     assert r.returncode == 2 and "TW_BINANCE_API_KEY" in r.stderr, r.stderr
+
+
+def _until(pred: object, timeout: float = 20.0, what: str = "") -> None:
+    """Wait for a live runtime talking to a real socket (bounded; polls its figures)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not pred():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def test_duplicate_fill_report_through_ccxt_is_applied_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The venue reports one trade twice (same trade id): the adapter gives both
+    reports the same fill id and the coordinator applies it once."""
+    from config import config_hash, load_config
+    from messages import Side, Signal, utc_now
+    from runtime.clock import LiveClock
+    from runtime.launcher import LaunchSpec, Runtime
+    from runtime.venue_start import prepare_venue
+
+    face = _face(tmp_path)
+    rt = None
+    try:
+        monkeypatch.setenv("TW_BINANCE_API_KEY", KEY.key)
+        monkeypatch.setenv("TW_BINANCE_API_SECRET", KEY.secret)
+        cfg = load_config(overrides={
+            "strategy": {"name": "none"}, "market": {"symbols": ["BTCUSDT"]},
+            "venues": {"binanceusdm": {"base_url": f"http://127.0.0.1:{face.port}"}}})
+        venue = prepare_venue(cfg, "binanceusdm", live=False)
+        spec = LaunchSpec(cfg, tmp_path / "run", ("BTCUSDT",), LiveClock(), run_id="dup",
+                          config_hash=config_hash(cfg), venue=venue.settings,
+                          instrument_rules=venue.rules)
+        rt = Runtime(spec).start()
+        runtime = rt
+        _until(lambda: not runtime.info("coordinator").get("recovering")
+               and not runtime.info("gateway").get("stream_reconciling")
+               and runtime.info("gateway").get("counts", {}).get("market_events", 0) > 0,
+               what="connected, resynced, quoting")
+        face.inject({"duplicate_fill": 1})
+        rt.system.tell("coordinator", Signal("BTCUSDT", Side.BUY, Decimal("2"), utc_now()))
+        _until(lambda: runtime.info("coordinator").get("counts", {}).get("duplicate_fills", 0) >= 1,
+               what="the repeated report")
+        coord = rt.info("coordinator")
+        assert coord["counts"]["fills"] == 1
+        assert coord["positions"] == {"BTCUSDT": "2"}
+        assert rt.info("gateway")["counts"]["OrderFilled"] == 2  # both reports arrived
+    finally:
+        if rt is not None:
+            rt.stop()
+        face.stop()
