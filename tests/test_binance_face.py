@@ -30,6 +30,7 @@ from exchange.binance_face import CCXT_OPTIONS, ApiKey, apply_urls, ccxt_urls
 from exchange.binance_face.auth import keys_from_env, sign
 from exchange.binance_face.ids import numeric_id
 from exchange.binance_face.server import BinanceFaceServer
+from exchange.binance_face.weights import Limits
 from messages import Quote, utc_now
 
 pytestmark = pytest.mark.timeout(60)
@@ -711,3 +712,28 @@ def test_malformed_or_misrouted_orders_get_binance_codes_and_never_reach_the_eng
     assert (status, body["code"]) == (400, code), body
     assert events(face, "order_submitted") == []
     assert run(_raw(face, "GET", "/fapi/v1/openOrders", {}))[0] == 200  # still serving
+
+
+def test_request_weight_and_order_count_limits_are_enforced_like_binance(
+        tmp_path: Path) -> None:
+    srv = BinanceFaceServer(config={"quote_currency": "USDT", "symbols": [SYM]},
+                            out_dir=tmp_path, keys=[KEY_A],
+                            limits=Limits(weight_per_min=10, orders_per_10s=2))
+    srv.start()
+    try:
+        srv.push(quote("100", "100.1"))
+        first, second, third = (run(_raw(srv, "GET", "/fapi/v2/balance", {})) for _ in range(3))
+        assert [first[2]["X-MBX-USED-WEIGHT-1M"], second[2]["X-MBX-USED-WEIGHT-1M"]] == ["5", "10"]
+        assert (third[0], third[1]["code"]) == (429, -1003)
+        assert 1 <= int(third[2]["Retry-After"]) <= 60
+        srv.face.weights.limits.weight_per_min = None  # orders weigh 0, but ccxt loads markets
+        answers = [run(_raw(srv, "POST", "/fapi/v1/order",
+                            {"symbol": SYM, "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+                             "quantity": "1", "price": "99", "newClientOrderId": f"oc-{i}"}))
+                   for i in range(3)]
+        assert [a[0] for a in answers] == [200, 200, 429]
+        assert answers[1][2]["X-MBX-ORDER-COUNT-10S"] == "2"
+        assert answers[2][1]["code"] == -1015 and int(answers[2][2]["Retry-After"]) <= 10
+        assert events(srv, "order_submitted", "oc-2") == []
+    finally:
+        srv.stop()

@@ -27,6 +27,7 @@ from exchange.binance_face.listen_keys import ListenKeys
 from exchange.binance_face.markets import MarketSpec
 from exchange.binance_face.registry import Registry
 from exchange.binance_face.venue_faults import VenueFaults
+from exchange.binance_face.weights import Limits, Weights
 from exchange.book import CANCELED, OrderState
 from exchange.emit import (
     ACCOUNT,
@@ -60,11 +61,12 @@ CANCEL_GRACE_S = 30.0
 
 class Face:
     def __init__(self, engine: SimulatedExchange, keys: tuple[ApiKey, ...] | list[ApiKey],
-                 markets: dict[str, MarketSpec]) -> None:
+                 markets: dict[str, MarketSpec], limits: Limits | None = None) -> None:
         self.engine = engine
         self.auth = Authenticator(keys)
         self.markets = markets
         self.faults = VenueFaults()
+        self.weights = Weights(limits)
         self.registry = Registry()
         self.listen_keys = ListenKeys()
         self.sessions: set[StreamSession] = set()

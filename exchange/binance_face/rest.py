@@ -34,8 +34,9 @@ KEY = web.AppKey("face_key", dict)
 MAX_TRADES = 1000
 
 
-def _err(exc: BinanceError) -> web.Response:
-    return web.json_response(exc.body(), status=exc.status, headers=exc.headers)
+def _err(exc: BinanceError, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(exc.body(), status=exc.status, headers={**(headers or {}),
+                                                                     **exc.headers})
 
 
 class Rest:
@@ -52,16 +53,21 @@ class Rest:
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         self.requests += 1
         faults = self.face.faults
-        if request.path.startswith(("/fapi/", "/futures/")):
-            if faults.take(faults.ban):
-                return _err(errors.banned(faults.server_ms() + faults.ban.retry_after_s * 1000,
-                                          faults.ban.retry_after_s))
-            if faults.take(faults.rate_limit):
-                return _err(errors.too_many_requests(faults.rate_limit.retry_after_s))
+        headers: dict[str, str] = {}
         try:
-            return await handler(request)
+            if request.path.startswith(("/fapi/", "/futures/")):
+                if faults.take(faults.ban):
+                    raise errors.banned(faults.server_ms() + faults.ban.retry_after_s * 1000,
+                                        faults.ban.retry_after_s)
+                if faults.take(faults.rate_limit):
+                    raise errors.too_many_requests(faults.rate_limit.retry_after_s)
+                headers = self.face.weights.charge(request.method, request.path,
+                                                   "symbol=" in request.rel_url.raw_query_string)
+            response = await handler(request)
+            response.headers.update(headers)
+            return response
         except BinanceError as exc:
-            return _err(exc)
+            return _err(exc, headers)
         except web.HTTPException:
             raise
         except Exception as exc:  # noqa: BLE001 - answered, logged, never fatal
@@ -154,6 +160,7 @@ class Rest:
 
     async def create_order(self, request: web.Request, *, algo: bool = False) -> web.StreamResponse:
         key, params = await self.signed(request)
+        counts = self.face.weights.count_order(key.account)
         answer, delay = self.face.submit(key, params, algo=algo)
         lose = self.face.faults.lose_create
         if self.face.faults.take(lose):
@@ -170,7 +177,7 @@ class Rest:
         if params.get("newOrderRespType", "ACK") == "ACK" and not algo:
             answer = {**answer, "status": "NEW", "executedQty": "0", "cumQty": "0",
                       "cumQuote": "0", "avgPrice": "0.00"}
-        return web.json_response(answer)
+        return web.json_response(answer, headers=counts)
 
     async def create_algo(self, request: web.Request) -> web.StreamResponse:
         return await self.create_order(request, algo=True)

@@ -30,6 +30,7 @@ from exchange.binance_face.face import Face
 from exchange.binance_face.markets import MarketSpec
 from exchange.binance_face.rest import Rest
 from exchange.binance_face.streams import Streams
+from exchange.binance_face.weights import Limits
 from exchange.engine import SimulatedExchange
 from exchange.feed import RandomWalkFeed
 from messages import Bar, Quote
@@ -46,7 +47,8 @@ class BinanceFaceServer:
                  keys: tuple[ApiKey, ...] | list[ApiKey] = DEFAULT_KEYS,
                  symbols: list[str] | tuple[str, ...] | None = None,
                  markets: dict[str, MarketSpec] | None = None, allow_control: bool = True,
-                 feed: RandomWalkFeed | None = None, feed_interval_s: float = 0.25) -> None:
+                 feed: RandomWalkFeed | None = None, feed_interval_s: float = 0.25,
+                 limits: Limits | None = None) -> None:
         if engine is not None and config is not None:
             raise ValueError("BinanceFaceServer: give an engine or a config, not both")
         self.engine = engine or SimulatedExchange(config, clock=clock)
@@ -56,7 +58,7 @@ class BinanceFaceServer:
                 raise ValueError("BinanceFaceServer: no symbols (give symbols, markets, a feed "
                                  "or an engine config with symbols)")
             markets = default_markets(list(names))
-        self.face = Face(self.engine, keys, markets)
+        self.face = Face(self.engine, keys, markets, limits)
         self.rest = Rest(self.face, allow_control=allow_control, on_fault=self._apply_fault)
         self.streams = Streams(self.face)
         self.host, self.port = host, port

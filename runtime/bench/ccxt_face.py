@@ -39,10 +39,12 @@ from loguru import logger
 logger.remove()
 from exchange.binance_face.auth import ApiKey
 from exchange.binance_face.server import run_face
+from exchange.binance_face.weights import Limits
 from messages import Quote, utc_now
 srv = run_face(port=0, out_dir=sys.argv[1], symbols=["BTCUSDT"],
                config={"quote_currency": "USDT", "symbols": ["BTCUSDT"]},
-               keys=[ApiKey(sys.argv[2], sys.argv[3], "bench")])
+               keys=[ApiKey(sys.argv[2], sys.argv[3], "bench")],
+               limits=Limits(None, None, None))  # measured: the path, not the venue's limits
 srv.push(Quote("BTCUSDT", Decimal("100"), Decimal("100.1"), utc_now()))
 print(srv.port, flush=True)
 sys.stdin.read()  # runs until the parent closes our stdin
