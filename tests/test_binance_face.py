@@ -503,10 +503,16 @@ async def _until(cond: Any) -> None:
         await asyncio.sleep(0.01)
 
 
-async def _user_stream_open(srv: BinanceFaceServer, account: str) -> None:
-    """Until the face holds a user-data session of ``account`` (ccxt opens it
-    lazily, inside its first watch): events before that are not its to see."""
-    while not any(sess.account == account for sess in list(srv.face.sessions)):
+def _user_sessions(srv: BinanceFaceServer, account: str) -> set[Any]:
+    return {sess for sess in list(srv.face.sessions) if sess.account == account}
+
+
+async def _user_stream_open(srv: BinanceFaceServer, account: str,
+                            old: set[Any] | None = None) -> None:
+    """Until the face holds a user-data session of ``account`` other than
+    ``old`` ones (ccxt opens it lazily, inside a watch): events before that
+    are not its to see."""
+    while not _user_sessions(srv, account) - (old or set()):
         await asyncio.sleep(0.01)
 
 
@@ -737,3 +743,59 @@ def test_request_weight_and_order_count_limits_are_enforced_like_binance(
         assert events(srv, "order_submitted", "oc-2") == []
     finally:
         srv.stop()
+
+
+def test_engine_faults_reach_ccxt_latency_reject_and_restart(face: BinanceFaceServer) -> None:
+    async def go() -> tuple[float, type, type]:
+        async with rest_client(face) as ex:
+            face.inject({"latency_ms": 200})
+            t0 = time.monotonic()
+            await ex.create_order(USYM, "limit", "buy", 1, 99, {"newClientOrderId": "lat-1"})
+            took = time.monotonic() - t0
+            face.inject({"latency_ms": 0, "reject_next": 1})
+            try:
+                await ex.create_order(USYM, "limit", "buy", 1, 99, {"newClientOrderId": "rej-1"})
+                rejected: type = type(None)
+            except ccxt.BaseError as exc:
+                rejected = type(exc)
+            face.inject({"restart": {"wipe": True}})
+            try:
+                await ex.fetch_order(None, USYM, {"origClientOrderId": "lat-1"})
+                wiped: type = type(None)
+            except ccxt.BaseError as exc:
+                wiped = type(exc)
+            return took, rejected, wiped
+
+    took, rejected, wiped = run(go())
+    assert took >= 0.2
+    assert issubclass(rejected, ccxt.ExchangeError)
+    assert events(face, "order_rejected", "rej-1")[0]["reason"].startswith("injected_reject")
+    assert wiped is ccxt.OrderNotFound  # the restarted exchange lost its orders
+
+
+def test_my_trades_since_a_time_and_ccxt_pro_reconnects_after_a_drop(
+        face: BinanceFaceServer) -> None:
+    async def go() -> tuple[list, type, list]:
+        async with pro_client(face) as ex:
+            since = ex.milliseconds()
+            await ex.create_order(USYM, "market", "buy", 1, None, {"clientOrderId": "tm-1"})
+            trades = await ex.fetch_my_trades(USYM, since)
+            watch = asyncio.ensure_future(ex.watch_orders(USYM))
+            await wait(_user_stream_open(face, "acct-a"))
+            old = _user_sessions(face, "acct-a")
+            face.inject({"drop_stream": True})
+            try:
+                await wait(watch)
+                dropped: type = type(None)
+            except ccxt.NetworkError as exc:
+                dropped = type(exc)
+            again = asyncio.ensure_future(ex.watch_orders(USYM))  # ccxt reconnects
+            await wait(_user_stream_open(face, "acct-a", old))
+            await ex.create_order(USYM, "limit", "buy", 1, 99, {"clientOrderId": "tm-2"})
+            return trades, dropped, [dict(o) for o in await wait(again)]
+
+    trades, dropped, after = run(go())
+    fills = events(face, "order_filled", "tm-1")
+    assert [t["id"] for t in trades] == [str(numeric_id(fills[0]["fill_id"]))]
+    assert issubclass(dropped, ccxt.NetworkError)
+    assert [o["clientOrderId"] for o in after] == ["tm-2"]
