@@ -362,6 +362,9 @@ def test_bad_signature_gets_binance_error_shape_and_is_never_served(
     with pytest.raises(ccxt.AuthenticationError):
         run(via_ccxt())
     assert events(face, "order_submitted") == []
+    refused = events(face, "request_refused")
+    assert [(r["path"], r["status"], r["code"]) for r in refused] == \
+        [("/fapi/v1/order", 400, -1022)] * 2
 
 
 def test_unknown_api_key_is_refused(face: BinanceFaceServer) -> None:

@@ -2,9 +2,10 @@
 
 Every handler runs on the server loop (the engine's only thread). The
 middleware gives each answer Binance's error shape, applies the venue faults
-that hit any request (429, 418) and, for signed endpoints, checks key,
-signature and timestamp before the handler runs: a refused request never
-reaches the engine.
+that hit any request (429, 418) and the request weights, and, for signed
+endpoints, checks key, signature and timestamp before the handler runs: a
+refused request never reaches the engine, and is recorded in events.jsonl as
+``request_refused`` (method, path, HTTP status, Binance code, message).
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ class Rest:
             response.headers.update(headers)
             return response
         except BinanceError as exc:
+            self.face.engine.log.append("request_refused", self.face.now(), method=request.method,
+                                        path=request.path, status=exc.status, code=exc.code,
+                                        reason=exc.msg)
             return _err(exc, headers)
         except web.HTTPException:
             raise
