@@ -51,26 +51,30 @@ def _plain(d: Decimal) -> str:
     return format(d.normalize(), "f")
 
 
+_MARKET, _LIMIT, _STOP_LIMIT = OrderType.MARKET, OrderType.LIMIT, OrderType.STOP_LIMIT
+_STOP_MARKET = getattr(OrderType, "STOP_MARKET", None)
+_SELL, _IOC = Side.SELL, TimeInForce.IOC
+
+
 def order_call(req: OrderRequest, unified_symbol: str, *, hedge_mode: bool = False) -> OrderCall:
     """The ``create_order`` arguments for ``req`` (raises ClientIdError for a bad id)."""
-    vid = venue_client_id(req.client_order_id)
-    params: dict[str, Any] = {"newClientOrderId": vid}
-    otype = str(req.order_type)
+    params: dict[str, Any] = {"newClientOrderId": venue_client_id(req.client_order_id)}
+    otype = req.order_type
     price = None
     algo = False
-    if otype == OrderType.MARKET.value:
+    if otype is _MARKET:
         ctype = "market"
-    elif otype == OrderType.LIMIT.value:
+    elif otype is _LIMIT:
         ctype = "limit"
         price = _plain(req.price) if req.price is not None else None
-        params["timeInForce"] = "IOC" if req.tif is TimeInForce.IOC else "GTC"
-    elif otype == OrderType.STOP_LIMIT.value:
+        params["timeInForce"] = "IOC" if req.tif is _IOC else "GTC"
+    elif otype is _STOP_LIMIT:
         ctype = "limit"
         price = _plain(req.price) if req.price is not None else None
         params["stopPrice"] = _plain(req.trigger_price) if req.trigger_price is not None else None
         params["timeInForce"] = "GTC"
         algo = True
-    elif otype == STOP_MARKET:
+    elif otype is _STOP_MARKET or str(otype) == STOP_MARKET:
         ctype = "market"
         params["stopPrice"] = _plain(req.trigger_price) if req.trigger_price is not None else None
         algo = True
@@ -78,14 +82,16 @@ def order_call(req: OrderRequest, unified_symbol: str, *, hedge_mode: bool = Fal
         raise ValueError(f"order type {otype!r} has no venue mapping")
     if algo and params.get("stopPrice") is None:
         raise ValueError(f"{otype} order {req.client_order_id} without a trigger price")
+    sell = req.side is _SELL
     if hedge_mode:
-        if req.side is Side.SELL:
+        if sell:
             params["positionSide"] = "LONG" if req.reduce_only else "SHORT"
         else:
             params["positionSide"] = "SHORT" if req.reduce_only else "LONG"
     elif req.reduce_only:
         params["reduceOnly"] = True
-    return OrderCall(unified_symbol, ctype, str(req.side), _plain(req.qty), price, params, algo)
+    return OrderCall(unified_symbol, ctype, "sell" if sell else "buy", _plain(req.qty), price,
+                     params, algo)
 
 
 _TYPES = {"MARKET": OrderType.MARKET, "LIMIT": OrderType.LIMIT, "STOP": OrderType.STOP_LIMIT}

@@ -88,13 +88,12 @@ class RequestBudget:
         """Adopt the venue's own weight count from response headers."""
         if not isinstance(headers, dict):
             return
-        for key, value in headers.items():
-            if str(key).lower() == "x-mbx-used-weight-1m":
-                try:
-                    self.venue_used = int(str(value))
-                except ValueError:
-                    pass
-                return
+        value = headers.get("X-MBX-USED-WEIGHT-1M") or headers.get("x-mbx-used-weight-1m")
+        if value is not None:
+            try:
+                self.venue_used = int(str(value))
+            except ValueError:
+                pass
 
     def figures(self) -> dict[str, object]:
         now = self.clock()

@@ -40,6 +40,9 @@ def _sections(quick: bool) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
     from runtime.bench import ccxt_face  # ccxt against the Binance face on loopback
 
     sections.append(("ccxt", lambda: ccxt_face.run(quick)))
+    from runtime.bench import ccxt_adapter  # the ccxt venue adapter's own time per order
+
+    sections.append(("ccxt adapter", lambda: ccxt_adapter.run(quick)))
     return sections
 
 
