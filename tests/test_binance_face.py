@@ -802,3 +802,63 @@ def test_my_trades_since_a_time_and_ccxt_pro_reconnects_after_a_drop(
     assert [t["id"] for t in trades] == [str(numeric_id(fills[0]["fill_id"]))]
     assert issubclass(dropped, ccxt.NetworkError)
     assert [o["clientOrderId"] for o in after] == ["tm-2"]
+
+
+def test_classic_stream_paths_raw_listen_key_and_combined_streams(face: BinanceFaceServer) -> None:
+    async def go() -> tuple[dict, dict, dict]:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{face.base_url}/fapi/v1/listenKey",
+                                 headers={"X-MBX-APIKEY": KEY_A.key}) as resp:
+                lk = (await resp.json())["listenKey"]
+            user = await http.ws_connect(f"ws://127.0.0.1:{face.port}/ws/{lk}")
+            market = await http.ws_connect(
+                f"ws://127.0.0.1:{face.port}/stream?streams=btcusdt@bookTicker")
+            first_quote = json.loads((await wait(market.receive())).data)
+            await market.send_str(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 7}))
+            listed = json.loads((await wait(market.receive())).data)
+            async with rest_client(face) as ex:
+                await ex.create_order(USYM, "limit", "buy", 1, 99, {"newClientOrderId": "cl-1"})
+            update = json.loads((await wait(user.receive())).data)
+            await user.close()
+            await market.close()
+            return first_quote, listed, update
+
+    first_quote, listed, update = run(go())
+    assert first_quote["stream"] == "btcusdt@bookTicker"
+    assert (first_quote["data"]["b"], first_quote["data"]["a"]) == ("100", "100.1")
+    assert listed == {"result": ["btcusdt@bookTicker"], "id": 7}
+    assert update["o"]["c"] == "cl-1" and update["o"]["x"] == "NEW"
+
+
+def test_a_new_face_on_the_same_engine_carries_on(tmp_path: Path) -> None:
+    """The face process restarts (the engine, as a venue's books, survives):
+    ccxt keeps its URLs, finds its order, and the ids it holds still resolve."""
+    srv = BinanceFaceServer(config={"quote_currency": "USDT", "symbols": [SYM]},
+                            out_dir=tmp_path, keys=[KEY_A])
+    srv.start()
+    srv.push(quote("100", "100.1"))
+    port = srv.port
+
+    async def before() -> str:
+        async with rest_client(srv) as ex:
+            made = await ex.create_order(USYM, "limit", "buy", 1, 99,
+                                         {"newClientOrderId": "rs-1"})
+            return str(made["id"])
+
+    order_id = run(before())
+    srv.stop()
+    again = BinanceFaceServer(srv.engine, port=port, out_dir=tmp_path, keys=[KEY_A])
+    again.start()
+    try:
+        async def after() -> tuple[dict, dict]:
+            async with rest_client(again) as ex:
+                found = await ex.fetch_order(order_id, USYM)
+                gone = await ex.cancel_order(order_id, USYM)
+                return found, gone
+
+        found, gone = run(after())
+        assert again.port == port
+        assert found["clientOrderId"] == "rs-1" and found["status"] == "open"
+        assert gone["status"] == "canceled"
+    finally:
+        again.stop()
