@@ -29,7 +29,7 @@ from messages.control import (BrokerOrders, BrokerPositions, CancelIntent, Conne
                               RecoveryDone, StoppedOut)
 from messages.connectivity import ResyncRequest
 from messages.enums import OrderPurpose, OrderType
-from messages.exchange import OrderExpired, SubmitOrder
+from messages.exchange import ExchangeError, OrderExpired, SubmitOrder
 from messages.market import MarketStats, Quote
 from messages.orders import (CancelConfirmed, CancelOrder, OrderAcked, OrderFilled, OrderRejected,
                              OrderRequest, Signal)
@@ -278,6 +278,28 @@ class Coordinator(KillSwitchKeeper, Actor):
                         f"{self.state.breaker.consecutive} consecutive broker rejects; last: {ev.reason}")
         self._ended_by_broker(ev, "rejected")
 
+    @handles(ExchangeError)
+    def on_venue_trouble(self, err: ExchangeError) -> None:
+        """The venue said stop or something is off (forwarded by the gateway):
+        a rate limit or ban opens the circuit breaker for the venue's
+        Retry-After at least, and every such report is alerted once per kind
+        of trouble while it lasts (the alerts actor deduplicates)."""
+        self.counts[f"venue_{err.code}"] += 1
+        now = self.ctx.clock.monotonic()
+        if err.code in ("rate_limited", "ip_banned", "auth"):
+            if self.state.breaker.trip(now, err.retry_after_s or 0.0):
+                self.counts["breaker_open"] += 1
+            self._alert("critical" if err.code != "rate_limited" else "warning",
+                        f"venue {err.code.replace('_', ' ')}: circuit breaker open",
+                        f"{err.reason} (ref {err.ref})")
+        elif err.code == "clock_skew":
+            self._alert("warning", "venue clock skew", f"{err.reason}; time resynced")
+        elif err.code == "unknown_outcome":
+            self._alert("warning", "order outcome unknown",
+                        f"{err.reason}; kept in flight, looked up by client order id")
+        elif err.code == "cancel_failed":
+            self._alert("warning", "cancel not confirmed", f"{err.reason} (ref {err.ref})")
+
     @handles(OrderFilled)
     def on_filled(self, ev: OrderFilled) -> None:
         order = self.book.inflight.get(ev.client_order_id)
@@ -434,3 +456,4 @@ class Coordinator(KillSwitchKeeper, Actor):
             "orders_by_status": {k: v for k, v in self.status_counts.items() if v},
             "max_daily_loss": str(self.limits.max_daily_loss),
         }
+

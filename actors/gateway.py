@@ -39,7 +39,12 @@ STREAM_EVENTS = frozenset((*ORDER_EVENTS, *SNAPSHOTS, Quote, Bar, StreamStatus, 
 #: ExchangeError codes counted by name; any other is counted as "other", so a
 #: venue inventing codes cannot grow the counters without bound (rule 13).
 ERROR_CODES = frozenset(("bad_frame", "bad_command", "not_connected", "internal", "bad_fault",
-                         "unknown_symbol"))
+                         "unknown_symbol", "rate_limited", "ip_banned", "clock_skew", "auth",
+                         "unknown_outcome", "cancel_failed", "query_failed"))
+#: venue trouble the coordinator acts on (circuit breaker, alert); protocol-level
+#: codes, whichever adapter reports them (exchange/protocol.py)
+COORDINATOR_CODES = frozenset(("rate_limited", "ip_banned", "clock_skew", "auth",
+                               "unknown_outcome", "cancel_failed"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +240,8 @@ class Gateway(Actor):
         self.counts[f"error_{err.code if err.code in ERROR_CODES else 'other'}"] += 1
         if err.code != "not_connected":
             self.log.warning("exchange error {}: {} (ref {})", err.code, err.reason, err.ref)
+        if err.code in COORDINATOR_CODES:
+            self.ctx.tell(self.coordinator, err)
 
     @handles(UnexpectedEvent)
     def on_unexpected(self, ev: UnexpectedEvent) -> None:

@@ -121,3 +121,38 @@ def test_coordinator_refuses_before_sending_audits_and_rounds_down(tmp_path) -> 
     submitted = [e for e in read_events(tmp_path / "events.jsonl")
                  if e["kind"] == "order_submitted"]
     assert len(submitted) == 1 and D(str(submitted[0]["qty"])) == D("0.002")
+
+
+def test_venue_rate_limit_opens_the_breaker_for_retry_after_and_alerts(tmp_path) -> None:
+    """An adapter's ``rate_limited`` report (a 429 with Retry-After) reaches the
+    coordinator through the gateway: the breaker opens at once (not after N
+    rejects), stays open for the Retry-After even past its cool-off, and the
+    operator is alerted."""
+    from messages import ExchangeError
+    from tests.test_coordinator import Rig
+
+    rig = Rig(tmp_path, risk={"circuit_breaker": {"cool_off_s": 5}})
+    rig.start()
+    try:
+        rig.quote()
+        alerts_before = rig.rt.info("alerts").get("received", 0)
+        rig.tell("gateway", ExchangeError(code="rate_limited", reason="venue rate limit hit",
+                                          ts=rig.clock.now(), retry_after_s=60.0))
+        rig.advance(0.1)
+        assert rig.coord["breaker"] == "open"
+        assert rig.rt.info("alerts")["received"] == alerts_before + 1
+        rig.signal("buy", "1")
+        rig.advance(0.5)
+        assert rig.coord["rejected"].get("circuit_open") == 1
+        rig.advance(30)  # past the 5 s cool-off, inside the venue's 60 s
+        rig.quote()
+        rig.signal("buy", "1")
+        rig.advance(0.5)
+        assert rig.coord["rejected"].get("circuit_open") == 2
+        rig.advance(31)
+        rig.quote()
+        rig.signal("buy", "1")  # the half-open trial goes out
+        rig.advance(0.5)
+        assert rig.coord["counts"]["approved"] == 1
+    finally:
+        rig.rt.stop()

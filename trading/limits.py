@@ -138,6 +138,20 @@ class CircuitBreaker:
         self.state = self.CLOSED
         self._trial_out = False
 
+    def trip(self, now: float, hold_s: float = 0.0) -> bool:
+        """Open now, whatever the count (the venue said stop: a 429, a ban).
+        Stays open at least ``hold_s`` (a Retry-After) and the cool-off. True
+        if this opened it."""
+        was_open = self.state == self.OPEN
+        self.state = self.OPEN
+        self.consecutive = max(self.consecutive, self.failures_to_open)
+        self._trial_out = False
+        # opened_at such that the cool-off ends no earlier than now + hold_s
+        self.opened_at = now + max(hold_s - self.cooloff_s, 0.0)
+        if not was_open:
+            self.open_count += 1
+        return not was_open
+
     def failure(self, now: float) -> bool:
         """Record a failure; True if this opened the breaker."""
         self.consecutive += 1

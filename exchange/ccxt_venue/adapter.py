@@ -640,13 +640,13 @@ class CcxtVenueAdapter:
             hold = retry_after_s(self._headers(), DEFAULT_429_S)
             self.budget.hold(hold, "HTTP 429 rate limited")
             self._emit(ExchangeError(code="rate_limited", ts=utc_now(), ref=ref,
-                                     reason=f"venue rate limit hit; no request for {hold:g}s "
+                                     retry_after_s=hold, reason=f"venue rate limit hit; no request for {hold:g}s "
                                             f"(Retry-After): {c.detail}"))
         elif c.kind is Kind.BANNED:
             hold = retry_after_s(self._headers(), DEFAULT_BAN_S)
             self.budget.hold(hold, "HTTP 418 IP banned")
             self._emit(ExchangeError(code="ip_banned", ts=utc_now(), ref=ref,
-                                     reason=f"venue banned this IP; no request for {hold:g}s "
+                                     retry_after_s=hold, reason=f"venue banned this IP; no request for {hold:g}s "
                                             f"(Retry-After): {c.detail}"))
         elif c.kind is Kind.CLOCK_SKEW:
             self._emit(ExchangeError(code="clock_skew", ts=utc_now(), ref=ref,
