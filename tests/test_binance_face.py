@@ -862,3 +862,28 @@ def test_a_new_face_on_the_same_engine_carries_on(tmp_path: Path) -> None:
         assert gone["status"] == "canceled"
     finally:
         again.stop()
+
+
+def test_account_update_after_a_fill_carries_the_futures_wallet_and_position(
+        face: BinanceFaceServer) -> None:
+    async def go() -> dict:
+        http, ws, _ = await _user_stream(face, KEY_A)
+        try:
+            async with rest_client(face) as ex:
+                await ex.create_order(USYM, "market", "buy", 2, None, {"newClientOrderId": "au-1"})
+            while True:
+                msg = json.loads((await wait(ws.receive())).data)
+                if msg["e"] == "ACCOUNT_UPDATE":
+                    return msg
+        finally:
+            await ws.close()
+            await http.close()
+
+    update = run(go())
+    fill = events(face, "order_filled", "au-1")[0]
+    (balance,) = update["a"]["B"]
+    (position,) = update["a"]["P"]
+    assert balance["a"] == "USDT"
+    # a futures wallet: starting cash less fees (the notional is margin, not spent)
+    assert Decimal(balance["wb"]) == face.engine.config.starting_cash - Decimal(fill["fee"])
+    assert (position["s"], position["pa"], position["ep"]) == (SYM, "2", fill["price"])

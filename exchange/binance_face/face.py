@@ -243,10 +243,26 @@ class Face:
         fee = fill.qty * fill.price * Decimal(cfg.maker_fee_bps) / Decimal(10000)
         return abs(fill.fee - fee) < Decimal("0.00000001")
 
+    def wallet(self, account: str) -> tuple[Decimal, Decimal]:
+        """(wallet balance, unrealized PnL at the mid) in the settlement asset.
+
+        The engine keeps cash like a spot account (a buy pays its notional);
+        a futures wallet holds cash plus the cost of the open positions, i.e.
+        starting cash + realized PnL - fees."""
+        acct = self.engine.account(account)
+        wallet = acct.cash.get(self.engine.config.quote_currency, Decimal(0))
+        upnl = Decimal(0)
+        for sym, pos in acct.positions.items():
+            wallet += pos.qty * pos.avg_price
+            mark = self.mark(sym)
+            if mark is not None and pos.qty:
+                upnl += (mark - pos.avg_price) * pos.qty
+        return wallet, upnl
+
     def _account_update(self, account: str, symbols: set[str]) -> dict[str, Any]:
         acct = self.engine.account(account)
         t = shapes.ms(self.now())
-        cash = acct.cash.get(self.engine.config.quote_currency, Decimal(0))
+        cash, _ = self.wallet(account)
         positions = []
         for sym in sorted(symbols):
             pos = acct.positions.get(sym)

@@ -248,22 +248,9 @@ class Rest:
             rows = [r for r in rows if r["positionAmt"] != "0"]
         return web.json_response(rows)
 
-    def _wallet(self, key: ApiKey) -> tuple[Decimal, Decimal]:
-        """(wallet balance, unrealized PnL) in the settlement asset."""
-        engine = self.face.engine
-        acct = engine.account(key.account)
-        wallet = acct.cash.get(engine.config.quote_currency, Decimal(0))
-        upnl = Decimal(0)
-        for sym, pos in acct.positions.items():
-            wallet += pos.qty * pos.avg_price
-            mark = self.face.mark(sym)
-            if mark is not None and pos.qty:
-                upnl += (mark - pos.avg_price) * pos.qty
-        return wallet, upnl
-
     async def balance(self, request: web.Request) -> web.Response:
         key, _ = await self.signed(request)
-        wallet, upnl = self._wallet(key)
+        wallet, upnl = self.face.wallet(key.account)
         return web.json_response([{
             "accountAlias": "TW", "asset": SETTLE, "balance": shapes.s(wallet),
             "crossWalletBalance": shapes.s(wallet), "crossUnPnl": shapes.s(upnl),
@@ -272,7 +259,7 @@ class Rest:
 
     async def account(self, request: web.Request) -> web.Response:
         key, _ = await self.signed(request)
-        wallet, upnl = self._wallet(key)
+        wallet, upnl = self.face.wallet(key.account)
         w, u, m = shapes.s(wallet), shapes.s(upnl), shapes.s(wallet + upnl)
         positions = [p for p in self._positions(key, None)]
         return web.json_response({
