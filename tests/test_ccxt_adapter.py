@@ -288,3 +288,28 @@ def test_commands_while_disconnected_are_refused_at_once(tmp_path: Path) -> None
         rej = evs.wait_for(lambda e: isinstance(e, OrderRejected))
         assert rej.reason.startswith("not_connected")
         ad.close()
+
+
+def test_fill_cursors_grow_across_adapter_instances() -> None:
+    from exchange.ccxt_venue.adapter import CcxtVenueAdapter
+    from exchange.ccxt_venue.settings import VenueSettings
+
+    first = CcxtVenueAdapter(VenueSettings())
+    a = [first.new_cursor() for _ in range(3)]
+    second = CcxtVenueAdapter(VenueSettings())  # after a gateway restart
+    b = second.new_cursor()
+    assert a == sorted(set(a)) and b > a[-1]
+
+
+def test_close_then_connect_again_trades(tmp_path: Path) -> None:
+    """The gateway's watchdog closes the adapter and later connects it again:
+    a new loop thread and a new ccxt client, with its markets loaded again."""
+    with face_server(tmp_path) as face, connected_adapter(face) as (ad, evs):
+        ad.close()
+        assert not ad.connected
+        ad.connect()
+        evs.wait_for(lambda e: isinstance(e, StreamStatus) and e.connected
+                     and e is not evs.of(StreamStatus)[0])
+        req = order()
+        ad.send(SubmitOrder(req))
+        evs.wait_for(lambda e: isinstance(e, OrderFilled) and e.client_order_id == req.client_order_id)

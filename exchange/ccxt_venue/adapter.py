@@ -588,8 +588,7 @@ class CcxtVenueAdapter:
         except Exception as exc:  # noqa: BLE001
             self._query_error(q, exc)
             return
-        cursor = self._next_cursor
-        self._next_cursor += 1
+        cursor = self.new_cursor()
         self._fill_cursors[cursor] = next_ids
         while len(self._fill_cursors) > 64:  # bounded: old cursors start over (dedup by fill id)
             self._fill_cursors.pop(next(iter(self._fill_cursors)))
@@ -633,6 +632,14 @@ class CcxtVenueAdapter:
     }
 
     # -- helpers ------------------------------------------------------------------------
+
+    def new_cursor(self) -> int:
+        """A fills cursor above every one handed out before, by this adapter or
+        an earlier one (the reconciler keeps the highest it saw): a cursor this
+        instance does not know starts the paging over, and one below the
+        reconciler's would make it ask for an unknown cursor forever."""
+        self._next_cursor = max(self._next_cursor + 1, time.time_ns() // 1000)
+        return self._next_cursor
 
     def _venue_trouble(self, c: Classified, ref: str | None) -> None:
         """Rate limit, ban, clock skew, auth: hold, resync, and tell the runtime."""
@@ -757,6 +764,7 @@ class CcxtVenueAdapter:
                              return_exceptions=True)
         ex, self.ex = self.ex, None
         self._conn = None
+        self.markets_loaded = False  # a new connect() makes a new ccxt object
         if ex is not None:
             try:
                 await asyncio.wait_for(ex.close(), 5.0)
