@@ -887,3 +887,25 @@ def test_account_update_after_a_fill_carries_the_futures_wallet_and_position(
     # a futures wallet: starting cash less fees (the notional is margin, not spent)
     assert Decimal(balance["wb"]) == face.engine.config.starting_cash - Decimal(fill["fee"])
     assert (position["s"], position["pa"], position["ep"]) == (SYM, "2", fill["price"])
+
+
+def test_ticker_all_orders_and_cancel_all_through_ccxt(face: BinanceFaceServer) -> None:
+    async def go() -> tuple[dict, dict, list, list]:
+        async with pro_client(face) as ex:
+            first = await wait(ex.watch_ticker(USYM))
+            nxt = asyncio.ensure_future(ex.watch_ticker(USYM))
+            face.push(quote("102", "102.2"))
+            ticked = await wait(nxt)
+            await ex.create_order(USYM, "market", "buy", 1, None, {"clientOrderId": "ao-1"})
+            for i in (2, 3):
+                await ex.create_order(USYM, "limit", "buy", 1, 99, {"clientOrderId": f"ao-{i}"})
+            await ex.cancel_all_orders(USYM)
+            orders = await ex.fetch_orders(USYM)
+            return first, ticked, orders, await ex.fetch_open_orders(USYM)
+
+    first, ticked, orders, still_open = run(go())
+    assert first["last"] == 100.05 and ticked["last"] == 102.1
+    assert [(o["clientOrderId"], o["status"]) for o in orders] == \
+        [("ao-1", "closed"), ("ao-2", "canceled"), ("ao-3", "canceled")]
+    assert still_open == []
+    assert {e["client_order_id"] for e in events(face, "order_canceled")} == {"ao-2", "ao-3"}

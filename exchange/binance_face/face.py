@@ -285,14 +285,17 @@ class Face:
                 sess.send(text, delay)
 
     def _publish_quote(self, q: Quote, delay: float) -> None:
-        stream = f"{q.symbol.lower()}@bookTicker"
-        text = None
+        low = q.symbol.lower()
+        texts: dict[str, str] = {}
         for sess in self.sessions:
-            if sess.wants(stream):
-                if text is None:
-                    text = json.dumps(shapes.book_ticker(q.symbol, q.bid, q.bid_size, q.ask,
-                                                         q.ask_size, q.ts))
-                sess.send(sess.wrap(stream, text), delay)
+            for channel in shapes.CHANNELS:
+                stream = f"{low}@{channel}"
+                if sess.wants(stream):
+                    text = texts.get(channel)
+                    if text is None:
+                        text = texts[channel] = json.dumps(shapes.market_event(
+                            channel, q.symbol, q.bid, q.bid_size, q.ask, q.ask_size, q.ts))
+                    sess.send(sess.wrap(stream, text), delay)
 
     def _stream_action(self, action: StreamAction) -> None:
         for sess in list(self.sessions):

@@ -105,6 +105,10 @@ class Rest:
             web.get("/fapi/v1/algoOrder", self.get_algo),
             web.delete("/fapi/v1/algoOrder", self.cancel_algo),
             web.get("/fapi/v1/openOrders", self.open_orders),
+            web.get("/fapi/v1/allOrders", self.all_orders),
+            web.delete("/fapi/v1/allOpenOrders", self.cancel_all),
+            web.delete("/fapi/v1/algoOpenOrders", self.cancel_all_algo),
+            web.get("/fapi/v1/ticker/24hr", self.ticker_24hr),
             web.get("/fapi/v1/openAlgoOrders", self.open_algo_orders),
             web.get("/fapi/v2/positionRisk", self.position_risk),
             web.get("/fapi/v3/positionRisk", self.position_risk),
@@ -146,6 +150,24 @@ class Rest:
                                    book.ts or self.face.now())
             rows.append({"symbol": sym, "bidPrice": t["b"], "bidQty": t["B"], "askPrice": t["a"],
                          "askQty": t["A"], "time": t["T"], "lastUpdateId": t["u"]})
+        if symbol:
+            if not rows:
+                raise BinanceError(-1121, "Invalid symbol (no quote yet).")
+            return web.json_response(rows[0])
+        return web.json_response(rows)
+
+    async def ticker_24hr(self, request: web.Request) -> web.Response:
+        """A 24h ticker from the engine's book (the simulator keeps no trade
+        history: last = open = high = low = the mid, volumes 0)."""
+        symbol = request.query.get("symbol")
+        rows = []
+        for sym in ([symbol] if symbol else list(self.face.markets)):
+            if sym not in self.face.markets:
+                raise errors.unknown_symbol()
+            book = self.face.engine.books.get(sym)
+            if book is not None and book.has_quote:
+                rows.append(shapes.ticker_24hr(sym, book.bid, book.ask,  # type: ignore[arg-type]
+                                               book.ts or self.face.now()))
         if symbol:
             if not rows:
                 raise BinanceError(-1121, "Invalid symbol (no quote yet).")
@@ -219,6 +241,53 @@ class Rest:
         key, params = await self.signed(request)
         now = self.face.now()
         return web.json_response([shapes.order(st, now) for st in self._open(key, params, False)])
+
+    async def all_orders(self, request: web.Request) -> web.Response:
+        """Orders of the account in ``symbol`` the engine still remembers (working
+        and the most recent closed ones), oldest first: ``orderId`` (>=),
+        ``startTime``/``endTime`` (creation, ms), ``limit`` (<= 1000, default 500)."""
+        key, params = await self.signed(request)
+        symbol = params.get("symbol")
+        if not symbol:
+            raise errors.missing("symbol")
+        try:
+            limit = min(int(params.get("limit", 500)), MAX_TRADES)
+            from_id = int(params.get("orderId", 0))
+            start = int(params.get("startTime", 0))
+            end = int(params["endTime"]) if "endTime" in params else None
+        except ValueError as exc:
+            raise errors.bad_param("limit/orderId/startTime/endTime", str(exc)) from None
+        now = self.face.now()
+        rows = []
+        for st in self.face.engine.orders.values():
+            req = st.request
+            if req.account != key.account or req.symbol != symbol or is_algo(req):
+                continue
+            oid, t = numeric_id(st.exchange_order_id), shapes.ms(st.created)
+            if oid >= from_id and t >= start and (end is None or t <= end):
+                rows.append(shapes.order(st, now))
+        rows.sort(key=lambda r: r["orderId"])
+        return web.json_response(rows[:limit] if from_id or start else rows[-limit:])
+
+    async def _cancel_all(self, request: web.Request, algo: bool) -> web.Response:
+        key, params = await self.signed(request)
+        if not params.get("symbol"):
+            raise errors.missing("symbol")
+        for st in self._open(key, params, algo):
+            try:
+                await self.face.cancel(key, {"symbol": st.request.symbol,
+                                             "origClientOrderId": st.request.client_order_id},
+                                       algo=algo)
+            except BinanceError:
+                pass  # filled or ended meanwhile: nothing left to cancel
+        return web.json_response({"code": 200, "msg": "The operation of cancel all open order "
+                                                      "is done."})
+
+    async def cancel_all(self, request: web.Request) -> web.Response:
+        return await self._cancel_all(request, False)
+
+    async def cancel_all_algo(self, request: web.Request) -> web.Response:
+        return await self._cancel_all(request, True)
 
     async def open_algo_orders(self, request: web.Request) -> web.Response:
         key, params = await self.signed(request)

@@ -165,3 +165,46 @@ def book_ticker(symbol: str, bid: Decimal | None, bid_size: Decimal, ask: Decima
     t = ms(ts)
     return {"e": "bookTicker", "u": t, "E": t, "T": t, "s": symbol, "b": s(bid),
             "B": s(bid_size), "a": s(ask), "A": s(ask_size)}
+
+
+def ticker_24hr(symbol: str, bid: Decimal, ask: Decimal, ts: datetime) -> dict[str, Any]:
+    """``/fapi/v1/ticker/24hr`` row: the mid as last/open/high/low (no trade tape)."""
+    mid = s((bid + ask) / 2)
+    t = ms(ts)
+    return {"symbol": symbol, "priceChange": "0", "priceChangePercent": "0",
+            "weightedAvgPrice": mid, "lastPrice": mid, "lastQty": "0", "openPrice": mid,
+            "highPrice": mid, "lowPrice": mid, "volume": "0", "quoteVolume": "0",
+            "openTime": t - 86_400_000, "closeTime": t, "firstId": 0, "lastId": 0, "count": 0}
+
+
+def ticker_event(symbol: str, bid: Decimal, ask: Decimal, ts: datetime) -> dict[str, Any]:
+    """``<symbol>@ticker`` stream event (Binance's 24hrTicker), from the book."""
+    row = ticker_24hr(symbol, bid, ask, ts)
+    t = ms(ts)
+    return {"e": "24hrTicker", "E": t, "s": symbol, "p": "0", "P": "0",
+            "w": row["weightedAvgPrice"], "c": row["lastPrice"], "Q": "0", "o": row["openPrice"],
+            "h": row["highPrice"], "l": row["lowPrice"], "v": "0", "q": "0",
+            "O": row["openTime"], "C": t, "F": 0, "L": 0, "n": 0}
+
+
+def mini_ticker_event(symbol: str, bid: Decimal, ask: Decimal, ts: datetime) -> dict[str, Any]:
+    """``<symbol>@miniTicker`` (24hrMiniTicker, what ccxt's watch_ticker uses)."""
+    mid = s((bid + ask) / 2)
+    return {"e": "24hrMiniTicker", "E": ms(ts), "s": symbol, "c": mid, "o": mid, "h": mid,
+            "l": mid, "v": "0", "q": "0"}
+
+
+#: market channels the face feeds from its quotes
+CHANNELS = ("bookTicker", "ticker", "miniTicker")
+
+
+def market_event(channel: str, symbol: str, bid: Decimal, bid_size: Decimal, ask: Decimal,
+                 ask_size: Decimal, ts: datetime) -> dict[str, Any]:
+    """The event of one fed channel (:data:`CHANNELS`) for a quote."""
+    if channel == "bookTicker":
+        return book_ticker(symbol, bid, bid_size, ask, ask_size, ts)
+    if channel == "ticker":
+        return ticker_event(symbol, bid, ask, ts)
+    if channel == "miniTicker":
+        return mini_ticker_event(symbol, bid, ask, ts)
+    raise ValueError(f"channel {channel!r} is not fed")

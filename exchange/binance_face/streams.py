@@ -7,8 +7,8 @@ subscribed with ``{"method": "SUBSCRIBE", "params": [...], "id": n}``),
 ``/ws/<streams or listenKey>`` and ``/stream?streams=a/b`` (combined,
 ``{"stream", "data"}`` wrapped).
 
-Market stream served: ``<symbol>@bookTicker`` (the engine's quotes; the
-current quote is sent right after a subscription). User data: the account's
+Market streams served: ``<symbol>@bookTicker``, ``@ticker`` and ``@miniTicker`` (the
+engine's quotes; the current one is sent right after a subscription). User data: the account's
 ``ORDER_TRADE_UPDATE``, ``ALGO_UPDATE``, ``ACCOUNT_UPDATE`` and, when the key
 expires, ``listenKeyExpired``. Each session has one writer task, so events
 keep their order and the engine's latency; ``stall`` holds a session's
@@ -172,14 +172,16 @@ class Streams:
             face.engine.log.append("subscribed", face.now(), symbols=new, duplicates=[],
                                    session="binance", client="binance-face")
         for stream in new:
-            if not stream.endswith("@bookTicker"):
+            name, _, channel = stream.partition("@")
+            if channel not in shapes.CHANNELS:
                 logger.info("binance face: stream {} is accepted but never fed", stream)
                 continue
-            book = face.engine.books.get(stream.split("@")[0].upper())
-            if book is not None and book.has_quote:
-                sess.send(sess.wrap(stream, json.dumps(shapes.book_ticker(
-                    book.symbol, book.bid, book.bid_size, book.ask, book.ask_size,
-                    book.ts or face.now()))), 0.0)
+            book = face.engine.books.get(name.upper())
+            if book is None or book.bid is None or book.ask is None:
+                continue
+            event = shapes.market_event(channel, book.symbol, book.bid, book.bid_size, book.ask,
+                                        book.ask_size, book.ts or face.now())
+            sess.send(sess.wrap(stream, json.dumps(event)), 0.0)
 
     def expire(self, keys: list[str]) -> None:
         """Tell the streams of expired listen keys, then close them."""
