@@ -313,3 +313,30 @@ def test_close_then_connect_again_trades(tmp_path: Path) -> None:
         req = order()
         ad.send(SubmitOrder(req))
         evs.wait_for(lambda e: isinstance(e, OrderFilled) and e.client_order_id == req.client_order_id)
+
+
+def test_resubmission_of_an_order_the_venue_has_is_not_sent_again(tmp_path: Path) -> None:
+    """Binance keeps client ids unique among open orders only: a filled order's
+    id would be taken again and the order doubled. A resubmission (an id sent
+    before, or an order older than RESUBMIT_AGE, as recovery sends after a
+    crash) is looked up first and answered duplicate_client_order_id."""
+    from datetime import timedelta
+
+    with face_server(tmp_path) as face:
+        with connected_adapter(face) as (ad, evs):
+            req = order()
+            ad.send(SubmitOrder(req))
+            evs.wait_for(lambda e: isinstance(e, OrderFilled))
+            ad.send(SubmitOrder(req))  # the same order again, this process
+            rej = evs.wait_for(lambda e: isinstance(e, OrderRejected))
+            assert rej.reason.startswith("duplicate_client_order_id") and "FILLED" in rej.reason
+        old = OrderRequest(req.client_order_id, req.symbol, req.side, req.order_type, req.qty,
+                           utc_now() - timedelta(seconds=60))
+        with connected_adapter(face) as (ad2, evs2):  # a new process: its tracker is empty
+            ad2.send(SubmitOrder(old))
+            rej = evs2.wait_for(lambda e: isinstance(e, OrderRejected))
+            assert rej.reason.startswith("duplicate_client_order_id")
+            assert ad2.counts["resubmissions_found"] == 1
+    recs = [r for r in events_jsonl(tmp_path) if r.get("client_order_id") == req.client_order_id]
+    assert [r["kind"] for r in recs if r["kind"] in ("order_submitted", "order_rejected")] == \
+        ["order_submitted"], "the venue saw the order once and no second request"

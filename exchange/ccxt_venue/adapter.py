@@ -39,6 +39,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from collections.abc import Awaitable, Callable
 
@@ -68,6 +69,9 @@ LOOKUP_MAX_DELAY_S = 10.0
 #: margin past the request's recvWindow before "not found" is final
 RECV_WINDOW_MARGIN_MS = 2000
 CANCEL_ATTEMPTS = 6
+#: an order older than this when it reaches the adapter is a resubmission
+#: (recovery after a crash or a reconnect): the venue is asked first
+RESUBMIT_AGE = timedelta(seconds=10)
 DEFAULT_BAN_S = 60.0
 DEFAULT_429_S = 1.0
 
@@ -356,9 +360,13 @@ class CcxtVenueAdapter:
             return
         self.budget.take(W_ORDER, order=True)
         self._symbols.add(req.symbol)
+        known = self.tracker.get(coid)
         self.tracker.track(coid, req.symbol, algo=call.algo)
         lock = self._order_locks.setdefault(coid, asyncio.Lock())
         async with lock:
+            if (known is not None or utc_now() - req.ts > RESUBMIT_AGE) \
+                    and await self._already_placed(req, call.algo):
+                return
             sent_ms = self._venue_ms()
             spent = time.thread_time_ns() - t0
             try:
@@ -379,6 +387,29 @@ class CcxtVenueAdapter:
                 self._emit(event)
             if self.keep_overhead:
                 self.overhead_ns.append(spent + time.thread_time_ns() - t1)
+
+    async def _already_placed(self, req: Any, algo: bool) -> bool:
+        """A resubmission (the id was sent before, or the order is older than
+        ``RESUBMIT_AGE``: recovery after a crash): does the venue have it? Binance
+        keeps client ids unique among *open* orders only, so a filled or
+        canceled order's id would be accepted again and the order doubled.
+        Found: ``duplicate_client_order_id`` (the original stands; the protocol's
+        meaning) and nothing is sent. Not found: it goes out."""
+        info, c = await self._lookup(req.client_order_id, req.symbol, algo)
+        if info is None and algo and c is not None and c.kind is Kind.NOT_FOUND:
+            info, c = await self._lookup(req.client_order_id, req.symbol, False)
+        if info is None:
+            if c is not None and c.kind is not Kind.NOT_FOUND:
+                self._venue_trouble(c, ref=req.client_order_id)
+                self._reject(req, f"unknown_outcome_check_failed: could not ask the venue "
+                                  f"whether {req.client_order_id} exists ({c.detail}); not sent")
+                return True
+            return False
+        self.counts["resubmissions_found"] += 1
+        self._emit(OrderRejected(req.client_order_id, req.symbol,
+                                 f"duplicate_client_order_id: the venue has this order "
+                                 f"({ev.order_status(info)}); not sent again", utc_now()))
+        return True
 
     async def _submit_failed(self, req: Any, algo: bool, c: Classified, sent_ms: int) -> None:
         coid = req.client_order_id
