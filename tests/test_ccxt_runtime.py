@@ -108,49 +108,69 @@ def test_live_venue_needs_live_flag(tmp_path: Path) -> None:
     assert r.returncode == 2 and "TW_BINANCE_API_KEY" in r.stderr, r.stderr
 
 
-def _until(pred: object, timeout: float = 20.0, what: str = "") -> None:
+def _until(pred: object, timeout: float = 20.0, what: str = "", info: object = None) -> None:
     """Wait for a live runtime talking to a real socket (bounded; polls its figures)."""
     import time
 
     deadline = time.monotonic() + timeout
     while not pred():  # type: ignore[operator]
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what}"
+                                 + (f": {info()}" if info is not None else ""))  # type: ignore[operator]
         time.sleep(0.02)
+
+
+def _live_runtime(tmp_path: Path, face: BinanceFaceServer, monkeypatch: pytest.MonkeyPatch,
+                  symbols: tuple[str, ...] = ("BTCUSDT",)) -> object:
+    """The whole tree in this process on the live clock, trading at the face
+    through the ccxt adapter, once connected, resynced and quoting."""
+    from config import config_hash, load_config
+    from runtime.clock import LiveClock
+    from runtime.launcher import LaunchSpec, Runtime
+    from runtime.venue_start import prepare_venue
+
+    monkeypatch.setenv("TW_BINANCE_API_KEY", KEY.key)
+    monkeypatch.setenv("TW_BINANCE_API_SECRET", KEY.secret)
+    cfg = load_config(overrides={
+        "strategy": {"name": "none"}, "market": {"symbols": list(symbols)},
+        "risk": {"max_volatility": "1"},  # the face's random walk is not what is tested
+        "venues": {"binanceusdm": {"base_url": f"http://127.0.0.1:{face.port}"}}})
+    venue = prepare_venue(cfg, "binanceusdm", live=False)
+    spec = LaunchSpec(cfg, tmp_path / "run", symbols, LiveClock(), run_id="live",
+                      config_hash=config_hash(cfg), venue=venue.settings,
+                      instrument_rules=venue.rules)
+    rt = Runtime(spec).start()
+    try:
+        _until(lambda: _ready(rt, len(symbols)), what="connected, resynced, quoting")
+    except BaseException:
+        rt.stop()
+        raise
+    return rt
+
+
+def _ready(rt: object, n_symbols: int) -> bool:
+    gw = rt.info("gateway")  # type: ignore[attr-defined]
+    return (not rt.info("coordinator").get("recovering")  # type: ignore[attr-defined]
+            and gw.get("connected") and not gw.get("stream_reconciling")
+            and gw.get("counts", {}).get("market_events", 0) >= n_symbols)
 
 
 def test_duplicate_fill_report_through_ccxt_is_applied_once(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The venue reports one trade twice (same trade id): the adapter gives both
     reports the same fill id and the coordinator applies it once."""
-    from config import config_hash, load_config
     from messages import Side, Signal, utc_now
-    from runtime.clock import LiveClock
-    from runtime.launcher import LaunchSpec, Runtime
-    from runtime.venue_start import prepare_venue
 
     face = _face(tmp_path)
     rt = None
     try:
-        monkeypatch.setenv("TW_BINANCE_API_KEY", KEY.key)
-        monkeypatch.setenv("TW_BINANCE_API_SECRET", KEY.secret)
-        cfg = load_config(overrides={
-            "strategy": {"name": "none"}, "market": {"symbols": ["BTCUSDT"]},
-            "venues": {"binanceusdm": {"base_url": f"http://127.0.0.1:{face.port}"}}})
-        venue = prepare_venue(cfg, "binanceusdm", live=False)
-        spec = LaunchSpec(cfg, tmp_path / "run", ("BTCUSDT",), LiveClock(), run_id="dup",
-                          config_hash=config_hash(cfg), venue=venue.settings,
-                          instrument_rules=venue.rules)
-        rt = Runtime(spec).start()
+        rt = _live_runtime(tmp_path, face, monkeypatch)
         runtime = rt
-        _until(lambda: not runtime.info("coordinator").get("recovering")
-               and not runtime.info("gateway").get("stream_reconciling")
-               and runtime.info("gateway").get("counts", {}).get("market_events", 0) > 0,
-               what="connected, resynced, quoting")
         face.inject({"duplicate_fill": 1})
         rt.system.tell("coordinator", Signal("BTCUSDT", Side.BUY, Decimal("2"), utc_now()))
         _until(lambda: runtime.info("coordinator").get("counts", {}).get("duplicate_fills", 0) >= 1,
-               what="the repeated report")
+               what="the repeated report", info=lambda: (runtime.info("coordinator"),
+                                                          runtime.info("gateway")["counts"]))
         coord = rt.info("coordinator")
         assert coord["counts"]["fills"] == 1
         assert coord["positions"] == {"BTCUSDT": "2"}
@@ -159,3 +179,36 @@ def test_duplicate_fill_report_through_ccxt_is_applied_once(
         if rt is not None:
             rt.stop()
         face.stop()
+
+
+def test_stream_loss_reconnects_and_restores_subscriptions_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rule 12 through ccxt: the venue expires the listen key (its user stream
+    ends); the gateway hears one StreamStatus down, the reconnect controller
+    connects again, each tracked symbol is subscribed exactly once on the new
+    session, the state is resynced, and orders flow again."""
+    from messages import Side, Signal, utc_now
+
+    face = _face(tmp_path)
+    rt = None
+    try:
+        rt = _live_runtime(tmp_path, face, monkeypatch, symbols=("BTCUSDT", "ETHUSDT"))
+        runtime = rt
+        face.venue_fault({"expire_listen_keys": True})
+        _until(lambda: runtime.info("gateway").get("counts", {}).get("connects", 0) >= 2
+               and _ready(runtime, 2), timeout=30, what="reconnected and resynced")
+        gw = rt.info("gateway")
+        assert gw["counts"]["disconnects"] == 1
+        assert gw["counts"]["subscription_restores"] == gw["counts"]["connects"] == 2
+        assert sorted(gw["subscriptions"]) == ["BTCUSDT", "ETHUSDT"]
+        rt.system.tell("coordinator", Signal("ETHUSDT", Side.BUY, Decimal("1"), utc_now()))
+        _until(lambda: runtime.info("coordinator").get("counts", {}).get("fills", 0) >= 1,
+               what="an order after the reconnect")
+    finally:
+        if rt is not None:
+            rt.stop()
+        face.stop()
+    subs = [e for e in events_jsonl(tmp_path / "face") if e["kind"] == "subscribed"]
+    streams = [s for e in subs for s in e["symbols"]]
+    assert sorted(streams) == sorted(["btcusdt@bookTicker", "ethusdt@bookTicker"] * 2), streams
+    assert all(not e.get("duplicates") for e in subs)
