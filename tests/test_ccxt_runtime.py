@@ -42,6 +42,8 @@ def test_run_venue_against_the_face_holds_every_invariant(tmp_path: Path) -> Non
     assert rc == 0, output[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["invariant_violations"] == []
+    copied = events_jsonl(run_dir)  # the face's record of this run, copied at the end
+    assert any(e["kind"] == "order_filled" for e in copied), "the summary's checks had events"
     assert summary["exchange_positions"] is not None, "the venue's positions were compared"
     assert summary["positions"] == summary["exchange_positions"]
     # up to the run's end: its protective stops keep working at the venue after
