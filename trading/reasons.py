@@ -32,6 +32,9 @@ class Reason(str, Enum):
     VENUE_MIN_NOTIONAL = "venue_min_notional"
     VENUE_TICK_SIZE = "venue_tick_size"
     VENUE_PRICE_BAND = "venue_price_band"
+    #: the symbol's own actor (its market data and strategy) is down: a remote
+    #: host lost, waiting for its supervisor's restart
+    SYMBOL_ACTOR_DOWN = "symbol_actor_down"
 
     def __str__(self) -> str:
         return self.value

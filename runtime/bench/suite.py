@@ -43,6 +43,9 @@ def _sections(quick: bool) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
     from runtime.bench import ccxt_adapter  # the ccxt venue adapter's own time per order
 
     sections.append(("ccxt adapter", lambda: ccxt_adapter.run(quick)))
+    from runtime.bench import remote_hop  # remote actors: the codec alone, and Ray
+
+    sections.append(("remote", lambda: remote_hop.run(quick)))
     return sections
 
 
