@@ -340,3 +340,15 @@ def test_resubmission_of_an_order_the_venue_has_is_not_sent_again(tmp_path: Path
     recs = [r for r in events_jsonl(tmp_path) if r.get("client_order_id") == req.client_order_id]
     assert [r["kind"] for r in recs if r["kind"] in ("order_submitted", "order_rejected")] == \
         ["order_submitted"], "the venue saw the order once and no second request"
+
+
+def test_per_order_state_does_not_grow(tmp_path: Path) -> None:
+    """Rule 13: the per-order turn-taking entries go when the commands end."""
+    with face_server(tmp_path) as face, connected_adapter(face) as (ad, evs):
+        for _ in range(5):
+            req = order(OrderType.LIMIT, price=Decimal("90"))
+            ad.send(SubmitOrder(req))
+            ad.send(CancelOrder(req.client_order_id, "BTCUSDT", utc_now()))
+        evs.wait_for(lambda e: len(evs.of(CancelConfirmed)) == 5)
+        evs.drain(0.3)
+        assert ad._order_locks == {}

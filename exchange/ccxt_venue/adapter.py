@@ -35,13 +35,14 @@ outcome becomes is in ``errors`` and ``events``; the rules that matter:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from loguru import logger
 
@@ -112,7 +113,8 @@ class CcxtVenueAdapter:
         self.markets_loaded = False
         self._quote_tasks: dict[str, asyncio.Task[Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._order_locks: dict[str, asyncio.Lock] = {}
+        #: coid -> [lock, holders and waiters]; present only while someone needs it
+        self._order_locks: dict[str, list[Any]] = {}
         self._fill_cursors: dict[int, dict[str, int]] = {}
         self._next_cursor = 1
         self._symbols: set[str] = set()
@@ -362,8 +364,7 @@ class CcxtVenueAdapter:
         self._symbols.add(req.symbol)
         known = self.tracker.get(coid)
         self.tracker.track(coid, req.symbol, algo=call.algo)
-        lock = self._order_locks.setdefault(coid, asyncio.Lock())
-        async with lock:
+        async with self._order_turn(coid):
             if (known is not None or utc_now() - req.ts > RESUBMIT_AGE) \
                     and await self._already_placed(req, call.algo):
                 return
@@ -484,12 +485,8 @@ class CcxtVenueAdapter:
 
     async def _cancel(self, cmd: CancelOrder) -> None:
         coid, symbol = cmd.client_order_id, cmd.symbol
-        lock = self._order_locks.setdefault(coid, asyncio.Lock())
-        async with lock:  # never ahead of this order's own submit
+        async with self._order_turn(coid):  # never ahead of this order's own submit
             await self._cancel_locked(coid, symbol)
-        t = self.tracker.get(coid)
-        if t is None or t.ended:
-            self._order_locks.pop(coid, None)
 
     async def _cancel_locked(self, coid: str, symbol: str) -> None:
         unified = self._unified(symbol)
@@ -663,6 +660,22 @@ class CcxtVenueAdapter:
     }
 
     # -- helpers ------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _order_turn(self, coid: str) -> AsyncIterator[None]:
+        """One command about an order at a time, in the order they came; the
+        entry lives only while a command holds or waits for it (rule 13)."""
+        entry = self._order_locks.get(coid)
+        if entry is None:
+            entry = self._order_locks[coid] = [asyncio.Lock(), 0]
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0 and self._order_locks.get(coid) is entry:
+                del self._order_locks[coid]
 
     def new_cursor(self) -> int:
         """A fills cursor above every one handed out before, by this adapter or
