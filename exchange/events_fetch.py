@@ -122,14 +122,16 @@ def _session(url: str, timeout: float) -> Any:
 
 
 class _WsSession:
-    def __init__(self, ws: Any) -> None:
-        self.ws = ws
+    def __init__(self, cm: Any) -> None:
+        self._cm = cm  # websockets' connect(): entered as a context manager
+        self.ws: Any = None
 
     def __enter__(self) -> _WsSession:
+        self.ws = self._cm.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.ws.close()
+    def __exit__(self, *exc: Any) -> None:
+        self._cm.__exit__(*exc)
 
     def ask(self, query: QueryEvents, timeout: float) -> EventsPage:
         return _ask(self.ws, query, timeout)
