@@ -118,7 +118,7 @@ def run(args: Any, preflight: Callable[[Any], Any] | None = None) -> int:
         return 2
     venue = None
     if getattr(args, "venue", None):
-        from runtime.venue_start import VenueStartError, prepare_venue
+        from exchange.ccxt_venue.venue_config import VenueStartError, prepare_venue
 
         try:
             venue = prepare_venue(cfg, args.venue, live=bool(getattr(args, "live", False)),

@@ -129,7 +129,7 @@ def _live_runtime(tmp_path: Path, face: BinanceFaceServer, monkeypatch: pytest.M
     from config import config_hash, load_config
     from runtime.clock import LiveClock
     from runtime.launcher import LaunchSpec, Runtime
-    from runtime.venue_start import prepare_venue
+    from exchange.ccxt_venue.venue_config import prepare_venue
 
     monkeypatch.setenv("TW_BINANCE_API_KEY", KEY.key)
     monkeypatch.setenv("TW_BINANCE_API_SECRET", KEY.secret)

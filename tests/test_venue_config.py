@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from config import ConfigError, load_config
-from runtime.venue_start import VenueStartError, endpoint_urls, prepare_venue
+from exchange.ccxt_venue.venue_config import VenueStartError, endpoint_urls, prepare_venue
 
 
 def test_defaults_are_a_testnet_binance_entry_with_env_names_only() -> None:

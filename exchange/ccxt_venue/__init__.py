@@ -7,7 +7,8 @@ each: ``adapter`` (the BrokerAdapter: loop thread, connection, commands),
 -> protocol events, once each), ``errors`` (what an exception means for an
 order), ``weights`` (request-weight budget), ``queries`` (snapshots),
 ``markets`` (instrument rules as data), ``ids`` (client order ids),
-``settings``, ``start`` (checks before a run trades).
+``settings``, ``start`` (checks before a run trades), ``venue_config`` (a
+config ``venues`` entry -> checked settings for ``run --venue``).
 
 Importing this package imports neither ccxt nor anything with side effects
 (rule 14); ccxt is loaded when an adapter first connects.
