@@ -909,3 +909,22 @@ def test_ticker_all_orders_and_cancel_all_through_ccxt(face: BinanceFaceServer) 
         [("ao-1", "closed"), ("ao-2", "canceled"), ("ao-3", "canceled")]
     assert still_open == []
     assert {e["client_order_id"] for e in events(face, "order_canceled")} == {"ao-2", "ao-3"}
+
+
+def test_an_ioc_limit_that_cannot_trade_expires_on_rest_and_stream(face: BinanceFaceServer) -> None:
+    async def go() -> tuple[dict, dict]:
+        http, ws, _ = await _user_stream(face, KEY_A)
+        try:
+            async with rest_client(face) as ex:
+                made = await ex.create_order(USYM, "limit", "buy", 1, 99,
+                                             {"newClientOrderId": "ioc-1", "timeInForce": "IOC"})
+            updates = [json.loads((await wait(ws.receive())).data) for _ in range(2)]
+            return made, updates[-1]
+        finally:
+            await ws.close()
+            await http.close()
+
+    made, last = run(go())
+    assert made["status"] == "expired" and made["timeInForce"] == "IOC"
+    assert (last["o"]["c"], last["o"]["x"], last["o"]["X"]) == ("ioc-1", "EXPIRED", "EXPIRED")
+    assert len(events(face, "order_expired", "ioc-1")) == 1
