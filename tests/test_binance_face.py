@@ -814,6 +814,9 @@ def test_classic_stream_paths_raw_listen_key_and_combined_streams(face: BinanceF
             market = await http.ws_connect(
                 f"ws://127.0.0.1:{face.port}/stream?streams=btcusdt@bookTicker")
             first_quote = json.loads((await wait(market.receive())).data)
+            await market.send_str(json.dumps({"method": "SUBSCRIBE", "id": 6,
+                                              "params": ["btcusdt@bookTicker"]}))
+            assert json.loads((await wait(market.receive())).data) == {"result": None, "id": 6}
             await market.send_str(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 7}))
             listed = json.loads((await wait(market.receive())).data)
             async with rest_client(face) as ex:
@@ -827,6 +830,11 @@ def test_classic_stream_paths_raw_listen_key_and_combined_streams(face: BinanceF
     assert first_quote["stream"] == "btcusdt@bookTicker"
     assert (first_quote["data"]["b"], first_quote["data"]["a"]) == ("100", "100.1")
     assert listed == {"result": ["btcusdt@bookTicker"], "id": 7}
+    subs = events(face, "subscribed")
+    assert [(e["symbols"], e["duplicates"]) for e in subs] == [(["btcusdt@bookTicker"], []),
+                                                               ([], ["btcusdt@bookTicker"])]
+    assert subs[0]["session"] == subs[1]["session"] and face.engine.stats[
+        "duplicate_subscriptions"] == 1
     assert update["o"]["c"] == "cl-1" and update["o"]["x"] == "NEW"
 
 

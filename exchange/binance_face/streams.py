@@ -18,6 +18,7 @@ writer, ``drop`` aborts the socket without a close frame.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from typing import TYPE_CHECKING
 
@@ -30,12 +31,14 @@ if TYPE_CHECKING:
     from exchange.binance_face.face import Face
 
 MAX_HELD = 100_000
+_ids = itertools.count(1)
 
 
 class StreamSession:
     def __init__(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None, *,
                  account: str | None = None, listen_key: str | None = None,
                  combined: bool = False) -> None:
+        self.id = f"binance-{next(_ids)}"
         self.ws = ws
         self.transport = transport
         self.account = account
@@ -124,7 +127,7 @@ class Streams:
         sess.writer = asyncio.create_task(sess.write_loop())
         face.sessions.add(sess)
         face.engine.log.append("client_connected", face.now(), client=request.remote,
-                               session=f"binance:{request.path}", account=account)
+                               session=sess.id, path=request.path, account=account)
         self._subscribe(sess, streams)
         reason = "closed"
         try:
@@ -139,7 +142,7 @@ class Streams:
             if sess.writer is not None:
                 sess.writer.cancel()
             face.engine.log.append("client_disconnected", face.now(), client=request.remote,
-                                   session=f"binance:{request.path}", reason=reason)
+                                   session=sess.id, path=request.path, reason=reason)
         return ws
 
     def _on_text(self, sess: StreamSession, data: str) -> None:
@@ -166,11 +169,14 @@ class Streams:
 
     def _subscribe(self, sess: StreamSession, streams: list[str]) -> None:
         face = self.face
-        new = [s for s in streams if s not in sess.subscriptions]
+        new = list(dict.fromkeys(s for s in streams if s not in sess.subscriptions))
+        dup = [s for s in streams if s in sess.subscriptions]
         sess.subscriptions.update(new)
-        if new:
-            face.engine.log.append("subscribed", face.now(), symbols=new, duplicates=[],
-                                   session="binance", client="binance-face")
+        face.engine.stats["subscriptions"] += len(new)
+        face.engine.stats["duplicate_subscriptions"] += len(dup)
+        if new or dup:  # (the native face's record: duplicates counted, never silent)
+            face.engine.log.append("subscribed", face.now(), symbols=new, duplicates=dup,
+                                   session=sess.id, client="binance-face")
         for stream in new:
             name, _, channel = stream.partition("@")
             if channel not in shapes.CHANNELS:
