@@ -936,3 +936,20 @@ def test_an_ioc_limit_that_cannot_trade_expires_on_rest_and_stream(face: Binance
     assert made["status"] == "expired" and made["timeInForce"] == "IOC"
     assert (last["o"]["c"], last["o"]["x"], last["o"]["X"]) == ("ioc-1", "EXPIRED", "EXPIRED")
     assert len(events(face, "order_expired", "ioc-1")) == 1
+
+
+def test_exchange_command_with_a_busy_port_says_so_in_one_line(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        r = subprocess.run([sys.executable, str(repo / "main.py"), "exchange", "--protocol",
+                            "binanceusdm", "--port", str(busy.getsockname()[1]),
+                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=60,
+                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(repo)})
+    assert r.returncode == 2
+    assert "cannot listen" in r.stderr and "Traceback" not in r.stderr, r.stderr
