@@ -953,3 +953,40 @@ def test_exchange_command_with_a_busy_port_says_so_in_one_line(tmp_path: Path) -
                            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(repo)})
     assert r.returncode == 2
     assert "cannot listen" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_cumulative_fill_figures_stay_exact_across_a_face_restart(tmp_path: Path) -> None:
+    srv = BinanceFaceServer(config={"quote_currency": "USDT", "symbols": [SYM],
+                                    "limit_by_quote_size": True},
+                            out_dir=tmp_path, keys=[KEY_A])
+    srv.start()
+    srv.push(quote("100", "100.1"))
+
+    async def place() -> None:
+        async with rest_client(srv) as ex:
+            await ex.create_order(USYM, "limit", "buy", 5, 99, {"newClientOrderId": "rx-1"})
+
+    run(place())
+    srv.push(quote("98.9", "99", size="2"))  # 2 of 5 filled
+    port = srv.port
+    srv.stop()
+    again = BinanceFaceServer(srv.engine, port=port, out_dir=tmp_path, keys=[KEY_A])
+    again.start()
+    try:
+        async def rest_of_it() -> dict:
+            http, ws, _ = await _user_stream(again, KEY_A)
+            try:
+                again.push(quote("98.8", "98.9", size="10"))
+                while True:
+                    msg = json.loads((await wait(ws.receive())).data)
+                    if msg["e"] == "ORDER_TRADE_UPDATE":
+                        return msg["o"]
+            finally:
+                await ws.close()
+                await http.close()
+
+        o = run(rest_of_it())
+    finally:
+        again.stop()
+    assert (o["c"], o["x"], o["X"], o["l"], o["z"]) == ("rx-1", "TRADE", "FILLED", "3", "5")
+    assert o["ap"] == "99"

@@ -218,7 +218,9 @@ class Face:
         elif kind is OrderFilled:
             payload = self.registry.fill_events.get(ev.fill_id)
             if payload is None:
-                filled, notional = self.registry.tally(ev.client_order_id, ev.qty, ev.price)
+                filled, notional = self.registry.tally(
+                    ev.client_order_id, ev.qty, ev.price, st.request.qty - ev.leaves_qty,
+                    st.avg_price)
                 done = ev.leaves_qty == 0
                 payload = shapes.order_update(
                     st, x="TRADE", X="FILLED" if done else "PARTIALLY_FILLED", now=now,

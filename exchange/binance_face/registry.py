@@ -50,9 +50,17 @@ class Registry:
                     break
         return coid
 
-    def tally(self, coid: str, qty: Decimal, price: Decimal) -> tuple[Decimal, Decimal]:
-        """Add one fill; returns (filled, notional) of the order so far."""
+    def tally(self, coid: str, qty: Decimal, price: Decimal, filled_after: Decimal,
+              avg_before: Decimal | None) -> tuple[Decimal, Decimal]:
+        """Add one fill; returns (filled, notional) of the order so far.
+
+        ``filled_after`` (order qty - the fill's leaves) is exact; a tally that
+        disagrees with it (the face restarted mid-order, or forgot the order)
+        is reseeded from the engine's average price before this fill."""
         filled, notional = self.tallies.get(coid, (ZERO, ZERO))
+        before = filled_after - qty
+        if filled != before:
+            filled, notional = before, before * (avg_before if avg_before is not None else price)
         filled, notional = filled + qty, notional + qty * price
         self.tallies[coid] = (filled, notional)
         return filled, notional
