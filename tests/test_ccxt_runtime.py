@@ -22,6 +22,11 @@ from tests.ccxt_face import KEY, events_jsonl, run_venue
 
 pytestmark = pytest.mark.timeout(180)
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
+#: a demo strategy that trades within seconds on the face's random walk (short
+#: warm-up, low entry threshold); volatility is not what these runs test
+TRADE_LAYER = {"strategy": {"name": "demo", "params": {"warmup": 10, "entry_z": 0.5,
+                                                       "cooldown_s": 1.0}},
+               "risk": {"max_volatility": "1"}}
 
 
 def _face(tmp: Path, keys: tuple[ApiKey, ...] = (KEY,), **kw: object) -> BinanceFaceServer:
@@ -32,13 +37,8 @@ def _face(tmp: Path, keys: tuple[ApiKey, ...] = (KEY,), **kw: object) -> Binance
     return face
 
 
-def test_run_venue_against_the_face_holds_every_invariant(tmp_path: Path) -> None:
-    face = _face(tmp_path)
-    try:
-        rc, output, run_dir = run_venue(tmp_path, face, key=KEY.key, secret=KEY.secret,
-                                        duration=14)
-    finally:
-        face.stop()
+def _check_run(tmp_path: Path, rc: int, output: str, run_dir: Path) -> dict:
+    """The run's verdict and the invariants from the engine's own record."""
     assert rc == 0, output[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["invariant_violations"] == []
@@ -55,8 +55,6 @@ def test_run_venue_against_the_face_holds_every_invariant(tmp_path: Path) -> Non
     submitted = [e for e in events if e["kind"] == "order_submitted"]
     fills = [e for e in events if e["kind"] == "order_filled"]
     assert submitted and fills, "the demo strategy traded through ccxt"
-    assert any(e.get("order_type") == "stop_limit" for e in submitted), \
-        "stop-loss orders went out (Binance's algo service through ccxt)"
     exchange_positions: dict[str, Decimal] = {}
     for f in fills:
         sign = 1 if f["side"] == "buy" else -1
@@ -68,6 +66,57 @@ def test_run_venue_against_the_face_holds_every_invariant(tmp_path: Path) -> Non
     assert violations == [], violations
     approved = {r.get("client_order_id") for r in audit if r.get("approved")}
     assert {e["client_order_id"] for e in submitted} <= approved  # rule 1 through ccxt
+    return {"summary": summary, "events": events, "submitted": submitted, "output": output}
+
+
+def test_run_venue_against_the_face_holds_every_invariant(tmp_path: Path) -> None:
+    face = _face(tmp_path)
+    try:
+        rc, output, run_dir = run_venue(tmp_path, face, key=KEY.key, secret=KEY.secret,
+                                        duration=12, layer=TRADE_LAYER)
+    finally:
+        face.stop()
+    got = _check_run(tmp_path, rc, output, run_dir)
+    assert any(e.get("order_type") == "stop_limit" for e in got["submitted"]), \
+        "stop-loss orders went out (Binance's algo service through ccxt)"
+
+
+def test_run_venue_through_venue_faults_holds_every_invariant(tmp_path: Path) -> None:
+    """While the run trades, the venue loses create-order answers (the orders
+    are on the book), rate-limits with a 429 and repeats a fill report: the run
+    still ends with every invariant held and its positions equal to the venue's."""
+    import time
+
+    face = _face(tmp_path)
+
+    def count(kind: str) -> int:
+        return sum(1 for e in events_jsonl(tmp_path / "face") if e["kind"] == kind)
+
+    def wait(pred: object, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not pred() and time.monotonic() < deadline:  # type: ignore[operator]
+            time.sleep(0.1)
+
+    def faults() -> None:
+        wait(lambda: count("order_filled") >= 1)  # trading has started
+        face.venue_fault({"lose_create_answer": 2})
+        face.inject({"duplicate_fill": 2})
+        wait(lambda: count("answer_lost") >= 2)
+        face.venue_fault({"rate_limit": {"count": 1, "retry_after_s": 1}})
+
+    try:
+        layer = {**TRADE_LAYER, "risk": {**TRADE_LAYER["risk"],
+                                         "circuit_breaker": {"cool_off_s": 2}}}
+        rc, output, run_dir = run_venue(tmp_path, face, key=KEY.key, secret=KEY.secret,
+                                        duration=20, during=faults, layer=layer)
+    finally:
+        face.stop()
+    got = _check_run(tmp_path, rc, output, run_dir)
+    ids = [e["client_order_id"] for e in got["submitted"]]
+    assert len(ids) == len(set(ids)), "no order reached the venue twice"
+    kinds = [e["kind"] for e in got["events"]]
+    assert kinds.count("answer_lost") == 2 and "fill_duplicated" in kinds, kinds
+    assert got["summary"]["orders"]["submitted"] >= len(ids)
 
 
 def test_position_mode_mismatch_refuses_to_start(tmp_path: Path) -> None:
