@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from datetime import datetime
@@ -49,11 +50,12 @@ from loguru import logger
 from messages.base import Message
 from messages.codec import decode, encode
 from runtime.actor import Actor
-from runtime.mailbox import EMPTY
-from runtime.signals import RemoteDown, RemoteUp
+from runtime.mailbox import EMPTY, StopNow
+from runtime.signals import GracefulStop, RemoteDown, RemoteUp
 
 #: frames sent to a host in one call, at most
 BATCH_MAX = 256
+_STOPS = (StopNow, GracefulStop)
 
 
 class RemoteActorDied(RuntimeError):
@@ -343,6 +345,7 @@ class RemoteProxy(Actor):
         self._batch: list[Any] = []
         self._reply: Future[bytes] | None = None
         self._reply_ready = False
+        self._sent_at = 0.0
         self.batches = 0
         self.frames_out = 0
         self._announced_up = False
@@ -358,6 +361,11 @@ class RemoteProxy(Actor):
         self._send([])  # an empty batch runs the far side's on_start
 
     def on_stop(self) -> None:
+        if self._reply is not None:  # stopped with a batch out: its answer is ignored
+            self._reply = None
+            self._requeue(self._batch)  # kept for the next instance (or dead letters)
+            self._batch = []
+            self.ctx.system.outstanding_add(-1)
         host, self._host = self._host, None
         if host is not None:
             try:
@@ -371,7 +379,14 @@ class RemoteProxy(Actor):
         return super().wants_turn() or self._reply_ready
 
     def takes_mail(self) -> bool:
-        return self._reply is None or self._reply_ready
+        return self._reply is None or self._reply_ready or self._stop_waiting()
+
+    def _stop_waiting(self) -> bool:
+        """A stop is honoured even with a batch out: a host that hangs must not
+        hold its actor past its supervisor's stop. The batch is kept (put back
+        in the mailbox: the next instance handles it, or it is a dead letter at
+        shutdown); the far side's answer to it, if any, is ignored."""
+        return any(type(item) in _STOPS for _, item in self._cell.mailbox._items)
 
     def _pooled_work(self, throughput: int) -> None:
         """Deliver a landed answer, then ship what waits as the next batch."""
@@ -381,6 +396,10 @@ class RemoteProxy(Actor):
             if self._reply_ready:
                 self._reply_ready = False
                 self._step(self._deliver)
+            if self._reply is not None and self._stop_waiting():
+                mailbox.busy = True
+                self._handle_item(mailbox.take_first(_STOPS), mailbox)
+                mailbox.busy = True
             if self._reply is not None or self.actor_stopped.is_set():
                 return
             batch: list[Any] = []
@@ -414,6 +433,7 @@ class RemoteProxy(Actor):
         assert self._host is not None
         frames = msgpack.packb([encode(m) for m in batch], use_bin_type=True)
         self._batch = batch
+        self._sent_at = time.perf_counter()
         clock = self.ctx.clock
         self.ctx.system.outstanding_add(1)  # until the answer is delivered (_deliver)
         try:
@@ -442,6 +462,11 @@ class RemoteProxy(Actor):
                 self._requeue(batch)
                 raise RemoteActorDied(f"{self.ctx.name}: remote host lost ({exc!r}); "
                                       f"{len(batch)} message(s) kept") from exc
+            mailbox = self._cell.mailbox
+            done = answer["done"]
+            share = (time.perf_counter() - self._sent_at) / max(1, len(batch))
+            for _ in range(done):  # the far side's handling, as this mailbox's figures
+                mailbox.record_handled(share)
             system = self.ctx.system
             for target, frame in answer["out"]:
                 system.tell(target, decode(frame))
@@ -453,7 +478,6 @@ class RemoteProxy(Actor):
                 self._announced_up = True
                 self._tell_watchers(RemoteUp(self.ctx.name, self._host.node if self._host else None))
             if answer["error"] is not None:
-                done = answer["done"]
                 system.dead_letters.record(self.ctx.name, batch[done],
                                            f"crashed handler: {answer['error']}")
                 self._requeue(batch[done + 1:])

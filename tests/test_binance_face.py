@@ -28,7 +28,7 @@ import pytest
 
 from exchange.binance_face import CCXT_OPTIONS, ApiKey, apply_urls, ccxt_urls
 from exchange.binance_face.auth import keys_from_env, sign
-from exchange.binance_face.ids import numeric_id
+from exchange.binance_face.ids import ALGO_BASE, numeric_id
 from exchange.binance_face.server import BinanceFaceServer
 from exchange.binance_face.weights import Limits
 from messages import Quote, utc_now
@@ -990,3 +990,59 @@ def test_cumulative_fill_figures_stay_exact_across_a_face_restart(tmp_path: Path
         again.stop()
     assert (o["c"], o["x"], o["X"], o["l"], o["z"]) == ("rx-1", "TRADE", "FILLED", "3", "5")
     assert o["ap"] == "99"
+
+
+def test_a_conditional_order_lives_in_the_algo_service_until_it_triggers(
+        face: BinanceFaceServer) -> None:
+    """As on Binance since its Algo Service: before the trigger the order is
+    known by its algoId only (the plain order endpoints do not know it); the
+    trigger places an order in the matching engine (a new orderId, the same
+    client id), announced by ALGO_UPDATE TRIGGERED before that order's own
+    NEW and fills."""
+    async def go() -> tuple[dict, type, list, list, list[dict], dict, dict]:
+        http, ws, _ = await _user_stream(face, KEY_A)
+        try:
+            async with rest_client(face) as ex:
+                await ex.create_order(USYM, "market", "buy", 2, None, {"newClientOrderId": "ap-0"})
+                made = await ex.create_order(USYM, "market", "sell", 2, None,
+                                             {"triggerPrice": 95, "reduceOnly": True,
+                                              "clientOrderId": "ap-1"})
+                try:
+                    await ex.fetch_order(None, USYM, {"origClientOrderId": "ap-1"})
+                    plain: type = type(None)
+                except ccxt.BaseError as exc:
+                    plain = type(exc)
+                regular = await ex.fetch_open_orders(USYM)
+                algos = await ex.fetch_open_orders(USYM, params={"trigger": True})
+                msgs: list[dict] = []
+                face.push(quote("94.9", "95"))
+                while not any(m.get("o", {}).get("X") == "FILLED" and m["o"]["c"] == "ap-1"
+                              for m in msgs):
+                    msgs.append(json.loads((await wait(ws.receive())).data))
+                algo_after = await ex.fapiPrivateGetAlgoOrder({"clientAlgoId": "ap-1"})
+                order_after = await ex.fapiPrivateGetOrder({"symbol": SYM,
+                                                            "origClientOrderId": "ap-1"})
+                return made, plain, regular, algos, msgs, algo_after, order_after
+        finally:
+            await ws.close()
+            await http.close()
+
+    made, plain, regular, algos, msgs, algo_after, order_after = run(go())
+    assert int(made["id"]) > ALGO_BASE and made["clientOrderId"] == "ap-1"
+    assert plain is ccxt.OrderNotFound
+    assert [o["clientOrderId"] for o in regular] == []
+    assert [o["clientOrderId"] for o in algos] == ["ap-1"]
+    mine = [(m["e"], m["o"].get("X"), m["o"].get("x")) for m in msgs
+            if m["e"] in ("ALGO_UPDATE", "ORDER_TRADE_UPDATE")
+            and (m["o"].get("caid") == "ap-1" or m["o"].get("c") == "ap-1")]
+    assert mine == [("ALGO_UPDATE", "NEW", None), ("ALGO_UPDATE", "TRIGGERED", None),
+                    ("ORDER_TRADE_UPDATE", "NEW", "NEW"),
+                    ("ORDER_TRADE_UPDATE", "FILLED", "TRADE")]
+    triggered = next(m["o"] for m in msgs if m["e"] == "ALGO_UPDATE" and m["o"]["X"] == "TRIGGERED")
+    trade = next(m["o"] for m in msgs if m["e"] == "ORDER_TRADE_UPDATE"
+                 and m["o"]["x"] == "TRADE" and m["o"]["c"] == "ap-1")
+    actual = numeric_id(events(face, "order_acked", "ap-1")[0]["exchange_order_id"])
+    assert int(triggered["ai"]) == trade["i"] == actual != int(made["id"])
+    assert (trade["o"], trade["ot"]) == ("MARKET", "STOP_MARKET")
+    assert algo_after["algoStatus"] == "FINISHED" and algo_after["actualOrderId"] == str(actual)
+    assert (order_after["orderId"], order_after["status"]) == (actual, "FILLED")

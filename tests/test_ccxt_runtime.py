@@ -2,7 +2,7 @@
 
 ``main.py run --venue binanceusdm`` runs as a real process, with the real
 ccxt, against the simulated engine behind Binance's API on loopback; the
-safety invariants (runtime/invariants.py) are then checked from the
+safety invariants (app/invariants.py) are then checked from the
 engine's own events.jsonl, the run's audit trail and its summary.
 """
 
@@ -17,7 +17,7 @@ import pytest
 from exchange.binance_face.auth import ApiKey
 from exchange.binance_face.server import BinanceFaceServer
 from exchange.feed import RandomWalkFeed
-from runtime.invariants import check_all
+from app.invariants import check_all
 from tests.ccxt_face import KEY, events_jsonl, run_venue
 
 pytestmark = pytest.mark.timeout(180)
@@ -177,7 +177,7 @@ def _live_runtime(tmp_path: Path, face: BinanceFaceServer, monkeypatch: pytest.M
     through the ccxt adapter, once connected, resynced and quoting."""
     from config import config_hash, load_config
     from runtime.clock import LiveClock
-    from runtime.launcher import LaunchSpec, Runtime
+    from app.launcher import LaunchSpec, Runtime
     from exchange.ccxt_venue.venue_config import prepare_venue
 
     monkeypatch.setenv("TW_BINANCE_API_KEY", KEY.key)

@@ -23,6 +23,7 @@ from loguru import logger
 from exchange.binance_face import errors, orders, shapes
 from exchange.binance_face.auth import ApiKey, Authenticator
 from exchange.binance_face.errors import BinanceError
+from exchange.binance_face.ids import ALGO_BASE
 from exchange.binance_face.listen_keys import ListenKeys
 from exchange.binance_face.markets import MarketSpec
 from exchange.binance_face.registry import Registry
@@ -70,6 +71,12 @@ class Face:
         self.registry = Registry()
         self.listen_keys = ListenKeys()
         self.sessions: set[StreamSession] = set()
+        #: conditional orders acked and not yet triggered: each route checks
+        #: them, so their trigger is announced (ALGO_UPDATE TRIGGERED, then the
+        #: matching-engine order's NEW) before any fill it causes
+        self._untriggered: dict[str, None] = {
+            st.request.client_order_id: None for st in engine.open_orders()
+            if orders.is_algo(st.request) and not st.triggered}
         self._cancel_waiters: dict[str, list[asyncio.Future[CancelConfirmed]]] = defaultdict(list)
 
     # -- time ------------------------------------------------------------------------
@@ -117,11 +124,19 @@ class Face:
                 raise errors.missing("clientAlgoId/algoId" if algo else
                                      "orderId/origClientOrderId")
             try:
-                coid = self.registry.coid_of(int(raw), self.engine)
+                number = int(raw)
             except ValueError:
                 raise errors.bad_param("orderId", f"{raw!r} is not an integer") from None
+            if algo and "algoId" in params:
+                number -= ALGO_BASE
+            coid = self.registry.coid_of(number, self.engine)
         st = self.engine.orders.get(coid) if coid else None
-        return st
+        if st is None:
+            return None
+        if algo:  # the algo service knows conditional orders only
+            return st if orders.is_algo(st.request) else None
+        # the matching engine knows a conditional order only once it triggered
+        return None if orders.is_algo(st.request) and not st.triggered else st
 
     def own(self, st: OrderState | None, key: ApiKey, symbol: str | None) -> OrderState | None:
         """``st`` only if it is this key's account's order (and of ``symbol``)."""
@@ -145,7 +160,11 @@ class Face:
         target = st.request.client_order_id if st is not None else coid
         assert target is not None
         if st is None and target in self.engine.orders:
-            raise errors.unknown_order_cancel()  # another account's order: never touched
+            # another account's order, or one the door asked for does not hold
+            # (a conditional order not yet triggered on the plain endpoint)
+            raise errors.unknown_order_cancel()
+        if algo and st is not None and st.triggered:
+            raise errors.unknown_order_cancel()  # triggered: cancel its engine order instead
         waiter: asyncio.Future[CancelConfirmed] = loop.create_future()
         self._cancel_waiters[target].append(waiter)
         self.route(self.engine.handle(CancelOrder(target, symbol or "?", now), now))
@@ -169,6 +188,8 @@ class Face:
     def route(self, emits: list[Emit]) -> None:
         loop = asyncio.get_running_loop()
         touched: dict[str, tuple[float, set[str]]] = {}
+        if self._untriggered:
+            self._announce_triggers(emits[0].delay_s if emits else 0.0)
         for e in emits:
             aud, ev = e.audience, e.event
             if aud == ENGINE:
@@ -188,6 +209,24 @@ class Face:
                 logger.warning("binance face: emit for unknown audience {}", aud)
         for account, (delay, symbols) in touched.items():
             self._deliver_user(account, self._account_update(account, symbols), delay)
+
+    def _announce_triggers(self, delay: float) -> None:
+        for coid in list(self._untriggered):
+            st = self.engine.orders.get(coid)
+            if st is not None and st.triggered:  # (it may have filled at once)
+                del self._untriggered[coid]
+                self._triggered(st, delay)
+            elif st is None or not st.is_working:
+                del self._untriggered[coid]
+
+    def _triggered(self, st: OrderState, delay: float) -> None:
+        """A conditional order placed its order in the matching engine."""
+        now = self.now()
+        account = st.request.account
+        self._deliver_user(account, shapes.algo_update(st, X="TRIGGERED", now=now), delay)
+        self._deliver_user(account, shapes.order_update(st, x="NEW", X="NEW", now=now,
+                                                        filled=Decimal(0), avg=Decimal(0)),
+                           delay)
 
     def _on_timer(self, timer: Any) -> None:
         try:
@@ -212,9 +251,16 @@ class Face:
         payload: dict[str, Any] | None = None
         if kind is OrderAcked:
             self.registry.note_order(st.exchange_order_id, ev.client_order_id)
-            payload = (shapes.algo_update(st, X="NEW", now=now) if algo else
-                       shapes.order_update(st, x="NEW", X="NEW", now=now, filled=Decimal(0),
-                                           avg=Decimal(0)))
+            if algo:
+                self._deliver_user(st.request.account, shapes.algo_update(st, X="NEW", now=now),
+                                   delay)
+                if st.triggered:  # through its trigger on arrival
+                    self._triggered(st, delay)
+                elif st.is_working:
+                    self._untriggered[ev.client_order_id] = None
+                return st.request.account
+            payload = shapes.order_update(st, x="NEW", X="NEW", now=now, filled=Decimal(0),
+                                          avg=Decimal(0))
         elif kind is OrderFilled:
             payload = self.registry.fill_events.get(ev.fill_id)
             if payload is None:
@@ -227,11 +273,12 @@ class Face:
                     fill=ev, filled=filled, avg=notional / filled, maker=self._maker(ev))
                 self.registry.fill_events[ev.fill_id] = payload
         elif kind is OrderExpired:
-            payload = shapes.order_update(st, x="EXPIRED", X="EXPIRED", now=now)
+            payload = (shapes.algo_update(st, X="EXPIRED", now=now) if algo and not st.triggered
+                       else shapes.order_update(st, x="EXPIRED", X="EXPIRED", now=now))
         elif kind is CancelConfirmed:
             if ev.outcome is CancelOutcome.CANCELED and ev.canceled_qty > 0:
                 payload = (shapes.algo_update(st, X="CANCELED", now=now) if algo and
-                           st.filled == 0 else
+                           not st.triggered else
                            shapes.order_update(st, x="CANCELED", X="CANCELED", now=now))
         if payload is None:
             return None

@@ -233,9 +233,11 @@ class Rest:
         symbol = params.get("symbol")
         if symbol and symbol not in self.face.markets:
             raise errors.unknown_symbol()
+        # untriggered conditional orders are the algo service's; triggered ones
+        # are orders of the matching engine
         return [st for st in self.face.engine.open_orders(key.account)
                 if (not symbol or st.request.symbol == symbol)
-                and is_algo(st.request) == algo]
+                and (is_algo(st.request) and not st.triggered) == algo]
 
     async def open_orders(self, request: web.Request) -> web.Response:
         key, params = await self.signed(request)
@@ -261,7 +263,8 @@ class Rest:
         rows = []
         for st in self.face.engine.orders.values():
             req = st.request
-            if req.account != key.account or req.symbol != symbol or is_algo(req):
+            if req.account != key.account or req.symbol != symbol or \
+                    (is_algo(req) and not st.triggered):
                 continue
             oid, t = numeric_id(st.exchange_order_id), shapes.ms(st.created)
             if oid >= from_id and t >= start and (end is None or t <= end):

@@ -12,17 +12,24 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from exchange.binance_face.ids import numeric_id
+from exchange.binance_face.ids import algo_id, numeric_id
 from exchange.binance_face.markets import SETTLE
 from exchange.book import CANCELED, EXPIRED, FILLED, OrderState
-from messages import OrderFilled, OrderType, Side, TimeInForce
+from messages import OrderFilled, OrderRequest, OrderType, Side, TimeInForce
 
 ZERO = Decimal("0")
 LEVERAGE = 20
 
-#: engine type -> (Binance type, is a conditional/algo type)
+#: engine type -> Binance type
 TYPES = {OrderType.LIMIT: "LIMIT", OrderType.MARKET: "MARKET", OrderType.STOP_LIMIT: "STOP",
          OrderType.STOP_MARKET: "STOP_MARKET"}
+#: the order a triggered conditional order places in the matching engine
+ACTUAL = {OrderType.STOP_LIMIT: "LIMIT", OrderType.STOP_MARKET: "MARKET"}
+
+
+def live_type(req: OrderRequest) -> str:
+    """The type of the (matching-engine) order: a triggered STOP is a LIMIT."""
+    return ACTUAL.get(req.order_type, TYPES[req.order_type])
 
 
 def ms(t: datetime) -> int:
@@ -51,7 +58,7 @@ def order(st: OrderState, updated: datetime | None = None) -> dict[str, Any]:
     """``GET/POST/DELETE /fapi/v1/order`` (newOrderRespType RESULT)."""
     req = st.request
     avg = st.avg_price
-    btype = TYPES[req.order_type]
+    btype = live_type(req)
     return {
         "orderId": numeric_id(st.exchange_order_id), "symbol": req.symbol,
         "status": status(st), "clientOrderId": req.client_order_id,
@@ -60,26 +67,29 @@ def order(st: OrderState, updated: datetime | None = None) -> dict[str, Any]:
         "cumQuote": s(st.notional), "timeInForce": tif(req.tif), "type": btype,
         "reduceOnly": req.reduce_only, "closePosition": False, "side": req.side.value.upper(),
         "positionSide": "BOTH", "stopPrice": s(req.trigger_price),
-        "workingType": "CONTRACT_PRICE", "priceProtect": False, "origType": btype,
+        "workingType": "CONTRACT_PRICE", "priceProtect": False,
+        "origType": TYPES[req.order_type],
         "priceMatch": "NONE", "selfTradePreventionMode": "NONE", "goodTillDate": 0,
         "time": ms(st.created), "updateTime": ms(updated or st.created),
     }
 
 
-ALGO_STATUS = {"NEW": "NEW", "PARTIALLY_FILLED": "TRIGGERED", "FILLED": "FINISHED",
-               "CANCELED": "CANCELED", "EXPIRED": "EXPIRED"}
+def algo_status(st: OrderState) -> str:
+    """NEW / CANCELED / EXPIRED while in the algo service; once triggered, the
+    order lives in the matching engine: TRIGGERED, FINISHED when that ended."""
+    if st.triggered:
+        return "TRIGGERED" if st.is_working else "FINISHED"
+    return {"CANCELED": "CANCELED", "EXPIRED": "EXPIRED"}.get(status(st), "NEW")
 
 
 def algo_order(st: OrderState, updated: datetime | None = None) -> dict[str, Any]:
     """``/fapi/v1/algoOrder`` (Binance's conditional-order service)."""
     req = st.request
-    plain = status(st)
-    algo_status = "TRIGGERED" if plain == "NEW" and st.triggered else ALGO_STATUS[plain]
     return {
-        "algoId": numeric_id(st.exchange_order_id), "clientAlgoId": req.client_order_id,
+        "algoId": algo_id(st.exchange_order_id), "clientAlgoId": req.client_order_id,
         "algoType": "CONDITIONAL", "orderType": TYPES[req.order_type], "symbol": req.symbol,
         "side": req.side.value.upper(), "positionSide": "BOTH", "timeInForce": tif(req.tif),
-        "quantity": s(req.qty), "algoStatus": algo_status,
+        "quantity": s(req.qty), "algoStatus": algo_status(st),
         "actualOrderId": str(numeric_id(st.exchange_order_id)) if st.triggered else "",
         "actualPrice": s(st.avg_price), "triggerPrice": s(req.trigger_price),
         "price": s(req.price), "icebergQuantity": None, "tpTriggerPrice": "0.0000",
@@ -114,7 +124,7 @@ def order_update(st: OrderState, *, x: str, X: str, now: datetime,
     cum = filled if filled is not None else st.filled
     o: dict[str, Any] = {
         "s": req.symbol, "c": req.client_order_id, "S": req.side.value.upper(),
-        "o": TYPES[req.order_type], "f": tif(req.tif), "q": s(req.qty), "p": s(req.price),
+        "o": live_type(req), "f": tif(req.tif), "q": s(req.qty), "p": s(req.price),
         "ap": s(avg if avg is not None else st.avg_price), "sp": s(req.trigger_price),
         "x": x, "X": X, "i": numeric_id(st.exchange_order_id),
         "l": s(fill.qty) if fill else "0", "z": s(cum), "L": s(fill.price) if fill else "0",
@@ -129,14 +139,18 @@ def order_update(st: OrderState, *, x: str, X: str, now: datetime,
 
 
 def algo_update(st: OrderState, *, X: str, now: datetime) -> dict[str, Any]:
-    """``ALGO_UPDATE`` for a conditional order's own life (NEW, CANCELED...)."""
+    """``ALGO_UPDATE`` for a conditional order's own life (NEW, TRIGGERED with
+    ``ai`` the matching-engine order it placed, CANCELED, EXPIRED)."""
     req = st.request
     t = ms(now)
+    actual = str(numeric_id(st.exchange_order_id)) if st.triggered else ""
     return {"e": "ALGO_UPDATE", "T": t, "E": t, "o": {
-        "caid": req.client_order_id, "aid": numeric_id(st.exchange_order_id),
+        "caid": req.client_order_id, "aid": algo_id(st.exchange_order_id),
         "at": "CONDITIONAL", "o": TYPES[req.order_type], "s": req.symbol,
         "S": req.side.value.upper(), "ps": "BOTH", "f": tif(req.tif), "q": s(req.qty),
-        "X": X, "ai": "", "tp": s(req.trigger_price), "p": s(req.price), "V": "NONE",
+        "X": X, "ai": actual, "ap": s(st.avg_price), "aq": s(st.filled),
+        "act": live_type(req) if st.triggered else "0",
+        "tp": s(req.trigger_price), "p": s(req.price), "V": "NONE",
         "wt": "CONTRACT_PRICE", "pm": "NONE", "cp": False, "pP": False, "R": req.reduce_only,
         "tt": 0, "gtd": 0}}
 

@@ -27,7 +27,7 @@ def run(quick: bool) -> dict[str, Any]:
     from exchange.ccxt_venue.settings import VenueSettings
     from messages import OrderAcked, OrderRequest, OrderType, Side, StreamStatus, utc_now
     from messages.exchange import SubmitOrder
-    from runtime.bench.ccxt_face import KEY, SECRET, face_process
+    from app.bench.ccxt_face import KEY, SECRET, face_process
 
     n = 300 if quick else 2_000
     with tempfile.TemporaryDirectory(prefix="tw-bench-ccxt-adapter-") as tmp, \
