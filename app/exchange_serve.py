@@ -24,6 +24,7 @@ from exchange.feed import RandomWalkFeed
 from exchange.synthetic import DEFAULT_SYMBOLS
 from exchange.ws_server import ExchangeServer
 from app.stop_request import StopRequest
+from messages.bounds import Bounds, bounds_from_config
 
 
 def sim_config(config_path: str | Path | None = None) -> SimConfig:
@@ -31,6 +32,13 @@ def sim_config(config_path: str | Path | None = None) -> SimConfig:
     from config import load_config
 
     return SimConfig.from_dict(load_config(config_path).exchange.sim_settings())
+
+
+def sim_bounds(config_path: str | Path | None = None) -> Bounds:
+    """The sane ranges of incoming orders and market data (config ``bounds``)."""
+    from config import load_config
+
+    return bounds_from_config(load_config(config_path).bounds)
 
 
 def main(*, port: int = 8766, out: str | Path = "runs/exchange",
@@ -42,6 +50,7 @@ def main(*, port: int = 8766, out: str | Path = "runs/exchange",
     try:
         settings = sim_config(config_path)
         keys = keys_from_env() if protocol == "binanceusdm" else ()
+        bounds = sim_bounds(config_path)
     except (ConfigError, ValueError) as exc:
         print(f"tradewarden exchange: configuration error\n{exc}", file=sys.stderr)
         return 2
@@ -63,6 +72,7 @@ def main(*, port: int = 8766, out: str | Path = "runs/exchange",
     else:
         server = ExchangeServer(host=host, port=port, out_dir=out_dir, config=settings,
                                 feed=feed, feed_interval_s=tick_ms / 1000)
+    server.engine.bounds = bounds
     try:
         server.start()
     except OSError as exc:  # the port is taken, or the host is not ours

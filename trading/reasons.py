@@ -32,6 +32,8 @@ class Reason(str, Enum):
     VENUE_MIN_NOTIONAL = "venue_min_notional"
     VENUE_TICK_SIZE = "venue_tick_size"
     VENUE_PRICE_BAND = "venue_price_band"
+    #: a price, quantity or notional outside the sane range (rule 18)
+    OUT_OF_RANGE = "out_of_range"
     #: the symbol's own actor (its market data and strategy) is down: a remote
     #: host lost, waiting for its supervisor's restart
     SYMBOL_ACTOR_DOWN = "symbol_actor_down"

@@ -48,7 +48,7 @@ _CLASS: type | None = None
 def _build() -> type:
     import ccxt.pro as ccxtpro
 
-    class HookedBinanceUsdm(ccxtpro.binanceusdm):  # type: ignore[misc,name-defined]
+    class HookedBinanceUsdm(ccxtpro.binanceusdm):  # type: ignore[misc]
         listener: StreamListener | None = None
 
         def handle_message(self, client: Any, message: Any) -> None:

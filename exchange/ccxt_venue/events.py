@@ -159,7 +159,7 @@ def fill_id(symbol: str, trade_id: Any) -> str:
     return f"{symbol}-{trade_id}"
 
 
-def order_update(o: dict[str, Any], tracker: OrderTracker, account: str,
+def order_update(o: Any, tracker: OrderTracker, account: str,
                  ts_ms: Any = None) -> list[Message]:
     """Events for one ``ORDER_TRADE_UPDATE`` ``o`` object (in order, possibly none)."""
     if not isinstance(o, dict):
@@ -216,7 +216,7 @@ def order_update(o: dict[str, Any], tracker: OrderTracker, account: str,
 _ALGO_END = {"CANCELED", "EXPIRED", "REJECTED"}
 
 
-def algo_update(o: dict[str, Any], tracker: OrderTracker, ts_ms: Any = None) -> list[Message]:
+def algo_update(o: Any, tracker: OrderTracker, ts_ms: Any = None) -> list[Message]:
     """Events for one ``ALGO_UPDATE`` ``o`` object (a conditional order)."""
     if not isinstance(o, dict):
         raise ParseError("ALGO_UPDATE without an 'o' object")

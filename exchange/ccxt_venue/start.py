@@ -77,7 +77,8 @@ def _run(coro: Any, timeout: float) -> Any:
 def preflight(settings: VenueSettings, symbols: list[str], *, timeout: float = 30.0) -> Preflight:
     """Markets and position mode; StartRefused if the venue cannot be read."""
     try:
-        return _run(_preflight(settings, symbols), timeout)
+        pre: Preflight = _run(_preflight(settings, symbols), timeout)
+        return pre
     except TimeoutError:
         raise StartRefused(f"{settings.exchange_id}: no answer within {timeout:g}s") from None
     except Exception as exc:  # noqa: BLE001 - every failure is one clear refusal
@@ -86,7 +87,8 @@ def preflight(settings: VenueSettings, symbols: list[str], *, timeout: float = 3
 
 def venue_positions(settings: VenueSettings, *, timeout: float = 30.0) -> dict[str, Decimal]:
     """The account's net positions at the venue now (for the end-of-run check)."""
-    return _run(_positions(settings), timeout)
+    positions: dict[str, Decimal] = _run(_positions(settings), timeout)
+    return positions
 
 
 def check_start(pre: Preflight, *, hedge_mode: bool, account: str, exchange_id: str) -> None:
