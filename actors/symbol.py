@@ -153,6 +153,8 @@ class SymbolActor(Actor):
         self.bars = RingBuffer(len(BAR_COLUMNS), bar_ring_size or max(8, ring_size // 2))
         self.features: Features | None = None
         self._views: MarketHistory | None = None
+        self._bar_views: BarHistory | None = None
+        self._bar_views_at = -1
         self._coord = ctx.system.address(coordinator)
         self._incarnation = ctx.cell.incarnation
         self._seq = 0
@@ -272,24 +274,29 @@ class SymbolActor(Actor):
     # -- features: inline, or on the shared executor ---------------------------------
 
     def _compute(self) -> None:
-        nq = self.quotes.snapshot()
-        nb = self.bars.snapshot()
-        self._snap = (nq, nb, self._last_recv, self.info["ticks"], self._last_quote)
+        quotes, bars = self.quotes, self.bars
         self._dirty = False
         self._seq += 1
         self.info["computations"] += 1
         if self.inline_features:
+            # On the actor's own thread nothing pushes until this returns: the
+            # features and the strategy read the rings' mirrored windows, no copy.
+            nq, nb = quotes.count, bars.count
+            self._snap = (nq, nb, self._last_recv, self.info["ticks"], self._last_quote)
             try:
-                features = compute_features(self.quotes.scratch[:, :nq],
-                                            self.bars.scratch[:, :nb], self.feature_params)
+                features = compute_features(quotes.window(nq), bars.window(nb),
+                                            self.feature_params)
             except Exception as exc:  # noqa: BLE001 - counted and logged, never a crash
                 self.info["feature_errors"] += 1
                 self.log.error("{}: feature computation failed: {!r}", self.symbol, exc)
             else:
                 self._on_features(features)
             return
+        nq = quotes.snapshot()
+        nb = bars.snapshot()
+        self._snap = (nq, nb, self._last_recv, self.info["ticks"], self._last_quote)
         self._in_flight = True
-        self.ctx.submit(compute_features, self.quotes.scratch[:, :nq], self.bars.scratch[:, :nb],
+        self.ctx.submit(compute_features, quotes.scratch[:, :nq], bars.scratch[:, :nb],
                         self.feature_params, tag=("features", self._incarnation, self._seq))
 
     @handles(TaskDone)
@@ -344,7 +351,15 @@ class SymbolActor(Actor):
         return out
 
     def _history(self, nq: int, nb: int) -> MarketHistory:
-        """Read-only views of the snapshots; rebuilt only while the rings fill up."""
+        """Read-only views of what the features were computed on: the rings'
+        windows (inline) or the snapshots (executor). Bar views are rebuilt only
+        when a bar arrived; snapshot views only while the rings fill up."""
+        if self.inline_features:
+            bars = self._bar_views
+            if bars is None or self._bar_views_at != self.bars.version:
+                bars = self._bar_views = BarHistory(*self.bars.columns(nb))
+                self._bar_views_at = self.bars.version
+            return MarketHistory(self.symbol, QuoteHistory(*self.quotes.columns(nq)), bars)
         cached = self._views
         if cached is None or cached.quotes.t.shape[0] != nq or cached.bars.t.shape[0] != nb:
             cached = self._views = MarketHistory(self.symbol, QuoteHistory(*self.quotes.view(nq)),
