@@ -7,7 +7,8 @@ Why it is built this way:
 
 * Market data lands in preallocated numpy ring buffers: no allocation per
   tick, so memory stays flat however long the run (rule 13).
-* Features are cheap (tens of microseconds), so by default they are
+* Features are cheap (kept up to date quote by quote, see
+  ``RollingFeatures``: a few microseconds), so by default they are
   computed inline in the handler (``features_on="inline"``): a hop to an
   executor and back costs more than the work. A heavy feature set or model
   uses ``features_on="executor"``: the system's one shared executor
@@ -47,6 +48,7 @@ from actors.features import (
     FeatureParams,
     Features,
     RingBuffer,
+    RollingFeatures,
     compute_features,
 )
 from actors.strategy import (
@@ -151,6 +153,9 @@ class SymbolActor(Actor):
                                else FeatureParams(**(feature_params or {})))
         self.quotes = RingBuffer(len(QUOTE_COLUMNS), ring_size)
         self.bars = RingBuffer(len(BAR_COLUMNS), bar_ring_size or max(8, ring_size // 2))
+        #: inline only: the features kept up to date quote by quote
+        self._rolling = (RollingFeatures(self.feature_params, ring_size) if self.inline_features
+                         else None)
         self.features: Features | None = None
         self._views: MarketHistory | None = None
         self._bar_views: BarHistory | None = None
@@ -194,7 +199,10 @@ class SymbolActor(Actor):
         if reason is not None:
             self._reject(reason, q)
             return
-        self.quotes.push((q.ts.timestamp(), bid, ask, (bid + ask) * 0.5, bsz, asz))
+        row = (q.ts.timestamp(), bid, ask, (bid + ask) * 0.5, bsz, asz)
+        self.quotes.push(row)
+        if self._rolling is not None:
+            self._rolling.push(*row)
         self._last_quote = q
         self._last_quote_ts = q.ts
         info["quotes"] += 1
@@ -280,12 +288,13 @@ class SymbolActor(Actor):
         self.info["computations"] += 1
         if self.inline_features:
             # On the actor's own thread nothing pushes until this returns: the
-            # features and the strategy read the rings' mirrored windows, no copy.
+            # features are the rolling ones (equal to the batch kernel's on the
+            # ring), the strategy reads the rings' mirrored windows, no copy.
             nq, nb = quotes.count, bars.count
             self._snap = (nq, nb, self._last_recv, self.info["ticks"], self._last_quote)
             try:
-                features = compute_features(quotes.window(nq), bars.window(nb),
-                                            self.feature_params)
+                assert self._rolling is not None
+                features = self._rolling.features(nq, bars.window(nb))
             except Exception as exc:  # noqa: BLE001 - counted and logged, never a crash
                 self.info["feature_errors"] += 1
                 self.log.error("{}: feature computation failed: {!r}", self.symbol, exc)

@@ -237,12 +237,20 @@ class Mailbox:
 
     def _pop(self) -> Any:
         """The next item (the main lane first, then the market lane), or EMPTY."""
-        depth = len(self._items) + len(self._market)
+        items, market = self._items, self._market
+        depth = len(items) + len(market)
+        # Truth tests first: a raised IndexError costs more than a message's
+        # whole hand-off, and every pooled turn ends on an empty mailbox.
         try:
-            _, item = self._items.popleft()
-        except IndexError:
+            if items:
+                _, item = items.popleft()
+            elif market:
+                _, item = market.popleft()
+            else:
+                return EMPTY
+        except IndexError:  # drained from another thread between the test and the pop
             try:
-                _, item = self._market.popleft()
+                _, item = market.popleft()
             except IndexError:
                 return EMPTY
         if depth > self.high_water:
