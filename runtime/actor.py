@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import pykka
 from loguru import logger
-from pykka._envelope import Envelope
-from pykka._registry import ActorRegistry
+from pykka import ActorRegistry
+from pykka._envelope import Envelope  # no public name: what pykka's ActorRef.tell/ask put
 
 from runtime.mailbox import EMPTY, StopNow
 from runtime.signals import GracefulStop
