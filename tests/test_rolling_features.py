@@ -92,3 +92,18 @@ def test_rolling_features_before_any_quote_and_on_a_flat_market():
     f = rolling.features(qring.count, RingBuffer(6, 8).window(0))
     assert f.zscore == 0.0 and f.volatility == 0.0 and f.ma_fast == 101.23
     same(f, compute_features(qring.window(qring.count), RingBuffer(6, 8).window(0), params), "flat")
+
+
+def test_an_inline_ring_never_allocates_its_snapshot_area():
+    ring = RingBuffer(len(QUOTE_COLUMNS), 512)
+    for i in range(600):
+        ring.push((float(i), 1.0, 2.0, 1.5, 1.0, 1.0))
+        ring.window(ring.count)
+        ring.columns(ring.count)
+    assert ring.nbytes == ring.data.nbytes  # pushes and windows only: no scratch
+    n = ring.snapshot()
+    first = ring.scratch
+    assert n == 512 and list(first[0, :3]) == [88.0, 89.0, 90.0]
+    ring.push((600.0, 1.0, 2.0, 1.5, 1.0, 1.0))
+    ring.snapshot()
+    assert ring.scratch is first and first[0, -1] == 600.0  # allocated once, then reused
