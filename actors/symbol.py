@@ -17,9 +17,11 @@ Why it is built this way:
   ring and the next computation, started when the result comes back, sees
   the latest data. A slow executor therefore costs freshness, never
   unbounded queues.
-* The computation reads a private chronological copy of the rings (taken
-  when it starts), so the actor keeps writing ticks while it runs; the
-  strategy then reads that same copy on the actor thread.
+* On the executor, the computation reads a private chronological copy of
+  the rings (taken when it starts), so the actor keeps writing ticks while
+  it runs; the strategy then reads that same copy on the actor thread.
+  Inline, nothing pushes while the handler runs, so the strategy reads the
+  rings' mirrored windows directly and no copy is taken.
 * The mailbox conflates Quote/Bar (``ChildSpec(conflate=True)``): when the
   actor is behind, only the latest quote and bar per symbol wait.
 * Bad input (wrong symbol, non-finite or crossed prices, naive or
