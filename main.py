@@ -69,13 +69,24 @@ def _exchange(args: argparse.Namespace) -> int:
     from app.exchange_serve import main as exchange_main
 
     return exchange_main(port=args.port, out=args.out, symbols=args.symbols, seed=args.seed,
-                         config_path=args.config, tick_ms=args.tick_ms)
+                         config_path=args.config, tick_ms=args.tick_ms, protocol=args.protocol)
 
 
 def _kill_switch(args: argparse.Namespace) -> int:
     from app.inspect_cli import kill_switch
 
-    return kill_switch(args.state == "on", args.reason, args.control, config_path=args.config)
+    return kill_switch(args.state == "on", args.reason, args.control, config_path=args.config,
+                       run_dir=args.run)
+
+
+EXIT_CODES = """\
+exit codes of run and scenario:
+  0  every check ran and held
+  1  an invariant or expectation failed, or a check could not run
+     (summary.json: invariant_violations, checks_not_run)
+  2  bad usage, configuration or input file
+  3  the runtime halted (a supervisor gave up, disk full); summary.json: halted
+"""
 
 
 def _strategies_help() -> str:
@@ -88,14 +99,16 @@ def _strategies_help() -> str:
 def build_parser() -> argparse.ArgumentParser:
     from app.cli_args import parse_duration, parse_symbols
 
-    parser = argparse.ArgumentParser(prog="tradewarden", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tradewarden", description=__doc__.splitlines()[0],
+                                     epilog=EXIT_CODES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="the main job: trade the synthetic market on the embedded "
                                    "simulated exchange, then print a summary",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="built-in strategies (--strategy NAME; write your own: "
-                              "docs/strategies.md):\n" + _strategies_help())
+                              "docs/strategies.md):\n" + _strategies_help() + "\n" + EXIT_CODES)
     p.add_argument("--config", metavar="FILE", help="YAML config on top of config/default.yaml")
     p.add_argument("--symbols", metavar="A,B,...", type=parse_symbols,
                    help="exactly the symbols to trade (default: market.symbols)")
@@ -114,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--control", metavar="HOST:PORT",
                    help="serve /metrics, /actors, /healthz here (default: config control "
                         "section, 127.0.0.1:8765; port 0 picks one; 'off' disables)")
+    p.add_argument("--venue", metavar="NAME",
+                   help="trade at a real venue from the config's venues section (through "
+                        "ccxt; its testnet unless the entry says live)")
+    p.add_argument("--live", action="store_true",
+                   help="allow a venue whose mode is live (real money)")
     p.add_argument("--resume", metavar="DIR",
                    help="continue the killed run in DIR from its store, reconciling with the "
                         "exchange first (needs an exchange that kept running: --exchange)")
@@ -125,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_run)
 
     p = sub.add_parser("scenario", help="deterministic scenario run(s) in virtual time; exit 0 "
-                                        "only if every expect holds and no invariant broke")
+                                        "only if every expect holds and no invariant broke",
+                       epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--out", metavar="DIR", help="one run directory per scenario under DIR")
     p.add_argument("--config", metavar="FILE", help="config layer under each scenario's own")
@@ -142,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "a strategy's warmup counts these quotes)")
     p.add_argument("--config", metavar="FILE", help="YAML config on top of config/default.yaml "
                                                     "(its exchange section: latency, fees...)")
+    p.add_argument("--protocol", choices=("native", "binanceusdm"), default="native",
+                   help="native: the simulator's own msgpack WebSocket protocol; binanceusdm: "
+                        "Binance USDⓈ-M futures REST + WebSocket streams (the subset ccxt "
+                        "uses; API keys from TW_BINANCE_FACE_KEYS=key:secret:account,...)")
     p.set_defaults(func=_exchange)
 
     p = sub.add_parser("inspect", help="actors, supervisors, mailboxes and dead letters of a "
@@ -172,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", required=True, help="why (audited and alerted)")
     p.add_argument("--control", metavar="HOST:PORT", help="the runtime's control endpoint")
     p.add_argument("--config", metavar="FILE", help="config naming control.token_env")
+    p.add_argument("--run", metavar="DIR",
+                   help="the run's directory: its endpoint and the token it saved there "
+                        "(default: the newest run under runs/ serving --control)")
     p.set_defaults(func=_kill_switch)
 
     p = sub.add_parser("bench", help="run the benchmark suite (DESIGN section 10)")

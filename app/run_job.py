@@ -6,12 +6,17 @@ market data, in-flight orders settle, one last reconciliation with the
 exchange), stops the tree in reverse order and writes the run directory:
 ``summary.json``, ``events.jsonl`` (the exchange's record), ``audit.jsonl``,
 ``store/`` and ``run.log``. SIGINT/SIGTERM end the run early the same
-orderly way (rule 16). The exit code is 0 unless a safety invariant broke.
+orderly way (rule 16). A runtime that halted (root supervisor gave up, disk
+full) ends the run at once, with the cause in summary.json. Exit codes
+(DESIGN section 8, ``app.summary.exit_code``): 0 every check ran and
+held; 1 an invariant failed or could not be checked; 2 bad usage, config or
+input; 3 the runtime halted.
 ``--resume DIR`` continues a killed run in its own directory (``app.resume``).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from datetime import datetime
@@ -28,9 +33,12 @@ from runtime.clock import LiveClock
 from app.launcher import LaunchSpec, Runtime, demo_plan
 from app.logs import RunLogs
 from app.stop_request import StopRequest
-from app.summary import collect_summary, print_summary, write_summary
+from app.summary import (EXIT_MEANING, EXIT_USAGE, collect_summary, exit_code, print_summary,
+                         write_summary)
 
 DRAIN_TIMEOUT_S = 5.0
+#: the line before summary.json's content on stdout when it cannot be written
+SUMMARY_ON_STDOUT = "summary.json follows:"
 
 
 def run_overrides(args: Any) -> dict[str, Any]:
@@ -109,27 +117,47 @@ def run(args: Any, preflight: Callable[[Any], Any] | None = None) -> int:
             resume = resuming.prepare(args.resume, args.out, args.exchange)
         except resuming.ResumeError as exc:
             print(f"tradewarden run: {exc}", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
         args.exchange = resume.exchange_url
     try:
         cfg = load_config(args.config, overrides=run_overrides(args))
     except (ConfigError, ControlError) as exc:
         print(f"tradewarden run: configuration error\n{exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    if resume is not None:
+        try:
+            resuming.check_same_place(resume.run_dir, venue=cfg.exchange.venue,
+                                      account=cfg.exchange.account)
+        except resuming.ResumeError as exc:
+            print(f"tradewarden run: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    venue = None
+    if getattr(args, "venue", None):
+        from exchange.ccxt_venue.venue_config import VenueStartError, prepare_venue
+
+        try:
+            venue = prepare_venue(cfg, args.venue, live=bool(getattr(args, "live", False)),
+                                  exchange_url=args.exchange)
+        except (VenueStartError, ConfigError) as exc:
+            print(f"tradewarden run: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    elif getattr(args, "live", False):
+        print("tradewarden run: --live only applies to --venue", file=sys.stderr)
+        return EXIT_USAGE
     if cfg.runtime.placement.symbols == "ray":
         from runtime.ray_placement import ray_missing
 
         why = ray_missing()
         if why is not None:
             print(f"tradewarden run: --ray: {why}", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
     warmup = None
     if preflight is not None:
         try:
             warmup = getattr(preflight(cfg), "warmup", None)
         except ValueError as exc:
             print(f"tradewarden run: {exc}", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
     clock = LiveClock()
     started = clock.now()
     if resume is not None:
@@ -140,7 +168,12 @@ def run(args: Any, preflight: Callable[[Any], Any] | None = None) -> int:
     run_id = run_dir.name
     resuming.write_run_info(run_dir, run_id=run_id, exchange_url=cfg.exchange.url,
                             symbols=list(cfg.market.symbols), now=started,
-                            resumed=resume is not None)
+                            resumed=resume is not None, venue=cfg.exchange.venue,
+                            account=cfg.exchange.account)
+    if venue is not None:  # what, not how: no key or secret in run.json
+        info = resuming.read_run_info(run_dir)
+        info["ccxt_venue"] = venue.describe()
+        resuming.save_run_info(run_dir, info)
     console = cli_console()
     with RunLogs(run_dir, verbose=args.verbose):
         if resume is not None:
@@ -151,32 +184,39 @@ def run(args: Any, preflight: Callable[[Any], Any] | None = None) -> int:
         return _run(cfg, run_dir, run_id, clock, started, console,
                     control_explicit=bool(getattr(args, "control", None)),
                     first_started=resume.started_at if resume is not None else None,
-                    warmup=warmup)
+                    venue=venue, warmup=warmup)
 
 
 def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: datetime,
          console: Console, control_explicit: bool = False,
-         first_started: str | None = None, warmup: int | None = None) -> int:
+         first_started: str | None = None, venue: Any = None,
+         warmup: int | None = None) -> int:
     from exchange.synthetic import SyntheticMarket
 
     symbols, demo_groups = demo_plan(cfg)  # the demo pair trades symbols of its own
+    if venue is not None:  # a real venue's own market data; no demo drills there
+        symbols, demo_groups = tuple(cfg.market.symbols), None
     duration = float(cfg.run.duration_s)
     m = cfg.market
     market = None
-    if cfg.exchange.url is None:
+    if cfg.exchange.url is None and venue is None:
         market = SyntheticMarket(symbols, seed=m.seed, tick_interval_s=m.tick_interval_ms / 1000,
                                  bar_interval_s=m.bar_interval_s, start_price=m.start_price,
                                  start_prices=m.start_prices, tick_volatility=m.tick_volatility,
                                  spread_bps=m.spread_bps, quote_size=m.quote_size, start=started)
     spec = LaunchSpec(cfg, run_dir, symbols, clock, run_id=run_id, config_hash=config_hash(cfg),
                       seed=m.seed, exchange_url=cfg.exchange.url, market=market,
-                      market_duration_s=duration, demo_groups=demo_groups)
+                      market_duration_s=duration, demo_groups=demo_groups,
+                      venue=venue.settings if venue is not None else None,
+                      instrument_rules=venue.rules if venue is not None else {})
+    where = (venue.label() if venue is not None else cfg.exchange.url) or "in-process sim"
     logger.info("run {} starting: {} symbols, {:.0f}s, strategy {}, exchange {}", run_id,
-                len(symbols), duration, cfg.strategy.name, cfg.exchange.url or "in-process sim")
+                len(symbols), duration, cfg.strategy.name, where)
     traded = [s for s in symbols if demo_groups is None or s not in demo_groups.symbols]
     console.print(f"[bold]Tradewarden[/bold] run [cyan]{run_id}[/cyan]: {', '.join(traded)}, "
                   f"{duration:g}s, strategy {cfg.strategy.name}, "
-                  f"exchange {cfg.exchange.url or 'embedded simulator'}  ->  {run_dir}")
+                  f"exchange {where if where != 'in-process sim' else 'embedded simulator'}"
+                  f"  ->  {run_dir}")
     if demo_groups is not None:
         for line in drill_banner(demo_groups):
             console.print(line)
@@ -185,12 +225,17 @@ def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: dateti
     rt = Runtime(spec)
     control = _bind_control(rt, cfg, console, control_explicit)
     if control is False:
-        return 2
+        return EXIT_USAGE
+    if control is not None:
+        control.advertise(run_dir)  # the kill-switch command finds the endpoint and its token
     events_mark = None
-    if cfg.exchange.url is not None:
+    # the exchange's record: a WebSocket exchange's, or the simulator's Binance face
+    # (a venue with a base_url; a real venue has none, and the copy is skipped)
+    record_url = cfg.exchange.url or (venue.base_url if venue is not None else None)
+    if record_url is not None:
         from app.run_events import mark_run_start
 
-        events_mark = mark_run_start(run_dir, cfg.exchange.url)
+        events_mark = mark_run_start(run_dir, record_url)
     from app.report import Sampler, write_report
 
     sampler = Sampler(min_interval_s=0.5)
@@ -202,39 +247,60 @@ def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: dateti
             control.start()
             console.print(f"control endpoint: {control.url}  (/metrics /actors /healthz)")
         _progress(rt, duration, stop, console, sampler)
-        _drain(rt)
+        if not rt.system.halted:  # a halted tree has stopped already: nothing to drain
+            _drain(rt)
         sampler.sample(rt, time.monotonic() - t0, force=True)
     finally:
         stop.restore()
         if control is not None:
             control.stop()
         rt.stop()
-    if events_mark is not None:
+    not_run: dict[str, str] = {}
+    if record_url is not None:
+        from app.invariants import EVENT_CHECKS
         from app.run_events import copy_run_events
 
-        copied = copy_run_events(run_dir, cfg.exchange.url, events_mark)
-        console.print(f"events.jsonl: {copied} records copied from {cfg.exchange.url}"
+        copied = (copy_run_events(run_dir, record_url, events_mark)
+                  if events_mark is not None else None)
+        console.print(f"events.jsonl: {copied} records copied from {record_url}"
                       if copied is not None else
                       "[yellow]events.jsonl could not be copied from the exchange "
                       "(see run.log)[/yellow]")
+        if copied is None:
+            not_run.update({c: "the exchange's events.jsonl could not be copied"
+                            for c in EVENT_CHECKS})
     ended = LiveClock().now()
     extra: dict[str, Any] = {"run_dir": str(run_dir), "symbols": list(symbols),
                              "interrupted_by": stop.signal}
+    if rt.system.halted:
+        extra["halted"] = {"reason": rt.system.halt_reason}
     if first_started is not None:  # resumed: the summary covers the whole run
         extra["resumed_at"] = started.isoformat()
     summary = collect_summary(rt, started_at=first_started or started.isoformat(),
-                              ended_at=ended.isoformat(), extra=extra)
-    write_summary(run_dir / "summary.json", summary)
+                              ended_at=ended.isoformat(), extra=extra, not_run=not_run)
+    try:
+        write_summary(run_dir / "summary.json", summary)
+    except OSError as exc:  # a full disk: the verdict still reaches the operator
+        logger.error("could not write summary.json: {}", exc)
+        console.print(f"[red]summary.json could not be written ({exc})[/red]")
+        print(f"{SUMMARY_ON_STDOUT}\n{json.dumps(summary, indent=2, default=str)}",
+              file=console.file, flush=True)
     try:
         write_report(run_dir, summary, sampler, title=f"Tradewarden run {run_id}")
+    except OSError as exc:
+        logger.error("could not write report.html: {}", exc)
     except Exception:  # noqa: BLE001 - a report bug never changes the run's outcome
         logger.exception("could not write report.html")
     print_summary(summary, f"Tradewarden run {run_id}", console)
     console.print(f"run directory: {run_dir}")
-    bad = summary["invariant_violations"]
-    for v in bad:
+    for v in summary["invariant_violations"]:
         logger.error("invariant violated: {}", v["detail"])
-    return 1 if bad else 0
+    for check, why in summary["checks_not_run"].items():
+        logger.error("check {} did not run: {}", check, why)
+    code = exit_code(summary)
+    if code:
+        console.print(f"exit code {code}: {EXIT_MEANING[code]}")
+    return code
 
 
 def warmup_note(cfg: Any, warmup: int) -> str:
@@ -316,8 +382,13 @@ def _progress(rt: Runtime, duration: float, stop: StopRequest, console: Console,
             bar.update(task, completed=min(elapsed, duration), status=status)
             if not interactive and elapsed - last_line >= 5.0:
                 last_line = elapsed
-                console.print(f"[{elapsed:5.1f}s/{duration:g}s] {status}")
+                # plain print: through rich, every distinct line and word of a
+                # long run filled its 4,096-entry width caches (~20 KB a minute)
+                print(f"[{elapsed:5.1f}s/{duration:g}s] {status}", file=console.file, flush=True)
             if elapsed >= duration:
+                break
+            if rt.system.halted:  # the tree is gone: waiting out the duration would lie
+                console.print(f"[red]runtime halted: {rt.system.halt_reason}[/red]")
                 break
     if stop.signal:
         console.print(f"{stop.signal} received: stopping in order")
