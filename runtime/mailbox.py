@@ -250,14 +250,18 @@ class Mailbox:
         return item
 
     def _popleft(self) -> Any:
-        """The raw head of the main lane, else of the market lane, else EMPTY."""
+        """The raw head of the main lane, else of the market lane, else EMPTY.
+        Truth tests first: a raised IndexError costs more than a message's
+        whole hand-off, and every pooled turn ends on an empty mailbox."""
+        items, market = self._items, self._market
         try:
-            return self._items.popleft()[1]
-        except IndexError:
-            try:
-                return self._market.popleft()[1]
-            except IndexError:
-                return EMPTY
+            if items:
+                return items.popleft()[1]
+            if market:
+                return market.popleft()[1]
+        except IndexError:  # drained from another thread between the test and the pop
+            pass
+        return EMPTY
 
     def take_first(self, kinds: tuple[type, ...]) -> Any:
         """Remove and return the first waiting item of one of ``kinds`` from the
