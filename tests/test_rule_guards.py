@@ -297,3 +297,157 @@ def test_two_connected_reports_in_a_row_restore_and_resync_once(tmp_path: Path) 
         assert len(rig.events("subscribed")) == subscribes, "a duplicate subscription was sent"
         assert gw["subscriptions"] == subscribed and gw["counts"]["connects"] == 2
         assert not gw["stream_reconciling"]
+
+
+# -- rule 6: the 90 % margin limit, just above and just below ------------------------------------
+
+
+def _worst_case_margin(group: dict[str, Any]) -> Decimal:
+    """The group's worst case over the rule's full shock grid, by the gate's own functions."""
+    from exchange.margin import LegArrays, worst_case_margin
+    from runtime.clock import EPOCH_DEFAULT
+    from tests.test_order_groups import QUOTES
+    from trading.group_margin import PortfolioView, build_legs
+    from trading.group_spec import parse_group
+
+    _, legs = build_legs(parse_group(dict(group, id="x")),
+                         PortfolioView({}, {}, QUOTES, D(1), EPOCH_DEFAULT))
+    return D(repr(float(worst_case_margin(LegArrays.from_legs(legs)).worst)))
+
+
+@pytest.mark.parametrize(("needs", "approved"), [("0.9999", True), ("1.0001", False)],
+                         ids=["just-below", "just-above"])
+def test_a_group_just_over_90_percent_of_available_margin_is_rejected(
+        tmp_path: Path, needs: str, approved: bool) -> None:
+    """``needs``: the worst case as a share of 90 % of the available margin."""
+    from tests.test_order_groups import BEAR_CALL, GroupRig
+
+    worst = _worst_case_margin(BEAR_CALL)
+    equity = (worst / (D("0.9") * D(needs))).quantize(D("0.01"))
+    with GroupRig(tmp_path / "run", config={"exchange": {"starting_cash": str(equity)}}) as rig:
+        rig.submit(id="m1", **BEAR_CALL)
+        rig.at(rig.now + 1)
+        [decision] = [r for r in rig.group_audit("m1") if r["approved"] is not None]
+        inputs = decision["inputs"]
+        assert D(inputs["available_margin"]) == equity
+        assert D(inputs["limit_value"]) == D("0.90") * equity
+        assert abs(D(inputs["worst_case_margin"]) - worst) <= D("0.01")
+        assert decision["approved"] is approved
+        if approved:
+            assert D(inputs["worst_case_margin"]) <= D(inputs["limit_value"])
+            assert len(rig.submitted()) == 2
+        else:
+            assert decision["reason"] == "worst_case_margin"
+            assert D(inputs["worst_case_margin"]) > D(inputs["limit_value"])
+            assert rig.submitted() == [], "a rejected group sends no leg"
+
+
+# -- rule 9: duplicate fill reports are applied once, at the coordinator ---------------------------
+
+
+def test_duplicate_fill_reports_move_the_position_once(tmp_path: Path) -> None:
+    with GuardRig(tmp_path / "run", config={"exchange": {"partial_fills": 2},
+                                            "risk": {"block_duplicate_positions": False}}) as rig:
+        rig.deep_quote(BTC, "100.0", "100.1")
+        rig.fault(duplicate_fill=2)  # both partial fills of the next order are reported twice
+        rig.send("buy", "6")
+        rig.at(rig.now + 1.0)
+        fills = rig.events("order_filled")
+        assert len(fills) == 2 and len({f["fill_id"] for f in fills}) == 2
+        coord = rig.coord
+        assert coord["counts"]["duplicate_fills"] == 2 and coord["counts"]["fills"] == 2
+        assert rig.position() == rig.exchange_position(BTC) == 6
+        rig.fault(duplicate_fill="last")  # a late resend of the last report
+        rig.at(rig.now + 1.0)
+        assert rig.coord["counts"]["duplicate_fills"] == 3
+        assert rig.position() == 6
+        # The book was never inflated: an exit of the whole position is an exit,
+        # one unit more would have been the other side.
+        rig.send("sell", "7", reduce_only=True)
+        rig.send("sell", "6", reduce_only=True)
+        rig.at(rig.now + 1.0)
+        assert rig.reasons()[-2:] == ["netting_conflict", "approved"]
+        assert rig.position() == rig.exchange_position(BTC) == 0
+        assert rig.violations() == []
+
+
+# -- rule 11: the reconciliation poll is re-armed after every round -------------------------------
+
+
+def test_the_poll_comes_back_every_poll_s_and_each_round_corrects_a_divergence(
+        tmp_path: Path) -> None:
+    with GuardRig(tmp_path / "run", config={"reconciler": {"poll_s": 12.0}}) as rig:
+        rig.deep_quote(BTC, "100.0", "100.1")
+        polls = []
+        for k in range(1, 6):
+            rig.at(12.0 * k + 0.5)
+            polls.append(rig.actor("reconciler").polls)
+        assert polls == [1, 2, 3, 4, 5]
+        # Behind the runtime's back, twice: each change is found by the next poll.
+        for k, qty in ((6, "3"), (7, "-2")):
+            rig.fault(set_position={"symbol": BTC, "qty": qty, "avg_price": "100"})
+            rig.at(12.0 * k - 0.5)
+            assert rig.position() != D(qty), "corrected before any poll"
+            rig.at(12.0 * k + 0.5)
+            assert rig.position() == rig.exchange_position(BTC) == D(qty)
+        assert rig.coord["counts"]["divergences"] == 2
+        divergences = [r for r in rig.audit() if r["kind"] == "divergence"]
+        assert [r["inputs"]["source"] for r in divergences] == ["poll", "poll"]
+
+
+# -- rule 4: in-flight orders count toward max_position_size ------------------------------------
+
+
+def test_in_flight_orders_count_toward_max_position_size(tmp_path: Path) -> None:
+    config = {"exchange": {"latency_ms": 50},
+              "risk": {"max_position_size": "10", "max_order_size": "10",
+                       "block_duplicate_positions": False}}
+    with GuardRig(tmp_path / "run", config=config) as rig:
+        rig.deep_quote(BTC, "100.0", "100.1")
+        for qty in ("6", "3", "1", "1"):  # all in flight at once: 6, 9, 10, then 11
+            rig.send("buy", qty)
+        assert rig.coord["inflight"] == 3 and rig.position() == 0
+        assert rig.reasons() == ["approved", "approved", "approved", "max_position_size"]
+        refused = rig.decisions()[-1]["inputs"]
+        assert (refused["worst_case_qty"], refused["limit"]) == ("11", "10")
+        rig.at(rig.now + 1.0)
+        assert rig.position() == rig.exchange_position(BTC) == 10
+        rig.send("buy", "1")  # filled now: the position alone is at the limit
+        rig.send("sell", "10", reduce_only=True)
+        assert rig.reasons()[-2:] == ["max_position_size", "approved"]
+
+
+# -- rule 12: the reconnect budget, at its boundary ----------------------------------------------
+
+
+def test_the_reconnect_budget_allows_exactly_budget_attempts_per_window(harness_factory) -> None:
+    from actors.reconnect import ReconnectController
+    from messages.connectivity import StreamDown
+    from runtime import Backoff, ChildSpec
+    from runtime.clock import EPOCH_DEFAULT
+    from tests.test_gateway_reconnect import DeadVenueGateway, Inbox
+
+    budget, window = 3, 100.0
+    h = harness_factory(ChildSpec("gateway", DeadVenueGateway), ChildSpec("alerts", Inbox),
+                        ChildSpec("reconnect", ReconnectController, kwargs={
+                            "backoff": Backoff(base_s=1.0, max_s=4.0, jitter="none"),
+                            "budget": budget, "window_s": window}), seed=7)
+    h.tell("reconnect", StreamDown("test", EPOCH_DEFAULT))
+    h.advance(1.0 + 2.0)  # attempts at 1 s and 3 s (no jitter): one below the budget
+    asks = h.actor("gateway").asks
+    assert asks == [1.0, 3.0] and h.actor("reconnect").state == "reconnecting"
+    h.advance(4.0)  # the third: the budget is used up, not exceeded
+    assert len(asks) == budget and h.actor("alerts").got == []
+    h.advance(4.0)  # the fourth would exceed it: refused, alerted
+    rc = h.actor("reconnect")
+    assert rc.state == "budget_exhausted" and len(asks) == budget
+    [(_, alert)] = h.actor("alerts").got
+    assert alert.severity == "critical" and "budget" in alert.title
+    h.run_until(asks[0] + window - 0.001)  # the oldest attempt still in the window
+    assert len(asks) == budget
+    h.run_until(asks[0] + window)  # out of it: exactly then, one more attempt
+    assert len(asks) == budget + 1 and asks[budget] == pytest.approx(asks[0] + window)
+    h.advance(400.0)
+    for i, t in enumerate(asks):  # never more than the budget in any window
+        assert len([a for a in asks[:i + 1] if t - a < window]) <= budget, asks
+    assert len(asks) > 2 * budget
