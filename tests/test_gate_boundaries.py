@@ -153,3 +153,27 @@ def test_a_success_closes_the_breaker_and_resets_the_count() -> None:
     br.success()
     assert not br.failure(1.0) and br.state == "closed", "the count restarted from zero"
     assert br.failure(2.0) and br.state == "open"
+
+
+@pytest.mark.parametrize("side", [Side.BUY, Side.SELL])
+@pytest.mark.parametrize("held", ["position", "in_flight"])
+def test_duplicate_position_check_sees_any_exposure_on_the_same_side(side: Side, held: str) -> None:
+    """Half a unit held, or half a unit in flight, is a position on that side already."""
+    def decision(qty: str, on: Side) -> Reason:
+        st = state(limits=Limits(duplicate_position_check=True))
+        if held == "position":
+            fill(st, on, qty)
+        else:
+            st.book.add_inflight(InFlight("o1", KEY, on, D(qty), OrderPurpose.ENTRY, False))
+        entry = buy(1) if side is Side.BUY else sell(1)
+        return decide(entry, st, 0).reason
+
+    assert decision("0.5", side) is Reason.DUPLICATE_POSITION
+    other = Side.SELL if side is Side.BUY else Side.BUY
+    if held == "in_flight":  # the other side in flight is netting's business, not this check's
+        assert decision("0.5", other) is Reason.NETTING_CONFLICT
+    st = state(limits=Limits(duplicate_position_check=True))
+    st.book.add_inflight(InFlight("o2", ("default", "sim", "ETH"), side, D(5),
+                                  OrderPurpose.ENTRY, False))
+    entry = buy(1) if side is Side.BUY else sell(1)
+    assert decide(entry, st, 0).reason is OK, "exposure in another symbol is not this one's"
