@@ -180,3 +180,28 @@ def test_netting_and_worst_case_count_in_flight_orders_on_both_sides() -> None:
     flat.add_inflight(InFlight("b2", KEY, Side.BUY, D(2), OrderPurpose.ENTRY, False))
     assert flat.netting_conflict(KEY, Side.SELL, D(1)), "a pending buy makes a sell a conflict"
     assert not flat.guaranteed_reduce(KEY, Side.SELL, D(1))
+
+
+def test_fractional_positions_close_and_flip_at_the_right_price() -> None:
+    long_half = Position()
+    long_half.apply(Side.BUY, D("0.5"), D(100))
+    assert long_half.apply(Side.SELL, D("0.5"), D(110)) == D(5), "half a unit long, closed at +10"
+    flip_up = Position()
+    flip_up.apply(Side.SELL, D(1), D(100))
+    assert flip_up.apply(Side.BUY, D("1.5"), D(90)) == D(10)  # short 1 covered at +10 ...
+    assert (flip_up.qty, flip_up.avg_price) == (D("0.5"), D(90))  # ... then long 0.5 at 90
+    assert flip_up.unrealized(D(92)) == D(1)
+    flip_down = Position()
+    flip_down.apply(Side.BUY, D(2), D(100))
+    assert flip_down.apply(Side.SELL, D(3), D(95)) == D(-10)  # long 2 sold at -5 each ...
+    assert (flip_down.qty, flip_down.avg_price) == (D(-1), D(95))  # ... then short 1 at 95
+    assert flip_down.unrealized(D(90)) == D(5)
+
+
+def test_an_order_replaced_under_another_key_leaves_the_old_key() -> None:
+    book = PositionBook()
+    other = ("default", "sim", "ETH")
+    book.add_inflight(InFlight("o1", KEY, Side.BUY, D(5), OrderPurpose.ENTRY, False))
+    book.add_inflight(InFlight("o1", other, Side.BUY, D(3), OrderPurpose.ENTRY, False))
+    assert book.pending(KEY) == (D(0), D(0)) and book.pending(other) == (D(3), D(0))
+    assert book.close_inflight("o1") is not None and book.pending(other) == (D(0), D(0))
