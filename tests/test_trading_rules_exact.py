@@ -205,3 +205,24 @@ def test_an_order_replaced_under_another_key_leaves_the_old_key() -> None:
     book.add_inflight(InFlight("o1", other, Side.BUY, D(3), OrderPurpose.ENTRY, False))
     assert book.pending(KEY) == (D(0), D(0)) and book.pending(other) == (D(3), D(0))
     assert book.close_inflight("o1") is not None and book.pending(other) == (D(0), D(0))
+
+
+def test_an_order_that_only_reduces_is_never_a_netting_conflict() -> None:
+    book = PositionBook()
+    book.position(KEY).apply(Side.BUY, D(10), D(100))
+    book.add_inflight(InFlight("s1", KEY, Side.SELL, D(4), OrderPurpose.STOP, True))
+    assert not book.netting_conflict(KEY, Side.SELL, D(6)), "6 more can only reduce the 10"
+    assert book.netting_conflict(KEY, Side.SELL, D("6.01"))
+
+
+def test_pnl_of_a_key_without_a_position_is_zero() -> None:
+    from trading.pnl import PnlTracker
+
+    book, market = PositionBook(), {"BTC": MarketView(D(99), D(101))}
+    pnl = PnlTracker(book, market)
+    pnl.update_key(KEY)  # asked about a key the book never held
+    pnl.mark_symbol("BTC")
+    assert (pnl.daily, pnl.positions) == (D(0), {"BTC": "0"})
+    book.apply_fill("o", "f1", Side.BUY, D("1.50"), D(100), D(0), KEY)
+    pnl.update_key(KEY)
+    assert (pnl.daily, pnl.positions) == (D(0), {"BTC": "1.50"})
