@@ -40,6 +40,8 @@ def test_a_refusal_records_the_limit_it_hit() -> None:
     assert (d.approved, d.reason) == (False, Reason.MAX_ORDER_SIZE)
     assert d.inputs == {**BASE, "side": "buy", "qty": "101", "position": "0",
                         "pending": ["0", "0"], "limit": "100"}
+    d = decide(buy("0.5"), state(), 0)
+    assert (d.reason, d.inputs["limit"], d.inputs["qty"]) == (Reason.MIN_ORDER_SIZE, "1", "0.5")
     st = state(limits=Limits(max_position_size=D(40), duplicate_position_check=False))
     fill(st, Side.SELL, 35)
     d = decide(sell(6), st, 0)
