@@ -177,3 +177,18 @@ def test_duplicate_position_check_sees_any_exposure_on_the_same_side(side: Side,
                                   OrderPurpose.ENTRY, False))
     entry = buy(1) if side is Side.BUY else sell(1)
     assert decide(entry, st, 0).reason is OK, "exposure in another symbol is not this one's"
+
+
+def test_participation_applies_to_any_known_volume_and_skips_an_unknown_one() -> None:
+    st = state()
+    st.market["BTC"] = MarketView(D("100"), D("100.02"), adv=D("0.5"))
+    assert decide(buy(1), st, 0).reason is Reason.MAX_VOLUME_PARTICIPATION
+    st.market["BTC"] = MarketView(D("100"), D("100.02"), adv=D(0))  # no volume figure yet
+    assert decide(buy(1), st, 0).approved
+
+
+def test_concentration_applies_to_any_positive_equity_and_skips_none() -> None:
+    assert decide(buy(1), state(limits=Limits(account_equity=D(1))), 0).reason \
+        is Reason.MAX_POSITION_CONCENTRATION
+    assert decide(buy(1), state(limits=Limits(account_equity=D(0))), 0).approved, \
+        "no equity figure: no concentration check, and no division by zero"
