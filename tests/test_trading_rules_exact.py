@@ -228,3 +228,20 @@ def test_pnl_of_a_key_without_a_position_is_zero() -> None:
     book.apply_fill("o", "f1", Side.BUY, D("1.50"), D(100), D(0), KEY)
     pnl.update_key(KEY)
     assert (pnl.daily, pnl.positions) == (D(0), {"BTC": "1.50"})
+
+
+def test_an_exit_of_a_fractional_position_is_an_exit() -> None:
+    st = state(trading_state=HALTED)
+    fill(st, Side.BUY, "0.5")
+    d = decide(sell("0.5"), st, 0)
+    assert (d.approved, d.risk_reducing) == (True, True), "halted, yet the exit goes out"
+    st = state(trading_state=HALTED)
+    fill(st, Side.SELL, "0.5")
+    assert decide(buy("0.5"), st, 0).risk_reducing
+
+
+def test_an_open_breaker_records_its_state() -> None:
+    st = state()
+    st.breaker.failure(0), st.breaker.failure(0), st.breaker.failure(0)
+    d = decide(buy(1), st, 1)
+    assert (d.reason, d.inputs["breaker"]) == (Reason.CIRCUIT_OPEN, "open")
