@@ -12,7 +12,7 @@ import sys
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from runtime.bench.suite import main as bench_main
+    from app.bench.suite import main as bench_main
 
     return bench_main(quick=args.quick, out=args.out)
 
@@ -28,13 +28,13 @@ def _check_strategy(cfg: object) -> object:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from runtime.run_job import run
+    from app.run_job import run
 
     return run(args, preflight=_check_strategy)
 
 
 def _scenario(args: argparse.Namespace) -> int:
-    from runtime.scenario_runner import main as scenario_main
+    from app.scenario_runner import main as scenario_main
 
     return scenario_main(args.files, args.out, args.config)
 
@@ -42,7 +42,7 @@ def _scenario(args: argparse.Namespace) -> int:
 def _audit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from runtime.audit_cli import main as audit_main, verify
+    from app.audit_cli import main as audit_main, verify
 
     if args.dir == "verify" and (args.target is not None or not Path("verify").exists()):
         if args.target is None:
@@ -59,23 +59,34 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from runtime.inspect_cli import main as inspect_main
+    from app.inspect_cli import main as inspect_main
 
     return inspect_main(args.control, watch=args.watch, peek=args.peek, as_json=args.json,
                         config_path=args.config)
 
 
 def _exchange(args: argparse.Namespace) -> int:
-    from exchange.serve import main as exchange_main
+    from app.exchange_serve import main as exchange_main
 
     return exchange_main(port=args.port, out=args.out, symbols=args.symbols, seed=args.seed,
                          config_path=args.config, tick_ms=args.tick_ms)
 
 
 def _kill_switch(args: argparse.Namespace) -> int:
-    from runtime.inspect_cli import kill_switch
+    from app.inspect_cli import kill_switch
 
-    return kill_switch(args.state == "on", args.reason, args.control, config_path=args.config)
+    return kill_switch(args.state == "on", args.reason, args.control, config_path=args.config,
+                       run_dir=args.run)
+
+
+EXIT_CODES = """\
+exit codes of run and scenario:
+  0  every check ran and held
+  1  an invariant or expectation failed, or a check could not run
+     (summary.json: invariant_violations, checks_not_run)
+  2  bad usage, configuration or input file
+  3  the runtime halted (a supervisor gave up, disk full); summary.json: halted
+"""
 
 
 def _strategies_help() -> str:
@@ -86,16 +97,18 @@ def _strategies_help() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from runtime.cli_args import parse_duration, parse_symbols
+    from app.cli_args import parse_duration, parse_symbols
 
-    parser = argparse.ArgumentParser(prog="tradewarden", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tradewarden", description=__doc__.splitlines()[0],
+                                     epilog=EXIT_CODES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="the main job: trade the synthetic market on the embedded "
                                    "simulated exchange, then print a summary",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="built-in strategies (--strategy NAME; write your own: "
-                              "docs/strategies.md):\n" + _strategies_help())
+                              "docs/strategies.md):\n" + _strategies_help() + "\n" + EXIT_CODES)
     p.add_argument("--config", metavar="FILE", help="YAML config on top of config/default.yaml")
     p.add_argument("--symbols", metavar="A,B,...", type=parse_symbols,
                    help="exactly the symbols to trade (default: market.symbols)")
@@ -117,11 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="DIR",
                    help="continue the killed run in DIR from its store, reconciling with the "
                         "exchange first (needs an exchange that kept running: --exchange)")
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="place the symbol actors (and their strategies) on a Ray cluster at "
+                        "ADDRESS; 'auto' starts a local Ray instance (needs the optional "
+                        "extra: pip install -e '.[ray]')")
     p.add_argument("--verbose", action="store_true", help="DEBUG lines in run.log")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("scenario", help="deterministic scenario run(s) in virtual time; exit 0 "
-                                        "only if every expect holds and no invariant broke")
+                                        "only if every expect holds and no invariant broke",
+                       epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--out", metavar="DIR", help="one run directory per scenario under DIR")
     p.add_argument("--config", metavar="FILE", help="config layer under each scenario's own")
@@ -168,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", required=True, help="why (audited and alerted)")
     p.add_argument("--control", metavar="HOST:PORT", help="the runtime's control endpoint")
     p.add_argument("--config", metavar="FILE", help="config naming control.token_env")
+    p.add_argument("--run", metavar="DIR",
+                   help="the run's directory: its endpoint and the token it saved there "
+                        "(default: the newest run under runs/ serving --control)")
     p.set_defaults(func=_kill_switch)
 
     p = sub.add_parser("bench", help="run the benchmark suite (DESIGN section 10)")

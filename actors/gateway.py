@@ -5,11 +5,24 @@ The adapter's callbacks run on the adapter's own thread; they only
 or deadlock the feed. The gateway tracks the subscription set and restores
 it exactly once after every (re)connect, asks the reconciler to resync, and
 reports ``stream_reconciling`` to the coordinator until the resync is done
-so no risk-increasing order goes out on stale state. A watchdog timer treats
-``timeout_s`` of silence as a dead stream.
+so no risk-increasing order goes out on stale state. A watchdog treats
+``timeout_s`` of silence as a dead stream; it looks at least once a second
+(``watchdog_period``), so a silence is noticed within ``timeout_s + 1`` s,
+and publishes the stream's age each time (``last_msg_age_s``). A tripped
+watchdog drops the transport without waiting for it: the old adapter is
+closed on a thread of its own (``close_in_background``), events it still
+delivers are discarded at the sink, and a fresh adapter from the factory
+serves the next connection.
 
 Only the coordinator sends ``SubmitOrder``/``CancelOrder`` here (rule 1);
 the scenario runner checks every order at the exchange against the audit.
+
+The gateway is where exchange events enter, so it is the trust boundary
+for them (rule 18, ``trading.trust``): an event whose numbers are out of
+the configured sane range is rejected, a fill or snapshot of an account
+this runtime does not manage is ignored, and a message of a type no venue
+sends is dropped; each is counted, audited (bounded) and never reaches
+the coordinator or the reconciler. Foreign accounts also raise an alert.
 """
 
 from __future__ import annotations
@@ -27,7 +40,12 @@ from messages.exchange import (BalanceSnapshot, ExchangeError, FillsSnapshot, Op
 from messages.market import Bar, Quote
 from messages.orders import (CancelConfirmed, CancelOrder, OrderAcked, OrderFilled, OrderRejected,
                              PositionSnapshot)
+from exchange.protocol import close_in_background
+from messages.alerts import Alert
+from messages.bounds import DEFAULT_BOUNDS, Bounds, event_problem
 from runtime import Actor, handles
+from trading.trust import (FOREIGN_ACCOUNT, IGNORED, OUT_OF_RANGE, REJECTED, WRONG_TYPE,
+                           TrustReport, foreign_account)
 
 ORDER_EVENTS = (OrderAcked, OrderRejected, OrderFilled, OrderExpired, CancelConfirmed)
 SNAPSHOTS = (PositionSnapshot, OpenOrdersSnapshot, BalanceSnapshot, FillsSnapshot)
@@ -36,10 +54,21 @@ SNAPSHOTS = (PositionSnapshot, OpenOrdersSnapshot, BalanceSnapshot, FillsSnapsho
 #: read off the socket) would otherwise reach the handler meant for the
 #: coordinator's or reconciler's message, e.g. bounce an order back out.
 STREAM_EVENTS = frozenset((*ORDER_EVENTS, *SNAPSHOTS, Quote, Bar, StreamStatus, ExchangeError))
+#: the watchdog looks at least this often (seconds): silence is seen within timeout + this
+WATCHDOG_MAX_PERIOD_S = 1.0
+#: at shutdown, how long to wait for transports still closing in the background
+CLOSE_JOIN_S = 5.0
+
+
+def watchdog_period(timeout_s: float) -> float:
+    """How often the watchdog looks: never less often than once a second."""
+    return min(timeout_s / 2, WATCHDOG_MAX_PERIOD_S)
+
+
 #: ExchangeError codes counted by name; any other is counted as "other", so a
 #: venue inventing codes cannot grow the counters without bound (rule 13).
 ERROR_CODES = frozenset(("bad_frame", "bad_command", "not_connected", "internal", "bad_fault",
-                         "unknown_symbol"))
+                         "unknown_symbol", "account_mismatch", "out_of_range"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +83,16 @@ class Gateway(Actor):
     def __init__(self, ctx, *, adapter_factory: Callable[[Callable[[Any], None]], Any],
                  coordinator: str = "coordinator", reconnect: str = "reconnect",
                  reconciler: str = "reconciler", quote_listeners: tuple[str, ...] = ("stops",),
-                 watchdog_timeout_s: float = 10.0, connect_on_start: bool = True) -> None:
+                 watchdog_timeout_s: float = 10.0, connect_on_start: bool = True,
+                 accounts: tuple[str, ...] | None = None, bounds: Bounds = DEFAULT_BOUNDS,
+                 alerts: str = "alerts") -> None:
         super().__init__(ctx)
+        #: the accounts this runtime manages (None: no account filter, for a
+        #: gateway tested on its own; the launcher always names them)
+        self.accounts = frozenset(accounts) if accounts is not None else None
+        self.bounds = bounds
+        self.alerts = alerts
+        self.trust = TrustReport("gateway", self.log)
         if not watchdog_timeout_s > 0:
             raise ValueError(f"watchdog timeout_s must be > 0, got {watchdog_timeout_s}")
         self.adapter_factory = adapter_factory
@@ -77,29 +114,50 @@ class Gateway(Actor):
         self.last_msg_at = 0.0
         self.counts: Counter = Counter()
         self._symbol_addr: dict[str, Any] = {}
+        #: which adapter's events are current; a dropped adapter's sink stops passing them on
+        self._adapter_gen = 0
+        self._closing: list[Any] = []
 
     def on_start(self) -> None:
+        self.adapter = self._new_adapter()
+        self.last_msg_at = self.ctx.clock.monotonic()
+        period = watchdog_period(self.timeout_s)
+        self.ctx.schedule(period, WatchdogCheck(), interval_s=period)
+        if self.connect_on_start:
+            self.adapter.connect()
+        self._publish()
+
+    def _new_adapter(self) -> Any:
+        self._adapter_gen += 1
         tell_self = self.ctx.tell_self
+        gen = self._adapter_gen
 
         def sink(event: Any, _ok: frozenset = STREAM_EVENTS) -> None:
             # Runs on the adapter's thread: enqueue and return, nothing else.
+            if self._adapter_gen != gen:
+                return  # a dropped transport still talking: not this stream any more
             if type(event) in _ok:
                 tell_self(event)
             else:
                 tell_self(UnexpectedEvent(type(event).__name__, repr(event)[:200]))
 
-        self.adapter = self.adapter_factory(sink)
-        self.last_msg_at = self.ctx.clock.monotonic()
-        self.ctx.schedule(self.timeout_s / 2, WatchdogCheck(), interval_s=self.timeout_s / 2)
-        if self.connect_on_start:
-            self.adapter.connect()
-        self._publish()
+        return self.adapter_factory(sink)
+
+    def _drop_adapter(self) -> None:
+        """Abandon the current transport at once; it closes in the background."""
+        old = self.adapter
+        self.adapter = self._new_adapter()
+        self._closing = [t for t in self._closing if t.is_alive()]
+        self._closing.append(close_in_background(old, name=f"{self.ctx.name}-close"))
 
     def on_stop(self) -> None:
         if self.adapter is not None:
             self.adapter.close()
+        for thread in self._closing:  # rule 16: no thread left behind
+            thread.join(CLOSE_JOIN_S)
 
     def on_idle(self) -> None:
+        self.trust.flush(self.ctx.services.get("audit"))
         self._publish()
 
     # -- connection lifecycle --------------------------------------------------------
@@ -143,12 +201,13 @@ class Gateway(Actor):
     @handles(WatchdogCheck)
     def on_watchdog(self, msg: WatchdogCheck) -> None:
         silent = self.ctx.clock.monotonic() - self.last_msg_at
-        if self.connected and silent > self.timeout_s:
+        if self.connected and silent >= self.timeout_s:
             self.counts["watchdog_trips"] += 1
             self.log.warning("no stream message for {:.1f}s (timeout {}s); reconnecting", silent,
                              self.timeout_s)
-            self.adapter.close()
+            self._drop_adapter()
             self._on_disconnected(f"watchdog: silent for {silent:.1f}s")
+        self._publish()  # the stream's age stays current while nothing arrives
 
     @handles(ResyncRequest)
     def on_resync_request(self, msg: ResyncRequest) -> None:
@@ -197,6 +256,10 @@ class Gateway(Actor):
     @handles(Quote, Bar)
     def on_market(self, ev: Any) -> None:
         self.last_msg_at = self.ctx.clock.monotonic()
+        problem = event_problem(ev, self.bounds)
+        if problem is not None:
+            self._refuse(REJECTED, OUT_OF_RANGE, ev, problem)
+            return
         self.counts["market_events"] += 1
         sym = ev.symbol
         addr = self._symbol_addr.get(sym)
@@ -219,27 +282,65 @@ class Gateway(Actor):
     @handles(*ORDER_EVENTS)
     def on_order_event(self, ev: Any) -> None:
         self.last_msg_at = self.ctx.clock.monotonic()
-        self.counts[type(ev).__name__] += 1
-        self.ctx.tell(self.coordinator, ev)
+        if self._trusted(ev):
+            self.counts[type(ev).__name__] += 1
+            self.ctx.tell(self.coordinator, ev)
 
     @handles(*SNAPSHOTS)
     def on_snapshot(self, ev: Any) -> None:
         self.last_msg_at = self.ctx.clock.monotonic()
-        self.ctx.tell(self.reconciler, ev)
+        if self._trusted(ev):
+            self.ctx.tell(self.reconciler, ev)
+
+    # -- the trust boundary (rule 18) ----------------------------------------------------
+
+    def _trusted(self, ev: Any) -> bool:
+        """Numbers in range, and an account this runtime manages."""
+        problem = event_problem(ev, self.bounds)
+        if problem is not None:
+            self._refuse(REJECTED, OUT_OF_RANGE, ev, problem)
+            return False
+        if self.accounts is not None:
+            foreign = foreign_account(ev, self.accounts)
+            if foreign is not None:
+                self._refuse(IGNORED, FOREIGN_ACCOUNT, ev,
+                             f"account {foreign[:64]!r} is not managed by this runtime")
+                return False
+        return True
+
+    def _refuse(self, verdict: str, reason: str, ev: Any, detail: str) -> None:
+        """Count; report the first few of each reason and then one in a thousand
+        (log line, audit record, and for a foreign account an alert)."""
+        kind = type(ev).__name__ if not isinstance(ev, UnexpectedEvent) else ev.kind
+        now = self.ctx.clock.now()
+        n = self.trust.refuse(self.ctx.services.get("audit"), now, verdict, reason, kind, detail,
+                              symbol=str(getattr(ev, "symbol", ""))[:64] or None,
+                              client_order_id=str(getattr(ev, "client_order_id", ""))[:128] or None)
+        if n is not None and reason == FOREIGN_ACCOUNT:
+            self.ctx.tell(self.alerts, Alert(
+                "warning", "events of a foreign account ignored",
+                f"{kind}: {detail} ({n} so far); another runtime's account shares this "
+                f"exchange session, or the exchange mixes accounts", now, self.ctx.name,
+                dedup_key="gateway:foreign_account"))
 
     @handles(ExchangeError)
     def on_exchange_error(self, err: ExchangeError) -> None:
         """Counted by code. ``not_connected`` is the adapter refusing a command
         during an outage (expected; the reconciler's next poll replaces a lost
         query); anything else is a venue or wire problem worth a warning."""
-        self.counts[f"error_{err.code if err.code in ERROR_CODES else 'other'}"] += 1
-        if err.code != "not_connected":
-            self.log.warning("exchange error {}: {} (ref {})", err.code, err.reason, err.ref)
+        key = f"error_{err.code if err.code in ERROR_CODES else 'other'}"
+        self.counts[key] += 1
+        n = self.counts[key]
+        # bounded like refused inputs: a flood of errors is counted, not logged line by line
+        if err.code != "not_connected" and (n <= 20 or n % 1000 == 0):
+            self.log.warning("exchange error {} (#{}): {} (ref {})", err.code[:64], n,
+                             err.reason[:300], str(err.ref)[:64])
 
     @handles(UnexpectedEvent)
     def on_unexpected(self, ev: UnexpectedEvent) -> None:
         self.counts["unexpected_events"] += 1
-        self.log.warning("dropped a {} read off the exchange stream: {}", ev.kind, ev.detail)
+        self._refuse(REJECTED, WRONG_TYPE, ev, f"a {ev.kind} read off the exchange stream: "
+                                               f"{ev.detail}")
 
     def _publish(self) -> None:
         self.ctx.cell.info = {
@@ -249,5 +350,6 @@ class Gateway(Actor):
             "last_msg_age_s": round(self.ctx.clock.monotonic() - self.last_msg_at, 3),
             "bad_frames": getattr(self.adapter, "bad_frames", 0),
             "unexpected_events": self.counts["unexpected_events"],
+            "trust": self.trust.tally.as_dict(),
             "counts": dict(self.counts),
         }

@@ -13,7 +13,7 @@ its own message's ack; a transaction that fails fails the acks of that batch
 and is logged; writes without an ack that fail are logged at ERROR and
 counted. The actor keeps running either way.
 
-``runtime.id_allocator.IdAllocator`` hands out client
+``trading.id_allocator.IdAllocator`` hands out client
 order ids from counter blocks durably reserved through this actor ahead of
 need (rule 15), so the coordinator never waits for a disk write per order.
 """
@@ -28,8 +28,8 @@ from messages.codec import CodecError
 from messages.persistence import (
     Ack, Delete, Durable, Flush, GetStats, PersistenceError, Put, PutMany, Reserve,
 )
-from runtime.actor import Actor, handles
-from runtime.store import DEFAULT_MAP_SIZE, Store, key_bytes, put_op
+from runtime.actor import THREADED, Actor, handles
+from trading.store import DEFAULT_MAP_SIZE, Store, key_bytes, put_op
 
 AckLike = Ack | Future | None
 _DONE = Durable(ok=True)  # immutable, so one instance serves every plain future ack
@@ -43,6 +43,8 @@ class PersistenceActor(Actor):
     (the actor takes its own hold on it). With neither, the system's
     services ``store`` or ``run_dir`` are used.
     """
+    #: blocks in LMDB commits (fsync) and lingers for a group commit
+    execution = THREADED
 
     def __init__(self, ctx: Any, run_dir: Any = None, *, store: Store | None = None,
                  map_size: int = DEFAULT_MAP_SIZE, max_batch: int = 10_000,

@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
 import numpy as np
 
 from messages.market import Bar, Quote
-from runtime.clock import EPOCH_DEFAULT
 
 DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT")
 _US = 1_000_000
@@ -61,6 +60,11 @@ def _non_negative(name: str, value: Any) -> float:
     if not math.isfinite(f) or f < 0:
         raise ValueError(f"synthetic market: {name} must be >= 0, got {value!r}")
     return f
+
+
+#: where synthetic markets start by default: the virtual clock's default epoch
+#: (runtime.clock.EPOCH_DEFAULT; exchange/ does not import the kernel)
+EPOCH_DEFAULT = datetime(2026, 1, 5, 14, 30, tzinfo=timezone.utc)
 
 
 class SyntheticMarket:

@@ -19,6 +19,7 @@ class Quote(Message):
     ask_size: Decimal = Decimal("0")
 
     conflatable: ClassVar[bool] = True
+    market_data: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_str(self, "symbol")
@@ -49,6 +50,7 @@ class Bar(Message):
     ts: datetime
 
     conflatable: ClassVar[bool] = True
+    market_data: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_str(self, "symbol")

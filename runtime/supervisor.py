@@ -26,10 +26,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from runtime.actor import Actor, handles
+from runtime.actor import EXECUTIONS, THREADED, Actor, handles
 from runtime.backoff import Backoff
 from runtime.directory import EXITED, RESTARTING, RUNNING, STOPPED
 from runtime.mailbox import StopNow
+from runtime.resources import exhausted
 from runtime.signals import ChildExited, GracefulStop, RestartChildren, StartChild, TerminateChild
 
 STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
@@ -51,10 +52,17 @@ class ChildSpec:
     restart: str = "permanent"
     shutdown_s: float = 5.0
     conflate: bool = False
+    #: pooled or threaded; None: the actor class's own ``execution``
+    execution: str | None = None
+    #: market data waits behind every other message (runtime.mailbox)
+    market_lane: bool = False
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
             raise ValueError(f"child spec needs a non-empty name, got {self.name!r}")
+        if self.execution is not None and self.execution not in EXECUTIONS:
+            raise ValueError(f"child {self.name}: execution must be one of {EXECUTIONS}, "
+                             f"got {self.execution!r}")
         if self.restart not in RESTART_TYPES:
             raise ValueError(f"child {self.name}: restart must be one of {RESTART_TYPES}, "
                              f"got {self.restart!r}")
@@ -95,6 +103,10 @@ class SupervisorSpec:
         return Supervisor
 
     @property
+    def execution(self) -> str:
+        return THREADED
+
+    @property
     def args(self) -> tuple:
         return (self,)
 
@@ -104,6 +116,10 @@ class SupervisorSpec:
 
 
 class Supervisor(Actor):
+    #: a supervisor waits for its children to start and to stop (the one wait
+    #: OTP allows it), so it must not hold a dispatcher worker while it does
+    execution = THREADED
+
     def __init__(self, ctx, spec: SupervisorSpec) -> None:
         super().__init__(ctx)
         self.spec = spec
@@ -150,6 +166,11 @@ class Supervisor(Actor):
             return
         self.log.warning("child {} exited ({}: {!r}); strategy {}", note.name, note.reason,
                          note.error, self.spec.strategy)
+        incurable = exhausted(note.error)
+        if incurable is not None:  # a restart would only crash again (runtime.resources)
+            self._escalate(note, f"gave up on {note.name} at once ({incurable}; "
+                                 "a restart cannot cure it)")
+            return
         if not self._within_intensity():
             self._escalate(note)
             return
@@ -210,8 +231,10 @@ class Supervisor(Actor):
         system = self.ctx.system
         cell = system.directory.get(child.name)
         if cell is None or cell.state == STOPPED:
-            cell = system.new_cell(child.name, supervisor=self.ctx.name, conflate=child.conflate)
-        system.spawn(cell, child.actor, child.args, child.kwargs)
+            cell = system.new_cell(child.name, supervisor=self.ctx.name, conflate=child.conflate,
+                                   market_lane=getattr(child, "market_lane", False))
+        system.spawn(cell, child.actor, child.args, child.kwargs,
+                     execution=getattr(child, "execution", None))
         if not cell.started.wait(timeout=child.shutdown_s):
             self.log.error("child {} did not finish on_start within {}s", child.name,
                            child.shutdown_s)
@@ -257,14 +280,19 @@ class Supervisor(Actor):
         self.ctx.schedule(delay, RestartChildren(names, self._generation))
         self._publish()
 
-    def _escalate(self, note: ChildExited) -> None:
+    def _escalate(self, note: ChildExited, why: str | None = None) -> None:
+        """Stop every child and fail to our own supervisor; the child's error is
+        the escalation's cause, so what failed stays readable up the tree."""
         self._terminating = True
-        self.log.error("supervisor {}: more than {} restarts in {}s; giving up after {}",
-                       self.ctx.name, self.spec.intensity, self.spec.period_s, note.name)
+        if why is None:
+            self.log.error("supervisor {}: more than {} restarts in {}s; giving up after {}",
+                           self.ctx.name, self.spec.intensity, self.spec.period_s, note.name)
+            why = (f"restart intensity {self.spec.intensity} in {self.spec.period_s}s "
+                   f"exceeded (last: {note.name} {note.reason}: {note.error!r})")
+        else:
+            self.log.error("supervisor {}: giving up at once: {}", self.ctx.name, why)
         self._stop_children(self.children, graceful=False)
-        raise SupervisorEscalation(
-            f"{self.ctx.name}: restart intensity {self.spec.intensity} in {self.spec.period_s}s "
-            f"exceeded (last: {note.name} {note.reason}: {note.error!r})")
+        raise SupervisorEscalation(f"{self.ctx.name}: {why}") from note.error
 
     def _publish(self) -> None:
         """Expose supervisor figures on the cell for introspection (read-only)."""

@@ -22,15 +22,25 @@ from messages.enums import Side
 from messages.market import Quote
 from messages.orders import Signal
 from messages.persistence import StoreDb
-from runtime import invariants
+from app import invariants
 from runtime.clock import EPOCH_DEFAULT, VirtualClock
-from runtime.launcher import LaunchSpec, Runtime
-from runtime.store import Store
+from app.launcher import LaunchSpec, Runtime
+from trading.store import Store
 from trading.audit import read_audit
 from trading.limits import Limits
 
 BTC = "BTCUSDT"
 DEEP = D("1000000")
+
+
+def poison_quote(ts: Any) -> Quote:
+    """A quote whose symbol is a list: it passes no validation (built around
+    it) and crashes the handler that looks the symbol up."""
+    bad = object.__new__(Quote)
+    for name, value in {"symbol": ["POISON"], "bid": D(1), "ask": D(1), "ts": ts,
+                        "bid_size": D(0), "ask_size": D(0)}.items():
+        object.__setattr__(bad, name, value)
+    return bad
 
 
 class Life:
@@ -97,13 +107,7 @@ class Life:
         self.settle()
 
     def poison(self, actor: str) -> None:
-        """A quote whose symbol is a list: it passes no validation (built around
-        it) and crashes the handler that looks the symbol up."""
-        bad = object.__new__(Quote)
-        for name, value in {"symbol": ["POISON"], "bid": D(1), "ask": D(1), "ts": self.clock.now(),
-                            "bid_size": D(0), "ask_size": D(0)}.items():
-            object.__setattr__(bad, name, value)
-        self.system.tell(actor, bad)
+        self.system.tell(actor, poison_quote(self.clock.now()))
 
     # -- reading -------------------------------------------------------------------------
 

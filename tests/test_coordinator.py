@@ -1,6 +1,6 @@
 """Safety rules at the actor level, through the real tree (DESIGN sections 2, 5, 6).
 
-Every test starts the whole runtime (``runtime.launcher.Runtime``) on a
+Every test starts the whole runtime (``app.launcher.Runtime``) on a
 virtual clock with the in-process simulated exchange: signals go to the real
 coordinator, orders to the real gateway and venue, intents to the real
 persistence actor. Nothing is mocked; faults are injected the way a scenario
@@ -33,10 +33,10 @@ from messages.exchange import ExchangeFault, SubmitOrder
 from messages.market import Quote
 from messages.orders import OrderRequest, Signal
 from messages.persistence import Flush, Put, StoreDb
-from runtime import invariants
+from app import invariants
 from runtime.clock import EPOCH_DEFAULT, VirtualClock
-from runtime.launcher import LaunchSpec, Runtime
-from runtime.store import Store
+from app.launcher import LaunchSpec, Runtime
+from trading.store import Store
 from runtime.supervisor import Supervisor
 from trading.audit import AUDIT_SCHEMA_VERSION, read_audit
 from trading.limits import Limits
@@ -55,8 +55,8 @@ class Rig:
     def __init__(self, run_dir: Path, *, symbols: tuple[str, ...] = (BTC,),
                  risk: dict | None = None, exchange: dict | None = None,
                  clock: VirtualClock | None = None, engine: Any = None,
-                 run_id: str = "coord-test") -> None:
-        overrides: dict[str, Any] = {"strategy": {"name": "none"}}  # timeline signals only
+                 run_id: str = "coord-test", config: dict | None = None) -> None:
+        overrides: dict[str, Any] = {"strategy": {"name": "none"}, **(config or {})}  # timeline signals only
         if risk:
             overrides["risk"] = risk
         if exchange:
@@ -763,6 +763,7 @@ def test_poll_answer_taken_before_a_fill_does_not_undo_it(rigs) -> None:
 
 def test_poll_answer_skips_only_symbols_touched_since_the_question(rigs) -> None:
     from messages.control import BrokerPositions
+    from messages.exchange import ExchangeFault
 
     rig = rigs()
     rig.quote()
@@ -777,13 +778,22 @@ def test_poll_answer_skips_only_symbols_touched_since_the_question(rigs) -> None
     rig.settle()
     assert rig.coord["positions"] == {BTC: "2"}
     assert rig.coord["counts"]["stale_snapshots_skipped"] == 1
-    # an answer to a later question is the broker's word: it wins, audited
+    # an answer to a later question is the broker's word once a second answer
+    # confirms it (rule 18): the confirming query finds the exchange at 2 ...
     rig.tell("coordinator", BrokerPositions("default", ((BTC, D("5")),), rig.clock.now(),
                                             requested_at=rig.clock.now()))
-    rig.settle()
+    rig.advance(0.5)  # the confirming question and its answer
+    assert rig.coord["positions"] == {BTC: "2"}
+    assert rig.coord["counts"].get("divergences", 0) == 0
+    assert rig.coord["counts"]["divergences_not_confirmed"] == 1
+    # ... and once the exchange really holds 5, the confirmation agrees: it wins, audited
+    rig.tell("venue", ExchangeFault({"set_position": {"symbol": BTC, "qty": "5"}}))
+    rig.tell("coordinator", BrokerPositions("default", ((BTC, D("5")),), rig.clock.now(),
+                                            requested_at=rig.clock.now()))
+    rig.advance(0.5)
     assert rig.coord["positions"] == {BTC: "5"}
     assert rig.coord["counts"]["divergences"] == 1
-    assert any(r["kind"] == "divergence" for r in rig.audit())
+    assert any(r["kind"] == "divergence" and r["inputs"]["confirmed"] for r in rig.audit())
 
 
 def test_an_order_the_exchange_expires_leaves_the_in_flight_count(rigs) -> None:
@@ -829,7 +839,7 @@ def test_kill_switch_survives_a_coordinator_restart_that_lost_its_store_record(r
     """The restarted instance also reads the switch from the figures its cell last
     published: a lost write of the store record (or a start-up flush that timed
     out) must not be a way out of the kill switch either."""
-    from runtime.store import key_bytes
+    from trading.store import key_bytes
     from trading.recovery import KILL_SWITCH_KEY
 
     rig = rigs()
@@ -845,3 +855,32 @@ def test_kill_switch_survives_a_coordinator_restart_that_lost_its_store_record(r
     rig.advance(0.5)
     assert rig.coord["positions"].get(BTC, "0") == "0"
     assert rig.coord["rejected"].get("kill_switch") == 1
+
+
+def test_a_symbol_whose_remote_actor_is_down_fails_closed_until_it_is_back(rigs) -> None:
+    """While a symbol actor's remote host is lost, no risk-increasing order for
+    that symbol passes (an exit still does); other symbols trade on."""
+    from runtime.signals import RemoteDown, RemoteUp
+
+    rig = rigs(symbols=(BTC, "ETHUSDT"))
+    rig.quote()
+    rig.quote("ETHUSDT", "50.0", "50.1")
+    rig.signal("buy", 5)
+    rig.advance(1)
+    rig.tell("coordinator", RemoteDown(f"symbol-{BTC}", "RemoteActorDied: host lost"))
+    rig.signal("buy", 1)                       # more risk on the lost symbol: refused
+    rig.signal("sell", 2, reduce_only=True)    # an exit: allowed
+    rig.signal("buy", 1, symbol="ETHUSDT")     # another symbol: unaffected
+    rig.advance(1)
+    rig.signal("sell", 3, reduce_only=True)    # flat again
+    rig.advance(1)
+    rig.signal("buy", 1)
+    rig.settle()
+    assert rig.reasons()[1:] == ["symbol_actor_down", "approved", "approved", "approved",
+                                 "symbol_actor_down"]
+    rig.tell("coordinator", RemoteUp(f"symbol-{BTC}"))
+    rig.signal("buy", 1)
+    rig.settle()
+    assert rig.reasons()[-1] == "approved"
+    kinds = [r["kind"] for r in rig.audit()]
+    assert kinds.count("symbol_actor_down") == 1 and kinds.count("symbol_actor_up") == 1

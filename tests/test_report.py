@@ -8,8 +8,8 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from runtime.report import Sampler, line_chart, render_report, write_report
-from runtime.scenario_runner import run_scenario
+from app.report import Sampler, line_chart, render_report, write_report
+from app.scenario_runner import run_scenario
 from tests.virtual_runtime import VirtualRuntime
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +22,7 @@ def _svgs(html: str) -> list[ET.Element]:
 
 
 def test_report_from_a_sampled_runtime(tmp_path) -> None:
-    from runtime.summary import collect_summary
+    from app.summary import collect_summary
 
     sampler = Sampler(min_interval_s=0.0)
     with VirtualRuntime(tmp_path / "run", ("BTCUSDT", "ETHUSDT")) as vr:
@@ -104,7 +104,7 @@ def test_the_report_and_the_console_table_show_the_same_rows() -> None:
 
     from rich.console import Console
 
-    from runtime.summary import summary_rows, summary_table
+    from app.summary import summary_rows, summary_table
 
     summary = {"run_id": "r", "started_at": "a", "ended_at": "b", "market_events": 10,
                "signals": 2, "risk": {"approved": 2, "rejected": {"max_volatility": 1}},
@@ -130,6 +130,30 @@ def test_the_report_and_the_console_table_show_the_same_rows() -> None:
         assert what in text and value in text, (what, value)
     assert "market fallback 3" in page and "BTCUSDT 2 (exchange 1)" in page
     assert "[red]BTCUSDT[/red]" in text, "a value is shown as written, never read as markup"
+
+
+def test_absurd_figures_still_give_a_report(tmp_path) -> None:
+    """A figure like 9E+999999 (infinite as a float), a NaN or a 1e308 swing
+    used to overflow the axis ticks, and report.html was not written; a range
+    too narrow for float steps (1e20 .. 1e20 + 1) looped. Now they are left
+    out or clipped, and the chart says so."""
+    from app.metrics import number
+
+    sampler = Sampler(min_interval_s=0.0)
+    huge = number("9E+999999")
+    assert huge == float("inf")
+    for t, pnl, pos in ((0.0, huge, 1e308), (1.0, float("nan"), -1e308), (2.0, 1.0, 1e20),
+                        (3.0, -huge, 1e20 + 1)):
+        sampler.samples.append({"t": t, "pnl": {"total": pnl, "realized": pnl, "unrealized": 0.0,
+                                                "daily": pnl},
+                                "positions": {"BTCUSDT": pos, "ETHUSDT": 1e20},
+                                "rejected": {}, "depth": {"coordinator": 0}})
+    summary = {"run_id": "absurd", "invariant_violations": [],
+               "pnl": {"realized": "9E+999999", "unrealized": "-9E+999999"}}
+    path = write_report(tmp_path, summary, sampler, title="absurd")
+    html = path.read_text()
+    assert len(_svgs(html)) >= 2  # every chart is well-formed SVG
+    assert "not finite or beyond" in html
 
 
 # -- charts that tell the truth -----------------------------------------------------------------

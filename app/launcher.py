@@ -1,0 +1,429 @@
+"""The launcher: builds DESIGN section 2's actor tree for one account and starts it.
+
+``run``, ``scenario`` and the tests all start Tradewarden through
+:class:`Runtime`, so there is one wiring of the tree, not three. The tree::
+
+    root (one_for_one)
+    ├── persistence    single LMDB writer; started first, stopped last
+    ├── alerts         log / webhook / telegram sinks
+    ├── venue          the in-process simulated exchange (absent with --exchange ws://)
+    ├── gateway        broker adapter + watchdog
+    ├── reconnect      reconnect controller of the gateway (rule 12)
+    ├── reconciler     startup recovery, resync, 12 s poll
+    ├── coordinator    the only door to the broker's order API
+    ├── groups         one_for_one supervisor of group-<id> (rule 6; transient children)
+    ├── hedger         emergency hedges, debounced, delta-only (rule 7)
+    ├── stops          stop-loss manager (rule 8); gets quotes from the gateway
+    ├── symbols        one_for_one supervisor of symbol-<SYM>
+    ├── market         synthetic market feed into the venue (``run`` only)
+    └── demo-groups    order-group drills on their own pair (``run`` with the
+                       embedded exchange and ``demo.groups.enabled``; see
+                       ``actors.demo_groups``)
+
+DESIGN draws the reconnect controller inside the gateway box; it is a
+sibling here so a gateway crash never loses the backoff state and budget.
+Children start in this order and stop in reverse, so the market stops
+first and persistence drains last (rule 16).
+
+Services shared by name through ``system.services`` (read-only handles, no
+shared mutable state between actors): ``store`` (LMDB, read side),
+``audit`` (the coordinator's audit trail), ``ids`` (client order ids from
+durably reserved blocks, prefixed with the store's id so ids from two stores
+never collide at a long-lived exchange).
+"""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from config.schema import Config
+from runtime.backoff import Backoff
+from runtime.clock import Clock
+from runtime.supervisor import ChildSpec, SupervisorSpec
+from runtime.system import ActorSystem
+
+ROOT = "root"
+
+
+def backoff_of(section: Any) -> Backoff:
+    """The runtime's Backoff from a validated config backoff section."""
+    return Backoff(section.base_s, section.max_s, section.jitter)
+
+
+def app_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("tradewarden")
+    except Exception:  # noqa: BLE001 - running from a plain checkout
+        return "0+unknown"
+
+
+@dataclass
+class LaunchSpec:
+    """Everything one runtime needs; built by ``run``, ``scenario`` or a test."""
+
+    config: Config
+    run_dir: Path
+    symbols: tuple[str, ...]
+    clock: Clock
+    run_id: str
+    config_hash: str
+    seed: int = 0
+    #: None: the in-process simulated exchange; ws://host:port: a WebSocket exchange
+    exchange_url: str | None = None
+    #: scenario ``exchange:`` block (settings and faults) for the in-process venue
+    exchange_spec: dict[str, Any] = field(default_factory=dict)
+    #: a synthetic market to feed the venue; None when the caller injects market data
+    market: Any = None
+    market_duration_s: float | None = None
+    #: keep the exchange engine across a runtime restart (scenario crash/restart)
+    engine: Any = None
+    #: the ``demo.groups`` config section when ``run`` starts the demo group driver
+    #: (its symbols are in ``symbols`` too, with no strategy on them); see :func:`demo_plan`
+    demo_groups: Any = None
+    #: where remote symbol actors run (runtime.remote.Placement), kept by the caller
+    #: across lives; None: made from ``runtime.placement`` and closed with the runtime
+    placement: Any = None
+
+
+def make_placement(cfg: Config) -> Any:
+    """The placement ``runtime.placement.symbols`` asks for (None: all local)."""
+    pl = cfg.runtime.placement
+    if pl.symbols == "thread":
+        from runtime.remote import ThreadPlacement
+
+        return ThreadPlacement()
+    if pl.symbols == "ray":
+        from runtime.ray_placement import RayPlacement
+
+        return RayPlacement(pl.ray_address, processes=pl.ray_processes, num_cpus=pl.ray_num_cpus)
+    return None
+
+
+def demo_plan(cfg: Config) -> tuple[tuple[str, ...], Any]:
+    """``run``'s symbols (the market's plus the demo pair's) and its ``demo.groups``
+    section, or None: the driver needs the embedded exchange (its drills are
+    that exchange's fault injection) and a market ``run`` feeds itself."""
+    symbols = tuple(cfg.market.symbols)
+    demo = cfg.demo.groups
+    if not demo.enabled or cfg.exchange.url is not None:
+        return symbols, None
+    return symbols + tuple(s for s in demo.symbols if s not in symbols), demo
+
+
+class Runtime:
+    """One account's runtime: store, services, actor system and exchange engine."""
+
+    def __init__(self, spec: LaunchSpec) -> None:
+        self.spec = spec
+        self.config = spec.config
+        self.account = spec.config.exchange.account
+        self.engine = spec.engine if spec.exchange_url is None else None
+        self.store: Any = None
+        self.audit: Any = None
+        self.placement: Any = None
+        self._own_placement = False
+        self.system: ActorSystem | None = None
+        self.store_id: str | None = None
+        from messages.bounds import bounds_from_config
+
+        #: rule 18: the sane range of every number from outside (gateway, gate, venue)
+        self.bounds = bounds_from_config(spec.config.bounds)
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def start(self, timeout: float = 30.0) -> Runtime:
+        from trading.id_allocator import IdAllocator
+        from trading.store import Store
+        from trading.audit import AuditLog
+
+        spec, cfg = self.spec, self.config
+        spec.run_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store.open(spec.run_dir, map_size=cfg.runtime.persistence.map_size_mb << 20)
+        (spec.run_dir / "audit.jsonl").touch()  # present even if nothing is decided
+        self.audit = AuditLog(spec.run_dir / "audit.jsonl", run_id=spec.run_id,
+                              app_version=app_version(), config_hash=spec.config_hash)
+        placement = self.placement = spec.placement or make_placement(cfg)
+        self._own_placement = spec.placement is None
+        system = self.system = ActorSystem(
+            clock=spec.clock, executor_workers=cfg.runtime.executor_workers, seed=spec.seed,
+            placement=placement,
+            dispatcher_threads=cfg.runtime.dispatcher_threads,
+            throughput=cfg.runtime.throughput,
+            slow_handler_s=cfg.runtime.slow_handler_ms / 1000.0,
+            name=f"tradewarden-{spec.run_id}",
+            services={"store": self.store, "audit": self.audit, "run_dir": spec.run_dir})
+        system.placement_watchers = ("coordinator",)  # fails closed for a symbol whose actor is away
+        system.services["ids"] = IdAllocator.via_actor(system.tell, "client_order_id",
+                                                       block=256)
+        if self.engine is None and spec.exchange_url is None:
+            self.engine = self._new_engine()
+        system.on_halt(self._on_halt)
+        system.start(self.tree(), timeout=timeout)
+        self._init_ids(timeout)
+        self._apply_exchange_faults()
+        from messages.connectivity import ReconnectNow
+        from messages.exchange import Subscribe
+
+        system.tell("gateway", Subscribe(tuple(spec.symbols)))
+        system.tell("gateway", ReconnectNow(0))
+        if system.clock.is_virtual:
+            system.wait_quiescent(timeout)
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the tree in reverse order (persistence last), then close files."""
+        timeout = timeout or self.config.runtime.shutdown_timeout_s
+        if self.system is not None:
+            self.system.shutdown(timeout)
+        if self.audit is not None:
+            try:
+                self.audit.close()
+            except OSError as exc:  # a full disk; the halt has said so already
+                logger.error("could not close audit.jsonl: {}", exc)
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        placement, self.placement = self.placement, None
+        if placement is not None and self._own_placement:
+            placement.close()
+
+    def kill(self) -> None:
+        """Die (almost) as if the process were killed: every waiting message
+        in every mailbox is dropped, nothing is drained or reconciled. The
+        actors' stop hooks still run, so a write already in the persistence
+        actor's buffer is committed; the real SIGKILL case (a lost buffer)
+        is covered by the persistence tests. Used by the scenario ``crash``."""
+        system = self.system
+        if system is None:
+            return
+        for cell in system.directory.cells():
+            cell.mailbox.drain()
+        self.stop(timeout=10.0)
+
+    # -- the tree -------------------------------------------------------------------
+
+    def tree(self) -> SupervisorSpec:
+        from actors.alert_sinks import sinks_from_config
+        from actors.alerts import AlertsActor
+        from actors.coordinator import Coordinator
+        from actors.gateway import Gateway
+        from actors.group_supervisor import groups_child
+        from actors.hedger import Hedger
+        from actors.order_group import GroupSettings
+        from actors.persistence import PersistenceActor
+        from actors.reconciler import Reconciler
+        from actors.reconnect import ReconnectController
+        from actors.stops import StopLossManager
+        from actors.symbol import symbols_supervisor
+        from trading.limits import Limits
+
+        spec, cfg = self.spec, self.config
+        sup = cfg.runtime.supervisor
+        pcfg = cfg.runtime.persistence
+        gw = cfg.gateway
+        children: list[Any] = [
+            ChildSpec("persistence", PersistenceActor,
+                      kwargs={"store": self.store, "max_batch": pcfg.group_commit_max_batch,
+                              "max_delay_s": max(pcfg.group_commit_window_ms, 1) / 1000,
+                              "linger_s": pcfg.unacked_linger_ms / 1000},
+                      shutdown_s=cfg.runtime.shutdown_timeout_s),
+            ChildSpec("alerts", AlertsActor, args=(sinks_from_config(cfg.alerts.sink_entries()),),
+                      kwargs={"max_pending": cfg.alerts.max_pending,
+                              "backoff": backoff_of(cfg.alerts.retry),
+                              "ready_poll_s": cfg.alerts.ready_poll_s,
+                              "dedup_window_s": cfg.alerts.dedup_window_s,
+                              "batch": cfg.alerts.batch}),
+        ]
+        if spec.exchange_url is None:
+            from actors.sim_venue import SimVenue
+
+            children.append(ChildSpec("venue", SimVenue, args=(self.engine,),
+                                      kwargs={"events_path": spec.run_dir / "events.jsonl",
+                                              "auto_connect": False}))
+        children += [
+            ChildSpec("gateway", Gateway, market_lane=True,
+                      kwargs={"adapter_factory": self._adapter_factory(),
+                              "quote_listeners": ("stops",), "connect_on_start": False,
+                              "watchdog_timeout_s": gw.watchdog.timeout_s,
+                              "accounts": (self.account,), "bounds": self.bounds}),
+            ChildSpec("reconnect", ReconnectController,
+                      kwargs={"backoff": backoff_of(gw.reconnect),
+                              "budget": gw.budget.attempts, "window_s": gw.budget.window_s}),
+            ChildSpec("reconciler", Reconciler,
+                      kwargs={"poll_s": cfg.reconciler.poll_s, "accounts": (self.account,),
+                              "round_timeout_s": cfg.reconciler.startup_timeout_s}),
+            ChildSpec("coordinator", Coordinator, conflate=True, market_lane=True,
+                      kwargs={"limits": Limits.from_config(cfg.risk,
+                                                           account_equity=cfg.exchange.starting_cash),
+                              "symbols": list(spec.symbols), "venue": cfg.exchange.venue,
+                              "stops": "stops", "bounds": self.bounds}),
+            # rule 6: DESIGN draws group-<id> under the coordinator; their supervisor
+            # sits right after it (started after, stopped before the single door)
+            groups_child(GroupSettings.from_config(cfg.groups), account=self.account,
+                         intensity=sup.intensity, period_s=sup.period_s),
+            # rules 7 and 8: both order only through the coordinator
+            ChildSpec("hedger", Hedger, kwargs={"debounce_ms": cfg.hedger.debounce_ms}),
+            ChildSpec("stops", StopLossManager, conflate=True, market_lane=True,
+                      kwargs={"slippage_bps": cfg.stops.slippage_bps,
+                              "fallback_after_s": cfg.stops.fallback_after_s,
+                              "cancel_wait_alert_s": cfg.stops.cancel_wait_alert_s}),
+            symbols_supervisor([s for s in spec.symbols if s not in self.demo_symbols],
+                               cfg.strategy.name, cfg.strategy.params,
+                               account=self.account, intensity=sup.intensity,
+                               period_s=sup.period_s, quiet_symbols=self.demo_symbols,
+                               features_on=cfg.strategy.features,
+                               execution=("remote" if cfg.runtime.placement.symbols != "local"
+                                          else None)),
+        ]
+        if spec.market is not None:
+            from actors.market_feed import MarketFeed
+
+            children.append(ChildSpec("market", MarketFeed, args=(spec.market,),
+                                      kwargs={"duration_s": spec.market_duration_s}))
+        if spec.demo_groups is not None and spec.exchange_url is None:
+            from actors.demo_groups import NAME as DEMO, DemoGroups, DemoSettings
+
+            # last: started once everything it drives is up, stopped first
+            children.append(ChildSpec(DEMO, DemoGroups, kwargs={
+                "settings": DemoSettings.from_config(spec.demo_groups,
+                                                     GroupSettings.from_config(cfg.groups)),
+                "seed": spec.seed, "account": self.account,
+                "duration_s": spec.market_duration_s}))
+        return SupervisorSpec(ROOT, children, strategy="one_for_one", intensity=sup.intensity,
+                              period_s=sup.period_s,
+                              backoff=backoff_of(cfg.runtime.restart_backoff))
+
+    def _new_engine(self) -> Any:
+        from exchange.config import ExchangeConfig, split_spec
+        from exchange.engine import SimulatedExchange
+
+        settings = dict(self.config.exchange.sim_settings())
+        over, _faults = split_spec(self.spec.exchange_spec or {})
+        settings.update(over)
+        engine = SimulatedExchange(ExchangeConfig.from_dict(settings), clock=self.spec.clock.now)
+        engine.bounds = self.bounds
+        return engine
+
+    def _apply_exchange_faults(self) -> None:
+        from exchange.config import split_spec
+        from messages.exchange import ExchangeFault
+
+        if self.spec.exchange_url is not None or not self.spec.exchange_spec:
+            return
+        _settings, faults = split_spec(self.spec.exchange_spec)
+        if faults:
+            self.system.tell("venue", ExchangeFault(faults))
+
+    def _adapter_factory(self) -> Any:
+        url, account = self.spec.exchange_url, self.account
+        if url is None:
+            from exchange.inprocess import InProcessAdapter
+
+            system = self.system
+
+            def in_process(sink: Any) -> Any:
+                return InProcessAdapter(system, "venue", "gateway", sink, account=account)
+            return in_process
+        from exchange.ws_client import WsClientAdapter
+
+        def websocket(sink: Any) -> Any:
+            return WsClientAdapter(url, sink, account=account)
+        return websocket
+
+    def _init_ids(self, timeout: float) -> None:
+        """Client order ids: ``<account>-<store id>-<n>``, the counter persisted (rule 15)."""
+        from messages.persistence import Put, StoreDb
+
+        store_id = self.store.get(StoreDb.META, "store_id")
+        if store_id is None:
+            store_id = uuid.uuid4().hex[:8]
+            done: Future = Future()
+            self.system.tell("persistence", Put(StoreDb.META, "store_id", store_id, ack=done))
+            if self.system.clock.is_virtual:
+                self.system.wait_quiescent(timeout)
+            result = done.result(timeout)
+            if not getattr(result, "ok", True):
+                raise RuntimeError(f"could not persist the store id: {result.error}")
+        self.store_id = store_id
+        ids = self.system.services["ids"]
+        ids.prefix = f"{self.account}-{store_id}-"
+        ids.start(timeout)
+
+    def _on_halt(self, reason: str) -> None:
+        """The root failed: kill switch on, alert sent, state flushed (DESIGN
+        section 2). The failed root has already stopped the tree, so
+        ``app.halt`` does for each actor that no longer runs what its
+        message would have done."""
+        from app.halt import orderly_halt
+
+        orderly_halt(self, reason)
+
+    @property
+    def demo_symbols(self) -> list[str]:
+        """Symbols only the demo group driver trades (no strategy runs on them)."""
+        demo = self.spec.demo_groups
+        return list(demo.symbols) if demo is not None and self.spec.exchange_url is None else []
+
+    # -- reading ----------------------------------------------------------------------
+
+    def info(self, name: str) -> dict[str, Any]:
+        from runtime.introspection import info_of
+
+        return info_of(self.system, name)
+
+    def exchange_positions(self) -> dict[str, Any]:
+        """The embedded engine's positions, read directly (tests); {} for a remote one."""
+        if self.engine is None:
+            return {}
+        return {sym: qty for sym, qty in self.engine.positions(self.account).items()}
+
+    def positions_adapter(self) -> Any:
+        """A factory ``sink -> broker adapter`` for a question to this runtime's
+        exchange once the tree has stopped (``exchange.position_probe``): a new
+        connection to a WebSocket exchange, or the embedded engine directly
+        (its venue actor no longer drives it). A new venue kind adds its
+        adapter here and gets the end-of-run positions check with it. None:
+        there is no exchange to ask."""
+        url = self.spec.exchange_url
+        if url is not None:
+            from exchange.ws_client import WsClientAdapter
+
+            account = self.account
+
+            def websocket(sink: Any) -> Any:
+                return WsClientAdapter(url, sink, name="final-positions", account=account)
+            return websocket
+        engine = self.engine
+        if engine is None:
+            return None
+        from exchange.direct import DirectAdapter
+
+        def direct(sink: Any) -> Any:
+            return DirectAdapter(engine, sink)
+        return direct
+
+    def query_exchange_positions(self, timeout_s: float = 5.0) -> tuple[dict[str, Any] | None,
+                                                                       str | None]:
+        """(positions, None), or (None, why they could not be read). Only once
+        the tree has stopped: the embedded engine is read on this thread."""
+        from exchange.position_probe import ProbeError, query_positions
+
+        if self.system is not None and not self.system._shut:
+            return None, "asked while the runtime was still running"
+        factory = self.positions_adapter()
+        if factory is None:
+            return None, "no exchange to ask"
+        try:
+            return query_positions(factory, self.account, timeout_s), None
+        except ProbeError as exc:
+            return None, str(exc)
+        except Exception as exc:  # noqa: BLE001 - a broken venue never loses the summary
+            return None, f"{type(exc).__name__}: {exc}"

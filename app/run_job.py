@@ -1,0 +1,397 @@
+"""``main.py run``: the main job, live, on the embedded simulated exchange.
+
+Starts the whole tree on the live clock with the seeded synthetic market and
+the configured strategy, shows progress while it runs, then drains (no new
+market data, in-flight orders settle, one last reconciliation with the
+exchange), stops the tree in reverse order and writes the run directory:
+``summary.json``, ``events.jsonl`` (the exchange's record), ``audit.jsonl``,
+``store/`` and ``run.log``. SIGINT/SIGTERM end the run early the same
+orderly way (rule 16). A runtime that halted (root supervisor gave up, disk
+full) ends the run at once, with the cause in summary.json. Exit codes
+(DESIGN section 8, ``app.summary.exit_code``): 0 every check ran and
+held; 1 an invariant failed or could not be checked; 2 bad usage, config or
+input; 3 the runtime halted.
+``--resume DIR`` continues a killed run in its own directory (``app.resume``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from collections.abc import Callable
+from typing import Any
+
+from loguru import logger
+from rich.console import Console
+
+from app.console import cli_console
+from config import ConfigError, config_hash, load_config
+from runtime.clock import LiveClock
+from app.launcher import LaunchSpec, Runtime, demo_plan
+from app.logs import RunLogs
+from app.stop_request import StopRequest
+from app.summary import (EXIT_MEANING, EXIT_USAGE, collect_summary, exit_code, print_summary,
+                         write_summary)
+
+DRAIN_TIMEOUT_S = 5.0
+#: the line before summary.json's content on stdout when it cannot be written
+SUMMARY_ON_STDOUT = "summary.json follows:"
+
+
+def run_overrides(args: Any) -> dict[str, Any]:
+    """Command-line options as a config layer (validated with the rest)."""
+    over: dict[str, Any] = {}
+    if args.symbols:  # a list from the command line's parser; text from older callers
+        symbols = args.symbols
+        if isinstance(symbols, str):
+            symbols = [s.strip() for s in symbols.split(",") if s.strip()]
+        over.setdefault("market", {})["symbols"] = list(symbols)
+    if args.seed is not None:
+        over.setdefault("market", {})["seed"] = args.seed
+    if args.duration is not None:
+        over.setdefault("run", {})["duration_s"] = args.duration
+    if args.exchange:
+        over.setdefault("exchange", {})["url"] = args.exchange
+    if args.strategy:
+        over.setdefault("strategy", {})["name"] = args.strategy
+    ray = getattr(args, "ray", None)
+    if ray:
+        over.setdefault("runtime", {})["placement"] = {"symbols": "ray", "ray_address": ray}
+    if getattr(args, "drills", False):
+        over.setdefault("demo", {}).setdefault("groups", {})["enabled"] = True
+    control = getattr(args, "control", None)
+    if control:
+        if control.strip().lower() == "off":
+            over["control"] = {"enabled": False}
+        else:
+            from app.control import parse_hostport
+
+            host, port = parse_hostport(control)
+            over["control"] = {"enabled": True, "host": host, "port": port}
+    return over
+
+
+def new_run_dir(root: str | Path, now: datetime) -> Path:
+    base = Path(root) / now.strftime("%Y%m%dT%H%M%SZ")
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def refuse_reuse(out: Path) -> str | None:
+    """Why ``--out`` cannot take a new run (None: it can). A run directory holds one
+    run: a second one would reopen the first one's store and append to its audit
+    trail and events, and its summary would count both."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        return f"--out {out} is a file, not a directory"
+    if any(out.iterdir()):
+        return (f"--out {out} is not empty (it holds another run's files); a run directory "
+                f"holds exactly one run: name a new directory, or continue that run with "
+                f"--resume {out}")
+    return None
+
+
+def run(args: Any, preflight: Callable[[Any], Any] | None = None) -> int:
+    """``preflight(cfg)`` raises ValueError for a config the runtime cannot start
+    with (e.g. an unknown strategy), before anything is written; what it returns
+    (the strategy) may say how many quotes it needs before its first signal."""
+    from app.control import ControlError
+
+    from app import resume as resuming
+
+    if not getattr(args, "resume", None) and args.out:
+        why = refuse_reuse(Path(args.out))
+        if why is not None:
+            print(f"tradewarden run: {why}", file=sys.stderr)
+            return 2
+    resume = None
+    if getattr(args, "resume", None):
+        try:
+            resume = resuming.prepare(args.resume, args.out, args.exchange)
+        except resuming.ResumeError as exc:
+            print(f"tradewarden run: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        args.exchange = resume.exchange_url
+    try:
+        cfg = load_config(args.config, overrides=run_overrides(args))
+    except (ConfigError, ControlError) as exc:
+        print(f"tradewarden run: configuration error\n{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if resume is not None:
+        try:
+            resuming.check_same_place(resume.run_dir, venue=cfg.exchange.venue,
+                                      account=cfg.exchange.account)
+        except resuming.ResumeError as exc:
+            print(f"tradewarden run: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    if cfg.runtime.placement.symbols == "ray":
+        from runtime.ray_placement import ray_missing
+
+        why = ray_missing()
+        if why is not None:
+            print(f"tradewarden run: --ray: {why}", file=sys.stderr)
+            return EXIT_USAGE
+    warmup = None
+    if preflight is not None:
+        try:
+            warmup = getattr(preflight(cfg), "warmup", None)
+        except ValueError as exc:
+            print(f"tradewarden run: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    clock = LiveClock()
+    started = clock.now()
+    if resume is not None:
+        run_dir = resume.run_dir
+    else:
+        run_dir = Path(args.out) if args.out else new_run_dir(cfg.run.out_root, started)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_id = run_dir.name
+    resuming.write_run_info(run_dir, run_id=run_id, exchange_url=cfg.exchange.url,
+                            symbols=list(cfg.market.symbols), now=started,
+                            resumed=resume is not None, venue=cfg.exchange.venue,
+                            account=cfg.exchange.account)
+    console = cli_console()
+    with RunLogs(run_dir, verbose=args.verbose):
+        if resume is not None:
+            logger.warning("resuming run {} from its store against {}{}", run_id, cfg.exchange.url,
+                           f" (it had halted: {resume.halted})" if resume.halted else "")
+            console.print(f"resuming [cyan]{run_id}[/cyan] from its store; reconciling with "
+                          f"{cfg.exchange.url} before trading")
+        return _run(cfg, run_dir, run_id, clock, started, console,
+                    control_explicit=bool(getattr(args, "control", None)),
+                    first_started=resume.started_at if resume is not None else None,
+                    warmup=warmup)
+
+
+def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: datetime,
+         console: Console, control_explicit: bool = False,
+         first_started: str | None = None, warmup: int | None = None) -> int:
+    from exchange.synthetic import SyntheticMarket
+
+    symbols, demo_groups = demo_plan(cfg)  # the demo pair trades symbols of its own
+    duration = float(cfg.run.duration_s)
+    m = cfg.market
+    market = None
+    if cfg.exchange.url is None:
+        market = SyntheticMarket(symbols, seed=m.seed, tick_interval_s=m.tick_interval_ms / 1000,
+                                 bar_interval_s=m.bar_interval_s, start_price=m.start_price,
+                                 start_prices=m.start_prices, tick_volatility=m.tick_volatility,
+                                 spread_bps=m.spread_bps, quote_size=m.quote_size, start=started)
+    spec = LaunchSpec(cfg, run_dir, symbols, clock, run_id=run_id, config_hash=config_hash(cfg),
+                      seed=m.seed, exchange_url=cfg.exchange.url, market=market,
+                      market_duration_s=duration, demo_groups=demo_groups)
+    logger.info("run {} starting: {} symbols, {:.0f}s, strategy {}, exchange {}", run_id,
+                len(symbols), duration, cfg.strategy.name, cfg.exchange.url or "in-process sim")
+    traded = [s for s in symbols if demo_groups is None or s not in demo_groups.symbols]
+    console.print(f"[bold]Tradewarden[/bold] run [cyan]{run_id}[/cyan]: {', '.join(traded)}, "
+                  f"{duration:g}s, strategy {cfg.strategy.name}, "
+                  f"exchange {cfg.exchange.url or 'embedded simulator'}  ->  {run_dir}")
+    if demo_groups is not None:
+        for line in drill_banner(demo_groups):
+            console.print(line)
+    if isinstance(warmup, int) and warmup > 1:
+        console.print(warmup_note(cfg, warmup))
+    rt = Runtime(spec)
+    control = _bind_control(rt, cfg, console, control_explicit)
+    if control is False:
+        return EXIT_USAGE
+    if control is not None:
+        control.advertise(run_dir)  # the kill-switch command finds the endpoint and its token
+    events_mark = None
+    if cfg.exchange.url is not None:
+        from app.run_events import mark_run_start
+
+        events_mark = mark_run_start(run_dir, cfg.exchange.url)
+    from app.report import Sampler, write_report
+
+    sampler = Sampler(min_interval_s=0.5)
+    t0 = time.monotonic()
+    stop = StopRequest().install()
+    try:
+        rt.start()
+        if control is not None:
+            control.start()
+            console.print(f"control endpoint: {control.url}  (/metrics /actors /healthz)")
+        _progress(rt, duration, stop, console, sampler)
+        if not rt.system.halted:  # a halted tree has stopped already: nothing to drain
+            _drain(rt)
+        sampler.sample(rt, time.monotonic() - t0, force=True)
+    finally:
+        stop.restore()
+        if control is not None:
+            control.stop()
+        rt.stop()
+    not_run: dict[str, str] = {}
+    if cfg.exchange.url is not None:
+        from app.invariants import EVENT_CHECKS
+        from app.run_events import copy_run_events
+
+        copied = (copy_run_events(run_dir, cfg.exchange.url, events_mark)
+                  if events_mark is not None else None)
+        console.print(f"events.jsonl: {copied} records copied from {cfg.exchange.url}"
+                      if copied is not None else
+                      "[yellow]events.jsonl could not be copied from the exchange "
+                      "(see run.log)[/yellow]")
+        if copied is None:
+            not_run.update({c: "the exchange's events.jsonl could not be copied"
+                            for c in EVENT_CHECKS})
+    ended = LiveClock().now()
+    extra: dict[str, Any] = {"run_dir": str(run_dir), "symbols": list(symbols),
+                             "interrupted_by": stop.signal}
+    if rt.system.halted:
+        extra["halted"] = {"reason": rt.system.halt_reason}
+    if first_started is not None:  # resumed: the summary covers the whole run
+        extra["resumed_at"] = started.isoformat()
+    summary = collect_summary(rt, started_at=first_started or started.isoformat(),
+                              ended_at=ended.isoformat(), extra=extra, not_run=not_run)
+    try:
+        write_summary(run_dir / "summary.json", summary)
+    except OSError as exc:  # a full disk: the verdict still reaches the operator
+        logger.error("could not write summary.json: {}", exc)
+        console.print(f"[red]summary.json could not be written ({exc})[/red]")
+        print(f"{SUMMARY_ON_STDOUT}\n{json.dumps(summary, indent=2, default=str)}",
+              file=console.file, flush=True)
+    try:
+        write_report(run_dir, summary, sampler, title=f"Tradewarden run {run_id}")
+    except OSError as exc:
+        logger.error("could not write report.html: {}", exc)
+    except Exception:  # noqa: BLE001 - a report bug never changes the run's outcome
+        logger.exception("could not write report.html")
+    print_summary(summary, f"Tradewarden run {run_id}", console)
+    console.print(f"run directory: {run_dir}")
+    for v in summary["invariant_violations"]:
+        logger.error("invariant violated: {}", v["detail"])
+    for check, why in summary["checks_not_run"].items():
+        logger.error("check {} did not run: {}", check, why)
+    code = exit_code(summary)
+    if code:
+        console.print(f"exit code {code}: {EXIT_MEANING[code]}")
+    return code
+
+
+def warmup_note(cfg: Any, warmup: int) -> str:
+    """Why the first seconds show no signal: the strategy counts quotes first."""
+    if cfg.exchange.url is None:
+        secs = warmup * cfg.market.tick_interval_ms / 1000
+        pace = f"about {secs:g}s at this market's {cfg.market.tick_interval_ms:g} ms ticks"
+    else:
+        pace = (f"about {warmup * 0.1:g}s at `main.py exchange`'s default 100 ms ticks "
+                f"(its --tick-ms sets the pace)")
+    return (f"strategy {cfg.strategy.name}: no signal before {warmup} quotes per symbol "
+            f"(its warmup): {pace}")
+
+
+#: what each drill shows, for the banner (actors.demo_groups carries them out)
+DRILL_SHOWS = {
+    "fill": "a pair (long one symbol, short the other) fills; the next step closes it",
+    "rollback": "the exchange rejects the short leg; the group unwinds the long leg (rule 6)",
+    "handoff": "the exchange rejects the unwinds too; the group hands its residue to the "
+               "hedger, which sells it (rule 7) and raises a CRITICAL alert marked DRILL",
+}
+
+
+def drill_banner(demo: Any) -> list[str]:
+    """The lines announcing ``--drills``: which pair, how often, what each drill shows."""
+    pair = " and ".join(demo.symbols)
+    lines = [f"[yellow]DRILLS[/yellow] every {demo.every_s:g}s on {pair} (their own pair, "
+             f"no strategy on it); alerts they cause are marked DRILL:"]
+    for drill in dict.fromkeys(demo.drills):
+        lines.append(f"  {drill:<9} {DRILL_SHOWS.get(drill, '')}")
+    return lines
+
+
+def _bind_control(rt: Runtime, cfg: Any, console: Console, explicit: bool) -> Any:
+    """Bind the control endpoint before the runtime starts (None: off; False: give up).
+
+    A busy port is fatal only when ``--control`` asked for it; the default
+    port from the config being taken (another run) leaves this run without
+    an endpoint but trading, since observability is not a safety feature.
+    """
+    from app.control import ControlError, from_config
+
+    try:
+        control = from_config(rt, cfg.control)
+        return control.bind() if control is not None else None
+    except (ConfigError, ControlError) as exc:
+        print(f"tradewarden run: control endpoint: {exc}", file=sys.stderr)
+        return False
+    except OSError as exc:
+        where = f"{cfg.control.host}:{cfg.control.port}"
+        if explicit:
+            print(f"tradewarden run: cannot serve the control endpoint on {where}: {exc}",
+                  file=sys.stderr)
+            return False
+        logger.warning("control endpoint not started: {} busy ({})", where, exc)
+        console.print(f"[yellow]control endpoint not started: {where} is busy "
+                      "(use --control HOST:PORT or --control off)[/yellow]")
+        return None
+
+
+def _progress(rt: Runtime, duration: float, stop: StopRequest, console: Console,
+              sampler: Any = None) -> None:
+    """Wait for the run to end, showing what the runtime is doing; feed the report sampler."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    t0 = time.monotonic()
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(),
+               TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
+               TextColumn("{task.fields[status]}"))
+    interactive = console.is_terminal
+    last_line = 0.0
+    with Progress(*columns, console=console, disable=not interactive, transient=False) as bar:
+        task = bar.add_task("running", total=duration, status="")
+        while not stop.event.wait(0.25):
+            elapsed = time.monotonic() - t0
+            if sampler is not None:
+                sampler.sample(rt, elapsed)
+            status = _status_line(rt)
+            bar.update(task, completed=min(elapsed, duration), status=status)
+            if not interactive and elapsed - last_line >= 5.0:
+                last_line = elapsed
+                # plain print: through rich, every distinct line and word of a
+                # long run filled its 4,096-entry width caches (~20 KB a minute)
+                print(f"[{elapsed:5.1f}s/{duration:g}s] {status}", file=console.file, flush=True)
+            if elapsed >= duration:
+                break
+            if rt.system.halted:  # the tree is gone: waiting out the duration would lie
+                console.print(f"[red]runtime halted: {rt.system.halt_reason}[/red]")
+                break
+    if stop.signal:
+        console.print(f"{stop.signal} received: stopping in order")
+        logger.warning("{} received: orderly stop", stop.signal)
+
+
+def _status_line(rt: Runtime) -> str:
+    c = rt.info("coordinator")
+    counts = c.get("counts", {})
+    md = rt.info("gateway").get("counts", {}).get("market_events", 0)
+    open_pos = sum(1 for q in (c.get("positions") or {}).values() if q not in ("0",))
+    return (f"events {md:,}  signals {counts.get('signals', 0)}  "
+            f"approved {counts.get('approved', 0)}  rejected {sum(c.get('rejected', {}).values())}  "
+            f"fills {counts.get('fills', 0)}  open positions {open_pos}  "
+            f"state {c.get('trading_state', '?')}")
+
+
+def _drain(rt: Runtime) -> None:
+    """Stop the market, then let orders waiting for the broker's answer settle."""
+    from actors.market_feed import StopFeed
+
+    system = rt.system
+    for name in ("market", "demo-groups"):  # no new market data, no new demo group
+        if system.directory.get(name) is not None:
+            system.tell(name, StopFeed("run ending"))
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        by_status = rt.info("coordinator").get("orders_by_status", {})
+        if by_status.get("intent", 0) + by_status.get("submitted", 0) == 0 and system.is_quiescent():
+            return
+        time.sleep(0.02)
+    logger.warning("drain: orders {} after {}s", rt.info("coordinator").get("orders_by_status"),
+                   DRAIN_TIMEOUT_S)
