@@ -35,7 +35,7 @@ from messages.enums import Side
 from messages.exchange import StreamStatus
 from messages.market import Quote
 from messages.orders import Signal
-from runtime import invariants
+from app import invariants
 from tests.virtual_runtime import VirtualRuntime
 from trading.audit import read_audit
 from trading.limits import Limits
