@@ -17,6 +17,7 @@ from messages import OrderRequest, OrderType, Side
 
 ZERO = Decimal("0")
 _BUY, _MARKET = Side.BUY, OrderType.MARKET  # (globals: read once per order)
+_STOP_MARKET = OrderType.STOP_MARKET
 
 WORKING = "working"
 FILLED = "filled"
@@ -106,7 +107,7 @@ class OrderState:
         touch = book.ask if buy else book.bid  # book.touch(req.side), inline
         if touch is None or not self.triggered:
             return None
-        if req.order_type is _MARKET:
+        if req.order_type is _MARKET or req.order_type is _STOP_MARKET:
             return touch
         limit = req.price
         if buy:
