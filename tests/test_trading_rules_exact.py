@@ -160,9 +160,11 @@ def test_a_position_follows_its_fills_through_zero() -> None:
 
 
 def test_netting_and_worst_case_count_in_flight_orders_on_both_sides() -> None:
+    """In-flight orders count (an exit plan's own protective orders, purpose STOP,
+    are left out by design: tests/test_exit_plans.py)."""
     book = PositionBook()
     book.position(KEY).apply(Side.BUY, D(10), D(100))
-    book.add_inflight(InFlight("s1", KEY, Side.SELL, D(4), OrderPurpose.STOP, True))
+    book.add_inflight(InFlight("s1", KEY, Side.SELL, D(4), OrderPurpose.EXIT, True))
     assert book.guaranteed_reduce(KEY, Side.SELL, D(6))
     assert not book.guaranteed_reduce(KEY, Side.SELL, D("6.01"))
     assert not book.guaranteed_reduce(KEY, Side.BUY, D(1))
@@ -173,7 +175,7 @@ def test_netting_and_worst_case_count_in_flight_orders_on_both_sides() -> None:
     assert book.worst_case_qty(KEY, Side.SELL, D(20)) == 14
     short = PositionBook()
     short.position(KEY).apply(Side.SELL, D(10), D(100))
-    short.add_inflight(InFlight("b1", KEY, Side.BUY, D(4), OrderPurpose.STOP, True))
+    short.add_inflight(InFlight("b1", KEY, Side.BUY, D(4), OrderPurpose.EXIT, True))
     assert short.guaranteed_reduce(KEY, Side.BUY, D(6))
     assert not short.guaranteed_reduce(KEY, Side.BUY, D("6.01"))
     assert short.netting_conflict(KEY, Side.BUY, D(7))
@@ -213,7 +215,7 @@ def test_an_order_replaced_under_another_key_leaves_the_old_key() -> None:
 def test_an_order_that_only_reduces_is_never_a_netting_conflict() -> None:
     book = PositionBook()
     book.position(KEY).apply(Side.BUY, D(10), D(100))
-    book.add_inflight(InFlight("s1", KEY, Side.SELL, D(4), OrderPurpose.STOP, True))
+    book.add_inflight(InFlight("s1", KEY, Side.SELL, D(4), OrderPurpose.EXIT, True))
     assert not book.netting_conflict(KEY, Side.SELL, D(6)), "6 more can only reduce the 10"
     assert book.netting_conflict(KEY, Side.SELL, D("6.01"))
 
