@@ -13,7 +13,7 @@ import dataclasses
 import math
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, dataclass_transform
 
 SCHEMA_VERSION = 1
 
@@ -40,11 +40,16 @@ class Message:
         return None
 
     def replace(self, **changes: Any) -> Message:
-        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]  # subclasses are dataclasses (@message); the base is not
 
 
+@dataclass_transform(frozen_default=True)
 def message(cls: T) -> T:
-    """Class decorator: make ``cls`` a frozen slotted dataclass and register it."""
+    """Class decorator: make ``cls`` a frozen slotted dataclass and register it.
+
+    Declared with ``dataclass_transform`` so a type checker sees the generated
+    ``__init__`` and checks every message constructor's arguments.
+    """
     name = cls.__name__
     prev = _REGISTRY.get(name)
     if prev is not None and (prev.__module__, prev.__qualname__) != (cls.__module__, cls.__qualname__):
@@ -52,7 +57,7 @@ def message(cls: T) -> T:
                         f"({prev.__module__} and {cls.__module__}); the codec needs unique names")
     dc = dataclasses.dataclass(frozen=True, slots=True)(cls)
     _REGISTRY[name] = dc
-    return dc  # type: ignore[return-value]
+    return dc  # type: ignore[return-value]  # dataclass() returns the class it was given
 
 
 def registry() -> dict[str, type[Message]]:
@@ -122,9 +127,10 @@ def check_utc(obj: Message, field: str, *, optional: bool = False) -> None:
         return
     if not isinstance(value, datetime):
         raise MessageError(f"{type(obj).__name__}.{field}: expected a datetime, got {value!r}")
-    if value.tzinfo is None or value.utcoffset() is None:
+    offset = value.utcoffset()
+    if value.tzinfo is None or offset is None:
         raise MessageError(f"{type(obj).__name__}.{field}: datetime must be timezone-aware UTC")
-    if value.utcoffset().total_seconds() != 0:
+    if offset.total_seconds() != 0:
         object.__setattr__(obj, field, value.astimezone(timezone.utc))
 
 

@@ -173,7 +173,8 @@ def encode(msg: Message) -> bytes:
             packers.append(packer)
     local.depth = depth + 1
     try:
-        return packer.pack(to_wire(msg))
+        out: bytes = packer.pack(to_wire(msg))
+        return out
     except CodecError:
         raise
     except (TypeError, ValueError, OverflowError) as exc:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from enum import Enum
 
 from messages.base import Message, MessageError, check_decimal, check_str, check_utc, message
 from messages.enums import CancelOutcome, OrderPurpose, OrderType, Side, TimeInForce
 
 
-def _check_enum(obj: Message, field: str, enum_cls: type) -> None:
+def _check_enum(obj: Message, field: str, enum_cls: type[Enum]) -> None:
     value = getattr(obj, field)
     if isinstance(value, enum_cls):
         return

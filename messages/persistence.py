@@ -77,7 +77,7 @@ def check_key(obj: Message, key: Any, where: str) -> None:
 
 
 def _check_ack(obj: Message, *, required: bool = False) -> None:
-    ack = obj.ack  # type: ignore[attr-defined]
+    ack = obj.ack  # type: ignore[attr-defined]  # only called for message types with an ack field
     if ack is None:
         if required:
             raise MessageError(f"{type(obj).__name__}: needs an ack (Ack or Future)")
@@ -144,7 +144,7 @@ class PutMany(Message):
     ack: Ack | None = None
 
     def __post_init__(self) -> None:
-        items = []
+        items: list[tuple[StoreDb, str, Any]] = []
         for i, item in enumerate(self.items):
             try:
                 db, key, value = item
@@ -152,10 +152,10 @@ class PutMany(Message):
                 raise MessageError(f"PutMany.items[{i}]: expected (db, key, value)") from None
             check_key(self, key, f"items[{i}]")
             items.append((_coerce_db(self, db, f"items[{i}]"), key, value))
-        deletes = []
-        for i, item in enumerate(self.deletes):
+        deletes: list[tuple[StoreDb, str]] = []
+        for i, pair in enumerate(self.deletes):
             try:
-                db, key = item
+                db, key = pair
             except (TypeError, ValueError):
                 raise MessageError(f"PutMany.deletes[{i}]: expected (db, key)") from None
             check_key(self, key, f"deletes[{i}]")
