@@ -14,7 +14,7 @@ import os
 import random
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, TextIO
 
 from runtime.run_files import iter_jsonl
 from runtime.redact import redact_text
@@ -29,7 +29,7 @@ class AuditLog:
         self.run_id = run_id
         self.app_version = app_version
         self.config_hash = config_hash
-        self._fh = None
+        self._fh: TextIO | None = None
         self.records = 0
         self._seq = 0
         # The event id's random suffix tells apart records of runs that share a

@@ -56,10 +56,13 @@ class MarketView:
 
     @property
     def spread_bps(self) -> Decimal | None:
-        mid = self.mid
-        if mid is None or mid <= 0:
+        bid, ask = self.bid, self.ask
+        if bid is None or ask is None:
             return None
-        return (self.ask - self.bid) / mid * BPS
+        mid = (bid + ask) / 2
+        if mid <= 0:
+            return None
+        return (ask - bid) / mid * BPS
 
 
 @dataclass
@@ -67,7 +70,7 @@ class GateState:
     limits: Limits
     book: PositionBook
     market: dict[str, MarketView]
-    symbols: frozenset
+    symbols: frozenset[str]
     limiter: RateLimiter
     breaker: CircuitBreaker
     trading_state: str = ACTIVE

@@ -74,7 +74,7 @@ def grid_from_config(cfg: Any) -> ShockGrid:
     return ShockGrid(cfg.price, cfg.iv, cfg.spread)  # ShockGrid makes them float tuples
 
 
-def _mid(quotes: dict, symbol: str) -> tuple[float, float] | None:
+def _mid(quotes: dict[str, tuple[Decimal, Decimal]], symbol: str) -> tuple[float, float] | None:
     q = quotes.get(symbol)
     if q is None:
         return None

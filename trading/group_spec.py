@@ -160,12 +160,12 @@ def parse_group(spec: Mapping[str, Any], *, default_id: str | None = None,
 # -- builders: spec -> raw leg dicts ----------------------------------------------------------
 
 
-def _single(spec: Mapping) -> list[dict]:
+def _single(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{k: spec[k] for k in ("symbol", "side", "qty", "price", "role") if k in spec}]
 
 
 def _vertical(right: str) -> Any:
-    def build(spec: Mapping) -> list[dict]:
+    def build(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
         und = _symbol(spec, "underlying")
         short_k = _dec(spec, "short_strike", positive=True)
         long_k = _dec(spec, "long_strike", positive=True)
@@ -192,7 +192,7 @@ def _vertical(right: str) -> Any:
     return build
 
 
-def _protective_put(spec: Mapping) -> list[dict]:
+def _protective_put(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
     sym = _symbol(spec, "symbol")
     qty = _required(spec, "qty")
     try:
@@ -206,7 +206,7 @@ def _protective_put(spec: Mapping) -> list[dict]:
              **_price_of(prices, put)}]
 
 
-def _pair(spec: Mapping) -> list[dict]:
+def _pair(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
     long_sym, short_sym = _symbol(spec, "long"), _symbol(spec, "short")
     qty = spec.get("qty")
     lq, sq = spec.get("long_qty", qty), spec.get("short_qty", qty)
@@ -217,7 +217,7 @@ def _pair(spec: Mapping) -> list[dict]:
             {"symbol": long_sym, "side": "buy", "qty": lq, **_price_of(prices, long_sym)}]
 
 
-def _custom(spec: Mapping) -> list[dict]:
+def _custom(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
     legs = spec.get("legs")
     if not isinstance(legs, (list, tuple)):
         raise GroupSpecError("legs: expected a list of legs")
@@ -238,7 +238,7 @@ BUILDERS = {"single": _single, "bull_put": _vertical("P"), "bear_call": _vertica
 # -- legs and roles ---------------------------------------------------------------------------
 
 
-def _leg(i: int, raw: Mapping, where: str, common: dict) -> LegSpec:
+def _leg(i: int, raw: Mapping[str, Any], where: str, common: dict[str, Any]) -> LegSpec:
     symbol = _symbol(raw, "symbol", where)
     side = str(raw.get("side", "")).lower()
     if side not in ("buy", "sell"):
@@ -286,20 +286,20 @@ def _covers(a: LegSpec, b: LegSpec) -> bool:
 # -- value helpers -----------------------------------------------------------------------------
 
 
-def _required(spec: Mapping, key: str, where: str = "") -> Any:
+def _required(spec: Mapping[str, Any], key: str, where: str = "") -> Any:
     if spec.get(key) is None:
         raise GroupSpecError(f"{where}{key}: required")
     return spec[key]
 
 
-def _symbol(spec: Mapping, key: str, where: str = "") -> str:
+def _symbol(spec: Mapping[str, Any], key: str, where: str = "") -> str:
     value = _required(spec, key, where)
     if not isinstance(value, str) or not _SYMBOL.match(value):
         raise GroupSpecError(f"{where}{key}: {value!r} is not a symbol (upper case, at most 32)")
     return value
 
 
-def _dec(spec: Mapping, key: str, *, positive: bool = False, optional: bool = False,
+def _dec(spec: Mapping[str, Any], key: str, *, positive: bool = False, optional: bool = False,
          where: str = "") -> Any:
     value = spec.get(key)
     if value is None:
@@ -317,12 +317,12 @@ def _dec(spec: Mapping, key: str, *, positive: bool = False, optional: bool = Fa
     return dec
 
 
-def _prices(spec: Mapping) -> Mapping:
+def _prices(spec: Mapping[str, Any]) -> Mapping[str, Any]:
     prices = spec.get("prices") or {}
     if not isinstance(prices, Mapping):
         raise GroupSpecError("prices: expected {SYMBOL: price}")
     return prices
 
 
-def _price_of(prices: Mapping, symbol: str) -> dict:
+def _price_of(prices: Mapping[str, Any], symbol: str) -> dict[str, Any]:
     return {"price": prices[symbol]} if symbol in prices else {}

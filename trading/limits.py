@@ -33,8 +33,8 @@ class Limits:
     order_burst: int = 40
     breaker_failures: int = 5
     breaker_cooloff_s: float = 30.0
-    hedging_accounts: frozenset = field(default_factory=frozenset)
-    per_symbol: dict = field(default_factory=dict, compare=False, hash=False)
+    hedging_accounts: frozenset[str] = field(default_factory=frozenset)
+    per_symbol: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False, hash=False)
 
     def for_symbol(self, symbol: str) -> Limits:
         over = self.per_symbol.get(symbol)

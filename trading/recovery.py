@@ -22,7 +22,7 @@ from messages.control import BrokerOrders, BrokerPositions
 from messages.exchange import OrderExpired, SubmitOrder
 from messages.orders import OrderAcked, OrderRejected, OrderRequest
 from messages.persistence import Put, StoreDb
-from trading.book import ZERO, InFlight, Position
+from trading.book import ZERO, InFlight, Key, Position
 
 OPEN_STATUSES = {"intent", "submitted", "acked", "partially_filled"}
 #: statuses at which the order may never have reached the broker
@@ -38,7 +38,7 @@ def order_status_key(client_order_id: str) -> str:
     return f"{ORDER_STATUS_PREFIX}{client_order_id}"
 
 
-def position_put(key: tuple, pos: Position) -> Put:
+def position_put(key: Key, pos: Position) -> Put:
     """The store write of one position (read back by ``rebuild_coordinator_state``)."""
     return Put(StoreDb.POSITIONS, "|".join(key), {
         "qty": pos.qty, "avg_price": pos.avg_price, "realized": pos.realized})
