@@ -108,7 +108,7 @@ class Put(Message):
     db: StoreDb
     key: str
     value: Any
-    ack: Ack | None = None
+    ack: Ack | Future[Any] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "db", _coerce_db(self, self.db, "db"))
@@ -122,7 +122,7 @@ class Delete(Message):
 
     db: StoreDb
     key: str
-    ack: Ack | None = None
+    ack: Ack | Future[Any] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "db", _coerce_db(self, self.db, "db"))
@@ -141,7 +141,7 @@ class PutMany(Message):
 
     items: tuple[tuple[StoreDb, str, Any], ...]
     deletes: tuple[tuple[StoreDb, str], ...] = ()
-    ack: Ack | None = None
+    ack: Ack | Future[Any] | None = None
 
     def __post_init__(self) -> None:
         items: list[tuple[StoreDb, str, Any]] = []
@@ -176,7 +176,7 @@ class Reserve(Message):
 
     counter: str
     n: int
-    ack: Ack | None = None
+    ack: Ack | Future[Any] | None = None
 
     def __post_init__(self) -> None:
         check_key(self, self.counter, "counter")
@@ -189,7 +189,7 @@ class Reserve(Message):
 class Flush(Message):
     """Commit whatever is buffered now; ack once everything before it is durable."""
 
-    ack: Ack | None = None
+    ack: Ack | Future[Any] | None = None
 
     def __post_init__(self) -> None:
         _check_ack(self, required=True)

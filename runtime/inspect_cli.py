@@ -44,7 +44,8 @@ def fetch(url: str, token: str | None = None, timeout: float = TIMEOUT_S,
         req.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - http only
-            return json.loads(resp.read().decode("utf-8"))
+            answer: dict[str, Any] = json.loads(resp.read().decode("utf-8"))
+            return answer
     except urllib.error.HTTPError as exc:
         if exc.code == 401:
             raise InspectError(f"{url}: unauthorized (the endpoint needs its token: set the "

@@ -112,6 +112,12 @@ class Runtime:
         self.system: ActorSystem | None = None
         self.store_id: str | None = None
 
+    def require_system(self) -> ActorSystem:
+        """The actor system of a started runtime (a clear error before ``start``)."""
+        if self.system is None:
+            raise RuntimeError("the runtime has not been started")
+        return self.system
+
     # -- lifecycle ----------------------------------------------------------------
 
     def start(self, timeout: float = 30.0) -> Runtime:
@@ -277,7 +283,7 @@ class Runtime:
             return
         _settings, faults = split_spec(self.spec.exchange_spec)
         if faults:
-            self.system.tell("venue", ExchangeFault(faults))
+            self.require_system().tell("venue", ExchangeFault(faults))
 
     def _adapter_factory(self) -> Any:
         url = self.spec.exchange_url
@@ -299,18 +305,19 @@ class Runtime:
         """Client order ids: ``<account>-<store id>-<n>``, the counter persisted (rule 15)."""
         from messages.persistence import Put, StoreDb
 
+        system = self.require_system()
         store_id = self.store.get(StoreDb.META, "store_id")
         if store_id is None:
             store_id = uuid.uuid4().hex[:8]
-            done: Future = Future()
-            self.system.tell("persistence", Put(StoreDb.META, "store_id", store_id, ack=done))
-            if self.system.clock.is_virtual:
-                self.system.wait_quiescent(timeout)
+            done: Future[Any] = Future()
+            system.tell("persistence", Put(StoreDb.META, "store_id", store_id, ack=done))
+            if system.clock.is_virtual:
+                system.wait_quiescent(timeout)
             result = done.result(timeout)
             if not getattr(result, "ok", True):
                 raise RuntimeError(f"could not persist the store id: {result.error}")
         self.store_id = store_id
-        ids = self.system.services["ids"]
+        ids = system.services["ids"]
         ids.prefix = f"{self.account}-{store_id}-"
         ids.start(timeout)
 

@@ -63,11 +63,11 @@ class Mailbox:
     )
 
     def __init__(self, name: str, *, conflate: bool = False,
-                 activity: itertools.count | None = None) -> None:
+                 activity: itertools.count[int] | None = None) -> None:
         self.name = name
         self.conflate = conflate
-        self._items: deque = deque()
-        self._wake: SimpleQueue = SimpleQueue()
+        self._items: deque[tuple[float, Any]] = deque()  # (enqueued at, message or slot)
+        self._wake: SimpleQueue[None] = SimpleQueue()
         self._slots: dict[Any, _Slot] = {}
         self._conflate_lock = threading.Lock()
         self._activity = activity if activity is not None else itertools.count()

@@ -88,7 +88,8 @@ class _Histogram:
                     break
 
     def buckets(self) -> list[tuple[str, float]]:
-        out, running = [], 0
+        out: list[tuple[str, float]] = []
+        running = 0
         for bound, n in zip(self.bounds, self.counts):
             running += n
             out.append((_le(bound), running))
@@ -155,7 +156,8 @@ class RuntimeCollector:
         actor = getattr(cell, "actor", None)
         last = getattr(actor, "last_msg_at", None)
         if isinstance(last, (int, float)) and last > 0:
-            return max(0.0, system.clock.monotonic() - float(last))
+            now: float = system.clock.monotonic()
+            return max(0.0, now - float(last))
         return number(gw.get("last_msg_age_s"))
 
     def _risk(self, system: Any) -> Iterator[Metric]:

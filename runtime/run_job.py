@@ -255,7 +255,7 @@ def _drain(rt: Runtime) -> None:
     """Stop the market, then let orders waiting for the broker's answer settle."""
     from actors.market_feed import StopFeed
 
-    system = rt.system
+    system = rt.require_system()
     for name in ("market", "demo-groups"):  # no new market data, no new demo group
         if system.directory.get(name) is not None:
             system.tell(name, StopFeed("run ending"))

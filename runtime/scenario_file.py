@@ -231,15 +231,16 @@ def _registry(src: Source, registry: Any, data: Any, prefix: Loc, issues: list[I
     if not isinstance(data, dict):
         return {}
     try:
-        return registry.validate(data, groups)
+        valid: dict[str, Any] = registry.validate(data, groups)
+        return valid
     except ValidationError as exc:
         issues.extend(_issues(src, exc, prefix))
         return {}
 
 
-def _timeline_exchange(src: Source, timeline: Any, issues: list[Issue]) -> dict[int, dict]:
+def _timeline_exchange(src: Source, timeline: Any, issues: list[Issue]) -> dict[int, dict[str, Any]]:
     """The ``exchange`` spec of each timeline entry that has one, validated, by entry index."""
-    out: dict[int, dict] = {}
+    out: dict[int, dict[str, Any]] = {}
     if not isinstance(timeline, list):
         return out
     for i, entry in enumerate(timeline):
@@ -276,7 +277,7 @@ def _exchange(src: Source, spec: Any, prefix: Loc, groups: tuple[str, ...],
     return dict(spec) if len(issues) == before else {}
 
 
-def _event(entry: EntryDoc, exchange_spec: dict | None) -> Event:
+def _event(entry: EntryDoc, exchange_spec: dict[str, Any] | None) -> Event:
     kind = entry.kind
     value = getattr(entry, kind)
     if kind == "quote":

@@ -161,10 +161,10 @@ class ScenarioRun:
 
     def _advance(self, t: float) -> None:
         if self.rt is not None and self.armed_line is not None:
-            if self.rt.system.run_until(t, held=self.points.held):
+            if self.rt.require_system().run_until(t, held=self.points.held):
                 self._crash_at_point()
         elif self.rt is not None:
-            self.rt.system.run_until(t)
+            self.rt.require_system().run_until(t)
         if self.rt is None:  # crashed and not yet restarted: time passes, nothing runs
             self.clock.advance_to(max(self.clock.monotonic(), t))
 
@@ -172,8 +172,8 @@ class ScenarioRun:
         if self.rt is None:
             return
         if self.armed_line is None:
-            self.rt.system.wait_quiescent()
-        elif self.rt.system.settle(time.monotonic() + 60.0, held=self.points.held):
+            self.rt.require_system().wait_quiescent()
+        elif self.rt.require_system().settle(time.monotonic() + 60.0, held=self.points.held):
             self._crash_at_point()
 
     def _crash_at_point(self) -> None:
@@ -202,7 +202,7 @@ class ScenarioRun:
         if self.rt is None:
             raise ScenarioError(f"{where}: {entry.kind} while the runtime is crashed "
                                 "(add a restart entry before it)")
-        tell = self.rt.system.tell
+        tell = self.rt.require_system().tell
         self.injected += 1
         if isinstance(ev, QuoteEvent):
             from messages.market import Quote
@@ -230,12 +230,12 @@ class ScenarioRun:
             tell("coordinator", KillSwitch(ev.kill_switch, ev.reason or "scenario control", now))
         elif isinstance(ev, CrashEvent) and ev.point is not None:
             self.points.arm(ev.point)
-            self.rt.system.services[CRASH_SERVICE] = self.points
+            self.rt.require_system().services[CRASH_SERVICE] = self.points
             self.armed_line = entry.line
         elif isinstance(ev, CrashEvent):
             self._crash_now(entry)
         elif isinstance(ev, GroupEvent):
-            if self.rt.system.directory.get("groups") is None:
+            if self.rt.require_system().directory.get("groups") is None:
                 raise ScenarioError(f"{where}: group entries need the order-group supervisor, "
                                     "which this runtime does not run yet")
             from messages.control import SubmitGroup
@@ -254,7 +254,8 @@ class ScenarioRun:
         self.armed_line = None
         self.points.disarm()
         logger.warning("scenario {}: runtime crash at t={}s", self.sc.name, entry.at)
-        self.rt.kill()
+        if self.rt is not None:
+            self.rt.kill()
         self.rt = None
 
     # -- figures for expect -------------------------------------------------------------

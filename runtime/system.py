@@ -75,8 +75,8 @@ class ActorSystem:
         self.halt_reason: str | None = None
         self._halt_hooks: list[Callable[[str], None]] = []
         self._root_done = threading.Event()
-        self.restart_counts: Counter = Counter()
-        self.failure_counts: Counter = Counter()
+        self.restart_counts: Counter[str] = Counter()
+        self.failure_counts: Counter[str] = Counter()
         self._started = False
         self._shut = False
 
@@ -140,8 +140,8 @@ class ActorSystem:
                          activity=self._activity)
         return self.directory.add(cell)
 
-    def spawn(self, cell: ActorCell, factory: Callable[..., Any], args: tuple,
-              kwargs: dict) -> None:
+    def spawn(self, cell: ActorCell, factory: Callable[..., Any], args: tuple[Any, ...],
+              kwargs: dict[str, Any]) -> None:
         """Start a new instance of ``factory`` in ``cell`` (called by supervisors)."""
         cell.incarnation += 1
         cell.started.clear()
@@ -224,7 +224,7 @@ class ActorSystem:
         cell = self.directory.get(name)
         if cell is None or cell.state == STOPPED:
             raise LookupError(f"no actor named {name!r}")
-        future = pykka.ThreadingFuture()
+        future: pykka.ThreadingFuture[Any] = pykka.ThreadingFuture()
         cell.mailbox.put(Envelope(message, reply_to=future))
         if self.clock.is_virtual:
             self.wait_quiescent(timeout)

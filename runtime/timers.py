@@ -19,7 +19,7 @@ from loguru import logger
 
 from runtime.clock import Clock
 
-Deliver = Callable[[str, Any], None]
+Deliver = Callable[[str, Any], object]  # its result (delivered or not) is ignored
 
 
 @dataclass(order=True)

@@ -11,6 +11,7 @@ import numpy as np
 import pykka
 
 from runtime import Actor, ActorSystem, ChildSpec, SupervisorSpec, handles
+from runtime.context import ActorContext
 
 
 class _RawCounter(pykka.ThreadingActor):
@@ -25,7 +26,7 @@ class _RawCounter(pykka.ThreadingActor):
 
 
 class _Counter(Actor):
-    def __init__(self, ctx, n: int, done: threading.Event) -> None:
+    def __init__(self, ctx: ActorContext, n: int, done: threading.Event) -> None:
         super().__init__(ctx)
         self.n, self.done, self.count = n, done, 0
 
@@ -66,7 +67,7 @@ def runtime_tell_per_s(n: int) -> float:
 
 
 class _Stage(Actor):
-    def __init__(self, ctx, nxt: str | None, sink: list) -> None:
+    def __init__(self, ctx: ActorContext, nxt: str | None, sink: list[float]) -> None:
         super().__init__(ctx)
         self.nxt = ctx.system.address(nxt) if nxt else None
         self.sink = sink

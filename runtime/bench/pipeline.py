@@ -100,13 +100,13 @@ def _paced(rt: Any, events: list[Any], period_s: float, peak: Peak) -> dict[str,
     next_sample = 0.0
     t_start_ns = _PERF()
     t_start = t_start_ns / 1e9
-    for (t, q), key in zip(events, keys):
+    for (t, q), probe in zip(events, keys):
         due = t_start + t
         now = perf()
         if due > now:
             time.sleep(due - now)  # never spin: a spinning producer holds the GIL
-        if key is not None:
-            start_ns[key] = _PERF()
+        if probe is not None:
+            start_ns[probe] = _PERF()
         tell(q)
         if t >= next_sample:
             peak.sample()
