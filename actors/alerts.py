@@ -301,7 +301,7 @@ class AlertsActor(Actor):
     def figures(self) -> dict[str, Any]:
         """Plain-data figures for /actors and /metrics (no secrets: reasons and
         errors are scrubbed before they are stored)."""
-        sinks = {
+        sinks: dict[str, dict[str, Any]] = {
             name: {"kind": st.sink.kind, "ready": st.ready, "not_ready_reason": st.reason,
                    "sent": st.sent, "failed": st.failed, "rejected": st.rejected,
                    "pending": len(st.queue), "dropped": st.dropped,

@@ -166,6 +166,7 @@ class Coordinator(KillSwitchKeeper, Actor):
                                                            self.ctx.clock.now()))
             return
         self.counts["approved"] += 1
+        assert coid is not None  # allocated above for every approved decision
         # The approval reaches the OS before the intent can become durable: a
         # killed process must not leave an order that will be (re)sent with no
         # audit record of its decision (rules 1 and 10).

@@ -201,7 +201,7 @@ class Hedger(RebuildGate, Actor):
         book = self._book_of_tag(msg.tag)
         if book is None:
             return
-        entry = book.pending.pop(msg.tag, None)
+        entry = book.pending.pop(msg.tag or "", None)
         if entry is None:
             return
         side, qty, started = entry
@@ -213,7 +213,7 @@ class Hedger(RebuildGate, Actor):
     @handles(IntentRejected)
     def on_intent_rejected(self, msg: IntentRejected) -> None:
         book = self._book_of_tag(msg.tag)
-        if book is None or book.pending.pop(msg.tag, None) is None:
+        if book is None or book.pending.pop(msg.tag or "", None) is None:
             return
         self._refused(book, f"the coordinator refused the hedge: {msg.reason}")
 

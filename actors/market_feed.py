@@ -47,7 +47,7 @@ class MarketFeed(Actor):
         self.quotes = 0
         self.bars = 0
         self.done = False
-        self._events: Iterator[tuple[float, Quote | Bar]] | None = None
+        self._events: Iterator[tuple[float, Quote | Bar]] = iter(())  # the walk begins in on_start
         self._next: tuple[float, Quote | Bar] | None = None
         self._t0 = 0.0
 

@@ -218,7 +218,7 @@ class Reconciler(Actor):
         self._ask(rnd, QueryPositions(rid, rnd.account))
 
     def _maybe_done(self, rnd: Round) -> None:
-        if not rnd.complete:
+        if not rnd.complete or rnd.positions is None:  # complete means the positions came
             return
         now = self.ctx.clock.now()
         self.live.pop(rnd.number, None)
@@ -246,7 +246,8 @@ class Reconciler(Actor):
 
     def _prune(self) -> None:
         """Answers that never come (stream down) are replaced by the next round or poll."""
-        for table in (self.pending, self.rounds, self.live):
+        tables: tuple[dict[Any, Any], ...] = (self.pending, self.rounds, self.live)
+        for table in tables:
             if len(table) > MAX_PENDING:
                 for rid in list(table)[:-MAX_PENDING]:
                     del table[rid]

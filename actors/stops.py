@@ -90,7 +90,7 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
         self.entries_done: Counter = Counter()  # entry order id -> completed stops
         self.counts: Counter = Counter()
         self.stop_exits: Counter = Counter({LIMIT: 0, "market_fallback": 0})
-        self.exit_qty: Counter = Counter()   # symbol -> exited by completed stops
+        self.exit_qty: Any = Counter()   # symbol -> exited by completed stops
         self._dirty: set[str] = set()
         self._outbox: list[tuple[str, Any]] = []
         self._stop_rows = InfoRows(self._stop_row)
@@ -122,9 +122,10 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
     @handles(IntentAccepted)
     def on_accepted(self, msg: IntentAccepted) -> None:
         st = self._stop_of_tag(msg.tag)
-        if st is None:
+        if st is None or msg.tag is None:  # a stop is only found by a tag
             return
-        kind, qty = st.pending.pop(msg.tag, None) or parse_tag(msg.tag)
+        pending = st.pending.pop(msg.tag, None)
+        kind, qty = pending or parse_tag(msg.tag)
         if msg.client_order_id not in st.orders:
             st.orders[msg.client_order_id] = ExitOrder(kind, qty)
         self.by_coid[msg.client_order_id] = st.stop_id
@@ -133,7 +134,7 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
     @handles(IntentRejected)
     def on_intent_rejected(self, msg: IntentRejected) -> None:
         st = self._stop_of_tag(msg.tag)
-        if st is None or st.pending.pop(msg.tag, None) is None:
+        if st is None or msg.tag is None or st.pending.pop(msg.tag, None) is None:
             return
         self._failed(st, f"the coordinator refused the exit order: {msg.reason}")
 
@@ -365,7 +366,7 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
                 "pending": len(s.pending)}
 
     def _publish(self) -> None:
-        exit_qty = Counter(self.exit_qty)
+        exit_qty: Any = Counter(self.exit_qty)  # Decimal counts
         for st in self.stops.values():
             exit_qty[st.symbol] += st.exited
         self.ctx.cell.info = {
