@@ -93,7 +93,7 @@ class KeyRegistry:
                                if key is None or g in key)
                 # Field names are opaque (k0, k1...) and keys are aliases, so any key
                 # works, even one that would shadow a BaseModel attribute ("json").
-                fields = {f"k{i}": (t, Field(default=None, alias=k))
+                fields: dict[str, Any] = {f"k{i}": (t, Field(default=None, alias=k))
                           for i, (k, t) in enumerate(items)}
                 model = create_model(self.name, __base__=Spec, **fields)
                 self._models[key] = model

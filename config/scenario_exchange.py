@@ -169,7 +169,7 @@ for _key, _type in {
     "log_quotes": StrictBool,
 }.items():
     EXCHANGE_KEYS.register(_key, _type, group=SETTING)
-for _key, _type in {
+for _key, _fault_type in {
     "reject_next": Annotated[Any, BeforeValidator(_reject_next)],
     "fill_resting": Annotated[FillResting, BeforeValidator(_fill_resting_form)],
     "gap_price": GapPrice,
@@ -181,7 +181,7 @@ for _key, _type in {
     "resume_stream": StrictBool,
     "restart": Annotated[Restart, BeforeValidator(_restart_form)],
 }.items():
-    EXCHANGE_KEYS.register(_key, _type, group=FAULT)
+    EXCHANGE_KEYS.register(_key, _fault_type, group=FAULT)
 
 
 def _default_exchange_parser() -> Callable[[dict[str, Any]], Any] | None:

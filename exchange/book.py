@@ -137,7 +137,10 @@ def split_qty(qty: Decimal, parts: int) -> list[Decimal]:
     """
     if parts <= 1 or qty <= 0:
         return [qty]
-    exp = min(qty.as_tuple().exponent, 0)  # type: ignore[arg-type]
+    exponent = qty.as_tuple().exponent
+    if not isinstance(exponent, int):
+        raise ValueError(f"split_qty: {qty} is not a finite quantity")
+    exp = min(exponent, 0)
     step = Decimal(1).scaleb(exp)
     # Refine the step until there are at least ``parts`` units, bounded.
     for _ in range(12):

@@ -20,13 +20,15 @@ from exchange.emit import ENGINE, Emit
 from messages import CancelConfirmed, CancelOrder, CancelOutcome, ExchangeTimer
 
 if TYPE_CHECKING:
-    from exchange.engine import SimulatedExchange
+    from exchange.engine_host import EngineHost
+else:
+    EngineHost = object
 
 ZERO = Decimal("0")
 
 
-class CancelsMixin:
-    def cancel(self: SimulatedExchange, cmd: CancelOrder, now: datetime | None = None) -> list[Emit]:
+class CancelsMixin(EngineHost):
+    def cancel(self, cmd: CancelOrder, now: datetime | None = None) -> list[Emit]:
         now = now or self._clock()
         self.stats["cancels_received"] += 1
         st = self.orders.get(cmd.client_order_id)
@@ -41,7 +43,7 @@ class CancelsMixin:
             return [Emit(delay_s, ExchangeTimer("cancel", key), ENGINE)]
         return self._resolve_cancel(cmd, now)
 
-    def _resolve_cancel(self: SimulatedExchange, cmd: CancelOrder, now: datetime) -> list[Emit]:
+    def _resolve_cancel(self, cmd: CancelOrder, now: datetime) -> list[Emit]:
         coid = cmd.client_order_id
         st = self.orders.get(coid)
         status = st.status if st is not None else self._retired.get(coid)
@@ -66,7 +68,7 @@ class CancelsMixin:
                             reason=why, outcome=outcome)
         return [self._emit(CancelConfirmed(coid, symbol or "?", outcome, qty, now), now)]
 
-    def on_timer(self: SimulatedExchange, timer: ExchangeTimer, now: datetime | None = None) -> list[Emit]:
+    def on_timer(self, timer: ExchangeTimer, now: datetime | None = None) -> list[Emit]:
         now = now or self._clock()
         if timer.kind == "cancel":
             cmd = self.pending_cancels.pop(timer.key, None)

@@ -46,15 +46,18 @@ PAGE_BYTES = 512 * 1024
 # call; this is the same C encoder (same output: ASCII, NaN allowed, keys in
 # insertion order) built once. Records hold only fresh plain values, so there
 # is no cycle to check for.
-_c_encode = _json_encoder.c_make_encoder
+_c_encode: Any = getattr(_json_encoder, "c_make_encoder", None)  # absent from the stubs
 if _c_encode is not None:
     _c_encode = _c_encode(None, json.JSONEncoder().default, _json_encoder.encode_basestring_ascii,
                           None, ":", ",", False, False, True)
 
     def _dumps(record: dict[str, Any]) -> str:
-        return "".join(_c_encode(record, 0))  # type: ignore[misc]
+        return "".join(_c_encode(record, 0))
 else:  # pragma: no cover - CPython always has the C encoder
-    _dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+    _ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+
+    def _dumps(record: dict[str, Any]) -> str:
+        return _ENCODER.encode(record)
 
 
 _esc = _json_encoder.encode_basestring_ascii  # a str as json.dumps writes it (C)

@@ -322,6 +322,7 @@ def worst_case_margin_python(legs: LegArrays, grid: ShockGrid | None = None) -> 
     kind = legs.kind.tolist()
     qty, spot, strike = legs.qty.tolist(), legs.spot.tolist(), legs.strike.tolist()
     expiry, iv, half_spread = legs.expiry_years.tolist(), legs.iv.tolist(), legs.half_spread.tolist()
+    assert legs.underlying is not None  # LegArrays.__post_init__ fills it in
     mult, und = legs.multiplier.tolist(), legs.underlying.tolist()
     rate, n = grid.rate, len(kind)
 

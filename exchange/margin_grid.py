@@ -13,7 +13,7 @@ from typing import NamedTuple, Sequence
 
 
 class Scenario(NamedTuple):
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index on purpose: the scenario's place in the grid
     price_shock: float
     iv_shock: float
     spread_multiplier: float

@@ -159,7 +159,8 @@ class LegArrays:
             if u < 0:
                 und[i], next_id = next_id, next_id + 1
         cols = {name: [float(getattr(leg, name)) for leg in legs] for name in _FLOAT_FIELDS}
-        return cls(kind=[int(leg.kind) for leg in legs], underlying=und, **cols)
+        return cls(kind=np.asarray([int(leg.kind) for leg in legs]), underlying=np.asarray(und),
+                   **{name: np.asarray(col) for name, col in cols.items()})
 
     @classmethod
     def empty(cls) -> LegArrays:

@@ -17,11 +17,13 @@ from exchange.emit import MARKET, Emit
 from messages import Bar, OrderType, Quote, TimeInForce
 
 if TYPE_CHECKING:
-    from exchange.engine import SimulatedExchange
+    from exchange.engine_host import EngineHost
+else:
+    EngineHost = object
 
 
-class MarketMixin:
-    def on_quote(self: SimulatedExchange, quote: Quote, now: datetime | None = None) -> list[Emit]:
+class MarketMixin(EngineHost):
+    def on_quote(self, quote: Quote, now: datetime | None = None) -> list[Emit]:
         """New top of book: publish it, trigger stops, fill what it crosses."""
         now = now or self._clock()
         symbols = self.config.symbols
@@ -40,7 +42,7 @@ class MarketMixin:
         self._match_book(book, now, out)
         return out
 
-    def on_bar(self: SimulatedExchange, bar: Bar, now: datetime | None = None) -> list[Emit]:
+    def on_bar(self, bar: Bar, now: datetime | None = None) -> list[Emit]:
         """Bars are published and mark the last price; matching uses quotes."""
         now = now or self._clock()
         if self.config.symbols is not None and bar.symbol not in self.config.symbols:
@@ -52,7 +54,7 @@ class MarketMixin:
         book.last = bar.close
         return [self._emit(bar, now, MARKET)]
 
-    def _match_book(self: SimulatedExchange, book: Book, now: datetime, out: list[Emit]) -> None:
+    def _match_book(self, book: Book, now: datetime, out: list[Emit]) -> None:
         orders = self.working.get(book.symbol)
         if not orders:
             return

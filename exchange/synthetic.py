@@ -129,8 +129,8 @@ class SyntheticMarket:
                     return
                 yield t_us / _US, msg
             if self.bar_us is not None and (end_us is None or b1 <= end_us):
-                for msg in state.bars(b1):
-                    yield b1 / _US, msg
+                for bar in state.bars(b1):
+                    yield b1 / _US, bar
             b0 = b1
 
 

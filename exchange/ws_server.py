@@ -289,7 +289,7 @@ class ExchangeServer:
             logger.opt(exception=exc).error("exchange server failed on {}", type(msg).__name__)
             self._send(sess, 0.0, ExchangeError(code="internal", reason=repr(exc), ts=now))
 
-    def _bad_frame(self, sess: _WsSession, reason: str, frame: bytes | None,
+    def _bad_frame(self, sess: _WsSession, reason: str, frame: bytes | bytearray | None,
                    now: datetime) -> None:
         self.stats["bad_frames"] += 1
         logger.warning("exchange: bad frame from {}: {}", sess.client, reason)
@@ -357,7 +357,7 @@ class ExchangeServer:
             sess.unstalled.set()
 
 
-def _salvage_order(frame: bytes) -> tuple[str | None, str | None]:
+def _salvage_order(frame: bytes | bytearray) -> tuple[str | None, str | None]:
     """Read the client order id of a SubmitOrder frame that failed to decode
     (e.g. a NaN price), so the sender gets an OrderRejected for that order."""
     def hook(code: int, data: bytes) -> Any:

@@ -207,7 +207,7 @@ def from_wire(obj: Any) -> Message:
         raise CodecError(f"{name}: {exc}") from None
 
 
-def decode(data: bytes) -> Message:
+def decode(data: bytes | bytearray | memoryview) -> Message:
     """bytes -> Message. Any malformed input raises CodecError, nothing else."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CodecError(f"expected bytes, got {type(data).__name__}")
