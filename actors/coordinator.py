@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from concurrent.futures import Future
-from decimal import Decimal
 from typing import Any
 
 from messages.control import (BrokerOrders, BrokerPositions, CancelIntent, ConnectivityChanged,
@@ -33,6 +32,7 @@ from messages.market import MarketStats, Quote
 from messages.orders import (CancelConfirmed, CancelOrder, OrderAcked, OrderFilled, OrderRejected,
                              OrderRequest, Signal)
 from messages.persistence import Ack, Durable, Flush, Put, StoreDb
+from messages.types import Price, Symbol
 from actors.kill_switch import KillSwitchKeeper
 from runtime import Actor, handles
 from trading.book import InFlight, PositionBook
@@ -133,18 +133,19 @@ class Coordinator(KillSwitchKeeper, Actor):
         self.counts["signals"] += 1
         self._gate(Intent(sig.symbol, sig.side, sig.qty, account=sig.account, venue=self.venue,
                           purpose=OrderPurpose.ENTRY, reduce_only=sig.reduce_only,
-                          stop_loss=sig.stop_loss), OrderType.MARKET, None, None, None,
-                   source="signal")
+                          stop_loss=sig.stop_loss), OrderType.MARKET, price=None, trigger=None,
+                   tag=None, source="signal")
 
     @handles(OrderIntent)
     def on_intent(self, it: OrderIntent) -> None:
         self._gate(Intent(it.symbol, it.side, it.qty, account=it.account, venue=self.venue,
                           purpose=it.purpose, reduce_only=it.reduce_only, stop_loss=it.stop_loss,
                           limit_price=it.price, owner=it.owner),
-                   it.order_type, it.price, it.trigger_price, it.tag, group_id=it.group_id)
+                   it.order_type, price=it.price, trigger=it.trigger_price, tag=it.tag,
+                   group_id=it.group_id)
 
-    def _gate(self, intent: Intent, order_type: OrderType, price: Decimal | None,
-              trigger: Decimal | None, tag: str | None, group_id: str | None = None,
+    def _gate(self, intent: Intent, order_type: OrderType, *, price: Price | None,
+              trigger: Price | None, tag: str | None, group_id: str | None = None,
               source: str = "intent") -> None:
         now = self.ctx.clock.monotonic()
         self.state.positions_fresh = self._positions_fresh(now)
@@ -226,7 +227,8 @@ class Coordinator(KillSwitchKeeper, Actor):
         order.cancel_requested = True
         if msg.client_order_id in self.awaiting_durable:
             return  # not sent yet: the cancel follows the order (on_durable), never overtakes it
-        self.ctx.tell(self.gateway, CancelOrder(msg.client_order_id, order.key[2], self.ctx.clock.now()))
+        self.ctx.tell(self.gateway, CancelOrder(order.client_order_id, Symbol(order.key[2]),
+                                                self.ctx.clock.now()))
 
     # -- broker events -------------------------------------------------------------
 

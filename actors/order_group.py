@@ -46,6 +46,7 @@ from messages.control import (CancelIntent, GroupAudit, HedgeRequest, IntentAcce
 from messages.enums import OrderPurpose, OrderType, Side
 from messages.exchange import OrderExpired
 from messages.orders import CancelConfirmed, OrderFilled, OrderRejected
+from messages.types import Price, Quantity
 from runtime import Actor, TaskDone, handles
 from trading.group_margin import MarginVerdict, PortfolioView, Unpriced, build_legs, evaluate
 from trading.group_spec import GroupSpec
@@ -313,7 +314,7 @@ class OrderGroup(GroupRecovery, RebuildGate, Actor):
                 held = g.held(leg.index)
                 todo = held - g.live(UNWIND, leg.index)
                 if todo > 0 and leg.index not in self.retry_wait:
-                    self._send_intent(UNWIND, leg.index, Side(leg.side).opposite(), todo, None)
+                    self._send_intent(UNWIND, leg.index, Side(leg.side).opposite(), Quantity(todo), None)
                 if held > 0:
                     tier_clear = False
             if not tier_clear:
@@ -385,8 +386,8 @@ class OrderGroup(GroupRecovery, RebuildGate, Actor):
 
     # -- sending ---------------------------------------------------------------------------------
 
-    def _send_intent(self, kind: str, leg: int, side: Side, qty: Decimal,
-                     price: Decimal | None) -> None:
+    def _send_intent(self, kind: str, leg: int, side: Side, qty: Quantity,
+                     price: Price | None) -> None:
         g = self._group()
         g.seq += 1
         p = PendingIntent(kind, leg, side.value, qty, self.ctx.clock.now())

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from actors.owned_orders import CLOSED_STATUSES, catch_up, owned_orders
 from messages.enums import OrderType
+from messages.types import Price
 from trading.stop_state import CANCELLING, DONE, LIMIT, MARKET, PROTECTING, ZERO, ExitOrder, Stop
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ class StopRecovery:
                        and s.account == req.account and s.exit_side is req.side), None)
             if st is None:
                 st = Stop(f"adopted-{coid}", req.symbol, req.account, req.side.opposite(),
-                          req.trigger_price or req.price or ZERO, req.qty,
+                          req.trigger_price or req.price or Price(ZERO), req.qty,
                           PROTECTING if req.order_type is OrderType.STOP_LIMIT else CANCELLING)
                 self.stops[st.stop_id] = st
             kind = MARKET if req.order_type is OrderType.MARKET else LIMIT

@@ -37,6 +37,7 @@ from messages.alerts import Alert
 from messages.control import (CancelIntent, IntentAccepted, IntentRejected, OrderIntent,
                               ProtectPosition, StoppedOut, WatchQuotes)
 from messages.enums import OrderPurpose, OrderType
+from messages.types import Quantity
 from messages.exchange import OrderExpired
 from messages.market import Quote
 from messages.orders import CancelConfirmed, OrderFilled, OrderRejected
@@ -109,7 +110,7 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
             stop_id = entry if n == 0 else f"{entry}#{n + 1}"
             st = self.stops[stop_id] = Stop(stop_id, msg.symbol, msg.account, msg.position_side,
                                             msg.stop_price, entry_id=entry)
-        st.protected += msg.qty
+        st.protected = Quantity(st.protected + msg.qty)
         self.counts["protected"] += 1
         self._drive(st)
 
@@ -236,7 +237,7 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
         if st.phase in (PROTECTING, TRIGGERED):
             gap = open_qty - st.live(LIMIT) - st.live(MARKET)
             if gap > 0 and not st.retry_wait:
-                self._send(st, LIMIT, gap)
+                self._send(st, LIMIT, Quantity(gap))
         else:  # CANCELLING: cancel every SL-limit, then wait until none can fill
             for coid, o in st.orders.items():
                 if o.kind == LIMIT and not o.closed and not o.cancel_requested:
@@ -247,11 +248,11 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
                 return
             gap = open_qty - st.live(MARKET)
             if gap > 0 and not st.retry_wait:
-                self._send(st, MARKET, gap)
+                self._send(st, MARKET, Quantity(gap))
         if open_qty <= 0 and not st.pending and st.live(LIMIT) == 0 and st.live(MARKET) == 0:
             self._complete(st)
 
-    def _send(self, st: Stop, kind: str, qty: Decimal) -> None:
+    def _send(self, st: Stop, kind: str, qty: Quantity) -> None:
         st.seq += 1
         tag = f"{st.stop_id}|{st.seq}|{kind}|{qty}"
         st.pending[tag] = (kind, qty)

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 
 from loguru import logger
 
-from exchange.book import CANCELED, EXPIRED, FILLED
+from exchange.book import CANCELED, EXPIRED, FILLED, NO_QTY
 from exchange.emit import ENGINE, Emit
 from messages import CancelConfirmed, CancelOrder, CancelOutcome, ExchangeTimer
+from messages.types import Symbol
 
 if TYPE_CHECKING:
     from exchange.engine_host import EngineHost
@@ -48,7 +49,7 @@ class CancelsMixin(EngineHost):
         st = self.orders.get(coid)
         status = st.status if st is not None else self._retired.get(coid)
         symbol = st.request.symbol if st is not None else cmd.symbol
-        qty = ZERO
+        qty = NO_QTY
         if status is None:
             outcome, why = CancelOutcome.UNKNOWN, "unknown order"
         elif status == FILLED:
@@ -66,7 +67,7 @@ class CancelsMixin(EngineHost):
         else:
             self.log.append("cancel_rejected", now, client_order_id=coid, symbol=symbol,
                             reason=why, outcome=outcome)
-        return [self._emit(CancelConfirmed(coid, symbol or "?", outcome, qty, now), now)]
+        return [self._emit(CancelConfirmed(coid, symbol or Symbol("?"), outcome, qty, now), now)]
 
     def on_timer(self, timer: ExchangeTimer, now: datetime | None = None) -> list[Emit]:
         now = now or self._clock()

@@ -13,7 +13,6 @@ import itertools
 import random
 from collections import Counter
 from datetime import datetime
-from decimal import Decimal
 from typing import Any, Callable, Mapping, Protocol
 
 from exchange.accounts import Account
@@ -22,6 +21,7 @@ from exchange.config import ExchangeConfig
 from exchange.emit import Emit
 from exchange.events_log import EventsLog
 from messages import CancelOrder, OrderFilled, Quote
+from messages.types import Price, Quantity
 
 
 class EngineHost(Protocol):
@@ -51,8 +51,8 @@ class EngineHost(Protocol):
     def _emit_duplicate(self, fill: OrderFilled, now: datetime) -> Emit: ...
     def _trigger(self, st: OrderState, now: datetime) -> None: ...
     def _take(self, st: OrderState, book: Book, now: datetime, out: list[Emit]) -> None: ...
-    def _fillable(self, st: OrderState, book: Book | None, qty: Decimal | None) -> Decimal: ...
-    def _fill(self, st: OrderState, qty: Decimal, price: Decimal, liquidity: str,
+    def _fillable(self, st: OrderState, book: Book | None, qty: Quantity | None) -> Quantity: ...
+    def _fill(self, st: OrderState, qty: Quantity, price: Price, liquidity: str,
               now: datetime, out: list[Emit]) -> None: ...
     def _close(self, st: OrderState, status: str) -> None: ...
     def _expire(self, st: OrderState, reason: str, now: datetime, out: list[Emit]) -> None: ...

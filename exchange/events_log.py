@@ -166,8 +166,8 @@ class EventsLog:
             return None
         parts = [',"t":', _esc(self._iso(t)), ',"kind":', _esc(kind)]
         add = parts.append
-        for prefix, value in chain(zip(_CORE_PREFIXES, core),
-                                   zip(map(_PREFIXES.__getitem__, keys), values)):
+        for prefix, value in chain(zip(_CORE_PREFIXES, core, strict=True),
+                                   zip(map(_PREFIXES.__getitem__, keys), values, strict=True)):
             add(prefix)
             kind_of = type(value)
             if kind_of is str:

@@ -33,8 +33,9 @@ class MarketMixin(EngineHost):
         book = self.books.get(quote.symbol)
         if book is None:
             book = self.books[quote.symbol] = Book(quote.symbol)
-        book.set_quote(quote.bid, quote.ask, quote.bid_size, quote.ask_size, quote.ts,
-                       self.config.limit_by_quote_size)
+        book.set_quote(bid=quote.bid, ask=quote.ask, bid_size=quote.bid_size,
+                       ask_size=quote.ask_size, ts=quote.ts,
+                       limit_by_size=self.config.limit_by_quote_size)
         self.stats["quotes"] += 1
         if self.config.log_quotes:
             self.log.append("quote", now, symbol=quote.symbol, bid=quote.bid, ask=quote.ask)
@@ -74,4 +75,5 @@ class MarketMixin(EngineHost):
                 self._take(st, book, now, out)
             else:
                 price = st.request.price
-                self._fill(st, self._fillable(st, book, None), price, "maker", now, out)  # type: ignore[arg-type]
+                if price is not None:  # a resting limit always has one (OrderRequest checks)
+                    self._fill(st, self._fillable(st, book, None), price, "maker", now, out)

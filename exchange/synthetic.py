@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from messages.market import Bar, Quote
+from messages.types import Price, Quantity, Symbol
 from runtime.clock import EPOCH_DEFAULT
 
 DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT")
@@ -205,12 +206,12 @@ class _State:
         out = []
         for j, ts, b, a, bs, az in zip(order.tolist(), t_us[order].tolist(),
                                        bid_t[order].tolist(), ask_t[order].tolist(),
-                                       bsz[order].tolist(), asz[order].tolist()):
+                                       bsz[order].tolist(), asz[order].tolist(), strict=True):
             i = int(sym[j])
             sc = scale[i]
-            out.append((ts, Quote(syms[i], Decimal(int(b)) * sc, Decimal(int(a)) * sc,
-                                  start + timedelta(microseconds=ts),
-                                  Decimal(int(bs)), Decimal(int(az)))))
+            out.append((ts, Quote(Symbol(syms[i]), Price(Decimal(int(b)) * sc),
+                                  Price(Decimal(int(a)) * sc), start + timedelta(microseconds=ts),
+                                  Quantity(Decimal(int(bs))), Quantity(Decimal(int(az))))))
         return out
 
     def bars(self, b1: int) -> list[Bar]:
@@ -223,8 +224,9 @@ class _State:
         ts = m.start + timedelta(microseconds=b1)
         out = []
         grid = [np.maximum(np.round(x / self.tick), 1.0) for x in (o, h, lo, c)]
-        for i, (oo, hh, ll, cc, vv) in enumerate(zip(*(g.tolist() for g in grid), vol.tolist())):
+        for i, (oo, hh, ll, cc, vv) in enumerate(zip(*(g.tolist() for g in grid), vol.tolist(), strict=True)):
             sc = self.scale[i]
-            out.append(Bar(m.symbols[i], Decimal(int(oo)) * sc, Decimal(int(hh)) * sc,
-                           Decimal(int(ll)) * sc, Decimal(int(cc)) * sc, Decimal(int(vv)), ts))
+            out.append(Bar(Symbol(m.symbols[i]), Price(Decimal(int(oo)) * sc), Price(Decimal(int(hh)) * sc),
+                           Price(Decimal(int(ll)) * sc), Price(Decimal(int(cc)) * sc),
+                           Quantity(Decimal(int(vv))), ts))
         return out

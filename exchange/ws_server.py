@@ -58,6 +58,7 @@ from messages import (
 from messages.codec import EXT_MESSAGE, CodecError, decode, encode
 from messages.exchange import COMMAND_TYPES
 from messages.sim_events import QueryEvents
+from messages.types import ClientOrderId, Symbol
 
 MAX_FRAME = 1 << 20
 
@@ -297,8 +298,8 @@ class ExchangeServer:
         self.engine.log.append("bad_frame", now, client_order_id=coid, symbol=symbol,
                                reason=reason, session=sess.id)
         if coid is not None:
-            self._send(sess, 0.0, OrderRejected(coid, symbol or "?", f"malformed_order: {reason}",
-                                                now))
+            self._send(sess, 0.0, OrderRejected(ClientOrderId(coid), Symbol(symbol or "?"),
+                                                f"malformed_order: {reason}", now))
         else:
             self._send(sess, 0.0, ExchangeError(code="bad_frame", reason=reason, ts=now))
 

@@ -140,7 +140,7 @@ def _tag_enums(value: Any) -> Any:
         return items if any(items[k] is not v for k, v in value.items()) else value
     if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
         seq = [_tag_enums(v) for v in value]
-        return kind(seq) if any(a is not b for a, b in zip(seq, value)) else value
+        return kind(seq) if any(a is not b for a, b in zip(seq, value, strict=True)) else value
     return value
 
 

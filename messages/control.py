@@ -10,25 +10,26 @@ from typing import Any
 from messages.base import Message, MessageError, check_decimal, check_str, check_utc, message
 from messages.enums import OrderPurpose, OrderType, Side
 from messages.orders import OrderFilled, _check_enum
+from messages.types import DEFAULT_ACCOUNT, Account, Price, Quantity, Symbol
 
 
 @message
 class OrderIntent(Message):
     """An order someone inside the runtime wants; only the coordinator sends it on."""
 
-    symbol: str
+    symbol: Symbol
     side: Side
-    qty: Decimal
+    qty: Quantity
     purpose: OrderPurpose
     ts: datetime
     order_type: OrderType = OrderType.MARKET
-    price: Decimal | None = None
-    trigger_price: Decimal | None = None
+    price: Price | None = None
+    trigger_price: Price | None = None
     reduce_only: bool = False
-    account: str = "default"
+    account: Account = DEFAULT_ACCOUNT
     owner: str | None = None
     tag: str | None = None
-    stop_loss: Decimal | None = None
+    stop_loss: Price | None = None
     group_id: str | None = None
 
     def __post_init__(self) -> None:
@@ -155,11 +156,11 @@ class RecoveryDone(Message):
 class ProtectPosition(Message):
     """To the stop-loss manager: an entry filled with a stop attached."""
 
-    symbol: str
+    symbol: Symbol
     position_side: Side
-    qty: Decimal
-    stop_price: Decimal
-    account: str
+    qty: Quantity
+    stop_price: Price
+    account: Account
     entry_order_id: str
     ts: datetime
 

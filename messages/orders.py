@@ -8,6 +8,7 @@ from enum import Enum
 
 from messages.base import Message, MessageError, check_decimal, check_str, check_utc, message
 from messages.enums import CancelOutcome, OrderPurpose, OrderType, Side, TimeInForce
+from messages.types import DEFAULT_ACCOUNT, Account, ClientOrderId, Price, Quantity, Symbol
 
 
 def _check_enum(obj: Message, field: str, enum_cls: type[Enum]) -> None:
@@ -32,13 +33,13 @@ def _check_enum(obj: Message, field: str, enum_cls: type[Enum]) -> None:
 class Signal(Message):
     """Strategy output: what the strategy wants, before any risk decision."""
 
-    symbol: str
+    symbol: Symbol
     side: Side
-    qty: Decimal
+    qty: Quantity
     ts: datetime
-    stop_loss: Decimal | None = None
+    stop_loss: Price | None = None
     strategy: str = "manual"
-    account: str = "default"
+    account: Account = DEFAULT_ACCOUNT
     reduce_only: bool = False
 
     def __post_init__(self) -> None:
@@ -53,17 +54,17 @@ class Signal(Message):
 class OrderRequest(Message):
     """An order as the broker sees it. Built by the coordinator only."""
 
-    client_order_id: str
-    symbol: str
+    client_order_id: ClientOrderId
+    symbol: Symbol
     side: Side
     order_type: OrderType
-    qty: Decimal
+    qty: Quantity
     ts: datetime
-    price: Decimal | None = None
-    trigger_price: Decimal | None = None
+    price: Price | None = None
+    trigger_price: Price | None = None
     reduce_only: bool = False
     tif: TimeInForce = TimeInForce.GTC
-    account: str = "default"
+    account: Account = DEFAULT_ACCOUNT
     purpose: OrderPurpose = OrderPurpose.ENTRY
     group_id: str | None = None
 
@@ -86,9 +87,9 @@ class OrderRequest(Message):
 
 @message
 class OrderAcked(Message):
-    client_order_id: str
+    client_order_id: ClientOrderId
     exchange_order_id: str
-    symbol: str
+    symbol: Symbol
     ts: datetime
 
     def __post_init__(self) -> None:
@@ -99,8 +100,8 @@ class OrderAcked(Message):
 
 @message
 class OrderRejected(Message):
-    client_order_id: str
-    symbol: str
+    client_order_id: ClientOrderId
+    symbol: Symbol
     reason: str
     ts: datetime
 
@@ -113,16 +114,16 @@ class OrderRejected(Message):
 class OrderFilled(Message):
     """One fill report. ``fill_id`` is unique per fill at the exchange."""
 
-    client_order_id: str
+    client_order_id: ClientOrderId
     fill_id: str
-    symbol: str
+    symbol: Symbol
     side: Side
-    qty: Decimal
-    price: Decimal
-    leaves_qty: Decimal
+    qty: Quantity
+    price: Price
+    leaves_qty: Quantity
     ts: datetime
     fee: Decimal = Decimal("0")
-    account: str = "default"
+    account: Account = DEFAULT_ACCOUNT
 
     def __post_init__(self) -> None:
         check_str(self, "client_order_id")
@@ -138,8 +139,8 @@ class OrderFilled(Message):
 
 @message
 class CancelOrder(Message):
-    client_order_id: str
-    symbol: str
+    client_order_id: ClientOrderId
+    symbol: Symbol
     ts: datetime
 
     def __post_init__(self) -> None:
@@ -151,10 +152,10 @@ class CancelOrder(Message):
 class CancelConfirmed(Message):
     """The exchange's answer to a cancel: canceled, already filled, or unknown."""
 
-    client_order_id: str
-    symbol: str
+    client_order_id: ClientOrderId
+    symbol: Symbol
     outcome: CancelOutcome
-    canceled_qty: Decimal
+    canceled_qty: Quantity
     ts: datetime
 
     def __post_init__(self) -> None:

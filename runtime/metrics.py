@@ -90,7 +90,7 @@ class _Histogram:
     def buckets(self) -> list[tuple[str, float]]:
         out: list[tuple[str, float]] = []
         running = 0
-        for bound, n in zip(self.bounds, self.counts):
+        for bound, n in zip(self.bounds, self.counts, strict=True):
             running += n
             out.append((_le(bound), running))
         out.append(("+Inf", self.count))

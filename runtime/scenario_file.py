@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any, Mapping
 
 from pydantic import ValidationError
 
@@ -27,6 +27,7 @@ from config.scenario_schema import EXPECT_KEYS, EntryDoc, ScenarioDoc
 from config.schema import Config
 from config.source import Source, read_yaml
 from messages.enums import Side
+from messages.types import DEFAULT_ACCOUNT, Account, Price, Quantity, Symbol
 
 __all__ = [
     "BarEvent", "ControlEvent", "CrashEvent", "EndEvent", "Event", "ExchangeEvent", "GroupEvent",
@@ -40,32 +41,32 @@ __all__ = [
 
 @dataclass(frozen=True)
 class QuoteEvent:
-    symbol: str
-    bid: Decimal
-    ask: Decimal
-    bid_size: Decimal | None = None
-    ask_size: Decimal | None = None
+    symbol: Symbol
+    bid: Price
+    ask: Price
+    bid_size: Quantity | None = None
+    ask_size: Quantity | None = None
 
 
 @dataclass(frozen=True)
 class BarEvent:
-    symbol: str
-    open: Decimal
-    high: Decimal
-    low: Decimal
-    close: Decimal
-    volume: Decimal
+    symbol: Symbol
+    open: Price
+    high: Price
+    low: Price
+    close: Price
+    volume: Quantity
 
 
 @dataclass(frozen=True)
 class SignalEvent:
     """A strategy output injected directly (it still passes the coordinator's gate)."""
 
-    symbol: str
+    symbol: Symbol
     side: Side
-    qty: Decimal
-    stop_loss: Decimal | None = None
-    account: str = "default"
+    qty: Quantity
+    stop_loss: Price | None = None
+    account: Account = DEFAULT_ACCOUNT
     reduce_only: bool = False
     strategy: str = "scenario"
 
@@ -108,8 +109,8 @@ class EndEvent:
     pass
 
 
-Event = Union[QuoteEvent, BarEvent, SignalEvent, ExchangeEvent, CrashEvent, RestartEvent,
-              ControlEvent, GroupEvent, EndEvent]
+Event = (QuoteEvent | BarEvent | SignalEvent | ExchangeEvent | CrashEvent | RestartEvent
+         | ControlEvent | GroupEvent | EndEvent)
 
 
 @dataclass(frozen=True)

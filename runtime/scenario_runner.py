@@ -40,6 +40,7 @@ from typing import Any
 from loguru import logger
 
 from config import ConfigError, config_hash
+from messages.types import Quantity
 from runtime.clock import EPOCH_DEFAULT, VirtualClock
 from runtime.crash_points import SERVICE as CRASH_SERVICE
 from runtime.crash_points import CrashPoints, kill_at_point
@@ -50,7 +51,7 @@ from runtime.scenario_file import (BarEvent, ControlEvent, CrashEvent, EndEvent,
                                    load_scenario)
 from runtime.summary import collect_summary, load_run_records, write_summary
 
-DEFAULT_QUOTE_SIZE = Decimal("1000000")
+DEFAULT_QUOTE_SIZE = Quantity(Decimal("1000000"))
 #: with no ``end`` entry, run this long past the last entry (timers settle)
 TAIL_S = 5.0
 

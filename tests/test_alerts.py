@@ -149,7 +149,7 @@ def test_alert_messages_validate_and_round_trip_through_codec():
     with pytest.raises(MessageError, match="severity"):
         alert(severity="panic")
     with pytest.raises(MessageError, match="timezone-aware"):
-        Alert("info", "t", "x", datetime(2026, 1, 5), "src")
+        Alert("info", "t", "x", datetime(2026, 1, 5), "src")  # noqa: DTZ001 - naive on purpose: refused
     with pytest.raises(MessageError, match="title"):
         alert(title="")
     with pytest.raises(MessageError, match="sink"):
@@ -212,7 +212,7 @@ def test_failing_sink_backs_off_exponentially_on_the_timer(harness_factory):
     h = start(harness_factory, sink)
     h.tell("alerts", alert())
     h.advance(60)
-    gaps = [b - a for a, b in zip(sink.attempts, sink.attempts[1:])]
+    gaps = [b - a for a, b in zip(sink.attempts, sink.attempts[1:], strict=False)]
     assert gaps == [1.0, 2.0, 4.0, 4.0]      # bounded by max_s
     assert len(sink.got) == 1 and sink_figures(h, "list")["failed"] == 4
 

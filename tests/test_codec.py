@@ -43,10 +43,11 @@ def product_messages() -> dict[str, type[Message]]:
 
 # -- strategies from field types ------------------------------------------------
 
-UTC_TIMES = st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2200, 1, 1),
+# hypothesis takes naive bounds and adds the time zone itself
+UTC_TIMES = st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2200, 1, 1),  # noqa: DTZ001
                          timezones=st.just(timezone.utc))
 OFFSET_TIMES = st.datetimes(
-    min_value=datetime(1970, 1, 2), max_value=datetime(2199, 12, 31),
+    min_value=datetime(1970, 1, 2), max_value=datetime(2199, 12, 31),  # noqa: DTZ001 - naive bounds
     timezones=st.builds(timezone, st.timedeltas(min_value=timedelta(hours=-23),
                                                 max_value=timedelta(hours=23))))
 # Mostly positive (prices, sizes), sometimes anything finite (signs, huge exponents).
@@ -164,7 +165,7 @@ def assert_same(a: Any, b: Any, path: str = "msg") -> None:
             assert_same(getattr(a, f.name), getattr(b, f.name), f"{path}.{f.name}")
     elif isinstance(a, (tuple, list)):
         assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
             assert_same(x, y, f"{path}[{i}]")
     elif isinstance(a, dict):
         assert list(a) == list(b), path

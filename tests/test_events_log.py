@@ -37,7 +37,8 @@ def _lines(path) -> list[str]:
 def test_write_is_byte_for_byte_append(tmp_path, core, keys, values) -> None:
     fast, slow = EventsLog(tmp_path / "fast.jsonl").open(), EventsLog(tmp_path / "slow.jsonl").open()
     fast.write("order_filled", T0, core, keys, values)
-    slow.append("order_filled", T0, **dict(zip(CORE_KEYS, core)), **dict(zip(keys, values)))
+    slow.append("order_filled", T0, **dict(zip(CORE_KEYS, core, strict=True)),
+                **dict(zip(keys, values, strict=True)))
     fast.close()
     slow.close()
     assert _lines(tmp_path / "fast.jsonl") == _lines(tmp_path / "slow.jsonl")

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from messages.enums import OrderPurpose, Side
+from messages.types import DEFAULT_ACCOUNT, Account, Price, Quantity, Symbol
 from trading.book import Key, PositionBook
 from trading.limits import CircuitBreaker, Limits, RateLimiter
 from trading.reasons import Reason
@@ -25,15 +26,15 @@ BPS = Decimal(10_000)
 class Intent:
     """What someone inside the runtime wants sent to the broker."""
 
-    symbol: str
+    symbol: Symbol
     side: Side
-    qty: Decimal
-    account: str = "default"
+    qty: Quantity
+    account: Account = DEFAULT_ACCOUNT
     venue: str = "sim"
     purpose: OrderPurpose = OrderPurpose.ENTRY
     reduce_only: bool = False
-    stop_loss: Decimal | None = None
-    limit_price: Decimal | None = None
+    stop_loss: Price | None = None
+    limit_price: Price | None = None
     owner: str | None = None
 
     @property
@@ -43,16 +44,16 @@ class Intent:
 
 @dataclass
 class MarketView:
-    bid: Decimal | None = None
-    ask: Decimal | None = None
+    bid: Price | None = None
+    ask: Price | None = None
     volatility: Decimal | None = None
     adv: Decimal | None = None
 
     @property
-    def mid(self) -> Decimal | None:
+    def mid(self) -> Price | None:
         if self.bid is None or self.ask is None:
             return None
-        return (self.bid + self.ask) / 2
+        return Price((self.bid + self.ask) / 2)
 
     @property
     def spread_bps(self) -> Decimal | None:

@@ -98,7 +98,7 @@ def margin_leg(symbol: str, qty: Decimal, book: PortfolioView, *,
     years = opt.years_to_expiry(book.now)
     iv = None
     if own is not None:
-        iv = implied_vol(opt.is_call, own[0], und[0], float(opt.strike), years)
+        iv = implied_vol(opt.is_call, price=own[0], spot=und[0], strike=float(opt.strike), years=years)
     if iv is None and iv_hint is not None:
         iv = float(iv_hint)
     if iv is None:

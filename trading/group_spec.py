@@ -34,6 +34,7 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping
 
+from messages.types import Account, Price, Quantity, Symbol
 from trading.instruments import OptionSpec, option_symbol, parse_option
 
 ROLE_PRIORITY = {"protective": 0, "long": 1, "hedge": 2, "covered_short": 2, "short": 3}
@@ -61,11 +62,11 @@ class GroupSpecError(ValueError):
 @dataclass(frozen=True, slots=True)
 class LegSpec:
     index: int                 # position in the spec (stable tie-break)
-    symbol: str
+    symbol: Symbol
     side: str                  # "buy" / "sell"
-    qty: Decimal
+    qty: Quantity
     role: str
-    price: Decimal | None = None   # None: market order
+    price: Price | None = None   # None: market order
     iv: Decimal | None = None
     multiplier: Decimal = Decimal(1)
 
@@ -91,7 +92,7 @@ class LegSpec:
 class GroupSpec:
     group_id: str
     kind: str
-    account: str
+    account: Account
     legs: tuple[LegSpec, ...]  # in submission (priority) order
 
     def as_dict(self) -> dict[str, Any]:
@@ -154,7 +155,7 @@ def parse_group(spec: Mapping[str, Any], *, default_id: str | None = None,
         raise GroupSpecError(f"legs: {dup} appears twice (one leg per symbol)")
     legs = [_with_role(g, legs) for g in legs]
     legs.sort(key=lambda g: (g.priority, g.index))
-    return GroupSpec(gid, kind, account, tuple(legs))
+    return GroupSpec(gid, kind, Account(account), tuple(legs))
 
 
 # -- builders: spec -> raw leg dicts ----------------------------------------------------------
@@ -248,7 +249,7 @@ def _leg(i: int, raw: Mapping[str, Any], where: str, common: dict[str, Any]) -> 
         raise GroupSpecError(f"{where}role: {role!r} is not one of {', '.join(ROLE_PRIORITY)}")
     if role in BUY_ROLES and side != "buy" or role in SELL_ROLES and side != "sell":
         raise GroupSpecError(f"{where}role: a {role} leg cannot {side}")
-    return LegSpec(i, symbol, side, _dec(raw, "qty", positive=True, where=where), role or "",
+    return LegSpec(i, Symbol(symbol), side, _dec(raw, "qty", positive=True, where=where), role or "",
                    _dec(raw, "price", positive=True, optional=True, where=where),
                    _dec(raw, "iv", positive=True, optional=True, where=where) or common["iv"],
                    _dec(raw, "multiplier", positive=True, optional=True, where=where)

@@ -10,14 +10,16 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
+from messages.types import Quantity
+
 
 @dataclass(frozen=True)
 class Limits:
     """Rule 4 defaults. Per-symbol overrides replace individual fields."""
 
-    max_position_size: Decimal = Decimal(1000)
-    max_order_size: Decimal = Decimal(100)
-    min_order_size: Decimal = Decimal(1)
+    max_position_size: Quantity = Quantity(Decimal(1000))
+    max_order_size: Quantity = Quantity(Decimal(100))
+    min_order_size: Quantity = Quantity(Decimal(1))
     max_spread_bps: Decimal = Decimal(50)
     max_volatility: Decimal = Decimal("0.02")
     max_volume_participation: Decimal = Decimal("0.10")

@@ -22,6 +22,7 @@ from messages.control import BrokerOrders, BrokerPositions
 from messages.exchange import OrderExpired, SubmitOrder
 from messages.orders import OrderAcked, OrderRejected, OrderRequest
 from messages.persistence import Put, StoreDb
+from messages.types import Price, Quantity, Symbol
 from trading.book import ZERO, InFlight, Key, Position
 
 OPEN_STATUSES = {"intent", "submitted", "acked", "partially_filled"}
@@ -63,8 +64,8 @@ def rebuild_coordinator_state(coord: Any, store: Any) -> None:
         if len(parts) != 3 or not isinstance(rec, dict):
             coord.log.error("skipping malformed position record {!r}", key)
             continue
-        book.positions[parts] = Position(qty=Decimal(rec.get("qty", ZERO)),
-                                         avg_price=Decimal(rec.get("avg_price", ZERO)),
+        book.positions[parts] = Position(qty=Quantity(Decimal(rec.get("qty", ZERO))),
+                                         avg_price=Price(Decimal(rec.get("avg_price", ZERO))),
                                          realized=Decimal(rec.get("realized", ZERO)))
     filled_by_order: dict[str, Decimal] = {}
     fill_ids = []
@@ -86,7 +87,7 @@ def rebuild_coordinator_state(coord: Any, store: Any) -> None:
             inflight = InFlight(coid, (order.account, rec.get("venue", coord.venue), order.symbol),
                                 order.side, order.qty, order.purpose, order.reduce_only,
                                 owner=rec.get("owner"), stop_loss=rec.get("stop_loss"),
-                                filled=filled_by_order.get(coid, ZERO))
+                                filled=Quantity(filled_by_order.get(coid, ZERO)))
             if inflight.remaining > 0:
                 book.add_inflight(inflight)
     if book.positions or book.inflight:
@@ -232,7 +233,8 @@ def _synthesize_ack(coord: Any, coid: str, msg: BrokerOrders) -> None:
     normal ack path, so its status no longer says "in doubt"."""
     order = coord.book.inflight[coid]
     status = coord.orders[coid]["status"]
-    coord.on_acked(OrderAcked(coid, "unknown (reconciled)", order.key[2], coord.ctx.clock.now()))
+    coord.on_acked(OrderAcked(order.client_order_id, "unknown (reconciled)", Symbol(order.key[2]),
+                              coord.ctx.clock.now()))
     coord.counts["synthesized_acks"] += 1
     coord.audit.record(kind="synthesized_ack", reason="broker_wins", ts=coord.ctx.clock.now(),
                        inputs={"symbol": order.key[2], "status_before": status,
@@ -254,13 +256,14 @@ def _resubmit(coord: Any, coid: str, order: InFlight, msg: BrokerOrders) -> bool
     if not isinstance(request, OrderRequest):
         coord.log.error("cannot resubmit {}: no stored request", coid)
         _close(coord, coid, order, "rejected", "no_stored_request", msg.source,
-               OrderRejected(coid, order.key[2], "reconciliation: no stored request", now))
+               OrderRejected(order.client_order_id, Symbol(order.key[2]),
+                             "reconciliation: no stored request", now))
         return False
     from trading.gate import HALTED
 
     if coord.state.trading_state == HALTED and not request.reduce_only:
         _close(coord, coid, order, "rejected", "halted", msg.source,
-               OrderRejected(coid, request.symbol, "halted: not resubmitted while the kill "
+               OrderRejected(request.client_order_id, request.symbol, "halted: not resubmitted while the kill "
                              "switch is on", now))
         return False
     coord.ctx.tell(coord.gateway, SubmitOrder(request))
