@@ -26,7 +26,7 @@ _MAX_DEPTH = 64
 _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~5x faster
 
 
-class _LineLoader(_Base):  # type: ignore[misc, valid-type]
+class _LineLoader(_Base):  # type: ignore[misc, valid-type]  # the base is chosen at import (C loader if built)
     """A safe loader (no arbitrary objects); a subclass so we never patch PyYAML's own."""
 
 

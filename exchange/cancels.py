@@ -57,13 +57,15 @@ class CancelsMixin(EngineHost):
         elif status in (CANCELED, EXPIRED):
             outcome, why = CancelOutcome.CANCELED, f"already {status}"
         else:
+            assert st is not None  # a live status comes from a live order only
             outcome, why = CancelOutcome.CANCELED, None
-            qty = st.leaves  # type: ignore[union-attr]
-            self._close(st, CANCELED)  # type: ignore[arg-type]
+            qty = st.leaves
+            self._close(st, CANCELED)
         if why is None:
+            assert st is not None  # as above: why is None only for a live order
             self.stats["orders_canceled"] += 1
             self.log.append("order_canceled", now, client_order_id=coid, symbol=symbol,
-                            side=st.request.side, qty=qty, price=st.request.price)  # type: ignore[union-attr]
+                            side=st.request.side, qty=qty, price=st.request.price)
         else:
             self.log.append("cancel_rejected", now, client_order_id=coid, symbol=symbol,
                             reason=why, outcome=outcome)

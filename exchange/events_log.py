@@ -251,10 +251,12 @@ class EventsLog:
                 self._write(data)
 
     def _write(self, data: bytes) -> None:  # (under the lock)
-        done = self._fh.write(data)  # type: ignore[union-attr]
+        fh = self._fh
+        assert fh is not None  # callers write only to an open log
+        done = fh.write(data)
         while done < len(data):  # a short write (e.g. interrupted): write the rest
             data = data[done:]
-            done = self._fh.write(data)  # type: ignore[union-attr]
+            done = fh.write(data)
 
     def _iso(self, t: datetime) -> str:
         cached, iso = self._t

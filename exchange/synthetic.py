@@ -64,6 +64,10 @@ def _non_negative(name: str, value: Any) -> float:
     return f
 
 
+#: open, high, low, close, ticks and jumped, per symbol, of the block just walked
+_BarArrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
 class SyntheticMarket:
     """Quotes and bars for ``symbols``; see the module docstring."""
 
@@ -149,7 +153,7 @@ class _State:
         self.tick = 10.0 ** -m.decimals.astype(np.float64)
         self.scale = [Decimal(1).scaleb(-int(d)) for d in m.decimals]
         # Bar accumulators for the current block.
-        self._bar: tuple[np.ndarray, ...] | None = None
+        self._bar: _BarArrays | None = None
 
     def block(self, b0: int, b1: int) -> list[tuple[int, Quote]]:
         m, rng = self.m, self.rng
@@ -217,7 +221,8 @@ class _State:
     def bars(self, b1: int) -> list[Bar]:
         """One bar per symbol for the block that closes at ``b1``."""
         m = self.m
-        o, h, lo, c, counts, jumped = self._bar  # type: ignore[misc]
+        assert self._bar is not None  # block() ran first: it fills the bar arrays
+        o, h, lo, c, counts, jumped = self._bar
         noise = self.rng.standard_normal(len(m.symbols))
         vol = np.round(m.volume_per_tick * counts * np.exp(0.5 * noise - 0.125)
                        * np.where(jumped, 3.0, 1.0))

@@ -216,10 +216,12 @@ class ExchangeServer:
             await server.wait_closed()
 
     async def _feed_loop(self) -> None:
+        feed = self.feed
+        assert feed is not None  # the loop is started only with a feed
         while True:
             await asyncio.sleep(self.feed_interval_s)
             now = self.clock()
-            for quote in self.feed.next_quotes(now):  # type: ignore[union-attr]
+            for quote in feed.next_quotes(now):
                 self._route(self.engine.handle(quote, now), None)
 
     async def _handler(self, ws: ServerConnection) -> None:
@@ -333,7 +335,8 @@ class ExchangeServer:
         if sess.queue.qsize() >= MAX_HELD:
             self.stats["frames_dropped"] += 1
             return
-        sess.queue.put_nowait((self._loop.time() + delay_s, data))  # type: ignore[union-attr]
+        assert self._loop is not None  # sessions exist only while the server runs
+        sess.queue.put_nowait((self._loop.time() + delay_s, data))
 
     def _stream_action(self, action: StreamAction) -> None:
         if action.kind == "drop":
@@ -347,8 +350,8 @@ class ExchangeServer:
                 sess.unstalled.clear()
             if action.duration_s is not None:
                 stalled = list(self.sessions)
-                self._loop.call_later(  # type: ignore[union-attr]
-                    action.duration_s, self._unstall, stalled)
+                assert self._loop is not None  # actions come only while the server runs
+                self._loop.call_later(action.duration_s, self._unstall, stalled)
         elif action.kind == "resume":
             self._unstall(list(self.sessions))
 

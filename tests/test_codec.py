@@ -272,7 +272,7 @@ def test_enum_inside_an_any_field_keeps_its_type() -> None:
 def test_non_bytes_input_is_a_codec_error() -> None:
     for bad in (None, "text", 42, ["x"]):
         with pytest.raises(CodecError):
-            decode(bad)  # type: ignore[arg-type]
+            decode(bad)  # type: ignore[arg-type]  # not bytes on purpose: refused
 
 
 # -- a receiver survives bad bytes ---------------------------------------------------

@@ -101,7 +101,7 @@ def test_bad_messages_are_refused_where_they_are_built() -> None:
     with pytest.raises(MessageError, match="bytes"):
         Put("orders", "k" * 600, 1)
     with pytest.raises(MessageError, match="ack"):
-        Put("orders", "k", 1, ack=threading.Event())  # type: ignore[arg-type]
+        Put("orders", "k", 1, ack=threading.Event())  # type: ignore[arg-type]  # wrong on purpose: refused
     with pytest.raises(MessageError, match="needs an ack"):
         Reserve("ids", 10)
 
