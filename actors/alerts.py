@@ -45,7 +45,8 @@ from __future__ import annotations
 import random
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from actors.alert_sinks import Sink, SinkError, scrub
 from messages.alerts import Alert, SinkReady

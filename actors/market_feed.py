@@ -17,7 +17,8 @@ event sequence is the same whatever the machine's speed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from exchange.synthetic import SyntheticMarket
 from messages.market import Bar, Quote

@@ -12,7 +12,8 @@ nested values carry their full key path, like everywhere else.
 from __future__ import annotations
 
 import threading
-from typing import Annotated, Any, Iterable
+from typing import Annotated, Any
+from collections.abc import Iterable
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 

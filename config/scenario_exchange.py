@@ -14,7 +14,8 @@ are one-shot and belong in timeline entries only.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any, Literal
+from collections.abc import Callable
 
 from pydantic import BeforeValidator, Field, Strict, ValidationError, model_validator
 

@@ -13,7 +13,8 @@ import itertools
 import random
 from collections import Counter
 from datetime import datetime
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Protocol
+from collections.abc import Callable, Mapping
 
 from exchange.accounts import Account
 from exchange.book import Book, OrderState

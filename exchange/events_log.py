@@ -31,7 +31,8 @@ from enum import Enum
 from itertools import chain
 from json import encoder as _json_encoder
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable
+from typing import Any, BinaryIO
+from collections.abc import Iterable
 
 from loguru import logger
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
 
 from exchange.book import OrderState
 from exchange.config import CONFIG_KEYS, parse_spec

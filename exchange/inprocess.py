@@ -12,7 +12,8 @@ the venue actor does not exist).
 
 from __future__ import annotations
 
-from typing import Any, Collection
+from typing import Any
+from collections.abc import Collection
 
 from exchange.protocol import Sink, refusal, safe_sink
 from messages import Connect, Disconnect, Message

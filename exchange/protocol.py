@@ -40,7 +40,8 @@ A real venue adapter added later implements the same five members.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable
 
 from messages import CancelOrder, ExchangeError, Message, OrderRejected, SubmitOrder, utc_now
 from messages.exchange import COMMAND_TYPES

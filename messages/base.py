@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, TypeVar, dataclass_transform
 
@@ -121,7 +121,7 @@ def check_decimal(obj: Message, field: str, *, positive: bool = False,
 
 def check_utc(obj: Message, field: str, *, optional: bool = False) -> None:
     value = getattr(obj, field)
-    if type(value) is datetime and value.tzinfo is timezone.utc:
+    if type(value) is datetime and value.tzinfo is UTC:
         return  # already aware UTC (the common case)
     if value is None and optional:
         return
@@ -131,7 +131,7 @@ def check_utc(obj: Message, field: str, *, optional: bool = False) -> None:
     if value.tzinfo is None or offset is None:
         raise MessageError(f"{type(obj).__name__}.{field}: datetime must be timezone-aware UTC")
     if offset.total_seconds() != 0:
-        object.__setattr__(obj, field, value.astimezone(timezone.utc))
+        object.__setattr__(obj, field, value.astimezone(UTC))
 
 
 def check_str(obj: Message, field: str, *, optional: bool = False) -> None:
@@ -143,4 +143,4 @@ def check_str(obj: Message, field: str, *, optional: bool = False) -> None:
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

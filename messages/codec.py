@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from decimal import Decimal, InvalidOperation
 from enum import Enum
 from functools import partial
@@ -31,8 +31,8 @@ EXT_DATETIME = 2
 EXT_ENUM = 3
 EXT_MESSAGE = 4
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_UTC = timezone.utc
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_UTC = UTC
 _I64 = struct.Struct(">q")
 
 # Per-message costs that do not depend on the message (every order crosses

@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import threading
 from decimal import Decimal, InvalidOperation
-from typing import Any, Iterable, Iterator
+from typing import Any
+from collections.abc import Iterable, Iterator
 
 from loguru import logger
 from prometheus_client import CollectorRegistry

@@ -21,7 +21,8 @@ from __future__ import annotations
 import html
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from runtime.introspection import info_of
 from runtime.metrics import number, system_of

@@ -25,7 +25,8 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
 
 from runtime.actor import Actor, handles
 from runtime.backoff import Backoff

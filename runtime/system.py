@@ -11,7 +11,8 @@ import itertools
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import pykka
 from loguru import logger

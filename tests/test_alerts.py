@@ -12,7 +12,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -26,7 +26,7 @@ from runtime import Actor, Backoff, ChildSpec, handles
 
 CANARY = "CANARY-TOKEN-123"
 TOKEN_ENV, CHAT_ENV = "TW_TEST_TG_TOKEN", "TW_TEST_TG_CHAT"
-TS = datetime(2026, 1, 5, 14, 30, tzinfo=timezone.utc)
+TS = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 FAST = Backoff(base_s=1.0, max_s=4.0, jitter="none")
 
 

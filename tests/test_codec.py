@@ -15,7 +15,7 @@ import types
 import typing
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, UTC
 from decimal import Decimal
 from enum import Enum
 from typing import Any
@@ -45,7 +45,7 @@ def product_messages() -> dict[str, type[Message]]:
 
 # hypothesis takes naive bounds and adds the time zone itself
 UTC_TIMES = st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2200, 1, 1),  # noqa: DTZ001
-                         timezones=st.just(timezone.utc))
+                         timezones=st.just(UTC))
 OFFSET_TIMES = st.datetimes(
     min_value=datetime(1970, 1, 2), max_value=datetime(2199, 12, 31),  # noqa: DTZ001 - naive bounds
     timezones=st.builds(timezone, st.timedeltas(min_value=timedelta(hours=-23),
@@ -305,7 +305,7 @@ class Receiver(Actor):
 def test_receiver_keeps_running_after_bad_bytes(harness_factory: Any) -> None:
     h = harness_factory(ChildSpec("rx", Receiver))
     good = messages.Quote("BTCUSDT", Decimal("100.0"), Decimal("100.1"),
-                          datetime(2026, 1, 5, tzinfo=timezone.utc))
+                          datetime(2026, 1, 5, tzinfo=UTC))
     raw = encode(good)
     garbage = [b"", b"\xc1", b"\x93\x01\x02", raw[:-3], raw.replace(b"Quote", b"Qu0te"),
                msgpack.packb({"v": 1, "t": "Quote", "f": {"symbol": "X"}}),
@@ -328,7 +328,7 @@ def test_a_failed_encode_leaves_nothing_behind_for_the_next_one() -> None:
     validation) must not leave bytes in it that the next frame would carry."""
     from messages import OrderRequest, OrderType, Side, SubmitOrder
 
-    t0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
+    t0 = datetime(2026, 1, 5, tzinfo=UTC)
     good = SubmitOrder(OrderRequest("c-1", "BTCUSDT", Side.BUY, OrderType.LIMIT, Decimal("1"),
                                     t0, price=Decimal("100")))
     expected = encode(good)

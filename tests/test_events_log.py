@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from decimal import Decimal
 
 import pytest
@@ -13,7 +13,7 @@ import pytest
 from exchange.events_log import CORE_KEYS, EventsLog, read_events
 from messages.enums import OrderType, Side, TimeInForce
 
-T0 = datetime(2026, 1, 5, 14, 30, 0, 123456, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 5, 14, 30, 0, 123456, tzinfo=UTC)
 
 CASES = [
     # (core values in CORE_KEYS order, extra keys, extra values)

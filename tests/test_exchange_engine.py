@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from decimal import Decimal
 
 import pytest
@@ -59,7 +59,7 @@ from messages import (
 from messages.codec import decode, encode
 
 D = Decimal
-T0 = datetime(2026, 1, 5, 14, 30, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 SYM = "BTCUSDT"
 
 

@@ -14,7 +14,8 @@ import statistics
 import threading
 import time
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import msgpack
 import pytest

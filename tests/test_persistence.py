@@ -12,7 +12,7 @@ import textwrap
 import threading
 import time
 from concurrent.futures import Future
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from runtime import Actor, ChildSpec, handles
 from runtime.id_allocator import IdAllocator
 from runtime.store import Store, StoreClosed
 
-TS = datetime(2026, 1, 5, 14, 30, tzinfo=timezone.utc)
+TS = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 WAIT = 10.0
 
 

@@ -14,7 +14,8 @@ import os
 import random
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator, TextIO
+from typing import Any, TextIO
+from collections.abc import Iterator
 
 from runtime.run_files import iter_jsonl
 from runtime.redact import redact_text

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Iterable
+from collections.abc import Iterable
 
 from messages.enums import OrderPurpose, Side
 from messages.types import ClientOrderId, Price, Quantity

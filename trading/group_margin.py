@@ -27,7 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from exchange.margin import (CALL, DEFAULT_GRID, PUT, STOCK, Leg, LegArrays, ShockGrid,
                              check_legs)

@@ -32,7 +32,8 @@ import re
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from messages.types import Account, Price, Quantity, Symbol
 from trading.instruments import OptionSpec, option_symbol, parse_option

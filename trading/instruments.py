@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta, UTC
 from decimal import Decimal
 from typing import Any
 
@@ -44,7 +44,7 @@ class OptionSpec:
 
     @property
     def expires_at(self) -> datetime:
-        return datetime.combine(self.expiry, time(0), tzinfo=timezone.utc) + timedelta(days=1)
+        return datetime.combine(self.expiry, time(0), tzinfo=UTC) + timedelta(days=1)
 
     def years_to_expiry(self, now: datetime) -> float:
         return max(0.0, (self.expires_at - now).total_seconds() / YEAR_S)
@@ -60,7 +60,7 @@ def parse_option(symbol: str) -> OptionSpec | None:
     if m is None:
         return None
     try:
-        expiry = datetime.strptime(m["date"], "%Y%m%d").replace(tzinfo=timezone.utc).date()
+        expiry = datetime.strptime(m["date"], "%Y%m%d").replace(tzinfo=UTC).date()
     except ValueError:
         return None
     strike = Decimal(m["strike"])
@@ -78,7 +78,7 @@ def parse_expiry(value: Any) -> date:
     text = str(value).strip()
     for fmt in ("%Y-%m-%d", "%Y%m%d"):
         try:
-            return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc).date()
+            return datetime.strptime(text, fmt).replace(tzinfo=UTC).date()
         except ValueError:
             continue
     raise ValueError(f"expiry {value!r} is not a date (write 2026-03-20)")

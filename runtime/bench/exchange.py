@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ import numpy as np
 from messages.types import ClientOrderId, Price, Quantity, Symbol
 
 SYM = Symbol("BTCUSDT")
-T0 = datetime(2026, 1, 5, 14, 30, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 
 
 def _orders(n: int, prefix: str) -> list[Any]:

@@ -56,7 +56,7 @@ import math
 import shutil
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -84,7 +84,7 @@ def _market_events(symbols: list[str], seconds: float, seed: int = 7) -> list[An
 
     market = SyntheticMarket(symbols, seed=seed, tick_interval_s=len(symbols) / PACED_RATE,
                              bar_interval_s=None, jump_rate_per_s=0.0,
-                             quote_size=1_000_000, start=datetime.now(timezone.utc))
+                             quote_size=1_000_000, start=datetime.now(UTC))
     return list(market.events(seconds))
 
 
@@ -230,7 +230,7 @@ def order_path_us(n_orders: int, n_symbols: int = 10) -> dict[str, Any]:
     rt = None
     try:
         rt = start_runtime(symbols, tmp / "run", "none", {})
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for s in symbols:  # a book to fill against, and the coordinator's market view
             rt.system.tell("venue", Quote(Symbol(s), Price(Decimal("100.00")), Price(Decimal("100.01")),
                                           now, Quantity(Decimal(1_000_000)),
