@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from config.schema import Config
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -17,10 +21,20 @@ def _bench(args: argparse.Namespace) -> int:
     return bench_main(quick=args.quick, out=args.out)
 
 
+def _check_strategy(cfg: Config) -> object:
+    """The configured strategy exists and takes its parameters (ValueError naming the
+    known ones otherwise): checked before a run directory is made. Returns an
+    instance, whose ``warmup`` the banner reports."""
+    from actors.strategy import strategy_by_name
+
+    strategy = cfg.strategy
+    return strategy_by_name(strategy.name, strategy.params)
+
+
 def _run(args: argparse.Namespace) -> int:
     from runtime.run_job import run
 
-    return run(args)
+    return run(args, preflight=_check_strategy)
 
 
 def _scenario(args: argparse.Namespace) -> int:
@@ -30,8 +44,20 @@ def _scenario(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from runtime.audit_cli import main as audit_main
+    from pathlib import Path
 
+    from runtime.audit_cli import main as audit_main, verify
+
+    if args.dir == "verify" and (args.target is not None or not Path("verify").exists()):
+        if args.target is None:
+            print("tradewarden audit verify: name the run directory (audit verify DIR)",
+                  file=sys.stderr)
+            return 2
+        return verify(args.target)
+    if args.target is not None:
+        print(f"tradewarden audit: unexpected argument {args.target!r} (audit DIR, or "
+              "audit verify DIR)", file=sys.stderr)
+        return 2
     return audit_main(args.dir, reason=args.reason, symbol=args.symbol, as_json=args.json,
                       limit=args.limit)
 
@@ -47,7 +73,7 @@ def _exchange(args: argparse.Namespace) -> int:
     from exchange.serve import main as exchange_main
 
     return exchange_main(port=args.port, out=args.out, symbols=args.symbols, seed=args.seed,
-                         config_path=args.config)
+                         config_path=args.config, tick_ms=args.tick_ms)
 
 
 def _kill_switch(args: argparse.Namespace) -> int:
@@ -56,17 +82,36 @@ def _kill_switch(args: argparse.Namespace) -> int:
     return kill_switch(args.state == "on", args.reason, args.control, config_path=args.config)
 
 
+def _strategies_help() -> str:
+    """The built-in strategies, one line each (the registry's, so it never goes stale)."""
+    from actors.strategy import strategy_summaries
+
+    return "\n".join(f"  {name:<15} {line}" for name, line in strategy_summaries())
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from runtime.cli_args import parse_duration, parse_symbols
+
     parser = argparse.ArgumentParser(prog="tradewarden", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="the main job: trade the synthetic market on the embedded "
-                                   "simulated exchange, then print a summary")
+                                   "simulated exchange, then print a summary",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="built-in strategies (--strategy NAME; write your own: "
+                              "docs/strategies.md):\n" + _strategies_help())
     p.add_argument("--config", metavar="FILE", help="YAML config on top of config/default.yaml")
-    p.add_argument("--symbols", metavar="A,B,...", help="symbols to trade (default: market.symbols)")
-    p.add_argument("--duration", type=float, metavar="SECONDS", help="run length (default 30)")
+    p.add_argument("--symbols", metavar="A,B,...", type=parse_symbols,
+                   help="exactly the symbols to trade (default: market.symbols)")
+    p.add_argument("--duration", type=parse_duration, metavar="TIME",
+                   help="run length: seconds (90) or 90s, 5m, 2h (default 30s)")
     p.add_argument("--seed", type=int, help="synthetic market seed")
-    p.add_argument("--strategy", metavar="NAME", help="strategy name (default: demo)")
+    p.add_argument("--strategy", metavar="NAME", help="strategy name (default: demo; listed "
+                                                      "below)")
+    p.add_argument("--drills", action="store_true",
+                   help="also run the order-group drills (demo.groups) on a pair of their own: "
+                        "a filled pair, a rollback, a handoff to the hedger (embedded exchange "
+                        "only; their alerts say DRILL)")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/<timestamp>/)")
     p.add_argument("--exchange", metavar="ws://HOST:PORT",
                    help="trade at a `main.py exchange` server instead of the embedded one")
@@ -89,8 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("exchange", help="the simulated exchange as a WebSocket server on loopback")
     p.add_argument("--port", type=int, default=8766, help="port (0 picks a free one)")
     p.add_argument("--out", metavar="DIR", default="runs/exchange", help="where events.jsonl goes")
-    p.add_argument("--symbols", metavar="A,B,...", help="symbols its own market feed quotes")
+    p.add_argument("--symbols", metavar="A,B,...", type=parse_symbols,
+                   help="symbols its own market feed quotes (default: BTCUSDT, ETHUSDT, ...)")
     p.add_argument("--seed", type=int, default=0, help="market feed seed")
+    p.add_argument("--tick-ms", type=float, default=100.0, metavar="MS",
+                   help="one quote per symbol this often (default 100, like run's own market; "
+                        "a strategy's warmup counts these quotes)")
     p.add_argument("--config", metavar="FILE", help="YAML config on top of config/default.yaml "
                                                     "(its exchange section: latency, fees...)")
     p.set_defaults(func=_exchange)
@@ -107,9 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_inspect)
 
     p = sub.add_parser("audit", help="query a run's audit trail")
-    p.add_argument("dir", metavar="DIR", help="a run directory (or its audit.jsonl)")
+    p.add_argument("dir", metavar="DIR", help="a run directory (or its audit.jsonl); "
+                                              "'verify DIR' checks its hash chain")
+    p.add_argument("target", nargs="?", metavar="DIR", help=argparse.SUPPRESS)
     p.add_argument("--reason", metavar="R", help="only decisions with this reason code")
-    p.add_argument("--symbol", metavar="S", help="only records about this symbol")
+    p.add_argument("--symbol", metavar="S", help="only records about this symbol (any case; "
+                                                  "a group's records by its legs)")
     p.add_argument("--json", action="store_true", help="print matching records as JSON lines")
     p.add_argument("--limit", type=int, default=50, help="rows in the table (default 50)")
     p.set_defaults(func=_audit)

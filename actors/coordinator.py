@@ -76,8 +76,14 @@ class Coordinator(KillSwitchKeeper, Actor):
         #: (a broker snapshot older than that is not trusted for the key)
         self.last_activity: dict[tuple, Any] = {}
         self.rejected: Counter = Counter()
+        #: symbol -> orders sent / fills booked (the metrics' per-symbol series)
+        self.submitted_by_symbol: Counter = Counter()
+        self.fills_by_symbol: Counter = Counter()
         self.blocked: deque = deque(maxlen=20)  # the latest, as introspection shows them
         self.kill_reason: str | None = None
+        #: when this process saw the kill switch engage (None: not engaged, or engaged
+        #: before a process restart, which the store does not date)
+        self.kill_since: Any = None
         #: resubmitted after a resync (client order id -> when); a duplicate-id
         #: refusal of one of these means the broker had it and ended it
         self.resubmitted: dict[str, Any] = {}
@@ -208,6 +214,7 @@ class Coordinator(KillSwitchKeeper, Actor):
         if crash is not None and crash("after_intent", order.client_order_id):
             return
         self.counts["submitted"] += 1
+        self.submitted_by_symbol[order.symbol] += 1
         self.last_activity[(order.account, self.venue, order.symbol)] = self.ctx.clock.now()
         self.ctx.tell(self.gateway, SubmitOrder(order))
         if crash is not None and crash("after_submit", order.client_order_id):
@@ -274,6 +281,7 @@ class Coordinator(KillSwitchKeeper, Actor):
             self.counts["duplicate_fills"] += 1
             return
         self.counts["fills"] += 1
+        self.fills_by_symbol[ev.symbol] += 1
         self.last_activity[key] = self.ctx.clock.now()
         self.counts["filled" if ev.leaves_qty == 0 else "partially_filled"] += 1
         self._set_status(ev.client_order_id, "filled" if ev.leaves_qty == 0 else "partially_filled")
@@ -406,6 +414,7 @@ class Coordinator(KillSwitchKeeper, Actor):
         self.ctx.cell.info = {
             "trading_state": self.state.trading_state,
             "kill_reason": self.kill_reason,
+            "kill_since": self.kill_since.isoformat() if self.kill_since is not None else None,
             "recovering": self.state.recovering,
             "breaker": self.state.breaker.state,
             "breaker_open_total": self.state.breaker.open_count,
@@ -419,4 +428,9 @@ class Coordinator(KillSwitchKeeper, Actor):
                     "unrealized": str(self.pnl.unrealized_total)},
             "orders_by_status": {k: v for k, v in self.status_counts.items() if v},
             "max_daily_loss": str(self.limits.max_daily_loss),
+            # per symbol, as plain dict copies (cheap: this runs after every burst)
+            "by_symbol": {"submitted": dict(self.submitted_by_symbol),
+                          "fills": dict(self.fills_by_symbol),
+                          "realized": dict(self.pnl.realized_by_symbol),
+                          "unrealized": dict(self.pnl.unrealized_by_symbol)},
         }

@@ -49,9 +49,10 @@ from messages.control import PortfolioRequest, PortfolioSnapshot, SubmitGroup
 from messages.exchange import ExchangeFault
 from messages.persistence import Put, StoreDb
 from runtime import Actor, handles
+from trading.group_spec import DRILL_ID_PREFIX
 
 NAME = "demo-groups"
-ID_PREFIX = "demo-"
+ID_PREFIX = DRILL_ID_PREFIX
 META_KEY = "demo_groups"
 DRILLS = ("fill", "rollback", "handoff")
 

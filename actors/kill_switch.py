@@ -12,6 +12,7 @@ that fires silently is one of the failures this runtime exists to prevent.
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from messages.control import KillSwitch
@@ -53,6 +54,8 @@ class KillSwitchKeeper:
             # coordinator stays halted until someone releases it.
             self.state.trading_state = HALTED
             self.kill_reason = previous.get("kill_reason") or "kill switch engaged before a restart"
+            since = previous.get("kill_since")
+            self.kill_since = datetime.fromisoformat(since) if since else None
             self.log.warning("kill switch still engaged after restart: {}", self.kill_reason)
 
     @handles(KillSwitch)
@@ -60,7 +63,7 @@ class KillSwitchKeeper:
         if msg.on:
             self._halt(f"manual: {msg.reason}")
         else:
-            self.state.trading_state, self.kill_reason = ACTIVE, None
+            self.state.trading_state, self.kill_reason, self.kill_since = ACTIVE, None, None
             self.ctx.tell(self.persistence, Put(StoreDb.META, KILL_SWITCH_KEY, None))
             self.audit.record(kind="kill_switch", reason="released", ts=self.ctx.clock.now(),
                               inputs={"why": msg.reason})
@@ -77,6 +80,7 @@ class KillSwitchKeeper:
         if self.state.trading_state == HALTED:
             return
         self.state.trading_state, self.kill_reason = HALTED, why
+        self.kill_since = self.ctx.clock.now()
         # In the store too: a runtime restart must not release it (trading.recovery)
         self.ctx.tell(self.persistence, Put(StoreDb.META, KILL_SWITCH_KEY, why))
         self.counts["kill_switch_trips"] += 1

@@ -49,7 +49,7 @@ from messages.orders import CancelConfirmed, OrderFilled, OrderRejected
 from messages.types import Price, Quantity
 from runtime import Actor, TaskDone, handles
 from trading.group_margin import MarginVerdict, PortfolioView, Unpriced, build_legs, evaluate
-from trading.group_spec import GroupSpec
+from trading.group_spec import GroupSpec, is_drill
 from trading.group_state import (FAILED, FILLED, LEG, PARTIALLY_FILLED, PENDING, ROLLED_BACK,
                                  ROLLING_BACK, SUBMITTING, UNWIND, ZERO, Group, GroupOrder,
                                  PendingIntent, make_tag, parse_tag)
@@ -424,5 +424,7 @@ class OrderGroup(GroupRecovery, RebuildGate, Actor):
              **{k: plain(v) for k, v in inputs.items()}}, self.ctx.clock.now()))
 
     def _alert(self, severity: str, title: str, text: str) -> None:
+        if is_drill(self.group_id):  # a deliberate failure: say so where people read it
+            title, text = f"DRILL: {title}", f"{text} (a --drills exercise, not a real failure)"
         self._send(self.alerts, Alert(severity, title, text, self.ctx.clock.now(), self.ctx.name,
                                       dedup_key=f"groups:{title}:{self.group_id}"))

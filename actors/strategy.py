@@ -98,6 +98,8 @@ class Strategy:
     name: ClassVar[str] = "base"
     #: quotes needed before ``on_data`` is first called
     warmup: int = 1
+    #: one line for ``run --help`` (default: the docstring's first line)
+    summary: ClassVar[str] = ""
 
     def on_data(self, market: MarketHistory, features: Features) -> Iterable[SignalIntent]:
         raise NotImplementedError
@@ -118,6 +120,7 @@ class DemoStrategy(Strategy):
     """
 
     name: ClassVar[str] = "demo"
+    summary: ClassVar[str] = "mean reversion on the z-score of the mid price (the default)"
 
     def __init__(self, entry_z: float = 1.5, stop_pct: float = 0.005, max_qty: int = 5,
                  cooldown_s: float = 2.0, warmup: int = 60) -> None:
@@ -161,6 +164,7 @@ class NoStrategy(Strategy):
     for runs that only want the market data path (``strategy.name: none``)."""
 
     name: ClassVar[str] = "none"
+    summary: ClassVar[str] = "emits nothing (scenarios: signals come from the timeline only)"
 
     def on_data(self, market: MarketHistory, features: Features) -> list[SignalIntent]:
         return []
@@ -198,11 +202,49 @@ def strategy_names() -> list[str]:
     return sorted(_STRATEGIES)
 
 
+def strategy_summaries() -> list[tuple[str, str]]:
+    """(name, first docstring line) of every registered strategy; an alias says so."""
+    out = []
+    for name in strategy_names():
+        cls = _STRATEGIES[name]
+        doc = (cls.__doc__ or "").strip().splitlines()
+        line = cls.summary or (doc[0].rstrip(".") if doc else cls.__name__)
+        if cls.name != name:
+            line = f"the same as {cls.name}"
+        out.append((name, line))
+    return out
+
+
+def _import_strategy(spec: str) -> type[Strategy] | None:
+    """``package.module.ClassName``: a user's strategy, imported from the Python path
+    (the config is trusted operator input, like a plugin list). None if ``spec``
+    is not dotted; a ValueError naming what failed otherwise."""
+    module, _, attr = spec.rpartition(".")
+    if not module or not attr:
+        return None
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        raise ValueError(f"strategy {spec!r}: cannot import {module} ({exc}); is its directory "
+                         f"on PYTHONPATH?") from None
+    cls = getattr(mod, attr, None)
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)) or cls is Strategy:
+        raise ValueError(f"strategy {spec!r}: {module}.{attr} is not a Strategy subclass")
+    _STRATEGIES.setdefault(spec, cls)
+    return cls
+
+
 def strategy_by_name(name: str, params: dict[str, Any] | None = None) -> Strategy:
-    """A fresh strategy instance; a bad name or parameter is a ValueError naming it."""
-    cls = _STRATEGIES.get(name)
+    """A fresh strategy instance; a bad name or parameter is a ValueError naming it.
+
+    ``name`` is a registered name (the built-ins, or one a user module registered
+    with :func:`register_strategy`) or ``package.module.ClassName`` (imported)."""
+    cls = _STRATEGIES.get(name) or _import_strategy(name)
     if cls is None:
-        raise ValueError(f"unknown strategy {name!r}; known: {', '.join(strategy_names())}")
+        raise ValueError(f"unknown strategy {name!r}; known: {', '.join(strategy_names())} "
+                         "(or package.module.ClassName of your own)")
     params = dict(params or {})
     try:
         return cls(**params)

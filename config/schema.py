@@ -190,10 +190,11 @@ class DemoGroupsConfig(Section):
     with no strategy on them: a pair trade on the strategy's symbols would mostly
     meet the strategy's positions and be refused by netting or the duplicate check.
     It runs only with the embedded simulated exchange (its drills are that
-    exchange's fault injection); with ``exchange.url`` it is not started.
+    exchange's fault injection); with ``exchange.url`` it is not started. Off
+    unless asked for (``run --drills``): ``--symbols`` means exactly those symbols.
     """
 
-    enabled: bool = True
+    enabled: bool = False
     symbols: list[Symbol] = Field(default=["ADAUSDT", "DOTUSDT"], min_length=2, max_length=2)
     every_s: PosFloat = 3.0
     qty: PosDec = Decimal("5")

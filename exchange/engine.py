@@ -47,7 +47,7 @@ from exchange.accounts import Account
 from exchange.book import EXPIRED, FILLED, WORKING, Book, OrderState, split_qty
 from exchange.cancels import CancelsMixin
 from exchange.config import ExchangeConfig, parse_spec, split_spec
-from exchange.emit import ACCOUNT, REQUESTER, Emit
+from exchange.emit import ACCOUNT, ENGINE, REQUESTER, Emit
 from exchange.events_log import EventsLog
 from exchange.faults import FaultsMixin
 from exchange.market import MarketMixin
@@ -167,6 +167,20 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
 
     def stop(self) -> None:
         self.log.close()
+
+    def handle_unattended(self, command: Any, now: datetime | None = None,
+                          ) -> list[tuple[float, Any]]:
+        """``handle`` with no client connected (a scenario's runtime is down): what
+        clients would be told goes nowhere (``events.jsonl`` records it), the
+        engine's own timers come back as (delay seconds, timer) for the caller to
+        run at their time, and a fault the engine refuses is a ValueError."""
+        timers: list[tuple[float, Any]] = []
+        for e in self.handle(command, now):
+            if e.audience == ENGINE:
+                timers.append((e.delay_s, e.event))
+            elif isinstance(e.event, ExchangeError) and e.event.code == "bad_fault":
+                raise ValueError(e.event.reason)
+        return timers
 
     def now(self) -> datetime:
         return self._clock()

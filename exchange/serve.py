@@ -1,7 +1,8 @@
 """``main.py exchange``: the simulated exchange as a WebSocket server on loopback.
 
-It quotes its own seeded random-walk market for ``--symbols`` (no runtime
-feeds it), writes ``OUT/events.jsonl``, and keeps its engine while runtimes
+It quotes its own seeded random-walk market for ``--symbols`` every
+``--tick-ms`` (default 100 ms, the embedded market's rate; no runtime feeds
+it), writes ``OUT/events.jsonl``, and keeps its engine while runtimes
 connect, die and reconnect, which is what ``run --exchange ws://...`` and the
 reconnect tests need. SIGINT/SIGTERM stop it cleanly.
 
@@ -30,8 +31,10 @@ def sim_config(config_path: str | Path | None = None) -> SimConfig:
     return SimConfig.from_dict(load_config(config_path).exchange.sim_settings())
 
 
-def main(*, port: int = 8766, out: str | Path = "runs/exchange", symbols: str | None = None,
-         seed: int = 0, host: str = "127.0.0.1", config_path: str | Path | None = None) -> int:
+def main(*, port: int = 8766, out: str | Path = "runs/exchange",
+         symbols: str | list[str] | None = None,
+         seed: int = 0, host: str = "127.0.0.1", config_path: str | Path | None = None,
+         tick_ms: float = 100.0) -> int:
     from config import ConfigError
 
     try:
@@ -39,14 +42,28 @@ def main(*, port: int = 8766, out: str | Path = "runs/exchange", symbols: str | 
     except (ConfigError, ValueError) as exc:
         print(f"tradewarden exchange: configuration error\n{exc}", file=sys.stderr)
         return 2
-    names = [s.strip() for s in symbols.split(",") if s.strip()] if symbols else list(DEFAULT_SYMBOLS)
+    if isinstance(symbols, str):
+        symbols = [s.strip() for s in symbols.split(",") if s.strip()]
+    names = list(symbols) if symbols else list(DEFAULT_SYMBOLS)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if not tick_ms > 0:
+        print(f"tradewarden exchange: --tick-ms must be more than 0, got {tick_ms}",
+              file=sys.stderr)
+        return 2
     server = ExchangeServer(host=host, port=port, out_dir=out_dir, config=settings,
-                            feed=RandomWalkFeed(names, seed=seed))
+                            feed=RandomWalkFeed(names, seed=seed), feed_interval_s=tick_ms / 1000)
+    try:
+        server.start()
+    except OSError as exc:  # the port is taken, or the host is not ours
+        server.stop()
+        server.engine.stop()
+        print(f"tradewarden exchange: cannot listen on {host}:{port}: {exc.strerror or exc} "
+              "(another exchange running? pick another --port, or 0 for a free one)",
+              file=sys.stderr)
+        return 2
     stop = StopRequest().install()
-    server.start()
-    print(f"simulated exchange on {server.url} quoting {', '.join(names)} "
+    print(f"simulated exchange on {server.url} quoting {', '.join(names)} every {tick_ms:g} ms "
           f"(latency {settings.latency_ms:g} ms, fees {settings.maker_fee_bps}/"
           f"{settings.taker_fee_bps} bps, {settings.quote_currency}); "
           f"events -> {out_dir / 'events.jsonl'}; Ctrl-C stops", flush=True)

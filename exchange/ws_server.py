@@ -182,7 +182,11 @@ class ExchangeServer:
             loop.run_until_complete(self._main())
         except BaseException as exc:  # noqa: BLE001 - reported to start()
             self._start_error = exc
-            logger.opt(exception=exc).error("exchange server failed")
+            if isinstance(exc, OSError) and not self._ready.is_set():  # bind: no trace needed
+                logger.error("exchange server cannot listen on {}:{}: {}", self.host, self.port,
+                             exc)
+            else:
+                logger.opt(exception=exc).error("exchange server failed")
         finally:
             self._ready.set()
             try:

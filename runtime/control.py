@@ -1,4 +1,9 @@
-"""The control endpoint: ``/metrics``, ``/actors``, ``/healthz`` over HTTP.
+"""The control endpoint: ``/metrics``, ``/actors``, ``/healthz``, ``/readyz`` over HTTP.
+
+``/healthz`` is liveness (200 while the process supervises its actors, 503
+once the root supervisor gave up); ``/readyz`` is readiness (503 while the
+runtime is halted, the kill switch is engaged, the stream is down or
+reconciling, recovery runs or the breaker is open), as Kubernetes expects.
 
 DESIGN section 8: the runtime serves these on ``--control HOST:PORT``,
 loopback by default. Why stdlib ``http.server``: three read-only GET routes
@@ -44,6 +49,7 @@ from runtime.metrics import number, registry_for, system_of
 from runtime.redact import redact_text
 
 MAX_PEEK = 100
+GET_ROUTES = ("/metrics", "/actors?peek=N", "/healthz", "/readyz")
 _SECRET_KEY = re.compile(r"(?i)(token|secret|password|passwd|api_?key|apikey|private_?key|signature)")
 
 
@@ -81,8 +87,25 @@ def redact_data(value: Any) -> Any:
     return redact_text(str(value))
 
 
+def liveness(target: Any) -> tuple[bool, dict[str, Any]]:
+    """``/healthz`` (Kubernetes liveness): is the process still supervising its actors?
+
+    Only a runtime whose root supervisor gave up (halted) is dead: restarting
+    the process is then the cure. A halted kill switch, a lost stream or a
+    reconciliation is not (see :func:`health`, ``/readyz``): restarting for
+    those would only add a recovery to the trouble."""
+    system = system_of(target)
+    if system is None:
+        return True, {"live": True, "state": "starting"}
+    if system.halted:
+        return False, {"live": False, "state": "halted",
+                       "reason": redact_text(str(system.halt_reason))}
+    return True, {"live": True, "state": "supervising"}
+
+
 def health(target: Any) -> tuple[bool, dict[str, Any]]:
-    """Whether the runtime can trade now, and why not."""
+    """``/readyz`` (readiness): whether the runtime can trade now, and why not
+    (halted, kill switch, recovering, breaker open, stream down or reconciling)."""
     system = system_of(target)
     if system is None:
         return False, {"ok": False, "reasons": ["runtime not started"]}
@@ -150,9 +173,9 @@ class _Handler(BaseHTTPRequestHandler):
                        extra={"WWW-Authenticate": 'Bearer realm="tradewarden"'})
             return
         route = {"/metrics": self._metrics, "/actors": self._actors, "/healthz": self._healthz,
-                 "/": self._index}.get(url.path.rstrip("/") or "/")
+                 "/readyz": self._readyz, "/": self._index}.get(url.path.rstrip("/") or "/")
         if route is None:
-            self._send(404, {"error": "not found", "routes": ["/metrics", "/actors", "/healthz"]})
+            self._send(404, {"error": "not found", "routes": list(GET_ROUTES)})
             return
         try:
             route(parse_qs(url.query))
@@ -196,7 +219,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(202, {"accepted": True, "on": on, "reason": reason})
 
     def _index(self, _q: dict[str, list[str]]) -> None:
-        self._send(200, {"routes": ["/metrics", "/actors?peek=N", "/healthz"]})
+        self._send(200, {"routes": list(GET_ROUTES)})
 
     def _metrics(self, _q: dict[str, list[str]]) -> None:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -217,6 +240,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, redact_data(system.snapshot(peek=max(0, min(peek, MAX_PEEK)))))
 
     def _healthz(self, _q: dict[str, list[str]]) -> None:
+        ok, body = liveness(self.control.target)
+        self._send(200 if ok else 503, body)
+
+    def _readyz(self, _q: dict[str, list[str]]) -> None:
         ok, body = health(self.control.target)
         self._send(200 if ok else 503, body)
 

@@ -132,8 +132,34 @@ def dead_letters_table(snap: dict[str, Any]) -> Table:
     return t
 
 
+def _info(snap: dict[str, Any], name: str) -> dict[str, Any]:
+    return next((a.get("info") or {} for a in snap.get("actors") or [] if a["name"] == name), {})
+
+
+def trading_lines(snap: dict[str, Any]) -> list[str]:
+    """What a person asks first: is it trading, and if not, since when and why?"""
+    c, gw = _info(snap, "coordinator"), _info(snap, "gateway")
+    if not c:
+        return ["trading: no coordinator (not started, or not a trading runtime)"]
+    state = c.get("trading_state", "?")
+    colour = "green" if state == "ACTIVE" else "red"
+    lines = [f"trading: [{colour}]{state}[/{colour}]"
+             + ("  (recovering)" if c.get("recovering") else "")
+             + f"  breaker {c.get('breaker', '?')}"
+             + f"  stream {'connected' if gw.get('connected') else 'DISCONNECTED'}"
+             + ("  (reconciling)" if gw.get("stream_reconciling") else "")]
+    if state == "HALTED" or c.get("kill_reason"):
+        since = c.get("kill_since") or "before the last restart"
+        lines.append(f"kill switch: [red]ENGAGED[/red] since {since}: {c.get('kill_reason')}")
+    else:
+        lines.append("kill switch: off")
+    if snap.get("halted"):
+        lines.append(f"[red]runtime HALTED: {snap.get('halt_reason')}[/red]")
+    return lines
+
+
 def render(snap: dict[str, Any]) -> Group:
-    parts: list[Any] = [actors_table(snap)]
+    parts: list[Any] = [*trading_lines(snap), actors_table(snap)]
     waiting = waiting_table(snap)
     if waiting is not None:
         parts.append(waiting)
@@ -160,8 +186,10 @@ def main(control: str | None = None, *, watch: bool = False, peek: int = 0,
          console: Console | None = None) -> int:
     from config import ConfigError
 
+    from runtime.console import cli_console
+
     # Piped into a file or a pager: wide enough that names are never cut.
-    console = console or (Console() if sys.stdout.isatty() else Console(width=180))
+    console = console or cli_console()
     try:
         base, token = _target(control, config_path)
     except (ControlError, ConfigError) as exc:

@@ -16,11 +16,13 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from loguru import logger
 from rich.console import Console
 
+from runtime.console import cli_console
 from config import ConfigError, config_hash, load_config
 from runtime.clock import LiveClock
 from runtime.launcher import LaunchSpec, Runtime, demo_plan
@@ -34,9 +36,11 @@ DRAIN_TIMEOUT_S = 5.0
 def run_overrides(args: Any) -> dict[str, Any]:
     """Command-line options as a config layer (validated with the rest)."""
     over: dict[str, Any] = {}
-    if args.symbols:
-        over.setdefault("market", {})["symbols"] = [s.strip() for s in args.symbols.split(",")
-                                                    if s.strip()]
+    if args.symbols:  # a list from the command line's parser; text from older callers
+        symbols = args.symbols
+        if isinstance(symbols, str):
+            symbols = [s.strip() for s in symbols.split(",") if s.strip()]
+        over.setdefault("market", {})["symbols"] = list(symbols)
     if args.seed is not None:
         over.setdefault("market", {})["seed"] = args.seed
     if args.duration is not None:
@@ -45,6 +49,8 @@ def run_overrides(args: Any) -> dict[str, Any]:
         over.setdefault("exchange", {})["url"] = args.exchange
     if args.strategy:
         over.setdefault("strategy", {})["name"] = args.strategy
+    if getattr(args, "drills", False):
+        over.setdefault("demo", {}).setdefault("groups", {})["enabled"] = True
     control = getattr(args, "control", None)
     if control:
         if control.strip().lower() == "off":
@@ -66,11 +72,34 @@ def new_run_dir(root: str | Path, now: datetime) -> Path:
     return path
 
 
-def run(args: Any) -> int:
+def refuse_reuse(out: Path) -> str | None:
+    """Why ``--out`` cannot take a new run (None: it can). A run directory holds one
+    run: a second one would reopen the first one's store and append to its audit
+    trail and events, and its summary would count both."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        return f"--out {out} is a file, not a directory"
+    if any(out.iterdir()):
+        return (f"--out {out} is not empty (it holds another run's files); a run directory "
+                f"holds exactly one run: name a new directory, or continue that run with "
+                f"--resume {out}")
+    return None
+
+
+def run(args: Any, preflight: Callable[[Any], Any] | None = None) -> int:
+    """``preflight(cfg)`` raises ValueError for a config the runtime cannot start
+    with (e.g. an unknown strategy), before anything is written; what it returns
+    (the strategy) may say how many quotes it needs before its first signal."""
     from runtime.control import ControlError
 
     from runtime import resume as resuming
 
+    if not getattr(args, "resume", None) and args.out:
+        why = refuse_reuse(Path(args.out))
+        if why is not None:
+            print(f"tradewarden run: {why}", file=sys.stderr)
+            return 2
     resume = None
     if getattr(args, "resume", None):
         try:
@@ -84,6 +113,13 @@ def run(args: Any) -> int:
     except (ConfigError, ControlError) as exc:
         print(f"tradewarden run: configuration error\n{exc}", file=sys.stderr)
         return 2
+    warmup = None
+    if preflight is not None:
+        try:
+            warmup = getattr(preflight(cfg), "warmup", None)
+        except ValueError as exc:
+            print(f"tradewarden run: {exc}", file=sys.stderr)
+            return 2
     clock = LiveClock()
     started = clock.now()
     if resume is not None:
@@ -95,7 +131,7 @@ def run(args: Any) -> int:
     resuming.write_run_info(run_dir, run_id=run_id, exchange_url=cfg.exchange.url,
                             symbols=list(cfg.market.symbols), now=started,
                             resumed=resume is not None)
-    console = Console(stderr=False)
+    console = cli_console()
     with RunLogs(run_dir, verbose=args.verbose):
         if resume is not None:
             logger.warning("resuming run {} from its store against {}{}", run_id, cfg.exchange.url,
@@ -104,12 +140,13 @@ def run(args: Any) -> int:
                           f"{cfg.exchange.url} before trading")
         return _run(cfg, run_dir, run_id, clock, started, console,
                     control_explicit=bool(getattr(args, "control", None)),
-                    first_started=resume.started_at if resume is not None else None)
+                    first_started=resume.started_at if resume is not None else None,
+                    warmup=warmup)
 
 
 def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: datetime,
          console: Console, control_explicit: bool = False,
-         first_started: str | None = None) -> int:
+         first_started: str | None = None, warmup: int | None = None) -> int:
     from exchange.synthetic import SyntheticMarket
 
     symbols, demo_groups = demo_plan(cfg)  # the demo pair trades symbols of its own
@@ -126,9 +163,15 @@ def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: dateti
                       market_duration_s=duration, demo_groups=demo_groups)
     logger.info("run {} starting: {} symbols, {:.0f}s, strategy {}, exchange {}", run_id,
                 len(symbols), duration, cfg.strategy.name, cfg.exchange.url or "in-process sim")
-    console.print(f"[bold]Tradewarden[/bold] run [cyan]{run_id}[/cyan]: {len(symbols)} symbols, "
+    traded = [s for s in symbols if demo_groups is None or s not in demo_groups.symbols]
+    console.print(f"[bold]Tradewarden[/bold] run [cyan]{run_id}[/cyan]: {', '.join(traded)}, "
                   f"{duration:g}s, strategy {cfg.strategy.name}, "
                   f"exchange {cfg.exchange.url or 'embedded simulator'}  ->  {run_dir}")
+    if demo_groups is not None:
+        for line in drill_banner(demo_groups):
+            console.print(line)
+    if isinstance(warmup, int) and warmup > 1:
+        console.print(warmup_note(cfg, warmup))
     rt = Runtime(spec)
     control = _bind_control(rt, cfg, console, control_explicit)
     if control is False:
@@ -182,6 +225,37 @@ def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: dateti
     for v in bad:
         logger.error("invariant violated: {}", v["detail"])
     return 1 if bad else 0
+
+
+def warmup_note(cfg: Any, warmup: int) -> str:
+    """Why the first seconds show no signal: the strategy counts quotes first."""
+    if cfg.exchange.url is None:
+        secs = warmup * cfg.market.tick_interval_ms / 1000
+        pace = f"about {secs:g}s at this market's {cfg.market.tick_interval_ms:g} ms ticks"
+    else:
+        pace = (f"about {warmup * 0.1:g}s at `main.py exchange`'s default 100 ms ticks "
+                f"(its --tick-ms sets the pace)")
+    return (f"strategy {cfg.strategy.name}: no signal before {warmup} quotes per symbol "
+            f"(its warmup): {pace}")
+
+
+#: what each drill shows, for the banner (actors.demo_groups carries them out)
+DRILL_SHOWS = {
+    "fill": "a pair (long one symbol, short the other) fills; the next step closes it",
+    "rollback": "the exchange rejects the short leg; the group unwinds the long leg (rule 6)",
+    "handoff": "the exchange rejects the unwinds too; the group hands its residue to the "
+               "hedger, which sells it (rule 7) and raises a CRITICAL alert marked DRILL",
+}
+
+
+def drill_banner(demo: Any) -> list[str]:
+    """The lines announcing ``--drills``: which pair, how often, what each drill shows."""
+    pair = " and ".join(demo.symbols)
+    lines = [f"[yellow]DRILLS[/yellow] every {demo.every_s:g}s on {pair} (their own pair, "
+             f"no strategy on it); alerts they cause are marked DRILL:"]
+    for drill in dict.fromkeys(demo.drills):
+        lines.append(f"  {drill:<9} {DRILL_SHOWS.get(drill, '')}")
+    return lines
 
 
 def _bind_control(rt: Runtime, cfg: Any, console: Console, explicit: bool) -> Any:

@@ -303,8 +303,14 @@ def _event(entry: EntryDoc, exchange_spec: dict[str, Any] | None) -> Event:
     return EndEvent()
 
 
+#: entries that need a running runtime (quote, bar and exchange go to the exchange, which
+#: keeps working while the runtime is down)
+RUNTIME_ONLY = (SignalEvent, ControlEvent, GroupEvent)
+
+
 def _sequence_issues(src: Source, entries: list[TimelineEntry]) -> list[Issue]:
-    """Crash/restart must pair up; ``end`` is unique and last."""
+    """Crash/restart must pair up, with only exchange entries between them; ``end``
+    is unique and last."""
     issues: list[Issue] = []
 
     def at(e: TimelineEntry, message: str) -> None:
@@ -327,6 +333,11 @@ def _sequence_issues(src: Source, entries: list[TimelineEntry]) -> list[Issue]:
             crashed = None
         elif isinstance(e.event, EndEvent):
             end = e
+        elif (crashed is not None and isinstance(e.event, RUNTIME_ONLY)
+              and isinstance(crashed.event, CrashEvent)
+              and crashed.event.point is None):  # an armed point: up until it is reached
+            at(e, f"the runtime is down (crash on line {crashed.line}) until the next restart: "
+                  f"only quote, bar and exchange entries apply then (to the exchange)")
     if crashed is not None:
         at(crashed, "crash without a later restart")
     return issues

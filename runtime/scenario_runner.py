@@ -16,8 +16,12 @@ How entries are injected (DESIGN section 9):
   one, so timeline signals are the only ones.
 * ``exchange`` is a fault or behaviour change of the simulated exchange.
 * ``crash`` kills the runtime (mailboxes dropped, nothing flushed); the
-  exchange keeps its state, as a venue would. ``restart`` starts a new
-  runtime on the same store, which recovers and reconciles before trading.
+  exchange keeps its state and keeps working, as a venue would: ``quote``,
+  ``bar`` and ``exchange`` entries between ``crash`` and ``restart`` go
+  straight to the exchange engine (its resting orders fill, events.jsonl
+  records it, nobody is told). ``restart`` starts a new runtime on the same
+  store, which recovers and reconciles before trading, and so has to find
+  what happened while it was down.
   ``crash: {point: after_intent | after_submit | after_fill}`` arms a named
   point instead: the runtime dies when the coordinator next reaches it, at
   that instant of virtual time (``runtime.crash_points``). A point not
@@ -29,6 +33,9 @@ How entries are injected (DESIGN section 9):
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -94,6 +101,11 @@ class ScenarioRun:
         self.rt: Runtime | None = None
         self.crashes = 0
         self.injected = 0
+        #: exchange timers (cancel acknowledgements) due while the runtime is down
+        self._down_timers: list[tuple[float, int, Any]] = []
+        self._down_seq = itertools.count()
+        #: entries applied to the exchange while the runtime was down
+        self.while_down = 0
         from runtime.report import Sampler
 
         #: report time series, one sample per timeline step (virtual seconds)
@@ -106,6 +118,12 @@ class ScenarioRun:
                           engine=self.engine)
 
     def _start(self) -> None:
+        if self.engine is not None and self.engine.log.is_open:
+            self.engine.log.close()  # opened while down; the new venue reopens it
+        if self._down_timers:
+            logger.warning("scenario {}: {} exchange timer(s) pending at restart dropped",
+                           self.sc.name, len(self._down_timers))
+            self._down_timers.clear()
         self.rt = Runtime(self._spec()).start()
         self.engine = self.rt.engine
 
@@ -137,6 +155,7 @@ class ScenarioRun:
                                   extra={"scenario": self.sc.name, "path": self.sc.path,
                                          "seed": self.sc.seed, "crashes": self.crashes,
                                          "crash_points": list(self.points_reached),
+                                         "entries_while_down": self.while_down,
                                          "alerts": self._alerts()}, records=records)
         failures = check_expect(self.sc.expect, summary, exit_and_hedge_qty(*records))
         summary["expect"] = {"passed": not failures, "failures": failures}
@@ -166,7 +185,11 @@ class ScenarioRun:
                 self._crash_at_point()
         elif self.rt is not None:
             self.rt.require_system().run_until(t)
-        if self.rt is None:  # crashed and not yet restarted: time passes, nothing runs
+        if self.rt is None:  # crashed and not yet restarted: only the exchange works
+            while self._down_timers and self._down_timers[0][0] <= t:
+                due, _, timer = heapq.heappop(self._down_timers)
+                self.clock.advance_to(max(self.clock.monotonic(), due))
+                self._engine_handle(timer)
             self.clock.advance_to(max(self.clock.monotonic(), t))
 
     def _settle(self) -> None:
@@ -201,30 +224,23 @@ class ScenarioRun:
             self._start()
             return
         if self.rt is None:
+            if isinstance(ev, (QuoteEvent, BarEvent, ExchangeEvent)):
+                self.injected += 1
+                self.while_down += 1
+                self._engine_handle(_exchange_message(ev, now), where)
+                return
             raise ScenarioError(f"{where}: {entry.kind} while the runtime is crashed "
                                 "(add a restart entry before it)")
         tell = self.rt.require_system().tell
         self.injected += 1
-        if isinstance(ev, QuoteEvent):
-            from messages.market import Quote
-
-            tell("venue", Quote(ev.symbol, ev.bid, ev.ask, now,
-                                bid_size=ev.bid_size if ev.bid_size is not None else DEFAULT_QUOTE_SIZE,
-                                ask_size=ev.ask_size if ev.ask_size is not None else DEFAULT_QUOTE_SIZE))
-        elif isinstance(ev, BarEvent):
-            from messages.market import Bar
-
-            tell("venue", Bar(ev.symbol, ev.open, ev.high, ev.low, ev.close, ev.volume, now))
+        if isinstance(ev, (QuoteEvent, BarEvent, ExchangeEvent)):
+            tell("venue", _exchange_message(ev, now))
         elif isinstance(ev, SignalEvent):
             from messages.orders import Signal
 
             tell("coordinator", Signal(ev.symbol, ev.side, ev.qty, now, stop_loss=ev.stop_loss,
                                        strategy=ev.strategy, account=ev.account,
                                        reduce_only=ev.reduce_only))
-        elif isinstance(ev, ExchangeEvent):
-            from messages.exchange import ExchangeFault
-
-            tell("venue", ExchangeFault(dict(ev.spec)))
         elif isinstance(ev, ControlEvent):
             from messages.control import KillSwitch
 
@@ -250,6 +266,23 @@ class ScenarioRun:
             tell("groups", SubmitGroup(spec, now))
         self._settle()
 
+    def _engine_handle(self, msg: Any, where: str = "") -> None:
+        """The exchange works on without a runtime: ``msg`` goes to its engine on the
+        virtual clock; what it would stream goes nowhere (no session), what it
+        schedules for itself (cancel acknowledgements) is run by ``_advance``."""
+        engine = self.engine
+        if engine is None:
+            raise ScenarioError(f"{where}: the exchange is not running")
+        if not engine.log.is_open:
+            engine.log.open(self.run_dir / "events.jsonl")
+        now_s = self.clock.monotonic()
+        try:
+            timers = engine.handle_unattended(msg, self.clock.now())
+        except ValueError as exc:
+            raise ScenarioError(f"{where}: exchange: {exc}") from None
+        for delay_s, timer in timers:
+            heapq.heappush(self._down_timers, (now_s + delay_s, next(self._down_seq), timer))
+
     def _crash_now(self, entry: Any) -> None:
         self.crashes += 1
         self.armed_line = None
@@ -263,6 +296,23 @@ class ScenarioRun:
 
     def _alerts(self) -> int:
         return int(self.rt.info("alerts").get("received", 0)) if self.rt else 0
+
+
+def _exchange_message(ev: Any, now: datetime) -> Any:
+    """The venue message of a ``quote``, ``bar`` or ``exchange`` entry."""
+    if isinstance(ev, QuoteEvent):
+        from messages.market import Quote
+
+        return Quote(ev.symbol, ev.bid, ev.ask, now,
+                     bid_size=ev.bid_size if ev.bid_size is not None else DEFAULT_QUOTE_SIZE,
+                     ask_size=ev.ask_size if ev.ask_size is not None else DEFAULT_QUOTE_SIZE)
+    if isinstance(ev, BarEvent):
+        from messages.market import Bar
+
+        return Bar(ev.symbol, ev.open, ev.high, ev.low, ev.close, ev.volume, now)
+    from messages.exchange import ExchangeFault
+
+    return ExchangeFault(dict(ev.spec))
 
 
 def run_scenario(path: str | Path, out_root: Path, config_path: str | None = None,
@@ -281,28 +331,34 @@ def run_scenario(path: str | Path, out_root: Path, config_path: str | None = Non
 
 
 def main(files: list[str], out: str | None, config_path: str | None = None) -> int:
-    """Run each file; exit 0 only if every expect held and no invariant broke."""
-    from rich.console import Console
-
+    """Run each file. Exit code (DESIGN section 8): 0 every expect held and no invariant
+    broke; 1 an expectation or invariant failed; 2 a file is missing or invalid (its
+    mistakes named with their lines), whatever the others did."""
+    from runtime.console import cli_console
     from runtime.logs import RunLogs
     from runtime.summary import summary_table
 
-    console = Console()
+    console = cli_console()
+    missing = [f for f in files if not Path(f).is_file()]
+    if missing:
+        for f in missing:
+            print(f"tradewarden scenario: {f}: no such file", file=sys.stderr)
+        return 2
     out_root = Path(out) if out else Path("runs") / "scenarios" / time.strftime("%Y%m%dT%H%M%SZ",
                                                                                  time.gmtime())
     out_root.mkdir(parents=True, exist_ok=True)
-    failed = 0
+    failed = invalid = 0
     with RunLogs(out_root) as logs:
         for path in files:
             try:
                 result = run_scenario(path, out_root, config_path, logs)
             except ConfigError as exc:
                 console.print(f"[red]{path}: invalid scenario[/red]\n{exc}")
-                failed += 1
+                invalid += 1
                 continue
             except ScenarioError as exc:
                 console.print(f"[red]{path}: {exc}[/red]")
-                failed += 1
+                invalid += 1
                 continue
             mark = "[green]PASS[/green]" if result.passed else "[red]FAIL[/red]"
             console.print(f"{mark} {result.name} ({path}, {result.wall_s:.2f}s wall) "
@@ -310,5 +366,7 @@ def main(files: list[str], out: str | None, config_path: str | None = None) -> i
             if not result.passed:
                 failed += 1
                 console.print(summary_table(result.summary, result.name))
-    console.print(f"{len(files) - failed}/{len(files)} scenarios passed")
-    return 1 if failed else 0
+    bad = failed + invalid
+    console.print(f"{len(files) - bad}/{len(files)} scenarios passed"
+                  + (f" ({invalid} invalid)" if invalid else ""))
+    return 2 if invalid else 1 if failed else 0

@@ -100,6 +100,37 @@ def audit_figures(audit: Sequence[Record]) -> dict[str, Any]:
     }
 
 
+def kill_switch_history(audit: Sequence[Record]) -> list[dict[str, Any]]:
+    """Each trip of the kill switch from the audit trail: when, why, and when (and
+    why) it was released; ``released_at`` None while it is still engaged."""
+    trips: list[dict[str, Any]] = []
+    for r in audit:
+        if r.get("kind") != "kill_switch":
+            continue
+        why = (r.get("inputs") or {}).get("why")
+        if r.get("reason") == "engaged":
+            trips.append({"engaged_at": r.get("timestamp"), "reason": why,
+                          "released_at": None, "released_because": None})
+        elif r.get("reason") == "released" and trips and trips[-1]["released_at"] is None:
+            trips[-1].update(released_at=r.get("timestamp"), released_because=why)
+    return trips
+
+
+def kill_switch_line(ks: Mapping[str, Any]) -> str:
+    """``never tripped`` or ``tripped 1x at T (why), released at T2``, then the state now."""
+    trips = ks.get("history") or []
+    if not trips:
+        if ks.get("state") == "HALTED":  # engaged before this run's audit trail began
+            return f"HALTED since before this run ({ks.get('reason')})"
+        return "never tripped"
+    parts = []
+    for t in trips:
+        part = f"at {t['engaged_at']} ({t['reason']})"
+        part += (f", released at {t['released_at']}" if t["released_at"] else ", still engaged")
+        parts.append(part)
+    return f"tripped {len(trips)}x: " + "; ".join(parts)
+
+
 def build_summary(*, run_id: str, started_at: str, ended_at: str, audit: Sequence[Record],
                   coordinator: Mapping[str, Any], market_events: int,
                   exchange_positions: Mapping[str, Any] | None, restarts: Mapping[str, int],
@@ -130,7 +161,8 @@ def build_summary(*, run_id: str, started_at: str, ended_at: str, audit: Sequenc
                 "unrealized": str(pnl.get("unrealized", "0"))},
         "kill_switch": {"trips": figures["kill_switch_trips"],
                         "state": coordinator.get("trading_state"),
-                        "reason": coordinator.get("kill_reason")},
+                        "reason": coordinator.get("kill_reason"),
+                        "history": kill_switch_history(audit)},
         "divergences": figures["divergences"],
     }
     summary.update(extra or {})
@@ -188,8 +220,8 @@ def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str, str | None]
                  None))
     ks = summary.get("kill_switch")
     if ks is not None:
-        rows.append(("kill switch", f"{ks['state']}" + (f" ({ks['reason']})" if ks.get("reason")
-                                                         else ""), None))
+        rows.append(("kill switch", kill_switch_line(ks),
+                     BAD if ks.get("state") == "HALTED" else None))
     rows.append(("restarts", ", ".join(f"{k} {v}" for k, v in
                                        (summary.get("restarts") or {}).items()) or "none", None))
     bad = summary.get("invariant_violations") or []

@@ -108,12 +108,13 @@ def test_production_example_loads_and_is_tighter():
 
 def test_demo_groups_need_symbols_of_their_own(tmp_path):
     cfg = load_config()
-    assert cfg.demo.groups.enabled and not set(cfg.demo.groups.symbols) & set(cfg.market.symbols)
-    msg = str(error_of(write(tmp_path, "market: {symbols: [BTCUSDT, ADAUSDT]}\n")))
+    assert not cfg.demo.groups.enabled, "drills run only when asked (run --drills)"
+    assert not set(cfg.demo.groups.symbols) & set(cfg.market.symbols)
+    msg = str(error_of(write(tmp_path, "market: {symbols: [BTCUSDT, ADAUSDT]}\n"
+                                       "demo: {groups: {enabled: true}}\n")))
     assert "demo.groups.symbols" in msg and "ADAUSDT" in msg
-    off = write(tmp_path, "market: {symbols: [ADAUSDT]}\ndemo: {groups: {enabled: false}}\n",
-                name="off.yaml")
-    assert load_config(off).market.symbols == ["ADAUSDT"]
+    off = write(tmp_path, "market: {symbols: [ADAUSDT]}\n", name="off.yaml")
+    assert load_config(off).market.symbols == ["ADAUSDT"]  # drills off: the pair is free
     remote = {"market": {"symbols": ["ADAUSDT"]}, "exchange": {"url": "ws://127.0.0.1:9"}}
     assert load_config(overrides=remote).market.symbols == ["ADAUSDT"]  # the demo won't run
     for bad, key in (("demo: {groups: {drills: [explode]}}\n", "demo.groups.drills"),

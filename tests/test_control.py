@@ -98,20 +98,56 @@ def test_metrics_parse_and_carry_every_metric(vr) -> None:
     assert status == 200
     got = samples(text)
     for name in METRIC_NAMES:
-        if name.endswith("_seconds") and name.startswith(("tick_to", "hedge_lag")):
+        if name.endswith(("tick_to_signal_seconds", "hedge_lag_seconds")):
             for suffix in ("_bucket", "_count", "_sum"):
                 assert name + suffix in got, name + suffix
         else:
             assert name in got, name
-    assert got["ws_connected"][0].value == 1.0
-    assert got["max_daily_loss"][0].value > 0
-    rejects = {s.labels["reason"]: s.value for s in got["trade_rejects_total"]}
+    ours = {n for n in got if not n.startswith(("process_", "python_"))}
+    assert all(n.startswith("tradewarden_") for n in ours), sorted(ours)
+    assert "process_resident_memory_bytes" in got and "python_info" in got
+    assert not any(n.startswith("tradewarden_ws_") for n in got), "no socket in-process"
+    assert "tradewarden_orders_blocked_by_invariant_total" not in got  # = netting_conflict
+    assert got["tradewarden_exchange_connected"][0].value == 1.0
+    limit = got["tradewarden_max_daily_loss"][0]
+    assert limit.value > 0 and limit.labels == {"currency": "USDT"}
+    rejects = {s.labels["reason"]: s.value for s in got["tradewarden_trade_rejects_total"]}
     assert rejects.get("unknown_symbol") == 1.0
-    assert got["hedge_lag_seconds_count"][0].value >= 1.0
-    depth_actors = {s.labels["actor"] for s in got["actor_mailbox_depth"]}
-    assert depth_actors == set(vr.system.directory.names())
-    processed = {s.labels["actor"]: s.value for s in got["actor_messages_total"]}
+    assert got["tradewarden_hedge_lag_seconds_count"][0].value >= 1.0
+    # per symbol: orders, fills, positions and PnL (with its currency)
+    sent = {s.labels["symbol"]: s.value for s in got["tradewarden_orders_submitted_total"]}
+    fills = {s.labels["symbol"]: s.value for s in got["tradewarden_fills_total"]}
+    pos = {s.labels["symbol"]: s.value for s in got["tradewarden_position"]}
+    assert sent["BTCUSDT"] == 1.0 and fills["BTCUSDT"] >= 1.0 and pos["BTCUSDT"] == 1.0
+    assert sent["ETHUSDT"] == 1.0 and pos["ETHUSDT"] == -1.0  # the hedge
+    assert {s.labels["currency"] for s in got["tradewarden_unrealized_pnl"]} == {"USDT"}
+    assert {s.labels["symbol"] for s in got["tradewarden_realized_pnl"]} >= {"BTCUSDT"}
+    depth_actors = {s.labels["actor"] for s in got["tradewarden_actor_mailbox_depth"]}
+    assert depth_actors == set(vr.system.directory.names()) | {"group-*"}
+    processed = {s.labels["actor"]: s.value for s in got["tradewarden_actor_messages_total"]}
     assert processed["coordinator"] == vr.system.directory.get("coordinator").mailbox.processed
+
+
+def test_group_actors_are_one_label_value_whose_counter_never_goes_down(harness_factory) -> None:
+    """A run may start thousands of groups: their actors are folded into actor="group-*",
+    and the folded message count keeps what retired group actors handled."""
+    from tests.rt_helpers import Finish, Recorder
+
+    def group(name: str) -> ChildSpec:
+        return ChildSpec(name, Recorder, kwargs={"journal": None}, restart="temporary")
+
+    h = harness_factory(group("group-a"), group("group-b"), ChildSpec("other", Gate))
+    with ControlServer(h) as control:
+        for name in ("group-a", "group-a", "group-b"):
+            h.tell(name, Note("x"))
+        first = samples(get(control.url + "/metrics")[1])
+        h.tell("group-a", Finish())  # the group ends: its actor retires
+        h.tell("group-b", Note("y"))
+        second = samples(get(control.url + "/metrics")[1])
+    msgs = [{s.labels["actor"]: s.value for s in snap["tradewarden_actor_messages_total"]}
+            for snap in (first, second)]
+    assert set(msgs[0]) == {"group-*", "other", "root"}
+    assert msgs[0]["group-*"] == 3 and msgs[1]["group-*"] >= 4
 
 
 def test_hedge_lag_histogram_keeps_counting_once_the_sample_window_is_full(vr) -> None:
@@ -125,11 +161,11 @@ def test_hedge_lag_histogram_keeps_counting_once_the_sample_window_is_full(vr) -
                                                   vr.clock.now(), "group-1"))
             vr.at(vr.now + 2.0)  # past the coalescing window: one order per request
             _, text = get(control.url + "/metrics")
-            counts.append(samples(text)["hedge_lag_seconds_count"][0].value)
+            counts.append(samples(text)["tradewarden_hedge_lag_seconds_count"][0].value)
     assert counts == [1.0, 2.0, 3.0, 4.0]
 
 
-def test_tick_to_order_histogram_folds_each_sample_once(harness_factory) -> None:
+def test_tick_to_signal_histogram_folds_each_sample_once(harness_factory) -> None:
     """The collector reads the symbol actors' latency ring at scrape time; a sample
     is counted once however often Prometheus scrapes."""
     import numpy as np
@@ -161,12 +197,13 @@ def test_tick_to_order_histogram_folds_each_sample_once(harness_factory) -> None
         for us in (30.0, 40.0, 50.0, 60.0, 70.0):  # more than the ring holds
             actor.add(us)
         last = samples(get(control.url + "/metrics")[1])
-    assert first["tick_to_order_seconds_count"][0].value == 2
-    assert again["tick_to_order_seconds_count"][0].value == 2
-    assert first["tick_to_order_seconds_sum"][0].value == pytest.approx(0.0021)
+    name = "tradewarden_tick_to_signal_seconds"
+    assert first[name + "_count"][0].value == 2
+    assert again[name + "_count"][0].value == 2
+    assert first[name + "_sum"][0].value == pytest.approx(0.0021)
     # 5 new samples, the ring keeps 4: the oldest rolled out before the scrape
-    assert last["tick_to_order_seconds_count"][0].value == 6
-    le = {s.labels["le"]: s.value for s in last["tick_to_order_seconds_bucket"]}
+    assert last[name + "_count"][0].value == 6
+    le = {s.labels["le"]: s.value for s in last[name + "_bucket"]}
     assert le["0.0001"] == 5 and le["+Inf"] == 6
 
 
@@ -204,7 +241,8 @@ def test_actors_shows_a_blocked_mailbox_filling_up(harness_factory) -> None:
     assert "n0" in g["waiting"][0]["summary"]
     assert CANARY_KEY not in body and "***" in g["waiting"][-1]["summary"]
     assert CANARY_KEY not in metrics
-    depth = {s.labels["actor"]: s.value for s in samples(metrics)["actor_mailbox_depth"]}
+    depth = {s.labels["actor"]: s.value
+             for s in samples(metrics)["tradewarden_actor_mailbox_depth"]}
     assert depth["gate"] == 6 and depth["other"] == 0
     g2 = next(a for a in after["actors"] if a["name"] == "gate")
     assert g2["depth"] == 0 and g2["processed"] == 7 and g2["high_water"] >= 5
@@ -227,20 +265,51 @@ def test_stop_leaves_no_thread(harness_factory) -> None:
 # -- /healthz ---------------------------------------------------------------------------------
 
 
-def test_healthz_reports_trading_state_connectivity_and_reconciliation(vr) -> None:
+def test_readyz_reports_trading_state_connectivity_and_reconciliation(vr) -> None:
+    """Readiness (DESIGN section 8): 503 while halted, disconnected or reconciling;
+    liveness stays 200 meanwhile, since restarting the process would cure none of it."""
     with ControlServer(vr.rt) as control:
-        status, body = get(control.url + "/healthz")
+        status, body = get(control.url + "/readyz")
         h = json.loads(body)
         assert status == 200, h
         assert h["ok"] and h["trading_state"] == "ACTIVE"
         assert h["connectivity"]["connected"] is True
         assert h["reconciliation"]["last_reconciled"]
         vr.tell("coordinator", KillSwitch(True, "operator test", vr.clock.now()))
-        status, body = get(control.url + "/healthz")
+        status, body = get(control.url + "/readyz")
         h = json.loads(body)
+        live_status, live = get(control.url + "/healthz")
     assert status == 503
     assert not h["ok"] and h["trading_state"] == "HALTED"
     assert any("HALTED" in r for r in h["reasons"])
+    assert live_status == 200 and json.loads(live) == {"live": True, "state": "supervising"}
+
+
+def test_readyz_is_503_while_the_stream_is_down(vr) -> None:
+    with ControlServer(vr.rt) as control:
+        vr.fault(drop_stream=True)
+        status, body = get(control.url + "/readyz")
+        assert get(control.url + "/healthz")[0] == 200
+    h = json.loads(body)
+    assert status == 503 and any("stream" in r for r in h["reasons"]), h
+
+
+def test_healthz_is_503_once_the_root_supervisor_gave_up(harness_factory) -> None:
+    from tests.rt_helpers import Boom, Recorder
+
+    h = harness_factory(ChildSpec("w", Recorder, kwargs={"journal": None}),
+                        intensity=1, period_s=60)
+    with ControlServer(h) as control:
+        assert get(control.url + "/healthz")[0] == 200
+        for _ in range(2):  # the second crash within 60 s exceeds the root's intensity
+            h.tell("w", Boom())
+            h.advance(10)
+        assert h.system.halted
+        status, body = get(control.url + "/healthz")
+        ready = get(control.url + "/readyz")[0]
+    live = json.loads(body)
+    assert status == 503 and live["live"] is False and "restart intensity" in live["reason"]
+    assert ready == 503
 
 
 def test_unknown_route_and_bad_peek(harness_factory) -> None:
@@ -328,6 +397,22 @@ def test_inspect_shows_every_actor(vr, capsys) -> None:
     for name in names:
         assert name in text
     assert "dead letters" in text
+    assert "trading: ACTIVE" in text and "kill switch: off" in text
+
+
+def test_inspect_shows_the_kill_switch_state_reason_and_since(vr) -> None:
+    from rich.console import Console
+
+    from runtime.inspect_cli import main as inspect_main
+
+    engaged_at = vr.clock.now()
+    vr.tell("coordinator", KillSwitch(True, "fat finger", engaged_at))
+    with ControlServer(vr.rt) as control:
+        console = Console(record=True, width=220)
+        assert inspect_main(f"{control.host}:{control.port}", console=console) == 0
+    text = console.export_text()
+    assert "trading: HALTED" in text
+    assert f"kill switch: ENGAGED since {engaged_at.isoformat()}: manual: fat finger" in text
 
 
 def test_run_serves_control_and_keeps_the_canary_secret(tmp_path) -> None:
@@ -415,3 +500,18 @@ def test_inspect_names_an_unset_token_variable_before_asking(tmp_path, monkeypat
     assert inspect_main("127.0.0.1:9", config_path=str(cfg)) == 2
     err = capsys.readouterr().err
     assert "TW_TEST_UNSET_TOKEN" in err and "not set" in err
+
+
+def test_transport_metrics_only_where_there_is_a_socket() -> None:
+    from types import SimpleNamespace
+
+    from runtime.metrics import WS_METRIC_NAMES, registry_for
+
+    def names(url: str | None) -> set[str]:
+        from prometheus_client import generate_latest
+
+        target = SimpleNamespace(spec=SimpleNamespace(exchange_url=url), system=None)
+        return set(samples(generate_latest(registry_for(target)).decode()))
+
+    assert set(WS_METRIC_NAMES) <= names("ws://127.0.0.1:8766")
+    assert not set(WS_METRIC_NAMES) & names(None)

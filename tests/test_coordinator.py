@@ -38,7 +38,7 @@ from runtime.clock import EPOCH_DEFAULT, VirtualClock
 from runtime.launcher import LaunchSpec, Runtime
 from runtime.store import Store
 from runtime.supervisor import Supervisor
-from trading.audit import read_audit
+from trading.audit import AUDIT_SCHEMA_VERSION, read_audit
 from trading.limits import Limits
 from trading.reasons import Reason
 
@@ -730,7 +730,8 @@ def test_every_decision_is_exactly_one_complete_audit_record(rigs) -> None:
                                                "unknown_symbol", "approved", "approved"]
     for rec in decisions:
         assert AUDIT_KEYS <= set(rec), rec
-        assert rec["schema_version"] == 1
+        assert rec["schema_version"] == AUDIT_SCHEMA_VERSION
+        assert len(rec["prev_hash"]) == 64 and rec["seq"] >= 1  # the hash chain (audit verify)
         assert rec["run_id"] == rig.spec.run_id and rec["config_hash"] == rig.spec.config_hash
         assert rec["app_version"]
         assert datetime.fromisoformat(rec["timestamp"]).utcoffset().total_seconds() == 0

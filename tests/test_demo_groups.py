@@ -26,7 +26,7 @@ PAIR = ("ADAUSDT", "DOTUSDT")
 
 def _run(run_dir: Path, seed: int, seconds: float = 14.0) -> dict[str, Any]:
     cfg = load_config(overrides={"strategy": {"name": "none"}, "market": {"seed": seed},
-                                 "demo": {"groups": {"every_s": 1.0}}})
+                                 "demo": {"groups": {"enabled": True, "every_s": 1.0}}})
     symbols, demo = demo_plan(cfg)
     clock = VirtualClock(EPOCH_DEFAULT)
     market = SyntheticMarket(symbols, seed=seed, start=EPOCH_DEFAULT)

@@ -68,6 +68,14 @@ def test_incremental_pnl_matches_full_sum_over_random_fills_and_quotes():
     assert close(pnl.realized_total, realized(book))
     assert close(pnl.unrealized_total, unrealized(book, market))
     assert pnl.positions == {s: str(q) for s, q in signed_positions(book).items()}
+    for sym in symbols:  # the per-symbol figures the metrics label by symbol
+        keys = [k for k in book.positions if k[2] == sym]
+        mids = market.get(sym)
+        assert close(pnl.realized_by_symbol.get(sym, ZERO),
+                     sum((book.positions[k].realized for k in keys), ZERO))
+        assert close(pnl.unrealized_by_symbol.get(sym, ZERO),
+                     sum((book.positions[k].unrealized(mids.mid if mids else None) for k in keys),
+                         ZERO))
     before = pnl.daily
     pnl.rebuild()
     assert close(pnl.daily, before)

@@ -130,3 +130,60 @@ def test_the_report_and_the_console_table_show_the_same_rows() -> None:
         assert what in text and value in text, (what, value)
     assert "market fallback 3" in page and "BTCUSDT 2 (exchange 1)" in page
     assert "[red]BTCUSDT[/red]" in text, "a value is shown as written, never read as markup"
+
+
+# -- charts that tell the truth -----------------------------------------------------------------
+
+
+def _polylines(svg: ET.Element) -> list[list[tuple[float, float]]]:
+    out = []
+    for pl in svg.iter("{http://www.w3.org/2000/svg}polyline"):
+        out.append([tuple(map(float, p.split(","))) for p in pl.get("points").split()])
+    return out
+
+
+def _titles(html: str) -> list[str]:
+    import html as html_lib
+
+    return [html_lib.unescape(t) for t in re.findall(r"<title>(.*?)</title>", html)]
+
+
+def test_exposure_comes_from_the_fills_at_their_own_times_as_steps(tmp_path) -> None:
+    """The stop fills at 4 s while the runtime is down (no sample then): the chart
+    shows it at 4 s from events.jsonl, drawn as steps, never as a diagonal."""
+    result = run_scenario(ROOT / "tests/scenarios/stop_fills_while_runtime_down.yaml", tmp_path)
+    html = (result.run_dir / "report.html").read_text()
+    titles = _titles(html)
+    assert "BTCUSDT: 8 at 1s" in titles and "BTCUSDT: 0 at 4s" in titles
+    assert "fills from events.jsonl" in html
+    for svg in _svgs(html):
+        for line in _polylines(svg):
+            for (xa, ya), (xb, yb) in zip(line, line[1:], strict=False):
+                assert xa == xb or ya == yb, f"diagonal from {(xa, ya)} to {(xb, yb)}"
+    # total, realized and daily PnL coincide here: one line, one legend entry naming all
+    assert "total = realized = daily" in html
+
+
+def test_kill_switch_periods_are_shaded_on_every_chart(tmp_path) -> None:
+    result = run_scenario(ROOT / "tests/scenarios/kill_switch_survives_crash.yaml", tmp_path)
+    html = (result.run_dir / "report.html").read_text()
+    svgs = _svgs(html)
+    halts = [[r for r in svg.iter("{http://www.w3.org/2000/svg}rect")
+              if r.get("class") == "halt"] for svg in svgs]
+    assert svgs and all(len(h) == 1 for h in halts)  # one engaged period, on each chart
+    assert any(t.startswith("kill switch engaged 0.5s .. 5s: manual: operator")
+               for t in _titles(html))
+
+
+def test_charts_are_wide_and_every_series_has_a_visible_legend_and_hover_values() -> None:
+    series = {f"S{i}": [(0.0, 0.0), (float(i + 1), float(i))] for i in range(12)}
+    text = line_chart(series, y_label="y")
+    svg = ET.fromstring(text)
+    assert svg.get("width") == "100%" and float(svg.get("viewBox").split()[2]) >= 1000
+    legend = [t.text for t in svg.iter("{http://www.w3.org/2000/svg}text") if t.text in series]
+    assert legend == list(series)  # every series named, in order
+    lines = svg.findall("{http://www.w3.org/2000/svg}polyline")
+    styles = {(pl.get("stroke"), pl.get("stroke-dasharray")) for pl in lines}
+    assert len(styles) == len(series), "two series must never look the same"
+    assert len(_titles(text)) == 2 * len(series)  # a hover title on every known value
+    assert "S3: 3 at 4s" in _titles(text)

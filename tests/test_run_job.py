@@ -47,7 +47,7 @@ def fast_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     tmp = tmp_path_factory.mktemp("fast-run")
     out = tmp / "run"
     proc = subprocess.run(_cli("run", "--config", str(_config(tmp)), "--duration", "5",
-                               "--out", str(out)),
+                               "--drills", "--out", str(out)),
                           cwd=ROOT, capture_output=True, text=True, timeout=90)
     return out, proc
 
@@ -100,6 +100,11 @@ def test_run_exercises_groups_hedges_and_stops_and_counts_them(
             if e["kind"] == "order_submitted" and e.get("group_id")]
     assert {e["group_id"] for e in legs} >= {"demo-1", "demo-2", "demo-3", "demo-4"}
     assert "order groups" in proc.stdout
+    # asked for with --drills, announced, and their alerts say they are drills
+    assert "DRILLS" in proc.stdout and "handoff" in proc.stdout
+    log = (out / "run.log").read_text()
+    assert "DRILL: order group could not unwind" in log
+    assert "could not unwind" not in log.replace("DRILL: order group could not unwind", "")
 
 
 def test_sigint_stops_in_order_with_exit_code_zero(tmp_path: Path) -> None:

@@ -309,10 +309,22 @@ def test_expect_counts_are_normalised(tmp_path):
     ("  - at: 1s\n    end: true\n  - at: 2s\n    control: {kill_switch: on}\n", 7,
      "after the end entry"),
     ("  - at: 1s\n    end: true\n  - at: 1s\n    end: true\n", 7, "after the end entry"),
+    ("  - at: 1s\n    crash: true\n  - at: 2s\n    signal: {symbol: BTCUSDT, side: buy, qty: 1}\n"
+     "  - at: 3s\n    restart: true\n", 7, "only quote, bar and exchange entries apply"),
+    ("  - at: 1s\n    crash: true\n  - at: 2s\n    control: {kill_switch: on}\n"
+     "  - at: 3s\n    restart: true\n", 7, "the runtime is down (crash on line 5)"),
 ])
 def test_sequence_errors(tmp_path, timeline, line, why):
     msg = errors(tmp_path, HEAD + timeline)
     assert f"x.yaml:{line}: timeline[" in msg and why in msg, msg
+
+
+def test_exchange_entries_may_come_while_the_runtime_is_down(tmp_path):
+    timeline = entries(tmp_path, "  - at: 1s\n    crash: true\n"
+                                 "  - at: 2s\n    quote: {symbol: BTCUSDT, bid: 1, ask: 2}\n"
+                                 "  - at: 2s\n    exchange: {drop_stream: true}\n"
+                                 "  - at: 3s\n    restart: true\n")
+    assert [e.kind for e in timeline] == ["crash", "quote", "exchange", "restart"]
 
 
 def test_entries_written_after_end_but_earlier_in_time_are_fine(tmp_path):

@@ -113,9 +113,19 @@ def test_malformed_scenario_names_file_line_and_key(tmp_path: Path, capsys) -> N
           - at: 0s
             quote: {symbol: BTCUSDT, bid: "100.0", ask: "100.1", colour: red}
         """)
-    assert cli(["scenario", str(path), "--out", str(tmp_path / "out")]) == 1
+    assert cli(["scenario", str(path), "--out", str(tmp_path / "out")]) == 2  # bad input
     out = capsys.readouterr().out
     assert "sc.yaml:6" in out and "colour" in out
+
+
+def test_a_missing_scenario_file_is_bad_input_not_a_failed_expectation(
+        tmp_path: Path, capsys) -> None:
+    """DESIGN section 8: 2 for a bad input file, 1 only for a check that ran and failed."""
+    missing = tmp_path / "nope.yaml"
+    assert cli(["scenario", str(SCENARIOS / "rate_limit_burst.yaml"), str(missing),
+                "--out", str(tmp_path / "out")]) == 2
+    assert f"{missing}: no such file" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists(), "nothing runs when an input is missing"
 
 
 def test_crash_and_restart_recover_from_the_store(tmp_path: Path) -> None:
@@ -198,3 +208,19 @@ def test_threads_grow_only_with_long_lived_actors(tmp_path: Path) -> None:
     assert actors20 - actors5 == 15
     assert added20 - added5 == actors20 - actors5
     assert added5 - actors5 <= 4, "executor workers plus a small constant"
+
+
+def test_the_exchange_works_while_the_runtime_is_down(tmp_path: Path) -> None:
+    """Quotes between crash and restart reach the exchange: the resting stop fills
+    while nobody is connected, and the restarted runtime books that fill once."""
+    from exchange.events_log import read_events
+
+    result = run_scenario(SCENARIOS / "stop_fills_while_runtime_down.yaml", tmp_path)
+    s = result.summary
+    assert s["expect"]["passed"], s["expect"]["failures"]
+    assert s["entries_while_down"] == 2
+    events = read_events(result.run_dir / "events.jsonl")
+    down = next(i for i, e in enumerate(events) if e["kind"] == "client_disconnected")
+    back = next(i for i, e in enumerate(events) if e["kind"] == "client_connected" and i > down)
+    assert [e["kind"] for e in events[down:back]].count("order_filled") == 1
+    assert s["orders"]["filled"] == 2 and s["stop_exits"]["limit"] == 1

@@ -5,22 +5,42 @@ The file is opened on first write, never at import. Records are flushed at
 the end of every burst of work (the owner calls ``flush`` from ``on_idle``)
 so a crash loses at most the burst in progress, and never a half line that
 a reader would trip on: readers skip a torn last line.
+
+One file is one chain. ``seq`` counts records across every writer that ever
+appended to the file (a resumed run or a scenario restart continues from the
+last record, so a sequence number never repeats within a file), and each
+record carries ``prev_hash``, the SHA-256 of the previous record's line as
+written. Editing, inserting or deleting a record breaks the chain at that
+point, and :func:`verify_audit` names the first broken record. The last
+record is protected only by whatever copies its hash (the end of a chain
+cannot vouch for itself).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
 from collections.abc import Iterator
+from typing import Any
 
 from runtime.run_files import iter_jsonl
 from runtime.redact import redact_text
 
-AUDIT_SCHEMA_VERSION = 1
+AUDIT_SCHEMA_VERSION = 2
+#: ``prev_hash`` of a file's first record
+GENESIS_HASH = "0" * 64
+#: how far from the end of an existing file the last record is looked for
+_TAIL_BYTES = 1 << 16
+
+
+def line_hash(line: str) -> str:
+    """The hash the next record carries: SHA-256 of one line as written (no newline)."""
+    return hashlib.sha256(line.encode("utf-8")).hexdigest()
 
 
 class AuditLog:
@@ -30,9 +50,10 @@ class AuditLog:
         self.run_id = run_id
         self.app_version = app_version
         self.config_hash = config_hash
-        self._fh: TextIO | None = None
+        self._fh: Any = None
         self.records = 0
         self._seq = 0
+        self._prev_hash = GENESIS_HASH
         # The event id's random suffix tells apart records of runs that share a
         # run id; a generator seeded once from the OS is enough for that, and
         # spares a getrandom() syscall (uuid4) per record on the order path.
@@ -40,11 +61,14 @@ class AuditLog:
 
     def record(self, *, kind: str, reason: str, ts: datetime, inputs: dict[str, Any],
                approved: bool | None = None, **extra: Any) -> dict[str, Any]:
+        if self.path is not None and self._fh is None:
+            self._open()
         self._seq += 1
         rec = {
             "schema_version": AUDIT_SCHEMA_VERSION,
             "event_id": f"{self.run_id}-{self._seq:08d}-{self._rng.getrandbits(32):08x}",
             "seq": self._seq,
+            "prev_hash": self._prev_hash,
             "timestamp": ts.isoformat(),
             "run_id": self.run_id,
             "app_version": self.app_version,
@@ -55,13 +79,28 @@ class AuditLog:
             "inputs": inputs,
             **extra,
         }
+        line = redact_text(json.dumps(rec, default=str, separators=(",", ":")))
         if self.path is not None:
-            if self._fh is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - long-lived
-            self._fh.write(redact_text(json.dumps(rec, default=str, separators=(",", ":"))) + "\n")
+            self._fh.write(line + "\n")
+        self._prev_hash = line_hash(line)
         self.records += 1
         return rec
+
+    def _open(self) -> None:
+        """Open for appending and continue the file's chain: ``seq`` and ``prev_hash``
+        follow its last complete record. A torn last line (a crash mid-write) is cut
+        off first: it was never a record, and appending after it would glue the next
+        record to it."""
+        assert self.path is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        last = _cut_torn_tail(self.path)
+        if last is not None:
+            try:
+                self._seq = int(json.loads(last).get("seq") or 0)
+            except (ValueError, AttributeError):
+                self._seq = 0
+            self._prev_hash = line_hash(last)
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - long-lived
 
     def flush(self) -> None:
         if self._fh is not None:
@@ -74,6 +113,14 @@ class AuditLog:
             self._fh = None
 
 
+def decision_reasons() -> list[str]:
+    """Every risk decision reason code (a record may also carry group, kill switch
+    and reconciliation reasons)."""
+    from trading.reasons import Reason
+
+    return [r.value for r in Reason]
+
+
 def read_audit(path: Path | str, *, reason: str | None = None,
                symbol: str | None = None) -> Iterator[dict[str, Any]]:
     """Records of an audit file, optionally filtered. A torn last line is skipped."""
@@ -83,3 +130,70 @@ def read_audit(path: Path | str, *, reason: str | None = None,
         if symbol is not None and (rec.get("inputs") or {}).get("symbol") != symbol:
             continue
         yield rec
+
+
+def _cut_torn_tail(path: Path) -> str | None:
+    """The last complete line of ``path`` (None: empty or missing), after truncating
+    a partial line at its end. Reads backwards from the end, never the whole file."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return None
+    with open(path, "rb+") as fh:
+        buf, pos = b"", size
+        while pos > 0 and buf.count(b"\n") < 2:
+            step = min(_TAIL_BYTES, pos)
+            pos -= step
+            fh.seek(pos)
+            buf = fh.read(step) + buf
+        if buf and not buf.endswith(b"\n"):
+            cut = buf.rfind(b"\n")
+            fh.truncate(pos + cut + 1)
+            buf = buf[:cut + 1]
+    last = buf.rstrip(b"\n").rsplit(b"\n", 1)[-1].decode("utf-8", errors="replace")
+    return last or None
+
+
+@dataclass(frozen=True)
+class ChainBreak:
+    """The first record (1-based line number) whose link to the one before is wrong."""
+
+    line: int
+    seq: Any
+    problem: str
+
+
+def verify_audit(path: Path | str) -> tuple[int, ChainBreak | None]:
+    """Walk the hash chain of an audit file: (records checked, first break or None).
+
+    Every line must be a JSON record whose ``prev_hash`` is the hash of the line
+    before (the genesis hash for the first) and whose ``seq`` is one more than the
+    previous record's. Only a torn last line is tolerated (a crash mid-write)."""
+    prev_hash, prev_seq, n = GENESIS_HASH, 0, 0
+    with open(path, encoding="utf-8", newline="\n") as fh:
+        for i, raw in enumerate(fh, start=1):
+            if not raw.endswith("\n"):
+                break  # an unterminated last line: a crash mid-write (the next writer cuts it)
+            line = raw[:-1]
+            broken = _link(line, i, prev_hash, prev_seq)
+            if broken is not None:
+                return n, broken
+            prev_hash, prev_seq, n = line_hash(line), prev_seq + 1, n + 1
+    return n, None
+
+
+def _link(line: str, i: int, prev_hash: str, prev_seq: int) -> ChainBreak | None:
+    """Why line ``i`` does not follow the record before it, or None."""
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError:
+        return ChainBreak(i, None, "not a JSON record")
+    if not isinstance(rec, dict):
+        return ChainBreak(i, None, "not a JSON object")
+    seq = rec.get("seq")
+    if rec.get("prev_hash") != prev_hash:
+        return ChainBreak(i, seq, "prev_hash does not match the line before: this record "
+                                  "or the one before it was changed, inserted or removed")
+    if seq != prev_seq + 1:
+        return ChainBreak(i, seq, f"seq {seq} after {prev_seq}: expected {prev_seq + 1}")
+    return None

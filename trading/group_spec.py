@@ -54,6 +54,13 @@ KIND_KEYS = {
     "custom": {"legs"},
 }
 LEG_KEYS = {"symbol", "side", "qty", "price", "role", "iv", "multiplier"}
+#: ids of the groups ``run --drills`` submits (actors.demo_groups): deliberate failures,
+#: so their alerts say DRILL
+DRILL_ID_PREFIX = "demo-"
+
+
+def is_drill(group_id: str) -> bool:
+    return group_id.startswith(DRILL_ID_PREFIX)
 
 
 class GroupSpecError(ValueError):

@@ -32,6 +32,9 @@ class PnlTracker:
         self.realized_total = ZERO
         #: symbol -> net quantity as a string (what introspection shows)
         self.positions: dict[str, str] = {}
+        #: symbol -> realized / unrealized PnL over its keys (accounts, venues)
+        self.realized_by_symbol: dict[str, Decimal] = {}
+        self.unrealized_by_symbol: dict[str, Decimal] = {}
 
     @property
     def daily(self) -> Decimal:
@@ -43,6 +46,8 @@ class PnlTracker:
         self._keys_by_symbol.clear()
         self.unrealized_total = self.realized_total = ZERO
         self.positions.clear()
+        self.realized_by_symbol.clear()
+        self.unrealized_by_symbol.clear()
         for key in list(self.book.positions):
             self.update_key(key)
 
@@ -52,7 +57,9 @@ class PnlTracker:
         sym = key[2]
         self._keys_by_symbol.setdefault(sym, set()).add(key)
         realized = pos.realized if pos is not None else ZERO
-        self.realized_total += realized - self._realized.get(key, ZERO)
+        delta = realized - self._realized.get(key, ZERO)
+        self.realized_total += delta
+        self.realized_by_symbol[sym] = self.realized_by_symbol.get(sym, ZERO) + delta
         self._realized[key] = realized
         self._mark(key, pos)
         self.positions[sym] = str(sum((self.book.qty(k) for k in self._keys_by_symbol[sym]), ZERO))
@@ -65,5 +72,8 @@ class PnlTracker:
     def _mark(self, key: Key, pos: Position | None) -> None:
         mv = self.market.get(key[2])
         value = pos.unrealized(mv.mid if mv is not None else None) if pos is not None else ZERO
-        self.unrealized_total += value - self._unrealized.get(key, ZERO)
+        delta = value - self._unrealized.get(key, ZERO)
+        self.unrealized_total += delta
+        sym = key[2]
+        self.unrealized_by_symbol[sym] = self.unrealized_by_symbol.get(sym, ZERO) + delta
         self._unrealized[key] = value
