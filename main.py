@@ -121,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="DIR",
                    help="continue the killed run in DIR from its store, reconciling with the "
                         "exchange first (needs an exchange that kept running: --exchange)")
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="place the symbol actors (and their strategies) on a Ray cluster at "
+                        "ADDRESS; 'auto' starts a local Ray instance (needs the optional "
+                        "extra: pip install -e '.[ray]')")
     p.add_argument("--verbose", action="store_true", help="DEBUG lines in run.log")
     p.set_defaults(func=_run)
 

@@ -50,7 +50,7 @@ from collections.abc import Sequence
 
 from actors.alert_sinks import Sink, SinkError, scrub
 from messages.alerts import Alert, SinkReady
-from runtime.actor import Actor, handles
+from runtime.actor import THREADED, Actor, handles
 from runtime.backoff import Backoff
 from runtime.context import ActorContext
 
@@ -99,6 +99,8 @@ class _SinkState:
 
 class AlertsActor(Actor):
     """Fans every Alert out to ``sinks``; see the module docstring for why."""
+    #: its sinks may block on HTTP
+    execution = THREADED
 
     def __init__(self, ctx: ActorContext, sinks: Sequence[Sink], *, max_pending: int = 1000,
                  backoff: Backoff = DEFAULT_BACKOFF, ready_poll_s: float = 5.0,

@@ -34,7 +34,10 @@ from messages.orders import (CancelConfirmed, CancelOrder, OrderAcked, OrderFill
 from messages.persistence import Ack, Durable, Flush, Put, StoreDb
 from messages.types import Price, Symbol
 from actors.kill_switch import KillSwitchKeeper
+from actors.symbol import symbol_of_actor
 from runtime import Actor, handles
+from runtime.dispatcher import managed_blocking
+from runtime.signals import RemoteDown, RemoteUp
 from trading.book import InFlight, PositionBook
 from trading.gate import GateState, Intent, MarketView, decide
 from trading.limits import CircuitBreaker, Limits, RateLimiter
@@ -119,7 +122,8 @@ class Coordinator(KillSwitchKeeper, Actor):
         if not self.ctx.tell(self.persistence, Flush(ack=done)):
             return  # nobody to ask (persistence stopped): nothing can be queued there
         try:
-            done.result(timeout=self.flush_timeout_s)
+            with managed_blocking():  # the other pooled actors run on meanwhile
+                done.result(timeout=self.flush_timeout_s)
         except Exception as exc:  # noqa: BLE001 - timeout or a failed commit: rebuild anyway
             self.log.warning("persistence did not confirm the start-up flush ({!r}); "
                              "rebuilding from what is on disk", exc)
@@ -327,6 +331,31 @@ class Coordinator(KillSwitchKeeper, Actor):
         if self.book.positions:
             self.pnl.mark_symbol(q.symbol)
             self._check_daily_loss()
+
+    @handles(RemoteDown)
+    def on_remote_down(self, note: RemoteDown) -> None:
+        """A symbol actor's remote host is lost: no risk-increasing order for its
+        symbol until it is back (its market figures and strategy are gone)."""
+        symbol = symbol_of_actor(note.name)
+        if symbol is None:
+            return
+        self.state.symbols_down.add(symbol)
+        self.log.warning("symbol actor {} is down ({}): {} fails closed until it is back",
+                         note.name, note.reason, symbol)
+        self.audit.record(kind="symbol_actor_down", reason=note.reason,
+                          ts=self.ctx.clock.now(), inputs={"symbol": symbol, "actor": note.name})
+        self._publish()
+
+    @handles(RemoteUp)
+    def on_remote_up(self, note: RemoteUp) -> None:
+        symbol = symbol_of_actor(note.name)
+        if symbol is None or symbol not in self.state.symbols_down:
+            return
+        self.state.symbols_down.discard(symbol)
+        self.log.info("symbol actor {} is back: {} trades again", note.name, symbol)
+        self.audit.record(kind="symbol_actor_up", reason="restarted",
+                          ts=self.ctx.clock.now(), inputs={"symbol": symbol, "actor": note.name})
+        self._publish()
 
     @handles(MarketStats)
     def on_stats(self, s: MarketStats) -> None:

@@ -28,7 +28,7 @@ from messages.codec import CodecError
 from messages.persistence import (
     Ack, Delete, Durable, Flush, GetStats, PersistenceError, Put, PutMany, Reserve,
 )
-from runtime.actor import Actor, handles
+from runtime.actor import THREADED, Actor, handles
 from runtime.store import DEFAULT_MAP_SIZE, Store, key_bytes, put_op
 
 AckLike = Ack | Future | None
@@ -43,6 +43,8 @@ class PersistenceActor(Actor):
     (the actor takes its own hold on it). With neither, the system's
     services ``store`` or ``run_dir`` are used.
     """
+    #: blocks in LMDB commits (fsync) and lingers for a group commit
+    execution = THREADED
 
     def __init__(self, ctx: Any, run_dir: Any = None, *, store: Store | None = None,
                  map_size: int = DEFAULT_MAP_SIZE, max_batch: int = 10_000,

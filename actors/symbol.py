@@ -7,11 +7,15 @@ Why it is built this way:
 
 * Market data lands in preallocated numpy ring buffers: no allocation per
   tick, so memory stays flat however long the run (rule 13).
-* Features are computed on the system's shared executor (``ctx.submit``),
-  never on a pool of the actor's own. At most one computation per symbol is
-  in flight; ticks arriving meanwhile go into the ring and the next
-  computation, started when the result comes back, sees the latest data. A
-  slow executor therefore costs freshness, never unbounded queues.
+* Features are cheap (tens of microseconds), so by default they are
+  computed inline in the handler (``features_on="inline"``): a hop to an
+  executor and back costs more than the work. A heavy feature set or model
+  uses ``features_on="executor"``: the system's one shared executor
+  (``ctx.submit``), never a pool of the actor's own. There at most one
+  computation per symbol is in flight; ticks arriving meanwhile go into the
+  ring and the next computation, started when the result comes back, sees
+  the latest data. A slow executor therefore costs freshness, never
+  unbounded queues.
 * The computation reads a private chronological copy of the rings (taken
   when it starts), so the actor keeps writing ticks while it runs; the
   strategy then reads that same copy on the actor thread.
@@ -67,12 +71,19 @@ from runtime.supervisor import ChildSpec, SupervisorSpec
 DEFAULT_RING_SIZE = 512
 DEFAULT_STATS_EVERY = 10
 LATENCY_SAMPLES = 1024
+#: where features are computed: in the handler, or on the shared executor
+FEATURES_ON = ("inline", "executor")
 _COUNTERS = ("ticks", "quotes", "bars", "signals", "rejected", "computations", "coalesced",
              "feature_errors", "strategy_errors", "stats_sent")
 
 
 def symbol_actor_name(symbol: str) -> str:
     return f"symbol-{symbol}"
+
+
+def symbol_of_actor(name: str) -> str | None:
+    """The symbol of a ``symbol-<SYM>`` actor name (None for any other name)."""
+    return name[len("symbol-"):] if name.startswith("symbol-") else None
 
 
 def _finite(x: Any) -> float:
@@ -121,8 +132,12 @@ class SymbolActor(Actor):
                  strategy_params: dict[str, Any] | None = None, bar_ring_size: int | None = None,
                  stats_every: int = DEFAULT_STATS_EVERY,
                  feature_params: FeatureParams | dict[str, Any] | None = None,
-                 account: str = "default") -> None:
+                 account: str = "default", features_on: str = "inline") -> None:
         super().__init__(ctx)
+        if features_on not in FEATURES_ON:
+            raise ValueError(f"{symbol}: features_on must be one of {FEATURES_ON}, "
+                             f"got {features_on!r}")
+        self.inline_features = features_on == "inline"
         if not isinstance(symbol, str) or not symbol:
             raise ValueError(f"symbol must be a non-empty string, got {symbol!r}")
         if not isinstance(ring_size, int) or ring_size < 8:
@@ -256,16 +271,26 @@ class SymbolActor(Actor):
             self.log.warning("{}: rejected {} ({}, {} so far): {!r}", self.symbol,
                              type(msg).__name__, reason, n, msg)
 
-    # -- features on the shared executor --------------------------------------------
+    # -- features: inline, or on the shared executor ---------------------------------
 
     def _compute(self) -> None:
         nq = self.quotes.snapshot()
         nb = self.bars.snapshot()
         self._snap = (nq, nb, self._last_recv, self.info["ticks"], self._last_quote)
         self._dirty = False
-        self._in_flight = True
         self._seq += 1
         self.info["computations"] += 1
+        if self.inline_features:
+            try:
+                features = compute_features(self.quotes.scratch[:, :nq],
+                                            self.bars.scratch[:, :nb], self.feature_params)
+            except Exception as exc:  # noqa: BLE001 - counted and logged, never a crash
+                self.info["feature_errors"] += 1
+                self.log.error("{}: feature computation failed: {!r}", self.symbol, exc)
+            else:
+                self._on_features(features)
+            return
+        self._in_flight = True
         self.ctx.submit(compute_features, self.quotes.scratch[:, :nq], self.bars.scratch[:, :nb],
                         self.feature_params, tag=("features", self._incarnation, self._seq))
 
@@ -391,7 +416,9 @@ def symbols_supervisor(symbols: Iterable[str], strategy_name: str = "demo",
                        feature_params: dict[str, Any] | None = None, account: str = "default",
                        name: str = "symbols", intensity: int = 5,
                        period_s: float = 60.0,
-                       quiet_symbols: Iterable[str] = ()) -> SupervisorSpec:
+                       quiet_symbols: Iterable[str] = (),
+                       features_on: str = "inline",
+                       execution: str | None = None) -> SupervisorSpec:
     """The ``symbols`` supervisor: one conflating ``symbol-<SYM>`` child per symbol.
 
     The strategy name and parameters are checked here, so a typo fails when
@@ -403,13 +430,18 @@ def symbols_supervisor(symbols: Iterable[str], strategy_name: str = "demo",
     symbols = list(symbols)
     strategy_by_name(strategy_name, params)
     FeatureParams(**(feature_params or {}))
+    if features_on not in FEATURES_ON:
+        raise ValueError(f"features_on must be one of {FEATURES_ON}, got {features_on!r}")
+    if execution == "remote":
+        features_on = "inline"  # a remote actor's own process computes; it has no executor
     plan = [(s, strategy_name, dict(params or {})) for s in symbols]
     plan += [(s, "none", {}) for s in quiet_symbols if s not in symbols]
     children = [
         ChildSpec(symbol_actor_name(s), SymbolActor, args=(s, strat, coordinator, ring_size),
                   kwargs={"strategy_params": p, "stats_every": stats_every,
-                          "feature_params": dict(feature_params or {}), "account": account},
-                  conflate=True)
+                          "feature_params": dict(feature_params or {}), "account": account,
+                          "features_on": features_on},
+                  conflate=True, execution=execution)
         for s, strat, p in plan
     ]
     logger.debug("symbols supervisor: {} symbols, strategy {}", len(children), strategy_name)

@@ -48,9 +48,31 @@ class PersistenceConfig(Section):
     map_size_mb: PosInt = 1024
 
 
+class PlacementConfig(Section):
+    """Where actors run (DESIGN section 11). ``symbols``: ``local`` (pooled, in this
+    process), ``ray`` (remote actors on a Ray cluster: ``run --ray ADDRESS``) or
+    ``thread`` (remote actors hosted on threads of this process, every message
+    through the codec: for tests and to measure the codec alone)."""
+
+    symbols: Literal["local", "thread", "ray"] = "local"
+    #: ``auto`` starts a local Ray instance on this machine; else a cluster address
+    ray_address: str = "auto"
+    #: Ray host processes the symbol actors are spread over (by a hash of the name)
+    ray_processes: PosInt = Field(default=2, le=1024)
+    #: CPUs a local Ray instance may use (None: Ray's own choice)
+    ray_num_cpus: PosInt | None = None
+
+
 class RuntimeConfig(Section):
     #: the one shared CPU executor (feature engineering, margin grid)
     executor_workers: PosInt = Field(default=2, le=64)
+    #: worker threads of the dispatcher that runs every pooled actor (DESIGN section 2)
+    dispatcher_threads: PosInt = Field(default=1, le=64)
+    #: messages a pooled actor may handle per turn before the next actor gets one
+    throughput: PosInt = Field(default=64, le=100_000)
+    #: a pooled handler running longer than this is counted and logged (it stalls others)
+    slow_handler_ms: PosFloat = Field(default=50.0, le=60_000)
+    placement: PlacementConfig = PlacementConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     restart_backoff: RestartBackoff = RestartBackoff()
     persistence: PersistenceConfig = PersistenceConfig()
@@ -180,6 +202,9 @@ class StrategyConfig(Section):
     name: Ident = "demo"
     #: strategy-specific; the strategy validates its own parameters
     params: dict[str, Any] = {}
+    #: features computed inline in the symbol actor (cheap ones), or on the shared
+    #: executor (heavy feature sets and models)
+    features: Literal["inline", "executor"] = "inline"
 
 
 class DemoGroupsConfig(Section):

@@ -35,6 +35,9 @@ class Message:
     #: the same key is queued, it replaces the older one. Orders, fills and
     #: control messages return ``None`` and are never conflated.
     conflatable: ClassVar[bool] = False
+    #: Market data waits in the market lane of a mailbox that has one, behind
+    #: every order, fill and control message (runtime.mailbox).
+    market_data: ClassVar[bool] = False
 
     def conflation_key(self) -> Any:
         return None

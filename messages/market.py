@@ -20,6 +20,7 @@ class Quote(Message):
     ask_size: Quantity = Quantity(Decimal("0"))
 
     conflatable: ClassVar[bool] = True
+    market_data: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_str(self, "symbol")
@@ -50,6 +51,7 @@ class Bar(Message):
     ts: datetime
 
     conflatable: ClassVar[bool] = True
+    market_data: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_str(self, "symbol")

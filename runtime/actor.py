@@ -12,6 +12,10 @@ Differences from a plain pykka actor, and why:
 * Messages are dispatched by type to methods marked with :func:`handles`.
 * Handlers must never block on another actor, so ``ask`` from inside a
   handler raises (request and reply are two tells; see ``ActorContext``).
+* One class, two ways to run (``execution``): *pooled* (the default) on a
+  :class:`~runtime.dispatcher.Dispatcher` shared by many actors, for handlers
+  that never block; *threaded* on a thread of its own, for actors that block
+  on I/O. Handling, supervision, restarts and figures are the same code.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from loguru import logger
 from pykka._envelope import Envelope
 from pykka._registry import ActorRegistry
 
-from runtime.mailbox import Mailbox, StopNow
+from runtime.mailbox import EMPTY, Mailbox, StopNow
 from runtime.signals import GracefulStop
 
 if TYPE_CHECKING:
@@ -36,6 +40,13 @@ if TYPE_CHECKING:
 
 _current = threading.local()
 _Handler = TypeVar("_Handler", bound=Callable[..., Any])
+_perf = time.perf_counter
+
+
+def _what(item: Any) -> str:
+    if type(item) is Envelope:
+        return f"ask:{type(item.message).__name__}"
+    return type(item).__name__
 
 
 def current_actor_name() -> str | None:
@@ -55,10 +66,20 @@ def handles(*message_types: type) -> Callable[[_Handler], _Handler]:
     return mark
 
 
+POOLED = "pooled"
+THREADED = "threaded"
+#: in another process (runtime.remote): its cell and mailbox stay here
+REMOTE = "remote"
+EXECUTIONS = (POOLED, THREADED, REMOTE)
+
+
 class Actor(pykka.ThreadingActor):
     """Base class of every Tradewarden actor. Construct with an ActorContext."""
 
     use_daemon_thread = True
+    #: pooled (on the system's dispatcher) unless the class blocks on I/O;
+    #: a child spec may override it
+    execution: ClassVar[str] = POOLED
     _tw_dispatch: ClassVar[dict[type, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -79,12 +100,18 @@ class Actor(pykka.ThreadingActor):
         self._exit_announced = False
         super().__init__()
         self._dispatch_cache: dict[type, Callable[..., Any] | None] = {}
+        self._began = False
+        self._finished = False
 
     def _create_actor_inbox(self) -> Mailbox:  # type: ignore[override]  # pykka's is a staticmethod; ours is the cell's
         # The mailbox belongs to the directory cell, not to this instance.
         return self._cell.mailbox
 
     def _start_actor_loop(self) -> None:
+        mailbox = self._cell.mailbox
+        if mailbox.dispatcher is not None:
+            mailbox.attach(self)  # pooled: the first turn runs on_start
+            return
         thread = threading.Thread(target=self._actor_loop, name=f"tw-{self.ctx.name}",
                                   daemon=True)
         thread.start()
@@ -160,28 +187,100 @@ class Actor(pykka.ThreadingActor):
 
     def _run(self) -> None:
         mailbox = self._cell.mailbox
-        perf = time.perf_counter
         stopped = self.actor_stopped
         while not stopped.is_set():
-            item = mailbox.get()
-            t0 = perf()
-            try:
-                kind = type(item)
-                if kind is Envelope:
-                    self._handle_envelope(item)
-                elif kind is StopNow or kind is GracefulStop:
-                    self._stop_instance(item.reason)
-                else:
-                    self.on_receive(item)
-                if not mailbox._items and not stopped.is_set():
-                    self.on_idle()
-            except Exception as exc:  # noqa: BLE001 - recorded and supervised
-                self._crash(exc, item, during="handler")
-            finally:
-                if stopped.is_set():
-                    self._announce_exit()
-                mailbox.record_handled(perf() - t0)
-                mailbox.done()
+            self._handle_item(mailbox.get(), mailbox)
+
+    def _handle_item(self, item: Any, mailbox: Any) -> float:
+        """Handle one item taken from the mailbox; returns the seconds it took."""
+        t0 = _perf()
+        stopped = self.actor_stopped
+        try:
+            kind = type(item)
+            if kind is Envelope:
+                self._handle_envelope(item)
+            elif kind is StopNow or kind is GracefulStop:
+                self._stop_instance(item.reason)
+            else:
+                self.on_receive(item)
+            if not (mailbox._items or mailbox._market) and not stopped.is_set():
+                self.on_idle()
+        except Exception as exc:  # noqa: BLE001 - recorded and supervised
+            self._crash(exc, item, during="handler")
+        finally:
+            if stopped.is_set():
+                self._announce_exit()
+            took = _perf() - t0
+            mailbox.record_handled(took)
+            mailbox.done()
+        return took
+
+    # -- pooled: turns on a dispatcher --------------------------------------------
+
+    def wants_turn(self) -> bool:
+        """True while this pooled instance has work besides its mail (to start)."""
+        return not self._began and not self._finished
+
+    def takes_mail(self) -> bool:
+        """Whether a turn would take mail now (a remote proxy waiting for an
+        answer does not: its mail waits, and conflates, in the mailbox)."""
+        return True
+
+    def pooled_turn(self, throughput: int) -> None:
+        """Dispatcher worker only: start if new, then work through up to
+        ``throughput`` messages (the mailbox makes sure no two turns of one
+        actor overlap)."""
+        if self._finished:
+            return
+        cell = self._cell
+        _current.name = cell.name
+        try:
+            if not self._began:
+                self._begin_pooled()
+            if not self.actor_stopped.is_set():
+                self._pooled_work(throughput)
+            if self.actor_stopped.is_set():
+                self._finish_pooled()
+        finally:
+            _current.name = None
+
+    def _begin_pooled(self) -> None:
+        self._began = True
+        cell = self._cell
+        mailbox = cell.mailbox
+        mailbox.busy = True  # starting counts as busy for quiescence
+        try:
+            self.on_start()
+        except Exception as exc:  # noqa: BLE001 - recorded and supervised
+            self._crash(exc, None, during="on_start")
+            self._announce_exit()
+        finally:
+            cell.started.set()
+            mailbox.done()
+
+    def _pooled_work(self, throughput: int) -> None:
+        mailbox = self._cell.mailbox
+        stopped = self.actor_stopped
+        bound = mailbox.dispatcher.slow_handler_s
+        for _ in range(throughput):
+            if stopped.is_set():
+                break
+            item = mailbox.take()
+            if item is EMPTY:
+                break
+            took = self._handle_item(item, mailbox)
+            if took > bound:
+                mailbox.dispatcher.report_slow(self._cell.name, _what(item), took, mailbox)
+
+    def _finish_pooled(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        cell = self._cell
+        self._announce_exit()
+        cell.mailbox.detach(self)
+        cell.started.set()
+        cell.thread_ended(self)
 
     def _handle_envelope(self, envelope: Envelope[Any]) -> None:
         reply_to = envelope.reply_to

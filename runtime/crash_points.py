@@ -35,6 +35,7 @@ import threading
 from typing import Any
 
 from runtime.actor import current_actor_name
+from runtime.dispatcher import managed_blocking
 
 #: key in ``system.services``; absent in production
 SERVICE = "crash_points"
@@ -73,7 +74,8 @@ class CrashPoints:
             self.armed = None
             self.holder, self.detail, self.reached_point = current_actor_name(), detail, point
         self.reached.set()
-        self._release.wait()
+        with managed_blocking():  # a pooled holder must not stall the other actors
+            self._release.wait()
         return True
 
     def disarm(self) -> None:

@@ -77,13 +77,16 @@ class ActorCell:
     """The stable identity of a named actor across restarts."""
 
     def __init__(self, system: ActorSystem, name: str, *, supervisor: str | None,
-                 conflate: bool, activity: itertools.count[int]) -> None:
+                 conflate: bool, activity: itertools.count[int], market_lane: bool = False) -> None:
         self.system = system
         self.name = name
         self.supervisor = supervisor
-        self.mailbox = Mailbox(name, conflate=conflate, activity=activity)
+        self.mailbox = Mailbox(name, conflate=conflate, market_lane=market_lane,
+                               activity=activity)
         self.state = EXITED
         self.kind = "?"
+        #: pooled or threaded, fixed by the first instance (runtime.actor.EXECUTIONS)
+        self.execution = "?"
         self.incarnation = 0
         self.restarts = 0
         self.failures = 0

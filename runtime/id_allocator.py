@@ -19,6 +19,7 @@ from collections.abc import Callable
 from loguru import logger
 
 from messages.persistence import Durable, PersistenceError, Reserve
+from runtime.dispatcher import managed_blocking
 from runtime.store import Store
 
 
@@ -86,8 +87,16 @@ class IdAllocator:
         return None if value is None else f"{self.prefix}{value}"
 
     def next_id(self, timeout: float = 10.0) -> str:
-        """The next id, waiting up to ``timeout`` for a refill. Not for handlers."""
-        deadline = time.monotonic() + timeout
+        """The next id, waiting up to ``timeout`` for a refill. Not for handlers
+        but the coordinator's, where the wait is rare (a whole block behind) and
+        managed: the dispatcher runs the other pooled actors meanwhile."""
+        got = self.try_next()
+        if got is not None:
+            return got
+        with managed_blocking():
+            return self._wait_for_id(time.monotonic() + timeout, timeout)
+
+    def _wait_for_id(self, deadline: float, timeout: float) -> str:
         while True:
             got = self.try_next()
             if got is not None:

@@ -29,6 +29,8 @@ def snapshot(system: ActorSystem, *, peek: int = 0) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "name": cell.name,
             "kind": cell.kind,
+            "execution": cell.execution,
+            "dispatcher": cell.mailbox.dispatcher.name if cell.mailbox.dispatcher else None,
             "supervisor": cell.supervisor,
             "state": cell.state,
             "incarnation": cell.incarnation,
@@ -56,6 +58,7 @@ def snapshot(system: ActorSystem, *, peek: int = 0) -> dict[str, Any]:
         "supervisors": supervisors,
         "dead_letters": system.dead_letters.snapshot(),
         "executor": system.executor.snapshot(),
+        "dispatchers": [system.dispatcher.snapshot()],
         "timers": {"pending": system.timers.pending(), "fired": system.timers.fired},
         "restarts": dict(system.restart_counts),
     }

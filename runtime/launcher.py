@@ -86,6 +86,23 @@ class LaunchSpec:
     #: the ``demo.groups`` config section when ``run`` starts the demo group driver
     #: (its symbols are in ``symbols`` too, with no strategy on them); see :func:`demo_plan`
     demo_groups: Any = None
+    #: where remote symbol actors run (runtime.remote.Placement), kept by the caller
+    #: across lives; None: made from ``runtime.placement`` and closed with the runtime
+    placement: Any = None
+
+
+def make_placement(cfg: Config) -> Any:
+    """The placement ``runtime.placement.symbols`` asks for (None: all local)."""
+    pl = cfg.runtime.placement
+    if pl.symbols == "thread":
+        from runtime.remote import ThreadPlacement
+
+        return ThreadPlacement()
+    if pl.symbols == "ray":
+        from runtime.ray_placement import RayPlacement
+
+        return RayPlacement(pl.ray_address, processes=pl.ray_processes, num_cpus=pl.ray_num_cpus)
+    return None
 
 
 def demo_plan(cfg: Config) -> tuple[tuple[str, ...], Any]:
@@ -109,6 +126,8 @@ class Runtime:
         self.engine = spec.engine if spec.exchange_url is None else None
         self.store: Any = None
         self.audit: Any = None
+        self.placement: Any = None
+        self._own_placement = False
         self.system: ActorSystem | None = None
         self.store_id: str | None = None
 
@@ -131,10 +150,17 @@ class Runtime:
         (spec.run_dir / "audit.jsonl").touch()  # present even if nothing is decided
         self.audit = AuditLog(spec.run_dir / "audit.jsonl", run_id=spec.run_id,
                               app_version=app_version(), config_hash=spec.config_hash)
+        placement = self.placement = spec.placement or make_placement(cfg)
+        self._own_placement = spec.placement is None
         system = self.system = ActorSystem(
             clock=spec.clock, executor_workers=cfg.runtime.executor_workers, seed=spec.seed,
+            placement=placement,
+            dispatcher_threads=cfg.runtime.dispatcher_threads,
+            throughput=cfg.runtime.throughput,
+            slow_handler_s=cfg.runtime.slow_handler_ms / 1000.0,
             name=f"tradewarden-{spec.run_id}",
             services={"store": self.store, "audit": self.audit, "run_dir": spec.run_dir})
+        system.placement_watchers = ("coordinator",)  # fails closed for a symbol whose actor is away
         system.services["ids"] = IdAllocator.via_actor(system.tell, "client_order_id",
                                                        block=256)
         if self.engine is None and spec.exchange_url is None:
@@ -162,6 +188,9 @@ class Runtime:
         if self.store is not None:
             self.store.close()
             self.store = None
+        placement, self.placement = self.placement, None
+        if placement is not None and self._own_placement:
+            placement.close()
 
     def kill(self) -> None:
         """Die (almost) as if the process were killed: every waiting message
@@ -217,7 +246,7 @@ class Runtime:
                                       kwargs={"events_path": spec.run_dir / "events.jsonl",
                                               "auto_connect": False}))
         children += [
-            ChildSpec("gateway", Gateway,
+            ChildSpec("gateway", Gateway, market_lane=True,
                       kwargs={"adapter_factory": self._adapter_factory(),
                               "quote_listeners": ("stops",), "connect_on_start": False,
                               "watchdog_timeout_s": gw.watchdog.timeout_s}),
@@ -227,7 +256,7 @@ class Runtime:
             ChildSpec("reconciler", Reconciler,
                       kwargs={"poll_s": cfg.reconciler.poll_s, "accounts": (self.account,),
                               "round_timeout_s": cfg.reconciler.startup_timeout_s}),
-            ChildSpec("coordinator", Coordinator, conflate=True,
+            ChildSpec("coordinator", Coordinator, conflate=True, market_lane=True,
                       kwargs={"limits": Limits.from_config(cfg.risk,
                                                            account_equity=cfg.exchange.starting_cash),
                               "symbols": list(spec.symbols), "venue": cfg.exchange.venue,
@@ -238,14 +267,17 @@ class Runtime:
                          intensity=sup.intensity, period_s=sup.period_s),
             # rules 7 and 8: both order only through the coordinator
             ChildSpec("hedger", Hedger, kwargs={"debounce_ms": cfg.hedger.debounce_ms}),
-            ChildSpec("stops", StopLossManager, conflate=True,
+            ChildSpec("stops", StopLossManager, conflate=True, market_lane=True,
                       kwargs={"slippage_bps": cfg.stops.slippage_bps,
                               "fallback_after_s": cfg.stops.fallback_after_s,
                               "cancel_wait_alert_s": cfg.stops.cancel_wait_alert_s}),
             symbols_supervisor([s for s in spec.symbols if s not in self.demo_symbols],
                                cfg.strategy.name, cfg.strategy.params,
                                account=self.account, intensity=sup.intensity,
-                               period_s=sup.period_s, quiet_symbols=self.demo_symbols),
+                               period_s=sup.period_s, quiet_symbols=self.demo_symbols,
+                               features_on=cfg.strategy.features,
+                               execution=("remote" if cfg.runtime.placement.symbols != "local"
+                                          else None)),
         ]
         if spec.market is not None:
             from actors.market_feed import MarketFeed

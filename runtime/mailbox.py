@@ -11,6 +11,21 @@ its waiting messages stay here and the restarted instance reads them in
 order. That is how "messages for an actor that is restarting are held, not
 dropped" is implemented.
 
+A mailbox serves one of two kinds of actor. A *threaded* actor's own
+thread blocks in :meth:`Mailbox.get`, woken through the ``SimpleQueue``. A
+*pooled* actor has no thread: the mailbox is attached to a
+:class:`~runtime.dispatcher.Dispatcher` and a ``put`` schedules the mailbox
+on the dispatcher's run queue (at most once: the ``scheduled`` flag is
+Akka's mailbox status), where a worker thread gives the actor a turn.
+
+The market lane (``market_lane=True``, for actors on the order path that
+also read market data: coordinator, stops, gateway): messages whose type is
+``market_data`` (quotes, bars) wait in a second queue, and the actor takes
+from it only when nothing else waits. An order, fill, ack or control message
+is therefore never queued behind a burst of market data. Each lane keeps its
+own order; a market-data message may be overtaken by a later order message
+(never the other way round), which is the point.
+
 Conflation (market data only): when a conflatable message arrives while an
 older one with the same key is still waiting, the waiting one is replaced in
 place, so the queue holds at most one entry per key and the consumer sees the
@@ -39,6 +54,17 @@ class _Slot:
         self.msg = msg
 
 
+class _Empty:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "EMPTY"
+
+
+#: what :meth:`Mailbox.take` returns when nothing is waiting
+EMPTY = _Empty()
+
+
 class StopNow:
     """Control item put at the front of a mailbox: stop before the next message."""
 
@@ -57,16 +83,22 @@ class Mailbox:
     """
 
     __slots__ = (
-        "name", "conflate", "_items", "_wake", "_slots", "_conflate_lock", "_activity",
+        "name", "conflate", "market_lane", "_market", "_sorting", "_items", "_wake", "_slots",
+        "_conflate_lock", "_activity",
         "processed", "high_water", "handling_s", "max_handling_s", "conflated", "busy",
+        "dispatcher", "_runner", "_scheduled", "_sched_lock", "slow_handlers", "slowest",
         "__weakref__",
     )
 
-    def __init__(self, name: str, *, conflate: bool = False,
+    def __init__(self, name: str, *, conflate: bool = False, market_lane: bool = False,
                  activity: itertools.count[int] | None = None) -> None:
         self.name = name
         self.conflate = conflate
+        self.market_lane = market_lane
+        self._sorting = conflate or market_lane  # put must look at the message's type
         self._items: deque[tuple[float, Any]] = deque()  # (enqueued at, message or slot)
+        #: the market lane (always a deque, empty unless ``market_lane``)
+        self._market: deque[tuple[float, Any]] = deque()
         self._wake: SimpleQueue[None] = SimpleQueue()
         self._slots: dict[Any, _Slot] = {}
         self._conflate_lock = threading.Lock()
@@ -77,25 +109,40 @@ class Mailbox:
         self.handling_s = 0.0
         self.max_handling_s = 0.0
         self.conflated = 0
+        #: the dispatcher of a pooled actor (None: threaded)
+        self.dispatcher: Any = None
+        self._runner: Any = None
+        self._scheduled = False
+        self._sched_lock = threading.Lock()
+        #: pooled handlers that ran past the dispatcher's bound, and the slowest seen
+        self.slow_handlers = 0
+        self.slowest: tuple[float, str] | None = None
 
     # -- producer side --------------------------------------------------------
 
     def put(self, item: Any) -> None:
         """Enqueue a message (or a pykka envelope). Thread-safe, never blocks."""
-        if self.conflate and getattr(item, "conflatable", False):
-            try:
-                key = item.conflation_key()
-                hash(key)
-            except Exception:  # noqa: BLE001 - malformed (e.g. a list for a symbol)
-                key = None  # queued as is: the receiver's handler rejects it, not the sender
-            if key is not None:
-                self._put_conflated(item, key)
-                return
-        self._items.append((_monotonic(), item))
+        lane = self._items
+        if self._sorting:
+            if self.market_lane and getattr(item, "market_data", False):
+                lane = self._market
+            if self.conflate and getattr(item, "conflatable", False):
+                try:
+                    key = item.conflation_key()
+                    hash(key)
+                except Exception:  # noqa: BLE001 - malformed (e.g. a list for a symbol)
+                    key = None  # queued as is: the receiver's handler rejects it, not the sender
+                if key is not None:
+                    self._put_conflated(item, key, lane)
+                    return
+        lane.append((_monotonic(), item))
         next(self._activity)
-        self._wake.put(None)
+        if self.dispatcher is None:
+            self._wake.put(None)
+        else:
+            self._notify()
 
-    def _put_conflated(self, msg: Any, key: Any) -> None:
+    def _put_conflated(self, msg: Any, key: Any, lane: deque[tuple[float, Any]]) -> None:
         with self._conflate_lock:
             slot = self._slots.get(key)
             if slot is not None:
@@ -105,15 +152,111 @@ class Mailbox:
                 return
             slot = _Slot(key, msg)
             self._slots[key] = slot
-            self._items.append((_monotonic(), slot))
+            lane.append((_monotonic(), slot))
         next(self._activity)
-        self._wake.put(None)
+        if self.dispatcher is None:
+            self._wake.put(None)
+        else:
+            self._notify()
 
     def put_front(self, item: Any) -> None:
         """Put a control item ahead of everything waiting (used to stop now)."""
         self._items.appendleft((_monotonic(), item))
         next(self._activity)
-        self._wake.put(None)
+        if self.dispatcher is None:
+            self._wake.put(None)
+        else:
+            self._notify()
+
+    # -- pooled actors --------------------------------------------------------
+
+    def use_dispatcher(self, dispatcher: Any) -> None:
+        """Serve a pooled actor from now on (set once, before its first instance)."""
+        self.dispatcher = dispatcher
+
+    def attach(self, runner: Any) -> None:
+        """A pooled instance starts reading this mailbox: give it its first turn
+        (its ``on_start`` runs there, then the messages that waited for it)."""
+        with self._sched_lock:
+            self._runner = runner
+            if self._scheduled:
+                return  # a turn is ending; it sees the new runner and requeues
+            self._scheduled = True
+        self.dispatcher.schedule(self)
+
+    def detach(self, runner: Any) -> None:
+        """The pooled instance ``runner`` ended; messages wait for the next one."""
+        with self._sched_lock:
+            if self._runner is runner:
+                self._runner = None
+
+    def _notify(self) -> None:
+        # Fast path without the lock: a raised flag means a turn is queued or
+        # running, and a turn re-checks the queue after lowering the flag (see
+        # run_turn), so an item appended before this read cannot be stranded.
+        if self._scheduled:
+            return
+        with self._sched_lock:
+            if self._scheduled or self._runner is None:
+                return
+            self._scheduled = True
+        self.dispatcher.schedule(self)
+
+    def run_turn(self, throughput: int) -> None:
+        """Dispatcher worker only: let the attached instance handle up to
+        ``throughput`` messages, then requeue this mailbox if mail is left.
+        The ``scheduled`` flag stays raised from the schedule to the end of the
+        turn, so no two workers ever hold one actor's turn at once."""
+        runner = self._runner
+        if runner is not None:
+            runner.pooled_turn(throughput)
+        with self._sched_lock:
+            runner = self._runner
+            requeue = runner is not None and (
+                bool(self._items or self._market) and runner.takes_mail() or runner.wants_turn())
+            if not requeue:
+                self._scheduled = False
+        if requeue:
+            self.dispatcher.schedule(self)
+        elif runner is not None and (self._items or self._market) and runner.takes_mail():
+            self._notify()  # an item put while the flag was still up
+
+    def kick(self) -> None:
+        """Give the attached pooled instance a turn though no mail came (it has
+        work of its own: a remote answer to deliver)."""
+        self._notify()
+
+    def take(self) -> Any:
+        """Pooled consumer: the next item, or :data:`EMPTY` (never blocks).
+        ``busy`` is raised before the item leaves the queue, as in :meth:`get`."""
+        self.busy = True
+        item = self._pop()
+        if item is EMPTY:
+            self.busy = False
+        return item
+
+    def _pop(self) -> Any:
+        """The next item (the main lane first, then the market lane), or EMPTY."""
+        depth = len(self._items) + len(self._market)
+        try:
+            _, item = self._items.popleft()
+        except IndexError:
+            try:
+                _, item = self._market.popleft()
+            except IndexError:
+                return EMPTY
+        if depth > self.high_water:
+            self.high_water = depth
+        if type(item) is _Slot:
+            with self._conflate_lock:
+                del self._slots[item.key]
+                return item.msg
+        return item
+
+    def record_slow(self, seconds: float, what: str) -> None:
+        self.slow_handlers += 1
+        if self.slowest is None or seconds > self.slowest[0]:
+            self.slowest = (seconds, what)
 
     # -- consumer side --------------------------------------------------------
 
@@ -127,25 +270,16 @@ class Mailbox:
         while True:
             self._wake.get()
             self.busy = True
-            depth = len(self._items)
-            try:
-                _, item = self._items.popleft()
-                break
-            except IndexError:  # a stray wake-up left by drain(); nothing to take
-                self.busy = False
-        if depth > self.high_water:
-            self.high_water = depth
-        if type(item) is _Slot:
-            with self._conflate_lock:
-                del self._slots[item.key]
-                return item.msg
-        return item
+            item = self._pop()
+            if item is not EMPTY:
+                return item
+            self.busy = False  # a stray wake-up left by drain(); nothing to take
 
     def wait_for_item(self, timeout: float) -> bool:
         """Consumer thread only: block up to ``timeout`` seconds until something
         is waiting; True if it is. Takes nothing: the wake-up token is put back
         for the next ``get``. (For a group commit that lingers for company.)"""
-        if self._items:
+        if self._items or self._market:
             return True
         try:
             self._wake.get(timeout=timeout)
@@ -168,28 +302,34 @@ class Mailbox:
     # -- observers (any thread) -----------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._items) + len(self._market)
 
     @property
     def depth(self) -> int:
-        return len(self._items)
+        return len(self._items) + len(self._market)
 
     def oldest_age_s(self) -> float:
-        try:
-            enqueued_at, _ = self._items[0]
-        except IndexError:
-            return 0.0
-        return max(0.0, _monotonic() - enqueued_at)
+        oldest = None
+        for lane in (self._items, self._market):
+            try:
+                enqueued_at, _ = lane[0]
+            except IndexError:
+                continue
+            if oldest is None or enqueued_at < oldest:
+                oldest = enqueued_at
+        return 0.0 if oldest is None else max(0.0, _monotonic() - oldest)
 
     def peek(self, n: int) -> list[Any]:
-        """The first ``n`` waiting messages, oldest first (a best-effort copy)."""
+        """The first ``n`` waiting messages in the order they will be taken
+        (a best-effort copy)."""
         out: list[Any] = []
-        for i in range(max(0, n)):
-            try:
-                _, item = self._items[i]
-            except IndexError:
-                break
-            out.append(item.msg if type(item) is _Slot else item)
+        for lane in (self._items, self._market):
+            for i in range(max(0, n - len(out))):
+                try:
+                    _, item = lane[i]
+                except IndexError:
+                    break
+                out.append(item.msg if type(item) is _Slot else item)
         return out
 
     def drain(self) -> list[Any]:
@@ -199,11 +339,15 @@ class Mailbox:
             try:
                 _, item = self._items.popleft()
             except IndexError:
-                break
-            try:
-                self._wake.get_nowait()
-            except Exception:  # noqa: BLE001 - tokens and items may be out of step mid-put
-                pass
+                try:
+                    _, item = self._market.popleft()
+                except IndexError:
+                    break
+            if self.dispatcher is None:
+                try:
+                    self._wake.get_nowait()
+                except Exception:  # noqa: BLE001 - tokens and items may be out of step mid-put
+                    pass
             if type(item) is _Slot:
                 with self._conflate_lock:
                     self._slots.pop(item.key, None)
@@ -214,7 +358,7 @@ class Mailbox:
     def figures(self) -> dict[str, Any]:
         processed = self.processed
         return {
-            "depth": len(self._items),
+            "depth": len(self._items) + len(self._market),
             "high_water": self.high_water,
             "processed": processed,
             "oldest_age_s": round(self.oldest_age_s(), 6),
@@ -222,4 +366,9 @@ class Mailbox:
             "handling_ms_max": round(1000 * self.max_handling_s, 4),
             "conflated": self.conflated,
             "conflate": self.conflate,
+            "market_lane": self.market_lane,
+            "slow_handlers": self.slow_handlers,
+            "slowest_handler": (None if self.slowest is None else
+                                {"ms": round(1000 * self.slowest[0], 3),
+                                 "message": self.slowest[1]}),
         }

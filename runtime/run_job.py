@@ -49,6 +49,9 @@ def run_overrides(args: Any) -> dict[str, Any]:
         over.setdefault("exchange", {})["url"] = args.exchange
     if args.strategy:
         over.setdefault("strategy", {})["name"] = args.strategy
+    ray = getattr(args, "ray", None)
+    if ray:
+        over.setdefault("runtime", {})["placement"] = {"symbols": "ray", "ray_address": ray}
     if getattr(args, "drills", False):
         over.setdefault("demo", {}).setdefault("groups", {})["enabled"] = True
     control = getattr(args, "control", None)
@@ -113,6 +116,13 @@ def run(args: Any, preflight: Callable[[Any], Any] | None = None) -> int:
     except (ConfigError, ControlError) as exc:
         print(f"tradewarden run: configuration error\n{exc}", file=sys.stderr)
         return 2
+    if cfg.runtime.placement.symbols == "ray":
+        from runtime.ray_placement import ray_missing
+
+        why = ray_missing()
+        if why is not None:
+            print(f"tradewarden run: --ray: {why}", file=sys.stderr)
+            return 2
     warmup = None
     if preflight is not None:
         try:

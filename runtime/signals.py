@@ -54,6 +54,24 @@ class TaskDone:
         return self.error is None
 
 
+@dataclass(frozen=True, slots=True)
+class RemoteDown:
+    """Told to the placement's watchers when a remote actor's host fails: the
+    actor is not running until a ``RemoteUp`` with its name follows."""
+
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteUp:
+    """Told to the placement's watchers when a remote actor's host answered
+    its first batch (after every start, so after every restart)."""
+
+    name: str
+    node: Any = None
+
+
 class GracefulStop:
     """Queued at the back of a mailbox: handle what came before, then stop."""
 

@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from collections.abc import Callable, Sequence
 
-from runtime.actor import Actor, handles
+from runtime.actor import EXECUTIONS, THREADED, Actor, handles
 from runtime.backoff import Backoff
 from runtime.directory import EXITED, RESTARTING, RUNNING, STOPPED
 from runtime.mailbox import StopNow
@@ -56,10 +56,17 @@ class ChildSpec:
     restart: str = "permanent"
     shutdown_s: float = 5.0
     conflate: bool = False
+    #: pooled or threaded; None: the actor class's own ``execution``
+    execution: str | None = None
+    #: market data waits behind every other message (runtime.mailbox)
+    market_lane: bool = False
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
             raise ValueError(f"child spec needs a non-empty name, got {self.name!r}")
+        if self.execution is not None and self.execution not in EXECUTIONS:
+            raise ValueError(f"child {self.name}: execution must be one of {EXECUTIONS}, "
+                             f"got {self.execution!r}")
         if self.restart not in RESTART_TYPES:
             raise ValueError(f"child {self.name}: restart must be one of {RESTART_TYPES}, "
                              f"got {self.restart!r}")
@@ -100,6 +107,10 @@ class SupervisorSpec:
         return Supervisor
 
     @property
+    def execution(self) -> str:
+        return THREADED
+
+    @property
     def args(self) -> tuple[Any, ...]:
         return (self,)
 
@@ -109,6 +120,10 @@ class SupervisorSpec:
 
 
 class Supervisor(Actor):
+    #: a supervisor waits for its children to start and to stop (the one wait
+    #: OTP allows it), so it must not hold a dispatcher worker while it does
+    execution = THREADED
+
     def __init__(self, ctx: ActorContext, spec: SupervisorSpec) -> None:
         super().__init__(ctx)
         self.spec = spec
@@ -216,8 +231,10 @@ class Supervisor(Actor):
         system = self.ctx.system
         cell = system.directory.get(child.name)
         if cell is None or cell.state == STOPPED:
-            cell = system.new_cell(child.name, supervisor=self.ctx.name, conflate=child.conflate)
-        system.spawn(cell, child.actor, child.args, child.kwargs)
+            cell = system.new_cell(child.name, supervisor=self.ctx.name, conflate=child.conflate,
+                                   market_lane=getattr(child, "market_lane", False))
+        system.spawn(cell, child.actor, child.args, child.kwargs,
+                     execution=getattr(child, "execution", None))
         if not cell.started.wait(timeout=child.shutdown_s):
             self.log.error("child {} did not finish on_start within {}s", child.name,
                            child.shutdown_s)

@@ -18,10 +18,11 @@ import pykka
 from loguru import logger
 from pykka._envelope import Envelope
 
-from runtime.actor import current_actor_name
+from runtime.actor import EXECUTIONS, POOLED, REMOTE, THREADED, current_actor_name
 from runtime.clock import Clock, LiveClock, VirtualClock
 from runtime.context import ActorContext
 from runtime.directory import RUNNING, STOPPED, ActorCell, DeadLetters, Directory
+from runtime.dispatcher import Dispatcher
 from runtime.executor import SharedExecutor
 from runtime.signals import ChildExited, GracefulStop
 from runtime.supervisor import SupervisorSpec
@@ -60,7 +61,9 @@ class Address:
 class ActorSystem:
     def __init__(self, *, clock: Clock | None = None, executor_workers: int = 2,
                  name: str = "tradewarden", seed: int = 0,
-                 services: dict[str, Any] | None = None) -> None:
+                 services: dict[str, Any] | None = None, dispatcher_threads: int = 1,
+                 throughput: int = 64, slow_handler_s: float = 0.05,
+                 placement: Any = None) -> None:
         self.name = name
         self.clock = clock or LiveClock()
         self.seed = seed
@@ -71,11 +74,23 @@ class ActorSystem:
         self._idle = threading.Event()
         self.timers = TimerService(self.clock, self.tell)
         self.executor = SharedExecutor(self, executor_workers)
+        #: where pooled actors run (threads start with the system)
+        self.dispatcher = Dispatcher("default", threads=dispatcher_threads,
+                                     throughput=throughput, slow_handler_s=slow_handler_s)
+        #: where remote actors are hosted (runtime.remote.Placement; its creator
+        #: closes it, so one placement can serve a runtime's successive lives)
+        self.placement = placement
+        #: actors told RemoteDown / RemoteUp about remote actors (runtime.remote)
+        self.placement_watchers: tuple[str, ...] = ()
         self.root: str | None = None
         self.halted = False
         self.halt_reason: str | None = None
         self._halt_hooks: list[Callable[[str], None]] = []
         self._root_done = threading.Event()
+        #: work out of every mailbox that will come back as a message or a turn
+        #: (a remote actor's batch): the system is not quiescent while it is out
+        self._outstanding = 0
+        self._outstanding_lock = threading.Lock()
         self.restart_counts: Counter[str] = Counter()
         self.failure_counts: Counter[str] = Counter()
         self._started = False
@@ -86,17 +101,28 @@ class ActorSystem:
     def start(self, root: SupervisorSpec, *, timeout: float = 30.0) -> ActorSystem:
         if self._started:
             raise RuntimeError("actor system already started")
+        self._check_placement(root)
         self._started = True
         self.root = root.name
+        self.dispatcher.start()
         self.timers.start()
         cell = self.new_cell(root.name, supervisor=None, conflate=False)
-        self.spawn(cell, root.actor, root.args, root.kwargs)
+        self.spawn(cell, root.actor, root.args, root.kwargs, execution=root.execution)
         if not cell.started.wait(timeout):
             raise TimeoutError(f"root supervisor {root.name} did not start within {timeout}s")
         logger.info("actor system {} started: {} actors", self.name, len(self.directory.names()))
         if self.clock.is_virtual:
             self.wait_quiescent(timeout)
         return self
+
+    def _check_placement(self, spec: Any) -> None:
+        """A remote child without a placement is bad configuration: say so
+        before anything starts, not as a crash-looping child."""
+        if getattr(spec, "execution", None) == REMOTE and self.placement is None:
+            raise ValueError(f"actor {spec.name}: execution 'remote' needs a placement "
+                             "(ActorSystem(placement=...); run --ray)")
+        for child in getattr(spec, "children", ()):
+            self._check_placement(child)
 
     def shutdown(self, timeout: float = 30.0) -> None:
         """Stop every actor in reverse start order, then timers and executor."""
@@ -110,6 +136,7 @@ class ActorSystem:
                 logger.error("root supervisor did not stop within {}s", timeout)
         self.timers.stop()
         self.executor.shutdown()
+        self.dispatcher.shutdown()
         left = 0
         for cell in self.directory.cells():
             if cell.state == RUNNING:
@@ -136,14 +163,35 @@ class ActorSystem:
 
     # -- cells ------------------------------------------------------------------
 
-    def new_cell(self, name: str, *, supervisor: str | None, conflate: bool) -> ActorCell:
+    def new_cell(self, name: str, *, supervisor: str | None, conflate: bool,
+                 market_lane: bool = False) -> ActorCell:
         cell = ActorCell(self, name, supervisor=supervisor, conflate=conflate,
-                         activity=self._activity)
+                         activity=self._activity, market_lane=market_lane)
         return self.directory.add(cell)
 
     def spawn(self, cell: ActorCell, factory: Callable[..., Any], args: tuple[Any, ...],
-              kwargs: dict[str, Any]) -> None:
-        """Start a new instance of ``factory`` in ``cell`` (called by supervisors)."""
+              kwargs: dict[str, Any], *, execution: str | None = None) -> None:
+        """Start a new instance of ``factory`` in ``cell`` (called by supervisors).
+
+        ``execution`` (pooled or threaded) defaults to the actor class's own;
+        it is fixed for the cell by its first instance."""
+        if cell.incarnation == 0:
+            chosen = execution or getattr(factory, "execution", POOLED)
+            if chosen not in EXECUTIONS:
+                raise ValueError(f"actor {cell.name}: execution must be one of {EXECUTIONS}, "
+                                 f"got {chosen!r}")
+            if chosen == REMOTE and self.placement is None:
+                raise ValueError(f"actor {cell.name}: execution 'remote' needs a placement "
+                                 "(ActorSystem(placement=...), run --ray)")
+            cell.execution = chosen
+            if chosen != THREADED:
+                cell.mailbox.use_dispatcher(self.dispatcher)
+        kind = getattr(factory, "__name__", str(factory))
+        if cell.execution == REMOTE:  # the local stand-in ships the mail to the far side
+            from runtime.remote import RemoteProxy
+
+            args, kwargs = (self.placement, factory, tuple(args), dict(kwargs)), {}
+            factory = RemoteProxy
         cell.incarnation += 1
         cell.started.clear()
         cell.exited.clear()
@@ -152,7 +200,7 @@ class ActorSystem:
         try:
             actor = factory(ctx, *args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - a constructor failure is a crash too
-            cell.kind = getattr(factory, "__name__", str(factory))
+            cell.kind = kind
             cell.record_failure(exc, None, "__init__")
             logger.opt(exception=exc).error("could not construct actor {}", cell.name)
             cell.actor = None
@@ -165,7 +213,7 @@ class ActorSystem:
             else:
                 self.tell(cell.supervisor, note)
             return
-        cell.kind = type(actor).__name__
+        cell.kind = kind
         cell.actor = actor
         pykka.ActorRegistry.register(actor.actor_ref)
         actor._start_actor_loop()
@@ -241,6 +289,14 @@ class ActorSystem:
 
     # -- quiescence and virtual time --------------------------------------------
 
+    def outstanding_add(self, n: int) -> None:
+        """Count work that left every mailbox but will come back (see is_quiescent)."""
+        with self._outstanding_lock:
+            self._outstanding += n
+        next(self._activity)
+        if n < 0:
+            self.poke()
+
     def poke(self) -> None:
         self._idle.set()
 
@@ -252,9 +308,9 @@ class ActorSystem:
         for cell in self.directory.cells():
             if cell.state == RUNNING and cell.name != ignore:
                 mb = cell.mailbox
-                if mb.busy or mb._items:
+                if mb.busy or mb._items or mb._market:
                     return False
-        if self.executor.in_flight:
+        if self.executor.in_flight or self._outstanding:
             return False
         return next(self._activity) == before + 1
 

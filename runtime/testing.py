@@ -27,10 +27,13 @@ class VirtualHarness:
     def __init__(self, *children: Any, strategy: str = "one_for_one", intensity: int = 5,
                  period_s: float = 60.0, seed: int = 0, start: datetime = EPOCH_DEFAULT,
                  services: dict[str, Any] | None = None, executor_workers: int = 2,
-                 root_name: str = "root") -> None:
+                 root_name: str = "root", dispatcher_threads: int = 1, throughput: int = 64,
+                 slow_handler_s: float = 0.05, placement: Any = None) -> None:
         self.clock = VirtualClock(start)
         self.system = ActorSystem(clock=self.clock, seed=seed, services=services,
-                                  executor_workers=executor_workers, name="test")
+                                  executor_workers=executor_workers, name="test",
+                                  dispatcher_threads=dispatcher_threads, throughput=throughput,
+                                  slow_handler_s=slow_handler_s, placement=placement)
         self.root_spec = SupervisorSpec(root_name, list(children), strategy=strategy,
                                         intensity=intensity, period_s=period_s)
 

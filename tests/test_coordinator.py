@@ -845,3 +845,32 @@ def test_kill_switch_survives_a_coordinator_restart_that_lost_its_store_record(r
     rig.advance(0.5)
     assert rig.coord["positions"].get(BTC, "0") == "0"
     assert rig.coord["rejected"].get("kill_switch") == 1
+
+
+def test_a_symbol_whose_remote_actor_is_down_fails_closed_until_it_is_back(rigs) -> None:
+    """While a symbol actor's remote host is lost, no risk-increasing order for
+    that symbol passes (an exit still does); other symbols trade on."""
+    from runtime.signals import RemoteDown, RemoteUp
+
+    rig = rigs(symbols=(BTC, "ETHUSDT"))
+    rig.quote()
+    rig.quote("ETHUSDT", "50.0", "50.1")
+    rig.signal("buy", 5)
+    rig.advance(1)
+    rig.tell("coordinator", RemoteDown(f"symbol-{BTC}", "RemoteActorDied: host lost"))
+    rig.signal("buy", 1)                       # more risk on the lost symbol: refused
+    rig.signal("sell", 2, reduce_only=True)    # an exit: allowed
+    rig.signal("buy", 1, symbol="ETHUSDT")     # another symbol: unaffected
+    rig.advance(1)
+    rig.signal("sell", 3, reduce_only=True)    # flat again
+    rig.advance(1)
+    rig.signal("buy", 1)
+    rig.settle()
+    assert rig.reasons()[1:] == ["symbol_actor_down", "approved", "approved", "approved",
+                                 "symbol_actor_down"]
+    rig.tell("coordinator", RemoteUp(f"symbol-{BTC}"))
+    rig.signal("buy", 1)
+    rig.settle()
+    assert rig.reasons()[-1] == "approved"
+    kinds = [r["kind"] for r in rig.audit()]
+    assert kinds.count("symbol_actor_down") == 1 and kinds.count("symbol_actor_up") == 1

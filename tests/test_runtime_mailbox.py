@@ -184,3 +184,45 @@ def test_two_systems_in_one_process_are_independent():
     finally:
         a.shutdown()
         b.shutdown()
+
+
+def test_market_lane_puts_order_messages_ahead_of_waiting_market_data():
+    """On the order path, a signal, fill or control message never waits behind
+    a burst of quotes; quotes keep their own order (and still conflate)."""
+    mb = Mailbox("coordinator", conflate=True, market_lane=True)
+    for i in range(50):
+        mb.put(quote(f"S{i}", 100 + i))
+    mb.put(quote("S0", 999))           # conflates in place, stays in the market lane
+    mb.put(fill(1))
+    mb.put("signal-2")
+    assert mb.depth == 52
+    assert mb.peek(2) == [fill(1), "signal-2"]
+    taken = [mb.get() for _ in range(52)]
+    assert taken[:2] == [fill(1), "signal-2"]
+    quotes = taken[2:]
+    assert [x.symbol for x in quotes] == [f"S{i}" for i in range(50)]
+    assert quotes[0].bid == Decimal(999) and mb.conflated == 1
+    assert mb.depth == 0 and mb.oldest_age_s() == 0.0
+
+
+def test_without_a_market_lane_order_is_plain_fifo():
+    mb = Mailbox("symbol-X")
+    mb.put(quote("X", "1"))
+    mb.put(fill(1))
+    assert [mb.get(), mb.get()] == [quote("X", "1"), fill(1)]
+
+
+def test_the_launcher_gives_the_order_path_a_market_lane(tmp_path):
+    from config import config_hash, load_config
+    from runtime.clock import EPOCH_DEFAULT
+    from runtime.launcher import LaunchSpec, Runtime
+
+    cfg = load_config(overrides={"strategy": {"name": "none"}})
+    rt = Runtime(LaunchSpec(cfg, tmp_path / "run", ("BTCUSDT",), VirtualClock(EPOCH_DEFAULT),
+                            run_id="lanes", config_hash=config_hash(cfg))).start()
+    try:
+        lanes = {c.name for c in rt.system.directory.cells() if c.mailbox.market_lane}
+        assert {"coordinator", "stops", "gateway"} <= lanes
+        assert "symbol-BTCUSDT" not in lanes
+    finally:
+        rt.stop()

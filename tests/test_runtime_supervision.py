@@ -11,8 +11,21 @@ from runtime.backoff import Backoff
 from tests.rt_helpers import Boom, Finish, Note, Recorder
 
 
+_EXECUTION = {"kind": None}
+
+
+@pytest.fixture(autouse=True, params=["pooled", "threaded"])
+def execution(request):
+    """Every supervision test runs with pooled and with threaded children: a
+    pooled actor is supervised exactly as a threaded one is (DESIGN section 2)."""
+    _EXECUTION["kind"] = request.param
+    yield request.param
+    _EXECUTION["kind"] = None
+
+
 def spec(name, restart="permanent", journal=None, **kw):
-    return ChildSpec(name, Recorder, kwargs={"journal": journal, **kw}, restart=restart)
+    return ChildSpec(name, Recorder, kwargs={"journal": journal, **kw}, restart=restart,
+                     execution=_EXECUTION["kind"])
 
 
 def test_one_for_one_crash_leaves_siblings_untouched(harness_factory):

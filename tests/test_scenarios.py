@@ -177,8 +177,9 @@ def test_crash_without_restart_is_refused_at_load(tmp_path: Path) -> None:
         run_scenario(path, tmp_path / "out")
 
 
-def _threads_while_running(tmp_path: Path, n_symbols: int) -> tuple[int, int]:
-    """(threads the runtime added, long-lived actors it runs) at ``n_symbols``."""
+def _threads_while_running(tmp_path: Path, n_symbols: int) -> tuple[int, int, int]:
+    """(threads the runtime added, long-lived actors it runs, threaded ones among
+    them) at ``n_symbols``."""
     import threading
 
     from config import config_hash, load_config
@@ -194,20 +195,23 @@ def _threads_while_running(tmp_path: Path, n_symbols: int) -> tuple[int, int]:
     try:
         rt.system.advance(2.0)
         added = threading.active_count() - before
-        actors = sum(1 for c in rt.system.directory.cells() if c.state == "running")
+        running = [c for c in rt.system.directory.cells() if c.state == "running"]
+        threaded = sum(1 for c in running if c.execution == "threaded")
     finally:
         rt.stop()
-    return added, actors
+    return added, len(running), threaded
 
 
 def test_threads_grow_only_with_long_lived_actors(tmp_path: Path) -> None:
-    """Rule 13: going from 5 to 20 symbols adds exactly the 15 symbol actors'
-    threads; the rest (executor, timers, persistence...) is a constant."""
-    added5, actors5 = _threads_while_running(tmp_path, 5)
-    added20, actors20 = _threads_while_running(tmp_path, 20)
+    """Rule 13: symbol actors are pooled, so going from 5 to 20 symbols adds
+    15 actors and no thread; the threads are the threaded actors' plus a
+    constant (dispatcher workers, executor workers, timers)."""
+    added5, actors5, threaded5 = _threads_while_running(tmp_path, 5)
+    added20, actors20, threaded20 = _threads_while_running(tmp_path, 20)
     assert actors20 - actors5 == 15
-    assert added20 - added5 == actors20 - actors5
-    assert added5 - actors5 <= 4, "executor workers plus a small constant"
+    assert threaded20 == threaded5
+    assert added20 == added5, "pooled symbol actors must not add threads"
+    assert added5 - threaded5 <= 5, "dispatcher and executor workers plus a small constant"
 
 
 def test_the_exchange_works_while_the_runtime_is_down(tmp_path: Path) -> None:

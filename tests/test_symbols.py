@@ -166,7 +166,8 @@ def test_features_run_on_the_shared_executor_and_threads_do_not_grow_per_symbol(
                 t.join(5)
         before = set(threading.enumerate())
         symbols = [f"S{i:02d}" for i in range(n)]
-        h = VirtualHarness(coordinator_spec(), symbols_supervisor(symbols, "demo", {}),
+        h = VirtualHarness(coordinator_spec(),
+                           symbols_supervisor(symbols, "demo", {}, features_on="executor"),
                            executor_workers=2).start()
         try:
             for i in range(30):
@@ -174,12 +175,15 @@ def test_features_run_on_the_shared_executor_and_threads_do_not_grow_per_symbol(
                     h.system.tell(symbol_actor_name(s), quote(s, str(100 + i % 7), i))
                 h.settle()
             new = [t for t in threading.enumerate() if t not in before and t.is_alive()]
-            running = [c.name for c in h.system.directory.cells() if c.running]
+            threaded = [c.name for c in h.system.directory.cells()
+                        if c.running and c.execution == "threaded"]
             infos = [h.cell(symbol_actor_name(s)).info for s in symbols]
             return {
                 "executor": [t.name for t in new if t.name.startswith("tw-exec")],
-                "actors": sorted(t.name for t in new if not t.name.startswith("tw-exec")),
-                "expected": sorted(f"tw-{name}" for name in running),
+                "dispatcher": [t.name for t in new if t.name.startswith("tw-dispatch")],
+                "actors": sorted(t.name for t in new
+                                 if not t.name.startswith(("tw-exec", "tw-dispatch"))),
+                "expected": sorted(f"tw-{name}" for name in threaded),
                 "submitted": h.system.executor.submitted,
                 "computations": sum(i["computations"] for i in infos),
             }
@@ -188,10 +192,11 @@ def test_features_run_on_the_shared_executor_and_threads_do_not_grow_per_symbol(
 
     one, twenty = measure(1), measure(20)
     for m in (one, twenty):
-        assert m["actors"] == m["expected"]        # one thread per long-lived actor ...
+        assert m["actors"] == m["expected"]        # one thread per threaded actor ...
+        assert len(m["dispatcher"]) == 1           # ... the dispatcher's one worker ...
         assert 1 <= len(m["executor"]) <= 2        # ... plus the one bounded executor
         assert m["submitted"] == m["computations"]  # every feature computation went there
-    assert len(twenty["actors"]) == len(one["actors"]) + 19
+    assert twenty["actors"] == one["actors"]       # symbol actors are pooled: no thread each
     assert twenty["submitted"] >= 20 * 30 // 2
 
 
@@ -218,7 +223,7 @@ def test_ticks_during_a_computation_are_buffered_and_the_next_one_uses_the_lates
         harness_factory):
     h = harness_factory(coordinator_spec(),
                         ChildSpec("symbol-BTC", BlockableSymbol, args=("BTC", "demo"),
-                                  conflate=True),
+                                  kwargs={"features_on": "executor"}, conflate=True),
                         executor_workers=1)
     hold, busy = threading.Event(), threading.Event()
     h.system.executor.submit(lambda: (busy.set(), hold.wait(10)))  # occupy the only worker
@@ -234,6 +239,25 @@ def test_ticks_during_a_computation_are_buffered_and_the_next_one_uses_the_lates
     assert actor.info["computations"] == 2       # one catch-up computation, not nine
     assert actor.features.n_quotes == 10
     assert actor.features.mid == pytest.approx(109.01)
+
+
+def test_inline_features_need_no_executor_and_signal_in_the_same_handler(harness_factory):
+    """The default: features and strategy run inside the quote's own handler, so
+    a tick costs no executor round trip (two thread hand-offs) before its signal."""
+    h = harness_factory(coordinator_spec(),
+                        ChildSpec("symbol-BTC", SymbolActor, args=("BTC", "demo"), conflate=True))
+    for i in range(40):
+        h.tell("symbol-BTC", quote("BTC", str(100 + (i % 3)), i))
+    info = h.actor("symbol-BTC").info
+    assert info["computations"] == info["ticks"] == 40
+    assert info["coalesced"] == 0 and info["feature_errors"] == 0
+    assert h.system.executor.submitted == 0
+    assert h.actor("symbol-BTC").features.n_quotes == 40
+
+
+def test_features_on_is_validated():
+    with pytest.raises(ValueError, match="features_on must be one of"):
+        symbols_supervisor(["A"], "demo", {}, features_on="gpu")
 
 
 def test_bad_input_is_rejected_counted_and_never_crashes_the_actor(harness_factory):

@@ -78,6 +78,8 @@ class GateState:
     positions_fresh: bool = False
     recovering: bool = False
     cooldown_until: dict[str, float] = field(default_factory=dict)
+    #: symbols whose actor is down (a lost remote host): fail closed for them
+    symbols_down: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,8 @@ def decide(intent: Intent, st: GateState, now: float) -> Decision:
         return verdict(Reason.POSITIONS_UNAVAILABLE)
     if st.recovering:
         return verdict(Reason.RECOVERING)
+    if intent.symbol in st.symbols_down:
+        return verdict(Reason.SYMBOL_ACTOR_DOWN)
     if intent.account not in limits.hedging_accounts and book.netting_conflict(key, intent.side, intent.qty):
         return verdict(Reason.NETTING_CONFLICT)
     if intent.qty < limits.min_order_size:

@@ -27,6 +27,9 @@ class Reason(str, Enum):
     NO_MARKET_DATA = "no_market_data"
     WORST_CASE_MARGIN = "worst_case_margin"
     RECOVERING = "recovering"
+    #: the symbol's own actor (its market data and strategy) is down: a remote
+    #: host lost, waiting for its supervisor's restart
+    SYMBOL_ACTOR_DOWN = "symbol_actor_down"
 
     def __str__(self) -> str:
         return self.value

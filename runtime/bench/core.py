@@ -110,15 +110,72 @@ def pipeline4_latency_us(rate: int, seconds: float) -> tuple[float, float]:
         system.shutdown()
 
 
+class _HopFrom(Actor):
+    """Stamps the time and tells the other actor: the hop being measured starts here."""
+
+    def __init__(self, ctx: ActorContext, to: str) -> None:
+        super().__init__(ctx)
+        self.to = ctx.system.address(to)
+
+    @handles(int)
+    def on_go(self, _n: int) -> None:
+        self.to.tell(time.perf_counter())
+
+
+class _HopTo(Actor):
+    def __init__(self, ctx: ActorContext, sink: list[float]) -> None:
+        super().__init__(ctx)
+        self.sink = sink
+
+    @handles(float)
+    def on_stamp(self, t0: float) -> None:
+        self.sink.append(time.perf_counter() - t0)
+
+
+def hop_latency_us(execution: str, rate: int, seconds: float) -> tuple[float, float]:
+    """p50/p99 (us) of one message from one actor to another, both ``execution``
+    (pooled: the same dispatcher worker; threaded: a thread each), paced."""
+    sink: list[float] = []
+    system = ActorSystem(name=f"bench-hop-{execution}")
+    system.start(SupervisorSpec("root", [
+        ChildSpec("hop-to", _HopTo, args=(sink,), execution=execution),
+        ChildSpec("hop-from", _HopFrom, args=("hop-to",), execution=execution)]))
+    try:
+        go = system.address("hop-from").tell
+        total = int(rate * seconds)
+        interval = 1.0 / rate
+        start = time.perf_counter()
+        for i in range(total):
+            due = start + i * interval
+            now = time.perf_counter()
+            if due > now:
+                time.sleep(due - now)
+            go(i)
+        deadline = time.monotonic() + 10
+        while len(sink) < total and time.monotonic() < deadline:
+            time.sleep(0.001)
+        lat = np.array(sink) * 1e6
+        return float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+    finally:
+        system.shutdown()
+
+
 def run(quick: bool) -> dict[str, Any]:
     n = 200_000 if quick else 1_000_000
     raw = pykka_raw_tell_per_s(n)
     rt = runtime_tell_per_s(n)
     p50, p99 = pipeline4_latency_us(5_000, 2.0 if quick else 5.0)
+    hop_s = 1.0 if quick else 3.0
+    d50, d99 = hop_latency_us("pooled", 2_000, hop_s)
+    t50, t99 = hop_latency_us("threaded", 2_000, hop_s)
     return {
         "pykka_raw_tell_per_s": round(raw),
         "runtime_tell_per_s": round(rt),
         "runtime_vs_pykka_ratio": round(rt / raw, 2),
         "pipeline4_p50_us": round(p50, 1),
         "pipeline4_p99_us": round(p99, 1),
+        "dispatch_hop_p50_us": round(d50, 1),
+        "dispatch_hop_p99_us": round(d99, 1),
+        "threaded_hop_p50_us": round(t50, 1),
+        "threaded_hop_p99_us": round(t99, 1),
     }

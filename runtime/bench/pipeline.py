@@ -132,6 +132,7 @@ def _flood(rt: Any, events: list[Any], peak: Peak) -> dict[str, Any]:
     system = rt.system
     symbol_cells = [c for c in system.directory.cells() if c.name.startswith("symbol-")]
     quotes_before = sum(c.info.get("quotes", 0) for c in symbol_cells)
+    computed_before = sum(c.info.get("computations", 0) for c in symbol_cells)
     conflated_before = sum(c.mailbox.conflated for c in symbol_cells)
     tell = system.address("venue").tell
     peak.sample()
@@ -147,14 +148,19 @@ def _flood(rt: Any, events: list[Any], peak: Peak) -> dict[str, Any]:
     n = len(events)
     seen = sum(c.info.get("quotes", 0) for c in symbol_cells) - quotes_before
     conflated = sum(c.mailbox.conflated for c in symbol_cells) - conflated_before
+    # quotes the strategy actually ran on (a conflated quote never reaches it)
+    computed = sum(c.info.get("computations", 0) for c in symbol_cells) - computed_before
     return {"events_per_s": n / (done - t0), "tell_s": sent - t0, "drain_s": done - sent,
-            "symbol_seen_pct": 100.0 * seen / n, "conflated": conflated}
+            "symbol_seen_pct": 100.0 * seen / n, "conflated": conflated,
+            "processed_per_s": computed / (done - t0), "conflated_pct": 100.0 * conflated / n}
 
 
 def _symbol_figures(rt: Any) -> dict[str, Any]:
     cells = [c for c in rt.system.directory.cells() if c.name.startswith("symbol-")]
     coord = rt.system.directory.get("coordinator").actor
     return {"actors": len(rt.system.directory.cells()),
+            "threaded": sum(1 for c in rt.system.directory.cells()
+                            if c.execution == "threaded" and c.state == "running"),
             "signals": sum(c.info.get("signals", 0) for c in cells),
             "rejected": dict(coord.rejected),
             "approved": coord.counts.get("approved", 0)}
@@ -206,6 +212,8 @@ def at_symbols(n: int, *, paced_s: float, flood_events: int) -> dict[str, Any]:
             "rss_mb": peak.rss - data_mb,
             "rss_bench_data_mb": data_mb,
             "actors": figs["actors"],
+            "threaded_actors": figs["threaded"],
+            "dispatcher_threads": rt.system.dispatcher.threads,
             "executor_workers": rt.system.executor.workers,
             "rejected": figs["rejected"],
             "boot_s": boot_s,
@@ -293,7 +301,9 @@ FULL_PLAN = {10: (6.0, 100_000), 100: (6.0, 100_000), 1000: (6.0, 20_000)}
 PER_N_KEYS = ("tick_to_order_p50_us", "tick_to_order_p99_us", "tick_to_order_max_us",
               "tick_to_order_samples", "tick_to_signal_p50_us", "tick_to_signal_p99_us",
               "paced_events_per_s", "paced_drain_ms", "max_events_per_s",
-              "max_events_symbol_seen_pct", "threads", "actors", "threads_other", "rss_mb",
+              "max_events_symbol_seen_pct", "processed_events_per_s",
+              "processed_conflated_pct", "threads", "actors", "threaded_actors",
+              "threads_other", "rss_mb",
               "rss_bench_data_mb", "gate_rejected")
 
 
@@ -321,12 +331,17 @@ def run(quick: bool) -> dict[str, Any]:
         out["max_events_symbol_seen_pct"][k] = round(r["flood"]["symbol_seen_pct"], 1)
         out["threads"][k] = r["threads"]
         out["actors"][k] = r["actors"]
-        out["threads_other"][k] = r["threads"] - r["actors"] - r["executor_workers"]
+        out["processed_events_per_s"][k] = round(r["flood"]["processed_per_s"])
+        out["processed_conflated_pct"][k] = round(r["flood"]["conflated_pct"], 1)
+        out["threaded_actors"][k] = r["threaded_actors"]
+        out["threads_other"][k] = (r["threads"] - r["threaded_actors"] - r["dispatcher_threads"]
+                                   - r["executor_workers"])
         out["rss_mb"][k] = round(r["rss_mb"], 1)
         out["rss_bench_data_mb"][k] = round(r["rss_bench_data_mb"], 1)
         out["gate_rejected"][k] = sum(r["rejected"].values())
         print(f"    {n} symbols: p50 {r['p50']:.0f} us, p99 {r['p99']:.0f} us "
-              f"({r['samples']} orders), max {r['events_per_s']:.0f} events/s, "
+              f"({r['samples']} orders), max {r['events_per_s']:.0f} events/s "
+              f"({r['flood']['processed_per_s']:.0f}/s processed), "
               f"{r['threads']} threads, {r['rss_mb']:.0f} MB, "
               f"{time.perf_counter() - t0:.1f}s", flush=True)
     n_orders = 2_000 if quick else 10_000

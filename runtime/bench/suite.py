@@ -38,6 +38,9 @@ def _sections(quick: bool) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
     from runtime.bench import hedge  # margin grid (rule 6) and hedge lag (rule 7)
 
     sections.append(("margin+hedge", lambda: hedge.run(quick)))
+    from runtime.bench import remote_hop  # remote actors: the codec alone, and Ray
+
+    sections.append(("remote", lambda: remote_hop.run(quick)))
     return sections
 
 

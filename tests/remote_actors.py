@@ -1,0 +1,61 @@
+"""Actors and messages for the remote-actor tests: importable by path on the
+far side (a host thread or a Ray worker), so they live in a module of their own."""
+
+from __future__ import annotations
+
+from messages.base import Message, message
+from runtime import Actor, handles
+
+
+@message
+class Ping(Message):
+    n: int
+    reply_to: str = "sink"
+
+
+@message
+class Pong(Message):
+    n: int
+    by: int  # the incarnation that answered
+
+
+@message
+class Later(Message):
+    delay_s: float
+    n: int
+
+
+class Doubler(Actor):
+    """Answers Ping(n) with Pong(2n); raises on n < 0; schedules on Later."""
+
+    def __init__(self, ctx, offset: int = 0) -> None:
+        super().__init__(ctx)
+        self.offset = offset
+        self.seen = 0
+        self.info = ctx.cell.info = {"kind": "doubler", "seen": 0}
+
+    @handles(Ping)
+    def on_ping(self, p: Ping) -> None:
+        if p.n < 0:
+            raise ValueError(f"negative ping {p.n}")
+        self.seen += 1
+        self.info["seen"] = self.seen
+        self.ctx.system.address(p.reply_to).tell(
+            Pong(2 * p.n + self.offset, self.ctx.cell.incarnation))
+
+    @handles(Later)
+    def on_later(self, m: Later) -> None:
+        if m.delay_s > 0:
+            self.ctx.schedule(m.delay_s, Later(0.0, m.n))
+        else:
+            self.ctx.tell("sink", Pong(m.n, self.ctx.cell.incarnation))
+
+
+class Sink(Actor):
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx)
+        self.got: list[Pong] = []
+
+    @handles(Pong)
+    def on_pong(self, p: Pong) -> None:
+        self.got.append(p)

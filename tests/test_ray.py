@@ -1,0 +1,90 @@
+"""Symbol actors on a local Ray instance (DESIGN section 11). Marked ``ray``:
+excluded from the default run, run with ``python -m pytest -m ray`` (needs
+``pip install -e '.[ray]'``). One Ray instance (2 CPUs, no dashboard, every
+socket on loopback) serves the whole module."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.ray
+ray = pytest.importorskip("ray")
+
+from runtime import ChildSpec  # noqa: E402
+from runtime.ray_placement import RayPlacement, RayUnavailable  # noqa: E402
+from runtime.testing import VirtualHarness  # noqa: E402
+from tests.remote_actors import Doubler, Ping, Sink  # noqa: E402
+from tests.test_remote import _audit_story  # noqa: E402
+
+SCENARIOS = Path(__file__).parent / "scenarios"
+
+
+@pytest.fixture(scope="module")
+def placement():
+    try:
+        pl = RayPlacement("auto", processes=2, num_cpus=2)
+    except RayUnavailable as exc:  # a machine where Ray cannot start: said, not hidden
+        pytest.skip(f"no local Ray instance here: {exc}")
+    yield pl
+    pl.close()
+
+
+def test_a_ray_hosted_actor_answers_in_order_and_reports_its_node(placement):
+    h = VirtualHarness(ChildSpec("sink", Sink), ChildSpec("doubler", Doubler, execution="remote"),
+                       placement=placement).start()
+    try:
+        for i in range(200):
+            h.system.tell("doubler", Ping(i))
+        h.settle(60)
+        assert [p.n for p in h.actor("sink").got] == [2 * i for i in range(200)]
+        node = h.cell("doubler").info["remote"]["node"]
+        assert node["placement"] == "ray" and node["pid"] != os.getpid() and node["node_id"]
+    finally:
+        h.system.shutdown()
+
+
+def test_killing_a_ray_host_process_restarts_the_actor_with_nothing_lost_or_doubled(placement):
+    h = VirtualHarness(ChildSpec("sink", Sink), ChildSpec("doubler", Doubler, execution="remote"),
+                       placement=placement).start()
+    try:
+        for i in range(50):
+            h.system.tell("doubler", Ping(i))
+        h.settle(60)
+        pid = h.cell("doubler").info["remote"]["node"]["pid"]
+        os.kill(pid, signal.SIGKILL)              # the worker process dies mid-run
+        for i in range(50, 80):
+            h.system.tell("doubler", Ping(i))
+        h.settle(120)
+        h.advance(10)                             # the supervisor's restart backoff
+        h.settle(120)
+        got = h.actor("sink").got
+        assert [p.n for p in got] == [2 * i for i in range(80)]   # no loss, no double
+        assert h.cell("doubler").restarts == 1
+        assert {p.by for p in got[50:]} == {2}
+        assert h.cell("doubler").info["remote"]["node"]["pid"] != pid
+    finally:
+        h.system.shutdown()
+
+
+@pytest.mark.parametrize("scenario", ["twenty_symbols.yaml", "crash_after_fill.yaml"])
+def test_a_scenario_with_symbols_on_ray_matches_the_local_run(tmp_path, placement, scenario,
+                                                               monkeypatch):
+    """Same positions, exchange positions and audit trail as the local run."""
+    from runtime import launcher
+    from runtime.scenario_runner import run_scenario
+
+    # one Ray instance for the module: each runtime gets it and does not close it
+    monkeypatch.setattr(launcher, "make_placement", lambda cfg: placement)
+    monkeypatch.setattr(placement, "close", lambda: None)
+    ray_cfg = tmp_path / "ray.yaml"
+    ray_cfg.write_text("runtime: {placement: {symbols: ray}}\n")
+    local = run_scenario(SCENARIOS / scenario, tmp_path / "local")
+    on_ray = run_scenario(SCENARIOS / scenario, tmp_path / "ray", config_path=str(ray_cfg))
+    assert local.passed and on_ray.passed, on_ray.summary
+    for key in ("positions", "exchange_positions", "orders", "risk", "invariant_violations"):
+        assert on_ray.summary[key] == local.summary[key], key
+    assert _audit_story(on_ray.run_dir) == _audit_story(local.run_dir)
