@@ -90,7 +90,8 @@ def actors_table(snap: dict[str, Any]) -> Table:
     t = Table(title=title, title_justify="left")
     right = {"justify": "right", "no_wrap": True}
     for col, kw in (("actor", {"no_wrap": True}), ("supervisor", {"no_wrap": True}),
-                    ("state", {"no_wrap": True}), ("depth", right), ("high-water", right),
+                    ("state", {"no_wrap": True}), ("runs on", {"no_wrap": True}),
+                    ("depth", right), ("high-water", right),
                     ("processed", right), ("oldest", right), ("handling ms mean/max", right),
                     ("restarts", right), ("last failure", {"overflow": "fold"})):
         t.add_column(col, **kw)
@@ -100,12 +101,26 @@ def actors_table(snap: dict[str, Any]) -> Table:
         fail = a.get("last_failure") or {}
         t.add_row("  " * depth.get(a["name"], 0) + a["name"], a.get("supervisor") or "-",
                   f"[{style}]{state}[/{style}]" if style else state,
-                  str(a.get("depth", 0)), str(a.get("high_water", 0)),
+                  runs_on(a), str(a.get("depth", 0)), str(a.get("high_water", 0)),
                   f"{a.get('processed', 0):,}", _age(a.get("oldest_age_s")),
                   f"{a.get('handling_ms_mean', 0):.3f}/{a.get('handling_ms_max', 0):.3f}",
                   str(a.get("restarts", 0)),
                   (f"{fail.get('error')} ({fail.get('at')})" if fail else ""))
     return t
+
+
+def runs_on(actor: dict[str, Any]) -> str:
+    """Where an actor runs: its dispatcher, its own thread, or its remote node."""
+    execution = actor.get("execution", "?")
+    if execution == "pooled":
+        return f"pooled ({actor.get('dispatcher') or '?'})"
+    if execution == "remote":
+        remote = (actor.get("info") or {}).get("remote") or {}
+        node = remote.get("node") or {}
+        where = node.get("node_id") or node.get("host") or "?"
+        return (f"remote {remote.get('placement', '?')} {str(where)[:12]}"
+                + (f" pid {node['pid']}" if node.get("pid") else ""))
+    return execution
 
 
 def waiting_table(snap: dict[str, Any]) -> Table | None:

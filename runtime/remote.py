@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from datetime import datetime
@@ -345,6 +346,7 @@ class RemoteProxy(Actor):
         self._batch: list[Any] = []
         self._reply: Future[bytes] | None = None
         self._reply_ready = False
+        self._sent_at = 0.0
         self.batches = 0
         self.frames_out = 0
         self._announced_up = False
@@ -416,6 +418,7 @@ class RemoteProxy(Actor):
         assert self._host is not None
         frames = msgpack.packb([encode(m) for m in batch], use_bin_type=True)
         self._batch = batch
+        self._sent_at = time.perf_counter()
         clock = self.ctx.clock
         self.ctx.system.outstanding_add(1)  # until the answer is delivered (_deliver)
         try:
@@ -444,6 +447,11 @@ class RemoteProxy(Actor):
                 self._requeue(batch)
                 raise RemoteActorDied(f"{self.ctx.name}: remote host lost ({exc!r}); "
                                       f"{len(batch)} message(s) kept") from exc
+            mailbox = self._cell.mailbox
+            done = answer["done"]
+            share = (time.perf_counter() - self._sent_at) / max(1, len(batch))
+            for _ in range(done):  # the far side's handling, as this mailbox's figures
+                mailbox.record_handled(share)
             system = self.ctx.system
             for target, frame in answer["out"]:
                 system.tell(target, decode(frame))
@@ -455,7 +463,6 @@ class RemoteProxy(Actor):
                 self._announced_up = True
                 self._tell_watchers(RemoteUp(self.ctx.name, self._host.node if self._host else None))
             if answer["error"] is not None:
-                done = answer["done"]
                 system.dead_letters.record(self.ctx.name, batch[done],
                                            f"crashed handler: {answer['error']}")
                 self._requeue(batch[done + 1:])

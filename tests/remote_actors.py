@@ -3,6 +3,9 @@ far side (a host thread or a Ray worker), so they live in a module of their own.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+from actors.strategy import SignalIntent, Strategy
 from messages.base import Message, message
 from runtime import Actor, handles
 
@@ -59,3 +62,22 @@ class Sink(Actor):
     @handles(Pong)
     def on_pong(self, p: Pong) -> None:
         self.got.append(p)
+
+
+class Flipper(Strategy):
+    """A strategy for the remote tests, loaded by its dotted path: every
+    ``every``-th quote it signals 1 lot, buying and selling in turn, so a run
+    has a steady flow of entries and exits whose count is known."""
+
+    name: ClassVar[str] = "flipper"
+    warmup = 1
+
+    def __init__(self, every: int = 3) -> None:
+        self.every, self.n, self.buy = every, 0, True
+
+    def on_data(self, market, features):
+        self.n += 1
+        if self.n % self.every:
+            return []
+        side, self.buy = ("buy" if self.buy else "sell"), not self.buy
+        return [SignalIntent(side, 1)]

@@ -88,3 +88,56 @@ def test_a_scenario_with_symbols_on_ray_matches_the_local_run(tmp_path, placemen
     for key in ("positions", "exchange_positions", "orders", "risk", "invariant_violations"):
         assert on_ray.summary[key] == local.summary[key], key
     assert _audit_story(on_ray.run_dir) == _audit_story(local.run_dir)
+
+
+def test_killing_a_symbol_actors_ray_worker_mid_run_loses_and_doubles_no_order(
+        tmp_path, placement, monkeypatch):
+    """The whole runtime with its symbol actors (and their strategy) on Ray:
+    the host process of one symbol is killed mid-run; its actor restarts,
+    the coordinator fails closed for that symbol meanwhile, and the exchange's
+    own record shows every approved order exactly once and no invariant broken."""
+    import json
+    from decimal import Decimal
+
+    from runtime import launcher
+    from runtime.invariants import check_all
+    from tests.virtual_runtime import VirtualRuntime
+
+    monkeypatch.setattr(launcher, "make_placement", lambda cfg: placement)
+    monkeypatch.setattr(placement, "close", lambda: None)
+    symbols = ("AAAUSDT", "BBBUSDT")
+    cfg = {"strategy": {"name": "tests.remote_actors.Flipper", "params": {"every": 3}},
+           "runtime": {"placement": {"symbols": "ray"}},
+           "risk": {"rate_limit": {"orders_per_s": "1000", "burst": 1000}}}
+    with VirtualRuntime(tmp_path / "run", symbols, config=cfg) as vr:
+        def quotes(n0: int, n1: int) -> None:
+            for i in range(n0, n1):
+                for s in symbols:
+                    px = 100 + (i % 5) / 10
+                    vr.quote(s, f"{px:.2f}", f"{px + 0.02:.2f}")
+                vr.at(vr.now + 0.5)
+                vr.system.wait_quiescent(60)
+
+        quotes(0, 20)
+        victim = vr.rt.system.directory.get("symbol-AAAUSDT")
+        pid = victim.info["remote"]["node"]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        quotes(20, 40)
+        vr.at(vr.now + 20)
+        vr.system.wait_quiescent(60)
+        assert victim.restarts >= 1
+        events = vr.events()
+        audit = [json.loads(x) for x in (vr.run_dir / "audit.jsonl").read_text().splitlines()]
+        positions = {k: Decimal(v) for k, v in vr.info("coordinator")["positions"].items()}
+        exchange = {s: vr.exchange_position(s) for s in symbols}
+        broken = check_all(events=events, audit=audit, positions=positions,
+                           exchange_positions=exchange, hedging_accounts=frozenset(),
+                           fail_closed=True, dead_letters=[])
+        assert broken == []
+        submitted = [e["client_order_id"] for e in events if e["kind"] == "order_submitted"]
+        approved = [r["client_order_id"] for r in audit
+                    if r["kind"] == "risk_decision" and r["approved"]]
+        assert len(submitted) == len(set(submitted)) == len(approved) > 10
+        assert sorted(submitted) == sorted(approved)
+        kinds = [r["kind"] for r in audit]
+        assert "symbol_actor_down" in kinds and "symbol_actor_up" in kinds

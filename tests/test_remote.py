@@ -128,3 +128,24 @@ def test_a_scenario_with_remote_symbol_actors_matches_the_local_run(tmp_path, sc
     for key in ("positions", "exchange_positions", "orders", "risk", "invariant_violations"):
         assert remote.summary[key] == local.summary[key], key
     assert _audit_story(remote.run_dir) == _audit_story(local.run_dir)
+
+
+def test_inspect_says_where_each_actor_runs():
+    from rich.console import Console
+
+    from runtime.inspect_cli import actors_table
+
+    h, _ = harness()
+    try:
+        h.tell("doubler", Ping(1))
+        console = Console(record=True, width=250)
+        console.print(actors_table(h.snapshot()))
+        cells = [[c.strip() for c in line.split("│")] for line in console.export_text().splitlines()]
+        rows = {c[1]: " ".join(c) for c in cells if len(c) > 2 and c[1] in ("sink", "doubler", "root")}
+        assert "pooled (default)" in rows["sink"]
+        assert "remote thread" in rows["doubler"] and "pid" in rows["doubler"]
+        assert "threaded" in rows["root"]
+        doubler = next(a for a in h.snapshot()["actors"] if a["name"] == "doubler")
+        assert doubler["processed"] == 1  # mailbox figures count what the far side handled
+    finally:
+        h.system.shutdown()

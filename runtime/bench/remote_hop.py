@@ -72,6 +72,36 @@ def hop_us(placement: Any, *, n: int = 400, rate: int = 200) -> tuple[float, flo
         system.shutdown()
 
 
+def processed_on_ray(n_symbols: int, flood_events: int) -> dict[str, Any]:
+    """``processed_events_per_s`` with the symbol actors (and their strategy) on
+    a local Ray instance: the pipeline section's flood, the same figure."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from exchange.synthetic import make_symbols
+    from runtime.bench.pipeline import _flood, _market_events
+    from runtime.bench.rig import Peak, start_runtime
+
+    symbols = make_symbols(n_symbols)
+    tmp = Path(tempfile.mkdtemp(prefix=f"tw-bench-ray{n_symbols}-"))
+    rt = None
+    try:
+        # the far side loads the bench strategy by its dotted path
+        rt = start_runtime(symbols, tmp / "run", "runtime.bench.rig.BenchEvery",
+                           {"period_s": n_symbols / 1_000}, extra={
+                               "runtime": {"placement": {"symbols": "ray", "ray_processes": 2,
+                                                         "ray_num_cpus": 2}}})
+        events = [e for e in _market_events(symbols, flood_events / 5_000)][:flood_events]
+        flood = _flood(rt, events, Peak())
+        return {"processed_per_s": flood["processed_per_s"], "events_per_s": flood["events_per_s"],
+                "conflated_pct": flood["conflated_pct"]}
+    finally:
+        if rt is not None:
+            rt.stop(timeout=60)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def run(quick: bool) -> dict[str, Any]:
     from runtime.remote import ThreadPlacement
 
@@ -91,4 +121,7 @@ def run(quick: bool) -> dict[str, Any]:
     finally:
         placement.close()
     out["ray_hop_p50_us"], out["ray_hop_p99_us"] = round(r50, 1), round(r99, 1)
+    on_ray = processed_on_ray(1000, 5_000 if quick else 20_000)
+    out["processed_events_per_s_ray"] = {"1000": round(on_ray["processed_per_s"])}
+    out["processed_conflated_pct_ray"] = {"1000": round(on_ray["conflated_pct"], 1)}
     return out

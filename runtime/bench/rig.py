@@ -139,10 +139,12 @@ class BenchVenue(SimVenue):
 # -- the runtime under test ---------------------------------------------------------------------
 
 
-def bench_config(symbols: list[str], strategy: str, params: dict[str, Any]) -> Any:
+def bench_config(symbols: list[str], strategy: str, params: dict[str, Any],
+                 extra: dict[str, Any] | None = None) -> Any:
     from config import load_config
 
     return load_config(overrides={
+        **(extra or {}),
         "risk": {
             "max_position_size": "1000000", "max_order_size": "100", "min_order_size": "1",
             "max_spread_bps": "10000", "max_volatility": "1000",
@@ -160,7 +162,8 @@ def bench_config(symbols: list[str], strategy: str, params: dict[str, Any]) -> A
 
 
 def start_runtime(symbols: list[str], run_dir: Path, strategy: str,
-                   params: dict[str, Any], swap: dict[str, Any] | None = None) -> Any:
+                   params: dict[str, Any], swap: dict[str, Any] | None = None,
+                   extra: dict[str, Any] | None = None) -> Any:
     """The whole tree on the live clock, ready to trade, with the instrumented
     venue and coordinator (or the actor classes in ``swap``, by child name)."""
     from config import config_hash
@@ -178,7 +181,7 @@ def start_runtime(symbols: list[str], run_dir: Path, strategy: str,
             return spec
 
     register_strategy(BenchEvery)  # here, not at import: the registry stays as it was
-    cfg = bench_config(symbols, strategy, params)
+    cfg = bench_config(symbols, strategy, params, extra)
     spec = LaunchSpec(cfg, run_dir, tuple(symbols), LiveClock(), run_id=run_dir.name,
                       config_hash=config_hash(cfg))
     rt = BenchRuntime(spec)
