@@ -111,7 +111,7 @@ def actors_table(snap: dict[str, Any]) -> Table:
 
 def runs_on(actor: dict[str, Any]) -> str:
     """Where an actor runs: its dispatcher, its own thread, or its remote node."""
-    execution = actor.get("execution", "?")
+    execution = str(actor.get("execution", "?"))
     if execution == "pooled":
         return f"pooled ({actor.get('dispatcher') or '?'})"
     if execution == "remote":
