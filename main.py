@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from runtime.bench.suite import main as bench_main
+    from app.bench.suite import main as bench_main
 
     return bench_main(quick=args.quick, out=args.out)
 
@@ -32,13 +32,13 @@ def _check_strategy(cfg: Config) -> object:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from runtime.run_job import run
+    from app.run_job import run
 
     return run(args, preflight=_check_strategy)
 
 
 def _scenario(args: argparse.Namespace) -> int:
-    from runtime.scenario_runner import main as scenario_main
+    from app.scenario_runner import main as scenario_main
 
     return scenario_main(args.files, args.out, args.config)
 
@@ -46,7 +46,7 @@ def _scenario(args: argparse.Namespace) -> int:
 def _audit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from runtime.audit_cli import main as audit_main, verify
+    from app.audit_cli import main as audit_main, verify
 
     if args.dir == "verify" and (args.target is not None or not Path("verify").exists()):
         if args.target is None:
@@ -63,21 +63,21 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from runtime.inspect_cli import main as inspect_main
+    from app.inspect_cli import main as inspect_main
 
     return inspect_main(args.control, watch=args.watch, peek=args.peek, as_json=args.json,
                         config_path=args.config)
 
 
 def _exchange(args: argparse.Namespace) -> int:
-    from exchange.serve import main as exchange_main
+    from app.exchange_serve import main as exchange_main
 
     return exchange_main(port=args.port, out=args.out, symbols=args.symbols, seed=args.seed,
                          config_path=args.config, tick_ms=args.tick_ms)
 
 
 def _kill_switch(args: argparse.Namespace) -> int:
-    from runtime.inspect_cli import kill_switch
+    from app.inspect_cli import kill_switch
 
     return kill_switch(args.state == "on", args.reason, args.control, config_path=args.config)
 
@@ -90,7 +90,7 @@ def _strategies_help() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from runtime.cli_args import parse_duration, parse_symbols
+    from app.cli_args import parse_duration, parse_symbols
 
     parser = argparse.ArgumentParser(prog="tradewarden", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -213,7 +213,7 @@ class Coordinator(KillSwitchKeeper, Actor):
                               ts=self.ctx.clock.now(), inputs={"error": msg.error},
                               client_order_id=order.client_order_id)
             return
-        # Scenario crash points (runtime.crash_points); absent in production.
+        # Scenario crash points (app.crash_points); absent in production.
         crash = self.ctx.services.get("crash_points")
         if crash is not None and crash("after_intent", order.client_order_id):
             return
@@ -291,7 +291,7 @@ class Coordinator(KillSwitchKeeper, Actor):
         self._set_status(ev.client_order_id, "filled" if ev.leaves_qty == 0 else "partially_filled")
         self.ctx.tell(self.persistence, Put(StoreDb.FILLS, ev.fill_id, ev))
         self.ctx.tell(self.persistence, position_put(key, self.book.position(key)))
-        crash = self.ctx.services.get("crash_points")  # runtime.crash_points; None in production
+        crash = self.ctx.services.get("crash_points")  # app.crash_points; None in production
         if crash is not None and crash("after_fill", ev.fill_id):
             return
         if (self.stops and order is not None and order.stop_loss is not None

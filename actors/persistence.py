@@ -13,7 +13,7 @@ its own message's ack; a transaction that fails fails the acks of that batch
 and is logged; writes without an ack that fail are logged at ERROR and
 counted. The actor keeps running either way.
 
-``runtime.id_allocator.IdAllocator`` hands out client
+``trading.id_allocator.IdAllocator`` hands out client
 order ids from counter blocks durably reserved through this actor ahead of
 need (rule 15), so the coordinator never waits for a disk write per order.
 """
@@ -29,7 +29,7 @@ from messages.persistence import (
     Ack, Delete, Durable, Flush, GetStats, PersistenceError, Put, PutMany, Reserve,
 )
 from runtime.actor import THREADED, Actor, handles
-from runtime.store import DEFAULT_MAP_SIZE, Store, key_bytes, put_op
+from trading.store import DEFAULT_MAP_SIZE, Store, key_bytes, put_op
 
 AckLike = Ack | Future | None
 _DONE = Durable(ok=True)  # immutable, so one instance serves every plain future ack

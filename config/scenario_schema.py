@@ -127,7 +127,7 @@ class SignalSpec(Spec):
     strategy: Ident = "scenario"
 
 
-#: named crash points (``runtime.crash_points.POINTS``; kept in step by a test)
+#: named crash points (``app.crash_points.POINTS``; kept in step by a test)
 CRASH_POINTS = ("after_intent", "after_submit", "after_fill")
 
 

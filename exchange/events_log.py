@@ -36,7 +36,7 @@ from collections.abc import Iterable
 
 from loguru import logger
 
-from runtime.run_files import iter_jsonl
+from messages.jsonl import iter_jsonl
 
 CORE_KEYS = ("client_order_id", "symbol", "side", "qty", "price", "fill_id")
 #: bytes of lines per ``read_page``: a page travels as one WebSocket frame (1 MiB at most)

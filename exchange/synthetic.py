@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, UTC
 from decimal import Decimal
 from typing import Any
 
@@ -35,7 +35,6 @@ import numpy as np
 
 from messages.market import Bar, Quote
 from messages.types import Price, Quantity, Symbol
-from runtime.clock import EPOCH_DEFAULT
 
 DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT")
 _US = 1_000_000
@@ -66,6 +65,10 @@ def _non_negative(name: str, value: Any) -> float:
 
 #: open, high, low, close, ticks and jumped, per symbol, of the block just walked
 _BarArrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+#: where synthetic markets start by default: the virtual clock's default epoch
+#: (runtime.clock.EPOCH_DEFAULT; exchange/ does not import the kernel)
+EPOCH_DEFAULT = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 
 
 class SyntheticMarket:

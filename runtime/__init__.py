@@ -1,4 +1,7 @@
-"""The Tradewarden actor runtime: supervision, addressing, mailboxes, time."""
+"""The Tradewarden actor kernel: supervision, addressing, mailboxes, dispatcher, time.
+
+It imports nothing from the application (``actors``, ``trading``, ``exchange``,
+``config``, ``app``): the layering of DESIGN section 1."""
 
 from runtime.actor import Actor, handles
 from runtime.backoff import Backoff

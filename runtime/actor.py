@@ -29,8 +29,8 @@ from collections.abc import Callable
 
 import pykka
 from loguru import logger
-from pykka._envelope import Envelope
-from pykka._registry import ActorRegistry
+from pykka import ActorRegistry
+from pykka._envelope import Envelope  # no public name: what pykka's ActorRef.tell/ask put
 
 from runtime.mailbox import EMPTY, Mailbox, StopNow
 from runtime.signals import GracefulStop

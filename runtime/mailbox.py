@@ -253,6 +253,18 @@ class Mailbox:
                 return item.msg
         return item
 
+    def take_first(self, kinds: tuple[type, ...]) -> Any:
+        """Remove and return the first waiting item of one of ``kinds`` from the
+        main lane (or EMPTY), leaving the rest in order: a remote actor whose
+        batch is out takes a stop this way (its other mail waits)."""
+        items = self._items
+        for i, (_, item) in enumerate(items):
+            if type(item) in kinds:
+                del items[i]
+                next(self._activity)
+                return item
+        return EMPTY
+
     def record_slow(self, seconds: float, what: str) -> None:
         self.slow_handlers += 1
         if self.slowest is None or seconds > self.slowest[0]:

@@ -50,11 +50,12 @@ from loguru import logger
 from messages.base import Message
 from messages.codec import decode, encode
 from runtime.actor import Actor
-from runtime.mailbox import EMPTY
-from runtime.signals import RemoteDown, RemoteUp
+from runtime.mailbox import EMPTY, StopNow
+from runtime.signals import GracefulStop, RemoteDown, RemoteUp
 
 #: frames sent to a host in one call, at most
 BATCH_MAX = 256
+_STOPS = (StopNow, GracefulStop)
 
 
 class RemoteActorDied(RuntimeError):
@@ -362,6 +363,11 @@ class RemoteProxy(Actor):
         self._send([])  # an empty batch runs the far side's on_start
 
     def on_stop(self) -> None:
+        if self._reply is not None:  # stopped with a batch out: its answer is ignored
+            self._reply = None
+            self._requeue(self._batch)  # kept for the next instance (or dead letters)
+            self._batch = []
+            self.ctx.system.outstanding_add(-1)
         host, self._host = self._host, None
         if host is not None:
             try:
@@ -375,7 +381,14 @@ class RemoteProxy(Actor):
         return super().wants_turn() or self._reply_ready
 
     def takes_mail(self) -> bool:
-        return self._reply is None or self._reply_ready
+        return self._reply is None or self._reply_ready or self._stop_waiting()
+
+    def _stop_waiting(self) -> bool:
+        """A stop is honoured even with a batch out: a host that hangs must not
+        hold its actor past its supervisor's stop. The batch is kept (put back
+        in the mailbox: the next instance handles it, or it is a dead letter at
+        shutdown); the far side's answer to it, if any, is ignored."""
+        return any(type(item) in _STOPS for _, item in self._cell.mailbox._items)
 
     def _pooled_work(self, throughput: int) -> None:
         """Deliver a landed answer, then ship what waits as the next batch."""
@@ -385,6 +398,10 @@ class RemoteProxy(Actor):
             if self._reply_ready:
                 self._reply_ready = False
                 self._step(self._deliver)
+            if self._reply is not None and self._stop_waiting():
+                mailbox.busy = True
+                self._handle_item(mailbox.take_first(_STOPS), mailbox)
+                mailbox.busy = True
             if self._reply is not None or self.actor_stopped.is_set():
                 return
             batch: list[Any] = []

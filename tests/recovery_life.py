@@ -22,10 +22,10 @@ from messages.enums import Side
 from messages.market import Quote
 from messages.orders import Signal
 from messages.persistence import StoreDb
-from runtime import invariants
+from app import invariants
 from runtime.clock import EPOCH_DEFAULT, VirtualClock
-from runtime.launcher import LaunchSpec, Runtime
-from runtime.store import Store
+from app.launcher import LaunchSpec, Runtime
+from trading.store import Store
 from trading.audit import read_audit
 from trading.limits import Limits
 

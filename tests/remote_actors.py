@@ -81,3 +81,20 @@ class Flipper(Strategy):
             return []
         side, self.buy = ("buy" if self.buy else "sell"), not self.buy
         return [SignalIntent(side, 1)]
+
+
+#: a far-side handler of Hang waits on this (thread placement only: same process)
+HANG = __import__("threading").Event()
+
+
+@message
+class Hang(Message):
+    seconds: float
+
+
+class Hanger(Doubler):
+    """A Doubler whose host can hang (on HANG) like a stuck remote process."""
+
+    @handles(Hang)
+    def on_hang(self, m: Hang) -> None:
+        HANG.wait(m.seconds)

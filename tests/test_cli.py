@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.cli_args import parse_duration, parse_symbols
+from app.cli_args import parse_duration, parse_symbols
 from trading.audit import AuditLog, read_audit, verify_audit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -168,7 +168,7 @@ def test_audit_verify_names_the_first_broken_record(tmp_path: Path, tamper, line
 
 
 def test_a_scenario_restart_continues_the_audit_sequence(tmp_path: Path) -> None:
-    from runtime.scenario_runner import run_scenario
+    from app.scenario_runner import run_scenario
 
     result = run_scenario(ROOT / "tests" / "scenarios" / "crash_after_fill.yaml", tmp_path)
     records = list(read_audit(result.run_dir / "audit.jsonl"))
@@ -182,7 +182,7 @@ def test_a_scenario_restart_continues_the_audit_sequence(tmp_path: Path) -> None
 
 @pytest.fixture(scope="module")
 def group_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from runtime.scenario_runner import run_scenario
+    from app.scenario_runner import run_scenario
 
     tmp = tmp_path_factory.mktemp("audit-cli")
     return run_scenario(ROOT / "tests" / "scenarios" / "group_credit_spread_rollback.yaml",
@@ -223,8 +223,8 @@ def test_audit_json_into_a_closed_pipe_is_quiet(tmp_path: Path) -> None:
 def test_summary_tells_each_kill_switch_trip_and_its_release(tmp_path: Path) -> None:
     from rich.console import Console
 
-    from runtime.scenario_runner import run_scenario
-    from runtime.summary import print_summary
+    from app.scenario_runner import run_scenario
+    from app.summary import print_summary
 
     s = run_scenario(ROOT / "tests" / "scenarios" / "kill_switch_survives_crash.yaml",
                      tmp_path).summary
@@ -246,7 +246,7 @@ def test_summary_tells_each_kill_switch_trip_and_its_release(tmp_path: Path) -> 
 
 def test_the_banner_says_why_the_first_seconds_have_no_signal() -> None:
     from config import load_config
-    from runtime.run_job import warmup_note
+    from app.run_job import warmup_note
 
     embedded = warmup_note(load_config(), 60)
     assert "no signal before 60 quotes per symbol" in embedded and "about 6s" in embedded

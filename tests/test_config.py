@@ -368,7 +368,7 @@ def test_import_reads_no_file():
         opened = []
         sys.addaudithook(lambda ev, args: opened.append(str(args[0]))
                          if ev == "open" and str(args[0]).endswith((".yaml", ".yml")) else None)
-        import config, config.loader, runtime.scenario_file
+        import config, config.loader, app.scenario_file
         assert not opened, opened
         config.load_config()
         assert any(p.endswith("default.yaml") for p in opened), opened
@@ -391,7 +391,7 @@ def test_sim_settings_feed_the_simulated_exchange():
 def test_the_standalone_exchange_uses_the_config_like_the_embedded_one(tmp_path):
     """``main.py exchange`` used to build its engine with the engine's own defaults
     (no latency, no fees, USD) while ``run``'s embedded exchange read the config."""
-    from exchange.serve import sim_config
+    from app.exchange_serve import sim_config
 
     default = load_config().exchange
     sim = sim_config()

@@ -29,8 +29,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from messages.control import HedgeRequest, KillSwitch
-from runtime.control import ControlError, ControlServer, from_config, parse_hostport
-from runtime.metrics import METRIC_NAMES
+from app.control import ControlError, ControlServer, from_config, parse_hostport
+from app.metrics import METRIC_NAMES
 from runtime.rolling import RollingSample
 from runtime.supervisor import ChildSpec
 from tests.rt_helpers import Block, Gate, Note
@@ -383,7 +383,7 @@ def test_inspect_against_nothing_is_one_line_and_exit_1() -> None:
 def test_inspect_shows_every_actor(vr, capsys) -> None:
     from rich.console import Console
 
-    from runtime.inspect_cli import main as inspect_main
+    from app.inspect_cli import main as inspect_main
 
     names = set(vr.system.directory.names())
     with ControlServer(vr.rt) as control:
@@ -403,7 +403,7 @@ def test_inspect_shows_every_actor(vr, capsys) -> None:
 def test_inspect_shows_the_kill_switch_state_reason_and_since(vr) -> None:
     from rich.console import Console
 
-    from runtime.inspect_cli import main as inspect_main
+    from app.inspect_cli import main as inspect_main
 
     engaged_at = vr.clock.now()
     vr.tell("coordinator", KillSwitch(True, "fat finger", engaged_at))
@@ -495,7 +495,7 @@ def test_inspect_names_an_unset_token_variable_before_asking(tmp_path, monkeypat
     monkeypatch.delenv("TW_TEST_UNSET_TOKEN", raising=False)
     cfg = tmp_path / "c.yaml"
     cfg.write_text("control: {token_env: TW_TEST_UNSET_TOKEN}\n", encoding="utf-8")
-    from runtime.inspect_cli import main as inspect_main
+    from app.inspect_cli import main as inspect_main
 
     assert inspect_main("127.0.0.1:9", config_path=str(cfg)) == 2
     err = capsys.readouterr().err
@@ -505,7 +505,7 @@ def test_inspect_names_an_unset_token_variable_before_asking(tmp_path, monkeypat
 def test_transport_metrics_only_where_there_is_a_socket() -> None:
     from types import SimpleNamespace
 
-    from runtime.metrics import WS_METRIC_NAMES, registry_for
+    from app.metrics import WS_METRIC_NAMES, registry_for
 
     def names(url: str | None) -> set[str]:
         from prometheus_client import generate_latest

@@ -1,6 +1,6 @@
 """Safety rules at the actor level, through the real tree (DESIGN sections 2, 5, 6).
 
-Every test starts the whole runtime (``runtime.launcher.Runtime``) on a
+Every test starts the whole runtime (``app.launcher.Runtime``) on a
 virtual clock with the in-process simulated exchange: signals go to the real
 coordinator, orders to the real gateway and venue, intents to the real
 persistence actor. Nothing is mocked; faults are injected the way a scenario
@@ -33,10 +33,10 @@ from messages.exchange import ExchangeFault, SubmitOrder
 from messages.market import Quote
 from messages.orders import OrderRequest, Signal
 from messages.persistence import Flush, Put, StoreDb
-from runtime import invariants
+from app import invariants
 from runtime.clock import EPOCH_DEFAULT, VirtualClock
-from runtime.launcher import LaunchSpec, Runtime
-from runtime.store import Store
+from app.launcher import LaunchSpec, Runtime
+from trading.store import Store
 from runtime.supervisor import Supervisor
 from trading.audit import AUDIT_SCHEMA_VERSION, read_audit
 from trading.limits import Limits
@@ -829,7 +829,7 @@ def test_kill_switch_survives_a_coordinator_restart_that_lost_its_store_record(r
     """The restarted instance also reads the switch from the figures its cell last
     published: a lost write of the store record (or a start-up flush that timed
     out) must not be a way out of the kill switch either."""
-    from runtime.store import key_bytes
+    from trading.store import key_bytes
     from trading.recovery import KILL_SWITCH_KEY
 
     rig = rigs()

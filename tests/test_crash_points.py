@@ -1,4 +1,4 @@
-"""Named scenario crash points (issue 6; ``runtime.crash_points``).
+"""Named scenario crash points (issue 6; ``app.crash_points``).
 
 ``tests/scenarios/crash_after_{intent,submit,fill}.yaml`` hold the safety
 expectations (positions equal the exchange's, no invariant broken, no client
@@ -20,9 +20,9 @@ import pytest
 from config import ConfigError
 from config.scenario_schema import CRASH_POINTS, CrashSpec
 from exchange.events_log import read_events
-from runtime.crash_points import POINTS, SERVICE, CrashPoints
-from runtime.scenario_file import load_scenario
-from runtime.scenario_runner import ScenarioError, ScenarioRun, run_scenario
+from app.crash_points import POINTS, SERVICE, CrashPoints
+from app.scenario_file import load_scenario
+from app.scenario_runner import ScenarioError, ScenarioRun, run_scenario
 from trading.audit import read_audit
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
@@ -164,7 +164,7 @@ def test_production_runtimes_have_no_crash_points(tmp_path) -> None:
 
 
 def test_a_crash_point_run_is_deterministic(tmp_path) -> None:
-    from runtime.summary import comparable
+    from app.summary import comparable
 
     path = SCENARIOS / "crash_after_submit.yaml"
     a = run_scenario(path, tmp_path / "a").summary

@@ -16,9 +16,9 @@ from config import config_hash, load_config
 from exchange.events_log import read_events
 from exchange.synthetic import SyntheticMarket
 from runtime.clock import EPOCH_DEFAULT, VirtualClock
-from runtime.invariants import check_all
-from runtime.launcher import LaunchSpec, Runtime, demo_plan
-from runtime.summary import group_figures
+from app.invariants import check_all
+from app.launcher import LaunchSpec, Runtime, demo_plan
+from app.summary import group_figures
 from trading.audit import read_audit
 
 PAIR = ("ADAUSDT", "DOTUSDT")

@@ -265,7 +265,7 @@ class Reserver(Actor):
 class Spender(Actor):
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
-        from runtime.id_allocator import IdAllocator
+        from trading.id_allocator import IdAllocator
 
         self.ids = IdAllocator(lambda c, n, fut: ctx.tell("reserver", ReserveIds(c, n, fut)),
                                "coid", block=2, low_water=0)

@@ -103,8 +103,8 @@ def test_mark_then_fetch_copies_exactly_the_records_after_the_mark(tmp_path: Pat
 def test_the_mark_carries_the_positions_and_invariants_start_from_them(tmp_path: Path) -> None:
     """A second run on the same server starts from the positions the first left;
     the copy's invariants replay from them, and only for the run's account."""
-    from runtime.resume import RUN_INFO
-    from runtime.run_events import MARK_KEY, remote_scope
+    from app.resume import RUN_INFO
+    from app.run_events import MARK_KEY, remote_scope
 
     server = run_server(port=0, out_dir=tmp_path / "exchange")
     try:

@@ -99,7 +99,7 @@ def project_modules() -> list[str]:
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux /proc")
 def test_importing_any_module_has_no_side_effects(tmp_path: Path) -> None:
     modules = project_modules()
-    assert "runtime.store" in modules and "actors.persistence" in modules
+    assert "trading.store" in modules and "actors.persistence" in modules
     cwd, home, tmp = (tmp_path / d for d in ("cwd", "home", "tmp"))
     for d in (cwd, home, tmp):
         d.mkdir()

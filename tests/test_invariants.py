@@ -1,5 +1,5 @@
 """Each safety invariant fires on hand-made records that break its rule and
-stays quiet on good ones (runtime/invariants.py, DESIGN section 5).
+stays quiet on good ones (app/invariants.py, DESIGN section 5).
 
 The records have the shapes the checks read in a real run: exchange events as
 ``exchange.events_log`` writes them, audit records as ``trading.audit`` writes
@@ -13,7 +13,7 @@ from itertools import count
 
 import pytest
 
-from runtime import invariants as inv
+from app import invariants as inv
 
 _seq = count(1)
 

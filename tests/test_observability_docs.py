@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runtime.metrics import METRIC_NAMES, WS_METRIC_NAMES
+from app.metrics import METRIC_NAMES, WS_METRIC_NAMES
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 RULES = DOCS / "prometheus" / "alerts.yml"

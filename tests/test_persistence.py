@@ -26,8 +26,8 @@ from messages.persistence import (
     Ack, Delete, Durable, Flush, GetStats, PersistenceError, Put, PutMany, Reserve,
 )
 from runtime import Actor, ChildSpec, handles
-from runtime.id_allocator import IdAllocator
-from runtime.store import Store, StoreClosed
+from trading.id_allocator import IdAllocator
+from trading.store import Store, StoreClosed
 
 TS = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 WAIT = 10.0
@@ -517,10 +517,10 @@ WRITER = textwrap.dedent("""
     from concurrent.futures import Future
     from loguru import logger
     from actors.persistence import PersistenceActor
-    from runtime.id_allocator import IdAllocator
+    from trading.id_allocator import IdAllocator
     from messages.persistence import PutMany
     from runtime import ActorSystem, ChildSpec, SupervisorSpec
-    from runtime.store import Store
+    from trading.store import Store
 
     logger.remove()
     logger.add(sys.stderr, level="WARNING")

@@ -45,9 +45,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from exchange.events_log import read_events
-from runtime.crash_points import POINTS
-from runtime.scenario_file import load_scenario
-from runtime.scenario_runner import ScenarioRun
+from app.crash_points import POINTS
+from app.scenario_file import load_scenario
+from app.scenario_runner import ScenarioRun
 from trading.audit import read_audit
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")

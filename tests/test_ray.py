@@ -74,8 +74,8 @@ def test_killing_a_ray_host_process_restarts_the_actor_with_nothing_lost_or_doub
 def test_a_scenario_with_symbols_on_ray_matches_the_local_run(tmp_path, placement, scenario,
                                                                monkeypatch):
     """Same positions, exchange positions and audit trail as the local run."""
-    from runtime import launcher
-    from runtime.scenario_runner import run_scenario
+    from app import launcher
+    from app.scenario_runner import run_scenario
 
     # one Ray instance for the module: each runtime gets it and does not close it
     monkeypatch.setattr(launcher, "make_placement", lambda cfg: placement)
@@ -99,8 +99,8 @@ def test_killing_a_symbol_actors_ray_worker_mid_run_loses_and_doubles_no_order(
     import json
     from decimal import Decimal
 
-    from runtime import launcher
-    from runtime.invariants import check_all
+    from app import launcher
+    from app.invariants import check_all
     from tests.virtual_runtime import VirtualRuntime
 
     monkeypatch.setattr(launcher, "make_placement", lambda cfg: placement)

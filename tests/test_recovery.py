@@ -16,7 +16,7 @@ are reached with real faults, not by writing the store by hand:
 
 Ground truth is read from outside the coordinator: the exchange's
 ``events.jsonl``, the audit trail, the exchange engine and the store
-(``runtime.store.Store``). ``tests/test_resume.py`` has the command line
+(``trading.store.Store``). ``tests/test_resume.py`` has the command line
 and the real process (SIGKILL, ``run --resume``).
 """
 
@@ -36,8 +36,8 @@ from messages.enums import OrderPurpose, OrderType, Side
 from messages.exchange import ExchangeFault, OpenOrdersSnapshot
 from messages.orders import CancelOrder, Signal
 from messages.persistence import StoreDb
-from runtime import invariants
-from runtime.store import Store
+from app import invariants
+from trading.store import Store
 from tests.recovery_life import BTC, Life, accepted_once
 from trading.audit import read_audit
 

@@ -117,7 +117,7 @@ def test_a_scenario_with_remote_symbol_actors_matches_the_local_run(tmp_path, sc
     same positions, exchange positions and audit trail as the local run."""
     from pathlib import Path
 
-    from runtime.scenario_runner import run_scenario
+    from app.scenario_runner import run_scenario
 
     src = Path(__file__).parent / "scenarios" / scenario
     remote_cfg = tmp_path / "remote.yaml"
@@ -133,7 +133,7 @@ def test_a_scenario_with_remote_symbol_actors_matches_the_local_run(tmp_path, sc
 def test_inspect_says_where_each_actor_runs():
     from rich.console import Console
 
-    from runtime.inspect_cli import actors_table
+    from app.inspect_cli import actors_table
 
     h, _ = harness()
     try:
@@ -148,4 +148,29 @@ def test_inspect_says_where_each_actor_runs():
         doubler = next(a for a in h.snapshot()["actors"] if a["name"] == "doubler")
         assert doubler["processed"] == 1  # mailbox figures count what the far side handled
     finally:
+        h.system.shutdown()
+
+
+def test_a_stop_is_honoured_while_a_batch_hangs_on_a_stuck_host():
+    """A host that neither answers nor dies must not hold its actor past a
+    supervisor's stop: the batch out is kept (here: a dead letter at shutdown)
+    and the system is quiescent again."""
+    from tests.remote_actors import HANG, Hang, Hanger
+
+    HANG.clear()
+    h = VirtualHarness(ChildSpec("sink", Sink), ChildSpec("hanger", Hanger, execution="remote"),
+                       placement=ThreadPlacement()).start()
+    try:
+        h.system.tell("hanger", Hang(30.0))
+        h.system.tell("hanger", Ping(1))
+        with pytest.raises(Exception, match="not quiescent"):
+            h.settle(0.5)                        # the batch is out: not quiescent
+        h.system.tell("root", __import__("runtime.signals", fromlist=["TerminateChild"])
+                      .TerminateChild("hanger"))
+        h.settle(5)                              # the stop went through, nothing is out
+        assert h.system.directory.get("hanger") is None
+        kept = {type(m).__name__ for m in h.dead_letters.messages()}
+        assert {"Hang", "Ping"} <= kept          # nothing silently dropped
+    finally:
+        HANG.set()
         h.system.shutdown()

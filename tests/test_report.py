@@ -8,8 +8,8 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from runtime.report import Sampler, line_chart, render_report, write_report
-from runtime.scenario_runner import run_scenario
+from app.report import Sampler, line_chart, render_report, write_report
+from app.scenario_runner import run_scenario
 from tests.virtual_runtime import VirtualRuntime
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +22,7 @@ def _svgs(html: str) -> list[ET.Element]:
 
 
 def test_report_from_a_sampled_runtime(tmp_path) -> None:
-    from runtime.summary import collect_summary
+    from app.summary import collect_summary
 
     sampler = Sampler(min_interval_s=0.0)
     with VirtualRuntime(tmp_path / "run", ("BTCUSDT", "ETHUSDT")) as vr:
@@ -104,7 +104,7 @@ def test_the_report_and_the_console_table_show_the_same_rows() -> None:
 
     from rich.console import Console
 
-    from runtime.summary import summary_rows, summary_table
+    from app.summary import summary_rows, summary_table
 
     summary = {"run_id": "r", "started_at": "a", "ended_at": "b", "market_events": 10,
                "signals": 2, "risk": {"approved": 2, "rejected": {"max_volatility": 1}},

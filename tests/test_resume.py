@@ -15,8 +15,8 @@ from decimal import Decimal as D
 from pathlib import Path
 
 from exchange.events_log import read_events
-from runtime import invariants
-from runtime.store import Store
+from app import invariants
+from trading.store import Store
 from trading.audit import read_audit
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -147,7 +147,7 @@ def test_bad_config_value_is_named_and_exits_2(tmp_path: Path) -> None:
 
 
 def test_audit_command_filters_by_reason(tmp_path: Path) -> None:
-    from runtime.scenario_runner import run_scenario
+    from app.scenario_runner import run_scenario
 
     result = run_scenario(ROOT / "tests" / "scenarios" / "rate_limit_burst.yaml", tmp_path)
     proc = subprocess.run(_cli("audit", str(result.run_dir), "--reason", "rate_limited", "--json"),

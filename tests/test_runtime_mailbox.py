@@ -215,7 +215,7 @@ def test_without_a_market_lane_order_is_plain_fifo():
 def test_the_launcher_gives_the_order_path_a_market_lane(tmp_path):
     from config import config_hash, load_config
     from runtime.clock import EPOCH_DEFAULT
-    from runtime.launcher import LaunchSpec, Runtime
+    from app.launcher import LaunchSpec, Runtime
 
     cfg = load_config(overrides={"strategy": {"name": "none"}})
     rt = Runtime(LaunchSpec(cfg, tmp_path / "run", ("BTCUSDT",), VirtualClock(EPOCH_DEFAULT),

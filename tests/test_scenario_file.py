@@ -1,4 +1,4 @@
-"""Scenario file parsing and validation (runtime/scenario_file.py, DESIGN section 9)."""
+"""Scenario file parsing and validation (app/scenario_file.py, DESIGN section 9)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from config import ConfigError
 from config.registry import KeyRegistry, Spec, flag
 from config.scenario_exchange import EXCHANGE_KEYS, FAULT
 from messages.enums import Side
-from runtime.scenario_file import (BarEvent, ControlEvent, CrashEvent, EndEvent, ExchangeEvent,
+from app.scenario_file import (BarEvent, ControlEvent, CrashEvent, EndEvent, ExchangeEvent,
                                    GroupEvent, QuoteEvent, RestartEvent, SignalEvent,
                                    load_scenario)
 

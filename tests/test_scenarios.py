@@ -12,8 +12,8 @@ import pytest
 
 from main import main as cli
 from config import ConfigError
-from runtime.scenario_runner import run_scenario
-from runtime.summary import comparable
+from app.scenario_runner import run_scenario
+from app.summary import comparable
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 FILES = sorted(SCENARIOS.glob("*.yaml"))
@@ -24,7 +24,7 @@ NEEDS_ISSUE_5 = {"stop_gap_slow_cancel"}
 def _tree_has(name: str) -> bool:
     import inspect
 
-    import runtime.launcher as launcher
+    import app.launcher as launcher
 
     return f'ChildSpec("{name}"' in inspect.getsource(launcher.Runtime.tree)
 
@@ -185,7 +185,7 @@ def _threads_while_running(tmp_path: Path, n_symbols: int) -> tuple[int, int, in
     from config import config_hash, load_config
     from exchange.synthetic import make_symbols
     from runtime.clock import EPOCH_DEFAULT, VirtualClock
-    from runtime.launcher import LaunchSpec, Runtime
+    from app.launcher import LaunchSpec, Runtime
 
     cfg = load_config(overrides={"strategy": {"name": "none"}})
     before = threading.active_count()

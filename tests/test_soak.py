@@ -43,7 +43,7 @@ def test_long_run_keeps_memory_and_threads_flat(tmp_path: Path) -> None:
     from config import config_hash, load_config
     from exchange.synthetic import make_symbols, SyntheticMarket
     from runtime.clock import LiveClock
-    from runtime.launcher import LaunchSpec, Runtime
+    from app.launcher import LaunchSpec, Runtime
 
     symbols = make_symbols(20)
     tick_s = len(symbols) / EVENTS_PER_S          # 20 symbols x 100 ticks/s = 2,000/s

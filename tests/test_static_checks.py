@@ -22,7 +22,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "typing_fixtures"
-SOURCES = ("messages", "runtime", "trading", "actors", "exchange", "config", "tests")
+SOURCES = ("messages", "runtime", "trading", "app", "actors", "exchange", "config", "tests")
 
 #: (line marker in swap.py, error text mypy must report on that line)
 EXPECTED = [

@@ -19,7 +19,7 @@ from messages.exchange import ExchangeFault
 from messages.market import Quote
 from messages.orders import Signal
 from runtime.clock import EPOCH_DEFAULT, VirtualClock
-from runtime.launcher import LaunchSpec, Runtime
+from app.launcher import LaunchSpec, Runtime
 
 D = Decimal
 

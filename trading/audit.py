@@ -28,7 +28,7 @@ from pathlib import Path
 from collections.abc import Iterator
 from typing import Any
 
-from runtime.run_files import iter_jsonl
+from messages.jsonl import iter_jsonl
 from runtime.redact import redact_text
 
 AUDIT_SCHEMA_VERSION = 2

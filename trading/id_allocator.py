@@ -20,7 +20,7 @@ from loguru import logger
 
 from messages.persistence import Durable, PersistenceError, Reserve
 from runtime.dispatcher import managed_blocking
-from runtime.store import Store
+from trading.store import Store
 
 
 class IdsUnavailable(TimeoutError):

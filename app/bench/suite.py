@@ -18,7 +18,7 @@ from loguru import logger
 
 
 def _sections(quick: bool) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
-    from runtime.bench import core, exchange, storage
+    from app.bench import core, exchange, storage
 
     n_sql = 2_000 if quick else 10_000
     sections: list[tuple[str, Callable[[], dict[str, Any]]]] = [
@@ -32,13 +32,13 @@ def _sections(quick: bool) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
     if extra is not None:
         sections.append(("lmdb", lambda: extra(quick)))
     sections.append(("exchange", lambda: exchange.run(quick)))
-    from runtime.bench import pipeline  # the whole tree end to end (issue 4, Performance)
+    from app.bench import pipeline  # the whole tree end to end (issue 4, Performance)
 
     sections.append(("pipeline", lambda: pipeline.run(quick)))
-    from runtime.bench import hedge  # margin grid (rule 6) and hedge lag (rule 7)
+    from app.bench import hedge  # margin grid (rule 6) and hedge lag (rule 7)
 
     sections.append(("margin+hedge", lambda: hedge.run(quick)))
-    from runtime.bench import remote_hop  # remote actors: the codec alone, and Ray
+    from app.bench import remote_hop  # remote actors: the codec alone, and Ray
 
     sections.append(("remote", lambda: remote_hop.run(quick)))
     return sections

@@ -27,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from runtime.run_files import write_text_atomic
+from messages.jsonl import write_text_atomic
 
 RUN_INFO = "run.json"
 
@@ -88,8 +88,8 @@ def prepare(resume_dir: str, out: str | None, exchange_url: str | None) -> Resum
             "--exchange ws://HOST:PORT, and resume with the same --exchange.")
     halted = None
     from messages.persistence import StoreDb
-    from runtime.halt import HALT_KEY
-    from runtime.store import Store
+    from app.halt import HALT_KEY
+    from trading.store import Store
 
     store = Store.open(run_dir)
     try:

@@ -80,15 +80,15 @@ def processed_on_ray(n_symbols: int, flood_events: int) -> dict[str, Any]:
     from pathlib import Path
 
     from exchange.synthetic import make_symbols
-    from runtime.bench.pipeline import _flood, _market_events
-    from runtime.bench.rig import Peak, start_runtime
+    from app.bench.pipeline import _flood, _market_events
+    from app.bench.rig import Peak, start_runtime
 
     symbols = make_symbols(n_symbols)
     tmp = Path(tempfile.mkdtemp(prefix=f"tw-bench-ray{n_symbols}-"))
     rt = None
     try:
         # the far side loads the bench strategy by its dotted path
-        rt = start_runtime(symbols, tmp / "run", "runtime.bench.rig.BenchEvery",
+        rt = start_runtime(symbols, tmp / "run", "app.bench.rig.BenchEvery",
                            {"period_s": n_symbols / 1_000}, extra={
                                "runtime": {"placement": {"symbols": "ray", "ray_processes": 2,
                                                          "ray_num_cpus": 2}}})

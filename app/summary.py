@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
-    from runtime.invariants import Record
+    from app.invariants import Record
 
 SUMMARY_SCHEMA_VERSION = 1
 #: keys of summary.json that differ between two identical runs
@@ -170,7 +170,7 @@ def build_summary(*, run_id: str, started_at: str, ended_at: str, audit: Sequenc
 
 
 def write_summary(path: Path, summary: Mapping[str, Any]) -> None:
-    from runtime.run_files import write_text_atomic
+    from messages.jsonl import write_text_atomic
 
     write_text_atomic(path, json.dumps(summary, indent=2, sort_keys=False, default=str) + "\n")
 
@@ -253,7 +253,7 @@ def print_summary(summary: Mapping[str, Any], title: str, console: Console | Non
 
 def load_run_records(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(events.jsonl records, audit.jsonl records) of a run directory; missing = empty."""
-    from runtime.run_files import iter_jsonl
+    from messages.jsonl import iter_jsonl
 
     def read(name: str) -> list[dict[str, Any]]:
         path = run_dir / name
@@ -264,16 +264,16 @@ def load_run_records(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str
 def collect_summary(rt: Any, *, started_at: str, ended_at: str,
                     extra: Mapping[str, Any] | None = None,
                     records: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None) -> dict[str, Any]:
-    """Summary of a stopped :class:`~runtime.launcher.Runtime`, invariants checked.
+    """Summary of a stopped :class:`~app.launcher.Runtime`, invariants checked.
 
     ``records`` are the run's (events, audit) when the caller has read them
     already (the scenario runner needs them for its expect checks too)."""
-    from runtime.invariants import check_all
+    from app.invariants import check_all
 
     events, audit = records if records is not None else load_run_records(rt.spec.run_dir)
     start_positions = None
     if rt.spec.exchange_url is not None:  # a copy of a shared exchange's record
-        from runtime.run_events import remote_scope
+        from app.run_events import remote_scope
 
         scope = remote_scope(rt.spec.run_dir, rt.config.exchange.account, events)
         if scope is not None:

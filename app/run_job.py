@@ -7,7 +7,7 @@ exchange), stops the tree in reverse order and writes the run directory:
 ``summary.json``, ``events.jsonl`` (the exchange's record), ``audit.jsonl``,
 ``store/`` and ``run.log``. SIGINT/SIGTERM end the run early the same
 orderly way (rule 16). The exit code is 0 unless a safety invariant broke.
-``--resume DIR`` continues a killed run in its own directory (``runtime.resume``).
+``--resume DIR`` continues a killed run in its own directory (``app.resume``).
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from typing import Any
 from loguru import logger
 from rich.console import Console
 
-from runtime.console import cli_console
+from app.console import cli_console
 from config import ConfigError, config_hash, load_config
 from runtime.clock import LiveClock
-from runtime.launcher import LaunchSpec, Runtime, demo_plan
-from runtime.logs import RunLogs
-from runtime.stop_request import StopRequest
-from runtime.summary import collect_summary, print_summary, write_summary
+from app.launcher import LaunchSpec, Runtime, demo_plan
+from app.logs import RunLogs
+from app.stop_request import StopRequest
+from app.summary import collect_summary, print_summary, write_summary
 
 DRAIN_TIMEOUT_S = 5.0
 
@@ -59,7 +59,7 @@ def run_overrides(args: Any) -> dict[str, Any]:
         if control.strip().lower() == "off":
             over["control"] = {"enabled": False}
         else:
-            from runtime.control import parse_hostport
+            from app.control import parse_hostport
 
             host, port = parse_hostport(control)
             over["control"] = {"enabled": True, "host": host, "port": port}
@@ -94,9 +94,9 @@ def run(args: Any, preflight: Callable[[Any], Any] | None = None) -> int:
     """``preflight(cfg)`` raises ValueError for a config the runtime cannot start
     with (e.g. an unknown strategy), before anything is written; what it returns
     (the strategy) may say how many quotes it needs before its first signal."""
-    from runtime.control import ControlError
+    from app.control import ControlError
 
-    from runtime import resume as resuming
+    from app import resume as resuming
 
     if not getattr(args, "resume", None) and args.out:
         why = refuse_reuse(Path(args.out))
@@ -188,10 +188,10 @@ def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: dateti
         return 2
     events_mark = None
     if cfg.exchange.url is not None:
-        from runtime.run_events import mark_run_start
+        from app.run_events import mark_run_start
 
         events_mark = mark_run_start(run_dir, cfg.exchange.url)
-    from runtime.report import Sampler, write_report
+    from app.report import Sampler, write_report
 
     sampler = Sampler(min_interval_s=0.5)
     t0 = time.monotonic()
@@ -210,7 +210,7 @@ def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: dateti
             control.stop()
         rt.stop()
     if events_mark is not None:
-        from runtime.run_events import copy_run_events
+        from app.run_events import copy_run_events
 
         copied = copy_run_events(run_dir, cfg.exchange.url, events_mark)
         console.print(f"events.jsonl: {copied} records copied from {cfg.exchange.url}"
@@ -275,7 +275,7 @@ def _bind_control(rt: Runtime, cfg: Any, console: Console, explicit: bool) -> An
     port from the config being taken (another run) leaves this run without
     an endpoint but trading, since observability is not a safety feature.
     """
-    from runtime.control import ControlError, from_config
+    from app.control import ControlError, from_config
 
     try:
         control = from_config(rt, cfg.control)

@@ -70,7 +70,7 @@ def orderly_halt(rt: Any, reason: str) -> None:
             system.tell("persistence", Put(StoreDb.META, key, value))
         system.tell("persistence", Flush(ack=Future()))
     elif rt.store is not None:
-        from runtime.store import put_op
+        from trading.store import put_op
 
         try:
             rt.store.apply([put_op(StoreDb.META, k, v) for k, v in writes])

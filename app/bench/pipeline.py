@@ -1,7 +1,7 @@
 """End-to-end benchmarks of the whole tree (DESIGN section 10, issue 4 "Performance").
 
 Everything runs on the live clock with real threads, through the same
-:class:`~runtime.launcher.Runtime` wiring as ``main.py run``: persistence
+:class:`~app.launcher.Runtime` wiring as ``main.py run``: persistence
 (LMDB, every intent synced before the order leaves), alerts, the in-process
 simulated exchange, gateway, reconnect, reconciler, coordinator (risk gate,
 audit) and one ``symbol-<SYM>`` actor per symbol.
@@ -42,7 +42,7 @@ the coordinator. And, as context for the figures of this run:
 floor under every durable intent) and ``loadavg_1m_at_start`` (other load on the machine).
 
 The instrumented tree (probe, bench strategy, coordinator and venue
-subclasses) is ``runtime.bench.rig``.
+subclasses) is ``app.bench.rig``.
 
 The simulated network latency of the venue (``exchange.latency_ms``) is set
 to 0: this measures the runtime, not a simulated wire. Risk limits are raised
@@ -66,7 +66,7 @@ import numpy as np
 from messages.enums import Side
 from messages.orders import Signal
 from messages.types import Price, Quantity, Symbol
-from runtime.bench.rig import (PROBE, STRATEGY, Peak, period_of, rss_mb, start_runtime,
+from app.bench.rig import (PROBE, STRATEGY, Peak, period_of, rss_mb, start_runtime,
                                wait_quiescent)
 
 PACED_RATE = 5_000          # market events/s in total, across all symbols
@@ -275,7 +275,7 @@ def lmdb_sync_commit_us(n: int = 200) -> tuple[float, float]:
     as the persistence actor does when idle: the floor under every durable order
     intent, and so under ``tick_to_order`` (the p99 says whether a 1 ms goal is
     reachable at all on this disk)."""
-    from runtime.store import Store, key_bytes, pack_value
+    from trading.store import Store, key_bytes, pack_value
 
     tmp = Path(tempfile.mkdtemp(prefix="tw-bench-fsync-"))
     store = Store.open(tmp)

@@ -24,7 +24,7 @@ How entries are injected (DESIGN section 9):
   what happened while it was down.
   ``crash: {point: after_intent | after_submit | after_fill}`` arms a named
   point instead: the runtime dies when the coordinator next reaches it, at
-  that instant of virtual time (``runtime.crash_points``). A point not
+  that instant of virtual time (``app.crash_points``). A point not
   reached by the ``restart`` entry is an error (the scenario would silently
   test less), unless the run is lenient (``strict_crash_points=False``, for
   generated timelines): then the runtime dies at the restart entry's time.
@@ -49,14 +49,14 @@ from loguru import logger
 from config import ConfigError, config_hash
 from messages.types import Quantity
 from runtime.clock import EPOCH_DEFAULT, VirtualClock
-from runtime.crash_points import SERVICE as CRASH_SERVICE
-from runtime.crash_points import CrashPoints, kill_at_point
-from runtime.launcher import LaunchSpec, Runtime
-from runtime.scenario_expect import check_expect, exit_and_hedge_qty
-from runtime.scenario_file import (BarEvent, ControlEvent, CrashEvent, EndEvent, ExchangeEvent,
+from app.crash_points import SERVICE as CRASH_SERVICE
+from app.crash_points import CrashPoints, kill_at_point
+from app.launcher import LaunchSpec, Runtime
+from app.scenario_expect import check_expect, exit_and_hedge_qty
+from app.scenario_file import (BarEvent, ControlEvent, CrashEvent, EndEvent, ExchangeEvent,
                                    GroupEvent, QuoteEvent, RestartEvent, Scenario, SignalEvent,
                                    load_scenario)
-from runtime.summary import collect_summary, load_run_records, write_summary
+from app.summary import collect_summary, load_run_records, write_summary
 
 DEFAULT_QUOTE_SIZE = Quantity(Decimal("1000000"))
 #: with no ``end`` entry, run this long past the last entry (timers settle)
@@ -106,7 +106,7 @@ class ScenarioRun:
         self._down_seq = itertools.count()
         #: entries applied to the exchange while the runtime was down
         self.while_down = 0
-        from runtime.report import Sampler
+        from app.report import Sampler
 
         #: report time series, one sample per timeline step (virtual seconds)
         self.sampler = Sampler(min_interval_s=0.0)
@@ -164,7 +164,7 @@ class ScenarioRun:
                     len(summary["invariant_violations"]))
         write_summary(self.run_dir / "summary.json", summary)
         try:
-            from runtime.report import write_report
+            from app.report import write_report
 
             write_report(self.run_dir, summary, self.sampler,
                          title=f"Tradewarden scenario: {self.sc.name}")
@@ -318,7 +318,7 @@ def _exchange_message(ev: Any, now: datetime) -> Any:
 def run_scenario(path: str | Path, out_root: Path, config_path: str | None = None,
                  logs: Any = None) -> ScenarioResult:
     """Run one scenario file into ``out_root/<file stem>/``; with ``logs`` (the
-    command's ``runtime.logs.RunLogs``) that directory gets its own run.log."""
+    command's ``app.logs.RunLogs``) that directory gets its own run.log."""
     sc = load_scenario(path, config_path)
     run_dir = out_root / Path(path).stem
     if run_dir.exists():
@@ -334,9 +334,9 @@ def main(files: list[str], out: str | None, config_path: str | None = None) -> i
     """Run each file. Exit code (DESIGN section 8): 0 every expect held and no invariant
     broke; 1 an expectation or invariant failed; 2 a file is missing or invalid (its
     mistakes named with their lines), whatever the others did."""
-    from runtime.console import cli_console
-    from runtime.logs import RunLogs
-    from runtime.summary import summary_table
+    from app.console import cli_console
+    from app.logs import RunLogs
+    from app.summary import summary_table
 
     console = cli_console()
     missing = [f for f in files if not Path(f).is_file()]

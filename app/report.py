@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from runtime.introspection import info_of
-from runtime.metrics import number, system_of
+from app.metrics import number, system_of
 from runtime.redact import redact_text
-from runtime.run_files import iter_jsonl, write_text_atomic
-from runtime.summary import summary_rows
+from messages.jsonl import iter_jsonl, write_text_atomic
+from app.summary import summary_rows
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
            "#17becf", "#7f7f7f", "#bcbd22")

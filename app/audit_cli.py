@@ -22,7 +22,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from runtime.console import cli_console, quiet_broken_pipe
+from app.console import cli_console, quiet_broken_pipe
 from trading.audit import decision_reasons, read_audit, verify_audit
 
 

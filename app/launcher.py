@@ -140,8 +140,8 @@ class Runtime:
     # -- lifecycle ----------------------------------------------------------------
 
     def start(self, timeout: float = 30.0) -> Runtime:
-        from runtime.id_allocator import IdAllocator
-        from runtime.store import Store
+        from trading.id_allocator import IdAllocator
+        from trading.store import Store
         from trading.audit import AuditLog
 
         spec, cfg = self.spec, self.config
@@ -356,9 +356,9 @@ class Runtime:
     def _on_halt(self, reason: str) -> None:
         """The root failed: kill switch on, alert sent, state flushed (DESIGN
         section 2). The failed root has already stopped the tree, so
-        ``runtime.halt`` does for each actor that no longer runs what its
+        ``app.halt`` does for each actor that no longer runs what its
         message would have done."""
-        from runtime.halt import orderly_halt
+        from app.halt import orderly_halt
 
         orderly_halt(self, reason)
 

@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 from collections.abc import Callable, Mapping, Sequence
 
-from runtime.invariants import Record
+from app.invariants import Record
 
 ZERO = Decimal(0)
 

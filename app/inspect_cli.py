@@ -22,7 +22,7 @@ from typing import Any
 from rich.console import Console, Group
 from rich.table import Table
 
-from runtime.control import ControlError, parse_hostport
+from app.control import ControlError, parse_hostport
 
 TIMEOUT_S = 5.0
 
@@ -201,7 +201,7 @@ def main(control: str | None = None, *, watch: bool = False, peek: int = 0,
          console: Console | None = None) -> int:
     from config import ConfigError
 
-    from runtime.console import cli_console
+    from app.console import cli_console
 
     # Piped into a file or a pager: wide enough that names are never cut.
     console = console or cli_console()

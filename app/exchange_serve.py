@@ -21,7 +21,7 @@ from exchange.config import ExchangeConfig as SimConfig
 from exchange.feed import RandomWalkFeed
 from exchange.synthetic import DEFAULT_SYMBOLS
 from exchange.ws_server import ExchangeServer
-from runtime.stop_request import StopRequest
+from app.stop_request import StopRequest
 
 
 def sim_config(config_path: str | Path | None = None) -> SimConfig:

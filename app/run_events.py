@@ -23,7 +23,7 @@ from pathlib import Path
 from loguru import logger
 
 from exchange.events_fetch import EventsFetchError, EventsMark, events_mark, fetch_events
-from runtime.resume import read_run_info, save_run_info
+from app.resume import read_run_info, save_run_info
 
 MARK_KEY = "exchange_events_mark"
 

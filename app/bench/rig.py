@@ -1,5 +1,5 @@
-"""The instrumented tree the end-to-end benchmarks run (``runtime.bench.pipeline``,
-``runtime.bench.hedge``): the whole runtime on the live clock, ready to trade.
+"""The instrumented tree the end-to-end benchmarks run (``app.bench.pipeline``,
+``app.bench.hedge``): the whole runtime on the live clock, ready to trade.
 
 Correlation without touching the production path: a bench strategy
 (``bench_every``) emits one signal per symbol per ``period_s`` of market time
@@ -168,7 +168,7 @@ def start_runtime(symbols: list[str], run_dir: Path, strategy: str,
     venue and coordinator (or the actor classes in ``swap``, by child name)."""
     from config import config_hash
     from runtime.clock import LiveClock
-    from runtime.launcher import LaunchSpec, Runtime
+    from app.launcher import LaunchSpec, Runtime
 
     swaps: dict[str, Any] = swap if swap is not None else {
         "venue": BenchVenue, "coordinator": BenchCoordinator}

@@ -39,7 +39,7 @@ def hedge_lag(n: int = 100, gap_s: float = 0.01) -> dict[str, Any]:
     from exchange.synthetic import make_symbols
     from messages.control import HedgeRequest
     from messages.market import Quote
-    from runtime.bench.rig import start_runtime
+    from app.bench.rig import start_runtime
 
     symbols = make_symbols(n, prefix="HDG")
     _ARRIVED.clear()

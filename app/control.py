@@ -45,7 +45,7 @@ from loguru import logger
 
 from config.types import is_loopback
 from runtime.introspection import info_of
-from runtime.metrics import number, registry_for, system_of
+from app.metrics import number, registry_for, system_of
 from runtime.redact import redact_text
 
 MAX_PEEK = 100
@@ -275,7 +275,7 @@ class _Server(ThreadingHTTPServer):
 class ControlServer:
     """``/metrics``, ``/actors``, ``/healthz`` for one runtime.
 
-    ``target`` is a :class:`~runtime.launcher.Runtime`, a ``VirtualHarness``
+    ``target`` is a :class:`~app.launcher.Runtime`, a ``VirtualHarness``
     or an ``ActorSystem``; its system is looked up on every request, so the
     server can be bound before the runtime starts.
     """
