@@ -19,9 +19,12 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from concurrent.futures import Future
+from decimal import Decimal
 from typing import Any
 
-from messages.control import (BrokerOrders, BrokerPositions, CancelIntent, ConnectivityChanged,
+from messages.bounds import DEFAULT_BOUNDS, Bounds
+from messages.control import (BrokerOrders, BrokerPositions, CancelIntent, ConfirmPositions,
+                              ConnectivityChanged,
                               GroupAudit, IntentAccepted, IntentRejected, OrderIntent,
                               PortfolioRequest, PortfolioSnapshot, ProtectPosition,
                               RecoveryDone, StoppedOut)
@@ -43,7 +46,8 @@ from trading.gate import GateState, Intent, MarketView, decide
 from trading.limits import CircuitBreaker, Limits, RateLimiter
 from trading.pnl import PnlTracker
 from trading.reasons import Reason
-from trading.recovery import order_status_key, position_put
+from trading.recovery import order_status_key, position_put, price_unpriced
+from trading.trust import IGNORED, UNKNOWN_ORDER, TrustReport
 
 
 class Coordinator(KillSwitchKeeper, Actor):
@@ -53,7 +57,8 @@ class Coordinator(KillSwitchKeeper, Actor):
     def __init__(self, ctx, *, limits: Limits, symbols: list[str], venue: str = "sim",
                  gateway: str = "gateway", persistence: str = "persistence",
                  alerts: str = "alerts", stops: str | None = "stops",
-                 require_recovery: bool = True) -> None:
+                 require_recovery: bool = True, reconciler: str = "reconciler",
+                 bounds: Bounds = DEFAULT_BOUNDS) -> None:
         super().__init__(ctx)
         self.limits = limits
         self.venue = venue
@@ -66,7 +71,20 @@ class Coordinator(KillSwitchKeeper, Actor):
             limits=limits, book=self.book, market={}, symbols=frozenset(symbols),
             limiter=RateLimiter(limits.orders_per_s, limits.order_burst),
             breaker=CircuitBreaker(limits.breaker_failures, limits.breaker_cooloff_s),
-            recovering=require_recovery)
+            recovering=require_recovery, bounds=bounds)
+        self.reconciler = reconciler
+        #: rule 18: events the broker sent about orders this runtime never sent
+        self.trust = TrustReport("coordinator", self.log)
+        #: position key -> (broker qty, the answer's source): a divergence
+        #: seen once, waiting for a second answer to confirm it before the book moves
+        self.unconfirmed: dict[tuple, tuple[Decimal, str]] = {}
+        #: a confirmation query is out (one at a time, whatever the number of triggers)
+        self.confirm_asked = False
+        #: confirming answers in a row that still found a new divergence
+        self.confirm_streak = 0
+        #: keys taken over from the broker with no price known yet: the first
+        #: mark (or fill) prices them (trading.recovery.price_unpriced)
+        self.unpriced: set[tuple] = set()
         self.pnl = PnlTracker(self.book, self.state.market)
         self.synced_at: float | None = None
         # Fail closed until the gateway says the stream is up and resynced (rule 3).
@@ -150,7 +168,7 @@ class Coordinator(KillSwitchKeeper, Actor):
     def on_intent(self, it: OrderIntent) -> None:
         self._gate(Intent(it.symbol, it.side, it.qty, account=it.account, venue=self.venue,
                           purpose=it.purpose, reduce_only=it.reduce_only, stop_loss=it.stop_loss,
-                          limit_price=it.price, owner=it.owner),
+                          limit_price=it.price, owner=it.owner, trigger_price=it.trigger_price),
                    it.order_type, price=it.price, trigger=it.trigger_price, tag=it.tag,
                    group_id=it.group_id)
 
@@ -243,8 +261,36 @@ class Coordinator(KillSwitchKeeper, Actor):
 
     # -- broker events -------------------------------------------------------------
 
+    def _unknown(self, ev: Any) -> bool:
+        """An event about an order this runtime never sent (another client on
+        the account, or a forged frame): counted, audited, never applied
+        (rule 18). Its fills reach the book through reconciliation only."""
+        coid = ev.client_order_id
+        if coid in self.orders or coid in self.book.inflight:
+            return False
+        self.counts["unknown_order_events"] += 1
+        self.trust.refuse(self.audit, self.ctx.clock.now(), IGNORED, UNKNOWN_ORDER,
+                          type(ev).__name__, f"order {coid[:128]} was never sent by this runtime",
+                          symbol=str(getattr(ev, "symbol", ""))[:64], client_order_id=coid[:128])
+        if type(ev) is OrderFilled:
+            self.counts["unknown_order_fills"] += 1
+            self._alert("warning", "fill of an order this runtime never sent",
+                        f"{ev.symbol} {ev.side} {ev.qty} ({coid[:128]}): not booked; the "
+                        f"account's positions are reconciled with the broker instead",
+                        dedup_key="coordinator:unknown_order_fill")
+            self.ask_confirmation(ev.account, f"fill of unknown order {coid[:64]}")
+        return True
+
+    def ask_confirmation(self, account: str, reason: str) -> None:
+        """One positions query at a time (trading.recovery.apply_broker_positions)."""
+        if not self.confirm_asked:
+            self.confirm_asked = True
+            self.ctx.tell(self.reconciler, ConfirmPositions(account, reason, self.ctx.clock.now()))
+
     @handles(OrderAcked)
     def on_acked(self, ev: OrderAcked) -> None:
+        if self._unknown(ev):
+            return
         order = self.book.inflight.get(ev.client_order_id)
         if order is not None:
             order.acked = True
@@ -256,6 +302,8 @@ class Coordinator(KillSwitchKeeper, Actor):
 
     @handles(OrderRejected)
     def on_rejected(self, ev: OrderRejected) -> None:
+        if self._unknown(ev):
+            return
         if ev.reason.startswith("duplicate_client_order_id"):
             if ev.client_order_id in self.resubmitted:
                 from trading.recovery import close_dead_resubmission
@@ -277,8 +325,12 @@ class Coordinator(KillSwitchKeeper, Actor):
 
     @handles(OrderFilled)
     def on_filled(self, ev: OrderFilled) -> None:
+        if self._unknown(ev):
+            return
         order = self.book.inflight.get(ev.client_order_id)
         key = order.key if order is not None else (ev.account, self.venue, ev.symbol)
+        if key in self.unpriced:
+            price_unpriced(self, key, ev.price, "fill")
         realized = self.book.apply_fill(ev.client_order_id, ev.fill_id, ev.side, ev.qty, ev.price,
                                         ev.fee, key)
         if realized is None:
@@ -305,10 +357,13 @@ class Coordinator(KillSwitchKeeper, Actor):
     @handles(OrderExpired)
     def on_expired(self, ev: OrderExpired) -> None:
         """The exchange ended the order itself: nothing of it can fill any more."""
-        self._ended_by_broker(ev, "expired")
+        if not self._unknown(ev):
+            self._ended_by_broker(ev, "expired")
 
     @handles(CancelConfirmed)
     def on_cancel_confirmed(self, ev: CancelConfirmed) -> None:
+        if self._unknown(ev):
+            return
         if ev.outcome.value == "canceled":
             self._ended_by_broker(ev, "canceled")
         else:  # filled or unknown: the fill reports (or the next resync) settle it
@@ -327,9 +382,22 @@ class Coordinator(KillSwitchKeeper, Actor):
     @handles(Quote)
     def on_quote(self, q: Quote) -> None:
         mv = self.state.market.setdefault(q.symbol, MarketView())
+        prev = mv.bid, mv.ask
         mv.bid, mv.ask = q.bid, q.ask
         if self.book.positions:
-            self.pnl.mark_symbol(q.symbol)
+            try:
+                if self.unpriced:
+                    for key in [k for k in self.unpriced if k[2] == q.symbol]:
+                        price_unpriced(self, key, mv.mid, "first mark after takeover")
+                self.pnl.mark_symbol(q.symbol)
+            except ArithmeticError as exc:
+                # The gateway bounds every quote; should one still not compute,
+                # it is dropped rather than crash-looping this actor (rule 18).
+                mv.bid, mv.ask = prev
+                self.counts["quotes_not_computable"] += 1
+                self.log.error("quote for {} dropped: {!r}", q.symbol, exc)
+                self.pnl.rebuild()
+                return
             self._check_daily_loss()
 
     @handles(RemoteDown)
@@ -370,6 +438,7 @@ class Coordinator(KillSwitchKeeper, Actor):
     def on_broker_positions(self, msg: BrokerPositions) -> None:
         from trading.recovery import apply_broker_positions
 
+        self.confirm_asked = False
         if apply_broker_positions(self, msg):
             self.pnl.rebuild()
         self.synced_at = self.ctx.clock.monotonic()
@@ -417,7 +486,9 @@ class Coordinator(KillSwitchKeeper, Actor):
     # -- helpers ---------------------------------------------------------------------
 
     def _positions_fresh(self, now: float) -> bool:
+        # A divergence waiting for its confirming answer: the book is in doubt.
         return (self.synced_at is not None and not self.stream_reconciling
+                and not self.unconfirmed
                 and now - self.synced_at <= self.limits.positions_stale_after_s)
 
     def _forward(self, coid: str, event: Any, owner: str | None = None) -> None:
@@ -450,6 +521,8 @@ class Coordinator(KillSwitchKeeper, Actor):
             "positions": dict(self.pnl.positions),
             "inflight": len(self.book.inflight),
             "counts": dict(self.counts),
+            "trust": self.trust.tally.as_dict(),
+            "unconfirmed_divergences": len(self.unconfirmed),
             "rejected": dict(self.rejected),
             "blocked": list(self.blocked),
             "daily_pnl": str(self.pnl.daily),

@@ -10,6 +10,13 @@ so no risk-increasing order goes out on stale state. A watchdog timer treats
 
 Only the coordinator sends ``SubmitOrder``/``CancelOrder`` here (rule 1);
 the scenario runner checks every order at the exchange against the audit.
+
+The gateway is where exchange events enter, so it is the trust boundary
+for them (rule 18, ``trading.trust``): an event whose numbers are out of
+the configured sane range is rejected, a fill or snapshot of an account
+this runtime does not manage is ignored, and a message of a type no venue
+sends is dropped; each is counted, audited (bounded) and never reaches
+the coordinator or the reconciler. Foreign accounts also raise an alert.
 """
 
 from __future__ import annotations
@@ -28,7 +35,11 @@ from messages.exchange import (BalanceSnapshot, ExchangeError, FillsSnapshot, Op
 from messages.market import Bar, Quote
 from messages.orders import (CancelConfirmed, CancelOrder, OrderAcked, OrderFilled, OrderRejected,
                              PositionSnapshot)
+from messages.alerts import Alert
+from messages.bounds import DEFAULT_BOUNDS, Bounds, event_problem
 from runtime import Actor, handles
+from trading.trust import (FOREIGN_ACCOUNT, IGNORED, OUT_OF_RANGE, REJECTED, WRONG_TYPE,
+                           TrustReport, foreign_account)
 
 ORDER_EVENTS = (OrderAcked, OrderRejected, OrderFilled, OrderExpired, CancelConfirmed)
 SNAPSHOTS = (PositionSnapshot, OpenOrdersSnapshot, BalanceSnapshot, FillsSnapshot)
@@ -40,7 +51,7 @@ STREAM_EVENTS = frozenset((*ORDER_EVENTS, *SNAPSHOTS, Quote, Bar, StreamStatus, 
 #: ExchangeError codes counted by name; any other is counted as "other", so a
 #: venue inventing codes cannot grow the counters without bound (rule 13).
 ERROR_CODES = frozenset(("bad_frame", "bad_command", "not_connected", "internal", "bad_fault",
-                         "unknown_symbol"))
+                         "unknown_symbol", "account_mismatch", "out_of_range"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +66,16 @@ class Gateway(Actor):
     def __init__(self, ctx, *, adapter_factory: Callable[[Callable[[Any], None]], Any],
                  coordinator: str = "coordinator", reconnect: str = "reconnect",
                  reconciler: str = "reconciler", quote_listeners: tuple[str, ...] = ("stops",),
-                 watchdog_timeout_s: float = 10.0, connect_on_start: bool = True) -> None:
+                 watchdog_timeout_s: float = 10.0, connect_on_start: bool = True,
+                 accounts: tuple[str, ...] | None = None, bounds: Bounds = DEFAULT_BOUNDS,
+                 alerts: str = "alerts") -> None:
         super().__init__(ctx)
+        #: the accounts this runtime manages (None: no account filter, for a
+        #: gateway tested on its own; the launcher always names them)
+        self.accounts = frozenset(accounts) if accounts is not None else None
+        self.bounds = bounds
+        self.alerts = alerts
+        self.trust = TrustReport("gateway", self.log)
         if not watchdog_timeout_s > 0:
             raise ValueError(f"watchdog timeout_s must be > 0, got {watchdog_timeout_s}")
         self.adapter_factory = adapter_factory
@@ -101,6 +120,7 @@ class Gateway(Actor):
             self.adapter.close()
 
     def on_idle(self) -> None:
+        self.trust.flush(self.ctx.services.get("audit"))
         self._publish()
 
     # -- connection lifecycle --------------------------------------------------------
@@ -198,6 +218,10 @@ class Gateway(Actor):
     @handles(Quote, Bar)
     def on_market(self, ev: Any) -> None:
         self.last_msg_at = self.ctx.clock.monotonic()
+        problem = event_problem(ev, self.bounds)
+        if problem is not None:
+            self._refuse(REJECTED, OUT_OF_RANGE, ev, problem)
+            return
         self.counts["market_events"] += 1
         sym = ev.symbol
         addr = self._symbol_addr.get(sym)
@@ -220,27 +244,65 @@ class Gateway(Actor):
     @handles(*ORDER_EVENTS)
     def on_order_event(self, ev: Any) -> None:
         self.last_msg_at = self.ctx.clock.monotonic()
-        self.counts[type(ev).__name__] += 1
-        self.ctx.tell(self.coordinator, ev)
+        if self._trusted(ev):
+            self.counts[type(ev).__name__] += 1
+            self.ctx.tell(self.coordinator, ev)
 
     @handles(*SNAPSHOTS)
     def on_snapshot(self, ev: Any) -> None:
         self.last_msg_at = self.ctx.clock.monotonic()
-        self.ctx.tell(self.reconciler, ev)
+        if self._trusted(ev):
+            self.ctx.tell(self.reconciler, ev)
+
+    # -- the trust boundary (rule 18) ----------------------------------------------------
+
+    def _trusted(self, ev: Any) -> bool:
+        """Numbers in range, and an account this runtime manages."""
+        problem = event_problem(ev, self.bounds)
+        if problem is not None:
+            self._refuse(REJECTED, OUT_OF_RANGE, ev, problem)
+            return False
+        if self.accounts is not None:
+            foreign = foreign_account(ev, self.accounts)
+            if foreign is not None:
+                self._refuse(IGNORED, FOREIGN_ACCOUNT, ev,
+                             f"account {foreign[:64]!r} is not managed by this runtime")
+                return False
+        return True
+
+    def _refuse(self, verdict: str, reason: str, ev: Any, detail: str) -> None:
+        """Count; report the first few of each reason and then one in a thousand
+        (log line, audit record, and for a foreign account an alert)."""
+        kind = type(ev).__name__ if not isinstance(ev, UnexpectedEvent) else ev.kind
+        now = self.ctx.clock.now()
+        n = self.trust.refuse(self.ctx.services.get("audit"), now, verdict, reason, kind, detail,
+                              symbol=str(getattr(ev, "symbol", ""))[:64] or None,
+                              client_order_id=str(getattr(ev, "client_order_id", ""))[:128] or None)
+        if n is not None and reason == FOREIGN_ACCOUNT:
+            self.ctx.tell(self.alerts, Alert(
+                "warning", "events of a foreign account ignored",
+                f"{kind}: {detail} ({n} so far); another runtime's account shares this "
+                f"exchange session, or the exchange mixes accounts", now, self.ctx.name,
+                dedup_key="gateway:foreign_account"))
 
     @handles(ExchangeError)
     def on_exchange_error(self, err: ExchangeError) -> None:
         """Counted by code. ``not_connected`` is the adapter refusing a command
         during an outage (expected; the reconciler's next poll replaces a lost
         query); anything else is a venue or wire problem worth a warning."""
-        self.counts[f"error_{err.code if err.code in ERROR_CODES else 'other'}"] += 1
-        if err.code != "not_connected":
-            self.log.warning("exchange error {}: {} (ref {})", err.code, err.reason, err.ref)
+        key = f"error_{err.code if err.code in ERROR_CODES else 'other'}"
+        self.counts[key] += 1
+        n = self.counts[key]
+        # bounded like refused inputs: a flood of errors is counted, not logged line by line
+        if err.code != "not_connected" and (n <= 20 or n % 1000 == 0):
+            self.log.warning("exchange error {} (#{}): {} (ref {})", err.code[:64], n,
+                             err.reason[:300], str(err.ref)[:64])
 
     @handles(UnexpectedEvent)
     def on_unexpected(self, ev: UnexpectedEvent) -> None:
         self.counts["unexpected_events"] += 1
-        self.log.warning("dropped a {} read off the exchange stream: {}", ev.kind, ev.detail)
+        self._refuse(REJECTED, WRONG_TYPE, ev, f"a {ev.kind} read off the exchange stream: "
+                                               f"{ev.detail}")
 
     def _publish(self) -> None:
         self.ctx.cell.info = {
@@ -250,5 +312,6 @@ class Gateway(Actor):
             "last_msg_age_s": round(self.ctx.clock.monotonic() - self.last_msg_at, 3),
             "bad_frames": getattr(self.adapter, "bad_frames", 0),
             "unexpected_events": self.counts["unexpected_events"],
+            "trust": self.trust.tally.as_dict(),
             "counts": dict(self.counts),
         }

@@ -89,7 +89,8 @@ class KillSwitchKeeper:
         self._publish()  # now, not when idle: a crash right after must not forget it
         self._alert("critical", "kill switch engaged", why)
 
-    def _alert(self, severity: str, title: str, text: str) -> None:
+    def _alert(self, severity: str, title: str, text: str, dedup_key: str | None = None) -> None:
         from messages.alerts import Alert
 
-        self.ctx.tell(self.alerts, Alert(severity, title, text, self.ctx.clock.now(), "coordinator"))
+        self.ctx.tell(self.alerts, Alert(severity, title, text, self.ctx.clock.now(), "coordinator",
+                                         dedup_key=dedup_key))

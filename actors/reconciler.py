@@ -24,6 +24,13 @@ orders are settled. Order questions wait for resyncs, not polls, because an
 order's fate is only in doubt across a gap in the stream; between gaps the
 stream reports every ack, fill and cancel.
 
+Only answers to this reconciler's own questions are believed (rule 18):
+an answer whose request id it never issued (a snapshot pushed unasked, a
+forged one) is ignored, counted and audited; an answer to a question it gave
+up on is dropped as stale; an answer for another account than asked is
+ignored. The coordinator asks for a confirming query (``ConfirmPositions``)
+before a divergence changes its book.
+
 A round that is not complete after ``round_timeout_s`` (config
 ``reconciler.startup_timeout_s``; an answer lost while the stream stayed
 up) is asked again, so recovery cannot hang on one lost frame.
@@ -42,11 +49,12 @@ from datetime import datetime
 from typing import Any
 
 from messages.connectivity import PollNow, ResyncDone, ResyncRequest
-from messages.control import BrokerOrders, BrokerPositions, RecoveryDone
+from messages.control import BrokerOrders, BrokerPositions, ConfirmPositions, RecoveryDone
 from messages.exchange import (FillsSnapshot, OpenOrdersSnapshot, QueryFills, QueryOpenOrders,
                                QueryPositions)
 from messages.orders import OrderFilled, PositionSnapshot
 from runtime import Actor, handles
+from trading.trust import IGNORED, STALE_ANSWER, UNSOLICITED, AskedIds, TrustReport
 
 #: rounds and polls whose answers never came (stream down) are forgotten past this
 MAX_PENDING = 100
@@ -102,6 +110,12 @@ class Reconciler(Actor):
         self.rounds_done = 0
         self.rounds_retried = 0
         self.last_reconciled: str | None = None
+        #: request ids this instance issued (an answer to anything else is unsolicited)
+        self.asked = AskedIds()
+        #: poll / confirmation request id -> the account asked
+        self.asked_account: dict[str, str] = {}
+        self.trust = TrustReport("reconciler", self.log)
+        self.confirms = 0
 
     def on_start(self) -> None:
         self.ctx.schedule(self.poll_s, PollNow(), interval_s=self.poll_s)
@@ -110,6 +124,9 @@ class Reconciler(Actor):
             # (their answers are dropped as unknown). Ask for a fresh resync;
             # the gateway fails the coordinator closed until it is done.
             self.ctx.tell(self.gateway, ResyncRequest("reconciler restarted", self.ctx.clock.now()))
+
+    def on_idle(self) -> None:
+        self.trust.flush(self.ctx.services.get("audit"))
 
     @handles(ResyncRequest)
     def on_resync(self, msg: ResyncRequest) -> None:
@@ -145,16 +162,32 @@ class Reconciler(Actor):
     def on_poll(self, msg: PollNow) -> None:
         self.polls += 1
         for account in self.accounts:
-            rid = f"rec-{next(self._ids)}"
-            self.pending[rid] = ("poll", self.ctx.clock.now())
-            self.ctx.tell(self.gateway, QueryPositions(rid, account))
+            self._ask_poll("poll", account)
         self._prune()
+
+    @handles(ConfirmPositions)
+    def on_confirm(self, msg: ConfirmPositions) -> None:
+        """The coordinator saw a divergence (or a fill of an order it never
+        sent): one more positions answer, asked now, confirms or clears it."""
+        if msg.account not in self.accounts:
+            return
+        self.confirms += 1
+        self._ask_poll("confirm", msg.account)
+        self._prune()
+        self._publish()
+
+    def _ask_poll(self, reason: str, account: str) -> None:
+        rid = f"rec-{next(self._ids)}"
+        self.pending[rid] = (reason, self.ctx.clock.now())
+        self.asked_account[rid] = account
+        self.asked.add(rid)
+        self.ctx.tell(self.gateway, QueryPositions(rid, account))
 
     # -- answers ----------------------------------------------------------------------
 
     @handles(OpenOrdersSnapshot)
     def on_open_orders(self, snap: OpenOrdersSnapshot) -> None:
-        rnd = self.rounds.pop(snap.request_id, None)
+        rnd = self._round_of(snap)
         if rnd is None:
             return
         rnd.open_ids = tuple(o.client_order_id for o in snap.orders)
@@ -162,7 +195,7 @@ class Reconciler(Actor):
 
     @handles(FillsSnapshot)
     def on_fills(self, snap: FillsSnapshot) -> None:
-        rnd = self.rounds.pop(snap.request_id, None)
+        rnd = self._round_of(snap)
         if rnd is None:
             return
         rnd.fills.extend(snap.fills)
@@ -181,31 +214,65 @@ class Reconciler(Actor):
 
     @handles(PositionSnapshot)
     def on_positions(self, snap: PositionSnapshot) -> None:
-        rid = getattr(snap, "request_id", None)
-        rnd = self.rounds.pop(rid, None) if rid is not None else None
-        if rnd is not None:
-            rnd.positions = snap
-            self._maybe_done(rnd)
+        rid = snap.request_id
+        if rid is not None and rid in self.rounds:
+            rnd = self._round_of(snap)
+            if rnd is not None:
+                rnd.positions = snap
+                self._maybe_done(rnd)
             return
-        if rid is None:  # pushed unasked: as fresh as it says
-            reason, asked_at = "poll", None
-        elif rid in self.pending:
-            reason, asked_at = self.pending.pop(rid)
-        else:
-            # A question given up on (superseded by a later page, or pruned):
-            # its answer may predate what the runtime knows since. Dropped.
-            self.log.debug("dropping the answer to {}: no longer asked", rid)
+        if rid is None or rid not in self.pending:
+            # Pushed unasked, forged, or a question given up on (superseded by
+            # a later page, or pruned: it may predate what the runtime knows
+            # since). Never applied: a partial snapshot once zeroed the book.
+            self._not_believed(snap, "a positions snapshot")
+            return
+        reason, asked_at = self.pending.pop(rid)
+        if snap.account != self.asked_account.pop(rid, snap.account):
+            self._not_believed(snap, "a positions snapshot", why="for another account than asked")
             return
         now = self.ctx.clock.now()
         self.ctx.tell(self.coordinator, BrokerPositions(snap.account, snap.positions, now,
-                                                        source=reason, requested_at=asked_at))
+                                                        source=reason, requested_at=asked_at,
+                                                        entry_prices=snap.entry_prices))
         self.last_reconciled = now.isoformat()
+        self._publish()
+
+    # -- the trust boundary (rule 18) -----------------------------------------------------
+
+    def _round_of(self, snap: Any) -> Round | None:
+        """The live round that asked this question, else None (the answer is
+        counted and audited as unsolicited, stale or for another account)."""
+        rid = snap.request_id
+        rnd = self.rounds.get(rid)
+        what = f"a {type(snap).__name__}"
+        if rnd is None:
+            self._not_believed(snap, what)
+            return None
+        if snap.account != rnd.account:
+            self._not_believed(snap, what, why="for another account than asked")
+            return None
+        del self.rounds[rid]
+        return rnd
+
+    def _not_believed(self, snap: Any, what: str, why: str | None = None) -> None:
+        rid = snap.request_id
+        reason = STALE_ANSWER if rid is not None and rid in self.asked and why is None else UNSOLICITED
+        if reason == STALE_ANSWER:
+            self.trust.tally.add(IGNORED, reason)  # ours, superseded: expected, not worth a record
+            self.log.debug("dropping the answer to {}: no longer asked", rid)
+            return
+        detail = why or ("pushed unasked" if rid is None else "answers no question of ours")
+        self.trust.refuse(self.ctx.services.get("audit"), self.ctx.clock.now(), IGNORED, reason,
+                          what, f"{detail}; request id {str(rid)[:64]!r}",
+                          request_id=str(rid)[:64], account=str(snap.account)[:64])
         self._publish()
 
     # -- helpers ------------------------------------------------------------------------
 
     def _ask(self, rnd: Round, query: Any) -> None:
         self.rounds[query.request_id] = rnd
+        self.asked.add(query.request_id)
         self.ctx.tell(self.gateway, query)
 
     def _ask_fills(self, rnd: Round) -> None:
@@ -233,7 +300,7 @@ class Reconciler(Actor):
         snap = rnd.positions
         self.ctx.tell(self.coordinator, BrokerPositions(
             snap.account, snap.positions, now, source=rnd.reason,
-            requested_at=rnd.positions_asked_at))
+            requested_at=rnd.positions_asked_at, entry_prices=snap.entry_prices))
         self.last_reconciled = now.isoformat()
         self.ctx.tell(self.gateway, ResyncDone(now))
         # Every resync ends a recovery: the first at startup, later ones after
@@ -246,7 +313,8 @@ class Reconciler(Actor):
 
     def _prune(self) -> None:
         """Answers that never come (stream down) are replaced by the next round or poll."""
-        tables: tuple[dict[Any, Any], ...] = (self.pending, self.rounds, self.live)
+        tables: tuple[dict[Any, Any], ...] = (self.pending, self.rounds, self.live,
+                                              self.asked_account)
         for table in tables:
             if len(table) > MAX_PENDING:
                 for rid in list(table)[:-MAX_PENDING]:
@@ -257,4 +325,5 @@ class Reconciler(Actor):
                               "rounds_done": self.rounds_done, "open_rounds": len(self.live),
                               "rounds_retried": self.rounds_retried,
                               "fill_cursor": dict(self.fill_cursor),
-                              "last_reconciled": self.last_reconciled, "recovered": self.recovered}
+                              "last_reconciled": self.last_reconciled, "recovered": self.recovered,
+                              "confirms": self.confirms, "trust": self.trust.tally.as_dict()}

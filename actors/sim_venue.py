@@ -64,7 +64,8 @@ class SimVenue(Actor):
         self.engine = engine
         self.events_path = events_path
         self.target = target
-        self.session: Session | None = Session(target) if auto_connect else None
+        self.session: Session | None = (Session(target, promiscuous=True) if auto_connect
+                                        else None)
         self._stall_token = itertools.count(1)
         self._active_stall = 0
         self.delivered = 0
@@ -103,7 +104,8 @@ class SimVenue(Actor):
             for event in handle_subscription(self.engine, self.session, cmd, now):
                 self._route([Emit(self.engine.stream_delay(now), event, REQUESTER)])
             return
-        self._route(self.engine.handle(cmd, self.ctx.clock.now()))
+        self._route(self.engine.handle(cmd, self.ctx.clock.now(),
+                                       account=self.session.bind(cmd)))
 
     @handles(Quote, Bar)
     def on_market(self, event: Any) -> None:
@@ -130,7 +132,7 @@ class SimVenue(Actor):
         """A new session (fresh subscriptions); a live one is replaced silently."""
         now = self.ctx.clock.now()
         self.target = msg.client
-        self.session = Session(msg.client)
+        self.session = Session(msg.client, msg.account)
         self._active_stall = 0
         self.engine.log.append("client_connected", now, client=msg.client,
                                session=self.session.id)

@@ -22,6 +22,7 @@ from exchange.feed import RandomWalkFeed
 from exchange.synthetic import DEFAULT_SYMBOLS
 from exchange.ws_server import ExchangeServer
 from app.stop_request import StopRequest
+from messages.bounds import Bounds, bounds_from_config
 
 
 def sim_config(config_path: str | Path | None = None) -> SimConfig:
@@ -29,6 +30,13 @@ def sim_config(config_path: str | Path | None = None) -> SimConfig:
     from config import load_config
 
     return SimConfig.from_dict(load_config(config_path).exchange.sim_settings())
+
+
+def sim_bounds(config_path: str | Path | None = None) -> Bounds:
+    """The sane ranges of incoming orders and market data (config ``bounds``)."""
+    from config import load_config
+
+    return bounds_from_config(load_config(config_path).bounds)
 
 
 def main(*, port: int = 8766, out: str | Path = "runs/exchange",
@@ -39,6 +47,7 @@ def main(*, port: int = 8766, out: str | Path = "runs/exchange",
 
     try:
         settings = sim_config(config_path)
+        bounds = sim_bounds(config_path)
     except (ConfigError, ValueError) as exc:
         print(f"tradewarden exchange: configuration error\n{exc}", file=sys.stderr)
         return 2
@@ -53,6 +62,7 @@ def main(*, port: int = 8766, out: str | Path = "runs/exchange",
         return 2
     server = ExchangeServer(host=host, port=port, out_dir=out_dir, config=settings,
                             feed=RandomWalkFeed(names, seed=seed), feed_interval_s=tick_ms / 1000)
+    server.engine.bounds = bounds
     try:
         server.start()
     except OSError as exc:  # the port is taken, or the host is not ours

@@ -130,6 +130,10 @@ class Runtime:
         self._own_placement = False
         self.system: ActorSystem | None = None
         self.store_id: str | None = None
+        from messages.bounds import bounds_from_config
+
+        #: rule 18: the sane range of every number from outside (gateway, gate, venue)
+        self.bounds = bounds_from_config(spec.config.bounds)
 
     def require_system(self) -> ActorSystem:
         """The actor system of a started runtime (a clear error before ``start``)."""
@@ -249,7 +253,8 @@ class Runtime:
             ChildSpec("gateway", Gateway, market_lane=True,
                       kwargs={"adapter_factory": self._adapter_factory(),
                               "quote_listeners": ("stops",), "connect_on_start": False,
-                              "watchdog_timeout_s": gw.watchdog.timeout_s}),
+                              "watchdog_timeout_s": gw.watchdog.timeout_s,
+                              "accounts": (self.account,), "bounds": self.bounds}),
             ChildSpec("reconnect", ReconnectController,
                       kwargs={"backoff": backoff_of(gw.reconnect),
                               "budget": gw.budget.attempts, "window_s": gw.budget.window_s}),
@@ -260,7 +265,7 @@ class Runtime:
                       kwargs={"limits": Limits.from_config(cfg.risk,
                                                            account_equity=cfg.exchange.starting_cash),
                               "symbols": list(spec.symbols), "venue": cfg.exchange.venue,
-                              "stops": "stops"}),
+                              "stops": "stops", "bounds": self.bounds}),
             # rule 6: DESIGN draws group-<id> under the coordinator; their supervisor
             # sits right after it (started after, stopped before the single door)
             groups_child(GroupSettings.from_config(cfg.groups), account=self.account,
@@ -304,8 +309,9 @@ class Runtime:
         settings = dict(self.config.exchange.sim_settings())
         over, _faults = split_spec(self.spec.exchange_spec or {})
         settings.update(over)
-        return SimulatedExchange(ExchangeConfig.from_dict(settings),
-                                 clock=self.spec.clock.now)
+        engine = SimulatedExchange(ExchangeConfig.from_dict(settings), clock=self.spec.clock.now)
+        engine.bounds = self.bounds
+        return engine
 
     def _apply_exchange_faults(self) -> None:
         from exchange.config import split_spec
@@ -318,19 +324,19 @@ class Runtime:
             self.require_system().tell("venue", ExchangeFault(faults))
 
     def _adapter_factory(self) -> Any:
-        url = self.spec.exchange_url
+        url, account = self.spec.exchange_url, self.account
         if url is None:
             from exchange.inprocess import InProcessAdapter
 
             system = self.system
 
             def in_process(sink: Any) -> Any:
-                return InProcessAdapter(system, "venue", "gateway", sink)
+                return InProcessAdapter(system, "venue", "gateway", sink, account=account)
             return in_process
         from exchange.ws_client import WsClientAdapter
 
         def websocket(sink: Any) -> Any:
-            return WsClientAdapter(url, sink)
+            return WsClientAdapter(url, sink, account=account)
         return websocket
 
     def _init_ids(self, timeout: float) -> None:

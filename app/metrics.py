@@ -149,6 +149,7 @@ class RuntimeCollector:
             yield from self._risk(system)
             yield from self._trading(system)
             yield from self._actors(system)
+            yield self._untrusted(system)
             yield self._histogram("tick_to_signal_seconds",
                                   "Tick received by a symbol actor -> signal handed to the "
                                   "coordinator (seconds)", self._tick)
@@ -252,6 +253,19 @@ class RuntimeCollector:
             for sym, v in sorted((values or {}).items()):
                 fam.add_metric([str(sym), *extra], number(v))
             yield fam
+
+    @staticmethod
+    def _untrusted(system: Any) -> Metric:
+        """Rule 18: inputs from outside refused where they entered, by actor,
+        verdict (rejected: wrong; ignored: not ours) and reason (bounded codes)."""
+        fam = CounterMetricFamily(P + "untrusted_inputs", "Inputs from outside refused (rule 18)",
+                                  labels=["actor", "verdict", "reason"])
+        for actor in ("gateway", "reconciler", "coordinator"):
+            info = info_of(system, actor)
+            for verdict, reasons in sorted((info.get("trust") or {}).items()):
+                for reason, n in sorted((reasons or {}).items()):
+                    fam.add_metric([actor, str(verdict), str(reason)], number(n))
+        return fam
 
     def _actors(self, system: Any) -> Iterator[Metric]:
         depth = GaugeMetricFamily(P + "actor_mailbox_depth", "Messages waiting",

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from config.alerts import AlertsConfig
+from config.bounds import BoundsConfig
 from config.risk import Limits, RiskConfig, SymbolLimits
 from config.types import (BackoffSection, Dec, EnvName, Fraction, Host, Ident, Jitter, NonNegInt,
                           PosDec, PosFloat, PosInt, Port, Section, Symbol, is_loopback, unique)
@@ -266,6 +267,8 @@ class Config(Section):
     groups: GroupsConfig = GroupsConfig()
     gateway: GatewayConfig = GatewayConfig()
     reconciler: ReconcilerConfig = ReconcilerConfig()
+    #: rule 18: the sane range of every number from outside
+    bounds: BoundsConfig = BoundsConfig()
     alerts: AlertsConfig = AlertsConfig()
     exchange: ExchangeConfig = ExchangeConfig()
     market: MarketConfig = MarketConfig()

@@ -29,10 +29,20 @@ ZERO = Decimal("0")
 
 
 class CancelsMixin(EngineHost):
-    def cancel(self, cmd: CancelOrder, now: datetime | None = None) -> list[Emit]:
+    def cancel(self, cmd: CancelOrder, now: datetime | None = None, *,
+               account: str | None = None) -> list[Emit]:
+        """``account``: the requesting session's; another account's order is
+        unknown to it (never canceled, its state never told)."""
         now = now or self._clock()
         self.stats["cancels_received"] += 1
         st = self.orders.get(cmd.client_order_id)
+        if st is not None and account is not None and st.request.account != account:
+            self.stats["foreign_account_refused"] += 1
+            self.log.append("account_mismatch", now, client_order_id=cmd.client_order_id,
+                            account=st.request.account, session_account=account)
+            return [self._emit(CancelConfirmed(cmd.client_order_id, cmd.symbol or Symbol("?"),
+                                               CancelOutcome.UNKNOWN, NO_QTY, now), now,
+                               account=account)]
         self.log.append("cancel_requested", now, client_order_id=cmd.client_order_id,
                         symbol=cmd.symbol, qty=st.leaves if st is not None else None)
         delay_s = self.config.cancel_ack_delay_ms / 1000.0
@@ -41,12 +51,18 @@ class CancelsMixin(EngineHost):
                 st.cancel_pending = True
             key = f"{cmd.client_order_id}#{next(self._cancel_seq)}"
             self.pending_cancels[key] = cmd
+            if account is not None:
+                self.cancel_accounts[key] = account
             return [Emit(delay_s, ExchangeTimer("cancel", key), ENGINE)]
-        return self._resolve_cancel(cmd, now)
+        return self._resolve_cancel(cmd, now, account)
 
-    def _resolve_cancel(self, cmd: CancelOrder, now: datetime) -> list[Emit]:
+    def _resolve_cancel(self, cmd: CancelOrder, now: datetime,
+                        account: str | None = None) -> list[Emit]:
         coid = cmd.client_order_id
         st = self.orders.get(coid)
+        if st is not None:
+            account = st.request.account
+        # (an order unknown here: the answer goes to the account that asked)
         status = st.status if st is not None else self._retired.get(coid)
         symbol = st.request.symbol if st is not None else cmd.symbol
         qty = NO_QTY
@@ -69,12 +85,14 @@ class CancelsMixin(EngineHost):
         else:
             self.log.append("cancel_rejected", now, client_order_id=coid, symbol=symbol,
                             reason=why, outcome=outcome)
-        return [self._emit(CancelConfirmed(coid, symbol or Symbol("?"), outcome, qty, now), now)]
+        return [self._emit(CancelConfirmed(coid, symbol or Symbol("?"), outcome, qty, now), now,
+                           account=account)]
 
     def on_timer(self, timer: ExchangeTimer, now: datetime | None = None) -> list[Emit]:
         now = now or self._clock()
         if timer.kind == "cancel":
             cmd = self.pending_cancels.pop(timer.key, None)
-            return self._resolve_cancel(cmd, now) if cmd is not None else []
+            account = self.cancel_accounts.pop(timer.key, None)
+            return self._resolve_cancel(cmd, now, account) if cmd is not None else []
         logger.warning("simulated exchange: unknown timer {}", timer.kind)
         return []

@@ -5,8 +5,9 @@ Every call returns a list of :class:`Emit`; the host (the ``SimVenue`` actor
 on the virtual clock, or the WebSocket server on the live loop) delivers each
 ``event`` after ``delay_s`` seconds to the right audience:
 
-* ``ACCOUNT``  - order events (acks, rejects, fills, cancels): every session
-  connected to the exchange, in order;
+* ``ACCOUNT``  - order events (acks, rejects, fills, cancels): the sessions
+  of the order's account (``Emit.account``) only, in order; another
+  account's session never sees them (DESIGN rule 18);
 * ``MARKET``   - quotes and bars: sessions subscribed to the event's symbol;
 * ``REQUESTER`` - query replies and errors: only the session that asked;
 * ``ENGINE``   - an ``ExchangeTimer`` to hand back to the engine after the
@@ -32,6 +33,8 @@ class Emit:
     delay_s: float
     event: Any
     audience: str = ACCOUNT
+    #: the account an ACCOUNT event belongs to (None: nobody's; delivered to no session)
+    account: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

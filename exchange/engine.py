@@ -74,6 +74,7 @@ from messages import (
     TimeInForce,
     utc_now,
 )
+from messages.bounds import DEFAULT_BOUNDS, Bounds, event_problem, order_problem
 from messages.sim_events import QueryEvents
 from messages.types import Price, Quantity, Symbol
 
@@ -121,6 +122,8 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
         #: targeted one-shot rejects (``reject_next: {count, symbol, side, group_id}``)
         self.reject_rules: list[dict[str, Any]] = []
         self.duplicate_next = 0
+        #: sane ranges of incoming orders and market data (DESIGN rule 18)
+        self.bounds: Bounds = DEFAULT_BOUNDS
         # Hot-path event constructors (see exchange._fast; strict validates).
         self._acked = maker(OrderAcked, strict=strict)
         self._filled = maker(OrderFilled, strict=strict)
@@ -141,6 +144,8 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
         self.working: dict[str, dict[str, OrderState]] = {}
         self.accounts: dict[str, Account] = {}
         self.pending_cancels: dict[str, CancelOrder] = {}
+        #: the requesting session's account of each pending cancel (its answer's audience)
+        self.cancel_accounts: dict[str, str] = {}
         self._order_seq = itertools.count(1)
         self._fill_seq = itertools.count(1)
         self._cancel_seq = itertools.count(1)
@@ -187,20 +192,27 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
 
     # -- dispatch ------------------------------------------------------------------
 
-    def handle(self, command: Any, now: datetime | None = None) -> list[Emit]:
-        """Process any command or market data message. Never raises."""
+    def handle(self, command: Any, now: datetime | None = None, *,
+               account: str | None = None) -> list[Emit]:
+        """Process any command or market data message. Never raises.
+
+        ``account`` is the requesting session's account (None: a host that
+        serves one trusted client, or no session): an order or query for
+        another account is refused, and a cancel only reaches that
+        account's orders (DESIGN rule 18)."""
         now = now or self._clock()
         held = self.log.hold()  # this command's events.jsonl lines: one write, on return
         try:
             kind = type(command)
             if kind is SubmitOrder:
-                return self.submit(command.order, now)
+                return self.submit(command.order, now, account=account)
             if kind is CancelOrder:
-                return self.cancel(command, now)
-            if kind is Quote:
-                return self.on_quote(command, now)
-            if kind is Bar:
-                return self.on_bar(command, now)
+                return self.cancel(command, now, account=account)
+            if kind is Quote or kind is Bar:
+                problem = event_problem(command, self.bounds)
+                if problem is not None:
+                    return self._bad_market_data(command, problem, now)
+                return self.on_quote(command, now) if kind is Quote else self.on_bar(command, now)
             if kind is ExchangeTimer:
                 return self.on_timer(command, now)
             if kind is ExchangeFault:
@@ -209,6 +221,9 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
                 except ValueError as exc:
                     return [self._error("bad_fault", str(exc), now)]
             if kind in (QueryPositions, QueryOpenOrders, QueryBalances, QueryFills):
+                if account is not None and command.account != account:
+                    return [self._foreign_account(command.account, account, now,
+                                                  command.request_id)]
                 return self.query(command, now)
             if kind is QueryEvents:
                 return self.query_events(command, now)
@@ -245,8 +260,24 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
         delay = due - t
         return delay if delay > 0.0 else 0.0  # max(0.0, delay) without the call
 
-    def _emit(self, event: Any, now: datetime, audience: str = ACCOUNT, extra_s: float = 0.0) -> Emit:
-        return _new_emit(self.stream_delay(now, extra_s), event, audience)
+    def _emit(self, event: Any, now: datetime, audience: str = ACCOUNT, extra_s: float = 0.0,
+              account: str | None = None) -> Emit:
+        return _new_emit(self.stream_delay(now, extra_s), event, audience, account)
+
+    def _foreign_account(self, asked: str, own: str, now: datetime, ref: str | None) -> Emit:
+        self.stats["foreign_account_refused"] += 1
+        self.log.append("account_mismatch", now, account=asked, session_account=own, ref=ref)
+        return self._error("account_mismatch", f"this session trades account {own!r}, "
+                           f"not {asked[:64]!r}", now, ref=ref)
+
+    def _bad_market_data(self, event: Any, problem: str, now: datetime) -> list[Emit]:
+        """Market data with an unbelievable number never reaches a book (one
+        bad quote would otherwise poison the symbol for every client)."""
+        self.stats["market_data_refused"] += 1
+        self.log.append("market_data_refused", now, symbol=getattr(event, "symbol", None),
+                        reason=problem)
+        return [self._error("out_of_range", f"{type(event).__name__} refused: {problem}", now,
+                            ref=getattr(event, "symbol", None))]
 
     def _error(self, code: str, reason: str, now: datetime, ref: str | None = None) -> Emit:
         return self._emit(ExchangeError(code=code, reason=reason, ts=now, ref=ref), now, REQUESTER)
@@ -268,7 +299,8 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
 
     # -- orders ---------------------------------------------------------------------
 
-    def submit(self, order: Any, now: datetime | None = None) -> list[Emit]:
+    def submit(self, order: Any, now: datetime | None = None, *,
+               account: str | None = None) -> list[Emit]:
         now = now or self._clock()
         if not isinstance(order, OrderRequest):
             self.stats["bad_commands"] += 1
@@ -283,6 +315,10 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
                       _SUBMITTED_KEYS, (order.order_type, order.trigger_price, order.reduce_only,
                                         order.tif, order.account, order.group_id))
         reason = self._check_order(order)
+        if reason is None and account is not None and order.account != account:
+            self.stats["foreign_account_refused"] += 1
+            reason = (f"account_mismatch: this session trades account {account!r}, "
+                      f"not {order.account[:64]!r}")
         if reason is None and self.reject_next > 0:
             self.reject_next -= 1
             reason = "injected_reject: rejected by the exchange (fault injection)"
@@ -304,6 +340,10 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
             return f"invalid_price: a {otype} order needs a price"
         if otype is _STOP_LIMIT and trigger is None:
             return "invalid_trigger_price: a stop_limit order needs a trigger_price"
+        book = self.books.get(order.symbol)
+        problem = order_problem(order, self.bounds, book.mid if book is not None else None)
+        if problem is not None:
+            return f"out_of_range: {problem}"
         symbols = self.config.symbols
         if symbols is not None and order.symbol not in symbols:
             return f"unknown_symbol: {order.symbol!r} is not traded here"
@@ -329,7 +369,7 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
                         symbol=order.symbol, side=order.side, qty=order.qty, price=order.price,
                         reason=reason)
         return self._emit(OrderRejected(order.client_order_id, order.symbol or Symbol("?"), reason, now),
-                          now)
+                          now, account=order.account)
 
     def _accept(self, order: OrderRequest, now: datetime) -> list[Emit]:
         coid, symbol = order.client_order_id, order.symbol
@@ -345,7 +385,7 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
         if log.is_open:
             log.write("order_acked", now, (coid, symbol, order.side, order.qty, order.price, None),
                       _ACKED_KEYS, (eid,))
-        out = [self._emit(self._acked(coid, eid, symbol, now), now)]
+        out = [self._emit(self._acked(coid, eid, symbol, now), now, account=order.account)]
         book = self.books.get(symbol)
         if book is not None and book.has_quote:
             if not st.triggered and st.trigger_hit(book):
@@ -407,7 +447,7 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
                 if log is not None:
                     log.write("order_filled", now, (coid, symbol, side, part, price, fill_id),
                               _FILLED_KEYS, (leaves, fee, liquidity, account, cursor))
-                out.append(self._emit(fill, now, ACCOUNT, interval * i))
+                out.append(self._emit(fill, now, ACCOUNT, interval * i, account))
                 if self.duplicate_next > 0:
                     self.duplicate_next -= 1
                     out.append(self._emit_duplicate(fill, now))
@@ -424,7 +464,7 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
         self.log.append("fill_duplicated", now, client_order_id=fill.client_order_id,
                         symbol=fill.symbol, side=fill.side, qty=fill.qty, price=fill.price,
                         fill_id=fill.fill_id)
-        return self._emit(fill, now)
+        return self._emit(fill, now, account=fill.account)
 
     def _close(self, st: OrderState, status: str) -> None:
         st.status = status
@@ -448,4 +488,5 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
         self.stats["orders_expired"] += 1
         self.log.append("order_expired", now, client_order_id=req.client_order_id,
                         symbol=req.symbol, side=req.side, qty=qty, price=req.price, reason=reason)
-        out.append(self._emit(OrderExpired(req.client_order_id, req.symbol, qty, reason, now), now))
+        out.append(self._emit(OrderExpired(req.client_order_id, req.symbol, qty, reason, now), now,
+                              account=req.account))

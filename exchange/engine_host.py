@@ -22,6 +22,7 @@ from exchange.config import ExchangeConfig
 from exchange.emit import Emit
 from exchange.events_log import EventsLog
 from messages import CancelOrder, OrderFilled, Quote
+from messages.bounds import Bounds
 from messages.types import Price, Quantity
 
 
@@ -43,11 +44,14 @@ class EngineHost(Protocol):
     _retired: dict[str, str]
     _cancel_seq: itertools.count[int]
     _last_fill: OrderFilled | None
+    bounds: Bounds
+    cancel_accounts: dict[str, str]
 
     # -- the engine's own ---------------------------------------------------------
     def account(self, name: str) -> Account: ...
     def _reset_state(self) -> None: ...
-    def _emit(self, event: Any, now: datetime, audience: str = ..., extra_s: float = ...) -> Emit: ...
+    def _emit(self, event: Any, now: datetime, audience: str = ..., extra_s: float = ...,
+              account: str | None = ...) -> Emit: ...
     def _error(self, code: str, reason: str, now: datetime, ref: str | None = None) -> Emit: ...
     def _emit_duplicate(self, fill: OrderFilled, now: datetime) -> Emit: ...
     def _trigger(self, st: OrderState, now: datetime) -> None: ...

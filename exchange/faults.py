@@ -22,6 +22,7 @@ from exchange.book import OrderState
 from exchange.config import CONFIG_KEYS, parse_spec
 from exchange.emit import TRANSPORT, Emit, StreamAction
 from messages import OrderType, Quote
+from messages.bounds import event_problem, price_problem, qty_problem
 
 if TYPE_CHECKING:
     from exchange.engine_host import EngineHost
@@ -174,13 +175,25 @@ class FaultsMixin(EngineHost):
             else:
                 factor = 1 + spec["pct"] / 100
                 bid, ask = book.bid * factor, book.ask * factor
-        self.log.append("price_gapped", now, symbol=symbol, bid=bid, ask=ask)
         quote = Quote(symbol, bid, ask, now, bid_size=bid_size, ask_size=ask_size)
+        problem = event_problem(quote, self.bounds)
+        if problem is not None:  # a gap to an absurd price would poison the book (rule 18)
+            self.stats["bad_faults"] += 1
+            return [self._error("bad_fault", f"gap_price: {problem}", now)]
+        self.log.append("price_gapped", now, symbol=symbol, bid=bid, ask=ask)
         return self.on_quote(quote, now)
 
     def _fault_set_position(self, entries: list[dict[str, Any]],
                             now: datetime) -> list[Emit]:
         """Change a position behind the client's back (no event is sent)."""
+        for entry in entries:
+            b = self.bounds.for_symbol(entry["symbol"])
+            problem = (qty_problem(entry["qty"], "set_position.qty", b, signed=True, zero=True)
+                       or price_problem(entry.get("avg_price"), "set_position.avg_price", b,
+                                        optional=True))
+            if problem is not None:
+                self.stats["bad_faults"] += 1
+                return [self._error("bad_fault", problem, now)]
         for entry in entries:
             pos = self.account(entry["account"]).position(entry["symbol"])
             pos.qty = entry["qty"]

@@ -21,8 +21,9 @@ from messages import Connect, Disconnect, Message
 
 class InProcessAdapter:
     def __init__(self, system: Any, venue_name: str = "venue", client: str = "gateway",
-                 sink: Sink | None = None) -> None:
+                 sink: Sink | None = None, account: str | None = None) -> None:
         self.system = system
+        self.account = account
         self.venue_name = venue_name
         self.client = client
         self._sink = sink
@@ -40,7 +41,7 @@ class InProcessAdapter:
 
     def connect(self) -> None:
         """Start a new session; ``StreamStatus(connected=True)`` follows."""
-        self._tell(Connect(self.client))
+        self._tell(Connect(self.client, self.account))
 
     def close(self) -> None:
         self._tell(Disconnect(self.client))

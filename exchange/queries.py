@@ -40,9 +40,11 @@ class QueriesMixin(EngineHost):
         reply: Any
         if kind is QueryPositions:
             what = "positions"
-            reply = PositionSnapshot(acct.name, tuple((s, p.qty) for s, p in
-                                                      sorted(acct.positions.items())), now,
-                                    request_id=q.request_id)
+            held = sorted(acct.positions.items())
+            reply = PositionSnapshot(acct.name, tuple((s, p.qty) for s, p in held), now,
+                                     request_id=q.request_id,
+                                     entry_prices=tuple((s, p.avg_price) for s, p in held
+                                                        if p.qty != 0 and p.avg_price > 0))
         elif kind is QueryOpenOrders:
             what = "open_orders"
             reply = OpenOrdersSnapshot(q.request_id, acct.name, tuple(

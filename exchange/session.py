@@ -15,9 +15,9 @@ from collections import deque
 from datetime import datetime
 from typing import Any
 
-from exchange.emit import MARKET, REQUESTER, Emit
+from exchange.emit import ACCOUNT, MARKET, REQUESTER, Emit
 from exchange.engine import SimulatedExchange
-from messages import ExchangeError, Quote, Subscribe, Unsubscribe
+from messages import ExchangeError, Quote, SubmitOrder, Subscribe, Unsubscribe
 
 _ids = itertools.count(1)
 
@@ -27,23 +27,59 @@ MAX_HELD = 100_000
 
 
 class Session:
-    """Subscriptions and stall state of one client connection."""
+    """Subscriptions, account and stall state of one client connection.
 
-    def __init__(self, client: str) -> None:
+    A session trades one account (DESIGN rule 18: each session sees only its
+    own account's order events). The account is given when the session
+    opens (``?account=`` on the WebSocket URL, ``Connect.account``
+    in-process), or else taken from the first command that names one; a
+    session with no account yet receives no order events. ``promiscuous``
+    (only the in-process venue's legacy auto-connected session, which serves
+    one trusted client) keeps the old behaviour: an unbound session gets
+    every account's events.
+    """
+
+    def __init__(self, client: str, account: str | None = None, *,
+                 promiscuous: bool = False) -> None:
         self.id = next(_ids)
         self.client = client
+        self.account = account
+        self.promiscuous = promiscuous
         self.subscriptions: set[str] = set()
         self.stalled = False
         self.held: deque = deque()
 
     def wants(self, emit: Emit) -> bool:
         """Whether this session should receive ``emit`` (requester aside)."""
-        if emit.audience == MARKET:
+        audience = emit.audience
+        if audience == MARKET:
             return getattr(emit.event, "symbol", None) in self.subscriptions
-        return emit.audience != REQUESTER
+        if audience == ACCOUNT:
+            if self.account is None:
+                return self.promiscuous
+            return emit.account == self.account
+        return audience != REQUESTER
+
+    def bind(self, command: Any) -> str | None:
+        """The account this session trades, binding it on the first command
+        that names one (an order's or a query's account)."""
+        if self.account is None and not self.promiscuous:
+            account = command_account(command)
+            if account is not None:
+                self.account = account
+        return self.account
 
     def __repr__(self) -> str:
         return f"Session({self.id}, {self.client!r}, subs={sorted(self.subscriptions)})"
+
+
+def command_account(command: Any) -> str | None:
+    """The account a command names (an order's, a query's), or None."""
+    if type(command) is SubmitOrder:
+        account = getattr(command.order, "account", None)
+    else:
+        account = getattr(command, "account", None)
+    return account if isinstance(account, str) and account else None
 
 
 def handle_subscription(engine: SimulatedExchange, session: Session, cmd: Any,

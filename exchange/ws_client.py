@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from loguru import logger
 from websockets.asyncio.client import ClientConnection, connect as ws_connect
@@ -39,8 +40,12 @@ MAX_FRAME = 1 << 20
 
 class WsClientAdapter:
     def __init__(self, url: str, sink: Sink | None = None, *, open_timeout: float = 5.0,
-                 ping_interval: float | None = 20.0, name: str = "ws-adapter") -> None:
-        self.url = url
+                 ping_interval: float | None = 20.0, name: str = "ws-adapter",
+                 account: str | None = None) -> None:
+        # The account is named when the session opens, as an API key names it
+        # at a real venue: the exchange then sends this session that account's
+        # order events only (DESIGN rule 18).
+        self.url = with_account(url, account) if account else url
         self._sink = sink
         self.open_timeout = open_timeout
         self.ping_interval = ping_interval
@@ -214,7 +219,9 @@ class WsClientAdapter:
 
     def _bad_frame(self, reason: str) -> None:
         self.bad_frames += 1
-        logger.warning("{}: bad frame from the exchange: {}", self.name, reason)
+        n = self.bad_frames
+        if n <= 20 or n % 1000 == 0:  # counted always, logged bounded (a flood is not a log)
+            logger.warning("{}: bad frame from the exchange (#{}): {}", self.name, n, reason[:300])
         safe_sink(self._sink, ExchangeError(code="bad_frame", reason=reason, ts=utc_now()),
                   where=self.name)
 
@@ -244,6 +251,14 @@ class WsClientAdapter:
         if ws is not None:
             await _quiet_close(ws)
         loop.stop()
+
+
+def with_account(url: str, account: str) -> str:
+    """``url`` with ``account=<account>`` in its query string."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "account"] + [("account", account)]
+    return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", urlencode(query),
+                       parts.fragment))
 
 
 async def _quiet_close(ws: ClientConnection) -> None:

@@ -36,6 +36,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 from collections.abc import Callable
+from urllib.parse import parse_qs, urlsplit
 
 import msgpack
 from loguru import logger
@@ -65,8 +66,8 @@ MAX_FRAME = 1 << 20
 
 
 class _WsSession(Session):
-    def __init__(self, ws: ServerConnection, client: str) -> None:
-        super().__init__(client)
+    def __init__(self, ws: ServerConnection, client: str, account: str | None = None) -> None:
+        super().__init__(client, account)
         self.ws = ws
         self.queue: asyncio.Queue = asyncio.Queue()
         self.unstalled = asyncio.Event()
@@ -230,12 +231,13 @@ class ExchangeServer:
                 self._route(self.engine.handle(quote, now), None)
 
     async def _handler(self, ws: ServerConnection) -> None:
-        sess = _WsSession(ws, f"{ws.remote_address[0]}:{ws.remote_address[1]}")
+        sess = _WsSession(ws, f"{ws.remote_address[0]}:{ws.remote_address[1]}",
+                          account_of_path(ws.request.path if ws.request is not None else ""))
         self.sessions.add(sess)
         self.stats["connections"] += 1
         sess.writer = asyncio.create_task(self._writer(sess))
         self.engine.log.append("client_connected", self.clock(), client=sess.client,
-                               session=sess.id)
+                               session=sess.id, account=sess.account)
         reason = "closed"
         try:
             async for frame in ws:
@@ -281,7 +283,9 @@ class ExchangeServer:
             if kind in (Subscribe, Unsubscribe):
                 for event in handle_subscription(self.engine, sess, msg, now):
                     self._send(sess, self.engine.stream_delay(now), event)
-            elif kind in COMMAND_TYPES or kind is QueryEvents:
+            elif kind in COMMAND_TYPES:
+                self._route(self.engine.handle(msg, now, account=sess.bind(msg)), sess)
+            elif kind is QueryEvents:
                 self._route(self.engine.handle(msg, now), sess)
             elif kind in (Quote, Bar, ExchangeFault) and self.allow_control:
                 self._route(self.engine.handle(msg, now), sess)
@@ -364,6 +368,16 @@ class ExchangeServer:
     def _unstall(sessions: list[_WsSession]) -> None:
         for sess in sessions:
             sess.unstalled.set()
+
+
+def account_of_path(path: str) -> str | None:
+    """The account a client names when it connects (``ws://host:port/?account=alpha``),
+    as an API key names one at a real venue; None when it names none."""
+    values = parse_qs(urlsplit(path).query).get("account")
+    if not values:
+        return None
+    account = values[-1].strip()
+    return account[:128] if account else None
 
 
 def _salvage_order(frame: bytes | bytearray) -> tuple[str | None, str | None]:

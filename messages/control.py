@@ -106,6 +106,8 @@ class BrokerPositions(Message):
     #: when the question left: anything the runtime did on a symbol after this
     #: may be missing from the answer, so that symbol waits for the next poll
     requested_at: datetime | None = None
+    #: the broker's entry price per symbol where the venue gives one (takeover price)
+    entry_prices: tuple[tuple[str, Decimal], ...] = ()
 
 
 @message
@@ -150,6 +152,19 @@ class RecoveryDone(Message):
     #: when the round's first question left; a coordinator started after
     #: that ignores it (its own resync is still to come)
     requested_at: datetime | None = None
+
+
+@message
+class ConfirmPositions(Message):
+    """To the reconciler: ask the broker's positions once more, now.
+
+    The coordinator changes its book only on a divergence that a second
+    answer, asked after the first arrived, confirms (rule 18); it also asks
+    when a fill of an order it never sent shows the account moved."""
+
+    account: str
+    reason: str
+    ts: datetime
 
 
 @message

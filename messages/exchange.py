@@ -172,9 +172,12 @@ class Connect(Message):
     stream. A new session starts with no subscriptions, like a new socket."""
 
     client: str = "gateway"
+    #: the account this session trades (None: taken from its first order or query)
+    account: str | None = None
 
     def __post_init__(self) -> None:
         check_str(self, "client")
+        check_str(self, "account", optional=True)
 
 
 @message

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
+from typing import Any
 
 from messages.base import Message, MessageError, check_decimal, check_str, check_utc, message
 from messages.enums import CancelOutcome, OrderPurpose, OrderType, Side, TimeInForce
@@ -174,6 +175,9 @@ class PositionSnapshot(Message):
     ts: datetime
     #: the QueryPositions this answers (None when the broker pushed it unasked)
     request_id: str | None = None
+    #: the broker's average entry price per symbol, where the venue gives one
+    #: ((symbol, price), ...); a position taken over from the broker keeps it
+    entry_prices: tuple[tuple[str, Decimal], ...] = ()
 
     def __post_init__(self) -> None:
         check_str(self, "account")
@@ -188,6 +192,31 @@ class PositionSnapshot(Message):
             from messages.base import to_decimal
             norm.append((str(sym), to_decimal(qty, f"positions[{i}].qty", where="PositionSnapshot.")))
         object.__setattr__(self, "positions", tuple(norm))
+        object.__setattr__(self, "entry_prices", _symbol_prices(self.entry_prices))
 
     def as_dict(self) -> dict[str, Decimal]:
         return dict(self.positions)
+
+
+def _symbol_prices(items: Any) -> tuple[tuple[str, Decimal], ...]:
+    """Normalise ``((symbol, price), ...)`` (prices positive and finite)."""
+    from messages.base import to_decimal
+
+    try:
+        entries = tuple(items)
+    except TypeError:
+        raise MessageError("PositionSnapshot.entry_prices: expected ((symbol, price), ...)") from None
+    norm = []
+    for i, item in enumerate(entries):
+        try:
+            sym, price = item
+        except (TypeError, ValueError):
+            raise MessageError(f"PositionSnapshot.entry_prices[{i}]: expected (symbol, price)") from None
+        if not isinstance(sym, str) or not sym:
+            raise MessageError(f"PositionSnapshot.entry_prices[{i}]: bad symbol {sym!r}")
+        dec = to_decimal(price, f"entry_prices[{i}].price", where="PositionSnapshot.")
+        if dec <= 0:
+            raise MessageError(f"PositionSnapshot.entry_prices[{i}]: must be > 0, got {dec}")
+        norm.append((sym, dec))
+    return tuple(norm)
+

@@ -55,8 +55,8 @@ class Rig:
     def __init__(self, run_dir: Path, *, symbols: tuple[str, ...] = (BTC,),
                  risk: dict | None = None, exchange: dict | None = None,
                  clock: VirtualClock | None = None, engine: Any = None,
-                 run_id: str = "coord-test") -> None:
-        overrides: dict[str, Any] = {"strategy": {"name": "none"}}  # timeline signals only
+                 run_id: str = "coord-test", config: dict | None = None) -> None:
+        overrides: dict[str, Any] = {"strategy": {"name": "none"}, **(config or {})}  # timeline signals only
         if risk:
             overrides["risk"] = risk
         if exchange:
@@ -763,6 +763,7 @@ def test_poll_answer_taken_before_a_fill_does_not_undo_it(rigs) -> None:
 
 def test_poll_answer_skips_only_symbols_touched_since_the_question(rigs) -> None:
     from messages.control import BrokerPositions
+    from messages.exchange import ExchangeFault
 
     rig = rigs()
     rig.quote()
@@ -777,13 +778,22 @@ def test_poll_answer_skips_only_symbols_touched_since_the_question(rigs) -> None
     rig.settle()
     assert rig.coord["positions"] == {BTC: "2"}
     assert rig.coord["counts"]["stale_snapshots_skipped"] == 1
-    # an answer to a later question is the broker's word: it wins, audited
+    # an answer to a later question is the broker's word once a second answer
+    # confirms it (rule 18): the confirming query finds the exchange at 2 ...
     rig.tell("coordinator", BrokerPositions("default", ((BTC, D("5")),), rig.clock.now(),
                                             requested_at=rig.clock.now()))
-    rig.settle()
+    rig.advance(0.5)  # the confirming question and its answer
+    assert rig.coord["positions"] == {BTC: "2"}
+    assert rig.coord["counts"].get("divergences", 0) == 0
+    assert rig.coord["counts"]["divergences_not_confirmed"] == 1
+    # ... and once the exchange really holds 5, the confirmation agrees: it wins, audited
+    rig.tell("venue", ExchangeFault({"set_position": {"symbol": BTC, "qty": "5"}}))
+    rig.tell("coordinator", BrokerPositions("default", ((BTC, D("5")),), rig.clock.now(),
+                                            requested_at=rig.clock.now()))
+    rig.advance(0.5)
     assert rig.coord["positions"] == {BTC: "5"}
     assert rig.coord["counts"]["divergences"] == 1
-    assert any(r["kind"] == "divergence" for r in rig.audit())
+    assert any(r["kind"] == "divergence" and r["inputs"]["confirmed"] for r in rig.audit())
 
 
 def test_an_order_the_exchange_expires_leaves_the_in_flight_count(rigs) -> None:

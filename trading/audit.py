@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import random
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -58,9 +59,17 @@ class AuditLog:
         # run id; a generator seeded once from the OS is enough for that, and
         # spares a getrandom() syscall (uuid4) per record on the order path.
         self._rng = random.Random(os.urandom(16))
+        # The coordinator writes most records; the gateway and the reconciler
+        # write refused inputs (rule 18) from their own threads.
+        self._lock = threading.Lock()
 
     def record(self, *, kind: str, reason: str, ts: datetime, inputs: dict[str, Any],
                approved: bool | None = None, **extra: Any) -> dict[str, Any]:
+        with self._lock:
+            return self._record(kind, reason, ts, inputs, approved, extra)
+
+    def _record(self, kind: str, reason: str, ts: datetime, inputs: dict[str, Any],
+                approved: bool | None, extra: dict[str, Any]) -> dict[str, Any]:
         if self.path is not None and self._fh is None:
             self._open()
         self._seq += 1
@@ -103,14 +112,16 @@ class AuditLog:
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - long-lived
 
     def flush(self) -> None:
-        if self._fh is not None:
-            self._fh.flush()
+        with self._lock:
+            if self._fh is not None:
+                self._fh.flush()
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.flush()
-            self._fh.close()
-            self._fh = None
+        with self._lock:
+            if self._fh is not None:
+                self._fh.flush()
+                self._fh.close()
+                self._fh = None
 
 
 def decision_reasons() -> list[str]:

@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from messages.bounds import DEFAULT_BOUNDS, Bounds
 from messages.enums import OrderPurpose, Side
 from messages.types import DEFAULT_ACCOUNT, Account, Price, Quantity, Symbol
 from trading.book import Key, PositionBook
 from trading.limits import CircuitBreaker, Limits, RateLimiter
 from trading.reasons import Reason
+from trading.trust import intent_problem
 
 ACTIVE, REDUCING, HALTED = "ACTIVE", "REDUCING", "HALTED"
 BPS = Decimal(10_000)
@@ -36,6 +38,7 @@ class Intent:
     stop_loss: Price | None = None
     limit_price: Price | None = None
     owner: str | None = None
+    trigger_price: Decimal | None = None
 
     @property
     def key(self) -> Key:
@@ -78,6 +81,8 @@ class GateState:
     positions_fresh: bool = False
     recovering: bool = False
     cooldown_until: dict[str, float] = field(default_factory=dict)
+    #: rule 18: sane ranges of the numbers in an intent
+    bounds: Bounds = DEFAULT_BOUNDS
     #: symbols whose actor is down (a lost remote host): fail closed for them
     symbols_down: set[str] = field(default_factory=set)
 
@@ -116,6 +121,11 @@ def decide(intent: Intent, st: GateState, now: float) -> Decision:
         return verdict(Reason.UNKNOWN_SYMBOL)
     if not well_formed:
         return verdict(Reason.INVALID_SIGNAL)
+    # Before anything computes with them (even a reducing order): an absurd
+    # number overflowed the coordinator's arithmetic once (rule 18).
+    problem = intent_problem(intent, st.bounds, mv.mid if mv.bid is not None else None)
+    if problem is not None:
+        return verdict(Reason.OUT_OF_RANGE, problem=problem)
     if intent.reduce_only and not reducing:
         return verdict(Reason.NETTING_CONFLICT, note="reduce_only order would not reduce")
     if reducing:

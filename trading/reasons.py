@@ -27,6 +27,8 @@ class Reason(str, Enum):
     NO_MARKET_DATA = "no_market_data"
     WORST_CASE_MARGIN = "worst_case_margin"
     RECOVERING = "recovering"
+    #: a price, quantity or notional outside the sane range (rule 18)
+    OUT_OF_RANGE = "out_of_range"
     #: the symbol's own actor (its market data and strategy) is down: a remote
     #: host lost, waiting for its supervisor's restart
     SYMBOL_ACTOR_DOWN = "symbol_actor_down"

@@ -95,39 +95,140 @@ def rebuild_coordinator_state(coord: Any, store: Any) -> None:
                        len(book.positions), len(book.inflight), len(fill_ids))
 
 
+#: per answer: divergences audited one by one and warned about one by one;
+#: the rest of a (hostile or huge) answer is one aggregate record and line
+AUDITED_PER_ANSWER = 20
+LOGGED_PER_ANSWER = 5
+#: confirming questions asked back to back before waiting for the next poll
+MAX_CONFIRMS_IN_A_ROW = 3
+
+
 def apply_broker_positions(coord: Any, msg: BrokerPositions) -> int:
-    """Correct the book to the broker's positions; audit and count each divergence."""
+    """Correct the book to the broker's positions (broker wins), but only on a
+    divergence that two answers in a row show with the same quantity (rule
+    18): a one-off partial or wrong answer cannot whipsaw the book. The first
+    sighting asks for a confirming query at once (``ask_confirmation``);
+    meanwhile the coordinator fails closed for new risk. Audit records and
+    log lines are bounded per answer. Returns the number of corrections."""
     broker = {sym: qty for sym, qty in msg.positions}
+    entries = dict(msg.entry_prices)
     book = coord.book
     ours = {key[2]: key for key in book.positions if key[0] == msg.account}
-    corrected = 0
+    pending = coord.unconfirmed
+    diverging: set[Key] = set()
+    confirmed: list[tuple[str, Key, Decimal, Decimal, str]] = []
+    suspected: list[str] = []
     for sym in sorted(set(broker) | set(ours)):
         key = ours.get(sym, (msg.account, coord.venue, sym))
         theirs = broker.get(sym, ZERO)
         mine = book.qty(key)
         if mine == theirs:
             continue
+        diverging.add(key)
         touched = coord.last_activity.get(key)
         if msg.requested_at is not None and touched is not None and touched >= msg.requested_at:
             # An order or fill on this symbol since the question left: the
             # answer may predate it. Correcting now could undo (or double) a
-            # fill, so this symbol waits for the next poll.
+            # fill, so this symbol waits for the next answer.
             coord.counts["stale_snapshots_skipped"] += 1
             continue
-        corrected += 1
+        prev = pending.get(key)
+        if prev is not None and prev[0] == theirs:
+            del pending[key]
+            confirmed.append((sym, key, mine, theirs, prev[1]))
+        else:
+            pending[key] = (theirs, msg.source)
+            suspected.append(sym)
+    # A divergence the next answer no longer shows was not the broker's state.
+    for key in [k for k in pending if k[0] == msg.account and k not in diverging]:
+        del pending[key]
+        coord.counts["divergences_not_confirmed"] += 1
+    # A broker whose answer changes every time (another client trading the
+    # account) gets a few confirming questions in a row, then the next poll.
+    coord.confirm_streak = coord.confirm_streak + 1 if msg.source == "confirm" else 0
+    if suspected:
+        coord.counts["divergences_suspected"] += len(suspected)
+        coord.log.info("{} position divergence(s) in the broker's answer ({}): {}{}; asking again "
+                       "before the book changes", len(suspected), msg.source,
+                       ", ".join(suspected[:LOGGED_PER_ANSWER]),
+                       "" if len(suspected) <= LOGGED_PER_ANSWER else ", ...")
+        if coord.confirm_streak < MAX_CONFIRMS_IN_A_ROW:
+            coord.ask_confirmation(msg.account, f"confirm {len(suspected)} divergence(s)")
+    now = coord.ctx.clock.now()
+    for i, (sym, key, mine, theirs, first_source) in enumerate(confirmed):
         coord.counts["divergences"] += 1
-        coord.audit.record(kind="divergence", reason="broker_wins", ts=coord.ctx.clock.now(),
-                           inputs={"symbol": sym, "account": msg.account, "ours": str(mine),
-                                   "broker": str(theirs), "source": msg.source})
-        coord.log.warning("position divergence on {}: ours {} broker {} ({}); broker wins",
-                          sym, mine, theirs, msg.source)
-        pos = book.position(key)
-        if theirs == 0 or (pos.qty != 0 and (pos.qty > 0) != (theirs > 0)):
-            mv = coord.state.market.get(sym)
-            pos.avg_price = mv.mid if (mv is not None and mv.mid is not None and theirs != 0) else ZERO
-        pos.qty = theirs
-        coord.ctx.tell(coord.persistence, position_put(key, pos))
-    return corrected
+        avg, price_source = _take_over(coord, key, sym, theirs, entries.get(sym))
+        if i < AUDITED_PER_ANSWER:
+            coord.audit.record(kind="divergence", reason="broker_wins", ts=now,
+                               inputs={"symbol": sym, "account": msg.account, "ours": str(mine),
+                                       "broker": str(theirs), "source": first_source,
+                                       "confirmed_by": msg.source, "confirmed": True,
+                                       "avg_price": str(avg),
+                                       "price_source": price_source})
+        if i < LOGGED_PER_ANSWER:
+            coord.log.warning("position divergence on {}: ours {} broker {} (seen by {}, confirmed "
+                              "by {}); broker wins at {} ({})", sym, mine, theirs, first_source,
+                              msg.source, avg, price_source)
+        coord.ctx.tell(coord.persistence, position_put(key, book.position(key)))
+    if len(confirmed) > AUDITED_PER_ANSWER:
+        rest = confirmed[AUDITED_PER_ANSWER:]
+        coord.audit.record(kind="divergence", reason="broker_wins", ts=now,
+                           inputs={"account": msg.account, "source": msg.source, "confirmed": True,
+                                   "aggregated": len(rest),
+                                   "symbols": [sym for sym, *_ in rest[:AUDITED_PER_ANSWER]]})
+    if len(confirmed) > LOGGED_PER_ANSWER:
+        coord.log.warning("... and {} more position divergences corrected ({}); see the audit",
+                          len(confirmed) - LOGGED_PER_ANSWER, msg.source)
+    return len(confirmed)
+
+
+def _take_over(coord: Any, key: Key, sym: str, theirs: Decimal,
+               entry: Decimal | None) -> tuple[Decimal, str]:
+    """Set ``key`` to the broker's quantity, with a price (rule 18).
+
+    A position taken over with no price would book its whole notional as
+    PnL when closed. The broker's entry price wins where the venue gives
+    one; else the mark at takeover (the audit says so); an added quantity on
+    the same side is blended in at the mark; with no mark yet, the first
+    mark or fill prices it (``price_unpriced``)."""
+    pos = coord.book.position(key)
+    mv = coord.state.market.get(sym)
+    mark = mv.mid if mv is not None else None
+    coord.unpriced.discard(key)
+    if theirs == 0:
+        avg, source = ZERO, "flat"
+    elif entry is not None:
+        avg, source = entry, "broker_entry_price"
+    elif pos.qty == 0 or (pos.qty > 0) != (theirs > 0):
+        if mark is not None:
+            avg, source = mark, "mark_at_takeover (venue gave no entry price)"
+        else:
+            avg, source = ZERO, "unpriced: no entry price and no mark yet; the first mark or fill prices it"
+            coord.unpriced.add(key)
+    elif abs(theirs) > abs(pos.qty) and mark is not None:
+        added = abs(theirs) - abs(pos.qty)
+        avg = (pos.avg_price * abs(pos.qty) + mark * added) / abs(theirs)
+        source = "kept, the added quantity at the mark (venue gave no entry price)"
+    else:
+        avg, source = pos.avg_price, "kept"
+    pos.qty, pos.avg_price = theirs, avg
+    return avg, source
+
+
+def price_unpriced(coord: Any, key: Key, price: Decimal | None, source: str) -> None:
+    """Price a position taken over with no price, at ``price`` (audited)."""
+    pos = coord.book.positions.get(key)
+    if price is None or pos is None or key not in coord.unpriced:
+        return
+    coord.unpriced.discard(key)
+    if pos.qty == 0:
+        return
+    pos.avg_price = price
+    coord.audit.record(kind="takeover_priced", reason="mark_at_takeover", ts=coord.ctx.clock.now(),
+                       inputs={"symbol": key[2], "account": key[0], "qty": str(pos.qty),
+                               "avg_price": str(price), "price_source": source})
+    coord.ctx.tell(coord.persistence, position_put(key, pos))
+    coord.pnl.update_key(key)
 
 
 # -- orders (after every resync) -------------------------------------------------------
