@@ -79,7 +79,18 @@ def _exchange(args: argparse.Namespace) -> int:
 def _kill_switch(args: argparse.Namespace) -> int:
     from app.inspect_cli import kill_switch
 
-    return kill_switch(args.state == "on", args.reason, args.control, config_path=args.config)
+    return kill_switch(args.state == "on", args.reason, args.control, config_path=args.config,
+                       run_dir=args.run)
+
+
+EXIT_CODES = """\
+exit codes of run and scenario:
+  0  every check ran and held
+  1  an invariant or expectation failed, or a check could not run
+     (summary.json: invariant_violations, checks_not_run)
+  2  bad usage, configuration or input file
+  3  the runtime halted (a supervisor gave up, disk full); summary.json: halted
+"""
 
 
 def _strategies_help() -> str:
@@ -92,14 +103,16 @@ def _strategies_help() -> str:
 def build_parser() -> argparse.ArgumentParser:
     from app.cli_args import parse_duration, parse_symbols
 
-    parser = argparse.ArgumentParser(prog="tradewarden", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tradewarden", description=__doc__.splitlines()[0],
+                                     epilog=EXIT_CODES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="the main job: trade the synthetic market on the embedded "
                                    "simulated exchange, then print a summary",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="built-in strategies (--strategy NAME; write your own: "
-                              "docs/strategies.md):\n" + _strategies_help())
+                              "docs/strategies.md):\n" + _strategies_help() + "\n" + EXIT_CODES)
     p.add_argument("--config", metavar="FILE", help="YAML config on top of config/default.yaml")
     p.add_argument("--symbols", metavar="A,B,...", type=parse_symbols,
                    help="exactly the symbols to trade (default: market.symbols)")
@@ -129,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_run)
 
     p = sub.add_parser("scenario", help="deterministic scenario run(s) in virtual time; exit 0 "
-                                        "only if every expect holds and no invariant broke")
+                                        "only if every expect holds and no invariant broke",
+                       epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--out", metavar="DIR", help="one run directory per scenario under DIR")
     p.add_argument("--config", metavar="FILE", help="config layer under each scenario's own")
@@ -176,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", required=True, help="why (audited and alerted)")
     p.add_argument("--control", metavar="HOST:PORT", help="the runtime's control endpoint")
     p.add_argument("--config", metavar="FILE", help="config naming control.token_env")
+    p.add_argument("--run", metavar="DIR",
+                   help="the run's directory: its endpoint and the token it saved there "
+                        "(default: the newest run under runs/ serving --control)")
     p.set_defaults(func=_kill_switch)
 
     p = sub.add_parser("bench", help="run the benchmark suite (DESIGN section 10)")

@@ -5,8 +5,14 @@ The adapter's callbacks run on the adapter's own thread; they only
 or deadlock the feed. The gateway tracks the subscription set and restores
 it exactly once after every (re)connect, asks the reconciler to resync, and
 reports ``stream_reconciling`` to the coordinator until the resync is done
-so no risk-increasing order goes out on stale state. A watchdog timer treats
-``timeout_s`` of silence as a dead stream.
+so no risk-increasing order goes out on stale state. A watchdog treats
+``timeout_s`` of silence as a dead stream; it looks at least once a second
+(``watchdog_period``), so a silence is noticed within ``timeout_s + 1`` s,
+and publishes the stream's age each time (``last_msg_age_s``). A tripped
+watchdog drops the transport without waiting for it: the old adapter is
+closed on a thread of its own (``close_in_background``), events it still
+delivers are discarded at the sink, and a fresh adapter from the factory
+serves the next connection.
 
 Only the coordinator sends ``SubmitOrder``/``CancelOrder`` here (rule 1);
 the scenario runner checks every order at the exchange against the audit.
@@ -35,6 +41,7 @@ from messages.exchange import (BalanceSnapshot, ExchangeError, FillsSnapshot, Op
 from messages.market import Bar, Quote
 from messages.orders import (CancelConfirmed, CancelOrder, OrderAcked, OrderFilled, OrderRejected,
                              PositionSnapshot)
+from exchange.protocol import close_in_background
 from messages.alerts import Alert
 from messages.bounds import DEFAULT_BOUNDS, Bounds, event_problem
 from runtime import Actor, handles
@@ -48,6 +55,17 @@ SNAPSHOTS = (PositionSnapshot, OpenOrdersSnapshot, BalanceSnapshot, FillsSnapsho
 #: read off the socket) would otherwise reach the handler meant for the
 #: coordinator's or reconciler's message, e.g. bounce an order back out.
 STREAM_EVENTS = frozenset((*ORDER_EVENTS, *SNAPSHOTS, Quote, Bar, StreamStatus, ExchangeError))
+#: the watchdog looks at least this often (seconds): silence is seen within timeout + this
+WATCHDOG_MAX_PERIOD_S = 1.0
+#: at shutdown, how long to wait for transports still closing in the background
+CLOSE_JOIN_S = 5.0
+
+
+def watchdog_period(timeout_s: float) -> float:
+    """How often the watchdog looks: never less often than once a second."""
+    return min(timeout_s / 2, WATCHDOG_MAX_PERIOD_S)
+
+
 #: ExchangeError codes counted by name; any other is counted as "other", so a
 #: venue inventing codes cannot grow the counters without bound (rule 13).
 ERROR_CODES = frozenset(("bad_frame", "bad_command", "not_connected", "internal", "bad_fault",
@@ -97,27 +115,47 @@ class Gateway(Actor):
         self.last_msg_at = 0.0
         self.counts: Counter = Counter()
         self._symbol_addr: dict[str, Any] = {}
+        #: which adapter's events are current; a dropped adapter's sink stops passing them on
+        self._adapter_gen = 0
+        self._closing: list[Any] = []
 
     def on_start(self) -> None:
+        self.adapter = self._new_adapter()
+        self.last_msg_at = self.ctx.clock.monotonic()
+        period = watchdog_period(self.timeout_s)
+        self.ctx.schedule(period, WatchdogCheck(), interval_s=period)
+        if self.connect_on_start:
+            self.adapter.connect()
+        self._publish()
+
+    def _new_adapter(self) -> Any:
+        self._adapter_gen += 1
         tell_self = self.ctx.tell_self
+        gen = self._adapter_gen
 
         def sink(event: Any, _ok: frozenset = STREAM_EVENTS) -> None:
             # Runs on the adapter's thread: enqueue and return, nothing else.
+            if self._adapter_gen != gen:
+                return  # a dropped transport still talking: not this stream any more
             if type(event) in _ok:
                 tell_self(event)
             else:
                 tell_self(UnexpectedEvent(type(event).__name__, repr(event)[:200]))
 
-        self.adapter = self.adapter_factory(sink)
-        self.last_msg_at = self.ctx.clock.monotonic()
-        self.ctx.schedule(self.timeout_s / 2, WatchdogCheck(), interval_s=self.timeout_s / 2)
-        if self.connect_on_start:
-            self.adapter.connect()
-        self._publish()
+        return self.adapter_factory(sink)
+
+    def _drop_adapter(self) -> None:
+        """Abandon the current transport at once; it closes in the background."""
+        old = self.adapter
+        self.adapter = self._new_adapter()
+        self._closing = [t for t in self._closing if t.is_alive()]
+        self._closing.append(close_in_background(old, name=f"{self.ctx.name}-close"))
 
     def on_stop(self) -> None:
         if self.adapter is not None:
             self.adapter.close()
+        for thread in self._closing:  # rule 16: no thread left behind
+            thread.join(CLOSE_JOIN_S)
 
     def on_idle(self) -> None:
         self.trust.flush(self.ctx.services.get("audit"))
@@ -164,12 +202,13 @@ class Gateway(Actor):
     @handles(WatchdogCheck)
     def on_watchdog(self, msg: WatchdogCheck) -> None:
         silent = self.ctx.clock.monotonic() - self.last_msg_at
-        if self.connected and silent > self.timeout_s:
+        if self.connected and silent >= self.timeout_s:
             self.counts["watchdog_trips"] += 1
             self.log.warning("no stream message for {:.1f}s (timeout {}s); reconnecting", silent,
                              self.timeout_s)
-            self.adapter.close()
+            self._drop_adapter()
             self._on_disconnected(f"watchdog: silent for {silent:.1f}s")
+        self._publish()  # the stream's age stays current while nothing arrives
 
     @handles(ResyncRequest)
     def on_resync_request(self, msg: ResyncRequest) -> None:

@@ -21,6 +21,17 @@ Security:
   ``control.token_env``), every route needs ``Authorization: Bearer <token>``,
   compared in constant time. The token is never logged or echoed; request
   logging goes to loguru at DEBUG with the path only, never headers.
+* Mutating routes (``POST /kill-switch``) always need a token: the configured
+  one, else one generated for this run and saved as ``control.token`` in the
+  run directory with 0600 permissions (``save_token``), where the
+  ``kill-switch`` command reads it (``--run DIR``). A web page cannot make a
+  browser do what a script does (CSRF, DNS rebinding): the ``Host`` header
+  must name the bound address (loopback aliases allowed for a loopback bind);
+  a request a browser marks as such (``Origin``, ``Sec-Fetch-*``) is refused
+  on a mutating route, and a cross-site one on any route; a POST must be
+  ``application/json``, so none of the "simple request" content types a form
+  or ``fetch`` can send without a preflight (form-urlencoded, multipart,
+  text/plain) is accepted.
 * Everything served passes redaction: string values through
   :func:`runtime.redact.redact_text`, values of secret-looking keys replaced.
 
@@ -34,7 +45,9 @@ from __future__ import annotations
 
 import hmac
 import json
+import os
 import re
+import secrets
 import threading
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,6 +62,13 @@ from app.metrics import number, registry_for, system_of
 from runtime.redact import redact_text
 
 MAX_PEEK = 100
+#: the run directory's file holding a generated write token (0600)
+TOKEN_FILE = "control.token"
+#: the only body type a mutating route accepts (never a CORS "simple request" type)
+JSON_TYPE = "application/json"
+#: headers only browsers send: a request carrying one came from a web page
+BROWSER_HEADERS = ("origin", "sec-fetch-site", "sec-fetch-mode", "sec-fetch-dest")
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 GET_ROUTES = ("/metrics", "/actors?peek=N", "/healthz", "/readyz")
 _SECRET_KEY = re.compile(r"(?i)(token|secret|password|passwd|api_?key|apikey|private_?key|signature)")
 
@@ -166,8 +186,26 @@ class _Handler(BaseHTTPRequestHandler):
         # Path only: never headers (the token travels in one).
         logger.debug("control {} {}", self.address_string(), redact_text(format % args))
 
+    def _refused(self, *, mutating: bool) -> bool:
+        """Answer and return True when the request may not go on (see module docstring)."""
+        host = self.headers.get("Host")
+        if not self.control.host_allowed(host):
+            self._send(421, {"error": "Host does not name this endpoint"})
+            logger.warning("control: refused a request for Host {!r}", redact_text(str(host))[:80])
+            return True
+        site = (self.headers.get("Sec-Fetch-Site") or "").lower()
+        browser = [h for h in BROWSER_HEADERS if self.headers.get(h) is not None]
+        if site in ("cross-site", "same-site") or (mutating and browser):
+            self._send(403, {"error": "requests from web pages are refused"})
+            logger.warning("control: refused a {} from a browser ({})", self.command,
+                           ", ".join(browser))
+            return True
+        return False
+
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
         url = urlsplit(self.path)
+        if self._refused(mutating=False):
+            return
         if not self.control.authorized(self.headers.get("Authorization")):
             self._send(401, {"error": "unauthorized"},
                        extra={"WWW-Authenticate": 'Bearer realm="tradewarden"'})
@@ -193,9 +231,15 @@ class _Handler(BaseHTTPRequestHandler):
         so this is also how a halted or resumed run is released.
         """
         url = urlsplit(self.path)
-        if not self.control.authorized(self.headers.get("Authorization")):
-            self._send(401, {"error": "unauthorized"},
+        if self._refused(mutating=True):
+            return
+        if not self.control.authorized_to_write(self.headers.get("Authorization")):
+            self._send(401, {"error": "unauthorized: mutating routes need the run's token"},
                        extra={"WWW-Authenticate": 'Bearer realm="tradewarden"'})
+            return
+        ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype != JSON_TYPE:
+            self._send(415, {"error": f"Content-Type must be {JSON_TYPE}"})
             return
         if url.path.rstrip("/") != "/kill-switch":
             self._send(404, {"error": "not found", "routes": ["POST /kill-switch"]})
@@ -263,6 +307,22 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
+def _bearer_is(header: str | None, token: bytes) -> bool:
+    scheme, _, given = (header or "").partition(" ")
+    ok = hmac.compare_digest(given.strip().encode("utf-8"), token)
+    return scheme.lower() == "bearer" and ok
+
+
+def read_token_file(run_dir: Any) -> str | None:
+    """The write token a run saved in its directory, or None."""
+    from pathlib import Path
+
+    try:
+        return (Path(run_dir) / TOKEN_FILE).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
 class _Server(ThreadingHTTPServer):
     # Handler threads are joined on close (rule 16); the handler timeout bounds the wait.
     daemon_threads = False
@@ -289,6 +349,9 @@ class ControlServer:
         self.host = host
         self.port = port
         self._token = token.encode("utf-8") if token else None
+        #: mutating routes: the configured token, else one made for this run
+        self.write_token_generated = token is None
+        self._write_token = (token or secrets.token_urlsafe(32)).encode("utf-8")
         self.registry = registry_for(target)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -302,11 +365,43 @@ class ControlServer:
         return f"http://{host}:{self.port}"
 
     def authorized(self, header: str | None) -> bool:
-        if self._token is None:
+        return self._token is None or _bearer_is(header, self._token)
+
+    def authorized_to_write(self, header: str | None) -> bool:
+        return _bearer_is(header, self._write_token)
+
+    def host_allowed(self, header: str | None) -> bool:
+        """``Host`` names the bound address (any loopback name for a loopback
+        bind). A wildcard bind (0.0.0.0, ::) has no one name; a token guards it."""
+        if self.host in ("0.0.0.0", "::", ""):
             return True
-        scheme, _, given = (header or "").partition(" ")
-        ok = hmac.compare_digest(given.strip().encode("utf-8"), self._token)
-        return scheme.lower() == "bearer" and ok
+        if not header:
+            return False
+        name, sep, port = header.strip().lower().rpartition(":")
+        if not sep or port != str(self.port):
+            return False
+        name = name.strip("[]")
+        names = {self.host.lower()}
+        if is_loopback(self.host):
+            names.update(LOOPBACK_NAMES)
+        return name in names
+
+    def save_token(self, run_dir: Any) -> Any:
+        """Write a generated write token to ``run_dir/control.token`` (0600) for
+        the ``kill-switch`` command; a configured token stays in its variable.
+        Returns the path, or None when nothing was written."""
+        if not self.write_token_generated:
+            return None
+        from pathlib import Path
+
+        path = Path(run_dir) / TOKEN_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # an older file may have had wider permissions
+            os.write(fd, self._write_token + b"\n")
+        finally:
+            os.close(fd)
+        return path
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -340,6 +435,17 @@ class ControlServer:
             server.shutdown()
             thread.join(timeout)
         server.server_close()  # joins the request threads
+
+    def advertise(self, run_dir: Any) -> None:
+        """Tell the run directory where this endpoint is (``run.json``:
+        ``control_url``) and, when generated, its write token (``control.token``):
+        what ``main.py kill-switch --run DIR`` reads."""
+        from app.resume import read_run_info, save_run_info
+
+        self.save_token(run_dir)
+        info = read_run_info(run_dir)
+        info["control_url"] = self.url
+        save_run_info(run_dir, info)
 
     def __enter__(self) -> ControlServer:
         return self.start()

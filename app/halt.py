@@ -51,9 +51,12 @@ def orderly_halt(rt: Any, reason: str) -> None:
     if _running(system, "coordinator"):
         system.tell("coordinator", KillSwitch(True, why, now))
     elif rt.audit is not None:
-        rt.audit.record(kind="kill_switch", reason="engaged", ts=now, inputs={"why": why},
-                        source="runtime")
-        rt.audit.flush()
+        try:
+            rt.audit.record(kind="kill_switch", reason="engaged", ts=now, inputs={"why": why},
+                            source="runtime")
+            rt.audit.flush()
+        except OSError as exc:  # a full disk: the alert and the summary still tell
+            logger.error("could not write the halt to audit.jsonl: {}", exc)
     alert = Alert("critical", "runtime halted", reason, now, "runtime")
     if _running(system, "alerts"):
         system.tell("alerts", alert)

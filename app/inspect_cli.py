@@ -237,13 +237,54 @@ def main(control: str | None = None, *, watch: bool = False, peek: int = 0,
         return 0
 
 
+def _run_dirs(out_root: str) -> list[Any]:
+    """Run directories under ``out_root`` that advertise a control endpoint, newest first."""
+    from pathlib import Path
+
+    root = Path(out_root)
+    found = [p.parent for p in root.glob("*/run.json")] if root.is_dir() else []
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def _write_token(base: str, token: str | None, run_dir: str | None,
+                 out_root: str) -> tuple[str, str]:
+    """(endpoint URL, token) for a mutating request: the configured token, else
+    the one the run saved in its directory (``--run DIR``, or the newest run
+    under ``out_root`` whose endpoint is ``base``)."""
+    from app.control import read_token_file
+    from app.resume import read_run_info
+
+    if run_dir is not None:
+        from pathlib import Path
+
+        info = read_run_info(Path(run_dir))
+        base = info.get("control_url") or base
+        saved = read_token_file(run_dir)
+        if saved is None and token is None:
+            raise ControlError(f"{run_dir} holds no control.token: the run was started with a "
+                               "configured token (set the variable named by control.token_env) "
+                               "or without a control endpoint")
+        return base, token or saved  # type: ignore[return-value]
+    if token is not None:
+        return base, token
+    for candidate in _run_dirs(out_root):
+        if read_run_info(candidate).get("control_url") == base:
+            saved = read_token_file(candidate)
+            if saved is not None:
+                return base, saved
+    raise ControlError(f"the kill switch at {base} needs its run's token: pass --run DIR (the "
+                       "run directory holds control.token) or set control.token_env")
+
+
 def kill_switch(on: bool, reason: str, control: str | None = None, *,
-                config_path: str | None = None) -> int:
+                config_path: str | None = None, run_dir: str | None = None) -> int:
     """``main.py kill-switch on|off --reason R``: flip the running runtime's kill switch."""
-    from config import ConfigError
+    from config import ConfigError, load_config
 
     try:
         base, token = _target(control, config_path)
+        base, token = _write_token(base, token, run_dir,
+                                   load_config(config_path).run.out_root)
     except (ControlError, ConfigError) as exc:
         print(f"tradewarden kill-switch: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2

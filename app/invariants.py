@@ -191,19 +191,52 @@ def no_lost_orders(dead_letters: Iterable[Record]) -> list[dict[str, Any]]:
             if d.get("type") in ORDER_FLOW_TYPES and d.get("reason") != "shutdown"]
 
 
+#: every check, by the ``rule`` names its violations carry
+CHECKS: dict[str, tuple[str, ...]] = {
+    "single_door": ("single_door",),
+    "netting": ("netting",),
+    "unique_client_order_ids": ("unique_client_order_ids",),
+    "positions_match": ("positions_match",),
+    "gate_respected": ("kill_switch", "fail_closed"),
+    "group_leg_order": ("group_leg_order",),
+    "no_lost_orders": ("order_flow_dead_letter",),
+}
+#: the checks that read the exchange's own record (events.jsonl)
+EVENT_CHECKS = ("single_door", "netting", "unique_client_order_ids", "group_leg_order")
+
+
 def check_all(*, events: Sequence[Record], audit: Sequence[Record], positions: Mapping[str, Any],
               exchange_positions: Mapping[str, Any] | None, hedging_accounts: frozenset[str],
               fail_closed: bool, dead_letters: Sequence[Record],
-              start_positions: Mapping[tuple[str, str], Decimal] | None = None) -> list[dict[str, Any]]:
-    """Every invariant; ``exchange_positions`` None skips the comparison
-    (a remote exchange whose state the runtime cannot read directly);
-    ``start_positions`` as for :func:`netting`."""
-    out = single_door(events, audit)
-    out += netting(events, hedging_accounts, start_positions)
-    out += unique_orders(events)
-    if exchange_positions is not None:
+              start_positions: Mapping[tuple[str, str], Decimal] | None = None,
+              not_run: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """Every invariant, except those named in ``not_run`` (check -> why it
+    could not run; :func:`check_statuses` reports them as not run, never as
+    held). ``exchange_positions`` None skips the comparison: the caller then
+    names ``positions_match`` in ``not_run`` with the reason. ``start_positions``
+    as for :func:`netting`."""
+    skip = not_run or {}
+    out: list[dict[str, Any]] = []
+    if "single_door" not in skip:
+        out += single_door(events, audit)
+    if "netting" not in skip:
+        out += netting(events, hedging_accounts, start_positions)
+    if "unique_client_order_ids" not in skip:
+        out += unique_orders(events)
+    if exchange_positions is not None and "positions_match" not in skip:
         out += positions_match(positions, exchange_positions)
-    out += gate_respected(audit, fail_closed=fail_closed)
-    out += group_leg_order(events, audit)
-    out += no_lost_orders(dead_letters)
+    if "gate_respected" not in skip:
+        out += gate_respected(audit, fail_closed=fail_closed)
+    if "group_leg_order" not in skip:
+        out += group_leg_order(events, audit)
+    if "no_lost_orders" not in skip:
+        out += no_lost_orders(dead_letters)
     return out
+
+
+def check_statuses(violations: Iterable[Record], not_run: Mapping[str, str]) -> dict[str, str]:
+    """Each check's verdict: ``held``, ``violated`` or ``not_run``."""
+    broken = {v.get("rule") for v in violations}
+    return {name: ("not_run" if name in not_run else
+                   "violated" if broken.intersection(rules) else "held")
+            for name, rules in CHECKS.items()}

@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loguru import logger
+
 from config.schema import Config
 from runtime.backoff import Backoff
 from runtime.clock import Clock
@@ -188,7 +190,10 @@ class Runtime:
         if self.system is not None:
             self.system.shutdown(timeout)
         if self.audit is not None:
-            self.audit.close()
+            try:
+                self.audit.close()
+            except OSError as exc:  # a full disk; the halt has said so already
+                logger.error("could not close audit.jsonl: {}", exc)
         if self.store is not None:
             self.store.close()
             self.store = None
@@ -382,6 +387,50 @@ class Runtime:
         return info_of(self.system, name)
 
     def exchange_positions(self) -> dict[str, Any]:
+        """The embedded engine's positions, read directly (tests); {} for a remote one."""
         if self.engine is None:
             return {}
         return {sym: qty for sym, qty in self.engine.positions(self.account).items()}
+
+    def positions_adapter(self) -> Any:
+        """A factory ``sink -> broker adapter`` for a question to this runtime's
+        exchange once the tree has stopped (``exchange.position_probe``): a new
+        connection to a WebSocket exchange, or the embedded engine directly
+        (its venue actor no longer drives it). A new venue kind adds its
+        adapter here and gets the end-of-run positions check with it. None:
+        there is no exchange to ask."""
+        url = self.spec.exchange_url
+        if url is not None:
+            from exchange.ws_client import WsClientAdapter
+
+            account = self.account
+
+            def websocket(sink: Any) -> Any:
+                return WsClientAdapter(url, sink, name="final-positions", account=account)
+            return websocket
+        engine = self.engine
+        if engine is None:
+            return None
+        from exchange.direct import DirectAdapter
+
+        def direct(sink: Any) -> Any:
+            return DirectAdapter(engine, sink)
+        return direct
+
+    def query_exchange_positions(self, timeout_s: float = 5.0) -> tuple[dict[str, Any] | None,
+                                                                       str | None]:
+        """(positions, None), or (None, why they could not be read). Only once
+        the tree has stopped: the embedded engine is read on this thread."""
+        from exchange.position_probe import ProbeError, query_positions
+
+        if self.system is not None and not self.system._shut:
+            return None, "asked while the runtime was still running"
+        factory = self.positions_adapter()
+        if factory is None:
+            return None, "no exchange to ask"
+        try:
+            return query_positions(factory, self.account, timeout_s), None
+        except ProbeError as exc:
+            return None, str(exc)
+        except Exception as exc:  # noqa: BLE001 - a broken venue never loses the summary
+            return None, f"{type(exc).__name__}: {exc}"

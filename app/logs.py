@@ -31,6 +31,42 @@ def _redacting(record: Record) -> bool:
     return True
 
 
+class RunLogFile:
+    """``run.log`` as a loguru sink that survives a full disk: the first failed
+    write is said once on stderr and the file is given up (the terminal keeps
+    the warnings), instead of a traceback on stderr for every line after it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh: Any = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by stop()
+
+    def write(self, message: str) -> None:
+        if self._fh is None:
+            return
+        try:
+            self._fh.write(message)
+            self._fh.flush()
+        except OSError as exc:
+            self._give_up(exc)
+
+    def _give_up(self, exc: OSError) -> None:
+        fh, self._fh = self._fh, None
+        print(f"tradewarden: {self.path} cannot be written any more ({exc}); "
+              "the run log goes on in the terminal only", file=sys.stderr)
+        try:
+            fh.close()
+        except OSError:
+            pass
+
+    def stop(self) -> None:
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            try:
+                fh.close()
+            except OSError:
+                pass
+
+
 class RunLogs:
     """Installs the run's log sinks; ``close`` restores loguru's default."""
 
@@ -50,8 +86,9 @@ class RunLogs:
         return self
 
     def _file_sink(self, run_dir: Path) -> int:
-        return logger.add(run_dir / "run.log", level="DEBUG" if self.verbose else "INFO",
-                          format=FILE_FORMAT, filter=_redacting, enqueue=False)
+        return logger.add(RunLogFile(run_dir / "run.log"),
+                          level="DEBUG" if self.verbose else "INFO",
+                          format=FILE_FORMAT, filter=_redacting, enqueue=False, colorize=False)
 
     @contextmanager
     def also_to(self, run_dir: Path) -> Iterator[None]:

@@ -55,9 +55,14 @@ class Sampler:
 
     Past ``max_samples`` every other sample is dropped and the interval
     doubles, so a long run keeps an even, coarser picture instead of growing.
+    The bound is small (a chart is 760 px wide: 120 to 240 points) and a
+    sample keeps only the mailboxes that had messages waiting, so the sampler
+    reaches its ceiling within two minutes rather than climbing through the
+    first half hour of a run (4,000 samples of every mailbox were ~0.2 MB a
+    minute of a default run).
     """
 
-    def __init__(self, min_interval_s: float = 0.5, max_samples: int = 4000) -> None:
+    def __init__(self, min_interval_s: float = 0.5, max_samples: int = 240) -> None:
         self.min_interval_s = min_interval_s
         self.max_samples = max_samples
         self.samples: list[dict[str, Any]] = []
@@ -82,7 +87,7 @@ class Sampler:
                     "unrealized": unrealized, "daily": number(c.get("daily_pnl"))},
             "positions": {s: number(q) for s, q in (c.get("positions") or {}).items()},
             "rejected": {str(r): int(n) for r, n in (c.get("rejected") or {}).items()},
-            "depth": {cell.name: cell.mailbox.depth for cell in cells},
+            "depth": {cell.name: d for cell in cells if (d := cell.mailbox.depth)},
         })
         self.actors = [{"name": cell.name, "supervisor": cell.supervisor, "state": cell.state,
                         "high_water": cell.mailbox.high_water,
@@ -113,19 +118,48 @@ def _e(text: Any) -> str:
     return html.escape(redact_text(str(text)), quote=True)
 
 
+#: plotted values are clipped to this magnitude: the chart still draws, and
+#: differences of clipped values stay finite (a figure like 9E+999999 is inf as a float)
+PLOT_LIMIT = 1e300
+#: never more ticks than this on one axis, whatever the range
+MAX_TICKS = 12
+
+
 def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """Round tick values across [lo, hi]; just the two ends when the range is
+    too narrow for float steps (1e20 .. 1e20 + 1) or not finite."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return []
     if hi <= lo:
-        hi = lo + 1.0
+        hi = lo + max(abs(lo) * 1e-9, 1.0)
     raw = (hi - lo) / n
-    mag = 10 ** math.floor(math.log10(raw))
+    if not math.isfinite(raw) or raw <= 0 or raw < max(abs(lo), abs(hi)) * 1e-12:
+        return [lo] if hi == lo else [lo, hi]
+    mag = 10.0 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    first = (lo // step) * step
-    ticks, v = [], first
-    while v <= hi + step * 1e-9:
-        if v >= lo - step * 1e-9:
-            ticks.append(round(v, 10))
-        v += step
-    return ticks
+    k0, k1 = math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9)
+    if k1 - k0 + 1 > max(MAX_TICKS, 2 * n):
+        return [lo, hi]
+    return [round(k * step, 10) for k in range(k0, k1 + 1)]
+
+
+def _plottable(series: Mapping[str, list[tuple[float, float]]]) -> tuple[
+        dict[str, list[tuple[float, float]]], int]:
+    """The points that can be drawn (NaN dropped, magnitudes clipped to
+    PLOT_LIMIT) and how many were dropped or clipped."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    odd = 0
+    for name, pts in series.items():
+        kept = []
+        for x, y in pts:
+            if math.isnan(x) or math.isnan(y):
+                odd += 1
+                continue
+            cx, cy = (max(-PLOT_LIMIT, min(PLOT_LIMIT, v)) for v in (x, y))
+            odd += (cx, cy) != (x, y)
+            kept.append((cx, cy))
+        out[name] = kept
+    return out, odd
 
 
 def _fmt(v: float) -> str:
@@ -167,9 +201,13 @@ def line_chart(series: Mapping[str, list[tuple[float, float]]], *, y_label: str,
     ``shaded``: (from, to or None for "until the end", why) periods drawn behind
     the lines (kill switch engaged). ``x_end`` extends the time axis (and every
     step line's last value) to the end of the run."""
+    series, odd = _plottable(series)
     series = _merge_identical({k: v for k, v in series.items() if v})
     if not series:
         return '<p class="empty">no samples</p>'
+    # absurd figures (NaN, infinite, beyond PLOT_LIMIT) never stop the report
+    note = (f'<p class="empty">{odd} value(s) not finite or beyond {PLOT_LIMIT:.0e}: '
+            "left out or clipped</p>") if odd else ""
     shaded = shaded or []
     xs = [x for pts in series.values() for x, _ in pts] + [a for a, _, _ in shaded]
     if x_end is not None:
@@ -248,7 +286,7 @@ def line_chart(series: Mapping[str, list[tuple[float, float]]], *, y_label: str,
         out.append(f'<text x="{W - MR + 34}" y="{legend_y}" font-size="11">kill switch '
                    f'engaged</text>')
     out.append("</svg>")
-    return "".join(out)
+    return "".join(out) + note
 
 
 def _top(series: dict[str, list[tuple[float, float]]], n: int = MAX_LINES,

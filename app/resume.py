@@ -15,8 +15,10 @@ positions with it; reconciling against a fresh one would "correct" the
 store to an empty account, so resuming such a run is refused.
 
 Each run directory gets a small ``run.json`` at start (run id, exchange URL,
-symbols, start time, resumes), so ``--resume`` knows where the run traded
-without being told again.
+venue, account, symbols, start time, resumes), so ``--resume`` knows where
+the run traded without being told again, and refuses to continue it anywhere
+else: reconciling the store with another exchange, venue or account would
+make "the broker wins" overwrite this run's positions with somebody else's.
 """
 
 from __future__ import annotations
@@ -53,11 +55,15 @@ def read_run_info(run_dir: Path) -> dict[str, Any]:
 
 
 def write_run_info(run_dir: Path, *, run_id: str, exchange_url: str | None,
-                   symbols: list[str], now: datetime, resumed: bool) -> None:
+                   symbols: list[str], now: datetime, resumed: bool,
+                   venue: str = "sim", account: str = "default") -> None:
     info = read_run_info(run_dir) if resumed else {}
     info.setdefault("run_id", run_id)
     info.setdefault("started_at", now.isoformat())
     info["exchange_url"] = exchange_url
+    # where the run trades, fixed at its first start (``check_same_place``)
+    info.setdefault("venue", venue)
+    info.setdefault("account", account)
     info["symbols"] = symbols
     if resumed:
         info.setdefault("resumed_at", []).append(now.isoformat())
@@ -78,7 +84,12 @@ def prepare(resume_dir: str, out: str | None, exchange_url: str | None) -> Resum
         raise ResumeError(f"{run_dir} holds no store (store/data.mdb): not a run directory, "
                           "nothing to resume")
     info = read_run_info(run_dir)
-    url = exchange_url or info.get("exchange_url")
+    started_url = info.get("exchange_url")
+    if exchange_url and started_url and _same_url(exchange_url) != _same_url(started_url):
+        raise ResumeError(f"cannot resume {run_dir} against {exchange_url}: the run started "
+                          f"on exchange {started_url}, and its store can only be reconciled "
+                          "with that one (leave --exchange out, or start a new run)")
+    url = exchange_url or started_url
     if not url:
         raise ResumeError(
             f"cannot resume {run_dir}: it traded on the embedded simulated exchange, which "
@@ -99,3 +110,20 @@ def prepare(resume_dir: str, out: str | None, exchange_url: str | None) -> Resum
     finally:
         store.close()
     return Resume(run_dir, url, info.get("started_at"), halted)
+
+
+def _same_url(url: str) -> str:
+    return url.strip().rstrip("/").lower()
+
+
+def check_same_place(run_dir: Path, *, venue: str, account: str) -> None:
+    """Refuse a resume whose configuration names another venue or account than
+    the run started with (both named). A run.json from before these were
+    recorded says nothing, and nothing is refused on its account."""
+    info = read_run_info(run_dir)
+    for what, now in (("venue", venue), ("account", account)):
+        then = info.get(what)
+        if then is not None and then != now:
+            raise ResumeError(f"cannot resume {run_dir} on {what} {now!r}: the run started on "
+                              f"{what} {then!r} (exchange.{what} in its config); its store "
+                              "holds that one's orders and positions")

@@ -6,12 +6,17 @@ market data, in-flight orders settle, one last reconciliation with the
 exchange), stops the tree in reverse order and writes the run directory:
 ``summary.json``, ``events.jsonl`` (the exchange's record), ``audit.jsonl``,
 ``store/`` and ``run.log``. SIGINT/SIGTERM end the run early the same
-orderly way (rule 16). The exit code is 0 unless a safety invariant broke.
+orderly way (rule 16). A runtime that halted (root supervisor gave up, disk
+full) ends the run at once, with the cause in summary.json. Exit codes
+(DESIGN section 8, ``app.summary.exit_code``): 0 every check ran and
+held; 1 an invariant failed or could not be checked; 2 bad usage, config or
+input; 3 the runtime halted.
 ``--resume DIR`` continues a killed run in its own directory (``app.resume``).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from datetime import datetime
@@ -28,9 +33,12 @@ from runtime.clock import LiveClock
 from app.launcher import LaunchSpec, Runtime, demo_plan
 from app.logs import RunLogs
 from app.stop_request import StopRequest
-from app.summary import collect_summary, print_summary, write_summary
+from app.summary import (EXIT_MEANING, EXIT_USAGE, collect_summary, exit_code, print_summary,
+                         write_summary)
 
 DRAIN_TIMEOUT_S = 5.0
+#: the line before summary.json's content on stdout when it cannot be written
+SUMMARY_ON_STDOUT = "summary.json follows:"
 
 
 def run_overrides(args: Any) -> dict[str, Any]:
@@ -109,27 +117,34 @@ def run(args: Any, preflight: Callable[[Any], Any] | None = None) -> int:
             resume = resuming.prepare(args.resume, args.out, args.exchange)
         except resuming.ResumeError as exc:
             print(f"tradewarden run: {exc}", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
         args.exchange = resume.exchange_url
     try:
         cfg = load_config(args.config, overrides=run_overrides(args))
     except (ConfigError, ControlError) as exc:
         print(f"tradewarden run: configuration error\n{exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    if resume is not None:
+        try:
+            resuming.check_same_place(resume.run_dir, venue=cfg.exchange.venue,
+                                      account=cfg.exchange.account)
+        except resuming.ResumeError as exc:
+            print(f"tradewarden run: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     if cfg.runtime.placement.symbols == "ray":
         from runtime.ray_placement import ray_missing
 
         why = ray_missing()
         if why is not None:
             print(f"tradewarden run: --ray: {why}", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
     warmup = None
     if preflight is not None:
         try:
             warmup = getattr(preflight(cfg), "warmup", None)
         except ValueError as exc:
             print(f"tradewarden run: {exc}", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
     clock = LiveClock()
     started = clock.now()
     if resume is not None:
@@ -140,7 +155,8 @@ def run(args: Any, preflight: Callable[[Any], Any] | None = None) -> int:
     run_id = run_dir.name
     resuming.write_run_info(run_dir, run_id=run_id, exchange_url=cfg.exchange.url,
                             symbols=list(cfg.market.symbols), now=started,
-                            resumed=resume is not None)
+                            resumed=resume is not None, venue=cfg.exchange.venue,
+                            account=cfg.exchange.account)
     console = cli_console()
     with RunLogs(run_dir, verbose=args.verbose):
         if resume is not None:
@@ -185,7 +201,9 @@ def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: dateti
     rt = Runtime(spec)
     control = _bind_control(rt, cfg, console, control_explicit)
     if control is False:
-        return 2
+        return EXIT_USAGE
+    if control is not None:
+        control.advertise(run_dir)  # the kill-switch command finds the endpoint and its token
     events_mark = None
     if cfg.exchange.url is not None:
         from app.run_events import mark_run_start
@@ -202,39 +220,60 @@ def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: dateti
             control.start()
             console.print(f"control endpoint: {control.url}  (/metrics /actors /healthz)")
         _progress(rt, duration, stop, console, sampler)
-        _drain(rt)
+        if not rt.require_system().halted:  # a halted tree has stopped already: nothing to drain
+            _drain(rt)
         sampler.sample(rt, time.monotonic() - t0, force=True)
     finally:
         stop.restore()
         if control is not None:
             control.stop()
         rt.stop()
-    if events_mark is not None:
+    not_run: dict[str, str] = {}
+    if cfg.exchange.url is not None:
+        from app.invariants import EVENT_CHECKS
         from app.run_events import copy_run_events
 
-        copied = copy_run_events(run_dir, cfg.exchange.url, events_mark)
+        copied = (copy_run_events(run_dir, cfg.exchange.url, events_mark)
+                  if events_mark is not None else None)
         console.print(f"events.jsonl: {copied} records copied from {cfg.exchange.url}"
                       if copied is not None else
                       "[yellow]events.jsonl could not be copied from the exchange "
                       "(see run.log)[/yellow]")
+        if copied is None:
+            not_run.update({c: "the exchange's events.jsonl could not be copied"
+                            for c in EVENT_CHECKS})
     ended = LiveClock().now()
     extra: dict[str, Any] = {"run_dir": str(run_dir), "symbols": list(symbols),
                              "interrupted_by": stop.signal}
+    if rt.require_system().halted:
+        extra["halted"] = {"reason": rt.require_system().halt_reason}
     if first_started is not None:  # resumed: the summary covers the whole run
         extra["resumed_at"] = started.isoformat()
     summary = collect_summary(rt, started_at=first_started or started.isoformat(),
-                              ended_at=ended.isoformat(), extra=extra)
-    write_summary(run_dir / "summary.json", summary)
+                              ended_at=ended.isoformat(), extra=extra, not_run=not_run)
+    try:
+        write_summary(run_dir / "summary.json", summary)
+    except OSError as exc:  # a full disk: the verdict still reaches the operator
+        logger.error("could not write summary.json: {}", exc)
+        console.print(f"[red]summary.json could not be written ({exc})[/red]")
+        print(f"{SUMMARY_ON_STDOUT}\n{json.dumps(summary, indent=2, default=str)}",
+              file=console.file, flush=True)
     try:
         write_report(run_dir, summary, sampler, title=f"Tradewarden run {run_id}")
+    except OSError as exc:
+        logger.error("could not write report.html: {}", exc)
     except Exception:  # noqa: BLE001 - a report bug never changes the run's outcome
         logger.exception("could not write report.html")
     print_summary(summary, f"Tradewarden run {run_id}", console)
     console.print(f"run directory: {run_dir}")
-    bad = summary["invariant_violations"]
-    for v in bad:
+    for v in summary["invariant_violations"]:
         logger.error("invariant violated: {}", v["detail"])
-    return 1 if bad else 0
+    for check, why in summary["checks_not_run"].items():
+        logger.error("check {} did not run: {}", check, why)
+    code = exit_code(summary)
+    if code:
+        console.print(f"exit code {code}: {EXIT_MEANING[code]}")
+    return code
 
 
 def warmup_note(cfg: Any, warmup: int) -> str:
@@ -316,8 +355,13 @@ def _progress(rt: Runtime, duration: float, stop: StopRequest, console: Console,
             bar.update(task, completed=min(elapsed, duration), status=status)
             if not interactive and elapsed - last_line >= 5.0:
                 last_line = elapsed
-                console.print(f"[{elapsed:5.1f}s/{duration:g}s] {status}")
+                # plain print: through rich, every distinct line and word of a
+                # long run filled its 4,096-entry width caches (~20 KB a minute)
+                print(f"[{elapsed:5.1f}s/{duration:g}s] {status}", file=console.file, flush=True)
             if elapsed >= duration:
+                break
+            if rt.require_system().halted:  # the tree is gone: waiting out the duration would lie
+                console.print(f"[red]runtime halted: {rt.require_system().halt_reason}[/red]")
                 break
     if stop.signal:
         console.print(f"{stop.signal} received: stopping in order")

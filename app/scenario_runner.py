@@ -76,8 +76,14 @@ class ScenarioResult:
     wall_s: float
 
     @property
+    def exit_code(self) -> int:
+        from app.summary import exit_code
+
+        return exit_code(self.summary)
+
+    @property
     def passed(self) -> bool:
-        return self.summary["expect"]["passed"] and not self.summary["invariant_violations"]
+        return self.exit_code == 0
 
 
 class ScenarioRun:
@@ -150,13 +156,17 @@ class ScenarioRun:
             if self.rt is not None and self.rt.system is not None and not self.rt.system._shut:
                 self.rt.stop()
         records = load_run_records(self.run_dir)
+        extra: dict[str, Any] = {"scenario": self.sc.name, "path": self.sc.path,
+                                 "seed": self.sc.seed, "crashes": self.crashes,
+                                 "crash_points": list(self.points_reached),
+                                 "entries_while_down": self.while_down,
+                                 "alerts": self._alerts()}
+        system = self.rt.system if self.rt is not None else None
+        if system is not None and system.halted:
+            extra["halted"] = {"reason": system.halt_reason}
         summary = collect_summary(self.rt, started_at=started.isoformat(),
-                                  ended_at=self.clock.now().isoformat(),
-                                  extra={"scenario": self.sc.name, "path": self.sc.path,
-                                         "seed": self.sc.seed, "crashes": self.crashes,
-                                         "crash_points": list(self.points_reached),
-                                         "entries_while_down": self.while_down,
-                                         "alerts": self._alerts()}, records=records)
+                                  ended_at=self.clock.now().isoformat(), extra=extra,
+                                  records=records)
         failures = check_expect(self.sc.expect, summary, exit_and_hedge_qty(*records))
         summary["expect"] = {"passed": not failures, "failures": failures}
         logger.info("scenario {}: expect {}{}; {} invariant violations", self.sc.name,
@@ -331,12 +341,13 @@ def run_scenario(path: str | Path, out_root: Path, config_path: str | None = Non
 
 
 def main(files: list[str], out: str | None, config_path: str | None = None) -> int:
-    """Run each file. Exit code (DESIGN section 8): 0 every expect held and no invariant
-    broke; 1 an expectation or invariant failed; 2 a file is missing or invalid (its
-    mistakes named with their lines), whatever the others did."""
+    """Run each file. Exit code (DESIGN section 8): 0 every expect held and every
+    invariant ran and held; 1 an expectation or invariant failed or could not be
+    checked; 2 a file is missing or invalid (its mistakes named with their lines),
+    whatever the others did; 3 a runtime halted (the gravest, it wins over all)."""
     from app.console import cli_console
     from app.logs import RunLogs
-    from app.summary import summary_table
+    from app.summary import EXIT_FAILED, EXIT_HALTED, EXIT_OK, EXIT_USAGE, summary_table
 
     console = cli_console()
     missing = [f for f in files if not Path(f).is_file()]
@@ -347,7 +358,7 @@ def main(files: list[str], out: str | None, config_path: str | None = None) -> i
     out_root = Path(out) if out else Path("runs") / "scenarios" / time.strftime("%Y%m%dT%H%M%SZ",
                                                                                  time.gmtime())
     out_root.mkdir(parents=True, exist_ok=True)
-    failed = invalid = 0
+    failed = invalid = halted = 0
     with RunLogs(out_root) as logs:
         for path in files:
             try:
@@ -360,6 +371,7 @@ def main(files: list[str], out: str | None, config_path: str | None = None) -> i
                 console.print(f"[red]{path}: {exc}[/red]")
                 invalid += 1
                 continue
+            halted += result.exit_code == EXIT_HALTED
             mark = "[green]PASS[/green]" if result.passed else "[red]FAIL[/red]"
             console.print(f"{mark} {result.name} ({path}, {result.wall_s:.2f}s wall) "
                           f"-> {result.run_dir}")
@@ -369,4 +381,5 @@ def main(files: list[str], out: str | None, config_path: str | None = None) -> i
     bad = failed + invalid
     console.print(f"{len(files) - bad}/{len(files)} scenarios passed"
                   + (f" ({invalid} invalid)" if invalid else ""))
-    return 2 if invalid else 1 if failed else 0
+    return (EXIT_HALTED if halted else EXIT_USAGE if invalid else EXIT_FAILED if failed
+            else EXIT_OK)

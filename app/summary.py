@@ -135,8 +135,15 @@ def build_summary(*, run_id: str, started_at: str, ended_at: str, audit: Sequenc
                   coordinator: Mapping[str, Any], market_events: int,
                   exchange_positions: Mapping[str, Any] | None, restarts: Mapping[str, int],
                   violations: list[dict[str, Any]], stops: Mapping[str, Any] | None = None,
-                  extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                  extra: Mapping[str, Any] | None = None,
+                  not_run: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``not_run``: check -> why it could not run (shown, never counted as held)."""
+    from app.invariants import check_statuses
+
     figures = audit_figures(audit)
+    not_run = dict(not_run or {})
+    if exchange_positions is None:
+        not_run.setdefault("positions_match", "the exchange's positions were not read")
     stop_exits = dict((stops or {}).get("stop_exits") or figures["stop_orders"])
     pnl = coordinator.get("pnl") or {"realized": "0", "unrealized": "0"}
     summary: dict[str, Any] = {
@@ -157,6 +164,8 @@ def build_summary(*, run_id: str, started_at: str, ended_at: str, audit: Sequenc
                                {s: str(q) for s, q in sorted(exchange_positions.items())}),
         "restarts": {k: v for k, v in sorted(restarts.items()) if v},
         "invariant_violations": violations,
+        "checks": check_statuses(violations, not_run),
+        "checks_not_run": dict(sorted(not_run.items())),
         "pnl": {"realized": str(pnl.get("realized", "0")),
                 "unrealized": str(pnl.get("unrealized", "0"))},
         "kill_switch": {"trips": figures["kill_switch_trips"],
@@ -167,6 +176,28 @@ def build_summary(*, run_id: str, started_at: str, ended_at: str, audit: Sequenc
     }
     summary.update(extra or {})
     return summary
+
+
+#: exit codes of ``run`` and ``scenario`` (DESIGN section 8)
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_HALTED = 0, 1, 2, 3
+EXIT_MEANING = {
+    EXIT_OK: "every check ran and held",
+    EXIT_FAILED: "an invariant or expectation failed, or a check could not run",
+    EXIT_USAGE: "bad usage, configuration or input file",
+    EXIT_HALTED: "the runtime halted (supervisor gave up, disk full)",
+}
+
+
+def exit_code(summary: Mapping[str, Any]) -> int:
+    """The process exit code a summary calls for. A check that could not run
+    is not a pass: 0 means every check ran and held."""
+    if summary.get("halted"):
+        return EXIT_HALTED
+    expect = summary.get("expect")
+    if (summary.get("invariant_violations") or summary.get("checks_not_run")
+            or (expect is not None and not expect.get("passed"))):
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def write_summary(path: Path, summary: Mapping[str, Any]) -> None:
@@ -224,10 +255,20 @@ def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str, str | None]
                      BAD if ks.get("state") == "HALTED" else None))
     rows.append(("restarts", ", ".join(f"{k} {v}" for k, v in
                                        (summary.get("restarts") or {}).items()) or "none", None))
+    halted = summary.get("halted")
+    if halted:
+        rows.append(("HALTED", f"{halted.get('reason')}", BAD))
     bad = summary.get("invariant_violations") or []
-    rows.append(("invariants", "all held", GOOD) if not bad else
-                ("invariants", f"{len(bad)} violated: "
-                 + "; ".join(str(v.get("detail")) for v in bad[:5]), BAD))
+    not_run = summary.get("checks_not_run") or {}
+    if bad:
+        rows.append(("invariants", f"{len(bad)} violated: "
+                     + "; ".join(str(v.get("detail")) for v in bad[:5]), BAD))
+    elif not_run:
+        ran = len(summary.get("checks") or {}) - len(not_run)
+        rows.append(("invariants", f"{ran} checked and held; NOT RUN: "
+                     + "; ".join(f"{k} ({v})" for k, v in not_run.items()), BAD))
+    else:
+        rows.append(("invariants", "all held", GOOD))
     if "expect" in summary:
         e = summary["expect"]
         rows.append(("expect", "passed", GOOD) if e.get("passed") else
@@ -263,11 +304,17 @@ def load_run_records(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str
 
 def collect_summary(rt: Any, *, started_at: str, ended_at: str,
                     extra: Mapping[str, Any] | None = None,
-                    records: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None) -> dict[str, Any]:
+                    records: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None,
+                    not_run: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Summary of a stopped :class:`~app.launcher.Runtime`, invariants checked.
 
     ``records`` are the run's (events, audit) when the caller has read them
-    already (the scenario runner needs them for its expect checks too)."""
+    already (the scenario runner needs them for its expect checks too).
+    The exchange's positions are asked for here, through the broker adapter
+    protocol, in every mode; when they cannot be read the comparison is
+    reported as not run, with the reason. ``not_run``: further checks the
+    caller knows cannot run (check -> why), e.g. the events-based ones when
+    the exchange's record could not be copied."""
     from app.invariants import check_all
 
     events, audit = records if records is not None else load_run_records(rt.spec.run_dir)
@@ -279,7 +326,10 @@ def collect_summary(rt: Any, *, started_at: str, ended_at: str,
         if scope is not None:
             events, start_positions = scope
     coordinator = rt.info("coordinator")
-    exchange_positions = rt.exchange_positions() if rt.engine is not None else None
+    skipped = dict(not_run or {})
+    exchange_positions, why = rt.query_exchange_positions()
+    if exchange_positions is None:
+        skipped["positions_match"] = f"the exchange's positions could not be read: {why}"
     system = rt.system
     dead = system.dead_letters.snapshot(recent=1000)["recent"]
     violations = check_all(
@@ -287,10 +337,10 @@ def collect_summary(rt: Any, *, started_at: str, ended_at: str,
         exchange_positions=exchange_positions,
         hedging_accounts=frozenset(a for a, on in rt.config.risk.hedging_mode.items() if on),
         fail_closed=rt.config.risk.fail_closed_on_missing_positions, dead_letters=dead,
-        start_positions=start_positions)
+        start_positions=start_positions, not_run=skipped)
     market_events = int(rt.info("gateway").get("counts", {}).get("market_events", 0))
     return build_summary(run_id=rt.spec.run_id, started_at=started_at, ended_at=ended_at,
                          audit=audit, coordinator=coordinator, market_events=market_events,
                          exchange_positions=exchange_positions,
                          restarts=dict(system.restart_counts), violations=violations,
-                         stops=rt.info("stops"), extra=extra)
+                         stops=rt.info("stops"), extra=extra, not_run=skipped)

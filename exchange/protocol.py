@@ -40,8 +40,9 @@ A real venue adapter added later implements the same five members.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+import threading
 from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 from messages import CancelOrder, ExchangeError, Message, OrderRejected, SubmitOrder, utc_now
 from messages.exchange import COMMAND_TYPES
@@ -100,3 +101,22 @@ def safe_sink(sink: Sink | None, event: Any, *, where: str) -> bool:
 
         logger.exception("{}: sink raised on {}", where, type(event).__name__)
         return False
+
+
+def close_in_background(adapter: Any, *, name: str = "adapter-close") -> threading.Thread:
+    """``adapter.close()`` on a short-lived thread of its own, returned so the
+    owner can join it at shutdown. Closing a transport may wait (a socket's
+    closing handshake with a stalled peer, a thread join); the actor that
+    drops a connection must not wait with it. A raising close is logged."""
+
+    def close() -> None:
+        try:
+            adapter.close()
+        except Exception:  # noqa: BLE001 - the connection is abandoned either way
+            from loguru import logger
+
+            logger.exception("{}: closing {} raised", name, type(adapter).__name__)
+
+    thread = threading.Thread(target=close, name=name, daemon=True)
+    thread.start()
+    return thread

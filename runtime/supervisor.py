@@ -32,6 +32,7 @@ from runtime.actor import EXECUTIONS, THREADED, Actor, handles
 from runtime.backoff import Backoff
 from runtime.directory import EXITED, RESTARTING, RUNNING, STOPPED
 from runtime.mailbox import StopNow
+from runtime.resources import exhausted
 from runtime.signals import ChildExited, GracefulStop, RestartChildren, StartChild, TerminateChild
 
 if TYPE_CHECKING:
@@ -171,6 +172,11 @@ class Supervisor(Actor):
             return
         self.log.warning("child {} exited ({}: {!r}); strategy {}", note.name, note.reason,
                          note.error, self.spec.strategy)
+        incurable = exhausted(note.error)
+        if incurable is not None:  # a restart would only crash again (runtime.resources)
+            self._escalate(note, f"gave up on {note.name} at once ({incurable}; "
+                                 "a restart cannot cure it)")
+            return
         if not self._within_intensity():
             self._escalate(note)
             return
@@ -280,14 +286,19 @@ class Supervisor(Actor):
         self.ctx.schedule(delay, RestartChildren(names, self._generation))
         self._publish()
 
-    def _escalate(self, note: ChildExited) -> None:
+    def _escalate(self, note: ChildExited, why: str | None = None) -> None:
+        """Stop every child and fail to our own supervisor; the child's error is
+        the escalation's cause, so what failed stays readable up the tree."""
         self._terminating = True
-        self.log.error("supervisor {}: more than {} restarts in {}s; giving up after {}",
-                       self.ctx.name, self.spec.intensity, self.spec.period_s, note.name)
+        if why is None:
+            self.log.error("supervisor {}: more than {} restarts in {}s; giving up after {}",
+                           self.ctx.name, self.spec.intensity, self.spec.period_s, note.name)
+            why = (f"restart intensity {self.spec.intensity} in {self.spec.period_s}s "
+                   f"exceeded (last: {note.name} {note.reason}: {note.error!r})")
+        else:
+            self.log.error("supervisor {}: giving up at once: {}", self.ctx.name, why)
         self._stop_children(self.children, graceful=False)
-        raise SupervisorEscalation(
-            f"{self.ctx.name}: restart intensity {self.spec.intensity} in {self.spec.period_s}s "
-            f"exceeded (last: {note.name} {note.reason}: {note.error!r})")
+        raise SupervisorEscalation(f"{self.ctx.name}: {why}") from note.error
 
     def _publish(self) -> None:
         """Expose supervisor figures on the cell for introspection (read-only)."""

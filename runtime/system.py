@@ -231,7 +231,11 @@ class ActorSystem:
 
     def root_exited(self, note: ChildExited) -> None:
         if note.reason != "normal" and not self._shut:
-            self.halt(f"root supervisor failed: {note.error!r}")
+            from runtime.resources import exhausted
+
+            incurable = exhausted(note.error)
+            self.halt(f"root supervisor failed: {note.error!r}" if incurable is None
+                      else f"{incurable.partition(':')[0]}: {note.error}")
         self._root_done.set()
 
     def on_halt(self, hook: Callable[[str], None]) -> None:

@@ -33,6 +33,16 @@ BTC = "BTCUSDT"
 DEEP = D("1000000")
 
 
+def poison_quote(ts: Any) -> Quote:
+    """A quote whose symbol is a list: it passes no validation (built around
+    it) and crashes the handler that looks the symbol up."""
+    bad = object.__new__(Quote)
+    for name, value in {"symbol": ["POISON"], "bid": D(1), "ask": D(1), "ts": ts,
+                        "bid_size": D(0), "ask_size": D(0)}.items():
+        object.__setattr__(bad, name, value)
+    return bad
+
+
 class Life:
     """One account's runtime across crashes: same store, same exchange, same clock."""
 
@@ -97,13 +107,7 @@ class Life:
         self.settle()
 
     def poison(self, actor: str) -> None:
-        """A quote whose symbol is a list: it passes no validation (built around
-        it) and crashes the handler that looks the symbol up."""
-        bad = object.__new__(Quote)
-        for name, value in {"symbol": ["POISON"], "bid": D(1), "ask": D(1), "ts": self.clock.now(),
-                            "bid_size": D(0), "ask_size": D(0)}.items():
-            object.__setattr__(bad, name, value)
-        self.system.tell(actor, bad)
+        self.system.tell(actor, poison_quote(self.clock.now()))
 
     # -- reading -------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from runtime import Actor, handles
 
@@ -79,3 +80,18 @@ class Gate(Actor):
     @handles(object)
     def on_any(self, msg):
         self.seen.append(msg)
+
+
+class Inbox(Actor):
+    """Stands in for the coordinator, alerts and symbol actors: records
+    (virtual time, message) of everything it is told."""
+
+    def __init__(self, ctx: Any) -> None:
+        super().__init__(ctx)
+        self.got: list[tuple[float, Any]] = []
+
+    def on_receive(self, message: Any) -> None:
+        self.got.append((self.ctx.clock.monotonic(), message))
+
+    def of(self, cls: type) -> list[Any]:
+        return [m for _, m in self.got if isinstance(m, cls)]

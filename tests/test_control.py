@@ -13,9 +13,11 @@ by sleeping; the only polling is of a child process's output.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -470,17 +472,25 @@ def test_run_serves_control_and_keeps_the_canary_secret(tmp_path) -> None:
 def test_kill_switch_command_engages_and_releases_through_the_endpoint(vr, capsys) -> None:
     from main import main as cli
 
+    run_dir = vr.rt.spec.run_dir
+    cfg = run_dir.parent / "runs-here.yaml"
+    cfg.write_text(f"run: {{out_root: '{run_dir.parent}'}}\n", encoding="utf-8")
     with ControlServer(vr.rt) as control:
+        control.advertise(run_dir)
         where = f"127.0.0.1:{control.port}"
-        assert cli(["kill-switch", "on", "--reason", "desk says stop", "--control", where]) == 0
+        # the token comes from the run directory: named, or found by the endpoint it serves
+        assert cli(["kill-switch", "on", "--reason", "desk says stop", "--run", str(run_dir)]) == 0
         vr.rt.system.wait_quiescent()
         assert vr.rt.info("coordinator")["trading_state"] == "HALTED"
         assert "desk says stop" in vr.rt.info("coordinator")["kill_reason"]
-        assert cli(["kill-switch", "off", "--reason", "all clear", "--control", where]) == 0
+        assert cli(["kill-switch", "off", "--reason", "all clear", "--control", where,
+                    "--config", str(cfg)]) == 0
         vr.rt.system.wait_quiescent()
         assert vr.rt.info("coordinator")["trading_state"] == "ACTIVE"
+        token = (run_dir / "control.token").read_text().strip()
         req = urllib.request.Request(control.url + "/kill-switch", data=b'{"on": "yes"}',
-                                     method="POST")
+                                     method="POST", headers={"Content-Type": "application/json",
+                                                             "Authorization": f"Bearer {token}"})
         with pytest.raises(urllib.error.HTTPError) as bad:
             urllib.request.urlopen(req, timeout=5)
         assert bad.value.code == 400
@@ -500,6 +510,87 @@ def test_inspect_names_an_unset_token_variable_before_asking(tmp_path, monkeypat
     assert inspect_main("127.0.0.1:9", config_path=str(cfg)) == 2
     err = capsys.readouterr().err
     assert "TW_TEST_UNSET_TOKEN" in err and "not set" in err
+
+
+# -- cross-site requests -------------------------------------------------------------------------
+
+
+def _request(control: ControlServer, method: str, path: str, *, host: str | None = None,
+             headers: dict[str, str] | None = None, body: bytes = b"") -> int:
+    """One request over a real socket with exactly these headers (Host included)."""
+    conn = http.client.HTTPConnection("127.0.0.1", control.port, timeout=10)
+    try:
+        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        if host != "":  # "" sends none at all
+            conn.putheader("Host", host if host is not None else f"127.0.0.1:{control.port}")
+        for k, v in (headers or {}).items():
+            conn.putheader(k, v)
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def test_the_kill_switch_refuses_cross_site_requests(vr) -> None:
+    """Mutating routes need the run's token (generated, 0600 in the run
+    directory), a Host naming the endpoint, no browser origin and a JSON body:
+    a web page cannot release the kill switch through the operator's browser."""
+    run_dir = vr.rt.spec.run_dir
+    vr.rt.system.tell("coordinator", KillSwitch(True, "desk", vr.rt.system.clock.now()))
+    vr.rt.system.wait_quiescent()
+    off = b'{"on": false, "reason": "released from a web page"}'
+    with ControlServer(vr.rt) as control:
+        control.advertise(run_dir)
+        path = run_dir / "control.token"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        token = path.read_text().strip()
+        assert len(token) >= 32
+        auth = {"Authorization": f"Bearer {token}"}
+        json_auth = {**auth, "Content-Type": "application/json"}
+        port = control.port
+        refused = {
+            "no token": (401, {"Content-Type": "application/json"}, None),
+            "wrong token": (401, {"Content-Type": "application/json",
+                                  "Authorization": "Bearer guess"}, None),
+            "browser origin": (403, {**json_auth, "Origin": "http://evil.example"}, None),
+            "fetch metadata": (403, {**json_auth, "Sec-Fetch-Site": "cross-site"}, None),
+            "same-origin page": (403, {**json_auth, "Sec-Fetch-Site": "same-origin",
+                                       "Sec-Fetch-Mode": "cors"}, None),
+            "form": (415, {**auth, "Content-Type": "application/x-www-form-urlencoded"}, None),
+            "multipart": (415, {**auth, "Content-Type": "multipart/form-data; boundary=x"}, None),
+            "text": (415, {**auth, "Content-Type": "text/plain"}, None),
+            "no type": (415, auth, None),
+            "rebound host": (421, json_auth, f"evil.example:{port}"),
+            "other port": (421, json_auth, f"127.0.0.1:{port + 1}"),
+            "no host": (421, json_auth, ""),
+        }
+        for what, (status, headers, host) in refused.items():
+            got = _request(control, "POST", "/kill-switch", host=host, headers=headers, body=off)
+            assert got == status, what
+        vr.rt.system.wait_quiescent()
+        assert vr.rt.info("coordinator")["trading_state"] == "HALTED"  # nothing got through
+        # reads: a rebound Host or a cross-site page is refused; a scraper is not
+        assert _request(control, "GET", "/healthz", host=f"evil.example:{port}") == 421
+        assert _request(control, "GET", "/actors", headers={"Sec-Fetch-Site": "cross-site"}) == 403
+        assert _request(control, "GET", "/metrics") == 200
+        assert _request(control, "GET", "/metrics", host=f"localhost:{port}") == 200
+        # the operator's own request goes through (a loopback alias is the same endpoint)
+        assert _request(control, "POST", "/kill-switch", host=f"localhost:{port}",
+                        headers=json_auth, body=off) == 202
+        vr.rt.system.wait_quiescent()
+        assert vr.rt.info("coordinator")["trading_state"] == "ACTIVE"
+
+
+def test_a_configured_token_is_the_write_token_and_is_not_written_to_disk(vr) -> None:
+    with ControlServer(vr.rt, token=CANARY_TOKEN) as control:
+        control.advertise(vr.rt.spec.run_dir)
+        assert not (vr.rt.spec.run_dir / "control.token").exists()
+        body = b'{"on": true, "reason": "x"}'
+        ok = {"Authorization": f"Bearer {CANARY_TOKEN}", "Content-Type": "application/json"}
+        assert _request(control, "POST", "/kill-switch", headers=ok, body=body) == 202
 
 
 def test_transport_metrics_only_where_there_is_a_socket() -> None:

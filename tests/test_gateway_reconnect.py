@@ -35,6 +35,7 @@ from messages.connectivity import ReconnectNow, ResyncDone, StreamDown
 from messages.control import BrokerPositions, ConnectivityChanged
 from runtime import Actor, Backoff, ChildSpec, handles
 from runtime.clock import EPOCH_DEFAULT
+from tests.rt_helpers import Inbox
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -44,21 +45,6 @@ WAIT = 5.0
 SEED = 7
 SYMS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "ADAUSDT")
 BACKOFF = Backoff(base_s=1.0, max_s=60.0, jitter="full")
-
-
-class Inbox(Actor):
-    """Stands in for the coordinator, alerts and symbol actors: records
-    (virtual time, message) of everything it is told."""
-
-    def __init__(self, ctx: Any) -> None:
-        super().__init__(ctx)
-        self.got: list[tuple[float, Any]] = []
-
-    def on_receive(self, message: Any) -> None:
-        self.got.append((self.ctx.clock.monotonic(), message))
-
-    def of(self, cls: type) -> list[Any]:
-        return [m for _, m in self.got if isinstance(m, cls)]
 
 
 class TimedSink:
@@ -269,10 +255,10 @@ def test_stalled_stream_trips_the_watchdog_and_a_fresh_session_is_served(
 
     srv.inject({"stall_stream": True})  # socket open, nothing sent
     srv.push(Quote("BTCUSDT", D("110"), D("110.1"), T0))
-    assert rig.h.now == 12.0  # the last quote came in now; checks run every 2.5 s
+    assert rig.h.now == 12.0  # the last quote came in now; checks run every second
     rig.h.run_until(16.9)  # silent, but not yet for timeout_s
     assert rig.gw().connected and rig.adapter.connected and rig.gw().counts["watchdog_trips"] == 0
-    rig.h.run_until(17.5)  # the first check past the timeout
+    rig.h.run_until(17.0)  # the check at the timeout
     gw = rig.gw()
     assert gw.counts["watchdog_trips"] == 1 and not gw.connected
     assert rig.rc().state == "reconnecting"

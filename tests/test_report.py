@@ -132,6 +132,30 @@ def test_the_report_and_the_console_table_show_the_same_rows() -> None:
     assert "[red]BTCUSDT[/red]" in text, "a value is shown as written, never read as markup"
 
 
+def test_absurd_figures_still_give_a_report(tmp_path) -> None:
+    """A figure like 9E+999999 (infinite as a float), a NaN or a 1e308 swing
+    used to overflow the axis ticks, and report.html was not written; a range
+    too narrow for float steps (1e20 .. 1e20 + 1) looped. Now they are left
+    out or clipped, and the chart says so."""
+    from app.metrics import number
+
+    sampler = Sampler(min_interval_s=0.0)
+    huge = number("9E+999999")
+    assert huge == float("inf")
+    for t, pnl, pos in ((0.0, huge, 1e308), (1.0, float("nan"), -1e308), (2.0, 1.0, 1e20),
+                        (3.0, -huge, 1e20 + 1)):
+        sampler.samples.append({"t": t, "pnl": {"total": pnl, "realized": pnl, "unrealized": 0.0,
+                                                "daily": pnl},
+                                "positions": {"BTCUSDT": pos, "ETHUSDT": 1e20},
+                                "rejected": {}, "depth": {"coordinator": 0}})
+    summary = {"run_id": "absurd", "invariant_violations": [],
+               "pnl": {"realized": "9E+999999", "unrealized": "-9E+999999"}}
+    path = write_report(tmp_path, summary, sampler, title="absurd")
+    html = path.read_text()
+    assert len(_svgs(html)) >= 2  # every chart is well-formed SVG
+    assert "not finite or beyond" in html
+
+
 # -- charts that tell the truth -----------------------------------------------------------------
 
 

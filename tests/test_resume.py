@@ -8,18 +8,16 @@ import json
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
-from decimal import Decimal as D
+from datetime import UTC
 from pathlib import Path
 
 from exchange.events_log import read_events
 from app import invariants
+from tests.ws_runs import ROOT, events_path, run_command, wait_until_traded, ws_exchange
 from trading.store import Store
 from trading.audit import read_audit
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 # -- resume from the command line ----------------------------------------------------------------
@@ -43,20 +41,37 @@ def test_resume_refuses_a_run_on_the_embedded_exchange(life, tmp_path: Path, cap
     assert "--out" in capsys.readouterr().err
 
 
+def test_resume_refuses_another_exchange_account_or_venue(life, tmp_path: Path, capsys) -> None:
+    """A run is continued only where it started: its store reconciled with
+    another exchange, venue or account would take that one's positions."""
+    from datetime import datetime
+
+    from main import main as cli
+    from app.resume import write_run_info
+
+    lf = life()
+    lf.quote()
+    lf.signal("buy", 1)
+    lf.advance(1)
+    lf.stop()
+    write_run_info(lf.run_dir, run_id="r", exchange_url="ws://127.0.0.1:9", symbols=["BTCUSDT"],
+                   now=datetime.now(UTC), resumed=False, venue="sim", account="alpha")
+    assert cli(["run", "--resume", str(lf.run_dir), "--exchange", "ws://127.0.0.1:10"]) == 2
+    err = capsys.readouterr().err
+    assert "ws://127.0.0.1:9" in err and "ws://127.0.0.1:10" in err
+    for what, value, section in (("account", "beta", "{account: beta}"),
+                                 ("venue", "othersim", "{account: alpha, venue: othersim}")):
+        cfg = tmp_path / f"{what}.yaml"
+        cfg.write_text(f"exchange: {section}\n", encoding="utf-8")
+        assert cli(["run", "--resume", str(lf.run_dir), "--config", str(cfg)]) == 2
+        err = capsys.readouterr().err
+        started = "alpha" if what == "account" else "sim"
+        assert f"{what} {value!r}" in err and f"{what} {started!r}" in err, err
+    info = json.loads((lf.run_dir / "run.json").read_text())
+    assert "resumed_at" not in info  # nothing was started
+
+
 # -- (vii) a real process, SIGKILLed at seeded random moments, resumed ------------------------
-
-REAL_CONFIG = """\
-risk: {max_volatility: "1", max_loss_per_trade: "100000", block_duplicate_positions: false}
-strategy: {name: demo, params: {warmup: 20, entry_z: 1.0, cooldown_s: 0.2, stop_pct: 0.4}}
-control: {enabled: false}
-"""
-
-
-def _count(events_path: Path, kind: str) -> int:
-    if not events_path.exists():
-        return 0
-    return sum(1 for e in read_events(events_path) if e["kind"] == kind)
-
 
 def test_sigkill_and_resume_against_a_websocket_exchange(tmp_path: Path) -> None:
     """``run`` trades at a WebSocket exchange that outlives it; it is SIGKILLed
@@ -64,36 +79,22 @@ def test_sigkill_and_resume_against_a_websocket_exchange(tmp_path: Path) -> None
     ``run --resume``. From the exchange's own events.jsonl: no client order id
     accepted twice, every accepted id approved once; at the end the resumed
     run's positions are the exchange's."""
-    from exchange.feed import RandomWalkFeed
-    from exchange.ws_server import run_server
-
     rng = random.Random(6)
-    symbols = ["BTCUSDT", "ETHUSDT"]
-    server = run_server(port=0, out_dir=tmp_path / "exchange", feed_interval_s=0.02,
-                        feed=RandomWalkFeed(symbols, seed=6, size=D("100")))
-    events = tmp_path / "exchange" / "events.jsonl"
-    cfg = tmp_path / "real.yaml"
-    cfg.write_text(REAL_CONFIG, encoding="utf-8")
+    events = events_path(tmp_path)
     out = tmp_path / "run"
-    common = ["--config", str(cfg), "--symbols", ",".join(symbols)]
-    try:
-        first = [sys.executable, str(ROOT / "main.py"), "run", *common, "--exchange", server.url,
-                 "--duration", "120", "--out", str(out)]
-        resume = [sys.executable, str(ROOT / "main.py"), "run", *common, "--resume", str(out)]
+    with ws_exchange(tmp_path, seed=6) as server:
+        first = run_command(tmp_path, "--exchange", server.url, "--duration", "120",
+                            "--out", str(out))
+        resume = run_command(tmp_path, "--resume", str(out))
         cmd = first
         for kill in range(2):
-            with open(tmp_path / f"proc{kill}.log", "w") as log:
+            log_path = tmp_path / f"proc{kill}.log"
+            with open(log_path, "w") as log:
                 proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
                 # After a few fills, right after the next order reached the
                 # exchange (its reports are then on the wire, its status
                 # maybe not yet stored), plus a seeded random few ms.
-                fills, orders = _count(events, "order_filled"), _count(events, "order_submitted")
-                deadline = time.monotonic() + 60
-                while (_count(events, "order_filled") < fills + 3
-                       or _count(events, "order_submitted") <= orders + 3):
-                    assert proc.poll() is None, (tmp_path / f"proc{kill}.log").read_text()[-3000:]
-                    assert time.monotonic() < deadline, "the run did not trade within 60 s"
-                    time.sleep(0.001)
+                wait_until_traded(proc, events, log_path)
                 time.sleep(rng.uniform(0.0, 0.004))
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(timeout=10)
@@ -102,8 +103,6 @@ def test_sigkill_and_resume_against_a_websocket_exchange(tmp_path: Path) -> None
                               text=True, timeout=120)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         exchange_positions = server.call(lambda: server.engine.positions()).result(5)
-    finally:
-        server.stop()
     evs = read_events(events)
     acks = Counter(e["client_order_id"] for e in evs if e["kind"] == "order_acked")
     assert acks and [c for c, n in acks.items() if n > 1] == []

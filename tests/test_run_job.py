@@ -60,6 +60,9 @@ def test_run_writes_a_complete_run_directory(fast_run: tuple[Path, Any]) -> None
     summary = json.loads((out / "summary.json").read_text())
     assert SUMMARY_KEYS <= set(summary)
     assert summary["invariant_violations"] == []
+    # every check ran: none is reported held without having run (rule 18)
+    assert summary["checks_not_run"] == {}
+    assert set(summary["checks"].values()) == {"held"}
     assert summary["market_events"] > 500
     assert summary["signals"] > 0, "the demo strategy should have traded in 4 s of 20 ms ticks"
     # positions equal the exchange's, symbol by symbol

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import threading
 
 import pytest
 
-from runtime import ChildSpec, SupervisorSpec
+from runtime import ChildSpec, SupervisorSpec, handles
 from runtime.backoff import Backoff
 from tests.rt_helpers import Boom, Finish, Note, Recorder
 
@@ -195,3 +196,44 @@ def test_bad_specs_are_rejected_with_clear_errors():
         ChildSpec("x", Recorder, restart="sometimes")
     with pytest.raises(ValueError, match="duplicate"):
         SupervisorSpec("s", [spec("a"), spec("a")])
+
+
+class _DiskWriter(Recorder):
+    """Its write fails as on a full disk (``ENOSPC``), as audit.jsonl's did."""
+
+    @handles(int)
+    def on_write(self, n: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_is_not_restarted_but_halts_the_runtime_at_once(harness_factory):
+    """A restart cannot cure a full disk: the supervisors give up on the first
+    failure (no crash loop up to the intensity) and the runtime halts with
+    "disk full" as its reason."""
+    halted = []
+    inner = SupervisorSpec("inner", [ChildSpec("w", _DiskWriter)], intensity=5, period_s=60)
+    h = harness_factory(inner, spec("sibling"), intensity=5, period_s=60)
+    h.system.on_halt(halted.append)
+    h.tell("w", 1)
+    h.advance(10)
+    assert h.system.halted and len(halted) == 1
+    assert halted[0].startswith("disk full: ") and "ENOSPC" not in halted[0]
+    assert "No space left on device" in halted[0]
+    assert h.cell("w").restarts == 0 and h.cell("inner").restarts == 0
+    assert h.cell("sibling").state != "running"
+
+
+def test_disk_full_is_found_anywhere_in_the_exception_chain():
+    from runtime.resources import exhausted
+
+    full = OSError(errno.ENOSPC, "No space left on device")
+    try:
+        try:
+            raise full
+        except OSError as exc:
+            raise RuntimeError("escalated") from exc
+    except RuntimeError as outer:
+        assert exhausted(outer) == f"disk full: {full!r}"
+    assert exhausted(OSError(errno.EDQUOT, "quota")).startswith("disk quota exceeded")
+    assert exhausted(RuntimeError("boom")) is None and exhausted(None) is None
+    assert exhausted(OSError(errno.EACCES, "denied")) is None
