@@ -264,7 +264,7 @@ def _write_token(base: str, token: str | None, run_dir: str | None,
             raise ControlError(f"{run_dir} holds no control.token: the run was started with a "
                                "configured token (set the variable named by control.token_env) "
                                "or without a control endpoint")
-        return base, token or saved  # type: ignore[return-value]
+        return base, token or saved  # type: ignore[return-value]  # one of them is set (checked above)
     if token is not None:
         return base, token
     for candidate in _run_dirs(out_root):
