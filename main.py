@@ -73,7 +73,7 @@ def _exchange(args: argparse.Namespace) -> int:
     from app.exchange_serve import main as exchange_main
 
     return exchange_main(port=args.port, out=args.out, symbols=args.symbols, seed=args.seed,
-                         config_path=args.config, tick_ms=args.tick_ms)
+                         config_path=args.config, tick_ms=args.tick_ms, protocol=args.protocol)
 
 
 def _kill_switch(args: argparse.Namespace) -> int:
@@ -131,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--control", metavar="HOST:PORT",
                    help="serve /metrics, /actors, /healthz here (default: config control "
                         "section, 127.0.0.1:8765; port 0 picks one; 'off' disables)")
+    p.add_argument("--venue", metavar="NAME",
+                   help="trade at a real venue from the config's venues section (through "
+                        "ccxt; its testnet unless the entry says live)")
+    p.add_argument("--live", action="store_true",
+                   help="allow a venue whose mode is live (real money)")
     p.add_argument("--resume", metavar="DIR",
                    help="continue the killed run in DIR from its store, reconciling with the "
                         "exchange first (needs an exchange that kept running: --exchange)")
@@ -160,6 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "a strategy's warmup counts these quotes)")
     p.add_argument("--config", metavar="FILE", help="YAML config on top of config/default.yaml "
                                                     "(its exchange section: latency, fees...)")
+    p.add_argument("--protocol", choices=("native", "binanceusdm"), default="native",
+                   help="native: the simulator's own msgpack WebSocket protocol; binanceusdm: "
+                        "Binance USDⓈ-M futures REST + WebSocket streams (the subset ccxt "
+                        "uses; API keys from TW_BINANCE_FACE_KEYS=key:secret:account,...)")
     p.set_defaults(func=_exchange)
 
     p = sub.add_parser("inspect", help="actors, supervisors, mailboxes and dead letters of a "

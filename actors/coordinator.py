@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from concurrent.futures import Future
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -30,7 +31,7 @@ from messages.control import (BrokerOrders, BrokerPositions, CancelIntent, Confi
                               RecoveryDone, StoppedOut)
 from messages.connectivity import ResyncRequest
 from messages.enums import OrderPurpose, OrderType
-from messages.exchange import OrderExpired, SubmitOrder
+from messages.exchange import ExchangeError, OrderExpired, SubmitOrder
 from messages.market import MarketStats, Quote
 from messages.orders import (CancelConfirmed, CancelOrder, OrderAcked, OrderFilled, OrderRejected,
                              OrderRequest, Signal)
@@ -48,6 +49,7 @@ from trading.pnl import PnlTracker
 from trading.reasons import Reason
 from trading.recovery import order_status_key, position_put, price_unpriced
 from trading.trust import IGNORED, UNKNOWN_ORDER, TrustReport
+from trading.venue_rules import conform
 
 
 class Coordinator(KillSwitchKeeper, Actor):
@@ -161,14 +163,15 @@ class Coordinator(KillSwitchKeeper, Actor):
         self.counts["signals"] += 1
         self._gate(Intent(sig.symbol, sig.side, sig.qty, account=sig.account, venue=self.venue,
                           purpose=OrderPurpose.ENTRY, reduce_only=sig.reduce_only,
-                          stop_loss=sig.stop_loss), OrderType.MARKET, price=None, trigger=None,
-                   tag=None, source="signal")
+                          stop_loss=sig.stop_loss, order_type=OrderType.MARKET),
+                   OrderType.MARKET, price=None, trigger=None, tag=None, source="signal")
 
     @handles(OrderIntent)
     def on_intent(self, it: OrderIntent) -> None:
         self._gate(Intent(it.symbol, it.side, it.qty, account=it.account, venue=self.venue,
                           purpose=it.purpose, reduce_only=it.reduce_only, stop_loss=it.stop_loss,
-                          limit_price=it.price, owner=it.owner, trigger_price=it.trigger_price),
+                          limit_price=it.price, owner=it.owner, order_type=it.order_type,
+                          trigger_price=it.trigger_price),
                    it.order_type, price=it.price, trigger=it.trigger_price, tag=it.tag,
                    group_id=it.group_id)
 
@@ -177,7 +180,21 @@ class Coordinator(KillSwitchKeeper, Actor):
               source: str = "intent") -> None:
         now = self.ctx.clock.monotonic()
         self.state.positions_fresh = self._positions_fresh(now)
+        notes: dict[str, str] = {}
+        rules = self.limits.instrument_rules.get(intent.symbol)
+        if rules is not None and isinstance(intent.qty, Decimal):
+            # the venue's lot step and tick (trading.venue_rules): quantity rounded
+            # down, prices on the tick in the passive direction, before the decision
+            c = conform(rules, intent.side, intent.qty, price=price, trigger=trigger,
+                        market=order_type in (OrderType.MARKET, OrderType.STOP_MARKET))
+            notes = c.notes
+            price, trigger = c.price, c.trigger
+            intent = replace(intent, qty=c.qty if c.qty > 0 else intent.qty,
+                             limit_price=c.price if intent.limit_price is not None else None,
+                             trigger_price=c.trigger)
         decision = decide(intent, self.state, now)
+        if notes:
+            decision.inputs.update(notes)
         coid = self.ids.next() if decision.approved else None
         self.audit.record(kind="risk_decision", reason=str(decision.reason),
                           approved=decision.approved, ts=self.ctx.clock.now(),
@@ -322,6 +339,28 @@ class Coordinator(KillSwitchKeeper, Actor):
             self._alert("warning", "circuit breaker open",
                         f"{self.state.breaker.consecutive} consecutive broker rejects; last: {ev.reason}")
         self._ended_by_broker(ev, "rejected")
+
+    @handles(ExchangeError)
+    def on_venue_trouble(self, err: ExchangeError) -> None:
+        """The venue said stop or something is off (forwarded by the gateway):
+        a rate limit or ban opens the circuit breaker for the venue's
+        Retry-After at least, and every such report is alerted once per kind
+        of trouble while it lasts (the alerts actor deduplicates)."""
+        self.counts[f"venue_{err.code}"] += 1
+        now = self.ctx.clock.monotonic()
+        if err.code in ("rate_limited", "ip_banned", "auth"):
+            if self.state.breaker.trip(now, err.retry_after_s or 0.0):
+                self.counts["breaker_open"] += 1
+            self._alert("critical" if err.code != "rate_limited" else "warning",
+                        f"venue {err.code.replace('_', ' ')}: circuit breaker open",
+                        f"{err.reason} (ref {err.ref})")
+        elif err.code == "clock_skew":
+            self._alert("warning", "venue clock skew", f"{err.reason}; time resynced")
+        elif err.code == "unknown_outcome":
+            self._alert("warning", "order outcome unknown",
+                        f"{err.reason}; kept in flight, looked up by client order id")
+        elif err.code == "cancel_failed":
+            self._alert("warning", "cancel not confirmed", f"{err.reason} (ref {err.ref})")
 
     @handles(OrderFilled)
     def on_filled(self, ev: OrderFilled) -> None:
@@ -536,3 +575,4 @@ class Coordinator(KillSwitchKeeper, Actor):
                           "realized": dict(self.pnl.realized_by_symbol),
                           "unrealized": dict(self.pnl.unrealized_by_symbol)},
         }
+

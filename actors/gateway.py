@@ -69,7 +69,12 @@ def watchdog_period(timeout_s: float) -> float:
 #: ExchangeError codes counted by name; any other is counted as "other", so a
 #: venue inventing codes cannot grow the counters without bound (rule 13).
 ERROR_CODES = frozenset(("bad_frame", "bad_command", "not_connected", "internal", "bad_fault",
-                         "unknown_symbol", "account_mismatch", "out_of_range"))
+                         "unknown_symbol", "account_mismatch", "out_of_range", "rate_limited", "ip_banned", "clock_skew", "auth",
+                         "unknown_outcome", "cancel_failed", "query_failed"))
+#: venue trouble the coordinator acts on (circuit breaker, alert); protocol-level
+#: codes, whichever adapter reports them (exchange/protocol.py)
+COORDINATOR_CODES = frozenset(("rate_limited", "ip_banned", "clock_skew", "auth",
+                               "unknown_outcome", "cancel_failed"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +341,8 @@ class Gateway(Actor):
         if err.code != "not_connected" and (n <= 20 or n % 1000 == 0):
             self.log.warning("exchange error {} (#{}): {} (ref {})", err.code[:64], n,
                              err.reason[:300], str(err.ref)[:64])
+        if err.code in COORDINATOR_CODES:
+            self.ctx.tell(self.coordinator, err)
 
     @handles(UnexpectedEvent)
     def on_unexpected(self, ev: UnexpectedEvent) -> None:

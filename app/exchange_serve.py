@@ -17,6 +17,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from exchange.binance_face.auth import keys_from_env
+from exchange.binance_face.server import BinanceFaceServer
 from exchange.config import ExchangeConfig as SimConfig
 from exchange.feed import RandomWalkFeed
 from exchange.synthetic import DEFAULT_SYMBOLS
@@ -42,11 +44,12 @@ def sim_bounds(config_path: str | Path | None = None) -> Bounds:
 def main(*, port: int = 8766, out: str | Path = "runs/exchange",
          symbols: str | list[str] | None = None,
          seed: int = 0, host: str = "127.0.0.1", config_path: str | Path | None = None,
-         tick_ms: float = 100.0) -> int:
+         tick_ms: float = 100.0, protocol: str = "native") -> int:
     from config import ConfigError
 
     try:
         settings = sim_config(config_path)
+        keys = keys_from_env() if protocol == "binanceusdm" else ()
         bounds = sim_bounds(config_path)
     except (ConfigError, ValueError) as exc:
         print(f"tradewarden exchange: configuration error\n{exc}", file=sys.stderr)
@@ -60,8 +63,15 @@ def main(*, port: int = 8766, out: str | Path = "runs/exchange",
         print(f"tradewarden exchange: --tick-ms must be more than 0, got {tick_ms}",
               file=sys.stderr)
         return 2
-    server = ExchangeServer(host=host, port=port, out_dir=out_dir, config=settings,
-                            feed=RandomWalkFeed(names, seed=seed), feed_interval_s=tick_ms / 1000)
+    feed = RandomWalkFeed(names, seed=seed)
+    server: ExchangeServer | BinanceFaceServer
+    if protocol == "binanceusdm":
+        server = BinanceFaceServer(host=host, port=port, out_dir=out_dir, config=settings,
+                                   feed=feed, feed_interval_s=tick_ms / 1000, keys=keys,
+                                   symbols=names)
+    else:
+        server = ExchangeServer(host=host, port=port, out_dir=out_dir, config=settings,
+                                feed=feed, feed_interval_s=tick_ms / 1000)
     server.engine.bounds = bounds
     try:
         server.start()
@@ -73,7 +83,12 @@ def main(*, port: int = 8766, out: str | Path = "runs/exchange",
               file=sys.stderr)
         return 2
     stop = StopRequest().install()
-    print(f"simulated exchange on {server.url} quoting {', '.join(names)} every {tick_ms:g} ms "
+    if isinstance(server, BinanceFaceServer):
+        url = f"{server.base_url} (Binance USDⓈ-M face; accounts: " \
+              f"{', '.join(sorted({k.account for k in keys}))})"
+    else:
+        url = server.url
+    print(f"simulated exchange on {url} quoting {', '.join(names)} every {tick_ms:g} ms "
           f"(latency {settings.latency_ms:g} ms, fees {settings.maker_fee_bps}/"
           f"{settings.taker_fee_bps} bps, {settings.quote_currency}); "
           f"events -> {out_dir / 'events.jsonl'}; Ctrl-C stops", flush=True)

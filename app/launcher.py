@@ -88,6 +88,12 @@ class LaunchSpec:
     #: the ``demo.groups`` config section when ``run`` starts the demo group driver
     #: (its symbols are in ``symbols`` too, with no strategy on them); see :func:`demo_plan`
     demo_groups: Any = None
+    #: a real venue (``run --venue``): its resolved settings (secrets inside;
+    #: never logged) for the ccxt adapter; None: the simulated exchange
+    venue: Any = None
+    #: the venue's instrument rules as data, ``{symbol: {rule: value}}``, loaded
+    #: from its markets at start (trading.venue_rules); empty: none
+    instrument_rules: dict[str, dict[str, str]] = field(default_factory=dict)
     #: where remote symbol actors run (runtime.remote.Placement), kept by the caller
     #: across lives; None: made from ``runtime.placement`` and closed with the runtime
     placement: Any = None
@@ -125,7 +131,7 @@ class Runtime:
         self.spec = spec
         self.config = spec.config
         self.account = spec.config.exchange.account
-        self.engine = spec.engine if spec.exchange_url is None else None
+        self.engine = spec.engine if not self.external else None
         self.store: Any = None
         self.audit: Any = None
         self.placement: Any = None
@@ -169,7 +175,7 @@ class Runtime:
         system.placement_watchers = ("coordinator",)  # fails closed for a symbol whose actor is away
         system.services["ids"] = IdAllocator.via_actor(system.tell, "client_order_id",
                                                        block=256)
-        if self.engine is None and spec.exchange_url is None:
+        if self.engine is None and not self.external:
             self.engine = self._new_engine()
         system.on_halt(self._on_halt)
         system.start(self.tree(), timeout=timeout)
@@ -248,7 +254,7 @@ class Runtime:
                               "dedup_window_s": cfg.alerts.dedup_window_s,
                               "batch": cfg.alerts.batch}),
         ]
-        if spec.exchange_url is None:
+        if not self.external:
             from actors.sim_venue import SimVenue
 
             children.append(ChildSpec("venue", SimVenue, args=(self.engine,),
@@ -267,8 +273,9 @@ class Runtime:
                       kwargs={"poll_s": cfg.reconciler.poll_s, "accounts": (self.account,),
                               "round_timeout_s": cfg.reconciler.startup_timeout_s}),
             ChildSpec("coordinator", Coordinator, conflate=True, market_lane=True,
-                      kwargs={"limits": Limits.from_config(cfg.risk,
-                                                           account_equity=cfg.exchange.starting_cash),
+                      kwargs={"limits": Limits.from_config(
+                                  cfg.risk, account_equity=cfg.exchange.starting_cash,
+                                  instrument_rules=spec.instrument_rules),
                               "symbols": list(spec.symbols), "venue": cfg.exchange.venue,
                               "stops": "stops", "bounds": self.bounds}),
             # rule 6: DESIGN draws group-<id> under the coordinator; their supervisor
@@ -294,7 +301,7 @@ class Runtime:
 
             children.append(ChildSpec("market", MarketFeed, args=(spec.market,),
                                       kwargs={"duration_s": spec.market_duration_s}))
-        if spec.demo_groups is not None and spec.exchange_url is None:
+        if spec.demo_groups is not None and not self.external:
             from actors.demo_groups import NAME as DEMO, DemoGroups, DemoSettings
 
             # last: started once everything it drives is up, stopped first
@@ -322,7 +329,7 @@ class Runtime:
         from exchange.config import split_spec
         from messages.exchange import ExchangeFault
 
-        if self.spec.exchange_url is not None or not self.spec.exchange_spec:
+        if self.external or not self.spec.exchange_spec:
             return
         _settings, faults = split_spec(self.spec.exchange_spec)
         if faults:
@@ -330,6 +337,13 @@ class Runtime:
 
     def _adapter_factory(self) -> Any:
         url, account = self.spec.exchange_url, self.account
+        venue = self.spec.venue
+        if venue is not None:
+            from exchange.ccxt_venue.adapter import CcxtVenueAdapter
+
+            def ccxt(sink: Any) -> Any:
+                return CcxtVenueAdapter(venue, sink, name=f"ccxt-{venue.exchange_id}")
+            return ccxt
         if url is None:
             from exchange.inprocess import InProcessAdapter
 
@@ -377,7 +391,7 @@ class Runtime:
     def demo_symbols(self) -> list[str]:
         """Symbols only the demo group driver trades (no strategy runs on them)."""
         demo = self.spec.demo_groups
-        return list(demo.symbols) if demo is not None and self.spec.exchange_url is None else []
+        return list(demo.symbols) if demo is not None and not self.external else []
 
     # -- reading ----------------------------------------------------------------------
 
@@ -386,8 +400,18 @@ class Runtime:
 
         return info_of(self.system, name)
 
+    @property
+    def external(self) -> bool:
+        """The exchange lives outside this process (a WebSocket server or a real venue)."""
+        return self.spec.exchange_url is not None or self.spec.venue is not None
+
     def exchange_positions(self) -> dict[str, Any]:
-        """The embedded engine's positions, read directly (tests); {} for a remote one."""
+        """The exchange's positions now: the venue's (asked), the embedded engine's
+        (read directly: tests); {} for a WebSocket exchange."""
+        if self.spec.venue is not None:
+            from exchange.ccxt_venue.start import venue_positions
+
+            return dict(venue_positions(self.spec.venue))
         if self.engine is None:
             return {}
         return {sym: qty for sym, qty in self.engine.positions(self.account).items()}
@@ -399,6 +423,13 @@ class Runtime:
         (its venue actor no longer drives it). A new venue kind adds its
         adapter here and gets the end-of-run positions check with it. None:
         there is no exchange to ask."""
+        venue = self.spec.venue
+        if venue is not None:
+            from exchange.ccxt_venue.adapter import CcxtVenueAdapter
+
+            def ccxt(sink: Any) -> Any:
+                return CcxtVenueAdapter(venue, sink, name=f"final-positions-{venue.exchange_id}")
+            return ccxt
         url = self.spec.exchange_url
         if url is not None:
             from exchange.ws_client import WsClientAdapter

@@ -84,6 +84,10 @@ def prepare(resume_dir: str, out: str | None, exchange_url: str | None) -> Resum
         raise ResumeError(f"{run_dir} holds no store (store/data.mdb): not a run directory, "
                           "nothing to resume")
     info = read_run_info(run_dir)
+    if info.get("ccxt_venue"):
+        raise ResumeError(f"cannot resume {run_dir}: it traded at venue "
+                          f"{info['ccxt_venue'].get('name')!r}; resuming a venue run is not "
+                          "supported yet (start a new run: it reconciles with the venue first)")
     started_url = info.get("exchange_url")
     if exchange_url and started_url and _same_url(exchange_url) != _same_url(started_url):
         raise ResumeError(f"cannot resume {run_dir} against {exchange_url}: the run started "

@@ -131,6 +131,19 @@ def run(args: Any, preflight: Callable[[Any], Any] | None = None) -> int:
         except resuming.ResumeError as exc:
             print(f"tradewarden run: {exc}", file=sys.stderr)
             return EXIT_USAGE
+    venue = None
+    if getattr(args, "venue", None):
+        from exchange.ccxt_venue.venue_config import VenueStartError, prepare_venue
+
+        try:
+            venue = prepare_venue(cfg, args.venue, live=bool(getattr(args, "live", False)),
+                                  exchange_url=args.exchange)
+        except (VenueStartError, ConfigError) as exc:
+            print(f"tradewarden run: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    elif getattr(args, "live", False):
+        print("tradewarden run: --live only applies to --venue", file=sys.stderr)
+        return EXIT_USAGE
     if cfg.runtime.placement.symbols == "ray":
         from runtime.ray_placement import ray_missing
 
@@ -157,6 +170,10 @@ def run(args: Any, preflight: Callable[[Any], Any] | None = None) -> int:
                             symbols=list(cfg.market.symbols), now=started,
                             resumed=resume is not None, venue=cfg.exchange.venue,
                             account=cfg.exchange.account)
+    if venue is not None:  # what, not how: no key or secret in run.json
+        info = resuming.read_run_info(run_dir)
+        info["ccxt_venue"] = venue.describe()
+        resuming.save_run_info(run_dir, info)
     console = cli_console()
     with RunLogs(run_dir, verbose=args.verbose):
         if resume is not None:
@@ -167,32 +184,39 @@ def run(args: Any, preflight: Callable[[Any], Any] | None = None) -> int:
         return _run(cfg, run_dir, run_id, clock, started, console,
                     control_explicit=bool(getattr(args, "control", None)),
                     first_started=resume.started_at if resume is not None else None,
-                    warmup=warmup)
+                    venue=venue, warmup=warmup)
 
 
 def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: datetime,
          console: Console, control_explicit: bool = False,
-         first_started: str | None = None, warmup: int | None = None) -> int:
+         first_started: str | None = None, venue: Any = None,
+         warmup: int | None = None) -> int:
     from exchange.synthetic import SyntheticMarket
 
     symbols, demo_groups = demo_plan(cfg)  # the demo pair trades symbols of its own
+    if venue is not None:  # a real venue's own market data; no demo drills there
+        symbols, demo_groups = tuple(cfg.market.symbols), None
     duration = float(cfg.run.duration_s)
     m = cfg.market
     market = None
-    if cfg.exchange.url is None:
+    if cfg.exchange.url is None and venue is None:
         market = SyntheticMarket(symbols, seed=m.seed, tick_interval_s=m.tick_interval_ms / 1000,
                                  bar_interval_s=m.bar_interval_s, start_price=m.start_price,
                                  start_prices=m.start_prices, tick_volatility=m.tick_volatility,
                                  spread_bps=m.spread_bps, quote_size=m.quote_size, start=started)
     spec = LaunchSpec(cfg, run_dir, symbols, clock, run_id=run_id, config_hash=config_hash(cfg),
                       seed=m.seed, exchange_url=cfg.exchange.url, market=market,
-                      market_duration_s=duration, demo_groups=demo_groups)
+                      market_duration_s=duration, demo_groups=demo_groups,
+                      venue=venue.settings if venue is not None else None,
+                      instrument_rules=venue.rules if venue is not None else {})
+    where = (venue.label() if venue is not None else cfg.exchange.url) or "in-process sim"
     logger.info("run {} starting: {} symbols, {:.0f}s, strategy {}, exchange {}", run_id,
-                len(symbols), duration, cfg.strategy.name, cfg.exchange.url or "in-process sim")
+                len(symbols), duration, cfg.strategy.name, where)
     traded = [s for s in symbols if demo_groups is None or s not in demo_groups.symbols]
     console.print(f"[bold]Tradewarden[/bold] run [cyan]{run_id}[/cyan]: {', '.join(traded)}, "
                   f"{duration:g}s, strategy {cfg.strategy.name}, "
-                  f"exchange {cfg.exchange.url or 'embedded simulator'}  ->  {run_dir}")
+                  f"exchange {where if where != 'in-process sim' else 'embedded simulator'}"
+                  f"  ->  {run_dir}")
     if demo_groups is not None:
         for line in drill_banner(demo_groups):
             console.print(line)
@@ -205,10 +229,13 @@ def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: dateti
     if control is not None:
         control.advertise(run_dir)  # the kill-switch command finds the endpoint and its token
     events_mark = None
-    if cfg.exchange.url is not None:
+    # the exchange's record: a WebSocket exchange's, or the simulator's Binance face
+    # (a venue with a base_url; a real venue has none, and the copy is skipped)
+    record_url = cfg.exchange.url or (venue.base_url if venue is not None else None)
+    if record_url is not None:
         from app.run_events import mark_run_start
 
-        events_mark = mark_run_start(run_dir, cfg.exchange.url)
+        events_mark = mark_run_start(run_dir, record_url)
     from app.report import Sampler, write_report
 
     sampler = Sampler(min_interval_s=0.5)
@@ -229,13 +256,13 @@ def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: dateti
             control.stop()
         rt.stop()
     not_run: dict[str, str] = {}
-    if cfg.exchange.url is not None:
+    if record_url is not None:
         from app.invariants import EVENT_CHECKS
         from app.run_events import copy_run_events
 
-        copied = (copy_run_events(run_dir, cfg.exchange.url, events_mark)
+        copied = (copy_run_events(run_dir, record_url, events_mark)
                   if events_mark is not None else None)
-        console.print(f"events.jsonl: {copied} records copied from {cfg.exchange.url}"
+        console.print(f"events.jsonl: {copied} records copied from {record_url}"
                       if copied is not None else
                       "[yellow]events.jsonl could not be copied from the exchange "
                       "(see run.log)[/yellow]")

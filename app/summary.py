@@ -319,7 +319,7 @@ def collect_summary(rt: Any, *, started_at: str, ended_at: str,
 
     events, audit = records if records is not None else load_run_records(rt.spec.run_dir)
     start_positions = None
-    if rt.spec.exchange_url is not None:  # a copy of a shared exchange's record
+    if rt.external:  # a copy of a shared exchange's record (or none: a real venue)
         from app.run_events import remote_scope
 
         scope = remote_scope(rt.spec.run_dir, rt.config.exchange.account, events)

@@ -18,7 +18,7 @@ from config.bounds import BoundsConfig
 from config.risk import Limits, RiskConfig, SymbolLimits
 from config.types import (BackoffSection, Dec, EnvName, Fraction, Host, Ident, Jitter, NonNegInt,
                           PosDec, PosFloat, PosInt, Port, Section, Symbol, is_loopback, unique)
-from config.venue import ExchangeConfig
+from config.venue import ExchangeConfig, VenueEntry, default_venues
 
 __all__ = ["AlertsConfig", "Config", "ExchangeConfig", "Limits", "RiskConfig", "SymbolLimits"]
 
@@ -271,6 +271,8 @@ class Config(Section):
     bounds: BoundsConfig = BoundsConfig()
     alerts: AlertsConfig = AlertsConfig()
     exchange: ExchangeConfig = ExchangeConfig()
+    #: real venues by name, for ``run --venue NAME`` (through ccxt)
+    venues: dict[Ident, VenueEntry] = Field(default_factory=default_venues)
     market: MarketConfig = MarketConfig()
     strategy: StrategyConfig = StrategyConfig()
     demo: DemoConfig = DemoConfig()

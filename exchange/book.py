@@ -19,6 +19,7 @@ from messages.types import Price, Quantity, Symbol
 ZERO = Decimal("0")
 NO_QTY = Quantity(ZERO)
 _BUY, _MARKET = Side.BUY, OrderType.MARKET  # (globals: read once per order)
+_STOP_MARKET = OrderType.STOP_MARKET
 
 WORKING = "working"
 FILLED = "filled"
@@ -109,7 +110,7 @@ class OrderState:
         touch = book.ask if buy else book.bid  # book.touch(req.side), inline
         if touch is None or not self.triggered:
             return None
-        if req.order_type is _MARKET:
+        if req.order_type is _MARKET or req.order_type is _STOP_MARKET:
             return touch
         limit = req.price
         if limit is None:  # never for a limit order (OrderRequest refuses it)

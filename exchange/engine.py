@@ -19,7 +19,8 @@ Matching rules (top of book from the quote stream):
   quote (an IOC remainder expires);
 * a stop-limit triggers when the ask (buy) rises to / the bid (sell) falls to
   its trigger, then behaves as a limit: if the price gapped through the
-  limit it rests unfilled;
+  limit it rests unfilled; a stop-market triggers alike and then takes the
+  touch like a market order (no limit to gap through);
 * a cancel takes effect ``cancel_ack_delay_ms`` after it arrives, so the
   order can still fill meanwhile (the real-world race the stop manager must
   survive); the reply says canceled, already_filled or unknown.
@@ -87,6 +88,10 @@ MAX_FIFO_HOLD_S = 60.0
 # Order path constants: enum members as globals (not class attribute lookups),
 # Emit without its frozen __init__ (exchange._fast), events.jsonl extra keys.
 _MARKET, _STOP_LIMIT, _BUY, _IOC = OrderType.MARKET, OrderType.STOP_LIMIT, Side.BUY, TimeInForce.IOC
+_STOP_MARKET = OrderType.STOP_MARKET
+#: types that take the touch once live (no limit price) / that wait for a trigger
+_PRICELESS = (_MARKET, _STOP_MARKET)
+_TRIGGERED = (_STOP_LIMIT, _STOP_MARKET)
 _new_emit = maker(Emit)
 _SUBMITTED_KEYS = ("order_type", "trigger_price", "reduce_only", "tif", "account", "group_id")
 _ACKED_KEYS = ("exchange_order_id",)
@@ -336,10 +341,10 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
             return f"invalid_price: {price!r} is not a finite positive decimal"
         if trigger is not None and _bad_decimal(trigger):
             return f"invalid_trigger_price: {trigger!r} is not a finite positive decimal"
-        if otype is not _MARKET and price is None:
+        if otype not in _PRICELESS and price is None:
             return f"invalid_price: a {otype} order needs a price"
-        if otype is _STOP_LIMIT and trigger is None:
-            return "invalid_trigger_price: a stop_limit order needs a trigger_price"
+        if otype in _TRIGGERED and trigger is None:
+            return f"invalid_trigger_price: a {otype} order needs a trigger_price"
         book = self.books.get(order.symbol)
         problem = order_problem(order, self.bounds, book.mid if book is not None else None)
         if problem is not None:
@@ -374,7 +379,7 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
     def _accept(self, order: OrderRequest, now: datetime) -> list[Emit]:
         coid, symbol = order.client_order_id, order.symbol
         eid = f"{self.config.id_prefix}{self.epoch}-O{next(self._order_seq)}"
-        st = OrderState(order, eid, now, order.qty, triggered=order.order_type is not _STOP_LIMIT)
+        st = OrderState(order, eid, now, order.qty, triggered=order.order_type not in _TRIGGERED)
         self.orders[coid] = st
         working = self.working.get(symbol)
         if working is None:

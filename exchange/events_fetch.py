@@ -64,8 +64,8 @@ class EventsMark:
 def events_mark(url: str, *, timeout: float = 5.0) -> EventsMark:
     """The exchange's record as it ends now, with its positions at that moment
     (one answer of the exchange's loop, so the two agree)."""
-    with _connect(url, timeout) as ws:
-        page = _ask(ws, QueryEvents(_request_id(), limit=0), timeout)
+    with _session(url, timeout) as ws:
+        page = ws.ask(QueryEvents(_request_id(), limit=0), timeout)
     return EventsMark(page.cursor, page.last_seq,
                       {(account, symbol): qty for account, symbol, qty in page.positions})
 
@@ -75,11 +75,11 @@ def fetch_events(url: str, since: EventsMark, out: Path, *, timeout: float = 10.
     tmp = out.with_name(out.name + ".part")
     count = 0
     try:
-        with _connect(url, timeout) as ws, open(tmp, "w", encoding="utf-8") as fh:
+        with _session(url, timeout) as ws, open(tmp, "w", encoding="utf-8") as fh:
             cursor = since.cursor
             while True:
-                page = _ask(ws, QueryEvents(_request_id(), since_seq=since.seq, cursor=cursor),
-                            timeout)
+                page = ws.ask(QueryEvents(_request_id(), since_seq=since.seq, cursor=cursor),
+                              timeout)
                 if page.lines:
                     fh.write("\n".join(page.lines) + "\n")
                     count += len(page.lines)
@@ -111,6 +111,68 @@ def _discard(tmp: Path) -> None:
 
 def _request_id() -> str:
     return f"events-{os.getpid()}-{next(_ids)}"
+
+
+def _session(url: str, timeout: float) -> Any:
+    """The native WebSocket exchange (``ws://``) or the Binance face's
+    ``GET /_sim/events`` (``http://``: a run at ``--venue`` with a base_url)."""
+    if url.startswith(("http://", "https://")):
+        return _HttpSession(url.rstrip("/"))
+    return _WsSession(_connect(url, timeout))
+
+
+class _WsSession:
+    def __init__(self, cm: Any) -> None:
+        self._cm = cm  # websockets' connect(): entered as a context manager
+        self.ws: Any = None
+
+    def __enter__(self) -> _WsSession:
+        self.ws = self._cm.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._cm.__exit__(*exc)
+
+    def ask(self, query: QueryEvents, timeout: float) -> EventsPage:
+        return _ask(self.ws, query, timeout)
+
+
+class _HttpSession:
+    """The same pages over plain HTTP (the Binance face serves the engine's record)."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def __enter__(self) -> _HttpSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def ask(self, query: QueryEvents, timeout: float) -> EventsPage:
+        import json
+        import urllib.error
+        import urllib.request
+        from urllib.parse import urlencode
+
+        qs = urlencode({"since_seq": query.since_seq, "cursor": query.cursor,
+                        "limit": query.limit})
+        try:
+            with urllib.request.urlopen(f"{self.base}/_sim/events?{qs}", timeout=timeout) as r:
+                data = json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            raise EventsFetchError(f"{self.base} serves no exchange record (HTTP {exc.code}): "
+                                   "only the simulator's face does") from exc
+        except (OSError, ValueError) as exc:
+            raise EventsFetchError(f"cannot read the exchange record at {self.base}: {exc}") \
+                from exc
+        try:
+            return EventsPage(query.request_id, tuple(str(x) for x in data["lines"]),
+                              int(data["cursor"]), int(data["last_seq"]), bool(data["more"]),
+                              tuple((str(a), str(sym), Decimal(str(q)))
+                                    for a, sym, q in data.get("positions", ())))
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+            raise EventsFetchError(f"unreadable events page from {self.base}: {exc}") from exc
 
 
 def _connect(url: str, timeout: float) -> Any:

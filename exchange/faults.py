@@ -140,7 +140,7 @@ class FaultsMixin(EngineHost):
             req = st.request
             price = spec.get("price")
             if price is None:
-                if req.order_type is OrderType.MARKET:
+                if req.order_type in (OrderType.MARKET, OrderType.STOP_MARKET):
                     book = self.books.get(req.symbol)
                     price = book.touch(req.side) if book is not None else None
                 else:

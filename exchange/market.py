@@ -71,7 +71,7 @@ class MarketMixin(EngineHost):
                 continue
             if st.marketable_price(book) is None:
                 continue
-            if st.request.order_type is OrderType.MARKET:
+            if st.request.order_type in (OrderType.MARKET, OrderType.STOP_MARKET):
                 self._take(st, book, now, out)
             else:
                 price = st.request.price

@@ -28,6 +28,8 @@ class OrderType(_StrEnum):
     MARKET = "market"
     LIMIT = "limit"
     STOP_LIMIT = "stop_limit"
+    #: a market order once its trigger is hit (no limit price: it takes the touch)
+    STOP_MARKET = "stop_market"
 
 
 class TimeInForce(_StrEnum):

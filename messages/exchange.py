@@ -354,7 +354,10 @@ class ExchangeError(Message):
     """A command or frame the exchange (or the transport) could not process.
 
     ``code`` is machine-readable: ``bad_frame``, ``bad_command``,
-    ``not_connected``, ``internal``, ``bad_fault``; ``ref`` names the request
+    ``not_connected``, ``internal``, ``bad_fault``; from a real venue also
+    ``rate_limited`` / ``ip_banned`` (with ``retry_after_s``), ``clock_skew``,
+    ``auth``, ``unknown_outcome`` (an order's answer was lost: it stays in
+    flight), ``cancel_failed``, ``query_failed``. ``ref`` names the request
     or order it concerns when that could be read.
     """
 
@@ -362,12 +365,19 @@ class ExchangeError(Message):
     reason: str
     ts: datetime
     ref: str | None = None
+    #: the venue asked for no request for this long (HTTP Retry-After), if it said
+    retry_after_s: float | None = None
 
     def __post_init__(self) -> None:
         check_str(self, "code")
         if not isinstance(self.reason, str):
             raise MessageError(f"ExchangeError.reason: expected a string, got {self.reason!r}")
         check_utc(self, "ts")
+        ra = self.retry_after_s
+        if ra is not None and (isinstance(ra, bool) or not isinstance(ra, (int, float))
+                               or not 0 <= ra <= 86_400):
+            raise MessageError(f"ExchangeError.retry_after_s: expected seconds in 0..86400, "
+                               f"got {ra!r}")
 
 
 #: Commands a transport forwards to the exchange engine.

@@ -80,10 +80,11 @@ class OrderRequest(Message):
         check_decimal(self, "price", positive=True, optional=True)
         check_decimal(self, "trigger_price", positive=True, optional=True)
         check_utc(self, "ts")
-        if self.order_type is not OrderType.MARKET and self.price is None:
-            raise MessageError(f"OrderRequest {self.client_order_id}: {self.order_type} needs a price")
-        if self.order_type is OrderType.STOP_LIMIT and self.trigger_price is None:
-            raise MessageError(f"OrderRequest {self.client_order_id}: stop_limit needs a trigger_price")
+        otype = self.order_type
+        if otype not in (OrderType.MARKET, OrderType.STOP_MARKET) and self.price is None:
+            raise MessageError(f"OrderRequest {self.client_order_id}: {otype} needs a price")
+        if otype in (OrderType.STOP_LIMIT, OrderType.STOP_MARKET) and self.trigger_price is None:
+            raise MessageError(f"OrderRequest {self.client_order_id}: {otype} needs a trigger_price")
 
 
 @message

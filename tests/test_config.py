@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import typing
+from typing import Any
+
 import subprocess
 import sys
 import textwrap
@@ -68,12 +71,19 @@ def test_default_yaml_equals_model_defaults():
     assert load_config() == Config()
 
 
-def _field_paths(model: type[BaseModel], prefix: tuple = ()) -> set[tuple]:
+def _field_paths(model: type[BaseModel], prefix: tuple = (), default: Any = None) -> set[tuple]:
+    """Every key of the model; a mapping of sections (``venues``) by its default entries."""
     out = set()
+    default = model() if default is None else default
     for name, info in model.model_fields.items():
         ann = info.annotation
+        args = typing.get_args(ann)
         if isinstance(ann, type) and issubclass(ann, BaseModel):
-            out |= _field_paths(ann, prefix + (name,))
+            out |= _field_paths(ann, prefix + (name,), getattr(default, name))
+        elif typing.get_origin(ann) is dict and len(args) == 2 and isinstance(args[1], type) \
+                and issubclass(args[1], BaseModel) and getattr(default, name):
+            for key, entry in getattr(default, name).items():
+                out |= _field_paths(args[1], prefix + (name, key), entry)
         else:
             out.add(prefix + (name,))
     return out

@@ -13,8 +13,9 @@ from decimal import Decimal
 from typing import Any
 
 from messages.bounds import DEFAULT_BOUNDS, Bounds
-from messages.enums import OrderPurpose, Side
+from messages.enums import OrderPurpose, OrderType, Side
 from messages.types import DEFAULT_ACCOUNT, Account, Price, Quantity, Symbol
+from trading import venue_rules
 from trading.book import Key, PositionBook
 from trading.limits import CircuitBreaker, Limits, RateLimiter
 from trading.reasons import Reason
@@ -38,6 +39,7 @@ class Intent:
     stop_loss: Price | None = None
     limit_price: Price | None = None
     owner: str | None = None
+    order_type: OrderType = OrderType.MARKET
     trigger_price: Decimal | None = None
 
     @property
@@ -128,6 +130,17 @@ def decide(intent: Intent, st: GateState, now: float) -> Decision:
         return verdict(Reason.OUT_OF_RANGE, problem=problem)
     if intent.reduce_only and not reducing:
         return verdict(Reason.NETTING_CONFLICT, note="reduce_only order would not reduce")
+    rules = st.limits.instrument_rules.get(intent.symbol)
+    if rules is not None:  # the venue would refuse it: exits included
+        market = intent.order_type in (OrderType.MARKET, OrderType.STOP_MARKET)
+        ref = mv.ask if intent.side is Side.BUY else mv.bid
+        broken = venue_rules.check(rules, intent.qty,
+                                   price=None if market else intent.limit_price,
+                                   reference=ref, market=market,
+                                   reduce_only=intent.reduce_only or reducing,
+                                   trigger=intent.trigger_price)
+        if broken is not None:
+            return verdict(broken[0], **broken[1])
     if reducing:
         return verdict(Reason.APPROVED)
 

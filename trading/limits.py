@@ -37,6 +37,9 @@ class Limits:
     breaker_cooloff_s: float = 30.0
     hedging_accounts: frozenset[str] = field(default_factory=frozenset)
     per_symbol: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False, hash=False)
+    #: symbol -> trading.venue_rules.InstrumentRules, loaded from the venue's
+    #: markets at start (empty: no venue rules, as with the simulated exchange)
+    instrument_rules: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def for_symbol(self, symbol: str) -> Limits:
         over = self.per_symbol.get(symbol)
@@ -45,7 +48,8 @@ class Limits:
         return replace(self, per_symbol={}, **over)
 
     @staticmethod
-    def from_config(risk: Any, *, account_equity: Decimal | None = None) -> Limits:
+    def from_config(risk: Any, *, account_equity: Decimal | None = None,
+                    instrument_rules: dict[str, Any] | None = None) -> Limits:
         """Build from the validated config's ``risk`` section (``config.risk.RiskConfig``).
 
         The config speaks the user's words (``position_staleness_s``,
@@ -68,6 +72,10 @@ class Limits:
                             for sym, o in (risk.per_symbol or {}).items()}
         if account_equity is not None:
             kw["account_equity"] = Decimal(account_equity)
+        if instrument_rules:  # {symbol: {rule: value}} as the venue's markets gave them
+            from trading.venue_rules import rules_table
+
+            kw["instrument_rules"] = rules_table(instrument_rules)
         return Limits(**kw)
 
 
@@ -131,6 +139,20 @@ class CircuitBreaker:
         self.consecutive = 0
         self.state = self.CLOSED
         self._trial_out = False
+
+    def trip(self, now: float, hold_s: float = 0.0) -> bool:
+        """Open now, whatever the count (the venue said stop: a 429, a ban).
+        Stays open at least ``hold_s`` (a Retry-After) and the cool-off. True
+        if this opened it."""
+        was_open = self.state == self.OPEN
+        self.state = self.OPEN
+        self.consecutive = max(self.consecutive, self.failures_to_open)
+        self._trial_out = False
+        # opened_at such that the cool-off ends no earlier than now + hold_s
+        self.opened_at = now + max(hold_s - self.cooloff_s, 0.0)
+        if not was_open:
+            self.open_count += 1
+        return not was_open
 
     def failure(self, now: float) -> bool:
         """Record a failure; True if this opened the breaker."""

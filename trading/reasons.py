@@ -27,6 +27,11 @@ class Reason(str, Enum):
     NO_MARKET_DATA = "no_market_data"
     WORST_CASE_MARGIN = "worst_case_margin"
     RECOVERING = "recovering"
+    #: the venue's instrument rules (trading.venue_rules), refused before sending
+    VENUE_LOT_SIZE = "venue_lot_size"
+    VENUE_MIN_NOTIONAL = "venue_min_notional"
+    VENUE_TICK_SIZE = "venue_tick_size"
+    VENUE_PRICE_BAND = "venue_price_band"
     #: a price, quantity or notional outside the sane range (rule 18)
     OUT_OF_RANGE = "out_of_range"
     #: the symbol's own actor (its market data and strategy) is down: a remote

@@ -38,6 +38,12 @@ def _sections(quick: bool) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
     from app.bench import hedge  # margin grid (rule 6) and hedge lag (rule 7)
 
     sections.append(("margin+hedge", lambda: hedge.run(quick)))
+    from app.bench import ccxt_face  # ccxt against the Binance face on loopback
+
+    sections.append(("ccxt", lambda: ccxt_face.run(quick)))
+    from app.bench import ccxt_adapter  # the ccxt venue adapter's own time per order
+
+    sections.append(("ccxt adapter", lambda: ccxt_adapter.run(quick)))
     from app.bench import remote_hop  # remote actors: the codec alone, and Ray
 
     sections.append(("remote", lambda: remote_hop.run(quick)))
