@@ -7,7 +7,8 @@ Why it is built this way:
 
 * Market data lands in preallocated numpy ring buffers: no allocation per
   tick, so memory stays flat however long the run (rule 13).
-* Features are cheap (tens of microseconds), so by default they are
+* Features are cheap (kept up to date quote by quote, see
+  ``RollingFeatures``: a few microseconds), so by default they are
   computed inline in the handler (``features_on="inline"``): a hop to an
   executor and back costs more than the work. A heavy feature set or model
   uses ``features_on="executor"``: the system's one shared executor
@@ -16,9 +17,11 @@ Why it is built this way:
   ring and the next computation, started when the result comes back, sees
   the latest data. A slow executor therefore costs freshness, never
   unbounded queues.
-* The computation reads a private chronological copy of the rings (taken
-  when it starts), so the actor keeps writing ticks while it runs; the
-  strategy then reads that same copy on the actor thread.
+* On the executor, the computation reads a private chronological copy of
+  the rings (taken when it starts), so the actor keeps writing ticks while
+  it runs; the strategy then reads that same copy on the actor thread.
+  Inline, nothing pushes while the handler runs, so the strategy reads the
+  rings' mirrored windows directly and no copy is taken.
 * The mailbox conflates Quote/Bar (``ChildSpec(conflate=True)``): when the
   actor is behind, only the latest quote and bar per symbol wait.
 * Bad input (wrong symbol, non-finite or crossed prices, naive or
@@ -48,6 +51,7 @@ from actors.features import (
     FeatureParams,
     Features,
     RingBuffer,
+    RollingFeatures,
     compute_features,
 )
 from actors.strategy import (
@@ -153,8 +157,13 @@ class SymbolActor(Actor):
                                else FeatureParams(**(feature_params or {})))
         self.quotes = RingBuffer(len(QUOTE_COLUMNS), ring_size)
         self.bars = RingBuffer(len(BAR_COLUMNS), bar_ring_size or max(8, ring_size // 2))
+        #: inline only: the features kept up to date quote by quote
+        self._rolling = (RollingFeatures(self.feature_params, ring_size) if self.inline_features
+                         else None)
         self.features: Features | None = None
         self._views: MarketHistory | None = None
+        self._bar_views: BarHistory | None = None
+        self._bar_views_at = -1
         self._coord = ctx.system.address(coordinator)
         self._incarnation = ctx.cell.incarnation
         self._seq = 0
@@ -194,7 +203,10 @@ class SymbolActor(Actor):
         if reason is not None:
             self._reject(reason, q)
             return
-        self.quotes.push((q.ts.timestamp(), bid, ask, (bid + ask) * 0.5, bsz, asz))
+        row = (q.ts.timestamp(), bid, ask, (bid + ask) * 0.5, bsz, asz)
+        self.quotes.push(row)
+        if self._rolling is not None:
+            self._rolling.push(*row)
         self._last_quote = q
         self._last_quote_ts = q.ts
         info["quotes"] += 1
@@ -274,24 +286,30 @@ class SymbolActor(Actor):
     # -- features: inline, or on the shared executor ---------------------------------
 
     def _compute(self) -> None:
-        nq = self.quotes.snapshot()
-        nb = self.bars.snapshot()
-        self._snap = (nq, nb, self._last_recv, self.info["ticks"], self._last_quote)
+        quotes, bars = self.quotes, self.bars
         self._dirty = False
         self._seq += 1
         self.info["computations"] += 1
         if self.inline_features:
+            # On the actor's own thread nothing pushes until this returns: the
+            # features are the rolling ones (equal to the batch kernel's on the
+            # ring), the strategy reads the rings' mirrored windows, no copy.
+            nq, nb = quotes.count, bars.count
+            self._snap = (nq, nb, self._last_recv, self.info["ticks"], self._last_quote)
             try:
-                features = compute_features(self.quotes.scratch[:, :nq],
-                                            self.bars.scratch[:, :nb], self.feature_params)
+                assert self._rolling is not None
+                features = self._rolling.features(nq, bars.window(nb))
             except Exception as exc:  # noqa: BLE001 - counted and logged, never a crash
                 self.info["feature_errors"] += 1
                 self.log.error("{}: feature computation failed: {!r}", self.symbol, exc)
             else:
                 self._on_features(features)
             return
+        nq = quotes.snapshot()
+        nb = bars.snapshot()
+        self._snap = (nq, nb, self._last_recv, self.info["ticks"], self._last_quote)
         self._in_flight = True
-        self.ctx.submit(compute_features, self.quotes.scratch[:, :nq], self.bars.scratch[:, :nb],
+        self.ctx.submit(compute_features, quotes.scratch[:, :nq], bars.scratch[:, :nb],
                         self.feature_params, tag=("features", self._incarnation, self._seq))
 
     @handles(TaskDone)
@@ -346,7 +364,15 @@ class SymbolActor(Actor):
         return out
 
     def _history(self, nq: int, nb: int) -> MarketHistory:
-        """Read-only views of the snapshots; rebuilt only while the rings fill up."""
+        """Read-only views of what the features were computed on: the rings'
+        windows (inline) or the snapshots (executor). Bar views are rebuilt only
+        when a bar arrived; snapshot views only while the rings fill up."""
+        if self.inline_features:
+            bars = self._bar_views
+            if bars is None or self._bar_views_at != self.bars.version:
+                bars = self._bar_views = BarHistory(*self.bars.columns(nb))
+                self._bar_views_at = self.bars.version
+            return MarketHistory(self.symbol, QuoteHistory(*self.quotes.columns(nq)), bars)
         cached = self._views
         if cached is None or cached.quotes.t.shape[0] != nq or cached.bars.t.shape[0] != nb:
             cached = self._views = MarketHistory(self.symbol, QuoteHistory(*self.quotes.view(nq)),

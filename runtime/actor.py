@@ -263,8 +263,8 @@ class Actor(pykka.ThreadingActor):
         stopped = self.actor_stopped
         bound = mailbox.dispatcher.slow_handler_s
         for _ in range(throughput):
-            if stopped.is_set():
-                break
+            if stopped.is_set() or not (mailbox._items or mailbox._market):
+                break  # nothing waits: end the turn without a take that finds nothing
             item = mailbox.take()
             if item is EMPTY:
                 break

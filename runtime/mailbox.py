@@ -238,13 +238,9 @@ class Mailbox:
     def _pop(self) -> Any:
         """The next item (the main lane first, then the market lane), or EMPTY."""
         depth = len(self._items) + len(self._market)
-        try:
-            _, item = self._items.popleft()
-        except IndexError:
-            try:
-                _, item = self._market.popleft()
-            except IndexError:
-                return EMPTY
+        item = self._popleft()
+        if item is EMPTY:
+            return EMPTY
         if depth > self.high_water:
             self.high_water = depth
         if type(item) is _Slot:
@@ -252,6 +248,20 @@ class Mailbox:
                 del self._slots[item.key]
                 return item.msg
         return item
+
+    def _popleft(self) -> Any:
+        """The raw head of the main lane, else of the market lane, else EMPTY.
+        Truth tests first: a raised IndexError costs more than a message's
+        whole hand-off, and every pooled turn ends on an empty mailbox."""
+        items, market = self._items, self._market
+        try:
+            if items:
+                return items.popleft()[1]
+            if market:
+                return market.popleft()[1]
+        except IndexError:  # drained from another thread between the test and the pop
+            pass
+        return EMPTY
 
     def take_first(self, kinds: tuple[type, ...]) -> Any:
         """Remove and return the first waiting item of one of ``kinds`` from the
@@ -347,14 +357,7 @@ class Mailbox:
     def drain(self) -> list[Any]:
         """Remove and return everything waiting (used for dead letters at the end)."""
         out = []
-        while True:
-            try:
-                _, item = self._items.popleft()
-            except IndexError:
-                try:
-                    _, item = self._market.popleft()
-                except IndexError:
-                    break
+        while (item := self._popleft()) is not EMPTY:
             if self.dispatcher is None:
                 try:
                     self._wake.get_nowait()

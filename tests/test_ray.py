@@ -33,9 +33,13 @@ def placement():
     pl.close()
 
 
+def doubler_on(placement):
+    return VirtualHarness(ChildSpec("sink", Sink), ChildSpec("doubler", Doubler, execution="remote"),
+                          placement=placement).start()
+
+
 def test_a_ray_hosted_actor_answers_in_order_and_reports_its_node(placement):
-    h = VirtualHarness(ChildSpec("sink", Sink), ChildSpec("doubler", Doubler, execution="remote"),
-                       placement=placement).start()
+    h = doubler_on(placement)
     try:
         for i in range(200):
             h.system.tell("doubler", Ping(i))
@@ -48,8 +52,7 @@ def test_a_ray_hosted_actor_answers_in_order_and_reports_its_node(placement):
 
 
 def test_killing_a_ray_host_process_restarts_the_actor_with_nothing_lost_or_doubled(placement):
-    h = VirtualHarness(ChildSpec("sink", Sink), ChildSpec("doubler", Doubler, execution="remote"),
-                       placement=placement).start()
+    h = doubler_on(placement)
     try:
         for i in range(50):
             h.system.tell("doubler", Ping(i))

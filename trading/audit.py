@@ -39,6 +39,11 @@ GENESIS_HASH = "0" * 64
 _TAIL_BYTES = 1 << 16
 
 
+#: ``json.dumps(rec, default=str, separators=(",", ":"))`` without building an
+#: encoder per record (one per risk decision, on the order path)
+_encode = json.JSONEncoder(default=str, separators=(",", ":")).encode
+
+
 def line_hash(line: str) -> str:
     """The hash the next record carries: SHA-256 of one line as written (no newline)."""
     return hashlib.sha256(line.encode("utf-8")).hexdigest()
@@ -88,7 +93,7 @@ class AuditLog:
             "inputs": inputs,
             **extra,
         }
-        line = redact_text(json.dumps(rec, default=str, separators=(",", ":")))
+        line = redact_text(_encode(rec))
         if self.path is not None:
             self._fh.write(line + "\n")
         self._prev_hash = line_hash(line)

@@ -66,6 +66,28 @@ def runtime_tell_per_s(n: int) -> float:
         system.shutdown()
 
 
+def paced_latency_us(send: Any, sink: list[float], rate: int,
+                     seconds: float) -> tuple[float, float]:
+    """Call ``send(i)`` ``rate`` times a second for ``seconds``, wait until the
+    sink holds a latency (seconds) for each, and return their p50/p99 in us."""
+    total = int(rate * seconds)
+    interval = 1.0 / rate
+    start = time.perf_counter()
+    for i in range(total):
+        due = start + i * interval
+        now = time.perf_counter()
+        if due > now:
+            # Sleep (never spin): a spinning producer holds the GIL for a
+            # whole switch interval (5 ms) and would measure itself.
+            time.sleep(due - now)
+        send(i)
+    deadline = time.monotonic() + 10
+    while len(sink) < total and time.monotonic() < deadline:
+        time.sleep(0.001)
+    lat = np.array(sink) * 1e6
+    return float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+
+
 class _Stage(Actor):
     def __init__(self, ctx: ActorContext, nxt: str | None, sink: list[float]) -> None:
         super().__init__(ctx)
@@ -90,22 +112,7 @@ def pipeline4_latency_us(rate: int, seconds: float) -> tuple[float, float]:
     system.start(SupervisorSpec("root", children))
     try:
         first = system.address("p1")
-        total = int(rate * seconds)
-        interval = 1.0 / rate
-        start = time.perf_counter()
-        for i in range(total):
-            due = start + i * interval
-            now = time.perf_counter()
-            if due > now:
-                # Sleep (never spin): a spinning producer holds the GIL for a
-                # whole switch interval (5 ms) and would measure itself.
-                time.sleep(due - now)
-            first.tell(time.perf_counter())
-        deadline = time.monotonic() + 10
-        while len(sink) < total and time.monotonic() < deadline:
-            time.sleep(0.001)
-        lat = np.array(sink) * 1e6
-        return float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+        return paced_latency_us(lambda _i: first.tell(time.perf_counter()), sink, rate, seconds)
     finally:
         system.shutdown()
 
@@ -141,21 +148,7 @@ def hop_latency_us(execution: str, rate: int, seconds: float) -> tuple[float, fl
         ChildSpec("hop-to", _HopTo, args=(sink,), execution=execution),
         ChildSpec("hop-from", _HopFrom, args=("hop-to",), execution=execution)]))
     try:
-        go = system.address("hop-from").tell
-        total = int(rate * seconds)
-        interval = 1.0 / rate
-        start = time.perf_counter()
-        for i in range(total):
-            due = start + i * interval
-            now = time.perf_counter()
-            if due > now:
-                time.sleep(due - now)
-            go(i)
-        deadline = time.monotonic() + 10
-        while len(sink) < total and time.monotonic() < deadline:
-            time.sleep(0.001)
-        lat = np.array(sink) * 1e6
-        return float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+        return paced_latency_us(system.address("hop-from").tell, sink, rate, seconds)
     finally:
         system.shutdown()
 
