@@ -449,7 +449,7 @@ class RollingFeatures:
             last = (self._head - 1) % cap
             k = self._k
             mid = self._mid[last]
-            sprd = spread_bps(self._bid, self._ask)
+            sprd = spread_bps(bid=self._bid, ask=self._ask)
             n = min(total, self._vw + 1)
             if n >= 2:
                 elapsed = self._t[last] - self._t[(last - n + 1) % cap]
