@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from config.schema import Config
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -17,13 +21,13 @@ def _bench(args: argparse.Namespace) -> int:
     return bench_main(quick=args.quick, out=args.out)
 
 
-def _check_strategy(cfg: object) -> object:
+def _check_strategy(cfg: Config) -> object:
     """The configured strategy exists and takes its parameters (ValueError naming the
     known ones otherwise): checked before a run directory is made. Returns an
     instance, whose ``warmup`` the banner reports."""
     from actors.strategy import strategy_by_name
 
-    strategy = cfg.strategy  # type: ignore[attr-defined]
+    strategy = cfg.strategy
     return strategy_by_name(strategy.name, strategy.params)
 
 

@@ -22,7 +22,8 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from loguru import logger
 

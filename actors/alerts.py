@@ -45,7 +45,8 @@ from __future__ import annotations
 import random
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from actors.alert_sinks import Sink, SinkError, scrub
 from messages.alerts import Alert, SinkReady
@@ -303,7 +304,7 @@ class AlertsActor(Actor):
     def figures(self) -> dict[str, Any]:
         """Plain-data figures for /actors and /metrics (no secrets: reasons and
         errors are scrubbed before they are stored)."""
-        sinks = {
+        sinks: dict[str, dict[str, Any]] = {
             name: {"kind": st.sink.kind, "ready": st.ready, "not_ready_reason": st.reason,
                    "sent": st.sent, "failed": st.failed, "rejected": st.rejected,
                    "pending": len(st.queue), "dropped": st.dropped,

@@ -35,6 +35,7 @@ from messages.market import MarketStats, Quote
 from messages.orders import (CancelConfirmed, CancelOrder, ExitPlan, OrderAcked, OrderFilled,
                              OrderRejected, OrderRequest, Signal, merge_plan)
 from messages.persistence import Ack, Durable, Flush, Put, StoreDb
+from messages.types import ClientOrderId, Price, Symbol, as_price as _price
 from actors.kill_switch import KillSwitchKeeper
 from actors.symbol import symbol_of_actor
 from runtime import Actor, handles
@@ -171,23 +172,24 @@ class Coordinator(KillSwitchKeeper, Actor):
         plan = sig.exit_plan
         self._gate(Intent(sig.symbol, sig.side, sig.qty, account=sig.account, venue=self.venue,
                           purpose=OrderPurpose.ENTRY, reduce_only=sig.reduce_only,
-                          stop_loss=plan.stop_loss if plan else None,
+                          stop_loss=_price(plan.stop_loss if plan else None),
                           order_type=OrderType.MARKET),
-                   OrderType.MARKET, None, None, None, source="signal", exit_plan=plan)
+                   OrderType.MARKET, price=None, trigger=None, tag=None, source="signal",
+                   exit_plan=plan)
 
     @handles(OrderIntent)
     def on_intent(self, it: OrderIntent) -> None:
         plan = merge_plan(it.stop_loss, it.exit_plan)
         self._gate(Intent(it.symbol, it.side, it.qty, account=it.account, venue=self.venue,
                           purpose=it.purpose, reduce_only=it.reduce_only,
-                          stop_loss=plan.stop_loss if plan else None,
+                          stop_loss=_price(plan.stop_loss if plan else None),
                           limit_price=it.price, owner=it.owner, order_type=it.order_type,
                           trigger_price=it.trigger_price),
-                   it.order_type, it.price, it.trigger_price, it.tag, group_id=it.group_id,
-                   exit_plan=plan)
+                   it.order_type, price=it.price, trigger=it.trigger_price, tag=it.tag,
+                   group_id=it.group_id, exit_plan=plan)
 
-    def _gate(self, intent: Intent, order_type: OrderType, price: Decimal | None,
-              trigger: Decimal | None, tag: str | None, group_id: str | None = None,
+    def _gate(self, intent: Intent, order_type: OrderType, *, price: Price | None,
+              trigger: Price | None, tag: str | None, group_id: str | None = None,
               source: str = "intent", exit_plan: ExitPlan | None = None) -> None:
         now = self.ctx.clock.monotonic()
         self.state.positions_fresh = self._positions_fresh(now)
@@ -196,7 +198,7 @@ class Coordinator(KillSwitchKeeper, Actor):
         if rules is not None and isinstance(intent.qty, Decimal):
             # the venue's lot step and tick (trading.venue_rules): quantity rounded
             # down, prices on the tick in the passive direction, before the decision
-            c = conform(rules, intent.side, intent.qty, price, trigger,
+            c = conform(rules, intent.side, intent.qty, price=price, trigger=trigger,
                         market=order_type in (OrderType.MARKET, OrderType.STOP_MARKET))
             notes = c.notes
             price, trigger = c.price, c.trigger
@@ -224,6 +226,7 @@ class Coordinator(KillSwitchKeeper, Actor):
                                                            position=self.book.qty(intent.key)))
             return
         self.counts["approved"] += 1
+        assert coid is not None  # allocated above for every approved decision
         # The approval reaches the OS before the intent can become durable: a
         # killed process must not leave an order that will be (re)sent with no
         # audit record of its decision (rules 1 and 10).
@@ -290,7 +293,9 @@ class Coordinator(KillSwitchKeeper, Actor):
         if not self.connected:
             self.held_cancels.add(msg.client_order_id)  # sent once the stream is up
             return
-        self.ctx.tell(self.gateway, CancelOrder(msg.client_order_id, order.key[2], self.ctx.clock.now()))
+        self.ctx.tell(self.gateway, CancelOrder(ClientOrderId(msg.client_order_id),
+                                                Symbol(order.key[2]),
+                                                self.ctx.clock.now()))
 
     # -- broker events -------------------------------------------------------------
 
@@ -402,9 +407,11 @@ class Coordinator(KillSwitchKeeper, Actor):
         if crash is not None and crash("after_fill", ev.fill_id):
             return
         plan = order.exit_plan if order is not None else None
-        if self.stops and plan is not None and order.purpose is OrderPurpose.ENTRY:
+        if self.stops and plan is not None and order is not None \
+                and order.purpose is OrderPurpose.ENTRY:
             self.protected_keys.add(key)
-            self.ctx.tell(self.stops, ProtectPosition(ev.symbol, ev.side, ev.qty, plan.stop_loss,
+            self.ctx.tell(self.stops, ProtectPosition(ev.symbol, ev.side, ev.qty,
+                                                      _price(plan.stop_loss),
                                                       ev.account, ev.client_order_id, ev.ts,
                                                       plan=plan, entry_price=ev.price))
         self._forward(ev.client_order_id, ev, owner=order.owner if order else None)
@@ -499,7 +506,8 @@ class Coordinator(KillSwitchKeeper, Actor):
                 order = self.book.inflight.get(coid)
                 if order is not None:
                     self.counts["held_cancels_sent"] += 1
-                    self.ctx.tell(self.gateway, CancelOrder(coid, order.key[2], self.ctx.clock.now()))
+                    self.ctx.tell(self.gateway, CancelOrder(ClientOrderId(coid), Symbol(order.key[2]),
+                                                            self.ctx.clock.now()))
 
     @handles(BrokerPositions)
     def on_broker_positions(self, msg: BrokerPositions) -> None:

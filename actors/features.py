@@ -237,7 +237,7 @@ def zscore(x: np.ndarray, window: int) -> float:
     return (float(w[-1]) - mean) / math.sqrt(var)
 
 
-def spread_bps(bid: float, ask: float) -> float:
+def spread_bps(*, bid: float, ask: float) -> float:
     mid = (bid + ask) / 2.0
     if not mid > 0:
         return math.nan
@@ -258,7 +258,7 @@ def adv_from_bars(t: np.ndarray, volume: np.ndarray) -> float:
     return float(_sum(volume[1:])) / span * SECONDS_PER_DAY
 
 
-def adv_from_quotes(t: np.ndarray, bid_size: np.ndarray, ask_size: np.ndarray,
+def adv_from_quotes(t: np.ndarray, *, bid_size: np.ndarray, ask_size: np.ndarray,
                     factor: float = 0.1) -> float:
     """Crude ADV proxy: ``factor`` of mean displayed size per quote update, times
     the update rate, times 24 h. Only used before two bars have arrived."""
@@ -289,7 +289,7 @@ def compute_features(quotes: np.ndarray, bars: np.ndarray,
     if nq:
         t, m = q[Q_T], q[Q_MID]
         mid = float(m[-1])
-        sprd = spread_bps(float(q[Q_BID, -1]), float(q[Q_ASK, -1]))
+        sprd = spread_bps(bid=float(q[Q_BID, -1]), ask=float(q[Q_ASK, -1]))
         vol = realized_volatility(t, m, params.vol_window, params.vol_horizon_s)
         ma_f = moving_average(m, params.ma_fast)
         ma_s = moving_average(m, params.ma_slow)
@@ -299,7 +299,8 @@ def compute_features(quotes: np.ndarray, bars: np.ndarray,
     if nb >= 2:
         adv = adv_from_bars(bars[B_T], bars[B_VOLUME])
     if not math.isfinite(adv) and nq >= 2:
-        adv = adv_from_quotes(q[Q_T], q[Q_BID_SIZE], q[Q_ASK_SIZE], params.adv_quote_factor)
+        adv = adv_from_quotes(q[Q_T], bid_size=q[Q_BID_SIZE], ask_size=q[Q_ASK_SIZE],
+                              factor=params.adv_quote_factor)
     if not math.isfinite(adv) and nq >= 2:
         adv = 0.0  # unknown: reported as no measured volume, never guessed upward
     return Features(n_quotes=nq, n_bars=nb, mid=mid, spread_bps=sprd, volatility=vol,
@@ -448,7 +449,7 @@ class RollingFeatures:
             last = (self._head - 1) % cap
             k = self._k
             mid = self._mid[last]
-            sprd = spread_bps(self._bid, self._ask)
+            sprd = spread_bps(bid=self._bid, ask=self._ask)
             n = min(total, self._vw + 1)
             if n >= 2:
                 elapsed = self._t[last] - self._t[(last - n + 1) % cap]

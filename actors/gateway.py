@@ -29,7 +29,8 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from messages.connectivity import (ReconnectNow, ResyncDone, ResyncRequest, StreamDown, StreamUp,
                                    WatchdogCheck)

@@ -14,12 +14,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from actors.owned_orders import CLOSED_STATUSES, catch_up, owned_orders
 from messages.enums import OrderPurpose
 from messages.persistence import Put, StoreDb
 from trading.group_state import LEG, PENDING, UNWIND, Group, GroupOrder
+
+if TYPE_CHECKING:
+    from collections import Counter
+
+    from loguru import Logger
+
+    from runtime.context import ActorContext
+    from trading.group_spec import GroupSpec
 
 KEY_PREFIX = "group|"
 
@@ -71,6 +79,33 @@ class LingerDone:
 class GroupRecovery:
     """Mixin for :class:`actors.order_group.OrderGroup` (listed before RebuildGate)."""
 
+    if TYPE_CHECKING:  # what the order group provides
+        ctx: ActorContext
+        log: Logger
+        g: Group | None
+        group_id: str
+        spec: GroupSpec | None
+        cfg: GroupSettings
+        persistence: str
+        counts: Counter[str]
+        max_unhedged: dict[str, Decimal]
+        _dirty: bool
+        _check_timer: int | None
+
+        @property
+        def key(self) -> str: ...
+        def _begin(self, spec: GroupSpec) -> None: ...
+        def _request_book(self) -> None: ...
+        def _timer(self, delay: float, msg: Any) -> None: ...
+        def _drive(self) -> None: ...
+
+    def _group(self) -> Group:
+        """The group's state, for the steps that run only once it was begun or rebuilt."""
+        g = self.g
+        if g is None:
+            raise RuntimeError(f"order group {self.group_id} has no state yet")
+        return g
+
     def persist_changes(self) -> None:
         if self._dirty and self.g is not None:
             self.ctx.tell(self.persistence, Put(StoreDb.GROUPS, self.key, self.g.record()))
@@ -90,7 +125,7 @@ class GroupRecovery:
                 return
             self._begin(self.spec)
             return
-        g = self.g
+        g = self._group()
         self.counts["restarts"] += 1
         catch_up(snapshot, g.orders)
         self._adopt(snapshot)
@@ -99,7 +134,7 @@ class GroupRecovery:
     def _adopt(self, snapshot: dict[str, dict[str, Any]]) -> None:
         """Orders the gate approved for us that our record missed (we died before the
         acceptance arrived): matched to the pending intent by leg and kind."""
-        g = self.g
+        g = self._group()
         for coid, owned in owned_orders(snapshot, self.ctx.name).items():
             if coid in g.orders:
                 continue
@@ -120,7 +155,7 @@ class GroupRecovery:
             self._dirty = True
 
     def _resume(self) -> None:
-        g = self.g
+        g = self._group()
         self._dirty = True
         if g.state == PENDING:
             self._request_book()

@@ -43,6 +43,7 @@ from messages.enums import OrderPurpose, OrderType, Side
 from messages.exchange import OrderExpired
 from messages.orders import CancelConfirmed, OrderFilled, OrderRejected
 from messages.persistence import Put, StoreDb
+from messages.types import Account, Quantity, Symbol
 from runtime import Actor, handles
 from runtime.info_rows import InfoRows
 from runtime.rolling import RollingSample
@@ -187,8 +188,9 @@ class Hedger(RebuildGate, Actor):
         tag = f"{book.key}|{book.seq}"
         now = self.ctx.clock.monotonic()
         book.pending[tag] = (side, qty, started if started is not None else now)
-        intent = OrderIntent(book.symbol, side, qty, OrderPurpose.HEDGE, self.ctx.clock.now(),
-                             order_type=OrderType.MARKET, account=book.account,
+        intent = OrderIntent(Symbol(book.symbol), side, Quantity(qty), OrderPurpose.HEDGE,
+                             self.ctx.clock.now(), order_type=OrderType.MARKET,
+                             account=Account(book.account),
                              owner=self.ctx.name, tag=tag)
         self._outbox.append((self.coordinator, intent))
         self.counts["hedges_sent"] += 1
@@ -201,7 +203,7 @@ class Hedger(RebuildGate, Actor):
         book = self._book_of_tag(msg.tag)
         if book is None:
             return
-        entry = book.pending.pop(msg.tag, None)
+        entry = book.pending.pop(msg.tag or "", None)
         if entry is None:
             return
         side, qty, started = entry
@@ -213,7 +215,7 @@ class Hedger(RebuildGate, Actor):
     @handles(IntentRejected)
     def on_intent_rejected(self, msg: IntentRejected) -> None:
         book = self._book_of_tag(msg.tag)
-        if book is None or book.pending.pop(msg.tag, None) is None:
+        if book is None or book.pending.pop(msg.tag or "", None) is None:
             return
         self._refused(book, f"the coordinator refused the hedge: {msg.reason}")
 

@@ -11,7 +11,9 @@ that fires silently is one of the failures this runtime exists to prevent.
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from messages.control import KillSwitch
 from messages.persistence import Put, StoreDb
@@ -19,9 +21,31 @@ from runtime import handles
 from trading.gate import ACTIVE, HALTED
 from trading.recovery import KILL_SWITCH_KEY
 
+if TYPE_CHECKING:
+    from loguru import Logger
+
+    from runtime.context import ActorContext
+    from trading.gate import GateState
+    from trading.limits import Limits
+    from trading.pnl import PnlTracker
+
 
 class KillSwitchKeeper:
     """Mixin of ``actors.coordinator.Coordinator`` (its state, audit and alerts)."""
+
+    if TYPE_CHECKING:  # what the coordinator provides
+        ctx: ActorContext
+        log: Logger
+        state: GateState
+        pnl: PnlTracker
+        limits: Limits
+        audit: Any
+        counts: Counter[str]
+        persistence: str
+        alerts: str
+        kill_reason: str | None
+
+        def _publish(self) -> None: ...
 
     def _restore_kill_switch(self) -> None:
         previous = self.ctx.cell.info  # the cell outlives the instance it published from

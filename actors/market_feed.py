@@ -17,7 +17,8 @@ event sequence is the same whatever the machine's speed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from exchange.synthetic import SyntheticMarket
 from messages.market import Bar, Quote
@@ -47,7 +48,7 @@ class MarketFeed(Actor):
         self.quotes = 0
         self.bars = 0
         self.done = False
-        self._events: Iterator[tuple[float, Quote | Bar]] | None = None
+        self._events: Iterator[tuple[float, Quote | Bar]] = iter(())  # the walk begins in on_start
         self._next: tuple[float, Quote | Bar] | None = None
         self._t0 = 0.0
 

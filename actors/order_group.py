@@ -46,6 +46,7 @@ from messages.control import (CancelIntent, GroupAudit, HedgeRequest, IntentAcce
 from messages.enums import OrderPurpose, OrderType, Side
 from messages.exchange import OrderExpired
 from messages.orders import CancelConfirmed, OrderFilled, OrderRejected
+from messages.types import Price, Quantity
 from runtime import Actor, TaskDone, handles
 from trading.group_margin import MarginVerdict, PortfolioView, Unpriced, build_legs, evaluate
 from trading.group_spec import GroupSpec, is_drill
@@ -106,7 +107,7 @@ class OrderGroup(GroupRecovery, RebuildGate, Actor):
     # -- the margin gate --------------------------------------------------------------------------
 
     def _request_book(self) -> None:
-        g = self.g
+        g = self._group()
         g.seq += 1
         self.request_id = f"{g.group_id}|book|{g.seq}"
         self._send(self.coordinator, PortfolioRequest(self.ctx.name, self.request_id,
@@ -162,7 +163,7 @@ class OrderGroup(GroupRecovery, RebuildGate, Actor):
         g = self.g
         if g is None or msg.client_order_id in g.orders:
             return
-        p = g.pending.pop(msg.tag, None) or parse_tag(msg.tag or "", self.ctx.clock.now())
+        p = g.pending.pop(msg.tag or "", None) or parse_tag(msg.tag or "", self.ctx.clock.now())
         if p is None:
             return
         g.orders[msg.client_order_id] = GroupOrder(p.kind, p.leg, p.side, p.qty, p.sent_at)
@@ -172,8 +173,8 @@ class OrderGroup(GroupRecovery, RebuildGate, Actor):
     @handles(IntentRejected)
     def on_intent_rejected(self, msg: IntentRejected) -> None:
         g = self.g
-        p = g.pending.pop(msg.tag, None) if g is not None else None
-        if p is None:
+        p = g.pending.pop(msg.tag or "", None) if g is not None else None
+        if p is None or g is None:
             return
         self._dirty = True
         why = f"the gate refused {p.kind} {g.leg(p.leg).symbol}: {msg.reason}"
@@ -199,7 +200,7 @@ class OrderGroup(GroupRecovery, RebuildGate, Actor):
         rejected = isinstance(ev, OrderRejected)
         o.closed = "rejected" if rejected else "expired"
         self._dirty = True
-        why = (f"{o.kind} {self.g.leg(o.leg).symbol} ({ev.client_order_id}) "
+        why = (f"{o.kind} {self._group().leg(o.leg).symbol} ({ev.client_order_id}) "
                f"{'rejected: ' + ev.reason if rejected else 'expired'}")
         self._order_failed(o.kind, o.leg, why, "leg_rejected" if rejected else "leg_expired")
 
@@ -213,7 +214,7 @@ class OrderGroup(GroupRecovery, RebuildGate, Actor):
         self._drive()
 
     def _order_failed(self, kind: str, leg: int, why: str, reason: str) -> None:
-        g = self.g
+        g = self._group()
         if g.terminal or g.handoff:
             self._drive()
             return
@@ -278,7 +279,7 @@ class OrderGroup(GroupRecovery, RebuildGate, Actor):
     # -- the decision ------------------------------------------------------------------------------
 
     def _drive(self) -> None:
-        g = self.g
+        g = self._group()
         self._dirty = True
         if g.state in (SUBMITTING, PARTIALLY_FILLED):
             for leg in g.legs:  # priority order: one leg in the gate at a time
@@ -296,7 +297,7 @@ class OrderGroup(GroupRecovery, RebuildGate, Actor):
         self._settle()
 
     def _drive_rollback(self) -> None:
-        g = self.g
+        g = self._group()
         waiting = bool([p for p in g.pending.values() if p.kind == LEG or g.handoff])
         for coid, o in g.open_orders():
             if o.kind == LEG or g.handoff:
@@ -313,7 +314,7 @@ class OrderGroup(GroupRecovery, RebuildGate, Actor):
                 held = g.held(leg.index)
                 todo = held - g.live(UNWIND, leg.index)
                 if todo > 0 and leg.index not in self.retry_wait:
-                    self._send_intent(UNWIND, leg.index, Side(leg.side).opposite(), todo, None)
+                    self._send_intent(UNWIND, leg.index, Side(leg.side).opposite(), Quantity(todo), None)
                 if held > 0:
                     tier_clear = False
             if not tier_clear:
@@ -323,13 +324,14 @@ class OrderGroup(GroupRecovery, RebuildGate, Actor):
 
     def _rollback(self, reason: str, why: str) -> None:
         self.counts["rollbacks"] += 1
-        self._move(ROLLING_BACK, reason, why=why, filled={leg.symbol: str(self.g.filled(leg.index))
-                                                           for leg in self.g.legs})
+        g = self._group()
+        self._move(ROLLING_BACK, reason, why=why, filled={leg.symbol: str(g.filled(leg.index))
+                                                           for leg in g.legs})
         self._alert("warning", "order group rolling back", f"{self.group_id}: {why}")
         self._drive()
 
     def _unwind_failed(self, leg: int, why: str) -> None:
-        g = self.g
+        g = self._group()
         n = g.unwind_failures[leg] = g.unwind_failures.get(leg, 0) + 1
         self._dirty = True
         self._audit("unwind_failed", None, why=why, attempt=n)
@@ -347,7 +349,7 @@ class OrderGroup(GroupRecovery, RebuildGate, Actor):
         short residue of 10 becomes a target of +10 in that symbol (the hedger sends
         only the delta, rule 7). The source is the group, and the hedger adds the
         targets of its sources, so two groups' residues in one symbol add up."""
-        g = self.g
+        g = self._group()
         why = g.handoff
         residue = {}
         for leg in sorted(g.legs, key=lambda x: -x.priority):
@@ -367,7 +369,7 @@ class OrderGroup(GroupRecovery, RebuildGate, Actor):
         self._settle()
 
     def _move(self, state: str, reason: str, approved: bool | None = None, **inputs: Any) -> None:
-        g = self.g
+        g = self._group()
         old = g.transition(state, reason, self.ctx.clock.now())
         self._dirty = True
         self._audit(reason, approved, previous=old, **inputs)
@@ -375,7 +377,7 @@ class OrderGroup(GroupRecovery, RebuildGate, Actor):
             self.ctx.cancel_timer(self._check_timer)
 
     def _settle(self) -> None:
-        g = self.g
+        g = self._group()
         if g.terminal and not g.settled and g.quiet():
             g.settled = True
             self._dirty = True
@@ -384,9 +386,9 @@ class OrderGroup(GroupRecovery, RebuildGate, Actor):
 
     # -- sending ---------------------------------------------------------------------------------
 
-    def _send_intent(self, kind: str, leg: int, side: Side, qty: Decimal,
-                     price: Decimal | None) -> None:
-        g = self.g
+    def _send_intent(self, kind: str, leg: int, side: Side, qty: Quantity,
+                     price: Price | None) -> None:
+        g = self._group()
         g.seq += 1
         p = PendingIntent(kind, leg, side.value, qty, self.ctx.clock.now())
         tag = make_tag(g.group_id, g.seq, p)
@@ -415,7 +417,7 @@ class OrderGroup(GroupRecovery, RebuildGate, Actor):
         self._timers.add(self.ctx.schedule(delay, msg))
 
     def _audit(self, reason: str, approved: bool | None, **inputs: Any) -> None:
-        g = self.g
+        g = self._group()
         self._send(self.coordinator, GroupAudit(
             g.group_id, reason, g.state, approved,
             {"group_id": g.group_id, "kind": g.spec.kind, "account": g.spec.account,

@@ -23,11 +23,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from messages.orders import OrderFilled, OrderRequest
 from messages.persistence import Ack, Durable, Flush
 from trading.recovery import order_status_key
+
+if TYPE_CHECKING:
+    from loguru import Logger
+
+    from runtime.context import ActorContext
 
 REBUILD_TOKEN = "rebuild"
 CLOSED_STATUSES = {"filled": "filled", "canceled": "canceled", "rejected": "rejected",
@@ -82,7 +87,7 @@ def catch_up(snapshot: dict[str, dict[str, Any]], orders: dict[str, Any]) -> Non
         orders[coid].fills.update(fills)
     meta = snapshot.get("meta", {})
     for coid, o in orders.items():
-        status = CLOSED_STATUSES.get(meta.get(order_status_key(coid)))
+        status = CLOSED_STATUSES.get(meta.get(order_status_key(coid)) or "")
         if o.filled >= o.qty:
             o.closed = o.closed or "filled"
         elif status and not o.closed:
@@ -101,6 +106,13 @@ class RebuildGate:
     rebuild_timeout_s = 5.0
     _rebuilding = False
     _held: list[Any] = []
+
+    if TYPE_CHECKING:  # what the actor provides
+        ctx: ActorContext
+        log: Logger
+        _outbox: list[tuple[str, Any]]
+
+        def _publish(self) -> None: ...
 
     def on_start(self) -> None:
         self.begin_rebuild()
@@ -131,7 +143,7 @@ class RebuildGate:
         if self._rebuilding:
             self._held.append(message)
             return None
-        result = super().on_receive(message)  # type: ignore[misc]
+        result = super().on_receive(message)  # type: ignore[misc]  # Actor.on_receive, after this mixin in the MRO
         self.after_message()
         return result
 

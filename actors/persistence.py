@@ -95,7 +95,7 @@ class PersistenceActor(Actor):
         if ack is not None and all(a is not ack for a, _ in self._acks):  # else on_failure has it
             self._ack_error(ack, f"persistence actor crashed on {type(message).__name__}: {exc!r}")
 
-    def on_failure(self, exc_type: Any, exc: BaseException, tb: Any) -> None:
+    def on_failure(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         for ack, _ in self._acks:
             self._ack_error(ack, f"persistence actor crashed before commit: {exc!r}")
         if self._ops:
@@ -149,7 +149,8 @@ class PersistenceActor(Actor):
 
     @handles(Flush)
     def on_flush(self, msg: Flush) -> None:
-        self._acks.append((msg.ack, None))
+        if msg.ack is not None:  # an ack-less Flush only commits
+            self._acks.append((msg.ack, None))
         self._commit()
 
     @handles(GetStats)

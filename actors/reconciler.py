@@ -285,7 +285,7 @@ class Reconciler(Actor):
         self._ask(rnd, QueryPositions(rid, rnd.account))
 
     def _maybe_done(self, rnd: Round) -> None:
-        if not rnd.complete:
+        if not rnd.complete or rnd.positions is None:  # complete means the positions came
             return
         now = self.ctx.clock.now()
         self.live.pop(rnd.number, None)
@@ -313,7 +313,9 @@ class Reconciler(Actor):
 
     def _prune(self) -> None:
         """Answers that never come (stream down) are replaced by the next round or poll."""
-        for table in (self.pending, self.rounds, self.live, self.asked_account):
+        tables: tuple[dict[Any, Any], ...] = (self.pending, self.rounds, self.live,
+                                              self.asked_account)
+        for table in tables:
             if len(table) > MAX_PENDING:
                 for rid in list(table)[:-MAX_PENDING]:
                     del table[rid]

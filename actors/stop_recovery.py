@@ -12,12 +12,18 @@ the stop manager then re-arms each stop's timers (``_resume``).
 
 from __future__ import annotations
 
-from typing import Any
+from collections import Counter
+from typing import TYPE_CHECKING, Any
 
 from actors.owned_orders import CLOSED_STATUSES, catch_up, owned_orders
 from messages.enums import OrderType
 from trading.stop_state import (CANCELLING, DONE, LIMIT, MARKET, PROTECTING, TAKE_PROFIT,
                                 ExitOrder, Stop)
+
+if TYPE_CHECKING:
+    from loguru import Logger
+
+    from runtime.context import ActorContext
 
 KEY_PREFIX = "stop|"
 #: summary.json's ``exits`` keys by outcome (shared with ``actors.stops``)
@@ -28,6 +34,21 @@ EXIT_KINDS = {TAKE_PROFIT: TAKE_PROFIT, LIMIT: "stop_loss_limit",
 
 class StopRecovery:
     """Mixin of ``StopLossManager``: ``rebuild`` (RebuildGate's hook) and adoption."""
+
+    if TYPE_CHECKING:  # what the stop manager provides
+        ctx: ActorContext
+        log: Logger
+        stops: dict[str, Stop]
+        by_coid: dict[str, str]
+        finished: set[str]
+        entries_done: Counter[str]
+        counts: Counter[str]
+        stop_exits: Counter[str]
+        exits: Counter[str]
+        exit_qty: Any  # a Counter of Decimal quantities (typeshed's Counter counts ints)
+        _dirty: set[str]
+
+        def _resume(self, st: Stop) -> None: ...
 
     def rebuild(self, snapshot: dict[str, dict[str, Any]]) -> None:
         meta = snapshot.get("meta", {})

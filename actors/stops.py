@@ -56,6 +56,7 @@ from messages.alerts import Alert
 from messages.control import (CancelIntent, ExitPlanAudit, IntentAccepted, IntentRejected,
                               OrderIntent, PositionChanged, ProtectPosition, StoppedOut, WatchQuotes)
 from messages.enums import OrderPurpose, OrderType, Side
+from messages.types import Quantity, as_price
 from messages.exchange import OrderExpired
 from messages.market import Quote
 from messages.orders import CancelConfirmed, ExitPlan, OrderFilled, OrderRejected
@@ -124,8 +125,8 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
         self.counts: Counter = Counter()
         self.stop_exits: Counter = Counter({LIMIT: 0, "market_fallback": 0})
         #: completed plans by kind (summary.json ``exits``)
-        self.exits: Counter = Counter({k: 0 for k in EXIT_KINDS.values()})
-        self.exit_qty: Counter = Counter()   # symbol -> exited by completed stops
+        self.exits: Counter[str] = Counter({k: 0 for k in EXIT_KINDS.values()})
+        self.exit_qty: Any = Counter()   # symbol -> exited by completed stops
         self._dirty: set[str] = set()
         self._outbox: list[tuple[str, Any]] = []
         self._stop_rows = InfoRows(self._stop_row)
@@ -152,7 +153,7 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
                         trail_level=st.trail_level, deadline=st.deadline)
         else:
             self._audit(st, "protection_added", qty=msg.qty, protected=st.protected + msg.qty)
-        st.protected += msg.qty
+        st.protected = Quantity(st.protected + msg.qty)
         self.counts["protected"] += 1
         self._drive(st)
 
@@ -161,7 +162,7 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
         plan = msg.plan or ExitPlan(stop_loss=msg.stop_price)
         plan = cfg.complete(plan, msg.position_side, msg.entry_price)
         now = self.ctx.clock.now()
-        st = Stop(stop_id, msg.symbol, msg.account, msg.position_side, plan.stop_loss,
+        st = Stop(stop_id, msg.symbol, msg.account, msg.position_side, as_price(plan.stop_loss),
                   entry_id=msg.entry_order_id, take_profit=plan.take_profit,
                   trail_distance=plan.trailing_distance, trail_percent=plan.trailing_percent)
         if st.trailing and msg.entry_price is not None:
@@ -256,9 +257,10 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
     @handles(IntentAccepted)
     def on_accepted(self, msg: IntentAccepted) -> None:
         st = self._stop_of_tag(msg.tag)
-        if st is None:
+        if st is None or msg.tag is None:  # a stop is only found by a tag
             return
-        kind, qty = st.pending.pop(msg.tag, None) or parse_tag(msg.tag)
+        pending = st.pending.pop(msg.tag, None)
+        kind, qty = pending or parse_tag(msg.tag)
         if msg.client_order_id not in st.orders:
             st.orders[msg.client_order_id] = ExitOrder(kind, qty)
         self.by_coid[msg.client_order_id] = st.stop_id
@@ -267,7 +269,7 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
     @handles(IntentRejected)
     def on_intent_rejected(self, msg: IntentRejected) -> None:
         st = self._stop_of_tag(msg.tag)
-        if st is None or st.pending.pop(msg.tag, None) is None:
+        if st is None or msg.tag is None or st.pending.pop(msg.tag, None) is None:
             return
         if msg.position is not None:  # learn from the position before deciding to retry
             self._learn_position(st.symbol, st.account, msg.position, "refused")
@@ -407,20 +409,20 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
                     # only once the cancel is confirmed (then live == open).
                     self._cancel(st, (kind,), "resize")
                 elif live < open_qty and not st.retry_wait:
-                    self._send(st, kind, open_qty - live)
+                    self._send(st, kind, Quantity(open_qty - live))
         if st.phase == TRIGGERED:
             # the triggered SL-limit is working: never cancelled before the
             # fallback, only topped up for protection added since
             gap = open_qty - st.live(LIMIT) - st.live(MARKET)
             if gap > 0 and not st.retry_wait and st.stop_price is not None:
-                self._send(st, LIMIT, gap)
+                self._send(st, LIMIT, Quantity(gap))
         elif st.phase == CANCELLING:  # CANCELLING: cancel every resting order, then wait until none can fill
             self._cancel(st, RESTING, "cancelling")
             if st.resting_live() > 0:  # confirmation or final fill report not in yet: wait
                 return
             gap = open_qty - st.live(MARKET)
             if gap > 0 and not st.retry_wait:
-                self._send(st, MARKET, gap)
+                self._send(st, MARKET, Quantity(gap))
         if (open_qty <= 0 and not st.pending and st.resting_live() == 0
                 and st.live(MARKET) == 0):
             self._complete(st)
@@ -448,7 +450,7 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
         self.ctx.schedule(self.cancel_wait_alert_s, CancelWaitDue(st.stop_id))
         self._drive(st)
 
-    def _send(self, st: Stop, kind: str, qty: Decimal) -> None:
+    def _send(self, st: Stop, kind: str, qty: Quantity) -> None:
         st.seq += 1
         tag = f"{st.stop_id}|{st.seq}|{kind}|{qty}"
         st.pending[tag] = (kind, qty)
@@ -461,7 +463,7 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
                                  account=st.account, owner=self.ctx.name, tag=tag)
         elif kind == TAKE_PROFIT:
             intent = OrderIntent(st.symbol, st.exit_side, qty, OrderPurpose.STOP, now,
-                                 order_type=OrderType.LIMIT, price=st.take_profit,
+                                 order_type=OrderType.LIMIT, price=as_price(st.take_profit),
                                  reduce_only=True, account=st.account, owner=self.ctx.name,
                                  tag=tag)
         else:
@@ -617,7 +619,7 @@ class StopLossManager(StopRecovery, RebuildGate, Actor):
                 "deadline": s.deadline.isoformat() if s.deadline else None}
 
     def _publish(self) -> None:
-        exit_qty = Counter(self.exit_qty)
+        exit_qty: Any = Counter(self.exit_qty)  # Decimal counts
         for st in self.stops.values():
             exit_qty[st.symbol] += st.exited
         self.ctx.cell.info = {

@@ -39,7 +39,8 @@ import math
 import time
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 import numpy as np
 from loguru import logger
@@ -65,6 +66,7 @@ from messages.base import MessageError, to_decimal
 from messages.enums import Side
 from messages.market import Bar, MarketStats, Quote
 from messages.orders import ExitPlan, Signal
+from messages.types import Account, Price, Quantity, Symbol
 from runtime.actor import Actor, handles
 from runtime.rolling import percentile_of_sorted
 from runtime.signals import TaskDone
@@ -108,13 +110,13 @@ def _plain(x: Any) -> Any:
     return x.item() if isinstance(x, np.generic) else x
 
 
-def _on_grid(value: Any, quote: Quote | None) -> Decimal:
+def _on_grid(value: Any, quote: Quote | None) -> Price:
     """A strategy's price as a Decimal on the quote's price grid (its decimals)."""
     dec = to_decimal(_plain(value), "stop_loss")
     if quote is None:
-        return dec
+        return Price(dec)
     exp = min(quote.bid.as_tuple().exponent, quote.ask.as_tuple().exponent)
-    return dec.quantize(Decimal(1).scaleb(exp)) if isinstance(exp, int) else dec
+    return Price(dec.quantize(Decimal(1).scaleb(exp)) if isinstance(exp, int) else dec)
 
 
 def _exit_plan(intent: SignalIntent, quote: Quote | None) -> ExitPlan | None:
@@ -160,9 +162,9 @@ class SymbolActor(Actor):
             raise ValueError(f"{symbol}: ring_size must be an integer >= 8, got {ring_size!r}")
         if not isinstance(stats_every, int) or stats_every < 1:
             raise ValueError(f"{symbol}: stats_every must be an integer >= 1, got {stats_every!r}")
-        self.symbol = symbol
+        self.symbol = Symbol(symbol)
         self.coordinator = coordinator
-        self.account = account
+        self.account = Account(account)
         self.stats_every = stats_every
         self.strategy: Strategy = _build_strategy(strategy, strategy_params)
         self.feature_params = (feature_params if isinstance(feature_params, FeatureParams)
@@ -211,7 +213,7 @@ class SymbolActor(Actor):
             bsz, asz = float(q.bid_size), float(q.ask_size)
         except Exception:  # noqa: BLE001 - bad input never crashes the actor
             bid = ask = bsz = asz = math.nan
-        reason = self._check_quote(q, bid, ask, bsz, asz)
+        reason = self._check_quote(q, bid=bid, ask=ask, bsz=bsz, asz=asz)
         if reason is not None:
             self._reject(reason, q)
             return
@@ -247,7 +249,7 @@ class SymbolActor(Actor):
         else:
             self._compute()
 
-    def _check_quote(self, q: Quote, bid: float, ask: float, bsz: float,
+    def _check_quote(self, q: Quote, *, bid: float, ask: float, bsz: float,
                      asz: float) -> str | None:
         try:
             if q.symbol != self.symbol:
@@ -395,7 +397,7 @@ class SymbolActor(Actor):
         stop = intent.stop_loss
         if stop is not None:
             stop = _on_grid(stop, quote)
-        return Signal(self.symbol, Side(intent.side), to_decimal(_plain(intent.qty), "qty"), now,
+        return Signal(self.symbol, Side(intent.side), Quantity(to_decimal(_plain(intent.qty), "qty")), now,
                       stop_loss=stop, strategy=self.strategy.name, account=self.account,
                       reduce_only=bool(intent.reduce_only), exits=_exit_plan(intent, quote))
 

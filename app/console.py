@@ -70,8 +70,8 @@ def cli_console(stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     safe = ReaderGoneSafe(stream)
     if stream.isatty() or os.environ.get("COLUMNS"):
-        return Console(file=safe)  # type: ignore[arg-type]
-    return Console(file=safe, width=PIPE_WIDTH, soft_wrap=True)  # type: ignore[arg-type]
+        return Console(file=safe)  # type: ignore[arg-type]  # a wrapper with what rich uses of a file
+    return Console(file=safe, width=PIPE_WIDTH, soft_wrap=True)  # type: ignore[arg-type]  # as above
 
 
 @contextmanager

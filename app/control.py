@@ -176,10 +176,11 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     #: a client that stops talking cannot hold a handler thread (and shutdown) for long
     timeout = 5.0
+    server: _Server
 
     @property
     def control(self) -> ControlServer:
-        return self.server.control  # type: ignore[attr-defined]
+        return self.server.control
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         # Path only: never headers (the token travels in one).
@@ -261,16 +262,16 @@ class _Handler(BaseHTTPRequestHandler):
                        "ON" if on else "OFF", reason)
         self._send(202, {"accepted": True, "on": on, "reason": reason})
 
-    def _index(self, _q: dict) -> None:
+    def _index(self, _q: dict[str, list[str]]) -> None:
         self._send(200, {"routes": list(GET_ROUTES)})
 
-    def _metrics(self, _q: dict) -> None:
+    def _metrics(self, _q: dict[str, list[str]]) -> None:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         body = redact_text(generate_latest(self.control.registry).decode("utf-8"))
         self._raw(200, body.encode("utf-8"), CONTENT_TYPE_LATEST)
 
-    def _actors(self, q: dict) -> None:
+    def _actors(self, q: dict[str, list[str]]) -> None:
         try:
             peek = int((q.get("peek") or ["0"])[0])
         except ValueError:
@@ -282,11 +283,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(200, redact_data(system.snapshot(peek=max(0, min(peek, MAX_PEEK)))))
 
-    def _healthz(self, _q: dict) -> None:
+    def _healthz(self, _q: dict[str, list[str]]) -> None:
         ok, body = liveness(self.control.target)
         self._send(200 if ok else 503, body)
 
-    def _readyz(self, _q: dict) -> None:
+    def _readyz(self, _q: dict[str, list[str]]) -> None:
         ok, body = health(self.control.target)
         self._send(200 if ok else 503, body)
 
@@ -327,6 +328,8 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = False
     block_on_close = True
     allow_reuse_address = True
+    #: set by ControlServer.bind, read by the handlers
+    control: ControlServer
 
 
 class ControlServer:
@@ -406,7 +409,7 @@ class ControlServer:
         """Open the socket (raises OSError if the address is busy); port 0 picks one."""
         if self._server is None:
             server = _Server((self.host, self.port), _Handler)
-            server.control = self  # type: ignore[attr-defined]
+            server.control = self
             self._server = server
             self.port = server.server_address[1]
         return self
@@ -414,6 +417,7 @@ class ControlServer:
     def start(self) -> ControlServer:
         self.bind()
         if self._thread is None:
+            assert self._server is not None  # bind() set it
             self._thread = threading.Thread(target=self._server.serve_forever,
                                             kwargs={"poll_interval": 0.1},
                                             name="tw-control", daemon=True)

@@ -44,7 +44,8 @@ def fetch(url: str, token: str | None = None, timeout: float = TIMEOUT_S,
         req.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - http only
-            return json.loads(resp.read().decode("utf-8"))
+            answer: dict[str, Any] = json.loads(resp.read().decode("utf-8"))
+            return answer
     except urllib.error.HTTPError as exc:
         if exc.code == 401:
             raise InspectError(f"{url}: unauthorized (the endpoint needs its token: set the "
@@ -110,7 +111,7 @@ def actors_table(snap: dict[str, Any]) -> Table:
 
 def runs_on(actor: dict[str, Any]) -> str:
     """Where an actor runs: its dispatcher, its own thread, or its remote node."""
-    execution = actor.get("execution", "?")
+    execution = str(actor.get("execution", "?"))
     if execution == "pooled":
         return f"pooled ({actor.get('dispatcher') or '?'})"
     if execution == "remote":
@@ -263,7 +264,7 @@ def _write_token(base: str, token: str | None, run_dir: str | None,
             raise ControlError(f"{run_dir} holds no control.token: the run was started with a "
                                "configured token (set the variable named by control.token_env) "
                                "or without a control endpoint")
-        return base, token or saved  # type: ignore[return-value]
+        return base, token or saved  # type: ignore[return-value]  # one of them is set (checked above)
     if token is not None:
         return base, token
     for candidate in _run_dirs(out_root):

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from decimal import Decimal
-from typing import Any, Iterable, Mapping
+from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
 
 ZERO = Decimal(0)
+#: one JSON record of events.jsonl, audit.jsonl or the dead-letter list
+Record = Mapping[str, Any]
 #: message types that must never end as dead letters (rule: orders are never dropped)
 ORDER_FLOW_TYPES = frozenset({"Signal", "OrderIntent", "OrderRequest", "SubmitOrder", "CancelOrder",
                               "CancelIntent", "OrderAcked", "OrderRejected", "OrderFilled",
@@ -25,7 +28,7 @@ def violation(rule: str, detail: str, **facts: Any) -> dict[str, Any]:
     return {"rule": rule, "detail": detail, **facts}
 
 
-def single_door(events: Iterable[Mapping], audit: Iterable[Mapping]) -> list[dict]:
+def single_door(events: Iterable[Record], audit: Iterable[Record]) -> list[dict[str, Any]]:
     """Rule 1: every order the exchange received was approved by the gate, once."""
     approved = Counter(r.get("client_order_id") for r in audit
                        if r.get("kind") == "risk_decision" and r.get("approved"))
@@ -43,15 +46,15 @@ def single_door(events: Iterable[Mapping], audit: Iterable[Mapping]) -> list[dic
     return out
 
 
-def netting(events: Iterable[Mapping], hedging_accounts: frozenset = frozenset(),
-            start: Mapping[tuple[str, str], Decimal] | None = None) -> list[dict]:
+def netting(events: Iterable[Record], hedging_accounts: frozenset[str] = frozenset(),
+            start: Mapping[tuple[str, str], Decimal] | None = None) -> list[dict[str, Any]]:
     """Rule 2 (and rule 8's "exit never exceeds the position"): replaying the
     exchange's fills, no fill may take a position from one side to the other.
     ``start``: (account, symbol) -> position before the first event (a run on
     an exchange that outlives runs does not start flat)."""
     pos: dict[tuple[str, str], Decimal] = defaultdict(lambda: ZERO)
     pos.update(start or {})
-    seen: set[str] = set()
+    seen: set[str | None] = set()
     out = []
     for ev in events:
         if ev.get("kind") != "order_filled":
@@ -76,7 +79,7 @@ def netting(events: Iterable[Mapping], hedging_accounts: frozenset = frozenset()
     return out
 
 
-def unique_orders(events: Iterable[Mapping]) -> list[dict]:
+def unique_orders(events: Iterable[Record]) -> list[dict[str, Any]]:
     """Rule 15: a client order id is accepted by the exchange at most once."""
     acked = Counter(ev.get("client_order_id") for ev in events if ev.get("kind") == "order_acked")
     return [violation("unique_client_order_ids", f"order {coid} accepted {n} times",
@@ -84,7 +87,7 @@ def unique_orders(events: Iterable[Mapping]) -> list[dict]:
             for coid, n in acked.items() if n > 1]
 
 
-def positions_match(ours: Mapping[str, Any], broker: Mapping[str, Any]) -> list[dict]:
+def positions_match(ours: Mapping[str, Any], broker: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Rules 9-11: at the end, the runtime's positions equal the exchange's."""
     out = []
     for sym in sorted(set(ours) | set(broker)):
@@ -95,7 +98,7 @@ def positions_match(ours: Mapping[str, Any], broker: Mapping[str, Any]) -> list[
     return out
 
 
-def gate_respected(audit: Iterable[Mapping], *, fail_closed: bool = True) -> list[dict]:
+def gate_respected(audit: Iterable[Record], *, fail_closed: bool = True) -> list[dict[str, Any]]:
     """Rules 3 and 5 read back from the audit trail: no risk-increasing order
     approved while halted, or without fresh positions when failing closed."""
     out = []
@@ -127,7 +130,7 @@ def _group_of_tag(tag: Any) -> tuple[str, str] | None:
     return None
 
 
-def group_leg_order(events: Iterable[Mapping], audit: Iterable[Mapping]) -> list[dict]:
+def group_leg_order(events: Iterable[Record], audit: Iterable[Record]) -> list[dict[str, Any]]:
     """Rule 6: within an order group, no leg reaches the exchange before every leg
     of a higher priority did (protective and long legs, then hedges and covered
     shorts, naked shorts last): a short that went out while its protection was
@@ -138,10 +141,11 @@ def group_leg_order(events: Iterable[Mapping], audit: Iterable[Mapping]) -> list
     record (``group_id``), else from the gate's decision (the intent tag).
     Unwinds (purpose ``rollback``) run in the opposite order and are not judged.
     """
-    priority: dict[str, dict[str, int]] = {}
-    role: dict[str, dict[str, str]] = {}
+    # keyed as the records carry them (a record without a group id is None)
+    priority: dict[str | None, dict[str, int]] = {}
+    role: dict[str | None, dict[str, str]] = {}
     unwinds: set[str] = set()
-    group_of: dict[str, str] = {}
+    group_of: dict[str | None, str] = {}
     for rec in audit:
         kind = rec.get("kind")
         if kind == "group_decision" and rec.get("reason") == "submitted":
@@ -157,7 +161,7 @@ def group_leg_order(events: Iterable[Mapping], audit: Iterable[Mapping]) -> list
             if (rec.get("inputs") or {}).get("purpose") == "rollback" or (
                     tagged is not None and tagged[1] == "unwind"):
                 unwinds.add(coid)
-    sent: set[tuple[str, str]] = set()
+    sent: set[tuple[str | None, str]] = set()
     out = []
     for ev in events:
         if ev.get("kind") != "order_submitted" or ev.get("client_order_id") in unwinds:
@@ -178,7 +182,7 @@ def group_leg_order(events: Iterable[Mapping], audit: Iterable[Mapping]) -> list
     return out
 
 
-def no_lost_orders(dead_letters: Iterable[Mapping]) -> list[dict]:
+def no_lost_orders(dead_letters: Iterable[Record]) -> list[dict[str, Any]]:
     """Order, fill and control messages are never dropped (DESIGN section 2)."""
     return [violation("order_flow_dead_letter",
                       f"{d.get('type')} for {d.get('target')} became a dead letter ({d.get('reason')})",
@@ -201,18 +205,18 @@ CHECKS: dict[str, tuple[str, ...]] = {
 EVENT_CHECKS = ("single_door", "netting", "unique_client_order_ids", "group_leg_order")
 
 
-def check_all(*, events: list[Mapping], audit: list[Mapping], positions: Mapping[str, Any],
-              exchange_positions: Mapping[str, Any] | None, hedging_accounts: frozenset,
-              fail_closed: bool, dead_letters: list[Mapping],
+def check_all(*, events: Sequence[Record], audit: Sequence[Record], positions: Mapping[str, Any],
+              exchange_positions: Mapping[str, Any] | None, hedging_accounts: frozenset[str],
+              fail_closed: bool, dead_letters: Sequence[Record],
               start_positions: Mapping[tuple[str, str], Decimal] | None = None,
-              not_run: Mapping[str, str] | None = None) -> list[dict]:
+              not_run: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """Every invariant, except those named in ``not_run`` (check -> why it
     could not run; :func:`check_statuses` reports them as not run, never as
     held). ``exchange_positions`` None skips the comparison: the caller then
     names ``positions_match`` in ``not_run`` with the reason. ``start_positions``
     as for :func:`netting`."""
     skip = not_run or {}
-    out: list[dict] = []
+    out: list[dict[str, Any]] = []
     if "single_door" not in skip:
         out += single_door(events, audit)
     if "netting" not in skip:
@@ -230,7 +234,7 @@ def check_all(*, events: list[Mapping], audit: list[Mapping], positions: Mapping
     return out
 
 
-def check_statuses(violations: Iterable[Mapping], not_run: Mapping[str, str]) -> dict[str, str]:
+def check_statuses(violations: Iterable[Record], not_run: Mapping[str, str]) -> dict[str, str]:
     """Each check's verdict: ``held``, ``violated`` or ``not_run``."""
     broken = {v.get("rule") for v in violations}
     return {name: ("not_run" if name in not_run else

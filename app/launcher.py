@@ -143,6 +143,12 @@ class Runtime:
         #: rule 18: the sane range of every number from outside (gateway, gate, venue)
         self.bounds = bounds_from_config(spec.config.bounds)
 
+    def require_system(self) -> ActorSystem:
+        """The actor system of a started runtime (a clear error before ``start``)."""
+        if self.system is None:
+            raise RuntimeError("the runtime has not been started")
+        return self.system
+
     # -- lifecycle ----------------------------------------------------------------
 
     def start(self, timeout: float = 30.0) -> Runtime:
@@ -328,7 +334,7 @@ class Runtime:
             return
         _settings, faults = split_spec(self.spec.exchange_spec)
         if faults:
-            self.system.tell("venue", ExchangeFault(faults))
+            self.require_system().tell("venue", ExchangeFault(faults))
 
     def _adapter_factory(self) -> Any:
         url, account = self.spec.exchange_url, self.account
@@ -357,18 +363,19 @@ class Runtime:
         """Client order ids: ``<account>-<store id>-<n>``, the counter persisted (rule 15)."""
         from messages.persistence import Put, StoreDb
 
+        system = self.require_system()
         store_id = self.store.get(StoreDb.META, "store_id")
         if store_id is None:
             store_id = uuid.uuid4().hex[:8]
-            done: Future = Future()
-            self.system.tell("persistence", Put(StoreDb.META, "store_id", store_id, ack=done))
-            if self.system.clock.is_virtual:
-                self.system.wait_quiescent(timeout)
+            done: Future[Any] = Future()
+            system.tell("persistence", Put(StoreDb.META, "store_id", store_id, ack=done))
+            if system.clock.is_virtual:
+                system.wait_quiescent(timeout)
             result = done.result(timeout)
             if not getattr(result, "ok", True):
                 raise RuntimeError(f"could not persist the store id: {result.error}")
         self.store_id = store_id
-        ids = self.system.services["ids"]
+        ids = system.services["ids"]
         ids.prefix = f"{self.account}-{store_id}-"
         ids.start(timeout)
 

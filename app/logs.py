@@ -12,17 +12,21 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
 
 from loguru import logger
 
 from runtime.redact import redact_text
 
+if TYPE_CHECKING:
+    from loguru import Record
+
 FILE_FORMAT = ("{time:YYYY-MM-DDTHH:mm:ss.SSSZ} | {level: <8} | {thread.name: <16} | "
                "{name}:{function}:{line} - {message}")
 
 
-def _redacting(record: dict[str, Any]) -> bool:
+def _redacting(record: Record) -> bool:
     record["message"] = redact_text(record["message"])
     return True
 

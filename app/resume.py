@@ -48,7 +48,8 @@ class Resume:
 
 def read_run_info(run_dir: Path) -> dict[str, Any]:
     try:
-        return json.loads((run_dir / RUN_INFO).read_text(encoding="utf-8"))
+        info: dict[str, Any] = json.loads((run_dir / RUN_INFO).read_text(encoding="utf-8"))
+        return info
     except (OSError, ValueError):
         return {}
 

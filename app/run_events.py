@@ -17,6 +17,7 @@ from those, over its own account's records only.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 from pathlib import Path
 
 from loguru import logger
@@ -59,7 +60,8 @@ def copy_run_events(run_dir: Path, url: str, mark: EventsMark) -> int | None:
 
 
 def remote_scope(run_dir: Path, account: str,
-                 events: list[dict]) -> tuple[list[dict], dict[tuple[str, str], Decimal]] | None:
+                 events: list[dict[str, Any]]
+                 ) -> tuple[list[dict[str, Any]], dict[tuple[str, str], Decimal]] | None:
     """For the invariants of a run whose events.jsonl was copied from a shared
     exchange: its account's records only (another account's orders are not
     this run's to explain) and the positions the exchange held at the mark.

@@ -247,7 +247,7 @@ def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: dateti
             control.start()
             console.print(f"control endpoint: {control.url}  (/metrics /actors /healthz)")
         _progress(rt, duration, stop, console, sampler)
-        if not rt.system.halted:  # a halted tree has stopped already: nothing to drain
+        if not rt.require_system().halted:  # a halted tree has stopped already: nothing to drain
             _drain(rt)
         sampler.sample(rt, time.monotonic() - t0, force=True)
     finally:
@@ -272,8 +272,8 @@ def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: dateti
     ended = LiveClock().now()
     extra: dict[str, Any] = {"run_dir": str(run_dir), "symbols": list(symbols),
                              "interrupted_by": stop.signal}
-    if rt.system.halted:
-        extra["halted"] = {"reason": rt.system.halt_reason}
+    if rt.require_system().halted:
+        extra["halted"] = {"reason": rt.require_system().halt_reason}
     if first_started is not None:  # resumed: the summary covers the whole run
         extra["resumed_at"] = started.isoformat()
     summary = collect_summary(rt, started_at=first_started or started.isoformat(),
@@ -387,8 +387,8 @@ def _progress(rt: Runtime, duration: float, stop: StopRequest, console: Console,
                 print(f"[{elapsed:5.1f}s/{duration:g}s] {status}", file=console.file, flush=True)
             if elapsed >= duration:
                 break
-            if rt.system.halted:  # the tree is gone: waiting out the duration would lie
-                console.print(f"[red]runtime halted: {rt.system.halt_reason}[/red]")
+            if rt.require_system().halted:  # the tree is gone: waiting out the duration would lie
+                console.print(f"[red]runtime halted: {rt.require_system().halt_reason}[/red]")
                 break
     if stop.signal:
         console.print(f"{stop.signal} received: stopping in order")
@@ -410,7 +410,7 @@ def _drain(rt: Runtime) -> None:
     """Stop the market, then let orders waiting for the broker's answer settle."""
     from actors.market_feed import StopFeed
 
-    system = rt.system
+    system = rt.require_system()
     for name in ("market", "demo-groups"):  # no new market data, no new demo group
         if system.directory.get(name) is not None:
             system.tell(name, StopFeed("run ending"))

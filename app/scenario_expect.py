@@ -11,22 +11,26 @@ from __future__ import annotations
 
 from collections import defaultdict
 from decimal import Decimal
-from typing import Any, Callable, Mapping
+from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+
+from app.invariants import Record
 
 ZERO = Decimal(0)
 
 
-def exit_and_hedge_qty(events: list[Mapping], audit: list[Mapping]) -> dict[str, dict[str, Decimal]]:
+def exit_and_hedge_qty(events: Sequence[Record], audit: Sequence[Record]) -> dict[str, dict[str, Decimal]]:
     """Filled quantity per symbol of exits (reduce-only orders) and of hedges,
     from the run's events.jsonl and audit.jsonl records."""
-    purpose: dict[str, str] = {}
+    # keyed and valued as the records carry them (None where a field is missing)
+    purpose: dict[str | None, Any] = {}
     for rec in audit:
         if rec.get("kind") == "risk_decision" and rec.get("approved"):
             purpose[rec.get("client_order_id")] = (rec.get("inputs") or {}).get("purpose")
-    reduce_only: set[str] = set()
+    reduce_only: set[str | None] = set()
     exits: dict[str, Decimal] = defaultdict(lambda: ZERO)
     hedges: dict[str, Decimal] = defaultdict(lambda: ZERO)
-    seen: set[str] = set()
+    seen: set[str | None] = set()
     for ev in events:
         kind, coid = ev.get("kind"), ev.get("client_order_id")
         if kind == "order_submitted" and ev.get("reduce_only"):

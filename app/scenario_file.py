@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any
+from collections.abc import Mapping
 
 from pydantic import ValidationError
 
@@ -27,6 +28,7 @@ from config.scenario_schema import EXPECT_KEYS, EntryDoc, ScenarioDoc
 from config.schema import Config
 from config.source import Source, read_yaml
 from messages.enums import Side
+from messages.types import DEFAULT_ACCOUNT, Account, Price, Quantity, Symbol
 
 __all__ = [
     "BarEvent", "ControlEvent", "CrashEvent", "EndEvent", "Event", "ExchangeEvent", "GroupEvent",
@@ -40,32 +42,32 @@ __all__ = [
 
 @dataclass(frozen=True)
 class QuoteEvent:
-    symbol: str
-    bid: Decimal
-    ask: Decimal
-    bid_size: Decimal | None = None
-    ask_size: Decimal | None = None
+    symbol: Symbol
+    bid: Price
+    ask: Price
+    bid_size: Quantity | None = None
+    ask_size: Quantity | None = None
 
 
 @dataclass(frozen=True)
 class BarEvent:
-    symbol: str
-    open: Decimal
-    high: Decimal
-    low: Decimal
-    close: Decimal
-    volume: Decimal
+    symbol: Symbol
+    open: Price
+    high: Price
+    low: Price
+    close: Price
+    volume: Quantity
 
 
 @dataclass(frozen=True)
 class SignalEvent:
     """A strategy output injected directly (it still passes the coordinator's gate)."""
 
-    symbol: str
+    symbol: Symbol
     side: Side
-    qty: Decimal
-    stop_loss: Decimal | None = None
-    account: str = "default"
+    qty: Quantity
+    stop_loss: Price | None = None
+    account: Account = DEFAULT_ACCOUNT
     reduce_only: bool = False
     strategy: str = "scenario"
     take_profit: Decimal | None = None
@@ -112,8 +114,8 @@ class EndEvent:
     pass
 
 
-Event = Union[QuoteEvent, BarEvent, SignalEvent, ExchangeEvent, CrashEvent, RestartEvent,
-              ControlEvent, GroupEvent, EndEvent]
+Event = (QuoteEvent | BarEvent | SignalEvent | ExchangeEvent | CrashEvent | RestartEvent
+         | ControlEvent | GroupEvent | EndEvent)
 
 
 @dataclass(frozen=True)
@@ -235,15 +237,16 @@ def _registry(src: Source, registry: Any, data: Any, prefix: Loc, issues: list[I
     if not isinstance(data, dict):
         return {}
     try:
-        return registry.validate(data, groups)
+        valid: dict[str, Any] = registry.validate(data, groups)
+        return valid
     except ValidationError as exc:
         issues.extend(_issues(src, exc, prefix))
         return {}
 
 
-def _timeline_exchange(src: Source, timeline: Any, issues: list[Issue]) -> dict[int, dict]:
+def _timeline_exchange(src: Source, timeline: Any, issues: list[Issue]) -> dict[int, dict[str, Any]]:
     """The ``exchange`` spec of each timeline entry that has one, validated, by entry index."""
-    out: dict[int, dict] = {}
+    out: dict[int, dict[str, Any]] = {}
     if not isinstance(timeline, list):
         return out
     for i, entry in enumerate(timeline):
@@ -280,7 +283,7 @@ def _exchange(src: Source, spec: Any, prefix: Loc, groups: tuple[str, ...],
     return dict(spec) if len(issues) == before else {}
 
 
-def _event(entry: EntryDoc, exchange_spec: dict | None) -> Event:
+def _event(entry: EntryDoc, exchange_spec: dict[str, Any] | None) -> Event:
     kind = entry.kind
     value = getattr(entry, kind)
     if kind == "quote":
@@ -340,6 +343,7 @@ def _sequence_issues(src: Source, entries: list[TimelineEntry]) -> list[Issue]:
         elif isinstance(e.event, EndEvent):
             end = e
         elif (crashed is not None and isinstance(e.event, RUNTIME_ONLY)
+              and isinstance(crashed.event, CrashEvent)
               and crashed.event.point is None):  # an armed point: up until it is reached
             at(e, f"the runtime is down (crash on line {crashed.line}) until the next restart: "
                   f"only quote, bar and exchange entries apply then (to the exchange)")

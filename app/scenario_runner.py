@@ -47,6 +47,7 @@ from typing import Any
 from loguru import logger
 
 from config import ConfigError, config_hash
+from messages.types import Quantity
 from runtime.clock import EPOCH_DEFAULT, VirtualClock
 from app.crash_points import SERVICE as CRASH_SERVICE
 from app.crash_points import CrashPoints, kill_at_point
@@ -57,7 +58,7 @@ from app.scenario_file import (BarEvent, ControlEvent, CrashEvent, EndEvent, Exc
                                    load_scenario)
 from app.summary import collect_summary, load_run_records, write_summary
 
-DEFAULT_QUOTE_SIZE = Decimal("1000000")
+DEFAULT_QUOTE_SIZE = Quantity(Decimal("1000000"))
 #: with no ``end`` entry, run this long past the last entry (timers settle)
 TAIL_S = 5.0
 
@@ -160,7 +161,7 @@ class ScenarioRun:
                                  "crash_points": list(self.points_reached),
                                  "entries_while_down": self.while_down,
                                  "alerts": self._alerts()}
-        system = self.rt.system
+        system = self.rt.system if self.rt is not None else None
         if system is not None and system.halted:
             extra["halted"] = {"reason": system.halt_reason}
         summary = collect_summary(self.rt, started_at=started.isoformat(),
@@ -190,10 +191,10 @@ class ScenarioRun:
 
     def _advance(self, t: float) -> None:
         if self.rt is not None and self.armed_line is not None:
-            if self.rt.system.run_until(t, held=self.points.held):
+            if self.rt.require_system().run_until(t, held=self.points.held):
                 self._crash_at_point()
         elif self.rt is not None:
-            self.rt.system.run_until(t)
+            self.rt.require_system().run_until(t)
         if self.rt is None:  # crashed and not yet restarted: only the exchange works
             while self._down_timers and self._down_timers[0][0] <= t:
                 due, _, timer = heapq.heappop(self._down_timers)
@@ -205,8 +206,8 @@ class ScenarioRun:
         if self.rt is None:
             return
         if self.armed_line is None:
-            self.rt.system.wait_quiescent()
-        elif self.rt.system.settle(time.monotonic() + 60.0, held=self.points.held):
+            self.rt.require_system().wait_quiescent()
+        elif self.rt.require_system().settle(time.monotonic() + 60.0, held=self.points.held):
             self._crash_at_point()
 
     def _crash_at_point(self) -> None:
@@ -240,7 +241,7 @@ class ScenarioRun:
                 return
             raise ScenarioError(f"{where}: {entry.kind} while the runtime is crashed "
                                 "(add a restart entry before it)")
-        tell = self.rt.system.tell
+        tell = self.rt.require_system().tell
         self.injected += 1
         if isinstance(ev, (QuoteEvent, BarEvent, ExchangeEvent)):
             tell("venue", _exchange_message(ev, now))
@@ -261,12 +262,12 @@ class ScenarioRun:
             tell("coordinator", KillSwitch(ev.kill_switch, ev.reason or "scenario control", now))
         elif isinstance(ev, CrashEvent) and ev.point is not None:
             self.points.arm(ev.point)
-            self.rt.system.services[CRASH_SERVICE] = self.points
+            self.rt.require_system().services[CRASH_SERVICE] = self.points
             self.armed_line = entry.line
         elif isinstance(ev, CrashEvent):
             self._crash_now(entry)
         elif isinstance(ev, GroupEvent):
-            if self.rt.system.directory.get("groups") is None:
+            if self.rt.require_system().directory.get("groups") is None:
                 raise ScenarioError(f"{where}: group entries need the order-group supervisor, "
                                     "which this runtime does not run yet")
             from messages.control import SubmitGroup
@@ -302,7 +303,8 @@ class ScenarioRun:
         self.armed_line = None
         self.points.disarm()
         logger.warning("scenario {}: runtime crash at t={}s", self.sc.name, entry.at)
-        self.rt.kill()
+        if self.rt is not None:
+            self.rt.kill()
         self.rt = None
 
     # -- figures for expect -------------------------------------------------------------

@@ -14,11 +14,15 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from app.invariants import Record
 
 SUMMARY_SCHEMA_VERSION = 1
 #: keys of summary.json that differ between two identical runs
@@ -40,7 +44,7 @@ def order_counts(by_status: Mapping[str, int]) -> dict[str, int]:
 GROUP_OUTCOMES = ("filled", "rolled_back", "failed")
 
 
-def group_figures(audit: list[Mapping]) -> dict[str, int]:
+def group_figures(audit: Sequence[Record]) -> dict[str, int]:
     """Order groups (rule 6) from their ``group_decision`` records.
 
     ``submitted``: every group asked for, refused ones included. A group ends
@@ -49,7 +53,7 @@ def group_figures(audit: list[Mapping]) -> dict[str, int]:
     before any leg went out (bad spec, duplicate id, ``worst_case_margin``,
     no market) is ``rejected``; ``open`` had not ended when the run stopped.
     """
-    last: dict[str, Mapping] = {}
+    last: dict[str, Record] = {}
     approved: set[str] = set()
     refused = 0
     for r in audit:
@@ -75,12 +79,12 @@ def group_figures(audit: list[Mapping]) -> dict[str, int]:
     return out
 
 
-def audit_figures(audit: list[Mapping]) -> dict[str, Any]:
+def audit_figures(audit: Sequence[Record]) -> dict[str, Any]:
     decisions = [r for r in audit if r.get("kind") == "risk_decision"]
     rejected = Counter(r.get("reason") for r in decisions if not r.get("approved"))
     approved = [r for r in decisions if r.get("approved")]
 
-    def purpose(r: Mapping) -> str | None:
+    def purpose(r: Record) -> str | None:
         return (r.get("inputs") or {}).get("purpose")
     stop_orders = [r for r in approved if purpose(r) == "stop"]
     return {
@@ -96,7 +100,7 @@ def audit_figures(audit: list[Mapping]) -> dict[str, Any]:
     }
 
 
-def kill_switch_history(audit: list[Mapping]) -> list[dict[str, Any]]:
+def kill_switch_history(audit: Sequence[Record]) -> list[dict[str, Any]]:
     """Each trip of the kill switch from the audit trail: when, why, and when (and
     why) it was released; ``released_at`` None while it is still engaged."""
     trips: list[dict[str, Any]] = []
@@ -127,10 +131,10 @@ def kill_switch_line(ks: Mapping[str, Any]) -> str:
     return f"tripped {len(trips)}x: " + "; ".join(parts)
 
 
-def build_summary(*, run_id: str, started_at: str, ended_at: str, audit: list[Mapping],
+def build_summary(*, run_id: str, started_at: str, ended_at: str, audit: Sequence[Record],
                   coordinator: Mapping[str, Any], market_events: int,
                   exchange_positions: Mapping[str, Any] | None, restarts: Mapping[str, int],
-                  violations: list[dict], stops: Mapping[str, Any] | None = None,
+                  violations: list[dict[str, Any]], stops: Mapping[str, Any] | None = None,
                   extra: Mapping[str, Any] | None = None,
                   not_run: Mapping[str, str] | None = None) -> dict[str, Any]:
     """``not_run``: check -> why it could not run (shown, never counted as held)."""
@@ -294,11 +298,11 @@ def print_summary(summary: Mapping[str, Any], title: str, console: Console | Non
     (console or Console()).print(summary_table(summary, title))
 
 
-def load_run_records(run_dir: Path) -> tuple[list[dict], list[dict]]:
+def load_run_records(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(events.jsonl records, audit.jsonl records) of a run directory; missing = empty."""
     from messages.jsonl import iter_jsonl
 
-    def read(name: str) -> list[dict]:
+    def read(name: str) -> list[dict[str, Any]]:
         path = run_dir / name
         return list(iter_jsonl(path)) if path.exists() else []
     return read("events.jsonl"), read("audit.jsonl")
@@ -306,7 +310,7 @@ def load_run_records(run_dir: Path) -> tuple[list[dict], list[dict]]:
 
 def collect_summary(rt: Any, *, started_at: str, ended_at: str,
                     extra: Mapping[str, Any] | None = None,
-                    records: tuple[list[dict], list[dict]] | None = None,
+                    records: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None,
                     not_run: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Summary of a stopped :class:`~app.launcher.Runtime`, invariants checked.
 

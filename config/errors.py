@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable, Mapping
 
 Loc = tuple[Any, ...]
 
@@ -78,7 +79,7 @@ def show_value(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def describe(err: dict[str, Any]) -> tuple[Loc, str, int | None]:
+def describe(err: Mapping[str, Any]) -> tuple[Loc, str, int | None]:
     """(location, sentence, anchor) for one entry of ``ValidationError.errors()``.
 
     ``anchor`` is set for a cross-field error of a model validator that names

@@ -16,7 +16,8 @@ import hashlib
 import json
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 from pydantic import ValidationError
 

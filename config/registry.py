@@ -12,7 +12,8 @@ nested values carry their full key path, like everywhere else.
 from __future__ import annotations
 
 import threading
-from typing import Annotated, Any, Iterable
+from typing import Annotated, Any
+from collections.abc import Iterable
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
@@ -93,7 +94,7 @@ class KeyRegistry:
                                if key is None or g in key)
                 # Field names are opaque (k0, k1...) and keys are aliases, so any key
                 # works, even one that would shadow a BaseModel attribute ("json").
-                fields = {f"k{i}": (t, Field(default=None, alias=k))
+                fields: dict[str, Any] = {f"k{i}": (t, Field(default=None, alias=k))
                           for i, (k, t) in enumerate(items)}
                 model = create_model(self.name, __base__=Spec, **fields)
                 self._models[key] = model

@@ -14,7 +14,8 @@ are one-shot and belong in timeline entries only.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any, Literal
+from collections.abc import Callable
 
 from pydantic import BeforeValidator, Field, Strict, ValidationError, model_validator
 
@@ -169,7 +170,7 @@ for _key, _type in {
     "log_quotes": StrictBool,
 }.items():
     EXCHANGE_KEYS.register(_key, _type, group=SETTING)
-for _key, _type in {
+for _key, _fault_type in {
     "reject_next": Annotated[Any, BeforeValidator(_reject_next)],
     "fill_resting": Annotated[FillResting, BeforeValidator(_fill_resting_form)],
     "gap_price": GapPrice,
@@ -181,7 +182,7 @@ for _key, _type in {
     "resume_stream": StrictBool,
     "restart": Annotated[Restart, BeforeValidator(_restart_form)],
 }.items():
-    EXCHANGE_KEYS.register(_key, _type, group=FAULT)
+    EXCHANGE_KEYS.register(_key, _fault_type, group=FAULT)
 
 
 def _default_exchange_parser() -> Callable[[dict[str, Any]], Any] | None:

@@ -9,7 +9,7 @@ objects that can learn new keys while still refusing unknown ones.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
 
@@ -179,14 +179,22 @@ class ControlSpec(Spec):
 KINDS = ("quote", "bar", "signal", "exchange", "crash", "restart", "control", "group", "end")
 
 
+if TYPE_CHECKING:  # what the fields hold; pydantic validates them as flag() says
+    CrashFlag = CrashSpec | None
+    RestartFlag = NoOptions | None
+else:
+    CrashFlag = flag(CrashSpec)
+    RestartFlag = flag(NoOptions)
+
+
 class EntryDoc(Spec):
     at: Duration
     quote: QuoteSpec | None = None
     bar: BarSpec | None = None
     signal: SignalSpec | None = None
     exchange: dict[str, Any] | None = None  # checked against EXCHANGE_KEYS afterwards
-    crash: flag(CrashSpec) = None
-    restart: flag(NoOptions) = None
+    crash: CrashFlag = None
+    restart: RestartFlag = None
     control: ControlSpec | None = None
     group: dict[str, Any] | None = Field(default=None, min_length=1)  # the group actor validates
     end: Literal[True] | None = None

@@ -10,7 +10,7 @@ names the variable and the config key, not the value.
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 from config.errors import ConfigError, Issue
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
+from collections.abc import Iterable, Mapping
 
 import yaml
 
@@ -26,7 +27,7 @@ _MAX_DEPTH = 64
 _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~5x faster
 
 
-class _LineLoader(_Base):  # type: ignore[misc, valid-type]
+class _LineLoader(_Base):  # type: ignore[misc, valid-type]  # the base is chosen at import (C loader if built)
     """A safe loader (no arbitrary objects); a subclass so we never patch PyYAML's own."""
 
 

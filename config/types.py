@@ -137,7 +137,11 @@ def is_loopback(host: str) -> bool:
 
 def unique(values: list[Any], what: str = "value") -> list[Any]:
     seen: set[Any] = set()
-    dupes = [v for v in values if v in seen or seen.add(v)]
+    dupes = []
+    for v in values:
+        if v in seen:
+            dupes.append(v)
+        seen.add(v)
     if dupes:
         raise ValueError(f"{what} listed twice: {', '.join(map(str, dupes))}")
     return values

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import types
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 
 def maker(cls: type, *, strict: bool = False) -> Callable[..., Any]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from messages import OrderFilled, Side
+from messages.types import Price, Quantity
 
 ZERO = Decimal("0")
 # Decimal operands: comparing or multiplying a Decimal with an int converts
@@ -28,7 +29,7 @@ class Position:
     avg_price: Decimal = ZERO
     realized: Decimal = ZERO
 
-    def apply(self, side: Side, qty: Decimal, price: Decimal) -> Decimal:
+    def apply(self, side: Side, qty: Quantity, price: Price) -> Decimal:
         """Apply one fill; returns the PnL it realized (before fees)."""
         signed = qty if side is _BUY else -qty
         old = self.qty

@@ -14,8 +14,10 @@ from datetime import datetime
 from decimal import Decimal
 
 from messages import OrderRequest, OrderType, Side
+from messages.types import Price, Quantity, Symbol
 
 ZERO = Decimal("0")
+NO_QTY = Quantity(ZERO)
 _BUY, _MARKET = Side.BUY, OrderType.MARKET  # (globals: read once per order)
 _STOP_MARKET = OrderType.STOP_MARKET
 
@@ -27,18 +29,18 @@ EXPIRED = "expired"
 
 @dataclass(slots=True)
 class Book:
-    symbol: str
-    bid: Decimal | None = None
-    ask: Decimal | None = None
-    bid_size: Decimal = ZERO
-    ask_size: Decimal = ZERO
+    symbol: Symbol
+    bid: Price | None = None
+    ask: Price | None = None
+    bid_size: Quantity = NO_QTY
+    ask_size: Quantity = NO_QTY
     #: Liquidity left at the current quote (None = unlimited).
     avail_bid: Decimal | None = None
     avail_ask: Decimal | None = None
     last: Decimal | None = None
     ts: datetime | None = None
 
-    def set_quote(self, bid: Decimal, ask: Decimal, bid_size: Decimal, ask_size: Decimal,
+    def set_quote(self, *, bid: Price, ask: Price, bid_size: Quantity, ask_size: Quantity,
                   ts: datetime | None, limit_by_size: bool) -> None:
         self.bid, self.ask = bid, ask
         self.bid_size, self.ask_size = bid_size, ask_size
@@ -50,7 +52,7 @@ class Book:
     def has_quote(self) -> bool:
         return self.bid is not None and self.ask is not None
 
-    def touch(self, side: Side) -> Decimal | None:
+    def touch(self, side: Side) -> Price | None:
         """Price a taker on ``side`` trades at (ask for a buy, bid for a sell)."""
         return self.ask if side is Side.BUY else self.bid
 
@@ -66,9 +68,10 @@ class Book:
 
     @property
     def mid(self) -> Decimal | None:
-        if not self.has_quote:
+        bid, ask = self.bid, self.ask
+        if bid is None or ask is None:  # no quote
             return self.last
-        return (self.bid + self.ask) / 2  # type: ignore[operator]
+        return (bid + ask) / 2
 
 
 @dataclass(slots=True)
@@ -78,8 +81,8 @@ class OrderState:
     request: OrderRequest
     exchange_order_id: str
     created: datetime
-    leaves: Decimal
-    filled: Decimal = ZERO
+    leaves: Quantity
+    filled: Quantity = NO_QTY
     status: str = WORKING
     triggered: bool = True
     cancel_pending: bool = False
@@ -100,7 +103,7 @@ class OrderState:
     def avg_price(self) -> Decimal | None:
         return self.notional / self.filled if self.filled else None
 
-    def marketable_price(self, book: Book) -> Decimal | None:
+    def marketable_price(self, book: Book) -> Price | None:
         """Price this order would trade at against ``book`` now, else None."""
         req = self.request
         buy = req.side is _BUY
@@ -110,9 +113,11 @@ class OrderState:
         if req.order_type is _MARKET or req.order_type is _STOP_MARKET:
             return touch
         limit = req.price
+        if limit is None:  # never for a limit order (OrderRequest refuses it)
+            return None
         if buy:
-            return touch if touch <= limit else None  # type: ignore[operator]
-        return touch if touch >= limit else None  # type: ignore[operator]
+            return touch if touch <= limit else None
+        return touch if touch >= limit else None
 
     def crossed_through(self, book: Book) -> bool:
         """A resting limit the market traded through: fill at the limit (maker)."""
@@ -122,12 +127,12 @@ class OrderState:
         """Stop-limit trigger: a buy stop when the ask reaches it, a sell stop
         when the bid falls to it (the side a stop-out would trade against)."""
         req = self.request
-        touch = book.touch(req.side)
-        if touch is None:
+        touch, trigger = book.touch(req.side), req.trigger_price
+        if touch is None or trigger is None:  # a trigger is never missing on a stop-limit
             return False
         if req.side is Side.BUY:
-            return touch >= req.trigger_price  # type: ignore[operator]
-        return touch <= req.trigger_price  # type: ignore[operator]
+            return touch >= trigger
+        return touch <= trigger
 
 
 def split_qty(qty: Decimal, parts: int) -> list[Decimal]:
@@ -138,7 +143,10 @@ def split_qty(qty: Decimal, parts: int) -> list[Decimal]:
     """
     if parts <= 1 or qty <= 0:
         return [qty]
-    exp = min(qty.as_tuple().exponent, 0)  # type: ignore[arg-type]
+    exponent = qty.as_tuple().exponent
+    if not isinstance(exponent, int):
+        raise ValueError(f"split_qty: {qty} is not a finite quantity")
+    exp = min(exponent, 0)
     step = Decimal(1).scaleb(exp)
     # Refine the step until there are at least ``parts`` units, bounded.
     for _ in range(12):

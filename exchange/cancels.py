@@ -15,18 +15,21 @@ from typing import TYPE_CHECKING
 
 from loguru import logger
 
-from exchange.book import CANCELED, EXPIRED, FILLED
+from exchange.book import CANCELED, EXPIRED, FILLED, NO_QTY
 from exchange.emit import ENGINE, Emit
 from messages import CancelConfirmed, CancelOrder, CancelOutcome, ExchangeTimer
+from messages.types import Symbol
 
 if TYPE_CHECKING:
-    from exchange.engine import SimulatedExchange
+    from exchange.engine_host import EngineHost
+else:
+    EngineHost = object
 
 ZERO = Decimal("0")
 
 
-class CancelsMixin:
-    def cancel(self: SimulatedExchange, cmd: CancelOrder, now: datetime | None = None, *,
+class CancelsMixin(EngineHost):
+    def cancel(self, cmd: CancelOrder, now: datetime | None = None, *,
                account: str | None = None) -> list[Emit]:
         """``account``: the requesting session's; another account's order is
         unknown to it (never canceled, its state never told)."""
@@ -37,8 +40,8 @@ class CancelsMixin:
             self.stats["foreign_account_refused"] += 1
             self.log.append("account_mismatch", now, client_order_id=cmd.client_order_id,
                             account=st.request.account, session_account=account)
-            return [self._emit(CancelConfirmed(cmd.client_order_id, cmd.symbol or "?",
-                                               CancelOutcome.UNKNOWN, ZERO, now), now,
+            return [self._emit(CancelConfirmed(cmd.client_order_id, cmd.symbol or Symbol("?"),
+                                               CancelOutcome.UNKNOWN, NO_QTY, now), now,
                                account=account)]
         self.log.append("cancel_requested", now, client_order_id=cmd.client_order_id,
                         symbol=cmd.symbol, qty=st.leaves if st is not None else None)
@@ -53,7 +56,7 @@ class CancelsMixin:
             return [Emit(delay_s, ExchangeTimer("cancel", key), ENGINE)]
         return self._resolve_cancel(cmd, now, account)
 
-    def _resolve_cancel(self: SimulatedExchange, cmd: CancelOrder, now: datetime,
+    def _resolve_cancel(self, cmd: CancelOrder, now: datetime,
                         account: str | None = None) -> list[Emit]:
         coid = cmd.client_order_id
         st = self.orders.get(coid)
@@ -62,7 +65,7 @@ class CancelsMixin:
         # (an order unknown here: the answer goes to the account that asked)
         status = st.status if st is not None else self._retired.get(coid)
         symbol = st.request.symbol if st is not None else cmd.symbol
-        qty = ZERO
+        qty = NO_QTY
         if status is None:
             outcome, why = CancelOutcome.UNKNOWN, "unknown order"
         elif status == FILLED:
@@ -70,20 +73,22 @@ class CancelsMixin:
         elif status in (CANCELED, EXPIRED):
             outcome, why = CancelOutcome.CANCELED, f"already {status}"
         else:
+            assert st is not None  # a live status comes from a live order only
             outcome, why = CancelOutcome.CANCELED, None
-            qty = st.leaves  # type: ignore[union-attr]
-            self._close(st, CANCELED)  # type: ignore[arg-type]
+            qty = st.leaves
+            self._close(st, CANCELED)
         if why is None:
+            assert st is not None  # as above: why is None only for a live order
             self.stats["orders_canceled"] += 1
             self.log.append("order_canceled", now, client_order_id=coid, symbol=symbol,
-                            side=st.request.side, qty=qty, price=st.request.price)  # type: ignore[union-attr]
+                            side=st.request.side, qty=qty, price=st.request.price)
         else:
             self.log.append("cancel_rejected", now, client_order_id=coid, symbol=symbol,
                             reason=why, outcome=outcome)
-        return [self._emit(CancelConfirmed(coid, symbol or "?", outcome, qty, now), now,
+        return [self._emit(CancelConfirmed(coid, symbol or Symbol("?"), outcome, qty, now), now,
                            account=account)]
 
-    def on_timer(self: SimulatedExchange, timer: ExchangeTimer, now: datetime | None = None) -> list[Emit]:
+    def on_timer(self, timer: ExchangeTimer, now: datetime | None = None) -> list[Emit]:
         now = now or self._clock()
         if timer.kind == "cancel":
             cmd = self.pending_cancels.pop(timer.key, None)

@@ -38,7 +38,8 @@ import random
 from collections import Counter, deque
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from loguru import logger
 
@@ -76,6 +77,7 @@ from messages import (
 )
 from messages.bounds import DEFAULT_BOUNDS, Bounds, event_problem, order_problem
 from messages.sim_events import QueryEvents
+from messages.types import Price, Quantity, Symbol
 
 ZERO = Decimal("0")
 FEE_QUANTUM = Decimal("0.00000001")
@@ -371,8 +373,8 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
         self.log.append("order_rejected", now, client_order_id=order.client_order_id,
                         symbol=order.symbol, side=order.side, qty=order.qty, price=order.price,
                         reason=reason)
-        return self._emit(OrderRejected(order.client_order_id, order.symbol or "?", reason, now), now,
-                          account=order.account)
+        return self._emit(OrderRejected(order.client_order_id, order.symbol or Symbol("?"), reason, now),
+                          now, account=order.account)
 
     def _accept(self, order: OrderRequest, now: datetime) -> list[Emit]:
         coid, symbol = order.client_order_id, order.symbol
@@ -412,16 +414,16 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
         if price is not None:
             self._fill(st, self._fillable(st, book, None), price, "taker", now, out)
 
-    def _fillable(self, st: OrderState, book: Book | None, qty: Decimal | None) -> Decimal:
+    def _fillable(self, st: OrderState, book: Book | None, qty: Quantity | None) -> Quantity:
         req = st.request
-        want = st.leaves if qty is None else min(qty, st.leaves)
+        want: Decimal = st.leaves if qty is None else min(qty, st.leaves)
         if book is not None:
             avail = book.avail_ask if req.side is _BUY else book.avail_bid  # (book.available)
             if avail is not None:
                 want = min(want, max(avail, ZERO))
-        return min(want, self._reducible(req)) if req.reduce_only else want
+        return Quantity(min(want, self._reducible(req))) if req.reduce_only else Quantity(want)
 
-    def _fill(self, st: OrderState, qty: Decimal, price: Decimal, liquidity: str,
+    def _fill(self, st: OrderState, qty: Quantity, price: Price, liquidity: str,
               now: datetime, out: list[Emit]) -> None:
         """Book ``qty`` at ``price`` as one or more fill reports."""
         req = st.request
@@ -438,8 +440,8 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
                 notional = part * price
                 fee = ((notional * bps / BPS).quantize(FEE_QUANTUM, rounding=ROUND_HALF_UP)
                        if bps else ZERO)
-                leaves = st.leaves = st.leaves - part
-                st.filled += part
+                leaves = st.leaves = Quantity(st.leaves - part)
+                st.filled = Quantity(st.filled + part)
                 st.notional += notional
                 fill = self._filled(coid, fill_id, symbol, side, part, price, leaves, now, fee,
                                     account)

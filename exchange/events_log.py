@@ -31,7 +31,8 @@ from enum import Enum
 from itertools import chain
 from json import encoder as _json_encoder
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable
+from typing import Any, BinaryIO
+from collections.abc import Iterable
 
 from loguru import logger
 
@@ -46,15 +47,18 @@ PAGE_BYTES = 512 * 1024
 # call; this is the same C encoder (same output: ASCII, NaN allowed, keys in
 # insertion order) built once. Records hold only fresh plain values, so there
 # is no cycle to check for.
-_c_encode = _json_encoder.c_make_encoder
+_c_encode: Any = getattr(_json_encoder, "c_make_encoder", None)  # absent from the stubs
 if _c_encode is not None:
     _c_encode = _c_encode(None, json.JSONEncoder().default, _json_encoder.encode_basestring_ascii,
                           None, ":", ",", False, False, True)
 
     def _dumps(record: dict[str, Any]) -> str:
-        return "".join(_c_encode(record, 0))  # type: ignore[misc]
+        return "".join(_c_encode(record, 0))
 else:  # pragma: no cover - CPython always has the C encoder
-    _dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+    _ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+
+    def _dumps(record: dict[str, Any]) -> str:
+        return _ENCODER.encode(record)
 
 
 _esc = _json_encoder.encode_basestring_ascii  # a str as json.dumps writes it (C)
@@ -163,8 +167,8 @@ class EventsLog:
             return None
         parts = [',"t":', _esc(self._iso(t)), ',"kind":', _esc(kind)]
         add = parts.append
-        for prefix, value in chain(zip(_CORE_PREFIXES, core),
-                                   zip(map(_PREFIXES.__getitem__, keys), values)):
+        for prefix, value in chain(zip(_CORE_PREFIXES, core, strict=True),
+                                   zip(map(_PREFIXES.__getitem__, keys), values, strict=True)):
             add(prefix)
             kind_of = type(value)
             if kind_of is str:
@@ -248,10 +252,12 @@ class EventsLog:
                 self._write(data)
 
     def _write(self, data: bytes) -> None:  # (under the lock)
-        done = self._fh.write(data)  # type: ignore[union-attr]
+        fh = self._fh
+        assert fh is not None  # callers write only to an open log
+        done = fh.write(data)
         while done < len(data):  # a short write (e.g. interrupted): write the rest
             data = data[done:]
-            done = self._fh.write(data)  # type: ignore[union-attr]
+            done = fh.write(data)
 
     def _iso(self, t: datetime) -> str:
         cached, iso = self._t

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
 
 from exchange.book import OrderState
 from exchange.config import CONFIG_KEYS, parse_spec
@@ -24,11 +25,13 @@ from messages import OrderType, Quote
 from messages.bounds import event_problem, price_problem, qty_problem
 
 if TYPE_CHECKING:
-    from exchange.engine import SimulatedExchange
+    from exchange.engine_host import EngineHost
+else:
+    EngineHost = object
 
 
-class FaultsMixin:
-    def apply(self: SimulatedExchange, spec: Mapping[str, Any],
+class FaultsMixin(EngineHost):
+    def apply(self, spec: Mapping[str, Any],
               now: datetime | None = None) -> list[Emit]:
         """Apply a scenario ``exchange:`` dict; ValueError on any bad key/value."""
         now = now or self._clock()
@@ -44,50 +47,50 @@ class FaultsMixin:
 
     # -- settings ---------------------------------------------------------------
 
-    def configure(self: SimulatedExchange, key: str, value: Any) -> None:
+    def configure(self, key: str, value: Any) -> None:
         """Change one (validated) setting, e.g. ``latency_ms`` or ``partial_fills``."""
         self.config.set(key, value)
         if key == "seed":
             self._rng.seed(value)
 
-    def set_partial_fills(self: SimulatedExchange, n: int) -> None:
+    def set_partial_fills(self, n: int) -> None:
         self.apply({"partial_fills": n})
 
-    def set_cancel_ack_delay(self: SimulatedExchange, ms: float) -> None:
+    def set_cancel_ack_delay(self, ms: float) -> None:
         self.apply({"cancel_ack_delay_ms": ms})
 
     # -- one-shot faults (Python API) -----------------------------------------------
 
-    def reject_orders(self: SimulatedExchange, n: int) -> None:
+    def reject_orders(self, n: int) -> None:
         self.apply({"reject_next": n})
 
-    def duplicate_next_fill(self: SimulatedExchange, n: int = 1) -> None:
+    def duplicate_next_fill(self, n: int = 1) -> None:
         self.apply({"duplicate_fill": n})
 
-    def fill_resting(self: SimulatedExchange, now: datetime | None = None,
+    def fill_resting(self, now: datetime | None = None,
                      **spec: Any) -> list[Emit]:
         return self.apply({"fill_resting": spec or True}, now)
 
-    def gap_price(self: SimulatedExchange, now: datetime | None = None, **spec: Any) -> list[Emit]:
+    def gap_price(self, now: datetime | None = None, **spec: Any) -> list[Emit]:
         return self.apply({"gap_price": spec}, now)
 
-    def set_position(self: SimulatedExchange, symbol: str, qty: Any, account: str = "default",
+    def set_position(self, symbol: str, qty: Any, account: str = "default",
                      now: datetime | None = None, **extra: Any) -> list[Emit]:
         return self.apply({"set_position": {"symbol": symbol, "qty": str(qty),
                                             "account": account, **extra}}, now)
 
-    def drop_stream(self: SimulatedExchange, now: datetime | None = None) -> list[Emit]:
+    def drop_stream(self, now: datetime | None = None) -> list[Emit]:
         return self.apply({"drop_stream": True}, now)
 
-    def stall_stream(self: SimulatedExchange, seconds: float | bool = True,
+    def stall_stream(self, seconds: float | bool = True,
                      now: datetime | None = None) -> list[Emit]:
         return self.apply({"stall_stream": seconds}, now)
 
-    def restart(self: SimulatedExchange, wipe: bool = False,
+    def restart(self, wipe: bool = False,
                 now: datetime | None = None) -> list[Emit]:
         return self.apply({"restart": {"wipe": wipe}}, now)
 
-    def _take_reject_rule(self: SimulatedExchange, order: Any) -> bool:
+    def _take_reject_rule(self, order: Any) -> bool:
         """Consume one count of the first targeted reject rule ``order`` matches."""
         for rule in self.reject_rules:
             if (rule.get("symbol", order.symbol) == order.symbol
@@ -101,7 +104,7 @@ class FaultsMixin:
 
     # -- implementations (value already validated) ----------------------------------
 
-    def _fault_reject_next(self: SimulatedExchange, value: int | list[dict[str, Any]],
+    def _fault_reject_next(self, value: int | list[dict[str, Any]],
                            now: datetime) -> list[Emit]:
         if isinstance(value, int):
             self.reject_next = value
@@ -109,7 +112,7 @@ class FaultsMixin:
             self.reject_rules.extend(dict(rule) for rule in value)
         return []
 
-    def _fault_duplicate_fill(self: SimulatedExchange, value: int | str,
+    def _fault_duplicate_fill(self, value: int | str,
                               now: datetime) -> list[Emit]:
         if value == "last":
             if self._last_fill is None:
@@ -118,7 +121,7 @@ class FaultsMixin:
         self.duplicate_next = int(value)
         return []
 
-    def _fault_fill_resting(self: SimulatedExchange, spec: dict[str, Any],
+    def _fault_fill_resting(self, spec: dict[str, Any],
                             now: datetime) -> list[Emit]:
         """Fill working orders now, regardless of the quote (a counterparty
         appeared). By symbol: triggered orders only; by client_order_id: that
@@ -150,7 +153,7 @@ class FaultsMixin:
         self.stats["forced_fills"] += len(targets)
         return out
 
-    def _fault_gap_price(self: SimulatedExchange, spec: dict[str, Any],
+    def _fault_gap_price(self, spec: dict[str, Any],
                          now: datetime) -> list[Emit]:
         """Jump the market to a new quote in one step (no prices in between)."""
         symbol = spec["symbol"]
@@ -160,18 +163,18 @@ class FaultsMixin:
         if "bid" in spec:
             bid, ask = spec["bid"], spec["ask"]
         else:
-            if book is None or not book.has_quote:
+            if book is None or book.bid is None or book.ask is None:  # no quote yet
                 if "pct" in spec:
                     self.stats["bad_faults"] += 1
                     return [self._error("bad_fault", f"gap_price pct: no quote for {symbol} yet",
                                         now)]
                 bid = ask = spec["price"]
             elif "price" in spec:
-                spread = book.ask - book.bid  # type: ignore[operator]
+                spread = book.ask - book.bid
                 bid, ask = spec["price"], spec["price"] + spread
             else:
                 factor = 1 + spec["pct"] / 100
-                bid, ask = book.bid * factor, book.ask * factor  # type: ignore[operator]
+                bid, ask = book.bid * factor, book.ask * factor
         quote = Quote(symbol, bid, ask, now, bid_size=bid_size, ask_size=ask_size)
         problem = event_problem(quote, self.bounds)
         if problem is not None:  # a gap to an absurd price would poison the book (rule 18)
@@ -180,7 +183,7 @@ class FaultsMixin:
         self.log.append("price_gapped", now, symbol=symbol, bid=bid, ask=ask)
         return self.on_quote(quote, now)
 
-    def _fault_set_position(self: SimulatedExchange, entries: list[dict[str, Any]],
+    def _fault_set_position(self, entries: list[dict[str, Any]],
                             now: datetime) -> list[Emit]:
         """Change a position behind the client's back (no event is sent)."""
         for entry in entries:
@@ -206,14 +209,14 @@ class FaultsMixin:
                             account=entry["account"], avg_price=pos.avg_price)
         return []
 
-    def _fault_drop_stream(self: SimulatedExchange, on: bool, now: datetime) -> list[Emit]:
+    def _fault_drop_stream(self, on: bool, now: datetime) -> list[Emit]:
         if not on:
             return []
         reason = "stream dropped by the exchange (fault injection)"
         self.log.append("stream_dropped", now, reason=reason)
         return [Emit(0.0, StreamAction("drop", reason), TRANSPORT)]
 
-    def _fault_stall_stream(self: SimulatedExchange, value: float | bool,
+    def _fault_stall_stream(self, value: float | bool,
                             now: datetime) -> list[Emit]:
         if value is False:
             return self._fault_resume_stream(True, now)
@@ -222,13 +225,13 @@ class FaultsMixin:
         return [Emit(0.0, StreamAction("stall", "stream stalled (fault injection)", duration),
                      TRANSPORT)]
 
-    def _fault_resume_stream(self: SimulatedExchange, on: bool, now: datetime) -> list[Emit]:
+    def _fault_resume_stream(self, on: bool, now: datetime) -> list[Emit]:
         if not on:
             return []
         self.log.append("stream_resumed", now)
         return [Emit(0.0, StreamAction("resume", "stream resumed"), TRANSPORT)]
 
-    def _fault_restart(self: SimulatedExchange, spec: dict[str, bool], now: datetime) -> list[Emit]:
+    def _fault_restart(self, spec: dict[str, bool], now: datetime) -> list[Emit]:
         """The exchange restarts: every session drops; ``wipe`` also loses all
         orders, positions and balances (ids stay unique via the epoch)."""
         wipe = spec["wipe"]

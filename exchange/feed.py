@@ -13,6 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from messages import Quote
+from messages.types import Price, Quantity, Symbol
 
 DEFAULT_PRICE = Decimal("100")
 TICK = Decimal("0.01")
@@ -40,6 +41,6 @@ class RandomWalkFeed:
             mid = max(TICK * 10, (self.mid[sym] * (1 + step)).quantize(TICK))
             self.mid[sym] = mid
             half = max(TICK, (mid * Decimal(repr(self.spread_bps / 20_000))).quantize(TICK))
-            out.append(Quote(sym, mid - half, mid + half, now, bid_size=self.size,
-                             ask_size=self.size))
+            out.append(Quote(Symbol(sym), Price(mid - half), Price(mid + half), now,
+                             bid_size=Quantity(self.size), ask_size=Quantity(self.size)))
         return out

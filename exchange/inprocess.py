@@ -13,6 +13,7 @@ the venue actor does not exist).
 from __future__ import annotations
 
 from typing import Any
+from collections.abc import Collection
 
 from exchange.protocol import Sink, refusal, safe_sink
 from messages import Connect, Disconnect, Message
@@ -35,7 +36,7 @@ class InProcessAdapter:
         """Whether the venue has a live session for our client right now."""
         cell = self.system.directory.get(self.venue_name)
         venue = getattr(cell, "actor", None) if cell is not None else None
-        clients = getattr(venue, "connected_clients", frozenset())
+        clients: Collection[str] = getattr(venue, "connected_clients", frozenset())
         return self.client in clients
 
     def connect(self) -> None:

@@ -322,6 +322,7 @@ def worst_case_margin_python(legs: LegArrays, grid: ShockGrid | None = None) -> 
     kind = legs.kind.tolist()
     qty, spot, strike = legs.qty.tolist(), legs.spot.tolist(), legs.strike.tolist()
     expiry, iv, half_spread = legs.expiry_years.tolist(), legs.iv.tolist(), legs.half_spread.tolist()
+    assert legs.underlying is not None  # LegArrays.__post_init__ fills it in
     mult, und = legs.multiplier.tolist(), legs.underlying.tolist()
     rate, n = grid.rate, len(kind)
 
@@ -332,7 +333,8 @@ def worst_case_margin_python(legs: LegArrays, grid: ShockGrid | None = None) -> 
         if kind[i] == STOCK:
             now.append(spot[i])
         else:
-            now.append(bs_price_scalar(kind[i] == CALL, spot[i], strike[i], expiry[i], iv[i], rate))
+            now.append(bs_price_scalar(kind[i] == CALL, spot=spot[i], strike=strike[i],
+                                       expiry_years=expiry[i], vol=iv[i], rate=rate))
             key = (und[i], kind[i])
             short_notional[key] = short_notional.get(key, 0.0) + qty[i] * mult[i] * spot[i]
         spread_cost += abs(qty[i] * mult[i]) * half_spread[i]
@@ -348,8 +350,9 @@ def worst_case_margin_python(legs: LegArrays, grid: ShockGrid | None = None) -> 
                     if kind[i] == STOCK:
                         value = s
                     else:
-                        value = bs_price_scalar(kind[i] == CALL, s, strike[i], expiry[i],
-                                                iv[i] * (1.0 + v), rate)
+                        value = bs_price_scalar(kind[i] == CALL, spot=s, strike=strike[i],
+                                                expiry_years=expiry[i], vol=iv[i] * (1.0 + v),
+                                                rate=rate)
                     pnl += qty[i] * mult[i] * (value - now[i])
                 per.append(max(-pnl, 0.0) + m * spread_cost + base)
     k = max(range(len(per)), key=per.__getitem__)

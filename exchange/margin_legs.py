@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -159,7 +160,8 @@ class LegArrays:
             if u < 0:
                 und[i], next_id = next_id, next_id + 1
         cols = {name: [float(getattr(leg, name)) for leg in legs] for name in _FLOAT_FIELDS}
-        return cls(kind=[int(leg.kind) for leg in legs], underlying=und, **cols)
+        return cls(kind=np.asarray([int(leg.kind) for leg in legs]), underlying=np.asarray(und),
+                   **{name: np.asarray(col) for name, col in cols.items()})
 
     @classmethod
     def empty(cls) -> LegArrays:

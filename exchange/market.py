@@ -17,11 +17,13 @@ from exchange.emit import MARKET, Emit
 from messages import Bar, OrderType, Quote, TimeInForce
 
 if TYPE_CHECKING:
-    from exchange.engine import SimulatedExchange
+    from exchange.engine_host import EngineHost
+else:
+    EngineHost = object
 
 
-class MarketMixin:
-    def on_quote(self: SimulatedExchange, quote: Quote, now: datetime | None = None) -> list[Emit]:
+class MarketMixin(EngineHost):
+    def on_quote(self, quote: Quote, now: datetime | None = None) -> list[Emit]:
         """New top of book: publish it, trigger stops, fill what it crosses."""
         now = now or self._clock()
         symbols = self.config.symbols
@@ -31,8 +33,9 @@ class MarketMixin:
         book = self.books.get(quote.symbol)
         if book is None:
             book = self.books[quote.symbol] = Book(quote.symbol)
-        book.set_quote(quote.bid, quote.ask, quote.bid_size, quote.ask_size, quote.ts,
-                       self.config.limit_by_quote_size)
+        book.set_quote(bid=quote.bid, ask=quote.ask, bid_size=quote.bid_size,
+                       ask_size=quote.ask_size, ts=quote.ts,
+                       limit_by_size=self.config.limit_by_quote_size)
         self.stats["quotes"] += 1
         if self.config.log_quotes:
             self.log.append("quote", now, symbol=quote.symbol, bid=quote.bid, ask=quote.ask)
@@ -40,7 +43,7 @@ class MarketMixin:
         self._match_book(book, now, out)
         return out
 
-    def on_bar(self: SimulatedExchange, bar: Bar, now: datetime | None = None) -> list[Emit]:
+    def on_bar(self, bar: Bar, now: datetime | None = None) -> list[Emit]:
         """Bars are published and mark the last price; matching uses quotes."""
         now = now or self._clock()
         if self.config.symbols is not None and bar.symbol not in self.config.symbols:
@@ -52,7 +55,7 @@ class MarketMixin:
         book.last = bar.close
         return [self._emit(bar, now, MARKET)]
 
-    def _match_book(self: SimulatedExchange, book: Book, now: datetime, out: list[Emit]) -> None:
+    def _match_book(self, book: Book, now: datetime, out: list[Emit]) -> None:
         orders = self.working.get(book.symbol)
         if not orders:
             return
@@ -72,4 +75,5 @@ class MarketMixin:
                 self._take(st, book, now, out)
             else:
                 price = st.request.price
-                self._fill(st, self._fillable(st, book, None), price, "maker", now, out)  # type: ignore[arg-type]
+                if price is not None:  # a resting limit always has one (OrderRequest checks)
+                    self._fill(st, self._fillable(st, book, None), price, "maker", now, out)

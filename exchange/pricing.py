@@ -109,7 +109,7 @@ class Greeks:
     vega: np.ndarray
 
 
-def _prepare(is_call, spot, strike, expiry_years, vol, rate):
+def _prepare(is_call, *, spot, strike, expiry_years, vol, rate):
     arrays = np.broadcast_arrays(
         np.asarray(is_call, dtype=bool),
         np.asarray(spot, dtype=np.float64),
@@ -126,14 +126,15 @@ def _prepare(is_call, spot, strike, expiry_years, vol, rate):
     return call, s, k, t, v, r
 
 
-def bs_greeks(is_call, spot, strike, expiry_years, vol, rate=0.0) -> Greeks:
+def bs_greeks(is_call, *, spot, strike, expiry_years, vol, rate=0.0) -> Greeks:
     """Black-Scholes price, delta, gamma and vega; all inputs broadcast.
 
     Degenerate options (``vol * sqrt(T) < MIN_VOL_SQRT_T``) get discounted
     intrinsic value, a step delta (0.5 exactly at the forward), and zero
     gamma and vega, instead of 0/0.
     """
-    call, s, k, t, v, r = _prepare(is_call, spot, strike, expiry_years, vol, rate)
+    call, s, k, t, v, r = _prepare(is_call, spot=spot, strike=strike, expiry_years=expiry_years,
+                                   vol=vol, rate=rate)
     sqrt_t = np.sqrt(t)
     vst = v * sqrt_t
     live = vst >= MIN_VOL_SQRT_T
@@ -158,12 +159,13 @@ def bs_greeks(is_call, spot, strike, expiry_years, vol, rate=0.0) -> Greeks:
     return Greeks(price=price, delta=delta, gamma=gamma, vega=vega)
 
 
-def bs_price(is_call, spot, strike, expiry_years, vol, rate=0.0) -> np.ndarray:
+def bs_price(is_call, *, spot, strike, expiry_years, vol, rate=0.0) -> np.ndarray:
     """Black-Scholes price only (see ``bs_greeks`` for conventions)."""
-    return bs_greeks(is_call, spot, strike, expiry_years, vol, rate).price
+    return bs_greeks(is_call, spot=spot, strike=strike, expiry_years=expiry_years, vol=vol,
+                     rate=rate).price
 
 
-def bs_price_scalar(is_call: bool, spot: float, strike: float,
+def bs_price_scalar(is_call: bool, *, spot: float, strike: float,
                     expiry_years: float, vol: float, rate: float = 0.0) -> float:
     """One option's Black-Scholes price with the ``math`` module only.
 
@@ -203,7 +205,7 @@ def _to_decimal(value: float, places: int) -> Decimal:
     return Decimal(repr(value)).quantize(Decimal(1).scaleb(-places))
 
 
-def quote_option(is_call: bool, spot: Decimal, strike: Decimal, expiry_years,
+def quote_option(is_call: bool, *, spot: Decimal, strike: Decimal, expiry_years,
                  vol, rate=Decimal(0), places: int = 8) -> OptionQuote:
     """Decimal-in, Decimal-out Black-Scholes quote for the simulated exchange.
 
@@ -212,11 +214,11 @@ def quote_option(is_call: bool, spot: Decimal, strike: Decimal, expiry_years,
     """
     g = bs_greeks(
         bool(is_call),
-        _to_float(spot, "spot"),
-        _to_float(strike, "strike"),
-        _to_float(expiry_years, "expiry_years"),
-        _to_float(vol, "vol"),
-        _to_float(rate, "rate"),
+        spot=_to_float(spot, "spot"),
+        strike=_to_float(strike, "strike"),
+        expiry_years=_to_float(expiry_years, "expiry_years"),
+        vol=_to_float(vol, "vol"),
+        rate=_to_float(rate, "rate"),
     )
     return OptionQuote(
         price=_to_decimal(float(g.price), places),

@@ -41,7 +41,8 @@ A real venue adapter added later implements the same five members.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 from messages import CancelOrder, ExchangeError, Message, OrderRejected, SubmitOrder, utc_now
 from messages.exchange import COMMAND_TYPES

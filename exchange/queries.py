@@ -26,11 +26,13 @@ from messages import (
 from messages.sim_events import EventsPage, QueryEvents
 
 if TYPE_CHECKING:
-    from exchange.engine import SimulatedExchange
+    from exchange.engine_host import EngineHost
+else:
+    EngineHost = object
 
 
-class QueriesMixin:
-    def query(self: SimulatedExchange, q: Any, now: datetime | None = None) -> list[Emit]:
+class QueriesMixin(EngineHost):
+    def query(self, q: Any, now: datetime | None = None) -> list[Emit]:
         now = now or self._clock()
         acct = self.account(q.account)
         self.stats["queries"] += 1
@@ -61,7 +63,7 @@ class QueriesMixin:
                         account=acct.name)
         return [self._emit(reply, now, REQUESTER)]
 
-    def query_events(self: SimulatedExchange, q: QueryEvents,
+    def query_events(self, q: QueryEvents,
                      now: datetime | None = None) -> list[Emit]:
         """A page of this exchange's own events.jsonl (``messages.sim_events``)."""
         now = now or self._clock()
@@ -78,23 +80,23 @@ class QueriesMixin:
 
     # -- read access (tests, tools, the venue's introspection) ------------------------
 
-    def order(self: SimulatedExchange, client_order_id: str) -> OrderState | None:
+    def order(self, client_order_id: str) -> OrderState | None:
         return self.orders.get(client_order_id)
 
-    def open_orders(self: SimulatedExchange, account: str | None = None) -> list[OrderState]:
+    def open_orders(self, account: str | None = None) -> list[OrderState]:
         return [st for orders in self.working.values() for st in orders.values()
                 if st.status == WORKING and (account is None or st.request.account == account)]
 
-    def position(self: SimulatedExchange, symbol: str, account: str = "default") -> Decimal:
+    def position(self, symbol: str, account: str = "default") -> Decimal:
         pos = self.accounts.get(account)
         p = pos.positions.get(symbol) if pos is not None else None
         return p.qty if p is not None else ZERO
 
-    def positions(self: SimulatedExchange, account: str = "default") -> dict[str, Decimal]:
+    def positions(self, account: str = "default") -> dict[str, Decimal]:
         acct = self.accounts.get(account)
         return {s: p.qty for s, p in sorted(acct.positions.items())} if acct else {}
 
-    def book(self: SimulatedExchange, symbol: str) -> Book | None:
+    def book(self, symbol: str) -> Book | None:
         return self.books.get(symbol)
 
 

@@ -103,7 +103,7 @@ def handle_subscription(engine: SimulatedExchange, session: Session, cmd: Any,
                           client=session.client)
         for sym in new:
             book = engine.books.get(sym)
-            if book is not None and book.has_quote:
+            if book is not None and book.bid is not None and book.ask is not None:  # has a quote
                 out.append(Quote(sym, book.bid, book.ask, book.ts or now,
                                  bid_size=book.bid_size, ask_size=book.ask_size))
     elif isinstance(cmd, Unsubscribe):

@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from decimal import Decimal
 from typing import Any
 
 import numpy as np
 
 from messages.market import Bar, Quote
+from messages.types import Price, Quantity, Symbol
 
 DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT")
 _US = 1_000_000
@@ -62,9 +63,12 @@ def _non_negative(name: str, value: Any) -> float:
     return f
 
 
+#: open, high, low, close, ticks and jumped, per symbol, of the block just walked
+_BarArrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
 #: where synthetic markets start by default: the virtual clock's default epoch
 #: (runtime.clock.EPOCH_DEFAULT; exchange/ does not import the kernel)
-EPOCH_DEFAULT = datetime(2026, 1, 5, 14, 30, tzinfo=timezone.utc)
+EPOCH_DEFAULT = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 
 
 class SyntheticMarket:
@@ -133,8 +137,8 @@ class SyntheticMarket:
                     return
                 yield t_us / _US, msg
             if self.bar_us is not None and (end_us is None or b1 <= end_us):
-                for msg in state.bars(b1):
-                    yield b1 / _US, msg
+                for bar in state.bars(b1):
+                    yield b1 / _US, bar
             b0 = b1
 
 
@@ -152,7 +156,7 @@ class _State:
         self.tick = 10.0 ** -m.decimals.astype(np.float64)
         self.scale = [Decimal(1).scaleb(-int(d)) for d in m.decimals]
         # Bar accumulators for the current block.
-        self._bar: tuple[np.ndarray, ...] | None = None
+        self._bar: _BarArrays | None = None
 
     def block(self, b0: int, b1: int) -> list[tuple[int, Quote]]:
         m, rng = self.m, self.rng
@@ -209,26 +213,28 @@ class _State:
         out = []
         for j, ts, b, a, bs, az in zip(order.tolist(), t_us[order].tolist(),
                                        bid_t[order].tolist(), ask_t[order].tolist(),
-                                       bsz[order].tolist(), asz[order].tolist()):
+                                       bsz[order].tolist(), asz[order].tolist(), strict=True):
             i = int(sym[j])
             sc = scale[i]
-            out.append((ts, Quote(syms[i], Decimal(int(b)) * sc, Decimal(int(a)) * sc,
-                                  start + timedelta(microseconds=ts),
-                                  Decimal(int(bs)), Decimal(int(az)))))
+            out.append((ts, Quote(Symbol(syms[i]), Price(Decimal(int(b)) * sc),
+                                  Price(Decimal(int(a)) * sc), start + timedelta(microseconds=ts),
+                                  Quantity(Decimal(int(bs))), Quantity(Decimal(int(az))))))
         return out
 
     def bars(self, b1: int) -> list[Bar]:
         """One bar per symbol for the block that closes at ``b1``."""
         m = self.m
-        o, h, lo, c, counts, jumped = self._bar  # type: ignore[misc]
+        assert self._bar is not None  # block() ran first: it fills the bar arrays
+        o, h, lo, c, counts, jumped = self._bar
         noise = self.rng.standard_normal(len(m.symbols))
         vol = np.round(m.volume_per_tick * counts * np.exp(0.5 * noise - 0.125)
                        * np.where(jumped, 3.0, 1.0))
         ts = m.start + timedelta(microseconds=b1)
         out = []
         grid = [np.maximum(np.round(x / self.tick), 1.0) for x in (o, h, lo, c)]
-        for i, (oo, hh, ll, cc, vv) in enumerate(zip(*(g.tolist() for g in grid), vol.tolist())):
+        for i, (oo, hh, ll, cc, vv) in enumerate(zip(*(g.tolist() for g in grid), vol.tolist(), strict=True)):
             sc = self.scale[i]
-            out.append(Bar(m.symbols[i], Decimal(int(oo)) * sc, Decimal(int(hh)) * sc,
-                           Decimal(int(ll)) * sc, Decimal(int(cc)) * sc, Decimal(int(vv)), ts))
+            out.append(Bar(Symbol(m.symbols[i]), Price(Decimal(int(oo)) * sc), Price(Decimal(int(hh)) * sc),
+                           Price(Decimal(int(ll)) * sc), Price(Decimal(int(cc)) * sc),
+                           Quantity(Decimal(int(vv))), ts))
         return out

@@ -34,7 +34,8 @@ import threading
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
 import msgpack
@@ -59,6 +60,7 @@ from messages import (
 from messages.codec import EXT_MESSAGE, CodecError, decode, encode
 from messages.exchange import COMMAND_TYPES
 from messages.sim_events import QueryEvents
+from messages.types import ClientOrderId, Symbol
 
 MAX_FRAME = 1 << 20
 
@@ -220,10 +222,12 @@ class ExchangeServer:
             await server.wait_closed()
 
     async def _feed_loop(self) -> None:
+        feed = self.feed
+        assert feed is not None  # the loop is started only with a feed
         while True:
             await asyncio.sleep(self.feed_interval_s)
             now = self.clock()
-            for quote in self.feed.next_quotes(now):  # type: ignore[union-attr]
+            for quote in feed.next_quotes(now):
                 self._route(self.engine.handle(quote, now), None)
 
     async def _handler(self, ws: ServerConnection) -> None:
@@ -297,7 +301,7 @@ class ExchangeServer:
             logger.opt(exception=exc).error("exchange server failed on {}", type(msg).__name__)
             self._send(sess, 0.0, ExchangeError(code="internal", reason=repr(exc), ts=now))
 
-    def _bad_frame(self, sess: _WsSession, reason: str, frame: bytes | None,
+    def _bad_frame(self, sess: _WsSession, reason: str, frame: bytes | bytearray | None,
                    now: datetime) -> None:
         self.stats["bad_frames"] += 1
         logger.warning("exchange: bad frame from {}: {}", sess.client, reason)
@@ -305,8 +309,8 @@ class ExchangeServer:
         self.engine.log.append("bad_frame", now, client_order_id=coid, symbol=symbol,
                                reason=reason, session=sess.id)
         if coid is not None:
-            self._send(sess, 0.0, OrderRejected(coid, symbol or "?", f"malformed_order: {reason}",
-                                                now))
+            self._send(sess, 0.0, OrderRejected(ClientOrderId(coid), Symbol(symbol or "?"),
+                                                f"malformed_order: {reason}", now))
         else:
             self._send(sess, 0.0, ExchangeError(code="bad_frame", reason=reason, ts=now))
 
@@ -340,7 +344,8 @@ class ExchangeServer:
         if sess.queue.qsize() >= MAX_HELD:
             self.stats["frames_dropped"] += 1
             return
-        sess.queue.put_nowait((self._loop.time() + delay_s, data))  # type: ignore[union-attr]
+        assert self._loop is not None  # sessions exist only while the server runs
+        sess.queue.put_nowait((self._loop.time() + delay_s, data))
 
     def _stream_action(self, action: StreamAction) -> None:
         if action.kind == "drop":
@@ -354,8 +359,8 @@ class ExchangeServer:
                 sess.unstalled.clear()
             if action.duration_s is not None:
                 stalled = list(self.sessions)
-                self._loop.call_later(  # type: ignore[union-attr]
-                    action.duration_s, self._unstall, stalled)
+                assert self._loop is not None  # actions come only while the server runs
+                self._loop.call_later(action.duration_s, self._unstall, stalled)
         elif action.kind == "resume":
             self._unstall(list(self.sessions))
 
@@ -375,7 +380,7 @@ def account_of_path(path: str) -> str | None:
     return account[:128] if account else None
 
 
-def _salvage_order(frame: bytes) -> tuple[str | None, str | None]:
+def _salvage_order(frame: bytes | bytearray) -> tuple[str | None, str | None]:
     """Read the client order id of a SubmitOrder frame that failed to decode
     (e.g. a NaN price), so the sender gets an OrderRejected for that order."""
     def hook(code: int, data: bytes) -> Any:

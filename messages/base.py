@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from decimal import Decimal, InvalidOperation
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, dataclass_transform
 
 SCHEMA_VERSION = 1
 
@@ -43,11 +43,16 @@ class Message:
         return None
 
     def replace(self, **changes: Any) -> Message:
-        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]  # subclasses are dataclasses (@message); the base is not
 
 
+@dataclass_transform(frozen_default=True)
 def message(cls: T) -> T:
-    """Class decorator: make ``cls`` a frozen slotted dataclass and register it."""
+    """Class decorator: make ``cls`` a frozen slotted dataclass and register it.
+
+    Declared with ``dataclass_transform`` so a type checker sees the generated
+    ``__init__`` and checks every message constructor's arguments.
+    """
     name = cls.__name__
     prev = _REGISTRY.get(name)
     if prev is not None and (prev.__module__, prev.__qualname__) != (cls.__module__, cls.__qualname__):
@@ -55,7 +60,7 @@ def message(cls: T) -> T:
                         f"({prev.__module__} and {cls.__module__}); the codec needs unique names")
     dc = dataclasses.dataclass(frozen=True, slots=True)(cls)
     _REGISTRY[name] = dc
-    return dc  # type: ignore[return-value]
+    return dc  # type: ignore[return-value]  # dataclass() returns the class it was given
 
 
 def registry() -> dict[str, type[Message]]:
@@ -119,16 +124,17 @@ def check_decimal(obj: Message, field: str, *, positive: bool = False,
 
 def check_utc(obj: Message, field: str, *, optional: bool = False) -> None:
     value = getattr(obj, field)
-    if type(value) is datetime and value.tzinfo is timezone.utc:
+    if type(value) is datetime and value.tzinfo is UTC:
         return  # already aware UTC (the common case)
     if value is None and optional:
         return
     if not isinstance(value, datetime):
         raise MessageError(f"{type(obj).__name__}.{field}: expected a datetime, got {value!r}")
-    if value.tzinfo is None or value.utcoffset() is None:
+    offset = value.utcoffset()
+    if value.tzinfo is None or offset is None:
         raise MessageError(f"{type(obj).__name__}.{field}: datetime must be timezone-aware UTC")
-    if value.utcoffset().total_seconds() != 0:
-        object.__setattr__(obj, field, value.astimezone(timezone.utc))
+    if offset.total_seconds() != 0:
+        object.__setattr__(obj, field, value.astimezone(UTC))
 
 
 def check_str(obj: Message, field: str, *, optional: bool = False) -> None:
@@ -140,4 +146,4 @@ def check_str(obj: Message, field: str, *, optional: bool = False) -> None:
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from decimal import Decimal, InvalidOperation
 from enum import Enum
 from functools import partial
@@ -31,8 +31,8 @@ EXT_DATETIME = 2
 EXT_ENUM = 3
 EXT_MESSAGE = 4
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_UTC = timezone.utc
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_UTC = UTC
 _I64 = struct.Struct(">q")
 
 # Per-message costs that do not depend on the message (every order crosses
@@ -140,7 +140,7 @@ def _tag_enums(value: Any) -> Any:
         return items if any(items[k] is not v for k, v in value.items()) else value
     if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
         seq = [_tag_enums(v) for v in value]
-        return kind(seq) if any(a is not b for a, b in zip(seq, value)) else value
+        return kind(seq) if any(a is not b for a, b in zip(seq, value, strict=True)) else value
     return value
 
 
@@ -173,7 +173,8 @@ def encode(msg: Message) -> bytes:
             packers.append(packer)
     local.depth = depth + 1
     try:
-        return packer.pack(to_wire(msg))
+        out: bytes = packer.pack(to_wire(msg))
+        return out
     except CodecError:
         raise
     except (TypeError, ValueError, OverflowError) as exc:
@@ -206,7 +207,7 @@ def from_wire(obj: Any) -> Message:
         raise CodecError(f"{name}: {exc}") from None
 
 
-def decode(data: bytes) -> Message:
+def decode(data: bytes | bytearray | memoryview) -> Message:
     """bytes -> Message. Any malformed input raises CodecError, nothing else."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CodecError(f"expected bytes, got {type(data).__name__}")

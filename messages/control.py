@@ -10,25 +10,26 @@ from typing import Any
 from messages.base import Message, MessageError, check_decimal, check_str, check_utc, message
 from messages.enums import OrderPurpose, OrderType, Side
 from messages.orders import ExitPlan, OrderFilled, _check_enum
+from messages.types import DEFAULT_ACCOUNT, Account, Price, Quantity, Symbol
 
 
 @message
 class OrderIntent(Message):
     """An order someone inside the runtime wants; only the coordinator sends it on."""
 
-    symbol: str
+    symbol: Symbol
     side: Side
-    qty: Decimal
+    qty: Quantity
     purpose: OrderPurpose
     ts: datetime
     order_type: OrderType = OrderType.MARKET
-    price: Decimal | None = None
-    trigger_price: Decimal | None = None
+    price: Price | None = None
+    trigger_price: Price | None = None
     reduce_only: bool = False
-    account: str = "default"
+    account: Account = DEFAULT_ACCOUNT
     owner: str | None = None
     tag: str | None = None
-    stop_loss: Decimal | None = None
+    stop_loss: Price | None = None
     group_id: str | None = None
     #: an order-group leg's exit plan: the stop manager protects its fills
     exit_plan: ExitPlan | None = None
@@ -176,11 +177,11 @@ class ProtectPosition(Message):
     """To the stop-loss manager: an entry filled with an exit plan attached
     (``stop_price`` is the plan's stop-loss, kept for the plain stop case)."""
 
-    symbol: str
+    symbol: Symbol
     position_side: Side
-    qty: Decimal
-    stop_price: Decimal | None
-    account: str
+    qty: Quantity
+    stop_price: Price | None
+    account: Account
     entry_order_id: str
     ts: datetime
     plan: ExitPlan | None = None

@@ -6,6 +6,8 @@ from enum import Enum
 
 
 class _StrEnum(str, Enum):
+    _value_: str
+
     def __str__(self) -> str:
         return self.value
 

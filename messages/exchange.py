@@ -17,6 +17,7 @@ import dataclasses
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from messages.base import (
     Message,
@@ -198,7 +199,7 @@ class ExchangeFault(Message):
     ``exchange.config.FAULT_KEYS``. Only the simulator understands it.
     """
 
-    spec: dict
+    spec: dict[str, Any]
 
     def __post_init__(self) -> None:
         if not isinstance(self.spec, Mapping):

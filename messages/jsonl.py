@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 
-def iter_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
+def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     """Every complete record of a JSON-lines file, in order."""
     with open(path, encoding="utf-8") as fh:
         for line in fh:

@@ -7,16 +7,17 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 from messages.base import Message, MessageError, check_decimal, check_str, check_utc, message
+from messages.types import Price, Quantity, Symbol
 
 
 @message
 class Quote(Message):
-    symbol: str
-    bid: Decimal
-    ask: Decimal
+    symbol: Symbol
+    bid: Price
+    ask: Price
     ts: datetime
-    bid_size: Decimal = Decimal("0")
-    ask_size: Decimal = Decimal("0")
+    bid_size: Quantity = Quantity(Decimal("0"))
+    ask_size: Quantity = Quantity(Decimal("0"))
 
     conflatable: ClassVar[bool] = True
     market_data: ClassVar[bool] = True
@@ -41,12 +42,12 @@ class Quote(Message):
 
 @message
 class Bar(Message):
-    symbol: str
-    open: Decimal
-    high: Decimal
-    low: Decimal
-    close: Decimal
-    volume: Decimal
+    symbol: Symbol
+    open: Price
+    high: Price
+    low: Price
+    close: Price
+    volume: Quantity
     ts: datetime
 
     conflatable: ClassVar[bool] = True

@@ -5,12 +5,15 @@ from __future__ import annotations
 import math
 from datetime import datetime
 from decimal import Decimal
+from enum import Enum
+from typing import Any
 
 from messages.base import Message, MessageError, check_decimal, check_str, check_utc, message
 from messages.enums import CancelOutcome, OrderPurpose, OrderType, Side, TimeInForce
+from messages.types import DEFAULT_ACCOUNT, Account, ClientOrderId, Price, Quantity, Symbol
 
 
-def _check_enum(obj: Message, field: str, enum_cls: type) -> None:
+def _check_enum(obj: Message, field: str, enum_cls: type[Enum]) -> None:
     value = getattr(obj, field)
     if isinstance(value, enum_cls):
         return
@@ -88,13 +91,13 @@ def merge_plan(stop_loss: Decimal | None, plan: ExitPlan | None) -> ExitPlan | N
 class Signal(Message):
     """Strategy output: what the strategy wants, before any risk decision."""
 
-    symbol: str
+    symbol: Symbol
     side: Side
-    qty: Decimal
+    qty: Quantity
     ts: datetime
-    stop_loss: Decimal | None = None
+    stop_loss: Price | None = None
     strategy: str = "manual"
-    account: str = "default"
+    account: Account = DEFAULT_ACCOUNT
     reduce_only: bool = False
     #: take-profit, trailing stop, time limit (and a stop-loss) as one plan
     exits: ExitPlan | None = None
@@ -117,17 +120,17 @@ class Signal(Message):
 class OrderRequest(Message):
     """An order as the broker sees it. Built by the coordinator only."""
 
-    client_order_id: str
-    symbol: str
+    client_order_id: ClientOrderId
+    symbol: Symbol
     side: Side
     order_type: OrderType
-    qty: Decimal
+    qty: Quantity
     ts: datetime
-    price: Decimal | None = None
-    trigger_price: Decimal | None = None
+    price: Price | None = None
+    trigger_price: Price | None = None
     reduce_only: bool = False
     tif: TimeInForce = TimeInForce.GTC
-    account: str = "default"
+    account: Account = DEFAULT_ACCOUNT
     purpose: OrderPurpose = OrderPurpose.ENTRY
     group_id: str | None = None
 
@@ -151,9 +154,9 @@ class OrderRequest(Message):
 
 @message
 class OrderAcked(Message):
-    client_order_id: str
+    client_order_id: ClientOrderId
     exchange_order_id: str
-    symbol: str
+    symbol: Symbol
     ts: datetime
 
     def __post_init__(self) -> None:
@@ -164,8 +167,8 @@ class OrderAcked(Message):
 
 @message
 class OrderRejected(Message):
-    client_order_id: str
-    symbol: str
+    client_order_id: ClientOrderId
+    symbol: Symbol
     reason: str
     ts: datetime
 
@@ -178,16 +181,16 @@ class OrderRejected(Message):
 class OrderFilled(Message):
     """One fill report. ``fill_id`` is unique per fill at the exchange."""
 
-    client_order_id: str
+    client_order_id: ClientOrderId
     fill_id: str
-    symbol: str
+    symbol: Symbol
     side: Side
-    qty: Decimal
-    price: Decimal
-    leaves_qty: Decimal
+    qty: Quantity
+    price: Price
+    leaves_qty: Quantity
     ts: datetime
     fee: Decimal = Decimal("0")
-    account: str = "default"
+    account: Account = DEFAULT_ACCOUNT
 
     def __post_init__(self) -> None:
         check_str(self, "client_order_id")
@@ -203,8 +206,8 @@ class OrderFilled(Message):
 
 @message
 class CancelOrder(Message):
-    client_order_id: str
-    symbol: str
+    client_order_id: ClientOrderId
+    symbol: Symbol
     ts: datetime
 
     def __post_init__(self) -> None:
@@ -216,10 +219,10 @@ class CancelOrder(Message):
 class CancelConfirmed(Message):
     """The exchange's answer to a cancel: canceled, already filled, or unknown."""
 
-    client_order_id: str
-    symbol: str
+    client_order_id: ClientOrderId
+    symbol: Symbol
     outcome: CancelOutcome
-    canceled_qty: Decimal
+    canceled_qty: Quantity
     ts: datetime
 
     def __post_init__(self) -> None:
@@ -261,12 +264,12 @@ class PositionSnapshot(Message):
         return dict(self.positions)
 
 
-def _symbol_prices(items: object) -> tuple[tuple[str, Decimal], ...]:
+def _symbol_prices(items: Any) -> tuple[tuple[str, Decimal], ...]:
     """Normalise ``((symbol, price), ...)`` (prices positive and finite)."""
     from messages.base import to_decimal
 
     try:
-        entries = tuple(items)  # type: ignore[call-overload]
+        entries = tuple(items)
     except TypeError:
         raise MessageError("PositionSnapshot.entry_prices: expected ((symbol, price), ...)") from None
     norm = []

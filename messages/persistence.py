@@ -77,7 +77,7 @@ def check_key(obj: Message, key: Any, where: str) -> None:
 
 
 def _check_ack(obj: Message, *, required: bool = False) -> None:
-    ack = obj.ack  # type: ignore[attr-defined]
+    ack = obj.ack  # type: ignore[attr-defined]  # only called for message types with an ack field
     if ack is None:
         if required:
             raise MessageError(f"{type(obj).__name__}: needs an ack (Ack or Future)")
@@ -108,7 +108,7 @@ class Put(Message):
     db: StoreDb
     key: str
     value: Any
-    ack: Ack | None = None
+    ack: Ack | Future[Any] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "db", _coerce_db(self, self.db, "db"))
@@ -122,7 +122,7 @@ class Delete(Message):
 
     db: StoreDb
     key: str
-    ack: Ack | None = None
+    ack: Ack | Future[Any] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "db", _coerce_db(self, self.db, "db"))
@@ -141,10 +141,10 @@ class PutMany(Message):
 
     items: tuple[tuple[StoreDb, str, Any], ...]
     deletes: tuple[tuple[StoreDb, str], ...] = ()
-    ack: Ack | None = None
+    ack: Ack | Future[Any] | None = None
 
     def __post_init__(self) -> None:
-        items = []
+        items: list[tuple[StoreDb, str, Any]] = []
         for i, item in enumerate(self.items):
             try:
                 db, key, value = item
@@ -152,10 +152,10 @@ class PutMany(Message):
                 raise MessageError(f"PutMany.items[{i}]: expected (db, key, value)") from None
             check_key(self, key, f"items[{i}]")
             items.append((_coerce_db(self, db, f"items[{i}]"), key, value))
-        deletes = []
-        for i, item in enumerate(self.deletes):
+        deletes: list[tuple[StoreDb, str]] = []
+        for i, pair in enumerate(self.deletes):
             try:
-                db, key = item
+                db, key = pair
             except (TypeError, ValueError):
                 raise MessageError(f"PutMany.deletes[{i}]: expected (db, key)") from None
             check_key(self, key, f"deletes[{i}]")
@@ -176,7 +176,7 @@ class Reserve(Message):
 
     counter: str
     n: int
-    ack: Ack | None = None
+    ack: Ack | Future[Any] | None = None
 
     def __post_init__(self) -> None:
         check_key(self, self.counter, "counter")
@@ -189,7 +189,7 @@ class Reserve(Message):
 class Flush(Message):
     """Commit whatever is buffered now; ack once everything before it is durable."""
 
-    ack: Ack | None = None
+    ack: Ack | Future[Any] | None = None
 
     def __post_init__(self) -> None:
         _check_ack(self, required=True)

@@ -23,20 +23,23 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from collections.abc import Callable
 
 import pykka
 from loguru import logger
 from pykka import ActorRegistry
 from pykka._envelope import Envelope  # no public name: what pykka's ActorRef.tell/ask put
 
-from runtime.mailbox import EMPTY, StopNow
+from runtime.mailbox import EMPTY, Mailbox, StopNow
 from runtime.signals import GracefulStop
 
 if TYPE_CHECKING:
     from runtime.context import ActorContext
 
 _current = threading.local()
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
 _perf = time.perf_counter
 
 
@@ -51,13 +54,13 @@ def current_actor_name() -> str | None:
     return getattr(_current, "name", None)
 
 
-def handles(*message_types: type) -> Callable[[Callable], Callable]:
+def handles(*message_types: type) -> Callable[[_Handler], _Handler]:
     """Mark a method as the handler for one or more message types."""
     if not message_types:
         raise TypeError("handles() needs at least one message type")
 
-    def mark(fn: Callable) -> Callable:
-        fn._tw_handles = tuple(message_types)  # type: ignore[attr-defined]
+    def mark(fn: _Handler) -> _Handler:
+        fn._tw_handles = tuple(message_types)  # type: ignore[attr-defined]  # a marker attribute on the function object
         return fn
 
     return mark
@@ -96,11 +99,11 @@ class Actor(pykka.ThreadingActor):
         self._exit_error: BaseException | None = None
         self._exit_announced = False
         super().__init__()
-        self._dispatch_cache: dict[type, Callable | None] = {}
+        self._dispatch_cache: dict[type, Callable[..., Any] | None] = {}
         self._began = False
         self._finished = False
 
-    def _create_actor_inbox(self):  # type: ignore[override]
+    def _create_actor_inbox(self) -> Mailbox:  # type: ignore[override]  # pykka's is a staticmethod; ours is the cell's
         # The mailbox belongs to the directory cell, not to this instance.
         return self._cell.mailbox
 
@@ -135,7 +138,7 @@ class Actor(pykka.ThreadingActor):
             return self.on_unhandled(message)
         return handler(message)
 
-    def _resolve(self, mtype: type) -> Callable | None:
+    def _resolve(self, mtype: type) -> Callable[..., Any] | None:
         try:
             return self._dispatch_cache[mtype]
         except KeyError:
@@ -279,7 +282,7 @@ class Actor(pykka.ThreadingActor):
         cell.started.set()
         cell.thread_ended(self)
 
-    def _handle_envelope(self, envelope: Envelope) -> None:
+    def _handle_envelope(self, envelope: Envelope[Any]) -> None:
         reply_to = envelope.reply_to
         try:
             result = self._handle_receive(envelope.message)
@@ -322,7 +325,9 @@ class Actor(pykka.ThreadingActor):
         except Exception as hook_exc:  # noqa: BLE001
             self.log.opt(exception=hook_exc).error("on_failure hook of {} raised", self.ctx.name)
 
-    def _handle_failure(self, exception_type, exception_value, traceback) -> None:  # type: ignore[override]
+    def _handle_failure(self, exception_type: type[BaseException] | None,
+                        exception_value: BaseException | None,
+                        traceback: TracebackType | None) -> None:
         # pykka calls this from paths we do not override; route it to _crash.
         if exception_value is not None:
             self._crash(exception_value, None, during="pykka")

@@ -26,7 +26,8 @@ class Backoff:
     def ceiling(self, attempt: int) -> float:
         """The un-jittered delay for attempt 1, 2, 3 ... (bounded by max_s)."""
         exp = min(max(attempt - 1, 0), 62)
-        return min(self.max_s, self.base_s * (2 ** exp))
+        factor: int = 2 ** exp
+        return min(self.max_s, self.base_s * factor)
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         cap = self.ceiling(attempt)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
-EPOCH_DEFAULT = datetime(2026, 1, 5, 14, 30, tzinfo=timezone.utc)
+EPOCH_DEFAULT = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 
 
 class Clock:
@@ -28,7 +28,7 @@ class Clock:
 
 class LiveClock(Clock):
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
     def monotonic(self) -> float:
         return time.monotonic()

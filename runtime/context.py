@@ -8,7 +8,8 @@ handles the reply when it arrives, with a timer for the timeout.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
 from runtime.signals import GracefulStop, StartChild, TerminateChild
 

@@ -43,8 +43,8 @@ class DeadLetters:
     """Messages that could not be delivered or crashed their handler. Kept, counted."""
 
     def __init__(self, keep: int = 1000) -> None:
-        self._recent: deque = deque(maxlen=keep)
-        self._by_reason: Counter = Counter()
+        self._recent: deque[tuple[dict[str, Any], Any]] = deque(maxlen=keep)
+        self._by_reason: Counter[str] = Counter()
         self._lock = threading.Lock()
         self.total = 0
 
@@ -77,7 +77,7 @@ class ActorCell:
     """The stable identity of a named actor across restarts."""
 
     def __init__(self, system: ActorSystem, name: str, *, supervisor: str | None,
-                 conflate: bool, activity: itertools.count, market_lane: bool = False) -> None:
+                 conflate: bool, activity: itertools.count[int], market_lane: bool = False) -> None:
         self.system = system
         self.name = name
         self.supervisor = supervisor

@@ -20,7 +20,8 @@ import itertools
 import threading
 from collections import deque
 from queue import SimpleQueue
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
 from loguru import logger
 
@@ -40,7 +41,7 @@ class SharedExecutor:
             raise ValueError(f"executor workers must be >= 1, got {workers}")
         self.workers = workers
         self._system = system
-        self._queue: SimpleQueue = SimpleQueue()
+        self._queue: SimpleQueue[Any] = SimpleQueue()  # (fn, args, reply_to, tag) or _STOP
         self._threads: list[threading.Thread] = []
         self._start_lock = threading.Lock()
         self._closing = False
@@ -49,10 +50,10 @@ class SharedExecutor:
         self._submitted = itertools.count()
         self._completed = itertools.count()
         self._failed = itertools.count()
-        self.errors: deque = deque(maxlen=100)
+        self.errors: deque[str] = deque(maxlen=100)
 
     @staticmethod
-    def _value(counter: itertools.count) -> int:
+    def _value(counter: itertools.count[int]) -> int:
         # itertools.count's repr is "count(N)": reading it does not advance it.
         return int(repr(counter)[6:-1])
 
@@ -109,7 +110,7 @@ class SharedExecutor:
                 next(self._completed)
                 self._system.poke()
 
-    def _run(self, fn: Callable[..., Any], args: tuple, reply_to: str | None, tag: Any) -> None:
+    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...], reply_to: str | None, tag: Any) -> None:
         result: Any = None
         error: BaseException | None = None
         try:

@@ -10,7 +10,8 @@ however many keys there are.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any
+from collections.abc import Callable, Iterable
 
 Row = dict[str, Any]
 

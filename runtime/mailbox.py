@@ -91,15 +91,15 @@ class Mailbox:
     )
 
     def __init__(self, name: str, *, conflate: bool = False, market_lane: bool = False,
-                 activity: itertools.count | None = None) -> None:
+                 activity: itertools.count[int] | None = None) -> None:
         self.name = name
         self.conflate = conflate
         self.market_lane = market_lane
         self._sorting = conflate or market_lane  # put must look at the message's type
-        self._items: deque = deque()
+        self._items: deque[tuple[float, Any]] = deque()  # (enqueued at, message or slot)
         #: the market lane (always a deque, empty unless ``market_lane``)
-        self._market: deque = deque()
-        self._wake: SimpleQueue = SimpleQueue()
+        self._market: deque[tuple[float, Any]] = deque()
+        self._wake: SimpleQueue[None] = SimpleQueue()
         self._slots: dict[Any, _Slot] = {}
         self._conflate_lock = threading.Lock()
         self._activity = activity if activity is not None else itertools.count()
@@ -142,7 +142,7 @@ class Mailbox:
         else:
             self._notify()
 
-    def _put_conflated(self, msg: Any, key: Any, lane: deque) -> None:
+    def _put_conflated(self, msg: Any, key: Any, lane: deque[tuple[float, Any]]) -> None:
         with self._conflate_lock:
             slot = self._slots.get(key)
             if slot is not None:

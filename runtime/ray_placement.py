@@ -23,6 +23,7 @@ Ray is an optional dependency (``pip install -e '.[ray]'``).
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import zlib
@@ -147,10 +148,10 @@ class RayPlacement:
             try:
                 if address == "auto":  # this machine only: every Ray socket on loopback
                     ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                             logging_level="ERROR", runtime_env=env, namespace="tradewarden",
+                             logging_level=logging.ERROR, runtime_env=env, namespace="tradewarden",
                              _node_ip_address="127.0.0.1")
                 else:
-                    ray.init(address=address, log_to_driver=False, logging_level="ERROR",
+                    ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR,
                              runtime_env=env, namespace="tradewarden")
             except Exception as exc:  # noqa: BLE001 - said plainly to the user
                 raise RayUnavailable(f"cannot start or join Ray at {address!r}: {exc}") from exc

@@ -16,7 +16,7 @@ _SECRET_FIELD = re.compile(
 )
 
 
-def _mask(m: re.Match) -> str:
+def _mask(m: re.Match[str]) -> str:
     # A double-quoted value stays double-quoted, so a redacted JSON line
     # (the audit trail) is still valid JSON.
     value = m.group(3)

@@ -76,7 +76,8 @@ def load_factory(path: str) -> Callable[..., Any]:
     obj: Any = importlib.import_module(module)
     for part in name.split("."):
         obj = getattr(obj, part)
-    return obj
+    factory: Callable[..., Any] = obj
+    return factory
 
 
 # -- the far side -----------------------------------------------------------------------
@@ -233,9 +234,10 @@ class RemoteHost:
             self.actor.on_idle()
         except Exception as exc:  # noqa: BLE001 - reported to the proxy, which crashes
             error = f"{type(exc).__name__}: {exc}"
-        return msgpack.packb({"out": ctx.outbox.frames, "timers": ctx.outbox.timers,
-                              "info": _plain(ctx.cell.info), "done": done, "error": error},
-                             use_bin_type=True, default=_info_default)
+        answer: bytes = msgpack.packb({"out": ctx.outbox.frames, "timers": ctx.outbox.timers,
+                                      "info": _plain(ctx.cell.info), "done": done, "error": error},
+                                     use_bin_type=True, default=_info_default)
+        return answer
 
     def stop(self) -> None:
         try:

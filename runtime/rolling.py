@@ -12,10 +12,15 @@ from __future__ import annotations
 import bisect
 import math
 from collections import deque
-from typing import Sequence
+from typing import TYPE_CHECKING
+from collections.abc import Sequence
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 
-def percentile_of_sorted(ordered: Sequence[float], q: float) -> float:
+def percentile_of_sorted(ordered: Sequence[float] | npt.NDArray[np.float64], q: float) -> float:
     """``np.percentile(x, q)`` (its default, linear method) of an already sorted ``x``."""
     pos = q / 100 * (len(ordered) - 1)
     lo = math.floor(pos)

@@ -24,7 +24,9 @@ from __future__ import annotations
 import random
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
 
 from runtime.actor import EXECUTIONS, THREADED, Actor, handles
 from runtime.backoff import Backoff
@@ -32,6 +34,9 @@ from runtime.directory import EXITED, RESTARTING, RUNNING, STOPPED
 from runtime.mailbox import StopNow
 from runtime.resources import exhausted
 from runtime.signals import ChildExited, GracefulStop, RestartChildren, StartChild, TerminateChild
+
+if TYPE_CHECKING:
+    from runtime.context import ActorContext
 
 STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
 RESTART_TYPES = ("permanent", "transient", "temporary")
@@ -47,8 +52,8 @@ class ChildSpec:
 
     name: str
     actor: Callable[..., Actor]
-    args: tuple = ()
-    kwargs: dict = field(default_factory=dict)
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
     restart: str = "permanent"
     shutdown_s: float = 5.0
     conflate: bool = False
@@ -75,7 +80,7 @@ class SupervisorSpec:
     """A supervisor and its children; usable as a child of another supervisor."""
 
     name: str
-    children: list = field(default_factory=list)
+    children: Sequence[ChildSpec | SupervisorSpec] = field(default_factory=list)
     strategy: str = "one_for_one"
     intensity: int = 5
     period_s: float = 60.0
@@ -107,11 +112,11 @@ class SupervisorSpec:
         return THREADED
 
     @property
-    def args(self) -> tuple:
+    def args(self) -> tuple[Any, ...]:
         return (self,)
 
     @property
-    def kwargs(self) -> dict:
+    def kwargs(self) -> dict[str, Any]:
         return {}
 
 
@@ -120,11 +125,11 @@ class Supervisor(Actor):
     #: OTP allows it), so it must not hold a dispatcher worker while it does
     execution = THREADED
 
-    def __init__(self, ctx, spec: SupervisorSpec) -> None:
+    def __init__(self, ctx: ActorContext, spec: SupervisorSpec) -> None:
         super().__init__(ctx)
         self.spec = spec
         self.children: list[Any] = list(spec.children)
-        self._restart_times: deque = deque()
+        self._restart_times: deque[float] = deque()
         self._expected_exits: set[tuple[str, int]] = set()
         self._generation = 0
         self._rng = random.Random(f"{ctx.seed}:{ctx.name}")
@@ -143,7 +148,8 @@ class Supervisor(Actor):
         self._stop_children(self.children, graceful=True)
         self._publish()
 
-    def on_failure(self, exc_type, exc, tb) -> None:  # noqa: ANN001
+    def on_failure(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                   tb: TracebackType | None) -> None:
         self._terminating = True
         self._stop_children(self.children, graceful=False)
 
@@ -239,7 +245,7 @@ class Supervisor(Actor):
             self.log.error("child {} did not finish on_start within {}s", child.name,
                            child.shutdown_s)
 
-    def _stop_children(self, children: list, *, graceful: bool) -> None:
+    def _stop_children(self, children: list[Any], *, graceful: bool) -> None:
         for child in reversed(children):
             cell = self.ctx.system.directory.get(child.name)
             if cell is None:
@@ -268,7 +274,7 @@ class Supervisor(Actor):
             self._restart_times.popleft()
         return len(self._restart_times) <= self.spec.intensity
 
-    def _schedule_restart(self, children: list, attempt: int) -> None:
+    def _schedule_restart(self, children: list[Any], attempt: int) -> None:
         self._generation += 1
         for child in children:
             cell = self.ctx.system.directory.get(child.name)

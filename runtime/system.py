@@ -11,7 +11,8 @@ import itertools
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import pykka
 from loguru import logger
@@ -90,8 +91,8 @@ class ActorSystem:
         #: (a remote actor's batch): the system is not quiescent while it is out
         self._outstanding = 0
         self._outstanding_lock = threading.Lock()
-        self.restart_counts: Counter = Counter()
-        self.failure_counts: Counter = Counter()
+        self.restart_counts: Counter[str] = Counter()
+        self.failure_counts: Counter[str] = Counter()
         self._started = False
         self._shut = False
 
@@ -168,8 +169,8 @@ class ActorSystem:
                          activity=self._activity, market_lane=market_lane)
         return self.directory.add(cell)
 
-    def spawn(self, cell: ActorCell, factory: Callable[..., Any], args: tuple,
-              kwargs: dict, *, execution: str | None = None) -> None:
+    def spawn(self, cell: ActorCell, factory: Callable[..., Any], args: tuple[Any, ...],
+              kwargs: dict[str, Any], *, execution: str | None = None) -> None:
         """Start a new instance of ``factory`` in ``cell`` (called by supervisors).
 
         ``execution`` (pooled or threaded) defaults to the actor class's own;
@@ -276,7 +277,7 @@ class ActorSystem:
         cell = self.directory.get(name)
         if cell is None or cell.state == STOPPED:
             raise LookupError(f"no actor named {name!r}")
-        future = pykka.ThreadingFuture()
+        future: pykka.ThreadingFuture[Any] = pykka.ThreadingFuture()
         cell.mailbox.put(Envelope(message, reply_to=future))
         if self.clock.is_virtual:
             self.wait_quiescent(timeout)

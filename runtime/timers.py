@@ -13,13 +13,14 @@ import heapq
 import itertools
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from loguru import logger
 
 from runtime.clock import Clock
 
-Deliver = Callable[[str, Any], None]
+Deliver = Callable[[str, Any], object]  # its result (delivered or not) is ignored
 
 
 @dataclass(order=True)

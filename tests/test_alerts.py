@@ -12,7 +12,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -26,7 +26,7 @@ from runtime import Actor, Backoff, ChildSpec, handles
 
 CANARY = "CANARY-TOKEN-123"
 TOKEN_ENV, CHAT_ENV = "TW_TEST_TG_TOKEN", "TW_TEST_TG_CHAT"
-TS = datetime(2026, 1, 5, 14, 30, tzinfo=timezone.utc)
+TS = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 FAST = Backoff(base_s=1.0, max_s=4.0, jitter="none")
 
 
@@ -149,7 +149,7 @@ def test_alert_messages_validate_and_round_trip_through_codec():
     with pytest.raises(MessageError, match="severity"):
         alert(severity="panic")
     with pytest.raises(MessageError, match="timezone-aware"):
-        Alert("info", "t", "x", datetime(2026, 1, 5), "src")
+        Alert("info", "t", "x", datetime(2026, 1, 5), "src")  # noqa: DTZ001 - naive on purpose: refused
     with pytest.raises(MessageError, match="title"):
         alert(title="")
     with pytest.raises(MessageError, match="sink"):
@@ -212,7 +212,7 @@ def test_failing_sink_backs_off_exponentially_on_the_timer(harness_factory):
     h = start(harness_factory, sink)
     h.tell("alerts", alert())
     h.advance(60)
-    gaps = [b - a for a, b in zip(sink.attempts, sink.attempts[1:])]
+    gaps = [b - a for a, b in zip(sink.attempts, sink.attempts[1:], strict=False)]
     assert gaps == [1.0, 2.0, 4.0, 4.0]      # bounded by max_s
     assert len(sink.got) == 1 and sink_figures(h, "list")["failed"] == 4
 

@@ -165,7 +165,7 @@ def test_lost_create_answer_with_the_stream_silent_is_resolved_by_lookup(
     with face_server(tmp_path) as face, connected_adapter(face) as (ad, evs):
         orig = ad.on_stream_message
         ad.on_stream_message = lambda kind, msg: None if kind in ("order", "algo") \
-            else orig(kind, msg)  # type: ignore[method-assign]
+            else orig(kind, msg)  # type: ignore[method-assign]  # a test spy stands in for the method
         face.venue_fault({"lose_create_answer": 1})
         req = order(OrderType.LIMIT, price=Decimal("90"))
         ad.send(SubmitOrder(req))
@@ -265,11 +265,11 @@ def test_listen_key_kept_alive_by_ccxt(tmp_path: Path) -> None:
         real = keys.keepalive
 
         def counting(owner: object) -> str:
-            value = real(owner)  # type: ignore[arg-type]
+            value = real(owner)  # type: ignore[arg-type]  # the spy passes the real owner through
             seen.append(value)
             return value
 
-        keys.keepalive = counting  # type: ignore[method-assign]
+        keys.keepalive = counting  # type: ignore[method-assign]  # a test spy stands in for the method
         with connected_adapter(face, listen_key_keepalive_s=0.3) as (ad, evs):
             evs.drain(1.6)
             assert len(seen) >= 3, "the listen key is PUT every listen_key_keepalive_s"

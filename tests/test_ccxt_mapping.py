@@ -129,7 +129,7 @@ def test_bad_reports_are_parse_errors_not_crashes() -> None:
     for bad in (report(q="NaN"), report(q="-1"), report(S="UP", x="TRADE", l="1", t=1),
                 report(x="TRADE", l="0.001", t=0), {"s": ""}, "nope"):
         with pytest.raises(ev.ParseError):
-            ev.order_update(bad, tr, "default")  # type: ignore[arg-type]
+            ev.order_update(bad, tr, "default")  # type: ignore[arg-type]  # wrong on purpose: refused
     with pytest.raises(ev.ParseError):
         ev.book_ticker({"s": "BTCUSDT", "b": "101", "a": "100", "T": 1}, utc_now())
 

@@ -32,7 +32,7 @@ TRADE_LAYER = {"strategy": {"name": "demo", "params": {"warmup": 10, "entry_z": 
 def _face(tmp: Path, keys: tuple[ApiKey, ...] = (KEY,), **kw: object) -> BinanceFaceServer:
     face = BinanceFaceServer(symbols=SYMBOLS, out_dir=tmp / "face", keys=keys,
                              feed=RandomWalkFeed(SYMBOLS, seed=3, step_bps=8.0),
-                             feed_interval_s=0.1, **kw)  # type: ignore[arg-type]
+                             feed_interval_s=0.1, **kw)  # type: ignore[arg-type]  # test settings passed through as given
     face.start()
     return face
 
@@ -97,7 +97,7 @@ def test_run_venue_through_venue_faults_holds_every_invariant(tmp_path: Path) ->
 
     def wait(pred: object, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
-        while not pred() and time.monotonic() < deadline:  # type: ignore[operator]
+        while not pred() and time.monotonic() < deadline:  # type: ignore[operator]  # pred is a callable here
             time.sleep(0.1)
 
     def faults() -> None:
@@ -167,10 +167,10 @@ def _until(pred: object, timeout: float = 20.0, what: str = "", info: object = N
     import time
 
     deadline = time.monotonic() + timeout
-    while not pred():  # type: ignore[operator]
+    while not pred():  # type: ignore[operator]  # pred is a callable here
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}"
-                                 + (f": {info()}" if info is not None else ""))  # type: ignore[operator]
+                                 + (f": {info()}" if info is not None else ""))  # type: ignore[operator]  # info is a callable here
         time.sleep(0.02)
 
 
@@ -203,8 +203,8 @@ def _live_runtime(tmp_path: Path, face: BinanceFaceServer, monkeypatch: pytest.M
 
 
 def _ready(rt: object, n_symbols: int) -> bool:
-    gw = rt.info("gateway")  # type: ignore[attr-defined]
-    return (not rt.info("coordinator").get("recovering")  # type: ignore[attr-defined]
+    gw = rt.info("gateway")  # type: ignore[attr-defined]  # rt is the runtime handle the helper was given
+    return (not rt.info("coordinator").get("recovering")  # type: ignore[attr-defined]  # rt is the runtime handle the helper was given
             and gw.get("connected") and not gw.get("stream_reconciling")
             and gw.get("counts", {}).get("market_events", 0) >= n_symbols)
 

@@ -11,7 +11,7 @@ import os
 import socket
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from app.cli_args import parse_duration, parse_symbols
 from trading.audit import AuditLog, read_audit, verify_audit
 
 ROOT = Path(__file__).resolve().parent.parent
-T0 = datetime(2026, 1, 5, 14, 30, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 
 
 #: what CI gives a command: no terminal, no COLUMNS

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from config import (Config, ConfigError, config_hash, default_path, load_config, parse_yaml,
                     read_secret)
@@ -365,8 +365,8 @@ def test_config_hash_is_the_same_in_another_process():
 
 def test_config_is_immutable():
     cfg = load_config()
-    with pytest.raises(Exception):
-        cfg.risk.max_order_size = Decimal("1")  # type: ignore[misc]
+    with pytest.raises(ValidationError, match="frozen"):
+        cfg.risk.max_order_size = Decimal("1")  # type: ignore[misc]  # the point: a frozen model refuses it
 
 
 # -- rule 14 -----------------------------------------------------------------------------------

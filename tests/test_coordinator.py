@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import threading
 from concurrent.futures import Future
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from decimal import Decimal as D
 from pathlib import Path
 from typing import Any
@@ -706,7 +706,7 @@ def test_a_crashed_coordinator_restarts_from_the_store_and_trades_again(rigs) ->
 @pytest.mark.parametrize("qty", [0, -1, "0", "-0.5", D("NaN"), float("nan"), "abc", float("inf")])
 def test_signal_with_a_bad_quantity_cannot_be_built(qty: Any) -> None:
     with pytest.raises(MessageError, match=r"Signal\.qty"):
-        Signal(BTC, Side.BUY, qty, datetime.now(timezone.utc))
+        Signal(BTC, Side.BUY, qty, datetime.now(UTC))
 
 
 # -- audit ---------------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ def test_pooled_actors_serialize_keep_order_and_lose_nothing(threads, n_actors, 
         for i, (target, crash, sender) in enumerate(plan):
             s = sender % n_senders
             per_sender[s].append((names[target % n_actors], Msg(s, i, crash and i % 5 == 0)))
-        for s, items in enumerate(per_sender):
+        for items in per_sender:
             for name, m in items:
                 sent.setdefault(name, []).append(m)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from decimal import Decimal
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from exchange.events_log import EventsLog, read_events
 from exchange.ws_server import run_server
 from messages import OrderRequest, OrderType, Side, SubmitOrder
 
-T0 = datetime(2026, 1, 5, 14, 30, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 
 
 def _log_with(tmp_path: Path, n: int) -> EventsLog:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from decimal import Decimal
 
 import pytest
@@ -13,7 +13,7 @@ import pytest
 from exchange.events_log import CORE_KEYS, EventsLog, read_events
 from messages.enums import OrderType, Side, TimeInForce
 
-T0 = datetime(2026, 1, 5, 14, 30, 0, 123456, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 5, 14, 30, 0, 123456, tzinfo=UTC)
 
 CASES = [
     # (core values in CORE_KEYS order, extra keys, extra values)
@@ -37,7 +37,8 @@ def _lines(path) -> list[str]:
 def test_write_is_byte_for_byte_append(tmp_path, core, keys, values) -> None:
     fast, slow = EventsLog(tmp_path / "fast.jsonl").open(), EventsLog(tmp_path / "slow.jsonl").open()
     fast.write("order_filled", T0, core, keys, values)
-    slow.append("order_filled", T0, **dict(zip(CORE_KEYS, core)), **dict(zip(keys, values)))
+    slow.append("order_filled", T0, **dict(zip(CORE_KEYS, core, strict=True)),
+                **dict(zip(keys, values, strict=True)))
     fast.close()
     slow.close()
     assert _lines(tmp_path / "fast.jsonl") == _lines(tmp_path / "slow.jsonl")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from decimal import Decimal
 
 import pytest
@@ -59,7 +59,7 @@ from messages import (
 from messages.codec import decode, encode
 
 D = Decimal
-T0 = datetime(2026, 1, 5, 14, 30, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 SYM = "BTCUSDT"
 
 
@@ -658,13 +658,13 @@ def test_new_messages_validate_their_fields():
     from messages import MessageError
 
     with pytest.raises(MessageError):
-        SubmitOrder("not an order")  # type: ignore[arg-type]
+        SubmitOrder("not an order")  # type: ignore[arg-type]  # wrong on purpose: refused
     with pytest.raises(MessageError):
         QueryFills("r", since_cursor=-1)
     with pytest.raises(MessageError):
         Subscribe((SYM, ""))
     with pytest.raises(MessageError):
-        StreamStatus("yes", "x", T0)  # type: ignore[arg-type]
+        StreamStatus("yes", "x", T0)  # type: ignore[arg-type]  # wrong on purpose: refused
     with pytest.raises(MessageError):
-        ExchangeFault(["reject_next"])  # type: ignore[arg-type]
+        ExchangeFault(["reject_next"])  # type: ignore[arg-type]  # wrong on purpose: refused
     assert Subscribe(SYM).symbols == (SYM,)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from decimal import Decimal
 from typing import Any
 
@@ -44,7 +44,7 @@ WAIT = 5.0
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def order(coid: str, side: str = "buy", otype: str = "market", qty: str = "1",

@@ -14,7 +14,8 @@ import statistics
 import threading
 import time
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import msgpack
 import pytest
@@ -168,7 +169,7 @@ def test_restart_reconnects_with_jittered_backoff_restores_subscriptions_once_an
     for k in range(5):  # exchange still down: every attempt fails, once
         failed = rig.sink.statuses(False)
         rig.next_attempt()
-        rig.wait(lambda: rig.sink.statuses(False) == failed + 1, f"attempt {k + 1} to fail")
+        rig.wait(lambda failed=failed: rig.sink.statuses(False) == failed + 1, f"attempt {k + 1} to fail")
 
     servers.append(start_server(tmp_path, engine, port=port))  # back on the same port
     rig.next_attempt()
@@ -183,11 +184,11 @@ def test_restart_reconnects_with_jittered_backoff_restores_subscriptions_once_an
     waits = rc.delays[:6]
     ceilings = [BACKOFF.ceiling(k) for k in range(1, 7)]
     assert ceilings == [1, 2, 4, 8, 16, 32]
-    assert all(0 <= w <= c for w, c in zip(waits, ceilings))
-    assert len({round(w / c, 6) for w, c in zip(waits, ceilings)}) == 6  # jittered, not fixed
+    assert all(0 <= w <= c for w, c in zip(waits, ceilings, strict=True))
+    assert len({round(w / c, 6) for w, c in zip(waits, ceilings, strict=True)}) == 6  # jittered, not fixed
     assert sum(waits[3:]) > sum(waits[:3])
     times = [t_down, *rc.attempts]  # virtual times of each attempt
-    assert [b - a for a, b in zip(times, times[1:])] == pytest.approx(waits)
+    assert [b - a for a, b in zip(times, times[1:], strict=False)] == pytest.approx(waits)
 
     # Exactly the tracked set, restored once, on the new session.
     assert gw.subscriptions == {"BTCUSDT", "ETHUSDT", "ADAUSDT"}
@@ -225,7 +226,7 @@ def test_error_handler_returns_at_once_while_reconnecting(tmp_path, harness_fact
         # refused on the spot through the same sink, never queued or lost.
         for i in range(50):
             rig.h.system.tell("gateway", order(f"o{k}-{i}"))
-        rig.wait(lambda: rig.sink.statuses(False) == failed + 1, f"attempt {k + 1} to fail")
+        rig.wait(lambda failed=failed: rig.sink.statuses(False) == failed + 1, f"attempt {k + 1} to fail")
     calls = rig.sink.calls[before:]
     statuses = [dt for dt, e in calls if isinstance(e, StreamStatus)]
     refusals = [dt for dt, e in calls if isinstance(e, OrderRejected)]
@@ -249,7 +250,7 @@ def test_stalled_stream_trips_the_watchdog_and_a_fresh_session_is_served(
     for i in range(1, 5):  # a live stream keeps the watchdog quiet for 12 s
         rig.h.advance(3.0)
         srv.push(Quote("BTCUSDT", D("100") + i, D("100.1") + i, T0))
-        rig.wait(lambda: len(rig.quotes("BTCUSDT")) == i + 1, f"quote {i}")
+        rig.wait(lambda i=i: len(rig.quotes("BTCUSDT")) == i + 1, f"quote {i}")
     assert rig.gw().counts["watchdog_trips"] == 0 and rig.gw().connected
 
     srv.inject({"stall_stream": True})  # socket open, nothing sent
@@ -278,7 +279,7 @@ def test_attempt_budget_stops_attempts_and_alerts(tmp_path, harness_factory, ser
     rig.wait(lambda: rig.sink.statuses(False) == 1, "the first connect to fail")
     for k in range(3):
         rig.next_attempt()
-        rig.wait(lambda: rig.sink.statuses(False) == k + 2, f"attempt {k + 1} to fail")
+        rig.wait(lambda k=k: rig.sink.statuses(False) == k + 2, f"attempt {k + 1} to fail")
     rig.next_attempt()  # the fourth would exceed the budget
     rc = rig.rc()
     assert rc.state == "budget_exhausted" and rc.total_attempts == 3

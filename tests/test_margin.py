@@ -65,9 +65,9 @@ def test_cdf_table_error_is_within_its_bound_and_far_below_1e7():
 
 def test_textbook_values():
     # Hull: S=100, K=100, T=1, r=5 %, sigma=20 %.
-    assert float(bs_price(True, 100, 100, 1, 0.2, 0.05)) == pytest.approx(10.4506, abs=5e-5)
-    assert float(bs_price(False, 100, 100, 1, 0.2, 0.05)) == pytest.approx(5.5735, abs=5e-5)
-    g = bs_greeks(True, 100, 100, 1, 0.2, 0.05)
+    assert float(bs_price(True, spot=100, strike=100, expiry_years=1, vol=0.2, rate=0.05)) == pytest.approx(10.4506, abs=5e-5)
+    assert float(bs_price(False, spot=100, strike=100, expiry_years=1, vol=0.2, rate=0.05)) == pytest.approx(5.5735, abs=5e-5)
+    g = bs_greeks(True, spot=100, strike=100, expiry_years=1, vol=0.2, rate=0.05)
     assert float(g.delta) == pytest.approx(0.6368, abs=5e-5)
     assert float(g.gamma) == pytest.approx(0.018762, abs=5e-6)
     assert float(g.vega) == pytest.approx(37.524, abs=5e-4)
@@ -78,7 +78,8 @@ def test_put_call_parity_vectorized():
     n = 2000
     s, k = rng.uniform(5, 500, n), rng.uniform(5, 500, n)
     t, v, r = rng.uniform(0, 3, n), rng.uniform(0, 2, n), rng.uniform(-0.01, 0.1, n)
-    call, put = bs_price(True, s, k, t, v, r), bs_price(False, s, k, t, v, r)
+    call, put = (bs_price(True, spot=s, strike=k, expiry_years=t, vol=v, rate=r),
+                 bs_price(False, spot=s, strike=k, expiry_years=t, vol=v, rate=r))
     np.testing.assert_allclose(call - put, s - k * np.exp(-r * t), rtol=0, atol=1e-9 * s.max())
     assert np.all(call >= -1e-12) and np.all(put >= -1e-12)
 
@@ -86,9 +87,12 @@ def test_put_call_parity_vectorized():
 def test_scalar_and_vectorized_prices_agree():
     rng = np.random.default_rng(3)
     for _ in range(300):
-        args = (bool(rng.integers(2)), rng.uniform(10, 200), rng.uniform(10, 200),
-                rng.uniform(0, 2), rng.uniform(0, 1.5), rng.uniform(0, 0.08))
-        assert bs_price_scalar(*args) == pytest.approx(float(bs_price(*args)), rel=1e-12, abs=1e-12)
+        is_call = bool(rng.integers(2))
+        args = {"spot": rng.uniform(10, 200), "strike": rng.uniform(10, 200),
+                "expiry_years": rng.uniform(0, 2), "vol": rng.uniform(0, 1.5),
+                "rate": rng.uniform(0, 0.08)}
+        assert bs_price_scalar(is_call, **args) == pytest.approx(float(bs_price(is_call, **args)),
+                                                                rel=1e-12, abs=1e-12)
 
 
 @pytest.mark.parametrize("is_call", [True, False])
@@ -97,11 +101,11 @@ def test_scalar_and_vectorized_prices_agree():
     (50, 50, 2.0, 0.1, 0.03),
 ])
 def test_greeks_match_finite_differences(is_call, spot, strike, t, vol, rate):
-    g = bs_greeks(is_call, spot, strike, t, vol, rate)
+    g = bs_greeks(is_call, spot=spot, strike=strike, expiry_years=t, vol=vol, rate=rate)
     h = spot * 1e-4
 
     def px(s=spot, v=vol):
-        return float(bs_price(is_call, s, strike, t, v, rate))
+        return float(bs_price(is_call, spot=s, strike=strike, expiry_years=t, vol=v, rate=rate))
 
     delta_fd = (px(spot + h) - px(spot - h)) / (2 * h)
     gamma_fd = (px(spot + h) - 2 * px() + px(spot - h)) / (h * h)
@@ -116,8 +120,8 @@ def test_expiry_zero_and_vol_zero_fall_back_to_intrinsic_without_nan():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no divide-by-zero or invalid warnings
         for t, vol in [(0.0, 0.2), (1.0, 0.0), (1.0, 1e-300), (1e-30, 1e-30)]:
-            call = bs_greeks(True, s, 100.0, t, vol, 0.0)
-            put = bs_greeks(False, s, 100.0, t, vol, 0.0)
+            call = bs_greeks(True, spot=s, strike=100.0, expiry_years=t, vol=vol, rate=0.0)
+            put = bs_greeks(False, spot=s, strike=100.0, expiry_years=t, vol=vol, rate=0.0)
             for g in (call, put):
                 for arr in (g.price, g.delta, g.gamma, g.vega):
                     assert np.all(np.isfinite(arr))
@@ -127,30 +131,33 @@ def test_expiry_zero_and_vol_zero_fall_back_to_intrinsic_without_nan():
             np.testing.assert_array_equal(put.delta, [-1.0, -0.5, 0.0])
             np.testing.assert_array_equal(call.gamma, [0.0, 0.0, 0.0])
     # Zero vol with a rate: discounted intrinsic, step at the forward.
-    g = bs_greeks(True, 100.0, 100.0, 1.0, 0.0, 0.05)
+    g = bs_greeks(True, spot=100.0, strike=100.0, expiry_years=1.0, vol=0.0, rate=0.05)
     assert float(g.price) == pytest.approx(100 - 100 * math.exp(-0.05))
     assert float(g.delta) == 1.0
-    assert bs_price_scalar(True, 100.0, 100.0, 0.0, 0.2) == 0.0
-    assert bs_price_scalar(False, 90.0, 100.0, 1.0, MIN_VOL_SQRT_T / 10) == pytest.approx(10.0)
+    assert bs_price_scalar(True, spot=100.0, strike=100.0, expiry_years=0.0, vol=0.2) == 0.0
+    assert bs_price_scalar(False, spot=90.0, strike=100.0, expiry_years=1.0,
+                           vol=MIN_VOL_SQRT_T / 10) == pytest.approx(10.0)
 
 
 def test_pricing_rejects_bad_inputs():
     with pytest.raises(ValueError):
-        bs_price(True, 0.0, 100, 1, 0.2)
+        bs_price(True, spot=0.0, strike=100, expiry_years=1, vol=0.2)
     with pytest.raises(ValueError):
-        bs_price(True, 100, 100, -1, 0.2)
+        bs_price(True, spot=100, strike=100, expiry_years=-1, vol=0.2)
 
 
 def test_quote_option_is_decimal_in_decimal_out():
-    q = quote_option(True, D("100"), D("100"), D("1"), D("0.2"), D("0.05"))
+    q = quote_option(True, spot=D("100"), strike=D("100"), expiry_years=D("1"), vol=D("0.2"),
+                     rate=D("0.05"))
     assert q.price == D("10.45058357")
     assert all(isinstance(v, D) for v in (q.price, q.delta, q.gamma, q.vega))
-    put = quote_option(False, D("100"), D("100"), D("1"), D("0.2"), D("0.05"))
+    put = quote_option(False, spot=D("100"), strike=D("100"), expiry_years=D("1"), vol=D("0.2"),
+                       rate=D("0.05"))
     assert q.delta - put.delta == D("1.00000000")
     with pytest.raises(ValueError):
-        quote_option(True, D("NaN"), D("100"), 1, 0.2)
+        quote_option(True, spot=D("NaN"), strike=D("100"), expiry_years=1, vol=0.2)
     with pytest.raises(TypeError):
-        quote_option(True, "100", D("100"), 1, 0.2)
+        quote_option(True, spot="100", strike=D("100"), expiry_years=1, vol=0.2)
 
 
 # ------------------------------------------------------------- numpy == loop

@@ -39,9 +39,10 @@ SYMBOLS = ("SPY", "QQQ", *OPTIONS)
 RISK = {"max_spread_bps": 5000, "max_position_concentration": 1}
 
 
-def option_quote(symbol: str, spot: D = D(100), vol: float = 0.3) -> tuple[D, D]:
+def option_quote(symbol: str, spot: D = Decimal(100), vol: float = 0.3) -> tuple[D, D]:
     opt = parse_option(symbol)
-    px = quote_option(opt.is_call, spot, opt.strike, opt.years_to_expiry(EPOCH_DEFAULT), vol).price
+    px = quote_option(opt.is_call, spot=spot, strike=opt.strike,
+                      expiry_years=opt.years_to_expiry(EPOCH_DEFAULT), vol=vol).price
     mid = px.quantize(D("0.01"))
     return mid - D("0.02"), mid + D("0.02")
 
@@ -65,7 +66,7 @@ class GroupRig(VirtualRuntime):
         self.at(2)
         return self
 
-    def quote_sized(self, symbol: str, bid: D, ask: D, size: D = D(0)) -> None:
+    def quote_sized(self, symbol: str, bid: D, ask: D, size: D = Decimal(0)) -> None:
         self.system.tell("venue", Quote(symbol, bid, ask, self.clock.now(), bid_size=size,
                                         ask_size=size))
         self.system.wait_quiescent()

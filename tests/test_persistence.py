@@ -12,7 +12,7 @@ import textwrap
 import threading
 import time
 from concurrent.futures import Future
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from runtime import Actor, ChildSpec, handles
 from trading.id_allocator import IdAllocator
 from trading.store import Store, StoreClosed
 
-TS = datetime(2026, 1, 5, 14, 30, tzinfo=timezone.utc)
+TS = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 WAIT = 10.0
 
 
@@ -101,7 +101,7 @@ def test_bad_messages_are_refused_where_they_are_built() -> None:
     with pytest.raises(MessageError, match="bytes"):
         Put("orders", "k" * 600, 1)
     with pytest.raises(MessageError, match="ack"):
-        Put("orders", "k", 1, ack=threading.Event())  # type: ignore[arg-type]
+        Put("orders", "k", 1, ack=threading.Event())  # type: ignore[arg-type]  # wrong on purpose: refused
     with pytest.raises(MessageError, match="needs an ack"):
         Reserve("ids", 10)
 

@@ -182,7 +182,7 @@ def test_exposure_comes_from_the_fills_at_their_own_times_as_steps(tmp_path) -> 
     assert "fills from events.jsonl" in html
     for svg in _svgs(html):
         for line in _polylines(svg):
-            for (xa, ya), (xb, yb) in zip(line, line[1:]):
+            for (xa, ya), (xb, yb) in zip(line, line[1:], strict=False):
                 assert xa == xb or ya == yb, f"diagonal from {(xa, ya)} to {(xb, yb)}"
     # total, realized and daily PnL coincide here: one line, one legend entry naming all
     assert "total = realized = daily" in html

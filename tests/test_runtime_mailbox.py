@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from decimal import Decimal
 
 import pytest
@@ -13,7 +13,7 @@ from runtime import Actor, ActorSystem, AskInsideHandler, ChildSpec, SupervisorS
 from runtime.mailbox import Mailbox
 from tests.rt_helpers import Block, Gate, Note, Recorder
 
-T0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 5, tzinfo=UTC)
 
 
 def quote(sym, bid):

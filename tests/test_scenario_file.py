@@ -7,6 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from config import ConfigError
 from config.registry import KeyRegistry, Spec, flag
@@ -369,7 +370,7 @@ def test_registry_rejects_unknown_keys_and_keeps_order():
     assert reg.validate({"b": 1, "a": 2}) == {"b": 1, "a": 2}
     assert list(reg.validate({"b": 1, "a": 2})) == ["b", "a"]
     assert reg.validate({"json": 3}) == {"json": 3}
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         reg.validate({"k0": 1})  # internal field names are not keys
 
 

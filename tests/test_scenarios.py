@@ -96,7 +96,7 @@ def test_every_scenario_directory_holds_its_own_run_log(tmp_path: Path) -> None:
     assert cli(["scenario", *(str(SCENARIOS / f"{n}.yaml") for n in stems),
                 "--out", str(out)]) == 0
     names = [json.loads((out / n / "summary.json").read_text())["scenario"] for n in stems]
-    for stem, name, other in zip(stems, names, names[::-1]):
+    for stem, name, other in zip(stems, names, names[::-1], strict=True):
         log = (out / stem / "run.log").read_text()
         assert f"scenario {name} (" in log and "expect passed" in log, stem
         assert f"scenario {other} (" not in log, f"{stem}'s run log has the other scenario"

@@ -131,8 +131,8 @@ def test_demo_strategy_signals_are_deterministic_and_exercise_both_sides():
     per_symbol = {}
     for s in signals:
         per_symbol.setdefault(s.symbol, []).append(s.side)
-    assert any(a == b for sides in per_symbol.values() for a, b in zip(sides, sides[1:]))
-    assert any(a != b for sides in per_symbol.values() for a, b in zip(sides, sides[1:]))
+    assert any(a == b for sides in per_symbol.values() for a, b in zip(sides, sides[1:], strict=False))
+    assert any(a != b for sides in per_symbol.values() for a, b in zip(sides, sides[1:], strict=False))
     last_stats: dict[str, MarketStats] = {}
     for m in received:
         if isinstance(m, MarketStats):
@@ -273,7 +273,7 @@ def test_bad_input_is_rejected_counted_and_never_crashes_the_actor(harness_facto
     crossed = quote("BTC", "100", 2)
     object.__setattr__(crossed, "ask", Decimal("99"))
     naive = quote("BTC", "100", 3)
-    object.__setattr__(naive, "ts", datetime(2026, 1, 5))
+    object.__setattr__(naive, "ts", datetime(2026, 1, 5))  # noqa: DTZ001 - naive on purpose: refused
     garbage = quote("BTC", "100", 4)
     object.__setattr__(garbage, "bid", "lots")
     bad_bar = Bar("BTC", Decimal(100), Decimal(101), Decimal(99), Decimal(100), Decimal(5),
@@ -350,7 +350,7 @@ def test_ring_buffer_memory_is_flat_after_ten_times_its_size(harness_factory):
     ids, nbytes = [id(a) for a in arrays], [a.nbytes for a in arrays]
     market = SyntheticMarket(["BTC"], seed=3)
     n = 0
-    for t, msg in market.events(ring):  # 10 quotes/s for `ring` seconds: 10x the ring
+    for _t, msg in market.events(ring):  # 10 quotes/s for `ring` seconds: 10x the ring
         h.tell("symbol-BTC", msg)
         n += 1
     arrays_after = [actor.quotes.data, actor.quotes.scratch, actor.bars.data, actor.bars.scratch,
@@ -372,7 +372,7 @@ def test_feature_kernels():
     t = np.arange(101, dtype=float)
     mid = 100 * np.exp(np.cumsum(np.r_[0.0, np.tile([0.001, -0.001], 50)]))
     assert realized_volatility(t, mid, 100, 60.0) == pytest.approx(0.001 * math.sqrt(60))
-    assert spread_bps(99.99, 100.01) == pytest.approx(2.0)
+    assert spread_bps(bid=99.99, ask=100.01) == pytest.approx(2.0)
     assert zscore(np.full(10, 5.0), 10) == 0.0
     assert zscore(np.array([1.0, 1.0, 1.0, 4.0]), 4) == pytest.approx(2.25 / math.sqrt(27 / 16))
     assert adv_from_bars(np.array([1.0, 2.0, 3.0]), np.array([5.0, 10.0, 10.0])) == 20 / 2 * 86_400
@@ -445,7 +445,8 @@ def test_market_stats_round_trips_the_codec_and_conflates():
     with pytest.raises(MessageError):
         MarketStats("BTC", Decimal("-1"), Decimal(0), Decimal(0), Decimal(1), T0)
     with pytest.raises(MessageError):
-        MarketStats("BTC", Decimal("0"), Decimal(0), Decimal(0), Decimal(1), datetime(2026, 1, 5))
+        MarketStats("BTC", Decimal("0"), Decimal(0), Decimal(0), Decimal(1),
+                    datetime(2026, 1, 5))  # noqa: DTZ001 - naive on purpose: refused
 
 
 # -- synthetic market -------------------------------------------------------------------------

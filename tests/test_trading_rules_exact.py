@@ -90,9 +90,9 @@ def test_malformed_intents_are_refused_not_compared() -> None:
 
     refused = {Reason.INVALID_SIGNAL, Reason.OUT_OF_RANGE}
     for qty in (D("NaN"), D("Infinity"), D(0), D(-1), True, 1.5, "1", 2):
-        d = decide(Intent("BTC", Side.BUY, qty), state(), 0)  # type: ignore[arg-type]
+        d = decide(Intent("BTC", Side.BUY, qty), state(), 0)  # type: ignore[arg-type]  # wrong on purpose: refused
         assert not d.approved and d.reason in refused, qty
-    d = decide(Intent("BTC", "buy", D(1)), state(), 0)  # type: ignore[arg-type]
+    d = decide(Intent("BTC", "buy", D(1)), state(), 0)  # type: ignore[arg-type]  # wrong on purpose: refused
     assert not d.approved and d.reason in refused
     assert decide(Intent("BTC", Side.BUY, D(2)), state(), 0).approved
 

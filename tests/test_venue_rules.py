@@ -38,13 +38,13 @@ def test_quantity_rounds_down_never_up() -> None:
     assert round_down(D("0.0129"), D("0.001")) == D("0.012")
     assert round_down(D("0.0009"), D("0.001")) == 0
     assert round_down(D("7.99"), D("1")) == D("7")
-    c = conform(BTC, Side.BUY, D("0.0129"), None, None, market=True)
+    c = conform(BTC, Side.BUY, D("0.0129"), price=None, trigger=None, market=True)
     assert c.qty == D("0.012") and c.notes == {"qty_requested": "0.0129"}
 
 
 def test_prices_go_on_the_tick_in_the_passive_direction() -> None:
-    buy = conform(BTC, Side.BUY, D("1"), D("60000.17"), None, market=False)
-    sell = conform(BTC, Side.SELL, D("1"), D("60000.11"), D("60010.01"), market=False)
+    buy = conform(BTC, Side.BUY, D("1"), price=D("60000.17"), trigger=None, market=False)
+    sell = conform(BTC, Side.SELL, D("1"), price=D("60000.11"), trigger=D("60010.01"), market=False)
     assert buy.price == D("60000.1")          # a buy never pays more than asked
     assert sell.price == D("60000.2")         # a sell never takes less than asked
     assert sell.trigger == D("60010.1")
@@ -84,7 +84,7 @@ def test_symbols_without_rules_are_not_checked() -> None:
     st = state({})
     assert decide(Intent("BTCUSDT", Side.BUY, D("0.0001234")), st, 0).reason \
         is not Reason.VENUE_LOT_SIZE
-    assert check(None, D("0.1"), None, None, market=True, reduce_only=False) is None
+    assert check(None, D("0.1"), price=None, reference=None, market=True, reduce_only=False) is None
 
 
 def test_rules_from_data_refuse_bad_numbers() -> None:

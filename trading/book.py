@@ -22,44 +22,47 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Iterable
+from collections.abc import Iterable
 
 from messages.enums import OrderPurpose, Side
 from messages.orders import ExitPlan
+from messages.types import ClientOrderId, Price, Quantity
 
 ZERO = Decimal(0)
+NO_QTY = Quantity(ZERO)
+NO_PRICE = Price(ZERO)
 Key = tuple[str, str, str]  # (account, venue, symbol)
 
 
 @dataclass
 class Position:
-    qty: Decimal = ZERO
-    avg_price: Decimal = ZERO
+    qty: Quantity = NO_QTY  # signed: short below zero
+    avg_price: Price = NO_PRICE
     realized: Decimal = ZERO
     fees: Decimal = ZERO
 
-    def apply(self, side: Side, qty: Decimal, price: Decimal, fee: Decimal = ZERO) -> Decimal:
+    def apply(self, side: Side, qty: Quantity, price: Price, fee: Decimal = ZERO) -> Decimal:
         """Apply one fill; returns the realized PnL of this fill."""
         signed = qty if side is Side.BUY else -qty
         realized = ZERO
         if self.qty == 0 or (self.qty > 0) == (signed > 0):
             total = self.qty + signed
-            self.avg_price = (self.avg_price * abs(self.qty) + price * qty) / abs(total)
-            self.qty = total
+            self.avg_price = Price((self.avg_price * abs(self.qty) + price * qty) / abs(total))
+            self.qty = Quantity(total)
         else:
             closing = min(qty, abs(self.qty))
             direction = 1 if self.qty > 0 else -1
             realized = (price - self.avg_price) * closing * direction
-            self.qty += signed
+            self.qty = Quantity(self.qty + signed)
             if self.qty == 0:
-                self.avg_price = ZERO
+                self.avg_price = NO_PRICE
             elif (self.qty > 0) != (direction > 0):
                 self.avg_price = price  # flipped through zero: the rest opened at this price
         self.realized += realized - fee
         self.fees += fee
         return realized - fee
 
-    def unrealized(self, mark: Decimal | None) -> Decimal:
+    def unrealized(self, mark: Price | None) -> Decimal:
         if mark is None or self.qty == 0:
             return ZERO
         return (mark - self.avg_price) * self.qty
@@ -67,23 +70,23 @@ class Position:
 
 @dataclass
 class InFlight:
-    client_order_id: str
+    client_order_id: ClientOrderId
     key: Key
     side: Side
-    qty: Decimal
+    qty: Quantity
     purpose: OrderPurpose
     reduce_only: bool
     owner: str | None = None
-    filled: Decimal = ZERO
+    filled: Quantity = NO_QTY
     cancel_requested: bool = False
     acked: bool = False
-    stop_loss: Decimal | None = None
+    stop_loss: Price | None = None
     fills: list[str] = field(default_factory=list)
     exit_plan: ExitPlan | None = None
 
     @property
-    def remaining(self) -> Decimal:
-        return max(ZERO, self.qty - self.filled)
+    def remaining(self) -> Quantity:
+        return Quantity(max(ZERO, self.qty - self.filled))
 
     @property
     def protective(self) -> bool:
@@ -131,11 +134,11 @@ class PositionBook:
             pos = self.positions[key] = Position()
         return pos
 
-    def qty(self, key: Key) -> Decimal:
+    def qty(self, key: Key) -> Quantity:
         pos = self.positions.get(key)
-        return pos.qty if pos else ZERO
+        return pos.qty if pos else NO_QTY
 
-    def pending(self, key: Key) -> tuple[Decimal, Decimal]:
+    def pending(self, key: Key) -> tuple[Quantity, Quantity]:
         """Remaining in-flight (buys, sells) for ``key``."""
         buys = sells = ZERO
         for o in self._inflight_by_key.get(key, {}).values():
@@ -143,7 +146,7 @@ class PositionBook:
                 buys += o.remaining
             else:
                 sells += o.remaining
-        return buys, sells
+        return Quantity(buys), Quantity(sells)
 
     def unprotective_pending(self, key: Key) -> tuple[Decimal, Decimal]:
         """In-flight (buys, sells) for ``key`` without exit plans' protection."""
@@ -157,7 +160,7 @@ class PositionBook:
                 sells += o.remaining
         return buys, sells
 
-    def guaranteed_reduce(self, key: Key, side: Side, qty: Decimal) -> bool:
+    def guaranteed_reduce(self, key: Key, side: Side, qty: Quantity) -> bool:
         """True if ``qty`` on ``side`` can only shrink the position, whatever
         the in-flight orders do (protection left out: see the module's
         docstring; the order goes out reduce-only)."""
@@ -167,7 +170,7 @@ class PositionBook:
             return pos > 0 and qty <= pos - sells
         return pos < 0 and qty <= -pos - buys
 
-    def netting_conflict(self, key: Key, side: Side, qty: Decimal) -> bool:
+    def netting_conflict(self, key: Key, side: Side, qty: Quantity) -> bool:
         """Rule 2: would this order put the key on both sides at once?"""
         if self.guaranteed_reduce(key, side, qty):
             return False
@@ -181,27 +184,27 @@ class PositionBook:
             return pos + buys > 0
         return pos - sells < 0
 
-    def worst_case_qty(self, key: Key, side: Side, qty: Decimal) -> Decimal:
+    def worst_case_qty(self, key: Key, side: Side, qty: Quantity) -> Quantity:
         """Largest |position| reachable if this and every in-flight order fill."""
         pos = self.qty(key)
         buys, sells = self.pending(key)
         long_max = pos + buys + (qty if side is Side.BUY else ZERO)
         short_max = pos - sells - (qty if side is Side.SELL else ZERO)
-        return max(abs(long_max), abs(short_max))
+        return Quantity(max(abs(long_max), abs(short_max)))
 
     def add_inflight(self, order: InFlight) -> None:
         self.close_inflight(order.client_order_id)  # a replacement may carry another key
         self.inflight[order.client_order_id] = order
         self._inflight_by_key.setdefault(order.key, {})[order.client_order_id] = order
 
-    def apply_fill(self, client_order_id: str, fill_id: str, side: Side, qty: Decimal,
-                   price: Decimal, fee: Decimal, key: Key) -> Decimal | None:
+    def apply_fill(self, client_order_id: ClientOrderId, fill_id: str, side: Side, qty: Quantity,
+                   price: Price, fee: Decimal, key: Key) -> Decimal | None:
         """Apply a fill once. Returns realized PnL, or None for a duplicate."""
         if not self.fills.first_time(fill_id):
             return None
         order = self.inflight.get(client_order_id)
         if order is not None:
-            order.filled += qty
+            order.filled = Quantity(order.filled + qty)
             order.fills.append(fill_id)
             if order.remaining == 0:
                 self.close_inflight(client_order_id)

@@ -14,6 +14,7 @@ from typing import Any
 
 from messages.bounds import DEFAULT_BOUNDS, Bounds
 from messages.enums import OrderPurpose, OrderType, Side
+from messages.types import DEFAULT_ACCOUNT, Account, Price, Quantity, Symbol
 from trading import venue_rules
 from trading.book import Key, PositionBook
 from trading.limits import CircuitBreaker, Limits, RateLimiter
@@ -28,15 +29,15 @@ BPS = Decimal(10_000)
 class Intent:
     """What someone inside the runtime wants sent to the broker."""
 
-    symbol: str
+    symbol: Symbol
     side: Side
-    qty: Decimal
-    account: str = "default"
+    qty: Quantity
+    account: Account = DEFAULT_ACCOUNT
     venue: str = "sim"
     purpose: OrderPurpose = OrderPurpose.ENTRY
     reduce_only: bool = False
-    stop_loss: Decimal | None = None
-    limit_price: Decimal | None = None
+    stop_loss: Price | None = None
+    limit_price: Price | None = None
     owner: str | None = None
     order_type: OrderType = OrderType.MARKET
     trigger_price: Decimal | None = None
@@ -48,23 +49,26 @@ class Intent:
 
 @dataclass
 class MarketView:
-    bid: Decimal | None = None
-    ask: Decimal | None = None
+    bid: Price | None = None
+    ask: Price | None = None
     volatility: Decimal | None = None
     adv: Decimal | None = None
 
     @property
-    def mid(self) -> Decimal | None:
+    def mid(self) -> Price | None:
         if self.bid is None or self.ask is None:
             return None
-        return (self.bid + self.ask) / 2
+        return Price((self.bid + self.ask) / 2)
 
     @property
     def spread_bps(self) -> Decimal | None:
-        mid = self.mid
-        if mid is None or mid <= 0:
+        bid, ask = self.bid, self.ask
+        if bid is None or ask is None:
             return None
-        return (self.ask - self.bid) / mid * BPS
+        mid = (bid + ask) / 2
+        if mid <= 0:
+            return None
+        return (ask - bid) / mid * BPS
 
 
 @dataclass
@@ -72,7 +76,7 @@ class GateState:
     limits: Limits
     book: PositionBook
     market: dict[str, MarketView]
-    symbols: frozenset
+    symbols: frozenset[str]
     limiter: RateLimiter
     breaker: CircuitBreaker
     trading_state: str = ACTIVE
@@ -130,8 +134,9 @@ def decide(intent: Intent, st: GateState, now: float) -> Decision:
     if rules is not None:  # the venue would refuse it: exits included
         market = intent.order_type in (OrderType.MARKET, OrderType.STOP_MARKET)
         ref = mv.ask if intent.side is Side.BUY else mv.bid
-        broken = venue_rules.check(rules, intent.qty, None if market else intent.limit_price,
-                                   ref, market=market,
+        broken = venue_rules.check(rules, intent.qty,
+                                   price=None if market else intent.limit_price,
+                                   reference=ref, market=market,
                                    reduce_only=intent.reduce_only or reducing,
                                    trigger=intent.trigger_price)
         if broken is not None:

@@ -27,7 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from exchange.margin import (CALL, DEFAULT_GRID, PUT, STOCK, Leg, LegArrays, ShockGrid,
                              check_legs)
@@ -74,7 +75,7 @@ def grid_from_config(cfg: Any) -> ShockGrid:
     return ShockGrid(cfg.price, cfg.iv, cfg.spread)  # ShockGrid makes them float tuples
 
 
-def _mid(quotes: dict, symbol: str) -> tuple[float, float] | None:
+def _mid(quotes: dict[str, tuple[Decimal, Decimal]], symbol: str) -> tuple[float, float] | None:
     q = quotes.get(symbol)
     if q is None:
         return None
@@ -98,7 +99,7 @@ def margin_leg(symbol: str, qty: Decimal, book: PortfolioView, *,
     years = opt.years_to_expiry(book.now)
     iv = None
     if own is not None:
-        iv = implied_vol(opt.is_call, own[0], und[0], float(opt.strike), years)
+        iv = implied_vol(opt.is_call, price=own[0], spot=und[0], strike=float(opt.strike), years=years)
     if iv is None and iv_hint is not None:
         iv = float(iv_hint)
     if iv is None:

@@ -34,10 +34,12 @@ import re
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from messages.base import MessageError
 from messages.orders import ExitPlan
+from messages.types import Account, Price, Quantity, Symbol
 
 from trading.instruments import OptionSpec, option_symbol, parse_option
 
@@ -73,11 +75,11 @@ class GroupSpecError(ValueError):
 @dataclass(frozen=True, slots=True)
 class LegSpec:
     index: int                 # position in the spec (stable tie-break)
-    symbol: str
+    symbol: Symbol
     side: str                  # "buy" / "sell"
-    qty: Decimal
+    qty: Quantity
     role: str
-    price: Decimal | None = None   # None: market order
+    price: Price | None = None   # None: market order
     iv: Decimal | None = None
     multiplier: Decimal = Decimal(1)
     #: the leg's exit plan (``messages.orders.ExitPlan`` fields), protected by
@@ -110,7 +112,7 @@ class LegSpec:
 class GroupSpec:
     group_id: str
     kind: str
-    account: str
+    account: Account
     legs: tuple[LegSpec, ...]  # in submission (priority) order
 
     def as_dict(self) -> dict[str, Any]:
@@ -174,18 +176,18 @@ def parse_group(spec: Mapping[str, Any], *, default_id: str | None = None,
         raise GroupSpecError(f"legs: {dup} appears twice (one leg per symbol)")
     legs = [_with_role(g, legs) for g in legs]
     legs.sort(key=lambda g: (g.priority, g.index))
-    return GroupSpec(gid, kind, account, tuple(legs))
+    return GroupSpec(gid, kind, Account(account), tuple(legs))
 
 
 # -- builders: spec -> raw leg dicts ----------------------------------------------------------
 
 
-def _single(spec: Mapping) -> list[dict]:
+def _single(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{k: spec[k] for k in ("symbol", "side", "qty", "price", "role", "exits") if k in spec}]
 
 
 def _vertical(right: str) -> Any:
-    def build(spec: Mapping) -> list[dict]:
+    def build(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
         und = _symbol(spec, "underlying")
         short_k = _dec(spec, "short_strike", positive=True)
         long_k = _dec(spec, "long_strike", positive=True)
@@ -212,7 +214,7 @@ def _vertical(right: str) -> Any:
     return build
 
 
-def _protective_put(spec: Mapping) -> list[dict]:
+def _protective_put(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
     sym = _symbol(spec, "symbol")
     qty = _required(spec, "qty")
     try:
@@ -226,7 +228,7 @@ def _protective_put(spec: Mapping) -> list[dict]:
              **_price_of(prices, put)}]
 
 
-def _pair(spec: Mapping) -> list[dict]:
+def _pair(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
     long_sym, short_sym = _symbol(spec, "long"), _symbol(spec, "short")
     qty = spec.get("qty")
     lq, sq = spec.get("long_qty", qty), spec.get("short_qty", qty)
@@ -237,7 +239,7 @@ def _pair(spec: Mapping) -> list[dict]:
             {"symbol": long_sym, "side": "buy", "qty": lq, **_price_of(prices, long_sym)}]
 
 
-def _custom(spec: Mapping) -> list[dict]:
+def _custom(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
     legs = spec.get("legs")
     if not isinstance(legs, (list, tuple)):
         raise GroupSpecError("legs: expected a list of legs")
@@ -258,7 +260,7 @@ BUILDERS = {"single": _single, "bull_put": _vertical("P"), "bear_call": _vertica
 # -- legs and roles ---------------------------------------------------------------------------
 
 
-def _leg(i: int, raw: Mapping, where: str, common: dict) -> LegSpec:
+def _leg(i: int, raw: Mapping[str, Any], where: str, common: dict[str, Any]) -> LegSpec:
     symbol = _symbol(raw, "symbol", where)
     side = str(raw.get("side", "")).lower()
     if side not in ("buy", "sell"):
@@ -268,7 +270,7 @@ def _leg(i: int, raw: Mapping, where: str, common: dict) -> LegSpec:
         raise GroupSpecError(f"{where}role: {role!r} is not one of {', '.join(ROLE_PRIORITY)}")
     if role in BUY_ROLES and side != "buy" or role in SELL_ROLES and side != "sell":
         raise GroupSpecError(f"{where}role: a {role} leg cannot {side}")
-    return LegSpec(i, symbol, side, _dec(raw, "qty", positive=True, where=where), role or "",
+    return LegSpec(i, Symbol(symbol), side, _dec(raw, "qty", positive=True, where=where), role or "",
                    _dec(raw, "price", positive=True, optional=True, where=where),
                    _dec(raw, "iv", positive=True, optional=True, where=where) or common["iv"],
                    _dec(raw, "multiplier", positive=True, optional=True, where=where)
@@ -335,20 +337,20 @@ def _covers(a: LegSpec, b: LegSpec) -> bool:
 # -- value helpers -----------------------------------------------------------------------------
 
 
-def _required(spec: Mapping, key: str, where: str = "") -> Any:
+def _required(spec: Mapping[str, Any], key: str, where: str = "") -> Any:
     if spec.get(key) is None:
         raise GroupSpecError(f"{where}{key}: required")
     return spec[key]
 
 
-def _symbol(spec: Mapping, key: str, where: str = "") -> str:
+def _symbol(spec: Mapping[str, Any], key: str, where: str = "") -> str:
     value = _required(spec, key, where)
     if not isinstance(value, str) or not _SYMBOL.match(value):
         raise GroupSpecError(f"{where}{key}: {value!r} is not a symbol (upper case, at most 32)")
     return value
 
 
-def _dec(spec: Mapping, key: str, *, positive: bool = False, optional: bool = False,
+def _dec(spec: Mapping[str, Any], key: str, *, positive: bool = False, optional: bool = False,
          where: str = "") -> Any:
     value = spec.get(key)
     if value is None:
@@ -366,12 +368,12 @@ def _dec(spec: Mapping, key: str, *, positive: bool = False, optional: bool = Fa
     return dec
 
 
-def _prices(spec: Mapping) -> Mapping:
+def _prices(spec: Mapping[str, Any]) -> Mapping[str, Any]:
     prices = spec.get("prices") or {}
     if not isinstance(prices, Mapping):
         raise GroupSpecError("prices: expected {SYMBOL: price}")
     return prices
 
 
-def _price_of(prices: Mapping, symbol: str) -> dict:
+def _price_of(prices: Mapping[str, Any], symbol: str) -> dict[str, Any]:
     return {"price": prices[symbol]} if symbol in prices else {}

@@ -22,6 +22,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from messages.types import Quantity
 from trading.group_spec import GroupSpec, LegSpec, parse_group
 from trading.owned_order import FillTracking
 
@@ -64,7 +65,7 @@ class PendingIntent:
     kind: str
     leg: int
     side: str
-    qty: Decimal
+    qty: Quantity
     sent_at: datetime
 
 
@@ -75,7 +76,7 @@ def make_tag(group_id: str, seq: int, p: PendingIntent) -> str:
 def parse_tag(tag: str, sent_at: datetime) -> PendingIntent | None:
     try:
         _gid, _seq, kind, leg, side, qty = tag.split("|")
-        return PendingIntent(kind, int(leg), side, Decimal(qty), sent_at)
+        return PendingIntent(kind, int(leg), side, Quantity(Decimal(qty)), sent_at)
     except (ValueError, ArithmeticError):
         return None
 
@@ -171,7 +172,7 @@ class Group:
         """Signed quantity per leg symbol not matched, in proportion, by the other legs."""
         ratios = [self.held(g.index) / g.qty for g in self.legs]
         done = max(ZERO, min(ratios)) if ratios else ZERO
-        out = {}
+        out: dict[str, Decimal] = {}
         for g in self.legs:
             extra = self.held(g.index) - done * g.qty
             if extra != 0:
@@ -213,8 +214,8 @@ class Group:
                                         o["sent_at"], dict(o["fills"]), o["closed"],
                                         bool(o["cancel_requested"]))
         for tag, p in rec["pending"].items():
-            g.pending[tag] = PendingIntent(p["kind"], int(p["leg"]), p["side"], Decimal(p["qty"]),
-                                           p["sent_at"])
+            g.pending[tag] = PendingIntent(p["kind"], int(p["leg"]), p["side"],
+                                           Quantity(Decimal(p["qty"])), p["sent_at"])
         g.history = [(s, r, t) for s, r, t in rec.get("history", ())]
         g.unwind_failures = {int(k): int(v) for k, v in rec.get("unwind_failures", {}).items()}
         g.handed_off = {int(k): Decimal(v) for k, v in rec.get("handed_off", {}).items()}

@@ -13,7 +13,8 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from loguru import logger
 
@@ -39,7 +40,7 @@ class IdAllocator:
     make ids unique at the broker across stores (e.g. include the account).
     """
 
-    def __init__(self, send: Callable[[str, int, Future], Any], counter: str, *,
+    def __init__(self, send: Callable[[str, int, Future[Any]], Any], counter: str, *,
                  prefix: str = "", block: int = 1024, low_water: int | None = None,
                  on_refill: Callable[[], None] | None = None) -> None:
         if block < 1:
@@ -62,7 +63,7 @@ class IdAllocator:
     def via_actor(cls, tell: Callable[[str, Any], bool], counter: str, *,
                   target: str = "persistence", **kw: Any) -> IdAllocator:
         """Reserve through the persistence actor; ``tell`` is ``ctx.tell`` or ``system.tell``."""
-        def send(name: str, n: int, fut: Future) -> None:
+        def send(name: str, n: int, fut: Future[Any]) -> None:
             if not tell(target, Reserve(name, n, ack=fut)):
                 raise PersistenceError(f"cannot reach {target!r} to reserve ids")
         return cls(send, counter, **kw)
@@ -70,7 +71,7 @@ class IdAllocator:
     @classmethod
     def via_store(cls, store: Store, counter: str, **kw: Any) -> IdAllocator:
         """Reserve directly in the store: only when no persistence actor runs."""
-        def send(name: str, n: int, fut: Future) -> None:
+        def send(name: str, n: int, fut: Future[Any]) -> None:
             fut.set_result(Durable(ok=True, result=store.reserve(name, n)))
         return cls(send, counter, **kw)
 
@@ -164,7 +165,7 @@ class IdAllocator:
 
     def _request(self) -> None:
         """Send one reservation (outside the lock: the reply may land at once)."""
-        fut: Future = Future()
+        fut: Future[Any] = Future()
         fut.add_done_callback(self._landed)
         try:
             self._send(self.counter, self.block, fut)
@@ -172,7 +173,7 @@ class IdAllocator:
             if not fut.done():
                 fut.set_exception(exc)
 
-    def _landed(self, fut: Future) -> None:
+    def _landed(self, fut: Future[Any]) -> None:
         exc = fut.exception()
         with self._cond:
             self._pending = False

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta, UTC
 from decimal import Decimal
 from typing import Any
 
@@ -44,7 +44,7 @@ class OptionSpec:
 
     @property
     def expires_at(self) -> datetime:
-        return datetime.combine(self.expiry, time(0), tzinfo=timezone.utc) + timedelta(days=1)
+        return datetime.combine(self.expiry, time(0), tzinfo=UTC) + timedelta(days=1)
 
     def years_to_expiry(self, now: datetime) -> float:
         return max(0.0, (self.expires_at - now).total_seconds() / YEAR_S)
@@ -60,7 +60,7 @@ def parse_option(symbol: str) -> OptionSpec | None:
     if m is None:
         return None
     try:
-        expiry = datetime.strptime(m["date"], "%Y%m%d").date()
+        expiry = datetime.strptime(m["date"], "%Y%m%d").replace(tzinfo=UTC).date()
     except ValueError:
         return None
     strike = Decimal(m["strike"])
@@ -78,7 +78,7 @@ def parse_expiry(value: Any) -> date:
     text = str(value).strip()
     for fmt in ("%Y-%m-%d", "%Y%m%d"):
         try:
-            return datetime.strptime(text, fmt).date()
+            return datetime.strptime(text, fmt).replace(tzinfo=UTC).date()
         except ValueError:
             continue
     raise ValueError(f"expiry {value!r} is not a date (write 2026-03-20)")
@@ -95,7 +95,7 @@ def option_symbol(underlying: str, expiry: Any, right: str, strike: Any) -> str:
     return f"{underlying}-{parse_expiry(expiry):%Y%m%d}-{right}-{text}"
 
 
-def implied_vol(is_call: bool, price: float, spot: float, strike: float,
+def implied_vol(is_call: bool, *, price: float, spot: float, strike: float,
                 years: float) -> float | None:
     """Volatility that makes Black-Scholes give ``price``; None if no vol can.
 
@@ -105,14 +105,14 @@ def implied_vol(is_call: bool, price: float, spot: float, strike: float,
     """
     if not (price > 0 and spot > 0 and strike > 0) or years <= 0:
         return None
-    lo_px = bs_price_scalar(is_call, spot, strike, years, IV_LOW)
-    hi_px = bs_price_scalar(is_call, spot, strike, years, IV_HIGH)
+    lo_px = bs_price_scalar(is_call, spot=spot, strike=strike, expiry_years=years, vol=IV_LOW)
+    hi_px = bs_price_scalar(is_call, spot=spot, strike=strike, expiry_years=years, vol=IV_HIGH)
     if not lo_px <= price <= hi_px:
         return None
     lo, hi = IV_LOW, IV_HIGH
     for _ in range(60):
         mid = 0.5 * (lo + hi)
-        if bs_price_scalar(is_call, spot, strike, years, mid) < price:
+        if bs_price_scalar(is_call, spot=spot, strike=strike, expiry_years=years, vol=mid) < price:
             lo = mid
         else:
             hi = mid

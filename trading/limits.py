@@ -10,14 +10,16 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
+from messages.types import Quantity
+
 
 @dataclass(frozen=True)
 class Limits:
     """Rule 4 defaults. Per-symbol overrides replace individual fields."""
 
-    max_position_size: Decimal = Decimal(1000)
-    max_order_size: Decimal = Decimal(100)
-    min_order_size: Decimal = Decimal(1)
+    max_position_size: Quantity = Quantity(Decimal(1000))
+    max_order_size: Quantity = Quantity(Decimal(100))
+    min_order_size: Quantity = Quantity(Decimal(1))
     max_spread_bps: Decimal = Decimal(50)
     max_volatility: Decimal = Decimal("0.02")
     max_volume_participation: Decimal = Decimal("0.10")
@@ -33,11 +35,11 @@ class Limits:
     order_burst: int = 40
     breaker_failures: int = 5
     breaker_cooloff_s: float = 30.0
-    hedging_accounts: frozenset = field(default_factory=frozenset)
-    per_symbol: dict = field(default_factory=dict, compare=False, hash=False)
+    hedging_accounts: frozenset[str] = field(default_factory=frozenset)
+    per_symbol: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False, hash=False)
     #: symbol -> trading.venue_rules.InstrumentRules, loaded from the venue's
     #: markets at start (empty: no venue rules, as with the simulated exchange)
-    instrument_rules: dict = field(default_factory=dict, compare=False, hash=False)
+    instrument_rules: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def for_symbol(self, symbol: str) -> Limits:
         over = self.per_symbol.get(symbol)
@@ -47,7 +49,7 @@ class Limits:
 
     @staticmethod
     def from_config(risk: Any, *, account_equity: Decimal | None = None,
-                    instrument_rules: dict | None = None) -> Limits:
+                    instrument_rules: dict[str, Any] | None = None) -> Limits:
         """Build from the validated config's ``risk`` section (``config.risk.RiskConfig``).
 
         The config speaks the user's words (``position_staleness_s``,

@@ -4,9 +4,12 @@ incrementally (tests/test_pnl.py checks them against a full recomputation)."""
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING
 
-from trading.book import ZERO, PositionBook
+from trading.book import ZERO, Key, Position, PositionBook
+
+if TYPE_CHECKING:
+    from trading.gate import MarketView
 
 
 class PnlTracker:
@@ -19,12 +22,12 @@ class PnlTracker:
     ``rebuild`` recomputes everything (startup, broker corrections).
     """
 
-    def __init__(self, book: PositionBook, market: dict) -> None:
+    def __init__(self, book: PositionBook, market: dict[str, MarketView]) -> None:
         self.book = book
         self.market = market
-        self._unrealized: dict = {}
-        self._realized: dict = {}
-        self._keys_by_symbol: dict[str, set] = {}
+        self._unrealized: dict[Key, Decimal] = {}
+        self._realized: dict[Key, Decimal] = {}
+        self._keys_by_symbol: dict[str, set[Key]] = {}
         self.unrealized_total = ZERO
         self.realized_total = ZERO
         #: symbol -> net quantity as a string (what introspection shows)
@@ -48,7 +51,7 @@ class PnlTracker:
         for key in list(self.book.positions):
             self.update_key(key)
 
-    def update_key(self, key: tuple) -> None:
+    def update_key(self, key: Key) -> None:
         """After ``key``'s position changed (a fill, a correction)."""
         pos = self.book.positions.get(key)
         sym = key[2]
@@ -66,7 +69,7 @@ class PnlTracker:
         for key in self._keys_by_symbol.get(symbol, ()):
             self._mark(key, self.book.positions.get(key))
 
-    def _mark(self, key: tuple, pos: Any) -> None:
+    def _mark(self, key: Key, pos: Position | None) -> None:
         mv = self.market.get(key[2])
         value = pos.unrealized(mv.mid if mv is not None else None) if pos is not None else ZERO
         delta = value - self._unrealized.get(key, ZERO)

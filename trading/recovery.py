@@ -22,7 +22,8 @@ from messages.control import BrokerOrders, BrokerPositions
 from messages.exchange import OrderExpired, SubmitOrder
 from messages.orders import ExitPlan, OrderAcked, OrderRejected, OrderRequest, merge_plan
 from messages.persistence import Put, StoreDb
-from trading.book import ZERO, InFlight, Position
+from messages.types import Price, Quantity, Symbol
+from trading.book import ZERO, InFlight, Key, Position
 
 OPEN_STATUSES = {"intent", "submitted", "acked", "partially_filled"}
 #: statuses at which the order may never have reached the broker
@@ -38,7 +39,7 @@ def order_status_key(client_order_id: str) -> str:
     return f"{ORDER_STATUS_PREFIX}{client_order_id}"
 
 
-def position_put(key: tuple, pos: Position) -> Put:
+def position_put(key: Key, pos: Position) -> Put:
     """The store write of one position (read back by ``rebuild_coordinator_state``)."""
     return Put(StoreDb.POSITIONS, "|".join(key), {
         "qty": pos.qty, "avg_price": pos.avg_price, "realized": pos.realized})
@@ -63,8 +64,8 @@ def rebuild_coordinator_state(coord: Any, store: Any) -> None:
         if len(parts) != 3 or not isinstance(rec, dict):
             coord.log.error("skipping malformed position record {!r}", key)
             continue
-        book.positions[parts] = Position(qty=Decimal(rec.get("qty", ZERO)),
-                                         avg_price=Decimal(rec.get("avg_price", ZERO)),
+        book.positions[parts] = Position(qty=Quantity(Decimal(rec.get("qty", ZERO))),
+                                         avg_price=Price(Decimal(rec.get("avg_price", ZERO))),
                                          realized=Decimal(rec.get("realized", ZERO)))
     filled_by_order: dict[str, Decimal] = {}
     fill_ids = []
@@ -86,7 +87,7 @@ def rebuild_coordinator_state(coord: Any, store: Any) -> None:
             inflight = InFlight(coid, (order.account, rec.get("venue", coord.venue), order.symbol),
                                 order.side, order.qty, order.purpose, order.reduce_only,
                                 owner=rec.get("owner"), stop_loss=rec.get("stop_loss"),
-                                filled=filled_by_order.get(coid, ZERO),
+                                filled=Quantity(filled_by_order.get(coid, ZERO)),
                                 exit_plan=_exit_plan(rec))
             if inflight.remaining > 0:
                 book.add_inflight(inflight)
@@ -121,8 +122,8 @@ def apply_broker_positions(coord: Any, msg: BrokerPositions) -> int:
     book = coord.book
     ours = {key[2]: key for key in book.positions if key[0] == msg.account}
     pending = coord.unconfirmed
-    diverging: set[tuple] = set()
-    confirmed: list[tuple[str, tuple, Decimal, Decimal, str]] = []
+    diverging: set[Key] = set()
+    confirmed: list[tuple[str, Key, Decimal, Decimal, str]] = []
     suspected: list[str] = []
     for sym in sorted(set(broker) | set(ours)):
         key = ours.get(sym, (msg.account, coord.venue, sym))
@@ -188,7 +189,7 @@ def apply_broker_positions(coord: Any, msg: BrokerPositions) -> int:
     return len(confirmed)
 
 
-def _take_over(coord: Any, key: tuple, sym: str, theirs: Decimal,
+def _take_over(coord: Any, key: Key, sym: str, theirs: Decimal,
                entry: Decimal | None) -> tuple[Decimal, str]:
     """Set ``key`` to the broker's quantity, with a price (rule 18).
 
@@ -221,7 +222,7 @@ def _take_over(coord: Any, key: tuple, sym: str, theirs: Decimal,
     return avg, source
 
 
-def price_unpriced(coord: Any, key: tuple, price: Decimal | None, source: str) -> None:
+def price_unpriced(coord: Any, key: Key, price: Decimal | None, source: str) -> None:
     """Price a position taken over with no price, at ``price`` (audited)."""
     pos = coord.book.positions.get(key)
     if price is None or pos is None or key not in coord.unpriced:
@@ -340,7 +341,8 @@ def _synthesize_ack(coord: Any, coid: str, msg: BrokerOrders) -> None:
     normal ack path, so its status no longer says "in doubt"."""
     order = coord.book.inflight[coid]
     status = coord.orders[coid]["status"]
-    coord.on_acked(OrderAcked(coid, "unknown (reconciled)", order.key[2], coord.ctx.clock.now()))
+    coord.on_acked(OrderAcked(order.client_order_id, "unknown (reconciled)", Symbol(order.key[2]),
+                              coord.ctx.clock.now()))
     coord.counts["synthesized_acks"] += 1
     coord.audit.record(kind="synthesized_ack", reason="broker_wins", ts=coord.ctx.clock.now(),
                        inputs={"symbol": order.key[2], "status_before": status,
@@ -362,13 +364,14 @@ def _resubmit(coord: Any, coid: str, order: InFlight, msg: BrokerOrders) -> bool
     if not isinstance(request, OrderRequest):
         coord.log.error("cannot resubmit {}: no stored request", coid)
         _close(coord, coid, order, "rejected", "no_stored_request", msg.source,
-               OrderRejected(coid, order.key[2], "reconciliation: no stored request", now))
+               OrderRejected(order.client_order_id, Symbol(order.key[2]),
+                             "reconciliation: no stored request", now))
         return False
     from trading.gate import HALTED
 
     if coord.state.trading_state == HALTED and not request.reduce_only:
         _close(coord, coid, order, "rejected", "halted", msg.source,
-               OrderRejected(coid, request.symbol, "halted: not resubmitted while the kill "
+               OrderRejected(request.client_order_id, request.symbol, "halted: not resubmitted while the kill "
                              "switch is on", now))
         return False
     coord.ctx.tell(coord.gateway, SubmitOrder(request))

@@ -24,6 +24,7 @@ from typing import Any
 
 from messages.enums import Side
 from messages.market import Quote
+from messages.types import Account, Price, Quantity, Symbol
 from trading.owned_order import FillTracking
 
 ZERO = Decimal(0)
@@ -50,11 +51,11 @@ class Stop:
     """One entry order's protection and, when it triggers, its exit."""
 
     stop_id: str
-    symbol: str
-    account: str
+    symbol: Symbol
+    account: Account
     position_side: Side
-    stop_price: Decimal | None
-    protected: Decimal = ZERO
+    stop_price: Price | None
+    protected: Quantity = Quantity(ZERO)
     phase: str = PROTECTING
     triggered_at: datetime | None = None
     fallback_at: datetime | None = None
@@ -64,7 +65,7 @@ class Stop:
     seq: int = 0
     orders: dict[str, ExitOrder] = field(default_factory=dict)
     #: intents sent, not yet accepted or refused: tag -> (kind, qty)
-    pending: dict[str, tuple[str, Decimal]] = field(default_factory=dict)
+    pending: dict[str, tuple[str, Quantity]] = field(default_factory=dict)
     outcome: str | None = None
     entry_id: str = ""
     take_profit: Decimal | None = None
@@ -126,11 +127,11 @@ class Stop:
             return q.bid <= self.stop_price
         return q.ask >= self.stop_price
 
-    def limit_price(self, slippage_bps: Decimal) -> Decimal:
+    def limit_price(self, slippage_bps: Decimal) -> Price:
         assert self.stop_price is not None, "an SL-limit needs the plan's stop price"
         bound = self.stop_price * slippage_bps / BPS
         price = self.stop_price - bound if self.exit_side is Side.SELL else self.stop_price + bound
-        return Decimal(f"{price.quantize(PRICE_QUANTUM).normalize():f}")  # 94.525, never 1E+2
+        return Price(Decimal(f"{price.quantize(PRICE_QUANTUM).normalize():f}"))  # 94.525, never 1E+2
 
     def record(self) -> dict[str, Any]:
         return {"v": 2, "stop_id": self.stop_id, "symbol": self.symbol, "account": self.account,
@@ -153,7 +154,8 @@ class Stop:
     @classmethod
     def from_record(cls, r: dict[str, Any]) -> Stop:
         st = cls(r["stop_id"], r["symbol"], r["account"], Side(r["position_side"]),
-                 _dec(r["stop_price"]), Decimal(r["protected"]), r["phase"], r["triggered_at"],
+                 _price(r["stop_price"]), Quantity(Decimal(r["protected"])), r["phase"],
+                 r["triggered_at"],
                  r["fallback_at"], r["alerted"], r["failures"], False, r["seq"], {}, {},
                  r.get("outcome"), r.get("entry_id", ""),
                  _dec(r.get("take_profit")), _dec(r.get("trail_distance")),
@@ -164,7 +166,7 @@ class Stop:
         for coid, o in r["orders"].items():
             st.orders[coid] = ExitOrder(o["kind"], Decimal(o["qty"]), dict(o["fills"]),
                                         o["closed"], o["cancel_requested"])
-        st.pending = {t: (p["kind"], Decimal(p["qty"])) for t, p in r["pending"].items()}
+        st.pending = {t: (p["kind"], Quantity(Decimal(p["qty"]))) for t, p in r["pending"].items()}
         return st
 
 
@@ -172,7 +174,11 @@ def _dec(value: Any) -> Decimal | None:
     return None if value is None else Decimal(value)
 
 
-def parse_tag(tag: str) -> tuple[str, Decimal]:
+def _price(value: Any) -> Price | None:
+    return None if value is None else Price(Decimal(value))
+
+
+def parse_tag(tag: str) -> tuple[str, Quantity]:
     """(kind, qty) from a tag the manager made, for an acceptance whose intent it no longer holds."""
     _stop_id, _seq, kind, qty = tag.rsplit("|", 3)
-    return kind, Decimal(qty)
+    return kind, Quantity(Decimal(qty))

@@ -29,7 +29,8 @@ from datetime import datetime
 from decimal import Decimal
 from enum import Enum
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Iterator
 
 import lmdb
 import msgpack
@@ -43,6 +44,7 @@ from messages.persistence import StoreDb
 
 DEFAULT_MAP_SIZE = 1 << 30  # 1 GiB of address space; the file grows sparsely
 STORE_SUBDIR = "store"
+_R = TypeVar("_R")
 _MAX_GROWTHS = 12
 _EXT_TYPES = (Decimal, datetime)
 DATABASES = tuple(d.value for d in StoreDb)
@@ -68,17 +70,21 @@ def _store_default(obj: Any) -> Any:
             raise CodecError(f"enum {type(obj).__name__} is not registered with the codec "
                              "(messages.enums.register_enum)")
         return _default(obj)
-    for native in (tuple, list, dict, str, bytes, int, float):
+    for native in _NATIVE:
         if isinstance(obj, native):
             return list(obj) if native is tuple else native(obj)
     return _default(obj)
 
 
+_NATIVE: tuple[type[Any], ...] = (tuple, list, dict, str, bytes, int, float)
+
+
 def pack_value(value: Any) -> bytes:
     """Any codec-able value -> bytes. Raises CodecError naming what failed."""
     try:
-        return msgpack.packb(value, default=_store_default, use_bin_type=True,
-                             strict_types=True)
+        out: bytes = msgpack.packb(value, default=_store_default, use_bin_type=True,
+                                   strict_types=True)
+        return out
     except CodecError:
         raise
     except (TypeError, ValueError, OverflowError) as exc:
@@ -99,12 +105,12 @@ def key_bytes(key: str) -> bytes:
     return key.encode("utf-8")
 
 
-def put_op(db: str | StoreDb, key: str, value: Any) -> tuple:
+def put_op(db: str | StoreDb, key: str, value: Any) -> tuple[Any, ...]:
     """The :meth:`Store.apply` op writing ``value`` under ``key``; raises CodecError."""
     return ("put", db.value if isinstance(db, StoreDb) else db, key_bytes(key), pack_value(value))
 
 
-def store_path(run_dir: str | os.PathLike) -> Path:
+def store_path(run_dir: str | os.PathLike[str]) -> Path:
     return Path(run_dir) / STORE_SUBDIR
 
 
@@ -128,7 +134,7 @@ class Store:
     # -- opening and closing ----------------------------------------------------
 
     @classmethod
-    def open(cls, run_dir: str | os.PathLike, *, map_size: int = DEFAULT_MAP_SIZE,
+    def open(cls, run_dir: str | os.PathLike[str], *, map_size: int = DEFAULT_MAP_SIZE,
              readonly: bool = False) -> Store:
         """Open (creating ``<run_dir>/store/`` unless ``readonly``) or share the store."""
         path = store_path(run_dir)
@@ -163,7 +169,7 @@ class Store:
         if self.readonly:
             self._env.set_mapsize(0)  # adopt the writer's current map size
         self.map_size = self._env.info()["map_size"]
-        dbs = {}
+        dbs: dict[str, Any] = {}
         for name in DATABASES:
             create = not self.readonly
             try:
@@ -255,7 +261,7 @@ class Store:
                 self._paused = False
                 self._gate.notify_all()
 
-    def _read(self, fn: Any) -> Any:
+    def _read(self, fn: Callable[[lmdb.Transaction[bytes]], _R]) -> _R:
         for attempt in (1, 2):
             with self._txn_slot() as env:
                 try:
@@ -288,14 +294,15 @@ class Store:
 
     def read_all(self) -> dict[str, dict[str, Any]]:
         """All databases from ONE snapshot (what recovery wants: no torn view)."""
-        def scan_all(txn: lmdb.Transaction) -> dict[str, dict[str, Any]]:
+        def scan_all(txn: lmdb.Transaction[bytes]) -> dict[str, dict[str, Any]]:
             return {name: dict(_scan(txn, dbi, None)) if dbi is not None else {}
                     for name, dbi in self._dbs.items()}
         return self._read(scan_all)
 
     def counter(self, name: str) -> int:
         """Next unreserved value of a persisted counter (1 if never used)."""
-        return self.get(StoreDb.COUNTERS, name, 1)
+        value: int = self.get(StoreDb.COUNTERS, name, 1)
+        return value
 
     def stats(self) -> dict[str, Any]:
         info = self.env.info()
@@ -305,7 +312,7 @@ class Store:
 
     # -- writing (the persistence actor only) -----------------------------------------
 
-    def apply(self, ops: Iterable[tuple]) -> list[Any]:
+    def apply(self, ops: Iterable[tuple[Any, ...]]) -> list[Any]:
         """Apply encoded ops in ONE transaction, committed and synced on return.
 
         Ops: ``("put", db, key_bytes, value_bytes)``, ``("del", db, key_bytes)``
@@ -321,7 +328,7 @@ class Store:
                 self._grow()
         return self._apply_once(ops)
 
-    def _apply_once(self, ops: list[tuple]) -> list[Any]:
+    def _apply_once(self, ops: list[tuple[Any, ...]]) -> list[Any]:
         dbs = self._dbs
         results: list[Any] = []
         append = results.append
@@ -344,7 +351,8 @@ class Store:
     def reserve(self, counter: str, n: int) -> tuple[int, int]:
         """Reserve counter values in a transaction of its own. Only for when no
         persistence actor runs (tools, tests); otherwise send ``Reserve``."""
-        return self.apply([("reserve", counter, n)])[0]
+        span: tuple[int, int] = self.apply([("reserve", counter, n)])[0]
+        return span
 
     def sync(self) -> None:
         self.env.sync(True)
@@ -358,8 +366,8 @@ class Store:
         logger.warning("store {} map grown to {} MiB", self.path, self.map_size >> 20)
 
 
-def _scan(txn: lmdb.Transaction, dbi: Any, prefix: str | None) -> list[tuple[str, Any]]:
-    out = []
+def _scan(txn: lmdb.Transaction[bytes], dbi: Any, prefix: str | None) -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
     cursor = txn.cursor(db=dbi)
     if prefix:
         pb = key_bytes(prefix)
@@ -375,7 +383,7 @@ def _scan(txn: lmdb.Transaction, dbi: Any, prefix: str | None) -> list[tuple[str
     return out
 
 
-def _reserve(txn: lmdb.Transaction, dbi: Any, counter: str, n: int) -> tuple[int, int]:
+def _reserve(txn: lmdb.Transaction[bytes], dbi: Any, counter: str, n: int) -> tuple[int, int]:
     kb = key_bytes(counter)
     raw = txn.get(kb, db=dbi)
     start = 1 if raw is None else unpack_value(raw)

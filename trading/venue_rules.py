@@ -28,6 +28,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
 from typing import Any
 
 from messages.enums import Side
+from messages.types import Price, Quantity
 from trading.reasons import Reason
 
 
@@ -85,37 +86,37 @@ def _on_tick(price: Decimal, tick: Decimal, side: Side) -> Decimal:
 
 @dataclass(frozen=True)
 class Conformed:
-    qty: Decimal
-    price: Decimal | None
-    trigger: Decimal | None
+    qty: Quantity
+    price: Price | None
+    trigger: Price | None
     #: what changed, for the audit record (empty when nothing did)
     notes: dict[str, str]
 
 
-def conform(rules: InstrumentRules | None, side: Side, qty: Decimal, price: Decimal | None,
-            trigger: Decimal | None, *, market: bool) -> Conformed:
+def conform(rules: InstrumentRules | None, side: Side, qty: Quantity, *, price: Price | None,
+            trigger: Price | None, market: bool) -> Conformed:
     if rules is None:
         return Conformed(qty, price, trigger, {})
     notes: dict[str, str] = {}
     step = rules.lot(market)[0]
-    new_qty = round_down(qty, step)
+    new_qty = Quantity(round_down(qty, step))
     if new_qty != qty:
         notes["qty_requested"] = str(qty)
     tick = rules.tick_size
     new_price, new_trigger = price, trigger
     if tick is not None and price is not None:
-        new_price = _on_tick(price, tick, side)
+        new_price = Price(_on_tick(price, tick, side))
         if new_price != price:
             notes["price_requested"] = str(price)
     if tick is not None and trigger is not None:
-        new_trigger = _on_tick(trigger, tick, side)
+        new_trigger = Price(_on_tick(trigger, tick, side))
         if new_trigger != trigger:
             notes["trigger_requested"] = str(trigger)
     return Conformed(new_qty, new_price, new_trigger, notes)
 
 
-def check(rules: InstrumentRules | None, qty: Decimal, price: Decimal | None,
-          reference: Decimal | None, *, market: bool, reduce_only: bool,
+def check(rules: InstrumentRules | None, qty: Decimal, *, price: Decimal | None,
+          reference: Decimal | None, market: bool, reduce_only: bool,
           trigger: Decimal | None = None) -> tuple[Reason, dict[str, Any]] | None:
     """The first rule the order breaks (reason, numbers), or None."""
     if rules is None:

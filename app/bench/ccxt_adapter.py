@@ -28,6 +28,7 @@ def run(quick: bool) -> dict[str, Any]:
     from messages import OrderAcked, OrderRequest, OrderType, Side, StreamStatus, utc_now
     from messages.exchange import SubmitOrder
     from app.bench.ccxt_face import KEY, SECRET, face_process
+    from messages.types import ClientOrderId, Price, Quantity, Symbol
 
     n = 300 if quick else 2_000
     with tempfile.TemporaryDirectory(prefix="tw-bench-ccxt-adapter-") as tmp, \
@@ -50,8 +51,9 @@ def run(quick: bool) -> dict[str, Any]:
                 raise RuntimeError("adapter did not connect to the face")
 
             def one(i: int) -> None:
-                req = OrderRequest(f"bench-{i}", "BTCUSDT", Side.BUY, OrderType.LIMIT,
-                                   Decimal("1"), utc_now(), price=Decimal("90"))
+                req = OrderRequest(ClientOrderId(f"bench-{i}"), Symbol("BTCUSDT"), Side.BUY,
+                                   OrderType.LIMIT, Quantity(Decimal("1")), utc_now(),
+                                   price=Price(Decimal("90")))
                 ad.send(SubmitOrder(req))
                 if not acked.acquire(timeout=10):
                     raise RuntimeError(f"order {i} not acknowledged")

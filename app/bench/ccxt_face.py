@@ -76,7 +76,7 @@ def face_process(out_dir: str, key: str = KEY, secret: str = SECRET) -> Iterator
 
 
 async def _measure(port: int, n: int, rate: float, concurrency: int) -> tuple[list[float], float]:
-    import ccxt.async_support as ccxt_async  # type: ignore[import-untyped]
+    import ccxt.async_support as ccxt_async
 
     from exchange.binance_face import CCXT_OPTIONS, apply_urls
 

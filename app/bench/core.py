@@ -11,6 +11,7 @@ import numpy as np
 import pykka
 
 from runtime import Actor, ActorSystem, ChildSpec, SupervisorSpec, handles
+from runtime.context import ActorContext
 
 
 class _RawCounter(pykka.ThreadingActor):
@@ -25,7 +26,7 @@ class _RawCounter(pykka.ThreadingActor):
 
 
 class _Counter(Actor):
-    def __init__(self, ctx, n: int, done: threading.Event) -> None:
+    def __init__(self, ctx: ActorContext, n: int, done: threading.Event) -> None:
         super().__init__(ctx)
         self.n, self.done, self.count = n, done, 0
 
@@ -88,7 +89,7 @@ def paced_latency_us(send: Any, sink: list[float], rate: int,
 
 
 class _Stage(Actor):
-    def __init__(self, ctx, nxt: str | None, sink: list) -> None:
+    def __init__(self, ctx: ActorContext, nxt: str | None, sink: list[float]) -> None:
         super().__init__(ctx)
         self.nxt = ctx.system.address(nxt) if nxt else None
         self.sink = sink
@@ -119,7 +120,7 @@ def pipeline4_latency_us(rate: int, seconds: float) -> tuple[float, float]:
 class _HopFrom(Actor):
     """Stamps the time and tells the other actor: the hop being measured starts here."""
 
-    def __init__(self, ctx, to: str) -> None:
+    def __init__(self, ctx: ActorContext, to: str) -> None:
         super().__init__(ctx)
         self.to = ctx.system.address(to)
 
@@ -129,7 +130,7 @@ class _HopFrom(Actor):
 
 
 class _HopTo(Actor):
-    def __init__(self, ctx, sink: list) -> None:
+    def __init__(self, ctx: ActorContext, sink: list[float]) -> None:
         super().__init__(ctx)
         self.sink = sink
 

@@ -22,15 +22,17 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-SYM = "BTCUSDT"
-T0 = datetime(2026, 1, 5, 14, 30, tzinfo=timezone.utc)
+from messages.types import ClientOrderId, Price, Quantity, Symbol
+
+SYM = Symbol("BTCUSDT")
+T0 = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 
 
 def _orders(n: int, prefix: str) -> list[Any]:
@@ -40,13 +42,14 @@ def _orders(n: int, prefix: str) -> list[Any]:
     from messages import OrderRequest, OrderType, Side, SubmitOrder
 
     out = []
-    limit = {Side.BUY: Decimal("101"), Side.SELL: Decimal("99")}
+    limit = {Side.BUY: Price(Decimal("101")), Side.SELL: Price(Decimal("99"))}
+    one = Quantity(Decimal("1"))
     for i in range(n):
         side = Side.BUY if i % 2 == 0 else Side.SELL
         if i % 4 < 2:
-            req = OrderRequest(f"{prefix}{i}", SYM, side, OrderType.MARKET, Decimal("1"), T0)
+            req = OrderRequest(ClientOrderId(f"{prefix}{i}"), SYM, side, OrderType.MARKET, one, T0)
         else:
-            req = OrderRequest(f"{prefix}{i}", SYM, side, OrderType.LIMIT, Decimal("1"), T0,
+            req = OrderRequest(ClientOrderId(f"{prefix}{i}"), SYM, side, OrderType.LIMIT, one, T0,
                                price=limit[side])
         out.append(SubmitOrder(req))
     return out
@@ -66,7 +69,7 @@ def exchange_orders_per_s(n: int, *, events_dir: str | None = None) -> float:
     engine = SimulatedExchange({"latency_ms": 0}, clock=lambda: T0)
     engine.start(Path(events_dir) / "events.jsonl" if events_dir else None)
     try:
-        engine.handle(Quote(SYM, Decimal("100"), Decimal("100.1"), T0), T0)
+        engine.handle(Quote(SYM, Price(Decimal("100")), Price(Decimal("100.1")), T0), T0)
         msgs = _orders(n, "b")
         handle = engine.handle
         t0 = time.perf_counter()

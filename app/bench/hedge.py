@@ -23,6 +23,7 @@ import numpy as np
 from actors.sim_venue import SimVenue
 from messages.enums import OrderPurpose
 from messages.exchange import SubmitOrder
+from messages.types import Price, Quantity, Symbol
 
 _ARRIVED: dict[str, int] = {}
 
@@ -48,9 +49,10 @@ def hedge_lag(n: int = 100, gap_s: float = 0.01) -> dict[str, Any]:
         try:
             system = rt.system
             clock = system.clock
-            big = Decimal("1000000")
+            big = Quantity(Decimal("1000000"))
             for s in symbols:
-                system.tell("venue", Quote(s, Decimal("100"), Decimal("100.01"), clock.now(),
+                system.tell("venue", Quote(Symbol(s), Price(Decimal("100")), Price(Decimal("100.01")),
+                                           clock.now(),
                                            bid_size=big, ask_size=big))
             system.wait_quiescent(30)
             sent: dict[str, int] = {}

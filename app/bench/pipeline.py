@@ -56,7 +56,7 @@ import math
 import shutil
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,7 @@ import numpy as np
 
 from messages.enums import Side
 from messages.orders import Signal
+from messages.types import Price, Quantity, Symbol
 from app.bench.rig import (PROBE, STRATEGY, Peak, period_of, rss_mb, start_runtime,
                                wait_quiescent)
 
@@ -83,7 +84,7 @@ def _market_events(symbols: list[str], seconds: float, seed: int = 7) -> list[An
 
     market = SyntheticMarket(symbols, seed=seed, tick_interval_s=len(symbols) / PACED_RATE,
                              bar_interval_s=None, jump_rate_per_s=0.0,
-                             quote_size=1_000_000, start=datetime.now(timezone.utc))
+                             quote_size=1_000_000, start=datetime.now(UTC))
     return list(market.events(seconds))
 
 
@@ -100,13 +101,13 @@ def _paced(rt: Any, events: list[Any], period_s: float, peak: Peak) -> dict[str,
     next_sample = 0.0
     t_start_ns = _PERF()
     t_start = t_start_ns / 1e9
-    for (t, q), key in zip(events, keys):
+    for (t, q), probe in zip(events, keys, strict=True):
         due = t_start + t
         now = perf()
         if due > now:
             time.sleep(due - now)  # never spin: a spinning producer holds the GIL
-        if key is not None:
-            start_ns[key] = _PERF()
+        if probe is not None:
+            start_ns[probe] = _PERF()
         tell(q)
         if t >= next_sample:
             peak.sample()
@@ -237,14 +238,15 @@ def order_path_us(n_orders: int, n_symbols: int = 10) -> dict[str, Any]:
     rt = None
     try:
         rt = start_runtime(symbols, tmp / "run", "none", {})
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for s in symbols:  # a book to fill against, and the coordinator's market view
-            rt.system.tell("venue", Quote(s, Decimal("100.00"), Decimal("100.01"), now,
-                                          Decimal(1_000_000), Decimal(1_000_000)))
+            rt.system.tell("venue", Quote(Symbol(s), Price(Decimal("100.00")), Price(Decimal("100.01")),
+                                          now, Quantity(Decimal(1_000_000)),
+                                          Quantity(Decimal(1_000_000))))
         wait_quiescent(rt, 30)
         coord = rt.system.address("coordinator")
-        signals = [Signal(symbols[i % n_symbols], Side.BUY if (i // n_symbols) % 2 == 0
-                          else Side.SELL, Decimal(1), now, strategy="bench")
+        signals = [Signal(Symbol(symbols[i % n_symbols]), Side.BUY if (i // n_symbols) % 2 == 0
+                          else Side.SELL, Quantity(Decimal(1)), now, strategy="bench")
                    for i in range(n_orders)]
         t0 = time.perf_counter()
         for i in range(0, n_orders, ORDER_WINDOW):

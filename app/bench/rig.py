@@ -47,7 +47,7 @@ class _Probe:
         self.reset()
 
     def reset(self) -> None:
-        self.fired: dict[str, deque] = defaultdict(deque)   # symbol -> periods signalled
+        self.fired: dict[str, deque[int]] = defaultdict(deque)   # symbol -> periods signalled
         self.start_ns: dict[tuple[str, int], int] = {}       # (symbol, period) -> t0
         self.coid_start: dict[str, int] = {}                 # client order id -> t0
         self.samples: list[tuple[int, int]] = []             # (t0, arrival) at the venue
@@ -170,15 +170,16 @@ def start_runtime(symbols: list[str], run_dir: Path, strategy: str,
     from runtime.clock import LiveClock
     from app.launcher import LaunchSpec, Runtime
 
+    swaps: dict[str, Any] = swap if swap is not None else {
+        "venue": BenchVenue, "coordinator": BenchCoordinator}
+
     class BenchRuntime(Runtime):
         def tree(self) -> Any:
             spec = super().tree()
-            spec.children = [dataclasses.replace(c, actor=swap[c.name]) if c.name in swap else c
+            spec.children = [dataclasses.replace(c, actor=swaps[c.name]) if c.name in swaps else c
                              for c in spec.children]
             return spec
 
-    if swap is None:
-        swap = {"venue": BenchVenue, "coordinator": BenchCoordinator}
     register_strategy(BenchEvery)  # here, not at import: the registry stays as it was
     cfg = bench_config(symbols, strategy, params, extra)
     spec = LaunchSpec(cfg, run_dir, tuple(symbols), LiveClock(), run_id=run_dir.name,

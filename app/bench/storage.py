@@ -7,6 +7,7 @@ import sqlite3
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import msgpack
 
@@ -54,7 +55,7 @@ def lmdb_group_commit_per_s(n: int) -> tuple[float, float]:
             futures = []
             t0 = time.perf_counter()
             for i in range(n):
-                ack = None
+                ack: Future[Any] | None = None
                 if i % 1000 == 999 or i == n - 1:
                     ack = Future()
                     futures.append(ack)
@@ -68,6 +69,6 @@ def lmdb_group_commit_per_s(n: int) -> tuple[float, float]:
             system.shutdown()
 
 
-def lmdb_section(quick: bool) -> dict:
+def lmdb_section(quick: bool) -> dict[str, Any]:
     rate, per_txn = lmdb_group_commit_per_s(50_000 if quick else 200_000)
     return {"lmdb_group_commit_per_s": round(rate), "lmdb_records_per_txn": round(per_txn, 1)}

@@ -51,6 +51,7 @@ from messages import (
     Quote,
     SubmitOrder,
 )
+from messages.types import ClientOrderId, Symbol
 
 if TYPE_CHECKING:
     from exchange.binance_face.streams import StreamSession
@@ -167,7 +168,8 @@ class Face:
             raise errors.unknown_order_cancel()  # triggered: cancel its engine order instead
         waiter: asyncio.Future[CancelConfirmed] = loop.create_future()
         self._cancel_waiters[target].append(waiter)
-        self.route(self.engine.handle(CancelOrder(target, symbol or "?", now), now))
+        self.route(self.engine.handle(CancelOrder(ClientOrderId(target), Symbol(symbol or "?"), now),
+                                      now))
         delay = self.engine.config.cancel_ack_delay_ms / 1000.0 + CANCEL_GRACE_S
         try:
             confirmed = await asyncio.wait_for(waiter, delay)

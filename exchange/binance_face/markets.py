@@ -48,7 +48,7 @@ class MarketSpec:
 
 
 def _places(step: Decimal) -> int:
-    return max(0, -step.normalize().as_tuple().exponent)  # type: ignore[operator]
+    return max(0, -step.normalize().as_tuple().exponent)  # type: ignore[operator]  # a finite step: its exponent is an int
 
 
 def _s(d: Decimal) -> str:

@@ -22,6 +22,7 @@ from exchange.binance_face import errors
 from exchange.binance_face.errors import BinanceError
 from exchange.binance_face.markets import MarketSpec, check_order
 from messages import OrderRequest, OrderType, Side, TimeInForce
+from messages.types import Account, ClientOrderId, Price, Quantity, Symbol
 
 CLIENT_ID = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
 TYPES = {"LIMIT": OrderType.LIMIT, "MARKET": OrderType.MARKET, "STOP": OrderType.STOP_LIMIT,
@@ -110,10 +111,13 @@ def build(params: dict[str, str], markets: dict[str, MarketSpec], account: str,
     check_order(market, qty=qty, price=price, trigger=trigger,
                 is_market=otype in (OrderType.MARKET, OrderType.STOP_MARKET),
                 reduce_only=reduce_only, mark=mark)
-    return OrderRequest(coid, symbol, Side.BUY if side_raw == "BUY" else Side.SELL, otype, qty,
-                        now, price=price, trigger_price=trigger, reduce_only=reduce_only,
+    return OrderRequest(ClientOrderId(coid), Symbol(symbol),
+                        Side.BUY if side_raw == "BUY" else Side.SELL, otype, Quantity(qty), now,
+                        price=None if price is None else Price(price),
+                        trigger_price=None if trigger is None else Price(trigger),
+                        reduce_only=reduce_only,
                         tif=TimeInForce.IOC if tif_raw == "IOC" else TimeInForce.GTC,
-                        account=account)
+                        account=Account(account))
 
 
 def rejection(reason: str) -> BinanceError:

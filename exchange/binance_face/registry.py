@@ -22,7 +22,7 @@ MAX_REMEMBERED = 100_000
 ZERO = Decimal("0")
 
 
-class _Bounded(OrderedDict):  # type: ignore[type-arg]
+class _Bounded(OrderedDict[Any, Any]):
     def __setitem__(self, key: Any, value: Any) -> None:
         super().__setitem__(key, value)
         if len(self) > MAX_REMEMBERED:

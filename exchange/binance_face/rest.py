@@ -29,6 +29,7 @@ from exchange.binance_face.markets import SETTLE, exchange_info
 from exchange.binance_face.orders import is_algo
 from messages import ExchangeError, Quote
 from messages.sim_events import EventsPage, QueryEvents
+from messages.types import Price, Quantity, Symbol
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 KEY = web.AppKey("face_key", dict)
@@ -166,7 +167,7 @@ class Rest:
                 raise errors.unknown_symbol()
             book = self.face.engine.books.get(sym)
             if book is not None and book.has_quote:
-                rows.append(shapes.ticker_24hr(sym, book.bid, book.ask,  # type: ignore[arg-type]
+                rows.append(shapes.ticker_24hr(sym, book.bid, book.ask,  # type: ignore[arg-type]  # has_quote: bid and ask are set
                                                book.ts or self.face.now()))
         if symbol:
             if not rows:
@@ -439,9 +440,10 @@ class Rest:
     async def sim_quote(self, request: web.Request) -> web.Response:
         try:
             q = json.loads(await request.text())
-            quote = Quote(q["symbol"], Decimal(str(q["bid"])), Decimal(str(q["ask"])),
-                          self.face.now(), bid_size=Decimal(str(q.get("bid_size", "0"))),
-                          ask_size=Decimal(str(q.get("ask_size", "0"))))
+            quote = Quote(Symbol(q["symbol"]), Price(Decimal(str(q["bid"]))),
+                          Price(Decimal(str(q["ask"]))), self.face.now(),
+                          bid_size=Quantity(Decimal(str(q.get("bid_size", "0")))),
+                          ask_size=Quantity(Decimal(str(q.get("ask_size", "0")))))
         except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
             return web.json_response({"error": f"bad quote: {exc!r}"}, status=400)
         self.face.route(self.face.engine.handle(quote, self.face.now()))

@@ -199,7 +199,7 @@ class BinanceFaceServer:
         site = web.TCPSite(runner, self.host, self.port)
         await site.start()
         server = site._server  # noqa: SLF001 - the bound port of port=0
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # the site is started: its server is set
         self._ready.set()
         feed_task = asyncio.create_task(self._feed_loop()) if self.feed else None
         try:

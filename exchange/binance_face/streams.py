@@ -65,7 +65,7 @@ class StreamSession:
 
     def abort(self) -> None:
         if self.transport is not None:
-            self.transport.abort()  # type: ignore[attr-defined]
+            self.transport.abort()  # type: ignore[attr-defined]  # the concrete transport has abort(); its declared type does not
         if self.writer is not None:
             self.writer.cancel()
 

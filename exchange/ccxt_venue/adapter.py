@@ -58,6 +58,7 @@ from messages import (CancelConfirmed, CancelOrder, ExchangeError, Message, Orde
 from messages.enums import CancelOutcome
 from messages.exchange import (QueryBalances, QueryFills, QueryOpenOrders, QueryPositions,
                                Subscribe, SubmitOrder, Unsubscribe)
+from messages.types import ClientOrderId, Quantity, Symbol
 
 #: weights of Binance USDⓈ-M endpoints the adapter calls (exchange docs)
 W_ORDER, W_QUERY_ORDER, W_OPEN_ALL, W_POSITIONS, W_BALANCE, W_TRADES = 1, 1, 40, 5, 5, 5
@@ -495,7 +496,7 @@ class CcxtVenueAdapter:
         try:
             vid = venue_client_id(coid)
         except ClientIdError:
-            self._emit(CancelConfirmed(coid, symbol, CancelOutcome.UNKNOWN, ev.ZERO, utc_now()))
+            self._emit(CancelConfirmed(ClientOrderId(coid), Symbol(symbol), CancelOutcome.UNKNOWN, Quantity(ev.ZERO), utc_now()))
             return
         for attempt in range(CANCEL_ATTEMPTS):
             if not await self._budget_wait(1):
@@ -539,7 +540,7 @@ class CcxtVenueAdapter:
         now = utc_now()
         if info is None:
             if c is not None and c.kind is Kind.NOT_FOUND:
-                self._emit(CancelConfirmed(coid, symbol, CancelOutcome.UNKNOWN, ev.ZERO, now))
+                self._emit(CancelConfirmed(ClientOrderId(coid), Symbol(symbol), CancelOutcome.UNKNOWN, Quantity(ev.ZERO), now))
                 return True
             if c is not None:
                 self._venue_trouble(c, ref=coid)
@@ -547,12 +548,12 @@ class CcxtVenueAdapter:
         status = ev.order_status(info)
         if status in ("FILLED", "FINISHED") and _executed(info) >= _orig(info):
             self.tracker.end(coid, symbol)
-            self._emit(CancelConfirmed(coid, symbol, CancelOutcome.ALREADY_FILLED, ev.ZERO, now))
+            self._emit(CancelConfirmed(ClientOrderId(coid), Symbol(symbol), CancelOutcome.ALREADY_FILLED, Quantity(ev.ZERO), now))
             return True
         if status in ("CANCELED", "EXPIRED", "REJECTED", "FINISHED", "FILLED"):
             if self.tracker.end(coid, symbol):
                 leaves = max(_orig(info) - _executed(info), ev.ZERO)
-                self._emit(CancelConfirmed(coid, symbol, CancelOutcome.CANCELED, leaves, now))
+                self._emit(CancelConfirmed(ClientOrderId(coid), Symbol(symbol), CancelOutcome.CANCELED, Quantity(leaves), now))
             return True
         return False  # still working: try the cancel again
 

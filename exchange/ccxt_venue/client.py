@@ -48,7 +48,7 @@ _CLASS: type | None = None
 def _build() -> type:
     import ccxt.pro as ccxtpro
 
-    class HookedBinanceUsdm(ccxtpro.binanceusdm):  # type: ignore[misc]
+    class HookedBinanceUsdm(ccxtpro.binanceusdm):
         listener: StreamListener | None = None
 
         def handle_message(self, client: Any, message: Any) -> None:

@@ -36,6 +36,7 @@ from messages import (CancelConfirmed, ExchangeError, Message, OrderAcked, Order
 from messages.enums import CancelOutcome
 from messages.exchange import OrderExpired
 from messages.market import Quote
+from messages.types import Account, ClientOrderId, Price, Quantity, Symbol
 
 ZERO = Decimal(0)
 
@@ -130,7 +131,7 @@ class OrderTracker:
             self.suppressed += 1
             return None
         t.acked = True
-        return OrderAcked(coid, venue_order_id, symbol, ts)
+        return OrderAcked(ClientOrderId(coid), venue_order_id, Symbol(symbol), ts)
 
     def end(self, coid: str, symbol: str) -> bool:
         """True the first time ``coid`` ends (its end event may go out)."""
@@ -193,14 +194,14 @@ def order_update(o: Any, tracker: OrderTracker, account: str,
         if last > 0:
             ack()  # a fill proves the order was accepted: the ack goes first
             fee = dec(o.get("n", "0") or "0", "n")
-            out.append(OrderFilled(coid, fill_id(symbol, o.get("t")), symbol, side_of(o.get("S")),
-                                   last, dec(o.get("L"), "L"), leaves, ts, fee=fee,
-                                   account=account))
+            out.append(OrderFilled(ClientOrderId(coid), fill_id(symbol, o.get("t")), Symbol(symbol),
+                                   side_of(o.get("S")), Quantity(last), Price(dec(o.get("L"), "L")),
+                                   Quantity(leaves), ts, fee=fee, account=Account(account)))
         if status == "FILLED":
             tracker.end(coid, symbol)
     elif x == "CANCELED":
         if tracker.end(coid, symbol):
-            out.append(CancelConfirmed(coid, symbol, CancelOutcome.CANCELED, leaves, ts))
+            out.append(CancelConfirmed(ClientOrderId(coid), Symbol(symbol), CancelOutcome.CANCELED, Quantity(leaves), ts))
     elif x == "EXPIRED":
         if tracker.end(coid, symbol):
             tif = str(o.get("f", "")).upper()
@@ -208,7 +209,7 @@ def order_update(o: Any, tracker: OrderTracker, account: str,
                                                           f"order ended with {leaves} open", ts))
     elif x == "REJECTED" or status == "REJECTED":
         if tracker.end(coid, symbol):
-            out.append(OrderRejected(coid, symbol, "venue_rejected: rejected by the venue", ts))
+            out.append(OrderRejected(ClientOrderId(coid), Symbol(symbol), "venue_rejected: rejected by the venue", ts))
     # AMENDMENT and anything newer: no protocol event (the next poll settles)
     return out
 
@@ -240,12 +241,12 @@ def algo_update(o: Any, tracker: OrderTracker, ts_ms: Any = None) -> list[Messag
             out.append(ev)
     elif status in _ALGO_END and tracker.end(coid, symbol):
         if status == "CANCELED":
-            out.append(CancelConfirmed(coid, symbol, CancelOutcome.CANCELED, leaves, ts))
+            out.append(CancelConfirmed(ClientOrderId(coid), Symbol(symbol), CancelOutcome.CANCELED, Quantity(leaves), ts))
         elif status == "EXPIRED":
             out.append(OrderExpired(coid, symbol, leaves, "expired_by_venue: conditional order "
                                                           "ended by the venue", ts))
         else:
-            out.append(OrderRejected(coid, symbol, "venue_rejected: conditional order rejected "
+            out.append(OrderRejected(ClientOrderId(coid), Symbol(symbol), "venue_rejected: conditional order rejected "
                                                    "at trigger", ts))
     return out
 
@@ -259,8 +260,9 @@ def book_ticker(msg: dict[str, Any], now: datetime) -> Quote:
     bid, ask = dec(msg.get("b"), "b"), dec(msg.get("a"), "a")
     if bid <= 0 or ask <= 0 or ask < bid:
         raise ParseError(f"bookTicker {symbol}: bid {bid} / ask {ask} not a market")
-    return Quote(symbol, bid, ask, ts, bid_size=dec(msg.get("B", "0"), "B"),
-                 ask_size=dec(msg.get("A", "0"), "A"))
+    return Quote(Symbol(symbol), Price(bid), Price(ask), ts,
+                 bid_size=Quantity(dec(msg.get("B", "0"), "B")),
+                 ask_size=Quantity(dec(msg.get("A", "0"), "A")))
 
 
 # -- REST order structures ---------------------------------------------------------
@@ -282,7 +284,7 @@ def rest_order_events(info: dict[str, Any], tracker: OrderTracker, coid: str,
     out: list[Message] = []
     if status in ("REJECTED",):
         if tracker.end(coid, symbol):
-            out.append(OrderRejected(coid, symbol, "venue_rejected: rejected by the venue", ts))
+            out.append(OrderRejected(ClientOrderId(coid), Symbol(symbol), "venue_rejected: rejected by the venue", ts))
         return out
     ev = tracker.ack(coid, symbol, venue_id or "?", ts)
     if ev is not None:
@@ -291,7 +293,7 @@ def rest_order_events(info: dict[str, Any], tracker: OrderTracker, coid: str,
     executed = dec(info.get("executedQty") or "0", "executedQty")
     leaves = max(qty - executed, ZERO)
     if status == "CANCELED" and tracker.end(coid, symbol):
-        out.append(CancelConfirmed(coid, symbol, CancelOutcome.CANCELED, leaves, ts))
+        out.append(CancelConfirmed(ClientOrderId(coid), Symbol(symbol), CancelOutcome.CANCELED, Quantity(leaves), ts))
     elif status == "EXPIRED" and tracker.end(coid, symbol):
         out.append(OrderExpired(coid, symbol, leaves, "expired_by_venue: ended with "
                                                       f"{leaves} open", ts))

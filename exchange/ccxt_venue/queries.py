@@ -22,6 +22,7 @@ from exchange.ccxt_venue.ids import our_client_id
 from exchange.ccxt_venue.orders import open_order
 from messages import OrderFilled, PositionSnapshot
 from messages.exchange import BalanceSnapshot, OpenOrdersSnapshot
+from messages.types import Account, ClientOrderId, Price, Quantity, Symbol
 
 if TYPE_CHECKING:
     from exchange.ccxt_venue.adapter import CcxtVenueAdapter
@@ -160,10 +161,12 @@ class FillPager:
                          if str(x.get("orderId")) == order_id and int(x["id"]) > int(t["id"])),
                         ZERO)
             leaves += later
-        return OrderFilled(coid, ev.fill_id(sym, t.get("id")), sym, ev.side_of(t.get("side")), qty,
-                           ev.dec(t.get("price"), "price"), leaves, ev.ms_to_dt(t.get("time")),
+        return OrderFilled(ClientOrderId(coid), ev.fill_id(sym, t.get("id")), Symbol(sym),
+                           ev.side_of(t.get("side")), Quantity(qty),
+                           Price(ev.dec(t.get("price"), "price")), Quantity(leaves),
+                           ev.ms_to_dt(t.get("time")),
                            fee=ev.dec(t.get("commission") or "0", "commission"),
-                           account=self.account)
+                           account=Account(self.account))
 
     async def _order(self, sym: str, order_id: str) -> dict[str, Any] | None:
         if order_id in self._orders:
