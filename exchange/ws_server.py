@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import threading
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -44,6 +43,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from exchange.emit import ENGINE, REQUESTER, TRANSPORT, Emit, StreamAction
+from exchange.loop_server import EngineLoopServer
 from exchange.engine import SimulatedExchange
 from exchange.feed import RandomWalkFeed
 from exchange.session import MAX_HELD, Session, handle_subscription
@@ -75,8 +75,11 @@ class _WsSession(Session):
         self.writer: asyncio.Task | None = None
 
 
-class ExchangeServer:
+class ExchangeServer(EngineLoopServer):
     """One WebSocket server thread hosting a :class:`SimulatedExchange`."""
+
+    thread_name = "tw-exchange-ws"
+    what = "simulated exchange"
 
     def __init__(self, engine: SimulatedExchange | None = None, *, host: str = "127.0.0.1",
                  port: int = 0, out_dir: str | Path | None = None,
@@ -95,12 +98,7 @@ class ExchangeServer:
         self.feed_interval_s = feed_interval_s
         self.stats: Counter = Counter()
         self.sessions: set[_WsSession] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._start_error: BaseException | None = None
-        self._stop_event: asyncio.Event | None = None
-        self._opened_log = False
+        self._init_loop()
 
     # -- lifecycle (any thread) ---------------------------------------------------
 
@@ -109,46 +107,8 @@ class ExchangeServer:
         return f"ws://{self.host}:{self.port}"
 
     @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self, timeout: float = 5.0) -> int:
-        """Start the server thread; returns the bound port (``port=0`` picks one)."""
-        if self._thread is not None:
-            raise RuntimeError("exchange server already started")
-        if self.out_dir is not None and not self.engine.log.is_open:
-            self.engine.start(self.out_dir / "events.jsonl")
-            self._opened_log = True
-        else:
-            self.engine.start()
-        self._thread = threading.Thread(target=self._run, name="tw-exchange-ws", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise TimeoutError(f"exchange server did not start within {timeout}s")
-        if self._start_error is not None:
-            self._thread.join(timeout)
-            self._thread = None
-            raise self._start_error
-        logger.info("simulated exchange listening on {}", self.url)
-        return self.port
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Close every connection and the listening socket; keep the engine."""
-        loop, thread = self._loop, self._thread
-        if thread is None:
-            return
-        if loop is not None and self._stop_event is not None:
-            try:
-                loop.call_soon_threadsafe(self._stop_event.set)
-            except RuntimeError:
-                pass
-        thread.join(timeout)
-        if thread.is_alive():
-            logger.error("exchange server thread did not stop within {}s", timeout)
-        self._thread = None
-        if self._opened_log:
-            self.engine.stop()
-            self._opened_log = False
+    def listening_at(self) -> str:
+        return self.url
 
     def call(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
         """Run ``fn(*args)`` on the server loop (the engine's only thread)."""
@@ -174,32 +134,6 @@ class ExchangeServer:
         self.call(lambda: self._route(self.engine.handle(event, self.clock()), None)).result(timeout)
 
     # -- the loop thread -----------------------------------------------------------
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._main())
-        except BaseException as exc:  # noqa: BLE001 - reported to start()
-            self._start_error = exc
-            if isinstance(exc, OSError) and not self._ready.is_set():  # bind: no trace needed
-                logger.error("exchange server cannot listen on {}:{}: {}", self.host, self.port,
-                             exc)
-            else:
-                logger.opt(exception=exc).error("exchange server failed")
-        finally:
-            self._ready.set()
-            try:
-                left = asyncio.all_tasks(loop)
-                for task in left:
-                    task.cancel()
-                if left:
-                    loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
-                loop.run_until_complete(loop.shutdown_asyncgens())
-            finally:
-                loop.close()
-                self._loop = None
 
     async def _main(self) -> None:
         self._stop_event = asyncio.Event()

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from loguru import logger
 
 from exchange.binance_face.auth import DEFAULT_KEYS, ApiKey
 from exchange.binance_face.face import Face
@@ -33,6 +31,7 @@ from exchange.binance_face.streams import Streams
 from exchange.binance_face.weights import Limits
 from exchange.engine import SimulatedExchange
 from exchange.feed import RandomWalkFeed
+from exchange.loop_server import EngineLoopServer
 from messages import Bar, Quote
 
 
@@ -40,7 +39,10 @@ def default_markets(symbols: list[str] | tuple[str, ...]) -> dict[str, MarketSpe
     return {s: MarketSpec(s) for s in symbols}
 
 
-class BinanceFaceServer:
+class BinanceFaceServer(EngineLoopServer):
+    thread_name = "tw-binance-face"
+    what = "binance face"
+
     def __init__(self, engine: SimulatedExchange | None = None, *, host: str = "127.0.0.1",
                  port: int = 0, out_dir: str | Path | None = None, config: Any = None,
                  clock: Callable[[], datetime] | None = None,
@@ -64,12 +66,7 @@ class BinanceFaceServer:
         self.host, self.port = host, port
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.feed, self.feed_interval_s = feed, feed_interval_s
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._start_error: BaseException | None = None
-        self._stop_event: asyncio.Event | None = None
-        self._opened_log = False
+        self._init_loop()
 
     # -- lifecycle (any thread) --------------------------------------------------------
 
@@ -78,50 +75,13 @@ class BinanceFaceServer:
         return f"http://{self.host}:{self.port}"
 
     @property
+    def listening_at(self) -> str:
+        return self.base_url
+
+    @property
     def stats(self) -> dict[str, int]:
         return {"requests": self.rest.requests, "stream_sessions": len(self.face.sessions),
                 **{k: int(v) for k, v in self.engine.stats.items()}}
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self, timeout: float = 5.0) -> int:
-        if self._thread is not None:
-            raise RuntimeError("binance face already started")
-        if self.out_dir is not None and not self.engine.log.is_open:
-            self.engine.start(self.out_dir / "events.jsonl")
-            self._opened_log = True
-        else:
-            self.engine.start()
-        self._ready.clear()
-        self._thread = threading.Thread(target=self._run, name="tw-binance-face", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise TimeoutError(f"binance face did not start within {timeout}s")
-        if self._start_error is not None:
-            self._thread.join(timeout)
-            self._thread = None
-            raise self._start_error
-        logger.info("binance face listening on {}", self.base_url)
-        return self.port
-
-    def stop(self, timeout: float = 5.0) -> None:
-        loop, thread = self._loop, self._thread
-        if thread is None:
-            return
-        if loop is not None and self._stop_event is not None:
-            try:
-                loop.call_soon_threadsafe(self._stop_event.set)
-            except RuntimeError:
-                pass
-        thread.join(timeout)
-        if thread.is_alive():
-            logger.error("binance face thread did not stop within {}s", timeout)
-        self._thread = None
-        if self._opened_log:
-            self.engine.stop()
-            self._opened_log = False
 
     def call(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
         if self._loop is None:
@@ -164,31 +124,6 @@ class BinanceFaceServer:
         self.face.faults.apply(venue)
         if expire:
             self.streams.expire(self.face.listen_keys.expire_all())
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._main())
-        except BaseException as exc:  # noqa: BLE001 - reported to start()
-            self._start_error = exc
-            if isinstance(exc, OSError) and not self._ready.is_set():  # bind: no trace needed
-                logger.error("binance face cannot listen on {}:{}: {}", self.host, self.port, exc)
-            else:
-                logger.opt(exception=exc).error("binance face failed")
-        finally:
-            self._ready.set()
-            try:
-                left = asyncio.all_tasks(loop)
-                for task in left:
-                    task.cancel()
-                if left:
-                    loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
-                loop.run_until_complete(loop.shutdown_asyncgens())
-            finally:
-                loop.close()
-                self._loop = None
 
     async def _main(self) -> None:
         self._stop_event = asyncio.Event()
