@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from app.bench.exchange import end_child
+
 KEY, SECRET = "bench-key", "bench-secret"
 
 _SERVER = """
@@ -66,13 +68,7 @@ def face_process(out_dir: str, key: str = KEY, secret: str = SECRET) -> Iterator
             raise RuntimeError(f"binance face process did not start (said {line!r})")
         yield int(line)
     finally:
-        if proc.stdin:
-            proc.stdin.close()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        end_child(proc)
 
 
 async def _measure(port: int, n: int, rate: float, concurrency: int) -> tuple[list[float], float]:

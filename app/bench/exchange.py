@@ -167,13 +167,7 @@ def ws_roundtrip_us(n: int, rate: float = 1_000.0) -> tuple[float, float]:
         finally:
             if adapter is not None:
                 adapter.close()
-            if proc.stdin:
-                proc.stdin.close()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            end_child(proc)
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -187,3 +181,15 @@ def run(quick: bool) -> dict[str, Any]:
         "ws_roundtrip_p50_us": round(p50, 1),
         "ws_roundtrip_p99_us": round(p99, 1),
     }
+
+
+def end_child(proc: subprocess.Popen[Any]) -> None:
+    """End a bench's server process: close its stdin (its signal to stop), wait,
+    and kill it if it does not stop in time."""
+    if proc.stdin:
+        proc.stdin.close()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
