@@ -120,6 +120,11 @@ class Gateway(Actor):
         self.last_msg_at = 0.0
         self.counts: Counter = Counter()
         self._symbol_addr: dict[str, Any] = {}
+        #: where every quote goes besides its symbol actor: the coordinator, then
+        #: each listener with what it watches (None: all); rebuilt on WatchQuotes
+        self._coord_addr = ctx.system.address(coordinator)
+        self._quote_fanout: list[tuple[Any, frozenset[str] | None]] = []
+        self._rebuild_fanout()
         #: which adapter's events are current; a dropped adapter's sink stops passing them on
         self._adapter_gen = 0
         self._closing: list[Any] = []
@@ -273,10 +278,10 @@ class Gateway(Actor):
             addr = self._symbol_addr[sym] = self.ctx.system.address(f"symbol-{sym}")
         addr.tell(ev)
         if type(ev) is Quote:
-            self.ctx.tell(self.coordinator, ev)
-            for name, watched in self.quote_watch.items():
+            self._coord_addr.tell(ev)
+            for listener, watched in self._quote_fanout:
                 if watched is None or sym in watched:
-                    self.ctx.tell(name, ev)
+                    listener.tell(ev)
 
     @handles(WatchQuotes)
     def on_watch_quotes(self, msg: WatchQuotes) -> None:
@@ -284,6 +289,13 @@ class Gateway(Actor):
         symbols and no stop, that is a message per quote saved."""
         self.quote_watch[msg.listener] = frozenset(msg.symbols)
         self.counts["watch_changes"] += 1
+        self._rebuild_fanout()
+
+    def _rebuild_fanout(self) -> None:
+        system = self.ctx.system
+        self._quote_fanout = [(system.address(name), watched)
+                              for name, watched in self.quote_watch.items()
+                              if watched is None or watched]
 
     @handles(*ORDER_EVENTS)
     def on_order_event(self, ev: Any) -> None:

@@ -71,6 +71,7 @@ class SimVenue(Actor):
         self.delivered = 0
         self.undelivered = 0
         self.refused = 0
+        self._addresses: dict[str, Any] = {}  # client name -> Address (a tell per event)
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -171,7 +172,10 @@ class SimVenue(Actor):
         self.delivered += 1
         cfg = self.engine.config
         if delay_s <= 0 and not cfg.latency_ms and not cfg.latency_jitter_ms:
-            self.ctx.tell(client, event)
+            addr = self._addresses.get(client)
+            if addr is None:
+                addr = self._addresses[client] = self.ctx.system.address(client)
+            addr.tell(event)
         else:
             self.ctx.schedule(delay_s, event, target=client)
 

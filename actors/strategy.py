@@ -45,8 +45,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from actors.features import Features
 from messages.enums import Side
+from trading.features import Features
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +87,9 @@ class BarHistory(NamedTuple):
     volume: np.ndarray
 
 
-@dataclass(frozen=True, slots=True)
-class MarketHistory:
-    """One symbol's recent quotes and bars, oldest first, read-only."""
+class MarketHistory(NamedTuple):
+    """One symbol's recent quotes and bars, oldest first, read-only (a named
+    tuple: built for every quote the strategy sees)."""
 
     symbol: str
     quotes: QuoteHistory

@@ -38,22 +38,13 @@ from __future__ import annotations
 import math
 import time
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 from collections.abc import Iterable
 
 import numpy as np
 from loguru import logger
 
-from actors.features import (
-    BAR_COLUMNS,
-    QUOTE_COLUMNS,
-    FeatureParams,
-    Features,
-    RingBuffer,
-    RollingFeatures,
-    compute_features,
-)
 from actors.strategy import (
     BarHistory,
     MarketHistory,
@@ -71,7 +62,12 @@ from runtime.actor import Actor, handles
 from runtime.rolling import percentile_of_sorted
 from runtime.signals import TaskDone
 from runtime.supervisor import ChildSpec, SupervisorSpec
+from trading.features import BAR_COLUMNS, QUOTE_COLUMNS, FeatureParams, Features, compute_features
+from trading.market_checks import bar_problem, quote_problem
+from trading.ring_buffer import RingBuffer
+from trading.rolling_features import RollingFeatures
 
+_perf = time.perf_counter
 DEFAULT_RING_SIZE = 512
 DEFAULT_STATS_EVERY = 10
 LATENCY_SAMPLES = 1024
@@ -88,21 +84,6 @@ def symbol_actor_name(symbol: str) -> str:
 def symbol_of_actor(name: str) -> str | None:
     """The symbol of a ``symbol-<SYM>`` actor name (None for any other name)."""
     return name[len("symbol-"):] if name.startswith("symbol-") else None
-
-
-def _finite(x: Any) -> float:
-    """A Decimal/int/float as a float, or NaN for anything else or non-finite."""
-    try:
-        if isinstance(x, Decimal) and not x.is_finite():
-            return math.nan
-        f = float(x)
-    except (TypeError, ValueError, OverflowError, InvalidOperation):
-        return math.nan
-    return f if math.isfinite(f) else math.nan
-
-
-def _aware(ts: Any) -> bool:
-    return isinstance(ts, datetime) and ts.tzinfo is not None and ts.utcoffset() is not None
 
 
 def _plain(x: Any) -> Any:
@@ -178,6 +159,8 @@ class SymbolActor(Actor):
         self._views: MarketHistory | None = None
         self._bar_views: BarHistory | None = None
         self._bar_views_at = -1
+        self._bar_window: np.ndarray = self.bars.window(0)  # what the rolling features read
+        self._bar_window_at = self.bars.version
         self._coord = ctx.system.address(coordinator)
         self._incarnation = ctx.cell.incarnation
         self._seq = 0
@@ -205,7 +188,8 @@ class SymbolActor(Actor):
 
     @handles(Quote)
     def on_quote(self, q: Quote) -> None:
-        recv = time.perf_counter()
+        # The per-quote path (at 1,000 symbols every quote pays it): few calls.
+        recv = _perf()
         info = self.info
         info["conflated"] = self._cell.mailbox.conflated
         try:  # float() of a corrupted field may raise; NaN passes and is caught below
@@ -213,24 +197,26 @@ class SymbolActor(Actor):
             bsz, asz = float(q.bid_size), float(q.ask_size)
         except Exception:  # noqa: BLE001 - bad input never crashes the actor
             bid = ask = bsz = asz = math.nan
-        reason = self._check_quote(q, bid=bid, ask=ask, bsz=bsz, asz=asz)
+        reason = quote_problem(q, self.symbol, bid, ask, bsz, asz, self._last_quote_ts)
         if reason is not None:
             self._reject(reason, q)
             return
-        row = (q.ts.timestamp(), bid, ask, (bid + ask) * 0.5, bsz, asz)
+        ts = q.ts
+        row = (ts.timestamp(), bid, ask, (bid + ask) * 0.5, bsz, asz)
         self.quotes.push(row)
-        if self._rolling is not None:
-            self._rolling.push(*row)
+        rolling = self._rolling
+        if rolling is not None:
+            rolling.push(*row)
         self._last_quote = q
-        self._last_quote_ts = q.ts
+        self._last_quote_ts = ts
         info["quotes"] += 1
         self._tick(recv)
 
     @handles(Bar)
     def on_bar(self, b: Bar) -> None:
-        recv = time.perf_counter()
+        recv = _perf()
         self.info["conflated"] = self._cell.mailbox.conflated
-        reason = self._check_bar(b)
+        reason = bar_problem(b, self.symbol, self._last_bar_ts)
         if reason is not None:
             self._reject(reason, b)
             return
@@ -249,45 +235,6 @@ class SymbolActor(Actor):
         else:
             self._compute()
 
-    def _check_quote(self, q: Quote, *, bid: float, ask: float, bsz: float,
-                     asz: float) -> str | None:
-        try:
-            if q.symbol != self.symbol:
-                return "wrong_symbol"
-            if not (0 < bid < math.inf and 0 < ask < math.inf):  # NaN compares False
-                return "bad_price"
-            if ask < bid:
-                return "crossed"
-            if not (0 <= bsz < math.inf and 0 <= asz < math.inf):
-                return "bad_size"
-            ts = q.ts
-            if not _aware(ts):
-                return "bad_ts"
-            if self._last_quote_ts is not None and ts < self._last_quote_ts:
-                return "out_of_order"
-        except Exception:  # noqa: BLE001 - a corrupted message must not crash the actor
-            return "malformed"
-        return None
-
-    def _check_bar(self, b: Bar) -> str | None:
-        try:
-            if b.symbol != self.symbol:
-                return "wrong_symbol"
-            o, h, lo, c = (_finite(b.open), _finite(b.high), _finite(b.low), _finite(b.close))
-            if not (o > 0 and h > 0 and lo > 0 and c > 0):
-                return "bad_price"
-            if not (lo <= min(o, c) and max(o, c) <= h):
-                return "bad_range"
-            if not _finite(b.volume) >= 0:
-                return "bad_size"
-            if not _aware(b.ts):
-                return "bad_ts"
-            if self._last_bar_ts is not None and b.ts < self._last_bar_ts:
-                return "out_of_order"
-        except Exception:  # noqa: BLE001
-            return "malformed"
-        return None
-
     def _reject(self, reason: str, msg: Any) -> None:
         info = self.info
         info["rejected"] += 1
@@ -303,21 +250,24 @@ class SymbolActor(Actor):
         quotes, bars = self.quotes, self.bars
         self._dirty = False
         self._seq += 1
-        self.info["computations"] += 1
-        if self.inline_features:
+        info = self.info
+        info["computations"] += 1
+        rolling = self._rolling
+        if rolling is not None:
             # On the actor's own thread nothing pushes until this returns: the
             # features are the rolling ones (equal to the batch kernel's on the
             # ring), the strategy reads the rings' mirrored windows, no copy.
             nq, nb = quotes.count, bars.count
-            self._snap = (nq, nb, self._last_recv, self.info["ticks"], self._last_quote)
+            if self._bar_window_at != bars.version:
+                self._bar_window, self._bar_window_at = bars.window(nb), bars.version
             try:
-                assert self._rolling is not None
-                features = self._rolling.features(nq, bars.window(nb))
+                features = rolling.features(nq, self._bar_window)
             except Exception as exc:  # noqa: BLE001 - counted and logged, never a crash
-                self.info["feature_errors"] += 1
+                info["feature_errors"] += 1
                 self.log.error("{}: feature computation failed: {!r}", self.symbol, exc)
             else:
-                self._on_features(features)
+                self._on_features(features, nq, nb, self._last_recv, info["ticks"],
+                                  self._last_quote)
             return
         nq = quotes.snapshot()
         nb = bars.snapshot()
@@ -336,24 +286,26 @@ class SymbolActor(Actor):
             self.info["feature_errors"] += 1
             self.log.error("{}: feature computation failed: {!r}", self.symbol, done.error)
         else:
-            self._on_features(done.result)
+            self._on_features(done.result, *self._snap)
         if self._dirty:
             self._compute()
 
-    def _on_features(self, features: Features) -> None:
+    def _on_features(self, features: Features, nq: int, nb: int, recv: float, snap_ticks: int,
+                     snap_quote: Quote | None) -> None:
+        """The strategy and the statistics on ``features``, computed on ``nq``
+        quotes and ``nb`` bars up to tick ``snap_ticks`` (received at ``recv``)."""
         self.features = features
-        nq, nb, recv, snap_ticks, snap_quote = self._snap
         signals = (self._run_strategy(features, nq, nb, snap_quote)
-                   if nq >= self.strategy.warmup else [])
+                   if nq >= self.strategy.warmup else ())
         due = snap_ticks - self._ticks_at_stats >= self.stats_every
         fresh_for_signal = signals and snap_ticks != self._ticks_at_stats
-        if features.valid and (due or fresh_for_signal):
+        if (due or fresh_for_signal) and features.valid:
             # Before a signal, so the gate judges it on the figures the strategy saw.
             self._send_stats(features, snap_quote)
             self._ticks_at_stats = snap_ticks
         for sig in signals:
             self._coord.tell(sig)
-            self._record_latency(time.perf_counter() - recv)
+            self._record_latency(_perf() - recv)
         if signals:
             self.info["signals"] += len(signals)
             self._publish_latency()
@@ -386,7 +338,7 @@ class SymbolActor(Actor):
             if bars is None or self._bar_views_at != self.bars.version:
                 bars = self._bar_views = BarHistory(*self.bars.columns(nb))
                 self._bar_views_at = self.bars.version
-            return MarketHistory(self.symbol, QuoteHistory(*self.quotes.columns(nq)), bars)
+            return MarketHistory(self.symbol, QuoteHistory._make(self.quotes.columns(nq)), bars)
         cached = self._views
         if cached is None or cached.quotes.t.shape[0] != nq or cached.bars.t.shape[0] != nb:
             cached = self._views = MarketHistory(self.symbol, QuoteHistory(*self.quotes.view(nq)),

@@ -43,6 +43,18 @@ from typing import Any
 
 _monotonic = time.monotonic
 
+#: message type -> (market lane, conflatable): both are class-level flags
+#: (``ClassVar`` on ``messages.base.Message``), read once per type, not per put
+_LANES: dict[type, tuple[bool, bool]] = {}
+
+
+def _lanes_of(kind: type) -> tuple[bool, bool]:
+    flags = _LANES.get(kind)
+    if flags is None:
+        flags = _LANES[kind] = (bool(getattr(kind, "market_data", False)),
+                                bool(getattr(kind, "conflatable", False)))
+    return flags
+
 
 class _Slot:
     """A queue entry for a conflatable message; ``msg`` may be replaced."""
@@ -124,9 +136,10 @@ class Mailbox:
         """Enqueue a message (or a pykka envelope). Thread-safe, never blocks."""
         lane = self._items
         if self._sorting:
-            if self.market_lane and getattr(item, "market_data", False):
+            market, conflatable = _LANES.get(type(item)) or _lanes_of(type(item))
+            if market and self.market_lane:
                 lane = self._market
-            if self.conflate and getattr(item, "conflatable", False):
+            if conflatable and self.conflate:
                 try:
                     key = item.conflation_key()
                     hash(key)
@@ -236,10 +249,19 @@ class Mailbox:
         return item
 
     def _pop(self) -> Any:
-        """The next item (the main lane first, then the market lane), or EMPTY."""
-        depth = len(self._items) + len(self._market)
-        item = self._popleft()
-        if item is EMPTY:
+        """The next item (the main lane first, then the market lane), or EMPTY.
+        Truth tests first: a raised IndexError costs more than a message's
+        whole hand-off, and every pooled turn ends on an empty mailbox."""
+        items, market = self._items, self._market
+        depth = len(items) + len(market)
+        try:
+            if items:
+                item = items.popleft()[1]
+            elif market:
+                item = market.popleft()[1]
+            else:
+                return EMPTY
+        except IndexError:  # drained from another thread between the test and the pop
             return EMPTY
         if depth > self.high_water:
             self.high_water = depth
@@ -250,9 +272,7 @@ class Mailbox:
         return item
 
     def _popleft(self) -> Any:
-        """The raw head of the main lane, else of the market lane, else EMPTY.
-        Truth tests first: a raised IndexError costs more than a message's
-        whole hand-off, and every pooled turn ends on an empty mailbox."""
+        """The raw head of the main lane, else of the market lane, else EMPTY."""
         items, market = self._items, self._market
         try:
             if items:
@@ -320,6 +340,15 @@ class Mailbox:
         self.handling_s += seconds
         if seconds > self.max_handling_s:
             self.max_handling_s = seconds
+
+    def handled(self, seconds: float) -> None:
+        """:meth:`record_handled` then :meth:`done`, in one call (per message)."""
+        self.processed += 1
+        self.handling_s += seconds
+        if seconds > self.max_handling_s:
+            self.max_handling_s = seconds
+        self.busy = False
+        next(self._activity)
 
     # -- observers (any thread) -----------------------------------------------
 

@@ -13,15 +13,9 @@ import random
 
 import pytest
 
-from actors.features import (
-    BAR_COLUMNS,
-    QUOTE_COLUMNS,
-    FeatureParams,
-    Features,
-    RingBuffer,
-    RollingFeatures,
-    compute_features,
-)
+from trading.features import BAR_COLUMNS, QUOTE_COLUMNS, FeatureParams, Features, compute_features
+from trading.ring_buffer import RingBuffer
+from trading.rolling_features import RollingFeatures
 
 FIELDS = ("n_quotes", "n_bars", "mid", "spread_bps", "volatility", "ma_fast", "ma_slow",
           "zscore", "adv")

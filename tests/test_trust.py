@@ -68,6 +68,32 @@ def test_the_quote_fast_path_agrees_with_the_full_check(bid: str) -> None:
     assert event_problem(quote) is not None
 
 
+_QUOTE_VALUES = ["100", "100.1", "0", "-0", "-1", "1E-13", "1E-15", "1E-16", "2E+9", "1E+9",
+                 "1E+12", "2E+12", "9E+999999", "1." + "0" * 40 + "1", "NaN", "sNaN", "Infinity",
+                 "-Infinity", 1.5, None]
+
+
+@pytest.mark.parametrize("field", ["bid", "ask", "bid_size", "ask_size"])
+@pytest.mark.parametrize("value", _QUOTE_VALUES)
+def test_the_quote_check_agrees_with_the_number_by_number_checks(field: str, value: Any) -> None:
+    """quote_ok (one call per quote) says what fast_ok and the signs say of each number."""
+    from messages.bounds import fast_ok, quote_ok
+
+    quote = Quote(BTC, D("100"), D("100.1"), NOW, D("5"), D("7"))
+    bad = D(value) if isinstance(value, str) else value
+    object.__setattr__(quote, field, bad)  # past the constructor, as a decoder bug would
+    b = B
+    try:
+        expected = (fast_ok(quote.bid, b, b.min_price, b.max_price) and quote.bid > 0
+                    and fast_ok(quote.ask, b, b.min_price, b.max_price) and quote.ask > 0
+                    and fast_ok(quote.bid_size, b, None, b.max_qty) and quote.bid_size >= 0
+                    and fast_ok(quote.ask_size, b, None, b.max_qty) and quote.ask_size >= 0)
+    except Exception:  # noqa: BLE001 - a comparison the number-by-number path cannot make
+        expected = False
+    assert quote_ok(quote, b) is bool(expected)
+    assert (event_problem(quote) is None) is bool(expected)
+
+
 def test_believable_numbers_pass() -> None:
     assert price_problem(D("67123.45"), "price", B) is None
     assert price_problem(D("0.00001234"), "price", B) is None

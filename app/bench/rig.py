@@ -71,9 +71,10 @@ def _offset(symbol: str) -> float:
     return zlib.crc32(symbol.encode()) / 2**32
 
 
-def period_of(symbol: str, t: float, period_s: float) -> int:
-    """The strategy's period index of a quote stamped ``t`` (epoch seconds)."""
-    return math.floor(t / period_s + _offset(symbol))
+def period_of(symbol: str, t: float, period_s: float, offset: float | None = None) -> int:
+    """The strategy's period index of a quote stamped ``t`` (epoch seconds);
+    ``offset`` is ``_offset(symbol)`` when the caller keeps it."""
+    return math.floor(t / period_s + (_offset(symbol) if offset is None else offset))
 
 
 class BenchEvery(Strategy):
@@ -89,9 +90,12 @@ class BenchEvery(Strategy):
         self.warmup = 2
         self._last: int | None = None
         self._n = 0
+        self._phase: float | None = None  # _offset of the symbol, once: not a CRC per quote
 
     def on_data(self, market: Any, features: Any) -> list[SignalIntent]:
-        p = period_of(market.symbol, float(market.quotes.t[-1]), self.period_s)
+        if self._phase is None:
+            self._phase = _offset(market.symbol)
+        p = period_of(market.symbol, float(market.quotes.t[-1]), self.period_s, self._phase)
         if self._last is None or p <= self._last:
             if self._last is None:
                 self._last = p  # the first period seen only starts the count
