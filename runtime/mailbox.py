@@ -159,7 +159,9 @@ class Mailbox:
         if self.dispatcher is None:
             self._wake.put(None)
         else:
-            self._notify(not market)
+            # Order mail behind market data in a one-lane mailbox (the venue's)
+            # is not next: an order-lane turn would take the market data first.
+            self._notify(not market and (self.market_lane or len(lane) == 1))
 
     def _put_conflated(self, msg: Any, key: Any, lane: deque[tuple[float, Any]],
                        urgent: bool) -> None:
@@ -177,7 +179,7 @@ class Mailbox:
         if self.dispatcher is None:
             self._wake.put(None)
         else:
-            self._notify(urgent)
+            self._notify(urgent and (self.market_lane or len(lane) == 1))  # as in put
 
     def put_front(self, item: Any) -> None:
         """Put a control item ahead of everything waiting (used to stop now)."""
