@@ -31,6 +31,12 @@ Why it is built this way:
   supervisor's restart budget and halt the system.
 * Decimals at the boundary: ticks are converted to floats on the way in,
   Signals and MarketStats are built with Decimals on the way out.
+
+Its parts live with their kind, not here: the rings (``trading.ring_buffer``),
+the features (``trading.features``, ``trading.rolling_features``), what is
+refused of a tick (``trading.market_checks``) and the intent-to-Signal
+conversion (``trading.signal_intent``). This module is the actor that joins
+them, on the per-quote path every quote pays at 1,000 symbols.
 """
 
 from __future__ import annotations
@@ -49,21 +55,20 @@ from actors.strategy import (
     BarHistory,
     MarketHistory,
     QuoteHistory,
-    SignalIntent,
     Strategy,
     strategy_by_name,
 )
-from messages.base import MessageError, to_decimal
-from messages.enums import Side
+from messages.base import MessageError
 from messages.market import Bar, MarketStats, Quote
-from messages.orders import ExitPlan, Signal
-from messages.types import Account, Price, Quantity, Symbol
+from messages.orders import Signal
+from messages.types import Account, Symbol
 from runtime.actor import Actor, handles
 from runtime.rolling import percentile_of_sorted
 from runtime.signals import TaskDone
 from runtime.supervisor import ChildSpec, SupervisorSpec
 from trading.features import BAR_COLUMNS, QUOTE_COLUMNS, FeatureParams, Features, compute_features
 from trading.market_checks import bar_problem, quote_problem
+from trading.signal_intent import signal_from_intent
 from trading.ring_buffer import RingBuffer
 from trading.rolling_features import RollingFeatures
 
@@ -84,34 +89,6 @@ def symbol_actor_name(symbol: str) -> str:
 def symbol_of_actor(name: str) -> str | None:
     """The symbol of a ``symbol-<SYM>`` actor name (None for any other name)."""
     return name[len("symbol-"):] if name.startswith("symbol-") else None
-
-
-def _plain(x: Any) -> Any:
-    """numpy scalars (what strategies naturally compute) as Python numbers."""
-    return x.item() if isinstance(x, np.generic) else x
-
-
-def _on_grid(value: Any, quote: Quote | None) -> Price:
-    """A strategy's price as a Decimal on the quote's price grid (its decimals)."""
-    dec = to_decimal(_plain(value), "stop_loss")
-    if quote is None:
-        return Price(dec)
-    exp = min(quote.bid.as_tuple().exponent, quote.ask.as_tuple().exponent)
-    return Price(dec.quantize(Decimal(1).scaleb(exp)) if isinstance(exp, int) else dec)
-
-
-def _exit_plan(intent: SignalIntent, quote: Quote | None) -> ExitPlan | None:
-    """The intent's take-profit, trailing stop and time limit as an ExitPlan
-    (its stop-loss travels on the Signal); None when it has none of them."""
-    tp, dist, pct = intent.take_profit, intent.trailing_distance, intent.trailing_percent
-    limit = _plain(intent.time_limit_s)
-    if tp is None and dist is None and pct is None and limit is None:
-        return None
-    return ExitPlan(
-        take_profit=None if tp is None else _on_grid(tp, quote),
-        trailing_distance=None if dist is None else to_decimal(_plain(dist), "trailing_distance"),
-        trailing_percent=None if pct is None else to_decimal(_plain(pct), "trailing_percent"),
-        time_limit_s=None if limit is None else float(limit))
 
 
 def _dec(x: float, places: int) -> Decimal:
@@ -324,7 +301,8 @@ class SymbolActor(Actor):
         out = []
         for intent in intents:
             try:
-                out.append(self._to_signal(intent, now, quote))
+                out.append(signal_from_intent(intent, self.symbol, now, quote,
+                                              strategy=self.strategy.name, account=self.account))
             except (MessageError, ValueError, TypeError, ArithmeticError, AttributeError) as exc:
                 self._strategy_error(f"bad intent {intent!r}: {exc}", None)
         return out
@@ -344,14 +322,6 @@ class SymbolActor(Actor):
             cached = self._views = MarketHistory(self.symbol, QuoteHistory(*self.quotes.view(nq)),
                                                  BarHistory(*self.bars.view(nb)))
         return cached
-
-    def _to_signal(self, intent: SignalIntent, now: datetime, quote: Quote | None) -> Signal:
-        stop = intent.stop_loss
-        if stop is not None:
-            stop = _on_grid(stop, quote)
-        return Signal(self.symbol, Side(intent.side), Quantity(to_decimal(_plain(intent.qty), "qty")), now,
-                      stop_loss=stop, strategy=self.strategy.name, account=self.account,
-                      reduce_only=bool(intent.reduce_only), exits=_exit_plan(intent, quote))
 
     def _strategy_error(self, what: str, exc: BaseException | None) -> None:
         n = self.info["strategy_errors"] = self.info["strategy_errors"] + 1
