@@ -132,6 +132,9 @@ class Supervisor(Actor):
         self._restart_times: deque[float] = deque()
         self._expected_exits: set[tuple[str, int]] = set()
         self._generation = 0
+        #: child name -> the restart plan that will start it: a later plan for
+        #: other children (one_for_one: a sibling's crash) leaves it pending
+        self._planned: dict[str, int] = {}
         self._rng = random.Random(f"{ctx.seed}:{ctx.name}")
         self._terminating = False
         self._publish()
@@ -195,9 +198,12 @@ class Supervisor(Actor):
 
     @handles(RestartChildren)
     def on_restart_children(self, msg: RestartChildren) -> None:
-        if msg.generation != self._generation or self._terminating:
+        if self._terminating:
             return
         for name in msg.names:
+            if self._planned.get(name) != msg.generation:
+                continue  # a later plan covers this child (one_for_all, rest_for_one)
+            del self._planned[name]
             child = self._child(name)
             cell = self.ctx.system.directory.get(name)
             if child is None or cell is None or cell.state == RUNNING:
@@ -277,6 +283,7 @@ class Supervisor(Actor):
     def _schedule_restart(self, children: list[Any], attempt: int) -> None:
         self._generation += 1
         for child in children:
+            self._planned[child.name] = self._generation
             cell = self.ctx.system.directory.get(child.name)
             if cell is not None:
                 cell.state = RESTARTING  # every child listed has exited or is exiting

@@ -42,6 +42,20 @@ def test_one_for_one_crash_leaves_siblings_untouched(harness_factory):
     assert h.cell("c").incarnation == 1 and h.actor("c").notes == ["c1"]
 
 
+def test_one_for_one_a_second_crash_during_a_restart_backoff_cancels_no_restart(harness_factory):
+    """b crashing while a waits out its restart backoff must not leave a dead:
+    each child's pending restart is its own (one_for_one), and a's held mail
+    reaches its next instance."""
+    h = harness_factory(spec("a"), spec("b"), spec("c"))
+    h.system.tell("a", Boom())
+    h.system.tell("a", Note("held"))
+    h.system.tell("b", Boom())  # before a's restart is due
+    h.settle()
+    h.advance(10)
+    assert [h.cell(n).incarnation for n in "abc"] == [2, 2, 1]
+    assert h.actor("a").notes == ["held"]
+
+
 def test_one_for_all_restarts_every_child(harness_factory):
     h = harness_factory(spec("a"), spec("b"), spec("c"), strategy="one_for_all")
     h.tell("a", Note("x"))
