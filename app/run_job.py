@@ -114,11 +114,14 @@ def run(args: Any, preflight: Callable[[Any], Any] | None = None) -> int:
     resume = None
     if getattr(args, "resume", None):
         try:
-            resume = resuming.prepare(args.resume, args.out, args.exchange)
+            resume = resuming.prepare(args.resume, args.out, args.exchange,
+                                      getattr(args, "venue", None))
         except resuming.ResumeError as exc:
             print(f"tradewarden run: {exc}", file=sys.stderr)
             return EXIT_USAGE
         args.exchange = resume.exchange_url
+        if resume.venue_name is not None:
+            args.venue = resume.venue_name
     try:
         cfg = load_config(args.config, overrides=run_overrides(args))
     except (ConfigError, ControlError) as exc:
@@ -138,7 +141,9 @@ def run(args: Any, preflight: Callable[[Any], Any] | None = None) -> int:
         try:
             venue = prepare_venue(cfg, args.venue, live=bool(getattr(args, "live", False)),
                                   exchange_url=args.exchange)
-        except (VenueStartError, ConfigError) as exc:
+            if resume is not None:
+                resuming.check_same_venue(resume.run_dir, venue.describe())
+        except (VenueStartError, ConfigError, resuming.ResumeError) as exc:
             print(f"tradewarden run: {exc}", file=sys.stderr)
             return EXIT_USAGE
     elif getattr(args, "live", False):
@@ -177,10 +182,11 @@ def run(args: Any, preflight: Callable[[Any], Any] | None = None) -> int:
     console = cli_console()
     with RunLogs(run_dir, verbose=args.verbose):
         if resume is not None:
-            logger.warning("resuming run {} from its store against {}{}", run_id, cfg.exchange.url,
+            where = venue.label() if venue is not None else cfg.exchange.url
+            logger.warning("resuming run {} from its store against {}{}", run_id, where,
                            f" (it had halted: {resume.halted})" if resume.halted else "")
             console.print(f"resuming [cyan]{run_id}[/cyan] from its store; reconciling with "
-                          f"{cfg.exchange.url} before trading")
+                          f"{where} before trading")
         return _run(cfg, run_dir, run_id, clock, started, console,
                     control_explicit=bool(getattr(args, "control", None)),
                     first_started=resume.started_at if resume is not None else None,

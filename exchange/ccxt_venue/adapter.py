@@ -119,6 +119,9 @@ class CcxtVenueAdapter:
         self._fill_cursors: dict[int, dict[str, int]] = {}
         self._next_cursor = 1
         self._symbols: set[str] = set()
+        #: an order made before this adapter existed is a resubmission (a resumed
+        #: or restarted runtime resends what it never heard of): asked first
+        self.born = utc_now()
 
     # -- protocol ------------------------------------------------------------------
 
@@ -366,7 +369,7 @@ class CcxtVenueAdapter:
         known = self.tracker.get(coid)
         self.tracker.track(coid, req.symbol, algo=call.algo)
         async with self._order_turn(coid):
-            if (known is not None or utc_now() - req.ts > RESUBMIT_AGE) \
+            if (known is not None or req.ts < self.born or utc_now() - req.ts > RESUBMIT_AGE) \
                     and await self._already_placed(req, call.algo):
                 return
             sent_ms = self._venue_ms()
@@ -391,8 +394,9 @@ class CcxtVenueAdapter:
                 self.overhead_ns.append(spent + time.thread_time_ns() - t1)
 
     async def _already_placed(self, req: Any, algo: bool) -> bool:
-        """A resubmission (the id was sent before, or the order is older than
-        ``RESUBMIT_AGE``: recovery after a crash): does the venue have it? Binance
+        """A resubmission (the id was sent before, the order is older than this
+        adapter or than ``RESUBMIT_AGE``: recovery after a crash, however soon
+        the runtime came back): does the venue have it? Binance
         keeps client ids unique among *open* orders only, so a filled or
         canceled order's id would be accepted again and the order doubled.
         Found: ``duplicate_client_order_id`` (the original stands; the protocol's
