@@ -1,0 +1,193 @@
+"""Hedge (dual-side) position mode at the Binance face, through the real ccxt.
+
+Binance's rules (USDⓈ-M "New Order" and "Change Position Mode"): in dual-side
+mode every order names its leg (``positionSide`` LONG / SHORT), ``reduceOnly``
+cannot be sent, a closing order is reduce-only by its leg; one-way orders
+name ``BOTH`` or nothing; the mode changes only with no open order and no
+position. The face keeps the legs beside the engine's net position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import ccxt
+import pytest
+
+from exchange.binance_face.server import BinanceFaceServer
+from tests.test_binance_face import KEY_A, KEY_B, SYM, USYM, events, quote, rest_client, run
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def face(tmp_path: Path) -> Iterator[BinanceFaceServer]:
+    srv = BinanceFaceServer(config={"quote_currency": "USDT", "symbols": [SYM, "ETHUSDT"]},
+                            out_dir=tmp_path, keys=[KEY_A, KEY_B])
+    srv.start()
+    srv.push(quote("100", "100.1", size="1000"))
+    yield srv
+    srv.stop()
+
+
+def _legs(rows: list[dict[str, Any]], symbol: str = SYM) -> dict[str, Decimal]:
+    return {r["info"]["positionSide"]: Decimal(r["info"]["positionAmt"])
+            for r in rows if r["info"]["symbol"] == symbol}
+
+
+def _code(exc: BaseException) -> int | None:
+    import json
+
+    text = str(exc)
+    start = text.find("{")
+    try:
+        return int(json.loads(text[start:])["code"]) if start >= 0 else None
+    except (ValueError, KeyError):
+        return None
+
+
+def test_position_mode_switches_as_binance_allows(face: BinanceFaceServer) -> None:
+    async def go() -> list[Any]:
+        out: list[Any] = []
+        async with rest_client(face) as ex:
+            out.append((await ex.fetch_position_mode(USYM))["hedged"])
+            await ex.create_order(USYM, "market", "buy", 1)  # a position: no switch
+            try:
+                await ex.set_position_mode(True)
+            except ccxt.BaseError as exc:
+                out.append(_code(exc))
+            await ex.create_order(USYM, "market", "sell", 1, None, {"reduceOnly": True})
+            await ex.create_order(USYM, "limit", "buy", 1, 90)  # an open order: no switch
+            try:
+                await ex.set_position_mode(True)
+            except ccxt.BaseError as exc:
+                out.append(_code(exc))
+            await ex.cancel_all_orders(USYM)
+            await ex.set_position_mode(True)
+            out.append((await ex.fetch_position_mode(USYM))["hedged"])
+            try:
+                await ex.set_position_mode(True)
+            except ccxt.BaseError as exc:
+                out.append(_code(exc))
+        async with rest_client(face, KEY_B) as other:  # the mode is per account
+            out.append((await other.fetch_position_mode(USYM))["hedged"])
+        return out
+
+    assert run(go()) == [False, -4068, -4067, True, -4059, False]
+    modes = events(face, "position_mode")
+    assert [(e["account"], e["dual_side_position"]) for e in modes] == [("acct-a", True)]
+
+
+def test_dual_side_orders_keep_two_legs(face: BinanceFaceServer) -> None:
+    """BUY/LONG and SELL/SHORT open, SELL/LONG and BUY/SHORT close; positionRisk
+    shows each leg (SHORT negative) while the engine nets LONG - SHORT."""
+    async def go() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        async with rest_client(face) as ex:
+            await ex.set_position_mode(True)
+            a = await ex.create_order(USYM, "market", "buy", 2, None, {"positionSide": "LONG"})
+            out["answer_side"] = a["info"]["positionSide"]
+            await ex.create_order(USYM, "market", "sell", 1, None, {"positionSide": "SHORT"})
+            out["both_open"] = _legs(await ex.fetch_positions([USYM]))
+            refused = {}
+            for name, side, qty, params in (
+                    ("reduce_only", "sell", 1, {"positionSide": "LONG", "reduceOnly": True}),
+                    ("both", "buy", 1, {"positionSide": "BOTH"}),
+                    ("no_side", "buy", 1, {}),
+                    ("beyond_leg", "sell", 3, {"positionSide": "LONG"})):
+                try:
+                    await ex.create_order(USYM, "market", side, qty, None, params)
+                except ccxt.BaseError as exc:
+                    refused[name] = _code(exc)
+            out["refused"] = refused
+            # a resting close takes its quantity from the leg
+            await ex.create_order(USYM, "limit", "sell", 1, 150, {"positionSide": "LONG"})
+            try:
+                await ex.create_order(USYM, "limit", "sell", 2, 150, {"positionSide": "LONG"})
+            except ccxt.BaseError as exc:
+                refused["leg_taken"] = _code(exc)
+            await ex.cancel_all_orders(USYM)
+            await ex.create_order(USYM, "market", "buy", 1, None, {"positionSide": "SHORT"})
+            await ex.create_order(USYM, "market", "sell", 1, None, {"positionSide": "LONG"})
+            out["after_closes"] = _legs(await ex.fetch_positions([USYM]))
+            trades = await ex.fetch_my_trades(USYM)
+            out["trade_sides"] = [t["info"]["positionSide"] for t in trades]
+            acct = await ex.fapiPrivateV2GetAccount()
+            out["account"] = {p["positionSide"]: p["positionAmt"] for p in acct["positions"]
+                              if p["symbol"] == SYM}
+        return out
+
+    got = run(go())
+    assert got["answer_side"] == "LONG"
+    assert got["both_open"] == {"LONG": Decimal("2"), "SHORT": Decimal("-1")}
+    assert got["refused"] == {"reduce_only": -1106, "both": -4061, "no_side": -4061,
+                              "beyond_leg": -2022, "leg_taken": -2022}
+    assert got["after_closes"] == {"LONG": Decimal("1")}  # (v3 lists open legs only)
+    assert got["trade_sides"] == ["LONG", "SHORT", "SHORT", "LONG"]
+    assert {k: Decimal(v) for k, v in got["account"].items()} == \
+        {"LONG": Decimal("1"), "SHORT": Decimal("0")}
+    net = face.call(lambda: face.engine.positions("acct-a")).result(5)
+    assert net[SYM] == Decimal("1")  # the engine's net = LONG - SHORT
+
+
+def test_one_way_account_refuses_a_leg(face: BinanceFaceServer) -> None:
+    async def go() -> int | None:
+        async with rest_client(face) as ex:
+            try:
+                await ex.create_order(USYM, "market", "buy", 1, None, {"positionSide": "LONG"})
+            except ccxt.BaseError as exc:
+                return _code(exc)
+        return None
+
+    assert run(go()) == -4061
+
+
+def test_adapter_in_hedge_mode_names_the_leg_and_never_sends_reduce_only(
+        tmp_path: Path) -> None:
+    """The ccxt adapter with hedge_mode on: an opening order goes to its side's
+    leg, a reduce-only exit closes the opposite leg with positionSide and
+    without reduceOnly (which the venue refuses in dual-side mode), stop
+    orders through the algo service too; the positions snapshot is the net
+    of the legs."""
+    from messages import OrderFilled, OrderRequest, OrderType, PositionSnapshot, Side, utc_now
+    from messages.exchange import OpenOrdersSnapshot, QueryOpenOrders, QueryPositions, SubmitOrder
+    from messages import OrderAcked, OrderRejected
+    from tests.ccxt_face import KEY, connected_adapter, face_server
+
+    def req(n: int, side: Side, qty: str, otype: OrderType = OrderType.MARKET,
+            **kw: Any) -> OrderRequest:
+        return OrderRequest(f"default-hedge-{n}", "BTCUSDT", side, otype, Decimal(qty),
+                            utc_now(), **kw)
+
+    with face_server(tmp_path) as srv:
+        async def dual() -> None:
+            async with rest_client(srv, KEY) as ex:
+                await ex.set_position_mode(True)
+        run(dual())
+        with connected_adapter(srv, hedge_mode=True) as (ad, evs):
+            for r in (req(1, Side.BUY, "2"), req(2, Side.SELL, "1"),
+                      req(3, Side.SELL, "1", reduce_only=True)):
+                ad.send(SubmitOrder(r))
+                evs.wait_for(lambda e, c=r.client_order_id: isinstance(e, OrderFilled)
+                             and e.client_order_id == c and e.leaves_qty == 0)
+            stop = req(4, Side.BUY, "1", OrderType.STOP_MARKET, trigger_price=Decimal("150"),
+                       reduce_only=True)
+            ad.send(SubmitOrder(stop))
+            evs.wait_for(lambda e: isinstance(e, OrderAcked)
+                         and e.client_order_id == stop.client_order_id)
+            ad.send(QueryPositions("p1"))
+            snap = evs.wait_for(lambda e: isinstance(e, PositionSnapshot))
+            ad.send(QueryOpenOrders("o1"))
+            open_ = evs.wait_for(lambda e: isinstance(e, OpenOrdersSnapshot))
+            assert evs.of(OrderRejected) == []
+        modes = srv.face.modes
+        sides = {c: modes.side_of(c) for c in (f"default-hedge-{n}" for n in range(1, 5))}
+        legs = {ps: qty for ps, qty, _ in modes.rows("default", "BTCUSDT")}
+    assert sides == {"default-hedge-1": "LONG", "default-hedge-2": "SHORT",
+                     "default-hedge-3": "LONG", "default-hedge-4": "SHORT"}
+    assert legs == {"LONG": Decimal("1"), "SHORT": Decimal("-1")}
+    assert snap.as_dict() == {}, "the runtime sees the net of the legs: flat"
+    assert [o.client_order_id for o in open_.orders] == [stop.client_order_id]
