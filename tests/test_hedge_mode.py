@@ -191,3 +191,112 @@ def test_adapter_in_hedge_mode_names_the_leg_and_never_sends_reduce_only(
     assert legs == {"LONG": Decimal("1"), "SHORT": Decimal("-1")}
     assert snap.as_dict() == {}, "the runtime sees the net of the legs: flat"
     assert [o.client_order_id for o in open_.orders] == [stop.client_order_id]
+
+
+# -- a whole run, and its start, in hedge mode through ccxt -------------------------------------
+
+
+def _dual(face: BinanceFaceServer, on: bool = True) -> None:
+    """Switch the face's default account like an operator would (through ccxt)."""
+    from tests.ccxt_face import KEY
+
+    async def go() -> None:
+        async with rest_client(face, KEY) as ex:
+            await ex.set_position_mode(on)
+    run(go())
+
+
+def _venue_legs(face: BinanceFaceServer) -> dict[tuple[str, str], Decimal]:
+    """(symbol, leg) -> positionAmt, as the venue reports it through ccxt."""
+    from tests.ccxt_face import KEY
+
+    async def go() -> list[dict[str, Any]]:
+        async with rest_client(face, KEY) as ex:
+            return list(await ex.fapiPrivateV2GetPositionRisk())
+    return {(r["symbol"], r["positionSide"]): Decimal(r["positionAmt"]) for r in run(go())
+            if Decimal(r["positionAmt"]) != 0}
+
+
+def _legs_of_run(run_dir: Path) -> dict[tuple[str, str], Decimal]:
+    """The legs the run's own fills made, each order on the leg the adapter
+    named for it (exchange.ccxt_venue.orders.position_side)."""
+    from exchange.ccxt_venue.orders import position_side
+    from messages import Side
+    from trading.store import Store
+
+    store = Store.open(run_dir)
+    try:
+        snap = store.read_all()
+    finally:
+        store.close()
+    legs: dict[tuple[str, str], Decimal] = {}
+    for fill in snap["fills"].values():
+        req = snap["orders"][fill.client_order_id]["order"]
+        ps = position_side(req.side, req.reduce_only)
+        opening = (ps == "LONG") is (fill.side is Side.BUY)
+        sign = Decimal(1) if ps == "LONG" else Decimal(-1)
+        key = (fill.symbol, ps)
+        legs[key] = legs.get(key, Decimal(0)) + (sign if opening else -sign) * fill.qty
+    return {k: q for k, q in legs.items() if q != 0}
+
+
+def test_run_in_hedge_mode_through_ccxt_ends_with_the_venues_legs(tmp_path: Path) -> None:
+    """``run --venue`` with ``risk.hedging_mode`` on, at a dual-side account:
+    every order names its leg, none is refused for its position side or a
+    reduceOnly, the run's fills make exactly the venue's LONG and SHORT legs,
+    its net positions are the venue's, and every invariant holds."""
+    import json
+
+    from app.invariants import check_all
+    from tests.ccxt_face import KEY, events_jsonl, run_venue
+    from tests.test_ccxt_runtime import TRADE_LAYER, _face
+
+    face = _face(tmp_path)
+    try:
+        _dual(face)
+        layer = {**TRADE_LAYER, "risk": {**TRADE_LAYER["risk"],
+                                         "hedging_mode": {"default": True}}}
+        rc, output, run_dir = run_venue(tmp_path, face, key=KEY.key, secret=KEY.secret,
+                                        duration=15, layer=layer)
+        venue_legs = _venue_legs(face)
+    finally:
+        face.stop()
+    assert rc == 0, output[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["invariant_violations"] == [] and summary["checks_not_run"] == {}, summary
+    events = [e for e in events_jsonl(tmp_path / "face") if e["t"] <= summary["ended_at"]]
+    fills = [e for e in events if e["kind"] == "order_filled"]
+    assert fills, "the demo strategy traded through ccxt"
+    refused = [e for e in events if e["kind"] == "request_refused"]
+    assert not [e for e in refused if e.get("code") in (-4061, -1106)], refused
+    assert not [e for e in events if e["kind"] == "hedge_leg_overrun"]
+    assert _legs_of_run(run_dir) == venue_legs
+    net: dict[str, Decimal] = {}
+    for (sym, _), q in venue_legs.items():
+        net[sym] = net.get(sym, Decimal(0)) + q
+    held = {s: Decimal(q) for s, q in summary["positions"].items() if Decimal(q) != 0}
+    assert held == {s: q for s, q in net.items() if q != 0}
+    audit = [json.loads(line) for line in (run_dir / "audit.jsonl").read_text().splitlines()]
+    assert check_all(events=events, audit=audit, positions=summary["positions"],
+                     exchange_positions=net, hedging_accounts=frozenset({"default"}),
+                     fail_closed=True, dead_letters=[]) == []
+
+
+def test_hedge_account_with_hedging_off_refuses_to_start(tmp_path: Path) -> None:
+    """The other direction of the start-up check: the venue account is in
+    dual-side mode but risk.hedging_mode is off for it; the run must not
+    start (exit 2) and must say what to change, nothing written."""
+    from tests.ccxt_face import KEY, run_venue
+    from tests.test_ccxt_runtime import _face
+
+    face = _face(tmp_path)
+    try:
+        _dual(face)
+        rc, output, run_dir = run_venue(tmp_path, face, key=KEY.key, secret=KEY.secret,
+                                        duration=2)
+    finally:
+        face.stop()
+    assert rc == 2, output[-2000:]
+    assert "hedge (dual-side)" in output and "One-way" in output, output[-2000:]
+    assert "risk.hedging_mode: {default: true}" in output
+    assert not (run_dir / "summary.json").exists()
