@@ -26,9 +26,8 @@ from app import invariants
 from exchange.events_log import read_events
 from tests.ccxt_face import venue_command
 from tests.test_ccxt_runtime import TRADE_LAYER, _face
-from tests.ws_runs import count, wait_until_traded
+from tests.ws_runs import count, order_statuses, wait_until_traded
 from trading.audit import read_audit
-from trading.store import Store
 
 pytestmark = pytest.mark.timeout(300)
 SYMBOLS = "BTCUSDT,ETHUSDT"
@@ -82,13 +81,7 @@ def test_sigkill_and_resume_at_the_venue(tmp_path: Path) -> None:
     # the order in flight at the kill went out once, under its own id, and was
     # found at the venue: the store holds its outcome, not "submitted"
     assert [e["client_order_id"] for e in evs if e["kind"] == "order_submitted"].count(lost) == 1
-    store = Store.open(out)
-    try:
-        snap = store.read_all()
-    finally:
-        store.close()
-    statuses = {coid: snap["meta"].get(f"order_status|{coid}", rec.get("status"))
-                for coid, rec in snap["orders"].items()}
+    statuses = order_statuses(out)
     assert lost in statuses and statuses[lost] not in ("intent", "submitted", "rejected"), \
         statuses.get(lost)
     assert [c for c, st in statuses.items() if st in ("intent", "submitted")] == []
