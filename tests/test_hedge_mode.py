@@ -217,29 +217,6 @@ def _venue_legs(face: BinanceFaceServer) -> dict[tuple[str, str], Decimal]:
             if Decimal(r["positionAmt"]) != 0}
 
 
-def _legs_of_run(run_dir: Path) -> dict[tuple[str, str], Decimal]:
-    """The legs the run's own fills made, each order on the leg the adapter
-    named for it (exchange.ccxt_venue.orders.position_side)."""
-    from exchange.ccxt_venue.orders import position_side
-    from messages import Side
-    from trading.store import Store
-
-    store = Store.open(run_dir)
-    try:
-        snap = store.read_all()
-    finally:
-        store.close()
-    legs: dict[tuple[str, str], Decimal] = {}
-    for fill in snap["fills"].values():
-        req = snap["orders"][fill.client_order_id]["order"]
-        ps = position_side(req.side, req.reduce_only)
-        opening = (ps == "LONG") is (fill.side is Side.BUY)
-        sign = Decimal(1) if ps == "LONG" else Decimal(-1)
-        key = (fill.symbol, ps)
-        legs[key] = legs.get(key, Decimal(0)) + (sign if opening else -sign) * fill.qty
-    return {k: q for k, q in legs.items() if q != 0}
-
-
 def test_run_in_hedge_mode_through_ccxt_ends_with_the_venues_legs(tmp_path: Path) -> None:
     """``run --venue`` with ``risk.hedging_mode`` on, at a dual-side account:
     every order names its leg, none is refused for its position side or a
@@ -248,6 +225,7 @@ def test_run_in_hedge_mode_through_ccxt_ends_with_the_venues_legs(tmp_path: Path
     import json
 
     from app.invariants import check_all
+    from app.position_legs import to_json
     from tests.ccxt_face import KEY, events_jsonl, run_venue
     from tests.test_ccxt_runtime import TRADE_LAYER, _face
 
@@ -270,7 +248,9 @@ def test_run_in_hedge_mode_through_ccxt_ends_with_the_venues_legs(tmp_path: Path
     refused = [e for e in events if e["kind"] == "request_refused"]
     assert not [e for e in refused if e.get("code") in (-4061, -1106)], refused
     assert not [e for e in events if e["kind"] == "hedge_leg_overrun"]
-    assert _legs_of_run(run_dir) == venue_legs
+    # the summary compared the run's legs with the venue's (positions_match)
+    legs = summary["position_legs"]
+    assert legs["runtime"] == legs["exchange"] == to_json(venue_legs)
     net: dict[str, Decimal] = {}
     for (sym, _), q in venue_legs.items():
         net[sym] = net.get(sym, Decimal(0)) + q
@@ -300,3 +280,45 @@ def test_hedge_account_with_hedging_off_refuses_to_start(tmp_path: Path) -> None
     assert "hedge (dual-side)" in output and "One-way" in output, output[-2000:]
     assert "risk.hedging_mode: {default: true}" in output
     assert not (run_dir / "summary.json").exists()
+
+
+def test_legs_opened_behind_the_runtimes_back_break_positions_match(tmp_path: Path) -> None:
+    """Net flat is not flat in hedge mode: while the run trades, another client
+    of the same account opens a LONG and a SHORT leg of one size (the net,
+    all the runtime books and reconciles, does not move). The run's end
+    compares legs, finds both, and fails positions_match (exit 1)."""
+    import json
+    import time
+
+    from tests.ccxt_face import KEY, events_jsonl, run_venue
+    from tests.test_ccxt_runtime import TRADE_LAYER, _face
+
+    face = _face(tmp_path)
+
+    def behind_its_back() -> None:
+        deadline = time.monotonic() + 20
+        while not any(e["kind"] == "order_filled" for e in events_jsonl(tmp_path / "face")):
+            assert time.monotonic() < deadline, "the run did not trade"
+            time.sleep(0.1)
+
+        async def go() -> None:
+            async with rest_client(face, KEY) as ex:
+                for side, leg in (("buy", "LONG"), ("sell", "SHORT")):
+                    await ex.create_order("ETH/USDT:USDT", "market", side, 3, None,
+                                          {"positionSide": leg, "newClientOrderId": f"x-{leg}"})
+        run(go())
+
+    try:
+        _dual(face)
+        layer = {**TRADE_LAYER, "risk": {**TRADE_LAYER["risk"],
+                                         "hedging_mode": {"default": True}}}
+        rc, output, run_dir = run_venue(tmp_path, face, key=KEY.key, secret=KEY.secret,
+                                        duration=10, layer=layer, during=behind_its_back)
+    finally:
+        face.stop()
+    assert rc == 1, output[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    legs = [v for v in summary["invariant_violations"] if v.get("position_side")]
+    assert summary["checks"]["positions_match"] == "violated", summary["invariant_violations"]
+    assert {(v["symbol"], v["position_side"]) for v in legs} >= \
+        {("ETHUSDT", "LONG"), ("ETHUSDT", "SHORT")}, legs
