@@ -85,11 +85,23 @@ def test_sigkill_and_resume_at_the_venue(tmp_path: Path) -> None:
     assert lost in statuses and statuses[lost] not in ("intent", "submitted", "rejected"), \
         statuses.get(lost)
     assert [c for c, st in statuses.items() if st in ("intent", "submitted")] == []
+    # ... and what the store says of it is what the venue did with it
+    at_venue = [e["kind"] for e in evs if e.get("client_order_id") == lost
+                and e["kind"] in ("order_filled", "order_canceled", "order_expired")]
+    if at_venue:
+        assert statuses[lost] == {"order_filled": "filled", "order_canceled": "canceled",
+                                  "order_expired": "expired"}[at_venue[-1]], (statuses[lost],
+                                                                              at_venue)
+    # the resumed run settled it with the venue: reconciliation (a fill or an
+    # ack taken from the venue's record) or a cancel of it by its client id
     resumed_at = json.loads((out / "run.json").read_text())["resumed_at"][0]
     audit = list(read_audit(out / "audit.jsonl"))
-    found = [r["kind"] for r in audit if r.get("client_order_id") == lost
-             and r["timestamp"] >= resumed_at]
-    assert {"synthesized_fill", "synthesized_ack", "resubmitted"} & set(found), found
+    found = {r["kind"] for r in audit if r.get("client_order_id") == lost
+             and r["timestamp"] >= resumed_at}
+    found |= {e["kind"] for e in evs if e.get("client_order_id") == lost
+              and e["kind"] == "cancel_requested" and e["t"] >= resumed_at}
+    assert {"synthesized_fill", "synthesized_ack", "resubmitted", "cancel_requested"} & found, \
+        found
     # no client order id accepted twice; every accepted one approved once (rule 1)
     acks = Counter(e["client_order_id"] for e in evs if e["kind"] == "order_acked")
     assert acks and [c for c, n in acks.items() if n > 1] == []
