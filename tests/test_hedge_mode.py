@@ -133,6 +133,28 @@ def test_dual_side_orders_keep_two_legs(face: BinanceFaceServer) -> None:
     assert net[SYM] == Decimal("1")  # the engine's net = LONG - SHORT
 
 
+def test_a_wiped_exchange_forgets_modes_and_legs(face: BinanceFaceServer) -> None:
+    """``restart: {wipe: true}`` loses every account: the account is one-way
+    and flat again, no stale leg survives the engine's new epoch."""
+    async def before() -> None:
+        async with rest_client(face) as ex:
+            await ex.set_position_mode(True)
+            await ex.create_order(USYM, "market", "buy", 2, None, {"positionSide": "LONG"})
+
+    async def after() -> tuple[bool, list[dict[str, Any]]]:
+        async with rest_client(face) as ex:
+            mode = (await ex.fetch_position_mode(USYM))["hedged"]
+            return mode, list(await ex.fapiPrivateV2GetPositionRisk())
+
+    run(before())
+    face.inject({"restart": {"wipe": True}})
+    face.push(quote("100", "100.1", size="1000"))
+    hedged, rows = run(after())
+    assert hedged is False
+    assert {r["positionSide"] for r in rows} == {"BOTH"}
+    assert all(Decimal(r["positionAmt"]) == 0 for r in rows)
+
+
 def test_one_way_account_refuses_a_leg(face: BinanceFaceServer) -> None:
     async def go() -> int | None:
         async with rest_client(face) as ex:

@@ -71,7 +71,7 @@ class Face:
         self.faults = VenueFaults()
         self.weights = Weights(limits)
         self.registry = Registry()
-        self.modes = PositionModes()
+        self.modes = PositionModes(engine)
         self.listen_keys = ListenKeys()
         self.sessions: set[StreamSession] = set()
         #: conditional orders acked and not yet triggered: each route checks
@@ -101,7 +101,7 @@ class Face:
         """Place an order: (answer JSON, seconds until the answer is due)."""
         now = self.now()
         symbol = params.get("symbol", "")
-        ps = self.modes.check(params, key.account, self.engine, algo=algo)
+        ps = self.modes.check(params, key.account, algo=algo)
         req = orders.build(params, self.markets, key.account, now, self.mark(symbol), algo=algo)
         if req.client_order_id not in self.engine.orders:  # (a duplicate id keeps the original's)
             self.modes.placed(req.client_order_id, ps)  # before its fills are routed
@@ -284,7 +284,7 @@ class Face:
                     st, x="TRADE", X="FILLED" if done else "PARTIALLY_FILLED", now=now,
                     fill=ev, filled=filled, avg=notional / filled, maker=self._maker(ev), ps=ps)
                 self.registry.fill_events[ev.fill_id] = payload
-                self.modes.on_fill(st.request.account, ev, self.engine)  # once per fill id
+                self.modes.on_fill(st.request.account, ev)  # once per fill id
         elif kind is OrderExpired:
             payload = (shapes.algo_update(st, X="EXPIRED", now=now, ps=ps)
                        if algo and not st.triggered

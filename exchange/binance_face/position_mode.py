@@ -25,7 +25,8 @@ closed by another order still fills (Binance would expire it). The face then
 books the excess on the other leg (the net stays the engine's) and records
 ``hedge_leg_overrun`` in ``events.jsonl``. The legs live with the face: a
 face restarted on a running engine starts with none (switch modes on a flat
-account again).
+account again); a wiped engine (a new epoch) forgets modes and legs with its
+accounts.
 """
 
 from __future__ import annotations
@@ -60,7 +61,12 @@ def closes(side: Side, ps: str) -> bool:
 
 
 class PositionModes:
-    def __init__(self) -> None:
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        #: the engine's epoch these modes and legs belong to: a wiped engine
+        #: (the ``restart: {wipe: true}`` fault) forgot every account, and so
+        #: do they (one-way, flat)
+        self.epoch = engine.epoch
         #: accounts in dual-side (hedge) mode
         self.dual: set[str] = set()
         #: client order id -> its leg (orders of dual-side accounts only)
@@ -69,13 +75,16 @@ class PositionModes:
         self.overruns = 0
 
     def is_dual(self, account: str) -> bool:
+        self._sync()
         return account in self.dual
 
     def side_of(self, coid: str) -> str:
+        self._sync()
         return str(self.sides.get(coid, BOTH))
 
-    def switch(self, account: str, on: bool, engine: Any) -> None:
+    def switch(self, account: str, on: bool) -> None:
         """``POST /fapi/v1/positionSide/dual``: Binance's refusals, then the switch."""
+        engine = self.engine
         if on == self.is_dual(account):
             raise BinanceError(-4059, "No need to change position side.")
         if any(st.request.account == account for st in engine.open_orders()):
@@ -93,7 +102,7 @@ class PositionModes:
         engine.log.append("position_mode", engine.now(), account=account,
                           dual_side_position=on)
 
-    def check(self, params: dict[str, str], account: str, engine: Any, *, algo: bool) -> str:
+    def check(self, params: dict[str, str], account: str, *, algo: bool) -> str:
         """The order's leg (``BOTH`` in one-way mode), or Binance's refusal."""
         ps = params.get("positionSide", BOTH)
         if not self.is_dual(account):
@@ -112,7 +121,7 @@ class PositionModes:
             except ArithmeticError:
                 return ps  # the order's own checks name the bad quantity
             held = self.leg(account, symbol, ps).qty
-            taken = ZERO if algo else self._closing(account, symbol, ps, engine)
+            taken = ZERO if algo else self._closing(account, symbol, ps)
             if qty > held - taken:
                 raise BinanceError(-2022, "ReduceOnly Order is rejected.")
         return ps
@@ -124,8 +133,9 @@ class PositionModes:
     def leg(self, account: str, symbol: str, ps: str) -> Leg:
         return self.legs.setdefault((account, symbol), {LONG: Leg(), SHORT: Leg()})[ps]
 
-    def on_fill(self, account: str, fill: OrderFilled, engine: Any) -> None:
+    def on_fill(self, account: str, fill: OrderFilled) -> None:
         """Move the fill's leg (once per fill id: the caller's first report)."""
+        engine = self.engine
         ps = self.sides.get(fill.client_order_id)
         if ps is None or not self.is_dual(account):
             return
@@ -152,17 +162,25 @@ class PositionModes:
 
     def rows(self, account: str, symbol: str) -> list[tuple[str, Decimal, Decimal]]:
         """(positionSide, signed positionAmt, entry) per leg; SHORT is negative, as Binance."""
+        self._sync()
         return [(LONG, self.leg(account, symbol, LONG).qty, self.leg(account, symbol, LONG).entry),
                 (SHORT, -self.leg(account, symbol, SHORT).qty,
                  self.leg(account, symbol, SHORT).entry)]
 
-    def _closing(self, account: str, symbol: str, ps: str, engine: Any) -> Decimal:
+    def _closing(self, account: str, symbol: str, ps: str) -> Decimal:
         """What the leg's working (non-conditional) closing orders still take."""
         total = ZERO
-        for st in engine.open_orders():
+        for st in self.engine.open_orders():
             req = st.request
             if req.account != account or req.symbol != symbol or not st.triggered:
                 continue
             if self.sides.get(req.client_order_id) == ps and closes(req.side, ps):
                 total += st.leaves
         return total
+
+    def _sync(self) -> None:
+        if self.engine.epoch != self.epoch:
+            self.epoch = self.engine.epoch
+            self.dual.clear()
+            self.legs.clear()
+            self.sides.clear()

@@ -415,7 +415,7 @@ class Rest:
             raise errors.missing("dualSidePosition")
         if raw.lower() not in ("true", "false"):
             raise errors.bad_param("dualSidePosition", f"{raw!r} is not true/false")
-        self.face.modes.switch(key.account, raw.lower() == "true", self.face.engine)
+        self.face.modes.switch(key.account, raw.lower() == "true")
         return web.json_response({"code": 200, "msg": "success"})
 
     # -- user-data stream keys (API key only, no signature: Binance's USER_STREAM) --------
