@@ -213,6 +213,7 @@ def test_adapter_in_hedge_mode_names_the_leg_and_never_sends_reduce_only(
     assert legs == {"LONG": Decimal("1"), "SHORT": Decimal("-1")}
     assert snap.as_dict() == {}, "the runtime sees the net of the legs: flat"
     assert [o.client_order_id for o in open_.orders] == [stop.client_order_id]
+    assert open_.orders[0].reduce_only, "closing its leg: reduce-only, though not flagged"
 
 
 # -- a whole run, and its start, in hedge mode through ccxt -------------------------------------

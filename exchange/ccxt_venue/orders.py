@@ -129,6 +129,15 @@ def open_order(info: dict[str, Any], coid: str, account: str, ts: Any) -> OpenOr
         price=price if price and price > 0 else None,
         trigger_price=trigger if trigger and trigger > 0 else None,
         triggered=status in ("TRIGGERED", "TRIGGERING") or otype is not OrderType.STOP_LIMIT,
-        reduce_only=bool(info.get("reduceOnly")),
+        reduce_only=bool(info.get("reduceOnly")) or _closes_leg(info),
         tif=TimeInForce.IOC if str(info.get("timeInForce")).upper() == "IOC" else TimeInForce.GTC,
         account=account)
+
+
+def _closes_leg(info: dict[str, Any]) -> bool:
+    """A dual-side order that closes its leg (SELL/LONG, BUY/SHORT) is reduce-only
+    by its leg, though the venue shows ``reduceOnly`` false (it refuses the flag
+    in hedge mode)."""
+    ps = str(info.get("positionSide") or "BOTH").upper()
+    side = str(info.get("side") or "").upper()
+    return (ps, side) in (("LONG", "SELL"), ("SHORT", "BUY"))
