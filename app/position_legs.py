@@ -72,3 +72,32 @@ def leg_violations(ours: Legs, venue: Legs) -> list[dict[str, Any]]:
                                  f"{sym} {side} leg: the run's fills make {a}, the venue "
                                  f"holds {b}", symbol=sym, position_side=side))
     return out
+
+
+def note_start(venue: Any, info: dict[str, Any]) -> str | None:
+    """A hedge-mode venue run's first start notes the venue's legs in its
+    run.json ``info``; None, or why they could not be read."""
+    from exchange.ccxt_venue.start import venue_legs
+
+    try:
+        info[RUN_INFO_KEY] = to_json(venue_legs(venue.settings))
+    except Exception as exc:  # noqa: BLE001 - any failure is one clear refusal
+        return f"venue {venue.name}: could not read the account's position legs: {exc!r}"[:400]
+    return None
+
+
+def check_legs(venue: Any, run_dir: Path, extra: dict[str, Any],
+               not_run: dict[str, str]) -> list[dict[str, Any]]:
+    """At the end: the run's legs against the venue's. Both go in the summary
+    (``extra``); a failure to read them makes ``positions_match`` not run."""
+    from app.resume import read_run_info
+    from exchange.ccxt_venue.start import venue_legs
+
+    try:
+        theirs = venue_legs(venue.settings)
+        ours = run_legs(run_dir, from_json(read_run_info(run_dir).get(RUN_INFO_KEY)))
+    except Exception as exc:  # noqa: BLE001 - the check did not run, and says so
+        not_run["positions_match"] = f"the position legs could not be compared: {exc!r}"[:300]
+        return []
+    extra["position_legs"] = {"runtime": to_json(ours), "exchange": to_json(theirs)}
+    return leg_violations(ours, theirs)

@@ -179,7 +179,7 @@ def run(args: Any, preflight: Callable[[Any], Any] | None = None) -> int:
         info = resuming.read_run_info(run_dir)
         info["ccxt_venue"] = venue.describe()
         if venue.settings.hedge_mode and position_legs.RUN_INFO_KEY not in info:
-            why = _start_legs(venue, info)
+            why = position_legs.note_start(venue, info)
             if why is not None:
                 print(f"tradewarden run: {why}", file=sys.stderr)
                 return EXIT_USAGE
@@ -289,7 +289,9 @@ def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: dateti
         extra["resumed_at"] = started.isoformat()
     legs_found: list[dict[str, Any]] = []
     if venue is not None and venue.settings.hedge_mode:
-        legs_found = _check_legs(venue, run_dir, extra, not_run)
+        from app.position_legs import check_legs
+
+        legs_found = check_legs(venue, run_dir, extra, not_run)
     summary = collect_summary(rt, started_at=first_started or started.isoformat(),
                               ended_at=ended.isoformat(), extra=extra, not_run=not_run,
                               more_violations=legs_found)
@@ -316,38 +318,6 @@ def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: dateti
     if code:
         console.print(f"exit code {code}: {EXIT_MEANING[code]}")
     return code
-
-
-def _start_legs(venue: Any, info: dict[str, Any]) -> str | None:
-    """A hedge-mode venue run's first start notes the venue's legs (run.json),
-    which its own fills then move (``app.position_legs``); None, or why not."""
-    from app import position_legs
-    from exchange.ccxt_venue.start import venue_legs
-
-    try:
-        info[position_legs.RUN_INFO_KEY] = position_legs.to_json(venue_legs(venue.settings))
-    except Exception as exc:  # noqa: BLE001 - any failure is one clear refusal
-        return f"venue {venue.name}: could not read the account's position legs: {exc!r}"[:400]
-    return None
-
-
-def _check_legs(venue: Any, run_dir: Path, extra: dict[str, Any],
-                not_run: dict[str, str]) -> list[dict[str, Any]]:
-    """Hedge mode: the run's legs against the venue's (``positions_match``)."""
-    from app import position_legs
-    from app.resume import read_run_info
-    from exchange.ccxt_venue.start import venue_legs
-
-    try:
-        theirs = venue_legs(venue.settings)
-        start = position_legs.from_json(read_run_info(run_dir).get(position_legs.RUN_INFO_KEY))
-        ours = position_legs.run_legs(run_dir, start)
-    except Exception as exc:  # noqa: BLE001 - the check did not run, and says so
-        not_run["positions_match"] = f"the position legs could not be compared: {exc!r}"[:300]
-        return []
-    extra["position_legs"] = {"runtime": position_legs.to_json(ours),
-                              "exchange": position_legs.to_json(theirs)}
-    return position_legs.leg_violations(ours, theirs)
 
 
 def warmup_note(cfg: Any, warmup: int) -> str:
