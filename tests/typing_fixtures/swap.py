@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from exchange.pricing import bs_price
+from trading.pricing import bs_price
 from messages.enums import Side
 from messages.orders import OrderAcked
 from messages.types import ClientOrderId, Price, Quantity, Symbol

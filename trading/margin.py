@@ -34,10 +34,10 @@ BLAS matrix-vector products; see ``MarginKernel``. At this size the kernel
 is bound by memory passes and by numpy's per-call overhead, so it makes as
 few calls as it can. ``worst_case_margin_python`` is the same computation as
 a plain loop: the tests' reference and the benchmark's baseline (the
-benchmark itself is ``exchange.margin_bench``).
+benchmark itself is ``app.bench.margin``).
 
-The legs (``Leg``, ``LegArrays``) live in ``exchange.margin_legs`` and the
-scenarios (``ShockGrid``) in ``exchange.margin_grid``; both are re-exported
+The legs (``Leg``, ``LegArrays``) live in ``trading.margin_legs`` and the
+scenarios (``ShockGrid``) in ``trading.margin_grid``; both are re-exported
 here, the margin check's one entry point.
 
 ``rate`` (in the grid) defaults to 0, as in ``pricing.quote_option``: over a
@@ -50,13 +50,21 @@ import math
 import threading
 from dataclasses import dataclass
 from decimal import Decimal
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import numpy as np
 
-from exchange.margin_grid import DEFAULT_GRID, Scenario, ShockGrid, shock_grid
-from exchange.margin_legs import CALL, PUT, STOCK, Leg, LegArrays
-from exchange.pricing import MIN_VOL_SQRT_T, bs_price_scalar, cdf_table
+from trading.margin_grid import DEFAULT_GRID as DEFAULT_GRID
+from trading.margin_grid import Scenario as Scenario
+from trading.margin_grid import ShockGrid as ShockGrid
+from trading.margin_grid import shock_grid as shock_grid
+from trading.margin_legs import CALL as CALL
+from trading.margin_legs import PUT as PUT
+from trading.margin_legs import STOCK as STOCK
+from trading.margin_legs import Leg as Leg
+from trading.margin_legs import LegArrays as LegArrays
+from trading.pricing import MIN_VOL_SQRT_T, bs_price_scalar, cdf_table
 
 __all__ = [
     "STOCK",
@@ -290,7 +298,7 @@ _local = threading.local()
 
 def _kernel(grid: ShockGrid) -> MarginKernel:
     # Keyed by identity first: hashing the frozen grid costs a microsecond.
-    kernels = getattr(_local, "kernels", None)
+    kernels: dict[int, tuple[ShockGrid, MarginKernel]] | None = getattr(_local, "kernels", None)
     if kernels is None:
         kernels = _local.kernels = {}
     entry = kernels.get(id(grid))
@@ -376,7 +384,7 @@ class MarginDecision:
         return None if self.ok else REJECT_REASON
 
 
-def _as_leg_arrays(legs) -> LegArrays:
+def _as_leg_arrays(legs: LegArrays | Iterable[Leg]) -> LegArrays:
     if isinstance(legs, LegArrays):
         return legs
     return LegArrays.from_legs(legs)
@@ -386,7 +394,8 @@ def _money(x: float) -> Decimal:
     return Decimal(repr(x)).quantize(Decimal("0.000001"))
 
 
-def margin_check(portfolio_legs, new_group_legs, available_margin, limit=Decimal("0.90"),
+def margin_check(portfolio_legs: LegArrays | Iterable[Leg], new_group_legs: LegArrays | Iterable[Leg],
+                 available_margin: Decimal | float, limit: Decimal = Decimal("0.90"),
                  grid: ShockGrid | None = None) -> MarginDecision:
     """Rule 6: reject a group whose worst-case margin exceeds ``limit`` x available.
 
@@ -401,7 +410,7 @@ def margin_check(portfolio_legs, new_group_legs, available_margin, limit=Decimal
     return check_legs(legs, available_margin, limit, grid)[0]
 
 
-def check_legs(legs: LegArrays, available_margin, limit=Decimal("0.90"),
+def check_legs(legs: LegArrays, available_margin: Decimal | float, limit: Decimal = Decimal("0.90"),
                grid: ShockGrid | None = None) -> tuple[MarginDecision, MarginResult | None]:
     """:func:`margin_check` on legs already combined, with the grid's result
     (None for no legs) for callers that report per-scenario figures too."""
