@@ -360,7 +360,7 @@ def test_targeted_reject_hits_only_the_matching_orders(ex):
     results = [type(of(submit(ex, o), (OrderRejected, OrderFilled))[0]).__name__ for o in orders]
     assert results == ["OrderFilled", "OrderFilled", "OrderFilled", "OrderRejected",
                        "OrderRejected", "OrderFilled"]
-    assert ex.reject_rules == []
+    assert ex.armed.reject_rules == []
     with pytest.raises(ValueError, match="reject_next.side"):
         ex.apply({"reject_next": {"side": "short"}})
     with pytest.raises(ValueError, match="unknown key"):
@@ -487,9 +487,9 @@ def test_unknown_or_bad_keys_raise_and_change_nothing(ex):
 
 def test_initial_faults_apply_at_start(tmp_path):
     eng = SimulatedExchange({"latency_ms": 5, "reject_next": 1})
-    assert eng.config.latency_ms == 5 and eng.reject_next == 0
+    assert eng.config.latency_ms == 5 and eng.armed.reject_next == 0
     eng.start(tmp_path / "events.jsonl")
-    assert eng.reject_next == 1
+    assert eng.armed.reject_next == 1
     eng.stop()
     with pytest.raises(ValueError, match="reject_nxt"):
         SimulatedExchange({"reject_nxt": 1})
