@@ -36,10 +36,10 @@ from collections.abc import Callable, Mapping
 
 from loguru import logger
 
+from config.sim_exchange import CONFIG_KEYS, SimSettings, parse_spec, split_spec
 from exchange.accounts import Account, Accounts
 from exchange.book import Book, OrderState
 from exchange.cancels import CancelQueue
-from exchange.config import CONFIG_KEYS, ExchangeConfig, parse_spec, split_spec
 from exchange.emit import ENGINE, TRANSPORT, Emit, StreamAction
 from exchange.events_log import EventsLog
 from exchange.faults import ArmedFaults, FaultInjector
@@ -74,18 +74,18 @@ _QUERIES = (QueryPositions, QueryOpenOrders, QueryBalances, QueryFills)
 class SimulatedExchange:
     """Matching engine, accounts and fault injection of the simulated venue."""
 
-    def __init__(self, config: ExchangeConfig | dict[str, Any] | None = None, *,
+    def __init__(self, config: SimSettings | Mapping[str, Any] | None = None, *,
                  events_log: EventsLog | None = None,
                  clock: Callable[[], datetime] | None = None, strict: bool = False) -> None:
         #: Faults given with the initial settings (a scenario's ``exchange:``
         #: block may hold both); applied by :meth:`start`, after the log opens.
         self.pending_faults: dict[str, Any] = {}
-        if isinstance(config, ExchangeConfig):
+        if isinstance(config, SimSettings):
             self.config = config
         else:
             settings, self.pending_faults = split_spec(config or {})
             parse_spec(self.pending_faults)  # fail now, not at start
-            self.config = ExchangeConfig.from_dict(settings)
+            self.config = SimSettings.from_spec(settings)
         self.log = events_log if events_log is not None else EventsLog()
         self._clock = clock or utc_now
         self.stats: Counter[str] = Counter()

@@ -87,7 +87,7 @@ class FaultInjector:
         self._stats = stats
 
     def inject(self, key: str, value: Any, now: datetime, bounds: Bounds) -> list[Emit]:
-        """Carry out one validated fault (``exchange.config.parse_spec`` output)."""
+        """Carry out one validated fault (``config.sim_exchange.parse_spec`` output)."""
         if key == "reject_next":
             self.armed.arm_rejects(value)
             return []

@@ -17,7 +17,7 @@ from exchange import (
     MARKET,
     REQUESTER,
     TRANSPORT,
-    ExchangeConfig,
+    SimSettings,
     SimulatedExchange,
     StreamAction,
     read_events,
@@ -82,12 +82,16 @@ def of(emits, cls):
     return [e.event for e in emits if isinstance(e.event, cls)]
 
 
+#: these tests count fills without latency or fees unless they set them
+FREE = {"latency_ms": 0, "maker_fee_bps": 0, "taker_fee_bps": 0, "quote_currency": "USD"}
+
+
 @pytest.fixture
 def make(tmp_path):
     made = []
 
     def factory(**cfg):
-        eng = SimulatedExchange(cfg or None, strict=True, clock=lambda: T0)
+        eng = SimulatedExchange({**FREE, **cfg}, strict=True, clock=lambda: T0)
         eng.start(tmp_path / f"events{len(made)}.jsonl")
         made.append(eng)
         return eng
@@ -361,7 +365,7 @@ def test_targeted_reject_hits_only_the_matching_orders(ex):
     assert results == ["OrderFilled", "OrderFilled", "OrderFilled", "OrderRejected",
                        "OrderRejected", "OrderFilled"]
     assert ex.armed.reject_rules == []
-    with pytest.raises(ValueError, match="reject_next.side"):
+    with pytest.raises(ValueError, match="reject_next: rule 0 side"):
         ex.apply({"reject_next": {"side": "short"}})
     with pytest.raises(ValueError, match="unknown key"):
         ex.apply({"reject_next": {"client_order_id": "x"}})
@@ -482,7 +486,7 @@ def test_unknown_or_bad_keys_raise_and_change_nothing(ex):
     errs = of(ex.handle(ExchangeFault({"nope": 1}), T0), ExchangeError)
     assert errs[0].code == "bad_fault" and "nope" in errs[0].reason
     with pytest.raises(ValueError, match="faults, not settings"):
-        ExchangeConfig.from_dict({"reject_next": 1})
+        SimSettings.from_spec({"reject_next": 1})
 
 
 def test_initial_faults_apply_at_start(tmp_path):
@@ -496,7 +500,7 @@ def test_initial_faults_apply_at_start(tmp_path):
 
 
 def test_scenario_exchange_block_sets_config():
-    cfg = ExchangeConfig.from_dict({"latency_ms": 5, "cancel_ack_delay_ms": 3000, "fee_bps": 2.5})
+    cfg = SimSettings.from_spec({"latency_ms": 5, "cancel_ack_delay_ms": 3000, "fee_bps": 2.5})
     assert (cfg.latency_ms, cfg.cancel_ack_delay_ms) == (5.0, 3000.0)
     assert cfg.maker_fee_bps == cfg.taker_fee_bps == D("2.5")
 
