@@ -472,6 +472,40 @@ def test_restart_keeps_or_wipes_state(ex):
     assert new and new[0].fill_id not in old_ids  # fill ids never repeat across a wipe
 
 
+def test_a_wipe_resets_every_part_that_holds_state(make):
+    """Each part owns its state, so a restart with data loss must reach each one:
+    orders, accounts, pending cancels, armed faults, id sequences (books stay)."""
+    eng = make(cancel_ack_delay_ms=100)
+    eng.on_quote(quote("100", "100.1"), T0)
+    submit(eng, req("b", "buy", "market", qty="1"))
+    submit(eng, req("rest", "buy", price="90"))
+    assert eng.handle(CancelOrder("rest", SYM, T0), T0)[0].audience == ENGINE  # queued
+    eng.apply({"reject_next": 2, "duplicate_fill": 1})
+    eng.apply({"restart": {"wipe": True}})
+    assert eng.cancels.pending == {} and eng.orders == {} and eng.positions() == {}
+    assert (eng.armed.reject_next, eng.armed.duplicate_next, eng.epoch) == (0, 0, 2)
+    assert eng.book(SYM) is not None and eng.book(SYM).has_quote
+    out = submit(eng, req("b", "buy", "market", qty="1"))
+    assert [e.event.exchange_order_id for e in out if isinstance(e.event, OrderAcked)] == ["SIM2-O1"]
+    assert [e.event.fill_id for e in out if isinstance(e.event, OrderFilled)] == ["SIM2-F1"]
+
+
+def test_engine_parts_never_reach_back_into_the_engine():
+    """The engine owns its parts; a part is handed the sibling parts it works on
+    and never imports, names or is handed the engine."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "exchange"
+    for name in ("order_table", "accounts", "matching", "cancels", "queries", "faults", "outbox"):
+        tree = ast.parse((root / f"{name}.py").read_text(encoding="utf-8"))
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+        names |= {node.arg for node in ast.walk(tree) if isinstance(node, ast.arg)}
+        assert not {m for m in imported if m and m.startswith("exchange.engine")}, name
+        assert not names & {"SimulatedExchange", "EngineHost", "engine", "host"}, name
+
+
 def test_unknown_or_bad_keys_raise_and_change_nothing(ex):
     with pytest.raises(ValueError, match="unknown exchange key 'rejct_next'"):
         ex.apply({"rejct_next": 1})
