@@ -239,8 +239,9 @@ class SimulatedExchange:
             self.stats["foreign_account_refused"] += 1
             reason = (f"account_mismatch: this session trades account {account!r}, "
                       f"not {order.account[:64]!r}")
-        if reason is None:
-            reason = self.armed.take_reject(order)
+        armed = self.armed
+        if reason is None and (armed.reject_next or armed.reject_rules):
+            reason = armed.take_reject(order)
         if reason is not None:
             return [self._reject(order, reason, now)]
         return self.matcher.accept(order, now)
