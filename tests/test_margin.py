@@ -28,8 +28,8 @@ from trading.margin import (
     margin_check,
     shock_grid,
     worst_case_margin,
-    worst_case_margin_python,
 )
+from trading.margin_reference import worst_case_margin_python
 from app.bench.margin import bench_margin, random_legs
 from trading.pricing import (
     MIN_VOL_SQRT_T,

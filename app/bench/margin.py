@@ -18,7 +18,8 @@ from collections.abc import Callable
 import numpy as np
 
 from trading.margin import (CALL, DEFAULT_GRID, PUT, STOCK, LegArrays, ShockGrid,
-                             worst_case_margin, worst_case_margin_python)
+                             worst_case_margin)
+from trading.margin_reference import worst_case_margin_python
 
 __all__ = ["random_legs", "bench_margin"]
 
