@@ -126,42 +126,39 @@ class Dispatcher:
         (self._order_lane if urgent else self._market_lane).append((mailbox, gen))
         self._runq.put(_TURN)  # after the entry: a worker holding a token finds one
 
+    def _next(self) -> tuple[tuple[Any, int], bool]:
+        """The entry for the token just taken: the order lane's first, unless
+        ORDER_LANE_STREAK order turns ran in a row and a market turn waits.
+        An entry is there for every token; with several workers the one first
+        seen may go to another: then look again."""
+        order, market = self._order_lane, self._market_lane
+        while True:
+            if order and (self._streak < ORDER_LANE_STREAK or not market):
+                try:
+                    entry = order.popleft()
+                except IndexError:
+                    continue
+                # counted only while a market turn waits: that is the wait bounded
+                self._streak = self._streak + 1 if market else 0
+                self.order_turns += 1
+                return entry, True
+            try:
+                entry = market.popleft()
+            except IndexError:
+                continue
+            self._streak = 0
+            return entry, False
+
     def _work(self, compensating: threading.Event | None) -> None:
         _local.dispatcher = self
-        runq, order, market = self._runq, self._order_lane, self._market_lane
+        runq = self._runq
         throughput = self.throughput
         try:
             while True:
                 if runq.get() is _STOP:
                     return
-                # The entry for this token: the order lane's first, unless
-                # ORDER_LANE_STREAK order turns ran while a market turn waited.
-                # There is an entry for every token; with several workers the
-                # one first seen may go to another: then look again.
-                while True:
-                    if order and (self._streak < ORDER_LANE_STREAK or not market):
-                        try:
-                            mailbox, gen = order.popleft()
-                        except IndexError:
-                            continue
-                        # counted only while a market turn waits: the wait bounded
-                        self._streak = self._streak + 1 if market else 0
-                        self.order_turns += 1
-                        order_only = True
-                        break
-                    try:
-                        mailbox, gen = market.popleft()
-                    except IndexError:
-                        continue
-                    self._streak = 0
-                    order_only = False
-                    break
-                self.turns += 1
-                try:
-                    mailbox.run_turn(throughput, gen, order_only)
-                except BaseException:  # noqa: BLE001 - a worker must survive anything
-                    logger.exception("dispatcher {}: a turn of {} raised", self.name,
-                                     getattr(mailbox, "name", mailbox))
+                entry, order_only = self._next()
+                self._turn(entry, throughput, order_only)
                 if compensating is not None and compensating.is_set():
                     return  # the blocked worker is back: this extra one retires
         finally:
@@ -170,6 +167,15 @@ class Dispatcher:
                 current = threading.current_thread()
                 if current in self._workers and compensating is not None:
                     self._workers.remove(current)
+
+    def _turn(self, entry: tuple[Any, int], throughput: int, order_only: bool) -> None:
+        mailbox, gen = entry
+        self.turns += 1
+        try:
+            mailbox.run_turn(throughput, gen, order_only)
+        except BaseException:  # noqa: BLE001 - a worker must survive anything
+            logger.exception("dispatcher {}: a turn of {} raised", self.name,
+                             getattr(mailbox, "name", mailbox))
 
     def report_slow(self, actor: str, what: str, seconds: float, mailbox: Any) -> None:
         """A pooled handler ran past the bound: count it and say who stalled whom."""

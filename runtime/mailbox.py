@@ -293,11 +293,7 @@ class Mailbox:
         with self._sched_lock:
             self._running = False
             runner = self._runner
-            if runner is not None and not (self._items or self._market):
-                if runner.wants_turn() and not self._order_queued:  # no mail: the usual end
-                    self._order_queued = True
-                    order_gen = self._order_gen
-            elif runner is not None:
+            if runner is not None:
                 takes = runner.takes_mail()
                 order_next = self.has_order_mail()
                 if (takes and order_next or runner.wants_turn()) and not self._order_queued:
