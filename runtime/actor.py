@@ -238,11 +238,10 @@ class Actor(pykka.ThreadingActor):
         answer does not: its mail waits, and conflates, in the mailbox)."""
         return True
 
-    def pooled_turn(self, throughput: int, order_only: bool = False) -> None:
+    def pooled_turn(self, throughput: int) -> None:
         """Dispatcher worker only: start if new, then work through up to
         ``throughput`` messages (the mailbox makes sure no two turns of one
-        actor overlap); an order-lane turn (``order_only``) stops at market
-        data, which waits for the mailbox's market-lane turn."""
+        actor overlap)."""
         if self._finished:
             return
         cell = self._cell
@@ -251,7 +250,7 @@ class Actor(pykka.ThreadingActor):
             if not self._began:
                 self._begin_pooled()
             if not self._stopping:
-                self._pooled_work(throughput, order_only)
+                self._pooled_work(throughput)
             if self._stopping:
                 self._finish_pooled()
         finally:
@@ -271,15 +270,13 @@ class Actor(pykka.ThreadingActor):
             cell.started.set()
             mailbox.done()
 
-    def _pooled_work(self, throughput: int, order_only: bool = False) -> None:
+    def _pooled_work(self, throughput: int) -> None:
         mailbox = self._cell.mailbox
         bound = mailbox.dispatcher.slow_handler_s
         take, handle = mailbox.take, self._handle_item
         for _ in range(throughput):
             if self._stopping or not (mailbox._items or mailbox._market):
                 break  # nothing waits: end the turn without a take that finds nothing
-            if order_only and not mailbox.has_order_mail():
-                break  # market data next: its own turn, in the market lane
             item = take()
             if item is EMPTY:
                 break

@@ -15,11 +15,11 @@ never block on a small fixed set of worker threads instead:
 * the run queue has two lanes. A mailbox with order mail waiting (anything
   but market data: a signal, a durable confirmation, an order, an ack, a
   fill, a control message) is queued in the *order lane*, served before the
-  *market lane* where mailboxes with quotes and bars wait; a mailbox
+  *market lane* where mailboxes with only quotes and bars wait; a mailbox
   already waiting in the market lane when order mail arrives is queued in
-  the order lane too, for a turn that takes its order mail only (see
-  ``Mailbox.run_turn``). So a hop of the order path waits for at most the
-  turn in progress, not for a thousand symbol actors' turns. Fairness: after
+  the order lane too (the entry a worker takes second is stale and
+  skipped). So a hop of the order path waits for at most the turn in
+  progress, not for a thousand symbol actors' turns. Fairness: after
   ``ORDER_LANE_STREAK`` order-lane turns in a row, a waiting market-lane
   turn goes first;
 * a handler that runs longer than ``slow_handler_s`` stalls every actor
@@ -126,7 +126,7 @@ class Dispatcher:
         (self._order_lane if urgent else self._market_lane).append((mailbox, gen))
         self._runq.put(_TURN)  # after the entry: a worker holding a token finds one
 
-    def _next(self) -> tuple[tuple[Any, int], bool]:
+    def _next(self) -> tuple[Any, int]:
         """The entry for the token just taken: the order lane's first, unless
         ORDER_LANE_STREAK order turns ran in a row and a market turn waits.
         An entry is there for every token; with several workers the one first
@@ -141,13 +141,13 @@ class Dispatcher:
                 # counted only while a market turn waits: that is the wait bounded
                 self._streak = self._streak + 1 if market else 0
                 self.order_turns += 1
-                return entry, True
+                return entry
             try:
                 entry = market.popleft()
             except IndexError:
                 continue
             self._streak = 0
-            return entry, False
+            return entry
 
     def _work(self, compensating: threading.Event | None) -> None:
         _local.dispatcher = self
@@ -157,8 +157,7 @@ class Dispatcher:
             while True:
                 if runq.get() is _STOP:
                     return
-                entry, order_only = self._next()
-                self._turn(entry, throughput, order_only)
+                self._turn(self._next(), throughput)
                 if compensating is not None and compensating.is_set():
                     return  # the blocked worker is back: this extra one retires
         finally:
@@ -168,11 +167,11 @@ class Dispatcher:
                 if current in self._workers and compensating is not None:
                     self._workers.remove(current)
 
-    def _turn(self, entry: tuple[Any, int], throughput: int, order_only: bool) -> None:
+    def _turn(self, entry: tuple[Any, int], throughput: int) -> None:
         mailbox, gen = entry
         self.turns += 1
         try:
-            mailbox.run_turn(throughput, gen, order_only)
+            mailbox.run_turn(throughput, gen)
         except BaseException:  # noqa: BLE001 - a worker must survive anything
             logger.exception("dispatcher {}: a turn of {} raised", self.name,
                              getattr(mailbox, "name", mailbox))
@@ -218,7 +217,7 @@ class _NudgeMailbox:
 
     name = "nudge"
 
-    def run_turn(self, throughput: int, gen: int, order_only: bool = False) -> None:
+    def run_turn(self, throughput: int, gen: int) -> None:
         return None
 
 

@@ -99,7 +99,7 @@ class Mailbox:
         "_conflate_lock", "_activity",
         "processed", "high_water", "handling_s", "max_handling_s", "conflated", "busy",
         "dispatcher", "_runner", "_scheduled", "_sched_lock", "slow_handlers", "slowest",
-        "_order_gen", "_market_gen", "_running", "_order_queued", "_market_queued",
+        "_gen", "_running", "_urgent_queued",
         "__weakref__",
     )
 
@@ -127,13 +127,11 @@ class Mailbox:
         self._runner: Any = None
         self._scheduled = False
         self._sched_lock = threading.Lock()
-        #: turns started from each lane of the run queue (see run_turn)
-        self._order_gen = 0
-        self._market_gen = 0
+        #: turns started so far: a run-queue entry made for an earlier turn is stale
+        self._gen = 0
         self._running = False
-        #: an entry of this mailbox waits in the dispatcher's order / market lane
-        self._order_queued = False
-        self._market_queued = False
+        #: an entry of this mailbox waits in the dispatcher's order lane
+        self._urgent_queued = False
         #: pooled handlers that ran past the dispatcher's bound, and the slowest seen
         self.slow_handlers = 0
         self.slowest: tuple[float, str] | None = None
@@ -205,8 +203,9 @@ class Mailbox:
             self._runner = runner
             if self._scheduled:
                 return  # a turn is ending; it sees the new runner and requeues
-            self._scheduled = self._order_queued = True
-            gen = self._order_gen
+            self._scheduled = True
+            self._urgent_queued = True
+            gen = self._gen
         self.dispatcher.schedule(self, gen, True)
 
     def detach(self, runner: Any) -> None:
@@ -215,41 +214,37 @@ class Mailbox:
             if self._runner is runner:
                 self._runner = None
 
-    # Scheduling. A pooled mailbox has at most one entry in each lane of the
-    # dispatcher's run queue: an order-lane turn takes order mail only, a
-    # market-lane turn everything (order mail first). ``_scheduled`` is raised
-    # while an entry waits or a turn runs; a turn, when it ends, queues what
-    # its mail still needs, so a put during a turn only has to find the flag
-    # up. An entry carries its lane's turn count (``gen``): an order entry
-    # made before a market turn that took the order mail is stale, skipped.
-
     def _notify(self, urgent: bool) -> None:
-        """Schedule a turn for mail just put (``urgent``: order mail that is
-        next in its lane, for the order lane)."""
-        # Fast path without the lock: an item appended before these reads is
-        # seen by the queued or running turn (see run_turn).
-        if urgent:
-            if self._order_queued:
-                return
-        elif self._scheduled:
+        """Schedule a turn for mail just put (``urgent``: it is not market data,
+        so the turn goes to the dispatcher's order lane)."""
+        # Fast path without the lock: a raised flag means a turn is queued or
+        # running, and a turn re-checks the queue after lowering the flag (see
+        # run_turn), so an item appended before this read cannot be stranded.
+        if self._scheduled:
+            if urgent and not self._urgent_queued and not self._running:
+                self._promote()
             return
         with self._sched_lock:
-            if self._runner is None or self._running:
-                return  # detached: the next instance's start; running: the turn's end
-            if urgent:
-                if self._order_queued:
-                    return
-                self._order_queued = True
-                gen = self._order_gen
-            else:
-                if self._scheduled:
-                    return
-                self._market_queued = True
-                gen = self._market_gen
+            if self._scheduled or self._runner is None:
+                return
             self._scheduled = True
+            self._urgent_queued = urgent
+            gen = self._gen
         self.dispatcher.schedule(self, gen, urgent)
 
-    def has_order_mail(self) -> bool:
+    def _promote(self) -> None:
+        """Order mail came for a mailbox waiting in the market lane of the run
+        queue: queue it in the order lane too. Whichever entry a worker takes
+        first runs the turn; the other is then stale (its ``gen`` has passed)."""
+        with self._sched_lock:
+            if (not self._scheduled or self._urgent_queued or self._running
+                    or self._runner is None):
+                return
+            self._urgent_queued = True
+            gen = self._gen
+        self.dispatcher.schedule(self, gen, True)
+
+    def _has_urgent(self) -> bool:
         """Whether order mail (anything but market data) is next to be taken."""
         items = self._items
         if not items:
@@ -264,54 +259,37 @@ class Mailbox:
             item = item.msg
         return not (_LANES.get(type(item)) or _lanes_of(type(item)))[0]
 
-    def run_turn(self, throughput: int, gen: int, order_only: bool = False) -> None:
+    def run_turn(self, throughput: int, gen: int) -> None:
         """Dispatcher worker only: let the attached instance handle up to
-        ``throughput`` messages (``order_only``: an order-lane turn, up to the
-        first market data), then queue what the mail left needs. A stale entry
-        (see above) is skipped, so no two workers ever hold one actor's turn."""
+        ``throughput`` messages, then requeue this mailbox if mail is left.
+        The ``scheduled`` flag stays raised from the schedule to the end of the
+        turn, so no two workers ever hold one actor's turn at once; an entry
+        made for an earlier turn (``gen`` passed: its twin in the other lane
+        ran first) is skipped."""
         with self._sched_lock:
-            if self._running:
+            if gen != self._gen or self._running:
                 return
-            if order_only:
-                if not self._order_queued or gen != self._order_gen:
-                    return
-                self._order_queued = False
-                self._order_gen += 1
-            else:
-                if not self._market_queued or gen != self._market_gen:
-                    return
-                self._market_queued = False
-                self._market_gen += 1
-                if self._order_queued:  # this turn takes the order mail first
-                    self._order_queued = False
-                    self._order_gen += 1
+            self._gen = gen + 1
             self._running = True
         runner = self._runner
         if runner is not None:
-            runner.pooled_turn(throughput, order_only)
-        order_gen = market_gen = -1
+            runner.pooled_turn(throughput)
+        urgent = False
         with self._sched_lock:
             self._running = False
             runner = self._runner
-            if runner is not None:
-                takes = runner.takes_mail()
-                order_next = self.has_order_mail()
-                if (takes and order_next or runner.wants_turn()) and not self._order_queued:
-                    self._order_queued = True
-                    order_gen = self._order_gen
-                # market data waits in its own lane (one-lane: it is next)
-                market = self._market if self.market_lane else (self._items and not order_next)
-                if takes and market and not self._market_queued:
-                    self._market_queued = True
-                    market_gen = self._market_gen
-            scheduled = self._scheduled = self._order_queued or self._market_queued
-        if order_gen >= 0:
-            self.dispatcher.schedule(self, order_gen, True)
-        if market_gen >= 0:
-            self.dispatcher.schedule(self, market_gen, False)
-        if not scheduled and runner is not None and (self._items or self._market) \
-                and runner.takes_mail():
-            self._notify(self.has_order_mail())  # put while the flag was still up
+            requeue = runner is not None and (
+                bool(self._items or self._market) and runner.takes_mail() or runner.wants_turn())
+            if requeue:
+                urgent = self._urgent_queued = self._has_urgent() or runner.wants_turn()
+                gen = self._gen
+            else:
+                self._scheduled = False
+                self._urgent_queued = False
+        if requeue:
+            self.dispatcher.schedule(self, gen, urgent)
+        elif runner is not None and (self._items or self._market) and runner.takes_mail():
+            self._notify(self._has_urgent())  # an item put while the flag was still up
 
     def kick(self) -> None:
         """Give the attached pooled instance a turn though no mail came (it has

@@ -390,7 +390,7 @@ class RemoteProxy(Actor):
         shutdown); the far side's answer to it, if any, is ignored."""
         return any(type(item) in _STOPS for _, item in self._cell.mailbox._items)
 
-    def _pooled_work(self, throughput: int, order_only: bool = False) -> None:
+    def _pooled_work(self, throughput: int) -> None:
         """Deliver a landed answer, then ship what waits as the next batch."""
         mailbox = self._cell.mailbox
         mailbox.busy = True  # from here to the send, the mail is in this actor's hands
