@@ -159,9 +159,7 @@ class Mailbox:
         if self.dispatcher is None:
             self._wake.put(None)
         else:
-            # Order mail behind market data in a one-lane mailbox (the venue's)
-            # is not next: an order-lane turn would take the market data first.
-            self._notify(not market and (self.market_lane or len(lane) == 1))
+            self._notify(not market)
 
     def _put_conflated(self, msg: Any, key: Any, lane: deque[tuple[float, Any]],
                        urgent: bool) -> None:
@@ -179,7 +177,7 @@ class Mailbox:
         if self.dispatcher is None:
             self._wake.put(None)
         else:
-            self._notify(urgent and (self.market_lane or len(lane) == 1))  # as in put
+            self._notify(urgent)
 
     def put_front(self, item: Any) -> None:
         """Put a control item ahead of everything waiting (used to stop now)."""
