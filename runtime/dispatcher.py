@@ -12,16 +12,6 @@ never block on a small fixed set of worker threads instead:
 * a worker takes a mailbox from the run queue and gives its actor a *turn*:
   at most ``throughput`` messages, then the mailbox goes to the back of the
   queue if mail is left, so no actor starves the others;
-* the run queue has two lanes. A mailbox with order mail waiting (anything
-  but market data: a signal, a durable confirmation, an order, an ack, a
-  fill, a control message) is queued in the *order lane*, served before the
-  *market lane* where mailboxes with only quotes and bars wait; a mailbox
-  already waiting in the market lane when order mail arrives is queued in
-  the order lane too (the entry a worker takes second is stale and
-  skipped). So a hop of the order path waits for at most the turn in
-  progress, not for a thousand symbol actors' turns. Fairness: after
-  ``ORDER_LANE_STREAK`` order-lane turns in a row, a waiting market-lane
-  turn goes first;
 * a handler that runs longer than ``slow_handler_s`` stalls every actor
   behind it: it is counted on its mailbox and logged with the actor's name
   and the message type, so blocking code shows up instead of hiding;
@@ -39,7 +29,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from queue import SimpleQueue
@@ -48,10 +37,6 @@ from typing import Any
 from loguru import logger
 
 _local = threading.local()
-#: order-lane turns in a row before a waiting market-lane turn goes first
-ORDER_LANE_STREAK = 16
-_STOP = object()  # a run-queue token that retires the worker taking it
-_TURN = object()  # a run-queue token: one entry waits in one of the lanes
 
 
 class Dispatcher:
@@ -69,20 +54,13 @@ class Dispatcher:
         self.threads = threads
         self.throughput = throughput
         self.slow_handler_s = slow_handler_s
-        #: one token per entry waiting in a lane: workers block here for one
         self._runq: SimpleQueue[Any] = SimpleQueue()
-        #: (mailbox, gen) entries: the order lane (served first) and the market lane
-        self._order_lane: deque[tuple[Any, int]] = deque()
-        self._market_lane: deque[tuple[Any, int]] = deque()
-        self._streak = 0  # order-lane turns a waiting market-lane turn has seen go first
         self._workers: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._started = False
         self._stopping = False
-        #: turns given (of which from the order lane), workers added for
-        #: managed blocking (figures)
+        #: turns given, workers added for managed blocking (figures)
         self.turns = 0
-        self.order_turns = 0
         self.compensating = 0
         self.slow_handlers = 0
 
@@ -105,7 +83,7 @@ class Dispatcher:
             self._stopping = True
             workers = list(self._workers)
         for _ in workers:
-            self._runq.put(_STOP)
+            self._runq.put(None)
         deadline = time.monotonic() + timeout
         for t in workers:
             t.join(max(0.0, deadline - time.monotonic()))
@@ -120,34 +98,9 @@ class Dispatcher:
 
     # -- scheduling ---------------------------------------------------------------
 
-    def schedule(self, mailbox: Any, gen: int = 0, urgent: bool = False) -> None:
-        """Queue ``mailbox`` for its turn number ``gen``, in the order lane when
-        ``urgent`` (the mailbox makes sure of at most one entry per lane)."""
-        (self._order_lane if urgent else self._market_lane).append((mailbox, gen))
-        self._runq.put(_TURN)  # after the entry: a worker holding a token finds one
-
-    def _next(self) -> tuple[Any, int]:
-        """The entry for the token just taken: the order lane's first, unless
-        ORDER_LANE_STREAK order turns ran in a row and a market turn waits.
-        An entry is there for every token; with several workers the one first
-        seen may go to another: then look again."""
-        order, market = self._order_lane, self._market_lane
-        while True:
-            if order and (self._streak < ORDER_LANE_STREAK or not market):
-                try:
-                    entry = order.popleft()
-                except IndexError:
-                    continue
-                # counted only while a market turn waits: that is the wait bounded
-                self._streak = self._streak + 1 if market else 0
-                self.order_turns += 1
-                return entry
-            try:
-                entry = market.popleft()
-            except IndexError:
-                continue
-            self._streak = 0
-            return entry
+    def schedule(self, mailbox: Any) -> None:
+        """Queue ``mailbox`` for a turn (the mailbox guarantees at most once)."""
+        self._runq.put(mailbox)
 
     def _work(self, compensating: threading.Event | None) -> None:
         _local.dispatcher = self
@@ -155,9 +108,15 @@ class Dispatcher:
         throughput = self.throughput
         try:
             while True:
-                if runq.get() is _STOP:
+                mailbox = runq.get()
+                if mailbox is None:
                     return
-                self._turn(self._next(), throughput)
+                self.turns += 1
+                try:
+                    mailbox.run_turn(throughput)
+                except BaseException:  # noqa: BLE001 - a worker must survive anything
+                    logger.exception("dispatcher {}: a turn of {} raised", self.name,
+                                     getattr(mailbox, "name", mailbox))
                 if compensating is not None and compensating.is_set():
                     return  # the blocked worker is back: this extra one retires
         finally:
@@ -166,15 +125,6 @@ class Dispatcher:
                 current = threading.current_thread()
                 if current in self._workers and compensating is not None:
                     self._workers.remove(current)
-
-    def _turn(self, entry: tuple[Any, int], throughput: int) -> None:
-        mailbox, gen = entry
-        self.turns += 1
-        try:
-            mailbox.run_turn(throughput, gen)
-        except BaseException:  # noqa: BLE001 - a worker must survive anything
-            logger.exception("dispatcher {}: a turn of {} raised", self.name,
-                             getattr(mailbox, "name", mailbox))
 
     def report_slow(self, actor: str, what: str, seconds: float, mailbox: Any) -> None:
         """A pooled handler ran past the bound: count it and say who stalled whom."""
@@ -202,14 +152,13 @@ class Dispatcher:
             yield
         finally:
             done.set()
-            self.schedule(_Nudge)  # wake an idle extra worker so it can retire
+            self._runq.put(_Nudge)  # wake an idle extra worker so it can retire
 
     def snapshot(self) -> dict[str, Any]:
         return {"name": self.name, "threads": self.threads, "throughput": self.throughput,
                 "slow_handler_ms": round(1000 * self.slow_handler_s, 3),
                 "workers": len(self._workers), "turns": self.turns,
-                "order_turns": self.order_turns, "slow_handlers": self.slow_handlers,
-                "run_queue": self._runq.qsize()}
+                "slow_handlers": self.slow_handlers, "run_queue": self._runq.qsize()}
 
 
 class _NudgeMailbox:
@@ -217,7 +166,7 @@ class _NudgeMailbox:
 
     name = "nudge"
 
-    def run_turn(self, throughput: int, gen: int) -> None:
+    def run_turn(self, throughput: int) -> None:
         return None
 
 

@@ -99,7 +99,6 @@ class Mailbox:
         "_conflate_lock", "_activity",
         "processed", "high_water", "handling_s", "max_handling_s", "conflated", "busy",
         "dispatcher", "_runner", "_scheduled", "_sched_lock", "slow_handlers", "slowest",
-        "_gen", "_running", "_urgent_queued",
         "__weakref__",
     )
 
@@ -127,11 +126,6 @@ class Mailbox:
         self._runner: Any = None
         self._scheduled = False
         self._sched_lock = threading.Lock()
-        #: turns started so far: a run-queue entry made for an earlier turn is stale
-        self._gen = 0
-        self._running = False
-        #: an entry of this mailbox waits in the dispatcher's order lane
-        self._urgent_queued = False
         #: pooled handlers that ran past the dispatcher's bound, and the slowest seen
         self.slow_handlers = 0
         self.slowest: tuple[float, str] | None = None
@@ -141,8 +135,8 @@ class Mailbox:
     def put(self, item: Any) -> None:
         """Enqueue a message (or a pykka envelope). Thread-safe, never blocks."""
         lane = self._items
-        market, conflatable = _LANES.get(type(item)) or _lanes_of(type(item))
         if self._sorting:
+            market, conflatable = _LANES.get(type(item)) or _lanes_of(type(item))
             if market and self.market_lane:
                 lane = self._market
             if conflatable and self.conflate:
@@ -152,17 +146,16 @@ class Mailbox:
                 except Exception:  # noqa: BLE001 - malformed (e.g. a list for a symbol)
                     key = None  # queued as is: the receiver's handler rejects it, not the sender
                 if key is not None:
-                    self._put_conflated(item, key, lane, not market)
+                    self._put_conflated(item, key, lane)
                     return
         lane.append((_monotonic(), item))
         next(self._activity)
         if self.dispatcher is None:
             self._wake.put(None)
         else:
-            self._notify(not market)
+            self._notify()
 
-    def _put_conflated(self, msg: Any, key: Any, lane: deque[tuple[float, Any]],
-                       urgent: bool) -> None:
+    def _put_conflated(self, msg: Any, key: Any, lane: deque[tuple[float, Any]]) -> None:
         with self._conflate_lock:
             slot = self._slots.get(key)
             if slot is not None:
@@ -177,7 +170,7 @@ class Mailbox:
         if self.dispatcher is None:
             self._wake.put(None)
         else:
-            self._notify(urgent)
+            self._notify()
 
     def put_front(self, item: Any) -> None:
         """Put a control item ahead of everything waiting (used to stop now)."""
@@ -186,7 +179,7 @@ class Mailbox:
         if self.dispatcher is None:
             self._wake.put(None)
         else:
-            self._notify(True)
+            self._notify()
 
     # -- pooled actors --------------------------------------------------------
 
@@ -202,9 +195,7 @@ class Mailbox:
             if self._scheduled:
                 return  # a turn is ending; it sees the new runner and requeues
             self._scheduled = True
-            self._urgent_queued = True
-            gen = self._gen
-        self.dispatcher.schedule(self, gen, True)
+        self.dispatcher.schedule(self)
 
     def detach(self, runner: Any) -> None:
         """The pooled instance ``runner`` ended; messages wait for the next one."""
@@ -212,87 +203,41 @@ class Mailbox:
             if self._runner is runner:
                 self._runner = None
 
-    def _notify(self, urgent: bool) -> None:
-        """Schedule a turn for mail just put (``urgent``: it is not market data,
-        so the turn goes to the dispatcher's order lane)."""
+    def _notify(self) -> None:
         # Fast path without the lock: a raised flag means a turn is queued or
         # running, and a turn re-checks the queue after lowering the flag (see
         # run_turn), so an item appended before this read cannot be stranded.
         if self._scheduled:
-            if urgent and not self._urgent_queued and not self._running:
-                self._promote()
             return
         with self._sched_lock:
             if self._scheduled or self._runner is None:
                 return
             self._scheduled = True
-            self._urgent_queued = urgent
-            gen = self._gen
-        self.dispatcher.schedule(self, gen, urgent)
+        self.dispatcher.schedule(self)
 
-    def _promote(self) -> None:
-        """Order mail came for a mailbox waiting in the market lane of the run
-        queue: queue it in the order lane too. Whichever entry a worker takes
-        first runs the turn; the other is then stale (its ``gen`` has passed)."""
-        with self._sched_lock:
-            if (not self._scheduled or self._urgent_queued or self._running
-                    or self._runner is None):
-                return
-            self._urgent_queued = True
-            gen = self._gen
-        self.dispatcher.schedule(self, gen, True)
-
-    def _has_urgent(self) -> bool:
-        """Whether order mail (anything but market data) is next to be taken."""
-        items = self._items
-        if not items:
-            return False
-        if self.market_lane:
-            return True  # market data waits in the other lane
-        try:
-            item = items[0][1]
-        except IndexError:
-            return False
-        if type(item) is _Slot:
-            item = item.msg
-        return not (_LANES.get(type(item)) or _lanes_of(type(item)))[0]
-
-    def run_turn(self, throughput: int, gen: int) -> None:
+    def run_turn(self, throughput: int) -> None:
         """Dispatcher worker only: let the attached instance handle up to
         ``throughput`` messages, then requeue this mailbox if mail is left.
         The ``scheduled`` flag stays raised from the schedule to the end of the
-        turn, so no two workers ever hold one actor's turn at once; an entry
-        made for an earlier turn (``gen`` passed: its twin in the other lane
-        ran first) is skipped."""
-        with self._sched_lock:
-            if gen != self._gen or self._running:
-                return
-            self._gen = gen + 1
-            self._running = True
+        turn, so no two workers ever hold one actor's turn at once."""
         runner = self._runner
         if runner is not None:
             runner.pooled_turn(throughput)
-        urgent = False
         with self._sched_lock:
-            self._running = False
             runner = self._runner
             requeue = runner is not None and (
                 bool(self._items or self._market) and runner.takes_mail() or runner.wants_turn())
-            if requeue:
-                urgent = self._urgent_queued = self._has_urgent() or runner.wants_turn()
-                gen = self._gen
-            else:
+            if not requeue:
                 self._scheduled = False
-                self._urgent_queued = False
         if requeue:
-            self.dispatcher.schedule(self, gen, urgent)
+            self.dispatcher.schedule(self)
         elif runner is not None and (self._items or self._market) and runner.takes_mail():
-            self._notify(self._has_urgent())  # an item put while the flag was still up
+            self._notify()  # an item put while the flag was still up
 
     def kick(self) -> None:
         """Give the attached pooled instance a turn though no mail came (it has
         work of its own: a remote answer to deliver)."""
-        self._notify(True)
+        self._notify()
 
     def take(self) -> Any:
         """Pooled consumer: the next item, or :data:`EMPTY` (never blocks).

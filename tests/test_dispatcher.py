@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import ClassVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,7 +13,7 @@ from hypothesis import strategies as st
 from loguru import logger
 
 from runtime import Actor, ChildSpec, handles
-from runtime.dispatcher import ORDER_LANE_STREAK, Dispatcher, managed_blocking
+from runtime.dispatcher import Dispatcher, managed_blocking
 from runtime.testing import VirtualHarness
 
 
@@ -44,14 +43,6 @@ class Probe(Actor):
         if m.crash:
             raise RuntimeError(f"crash asked by {m}")
         self.shared_log.setdefault(name, []).append((m.sender, m.seq))
-
-
-@dataclass(frozen=True)
-class MarketMsg(Msg):
-    """The same, as market data: its turns go to the run queue's market lane,
-    and an order message behind it promotes the mailbox to the order lane."""
-
-    market_data: ClassVar[bool] = True
 
 
 @settings(max_examples=12, deadline=None, derandomize=True,
@@ -105,59 +96,10 @@ def test_pooled_actors_serialize_keep_order_and_lose_nothing(threads, n_actors, 
         h.system.shutdown()
 
 
-@settings(max_examples=15, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow])
-@given(threads=st.integers(2, 4), n_actors=st.integers(2, 8), n_senders=st.integers(1, 3),
-       plan=st.lists(st.tuples(st.integers(0, 7), st.booleans(), st.integers(0, 2)),
-                     min_size=1, max_size=200))
-def test_market_and_order_mail_in_both_run_queue_lanes_keep_order_and_lose_nothing(
-        threads, n_actors, n_senders, plan):
-    """Mailboxes move between the run queue's lanes (a promotion leaves a stale
-    twin behind): still one handler at a time per actor, one sender's order
-    kept, every message handled exactly once."""
-    log: dict = {}
-    inside: dict = {}
-    overlaps: list = []
-    names = [f"p{i}" for i in range(n_actors)]
-    h = VirtualHarness(*(ChildSpec(n, Probe, args=(log, inside, overlaps)) for n in names),
-                       dispatcher_threads=threads).start()
-    try:
-        per_sender: list[list] = [[] for _ in range(n_senders)]
-        for i, (target, market, sender) in enumerate(plan):
-            s = sender % n_senders
-            per_sender[s].append((names[target % n_actors], (MarketMsg if market else Msg)(s, i)))
-        ts = [threading.Thread(target=lambda items=items: [h.system.tell(n, m) for n, m in items])
-              for items in per_sender]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join(10)
-        h.settle()
-        assert overlaps == [], "two handlers of one actor ran at once"
-        for name in names:
-            handled = log.get(name, [])
-            expected = [(s, m.seq) for items in per_sender for n, m in items if n == name
-                        for s in [m.sender]]
-            assert sorted(handled) == sorted(expected)  # each exactly once
-            for s in range(n_senders):
-                mine = [seq for snd, seq in handled if snd == s]
-                assert mine == sorted(mine)
-    finally:
-        h.system.shutdown()
-
-
 @dataclass(frozen=True)
 class Hold:
     release: threading.Event
     entered: threading.Event
-
-
-@dataclass(frozen=True)
-class Tick:
-    """Market data (a quote's stand-in)."""
-
-    n: int
-    market_data: ClassVar[bool] = True
 
 
 class Journal(Actor):
@@ -173,10 +115,6 @@ class Journal(Actor):
     @handles(int)
     def on_int(self, n: int) -> None:
         self.order.append((self.ctx.name, n))
-
-    @handles(Tick)
-    def on_tick(self, t: Tick) -> None:
-        self.order.append((self.ctx.name, f"tick{t.n}"))
 
 
 def test_throughput_quota_lets_a_second_actor_in_before_a_flood_is_done():
@@ -204,55 +142,6 @@ class Slow(Actor):
     @handles(str)
     def on_str(self, m: str) -> None:
         time.sleep(0.03)  # a handler that blocks (what a pooled actor must not do)
-
-
-def _held(names: list[str], **kw) -> tuple[VirtualHarness, list, threading.Event]:
-    """A harness whose one worker is held in ``gate`` until the event is set."""
-    order: list = []
-    h = VirtualHarness(*(ChildSpec(n, Journal, args=(order,)) for n in ["gate", *names]),
-                       dispatcher_threads=1, **kw).start()
-    release, entered = threading.Event(), threading.Event()
-    h.system.tell("gate", Hold(release, entered))
-    assert entered.wait(5)
-    return h, order, release
-
-
-def test_order_mail_is_served_before_the_market_turns_waiting_ahead_of_it():
-    """A signal, an ack, a durable confirmation must not wait for a thousand
-    symbol actors' quote turns: order mail goes to the run queue's order lane,
-    and a mailbox already waiting in the market lane is promoted (its turn runs
-    once: the entry left in the market lane is skipped)."""
-    syms = [f"s{i}" for i in range(50)]
-    h, order, release = _held([*syms, "coord", "o"])
-    try:
-        for s in syms:                   # fifty market turns queued first
-            h.system.tell(s, Tick(0))
-        h.system.tell("coord", Tick(0))  # coord waits in the market lane...
-        h.system.tell("coord", 1)        # ...until order mail comes: promoted
-        h.system.tell("o", 7)            # a mailbox with only order mail
-        release.set()
-        h.settle()
-        assert order[:3] == [("coord", "tick0"), ("coord", 1), ("o", 7)]
-        assert sorted(order[3:]) == sorted((s, "tick0") for s in syms)  # each once
-        assert h.system.dispatcher.snapshot()["order_turns"] >= 2
-    finally:
-        h.system.shutdown()
-
-
-def test_the_order_lane_cannot_starve_market_turns():
-    """After ORDER_LANE_STREAK order-lane turns in a row, a waiting market turn goes."""
-    orders = [f"o{i}" for i in range(2 * ORDER_LANE_STREAK + 5)]
-    h, order, release = _held(["m", *orders])
-    try:
-        h.system.tell("m", Tick(0))
-        for o in orders:
-            h.system.tell(o, 1)
-        release.set()
-        h.settle()
-        assert order.index(("m", "tick0")) == ORDER_LANE_STREAK
-        assert sorted(order) == sorted([("m", "tick0"), *((o, 1) for o in orders)])
-    finally:
-        h.system.shutdown()
 
 
 def test_a_blocking_pooled_handler_is_counted_and_named(harness_factory):
