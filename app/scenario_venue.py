@@ -84,7 +84,8 @@ class LoopbackVenue:
         self.settings = VenueSettings(
             exchange_id=self.venue, api_key=SCENARIO_KEY, api_secret=SCENARIO_SECRET,
             testnet=True, urls=ccxt_urls(self.server.host, self.server.port),
-            account=self.account, hedge_mode=self.hedge_mode, client_throttle=False)
+            account=self.account, hedge_mode=self.hedge_mode, client_throttle=False,
+            close_wait_ms=0)
         try:
             pre = preflight(self.settings, list(self.symbols))
             check_start(pre, hedge_mode=self.hedge_mode, account=self.account,

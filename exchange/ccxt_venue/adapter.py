@@ -946,4 +946,5 @@ def _default_factory(settings: VenueSettings) -> Any:
                          testnet=settings.testnet, urls=settings.urls,
                          recv_window_ms=settings.recv_window_ms, timeout_ms=settings.timeout_ms,
                          options=settings.options,
-                         enable_rate_limit=settings.client_throttle)
+                         enable_rate_limit=settings.client_throttle,
+                         close_wait_ms=settings.close_wait_ms)

@@ -116,7 +116,7 @@ def _build() -> type:
 
 def make_exchange(*, api_key: str, api_secret: str, testnet: bool, urls: dict[str, Any] | None,
                   recv_window_ms: int, timeout_ms: int, options: dict[str, Any] | None = None,
-                  enable_rate_limit: bool = True) -> Any:
+                  enable_rate_limit: bool = True, close_wait_ms: int | None = None) -> Any:
     """A configured ``HookedBinanceUsdm`` (call on the adapter's loop thread)."""
     cls = exchange_class()
     opts: dict[str, Any] = {
@@ -132,8 +132,9 @@ def make_exchange(*, api_key: str, api_secret: str, testnet: bool, urls: dict[st
         "watchBalance": {"fetchBalanceSnapshot": False, "awaitBalanceSnapshot": False},
     }
     opts.update(options or {})
+    extra: dict[str, Any] = {} if close_wait_ms is None else {"timeout_on_exit": close_wait_ms}
     ex = cls({"apiKey": api_key, "secret": api_secret, "enableRateLimit": enable_rate_limit,
-              "timeout": timeout_ms, "options": opts})
+              "timeout": timeout_ms, "options": opts, **extra})
     if testnet and not urls:
         ex.set_sandbox_mode(True)
     if urls:

@@ -36,6 +36,9 @@ class VenueSettings:
     #: way. Off only for a simulator in virtual time, where it changes nothing but
     #: the wall time a scenario takes
     client_throttle: bool = True
+    #: how long ccxt's close waits for TLS connections to shut (``timeout_on_exit``,
+    #: ms); None: ccxt's own (250 ms). A loopback simulator has no TLS to wait for
+    close_wait_ms: int | None = None
 
     def __repr__(self) -> str:
         return (f"VenueSettings(exchange_id={self.exchange_id!r}, testnet={self.testnet}, "

@@ -40,7 +40,8 @@ def _client(settings: VenueSettings) -> Any:
                          testnet=settings.testnet, urls=settings.urls,
                          recv_window_ms=settings.recv_window_ms, timeout_ms=settings.timeout_ms,
                          options=settings.options,
-                         enable_rate_limit=settings.client_throttle)
+                         enable_rate_limit=settings.client_throttle,
+                         close_wait_ms=settings.close_wait_ms)
 
 
 async def _preflight(settings: VenueSettings, symbols: list[str]) -> Preflight:
