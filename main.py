@@ -38,7 +38,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _scenario(args: argparse.Namespace) -> int:
-    from app.scenario_runner import main as scenario_main
+    from app.scenario_cli import main as scenario_main
 
     return scenario_main(args.files, args.out, args.config, venue=args.venue)
 

@@ -220,7 +220,7 @@ class VirtualTiming:
         """Wait for ``fut`` (set through :meth:`resolve`) with the count of the
         request waiting for it (its ledger ``token``) lent back meanwhile;
         TimeoutError after ``timeout_s`` of virtual time."""
-        if self.ledger.lend(token):
+        if token is not None and self.ledger.lend(token):
             self._parked[fut] = token
         if timeout_s is not None:
             self.call_later(timeout_s, lambda: self.resolve(

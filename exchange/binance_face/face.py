@@ -68,7 +68,7 @@ class Face:
                  markets: dict[str, MarketSpec], limits: Limits | None = None,
                  timing: VirtualTiming | WallTiming | None = None) -> None:
         self.engine = engine
-        #: where the engine's delays run: the loop's clock, or a scenario's virtual one
+        #: the engine's delays: on the loop's clock or a scenario's virtual one
         self.timing: VirtualTiming | WallTiming = timing or WallTiming()
         self.auth = Authenticator(keys)
         self.markets = markets
@@ -154,9 +154,8 @@ class Face:
 
     async def cancel(self, key: ApiKey, params: dict[str, str], *, algo: bool,
                      token: int | None = None) -> dict[str, Any]:
-        """Cancel; answers once the engine confirmed (after its cancel delay).
-        ``token``: the request's wire-ledger token (virtual timing), lent back
-        while the answer waits for the cancel delay."""
+        """Cancel; answers once the engine confirmed (after its cancel delay; on
+        virtual time with the request's wire ``token`` lent back meanwhile)."""
         symbol = params.get("symbol")
         if not symbol and not algo:
             raise errors.missing("symbol")
@@ -355,9 +354,8 @@ class Face:
                     sess.send(sess.wrap(stream, text), delay)
 
     def _stream_action(self, action: StreamAction) -> None:
-        ledger = self.timing.ledger
-        if action.kind == "drop" and self.sessions and ledger is not None:
-            ledger.expect_down()  # counted until the client has reported its stream down
+        if action.kind == "drop" and self.sessions and self.timing.ledger is not None:
+            self.timing.ledger.expect_down()  # counted until the client reports it down
         for sess in list(self.sessions):
             if action.kind == "drop":
                 sess.drop()
