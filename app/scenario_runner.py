@@ -146,39 +146,46 @@ class ScenarioRun:
         started = self.clock.now()
         logger.info("scenario {} ({}): seed {}, {} timeline entries, virtual time from {}",
                     self.sc.name, self.sc.path, self.sc.seed, len(self.sc.timeline), started)
-        if self.venue_name is not None:
-            from app.scenario_venue import LoopbackVenue, VenueStartFailed
-
+        self._open_venue()
+        try:
             try:
-                self.venue = LoopbackVenue(self.venue_name, self.config, dict(self.sc.exchange),
-                                           self.sc.symbols, self.run_dir, self.clock).start()
-            except (VenueStartFailed, ValueError) as exc:
-                raise ScenarioError(f"{self.sc.path}: venue {self.venue_name}: {exc}") from None
-            self.engine = self.venue.engine
-        try:
-            self._start()
-            end_at = self.sc.end_at
-            for entry in self.sc.timeline:
-                self._advance(float(entry.at))
-                if isinstance(entry.event, EndEvent):
-                    break
-                self._inject(entry)
-                self._sample()
-            if end_at is None:
-                last = float(self.sc.timeline[-1].at) if self.sc.timeline else 0.0
-                self._advance(last + TAIL_S)
-            self._sample()
-        finally:
-            self.points.release()  # never leave a handler held if the run failed
-            if self.rt is not None and self.rt.system is not None and not self.rt.system._shut:
-                self.rt.stop()
-            if self.venue is not None:
-                self.venue.ledger.unbind()
-        try:
+                self._start()
+                self._play()
+            finally:
+                self.points.release()  # never leave a handler held if the run failed
+                if self.rt is not None and self.rt.system is not None \
+                        and not self.rt.system._shut:
+                    self.rt.stop()
+                if self.venue is not None:
+                    self.venue.ledger.unbind()
             return self._finish(started, wall0)
         finally:
-            if self.venue is not None:
+            if self.venue is not None:  # after the summary: it reads the venue's positions
                 self.venue.stop()
+
+    def _open_venue(self) -> None:
+        if self.venue_name is None:
+            return
+        from app.scenario_venue import LoopbackVenue, VenueStartFailed
+
+        try:
+            self.venue = LoopbackVenue(self.venue_name, self.config, dict(self.sc.exchange),
+                                       self.sc.symbols, self.run_dir, self.clock).start()
+        except (VenueStartFailed, ValueError) as exc:
+            raise ScenarioError(f"{self.sc.path}: venue {self.venue_name}: {exc}") from None
+        self.engine = self.venue.engine
+
+    def _play(self) -> None:
+        for entry in self.sc.timeline:
+            self._advance(float(entry.at))
+            if isinstance(entry.event, EndEvent):
+                break
+            self._inject(entry)
+            self._sample()
+        if self.sc.end_at is None:
+            last = float(self.sc.timeline[-1].at) if self.sc.timeline else 0.0
+            self._advance(last + TAIL_S)
+        self._sample()
 
     def _finish(self, started: datetime, wall0: float) -> ScenarioResult:
         records = load_run_records(self.run_dir)

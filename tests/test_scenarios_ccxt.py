@@ -13,7 +13,6 @@ runtime is down) and the stream drop scenario included.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -21,7 +20,6 @@ import pytest
 
 from app.scenario_runner import run_scenario
 from app.summary import comparable
-from exchange.virtual_wire import VirtualTiming, WireLedger
 from main import main as cli
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
@@ -147,72 +145,3 @@ def test_an_unknown_scenario_venue_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         cli(["scenario", "--venue", "kraken", str(SCENARIOS / "unknown_symbol_rejected.yaml")])
     assert exc.value.code == 2
-
-
-# -- the ledger and the virtual timing on their own ----------------------------------------
-
-
-def test_ledger_tokens_balance_in_either_order() -> None:
-    seen: list[int] = []
-    ledger = WireLedger()
-    ledger.bind(seen.append)
-    t = ledger.hold()
-    assert ledger.count == 1
-    assert ledger.lend(t) and ledger.count == 0   # parked at the face: time may move
-    ledger.reclaim(t)                              # woken before its task ends
-    ledger.release(t)
-    assert ledger.count == 0
-    t = ledger.hold()
-    ledger.lend(t)
-    ledger.release(t)                              # the client gave up while parked
-    ledger.reclaim(t)                              # the face wakes it later: nothing counted
-    assert ledger.count == 0 and sum(seen) == 0 and ledger.underflows == 0
-
-
-def test_ledger_counts_of_a_dead_runtime_never_reach_the_next() -> None:
-    first: list[int] = []
-    second: list[int] = []
-    ledger = WireLedger()
-    ledger.bind(first.append)
-    gen = ledger.add(2)
-    token = ledger.hold()
-    ledger.unbind()                 # the runtime crashed with work on the wire
-    ledger.bind(second.append)
-    ledger.done(2, gen)             # its frames end...
-    ledger.release(token)           # ...and its task
-    assert second == [] and ledger.count == 0
-    ledger.expect_down()
-    ledger.down_reported()
-    ledger.down_reported()          # a second report without a drop changes nothing
-    assert sum(second) == 0 and ledger.underflows == 0
-
-
-def test_virtual_timing_parks_a_request_until_its_timer_fires() -> None:
-    clock = [0.0]
-    ledger = WireLedger()
-    counts: list[int] = []
-    ledger.bind(counts.append)
-    timing = VirtualTiming(lambda: clock[0], ledger)
-
-    async def scenario() -> float:
-        loop = asyncio.get_running_loop()
-        timing.bind_loop(loop)
-        token = ledger.hold()       # the adapter's request
-        woke: list[float] = []
-
-        async def request() -> None:
-            await timing.sleep(0.05, token=token)
-            woke.append(clock[0])
-            ledger.release(token)
-
-        task = asyncio.ensure_future(request())
-        await asyncio.sleep(0)
-        assert ledger.count == 0, "parked: lent back, so virtual time can advance"
-        assert timing.next_due() == pytest.approx(0.05)
-        clock[0] = 0.05
-        assert timing.fire_due(0.05) == 1
-        await task
-        return woke[0]
-
-    assert asyncio.run(scenario()) == pytest.approx(0.05)
-    assert ledger.count == 0 and sum(counts) == 0 and ledger.underflows == 0
