@@ -124,12 +124,29 @@ def test_a_stall_holds_the_frames_until_virtual_time_ends_it(tmp_path: Path) -> 
     assert venue.summary["positions"] == native.summary["positions"]
 
 
+def _numbers(value: object) -> object:
+    """Numbers as values: "0" and "0.00" are one (a figure of one virtual instant
+    can be computed before or after a quote of the same instant, see README)."""
+    from decimal import Decimal, InvalidOperation
+
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, str):
+        try:
+            return Decimal(value).normalize()
+        except InvalidOperation:
+            return value
+    return value
+
+
 def test_the_ccxt_path_is_repeatable(tmp_path: Path) -> None:
     """Same file twice through ccxt: the same summary apart from times and ids."""
     path = SCENARIOS / "crash_after_fill.yaml"
     a = run_scenario(path, tmp_path / "a", venue=VENUE).summary
     b = run_scenario(path, tmp_path / "b", venue=VENUE).summary
-    assert comparable(a) == comparable(b)
+    assert _numbers(comparable(a)) == _numbers(comparable(b))
 
 
 def test_cli_switch_runs_a_scenario_through_ccxt(tmp_path: Path, capsys) -> None:
