@@ -30,6 +30,10 @@ outcome becomes is in ``errors`` and ``events``; the rules that matter:
   ``ExchangeError(clock_skew)`` raised;
 * a cancel of an order the venue does not know is answered after looking
   the order up: ``already_filled``, ``canceled`` or ``unknown``.
+
+In a scenario through the Binance face (``wire``: exchange.virtual_wire) every
+command, connect and follow-up task is counted on the wire ledger until its
+outcome has reached the sink, so virtual time never moves while one is out.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from exchange.ccxt_venue.orders import order_call
 from exchange.ccxt_venue.settings import VenueSettings
 from exchange.ccxt_venue.weights import RequestBudget
 from exchange.protocol import Sink, refusal, safe_sink
+from exchange.virtual_wire import WireLedger
 from messages import (CancelConfirmed, CancelOrder, ExchangeError, Message, OrderRejected,
                       StreamStatus, utc_now)
 from messages.enums import CancelOutcome
@@ -91,7 +96,8 @@ class CcxtVenueAdapter:
     def __init__(self, settings: VenueSettings, sink: Sink | None = None, *,
                  exchange_factory: Callable[[VenueSettings], Any] | None = None,
                  clock: Callable[[], float] = time.monotonic, name: str = "ccxt",
-                 now: Callable[[], datetime] = utc_now, wire: Any = None) -> None:
+                 now: Callable[[], datetime] = utc_now, wire: WireLedger | None = None
+                 ) -> None:
         self.settings = settings
         #: the runtime's clock: event times and the age of a resubmitted order
         self._now = now
@@ -826,10 +832,10 @@ class CcxtVenueAdapter:
         """A task on the loop; ``counted`` (all but the streams that live as long as
         the connection) keeps a wired run from moving time on until it ended."""
         wire = self.wire if counted else None
-        token = wire.hold() if wire is not None else None
-        task = asyncio.ensure_future(coro if token is None else _carrying(token, coro))
+        token = wire.hold() if wire is not None else 0
+        task = asyncio.ensure_future(coro if wire is None else _carrying(token, coro))
         self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        task.add_done_callback(self._task_done)  # (its failure report first, then the count)
         if wire is not None:
             task.add_done_callback(lambda _t: wire.release(token))
         return task
