@@ -2,7 +2,7 @@
 
 Same contract as ``WsClientAdapter`` (exchange/protocol.py): one thread of
 its own runs an asyncio loop (started by the first ``connect()``, ended by
-``close()``; nothing at construction, rule 14); ``send`` hands the command
+``close()``; nothing at construction, rule 14; ``exchange.loop_client``); ``send`` hands the command
 to that loop and returns; every answer and stream report reaches the sink
 on the loop thread; the adapter never retries a connection by itself.
 
@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -57,6 +56,7 @@ from exchange.ccxt_venue.ids import ClientIdError, venue_client_id
 from exchange.ccxt_venue.orders import order_call
 from exchange.ccxt_venue.settings import VenueSettings
 from exchange.ccxt_venue.weights import RequestBudget
+from exchange.loop_client import LoopThreadClient
 from exchange.protocol import Sink, refusal, safe_sink
 from exchange.virtual_wire import WireLedger
 from messages import (CancelConfirmed, CancelOrder, ExchangeError, Message, OrderRejected,
@@ -92,7 +92,9 @@ class _Conn:
     opened: asyncio.Event | None = None
 
 
-class CcxtVenueAdapter:
+class CcxtVenueAdapter(LoopThreadClient):
+    close_timeout_s = 10.0
+
     def __init__(self, settings: VenueSettings, sink: Sink | None = None, *,
                  exchange_factory: Callable[[VenueSettings], Any] | None = None,
                  clock: Callable[[], float] = time.monotonic, name: str = "ccxt",
@@ -107,6 +109,8 @@ class CcxtVenueAdapter:
         #: subscription answers of the market streams seen (for the wired Subscribe)
         self._replies = 0
         self._reply_seen: asyncio.Event | None = None
+        #: connect() hops to the loop thread not yet taken over (a wired run)
+        self._connect_hops: deque[int] = deque()
         self._sink = sink
         self.name = name
         self.clock = clock
@@ -121,10 +125,7 @@ class CcxtVenueAdapter:
         #: time spent on each stream report (the other half of an order's cost)
         self.stream_ns: list[int] = []
         self.keep_overhead = False
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._gen = 0
+        self._init_loop_thread()
         self._conn: _Conn | None = None
         self.ex: Any = None
         self.markets_loaded = False
@@ -135,6 +136,9 @@ class CcxtVenueAdapter:
         self._fill_cursors: dict[int, dict[str, int]] = {}
         self._next_cursor = 1
         self._symbols: set[str] = set()
+        #: an order made before this adapter existed is a resubmission (a resumed
+        #: or restarted runtime resends what it never heard of): asked first
+        self.born = self._now()
 
     # -- protocol ------------------------------------------------------------------
 
@@ -147,28 +151,11 @@ class CcxtVenueAdapter:
         return conn is not None and conn.up and conn.gen == self._gen
 
     def connect(self) -> None:
-        with self._lock:
-            self._gen += 1
-            gen = self._gen
-            loop = self._ensure_loop()
-        hop = self._count()
-        loop.call_soon_threadsafe(self._start_connection, gen, hop)
-
-    def close(self, timeout: float = 10.0) -> None:
-        with self._lock:
-            self._gen += 1
-            loop, thread = self._loop, self._thread
-            self._loop = self._thread = None
-        if loop is None or thread is None:
-            return
-        try:
-            loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._shutdown(loop)))
-        except RuntimeError:
-            return
-        if threading.current_thread() is not thread:
-            thread.join(timeout)
-            if thread.is_alive():
-                logger.error("{}: loop thread did not stop within {}s", self.name, timeout)
+        """As the loop-thread client's, with the hop to the loop thread counted in a
+        wired run until the connection task has taken over."""
+        if self.wire is not None:
+            self._connect_hops.append(self.wire.add(1))
+        super().connect()
 
     def send(self, command: Message) -> None:
         loop = self._loop
@@ -184,23 +171,8 @@ class CcxtVenueAdapter:
 
     # -- loop thread: connection ---------------------------------------------------------
 
-    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            loop = asyncio.new_event_loop()
-
-            def run() -> None:
-                asyncio.set_event_loop(loop)
-                try:
-                    loop.run_forever()
-                finally:
-                    loop.close()
-
-            self._thread = threading.Thread(target=run, name=f"tw-{self.name}", daemon=True)
-            self._loop = loop
-            self._thread.start()
-        return self._loop
-
-    def _start_connection(self, gen: int, hop: int | None = None) -> None:
+    def _start_connection(self, gen: int) -> None:
+        hop = self._connect_hops.popleft() if self._connect_hops else None
         try:
             if gen == self._gen:
                 self._spawn(self._open(gen))
@@ -395,7 +367,7 @@ class CcxtVenueAdapter:
         known = self.tracker.get(coid)
         self.tracker.track(coid, req.symbol, algo=call.algo)
         async with self._order_turn(coid):
-            if (known is not None or self._now() - req.ts > RESUBMIT_AGE) \
+            if (known is not None or req.ts < self.born or self._now() - req.ts > RESUBMIT_AGE) \
                     and await self._already_placed(req, call.algo):
                 return
             sent_ms = self._venue_ms()
@@ -420,8 +392,9 @@ class CcxtVenueAdapter:
                 self.overhead_ns.append(spent + time.thread_time_ns() - t1)
 
     async def _already_placed(self, req: Any, algo: bool) -> bool:
-        """A resubmission (the id was sent before, or the order is older than
-        ``RESUBMIT_AGE``: recovery after a crash): does the venue have it? Binance
+        """A resubmission (the id was sent before, the order is older than this
+        adapter or than ``RESUBMIT_AGE``: recovery after a crash, however soon
+        the runtime came back): does the venue have it? Binance
         keeps client ids unique among *open* orders only, so a filled or
         canceled order's id would be accepted again and the order doubled.
         Found: ``duplicate_client_order_id`` (the original stands; the protocol's
