@@ -134,13 +134,13 @@ def new_engine(cfg: Config, exchange_spec: dict[str, Any] | None, clock: Clock,
     """The simulated exchange engine of a run: the config's settings with the
     scenario ``exchange:`` block's settings over them (its faults are applied
     by whoever serves the engine), on ``clock``."""
-    from exchange.config import ExchangeConfig, split_spec
+    from config.sim_exchange import SimSettings, split_spec
     from exchange.engine import SimulatedExchange
 
     settings = dict(cfg.exchange.sim_settings())
     over, _faults = split_spec(exchange_spec or {})
     settings.update(over)
-    engine = SimulatedExchange(ExchangeConfig.from_dict(settings), clock=clock.now)
+    engine = SimulatedExchange(SimSettings.from_spec(settings), clock=clock.now)
     engine.bounds = bounds
     return engine
 
@@ -343,7 +343,7 @@ class Runtime:
         return new_engine(self.config, self.spec.exchange_spec, self.spec.clock, self.bounds)
 
     def _apply_exchange_faults(self) -> None:
-        from exchange.config import split_spec
+        from config.sim_exchange import split_spec
         from messages.exchange import ExchangeFault
 
         if self.external or not self.spec.exchange_spec:

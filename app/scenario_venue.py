@@ -103,7 +103,7 @@ class LoopbackVenue:
     def apply_faults(self) -> None:
         """The ``exchange:`` block's faults, as the embedded venue applies them at
         each runtime start (its settings are the engine's already)."""
-        from exchange.config import split_spec
+        from config.sim_exchange import split_spec
 
         _settings, faults = split_spec(self.exchange_spec)
         if faults:
