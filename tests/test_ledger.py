@@ -337,3 +337,25 @@ def test_an_approval_is_flushed_to_the_audit_before_its_intent_is_written_and_se
     failed = desk.ledger.on_durable(Durable(coid, ok=False, error="disk full"))
     assert not failed.sent() and desk.ledger.orders.status(coid) == "not_durable"
     assert coid not in desk.ledger.book.inflight
+
+
+# -- rules 11 and 18: the broker wins a divergence, once a second answer confirms it -----------
+
+
+def test_a_divergence_moves_the_book_only_when_a_second_answer_confirms_it() -> None:
+    desk = Desk().ready()
+    first = desk.positions(("BTCUSDT", "7"), source="poll")
+    assert desk.position() == 0  # one answer is not enough: asked again at once
+    assert [m.account for _, m in first.sent()] == ["default"]
+    assert reason(desk.signal("buy", "1")) == Reason.POSITIONS_UNAVAILABLE  # in doubt meanwhile
+    second = desk.positions(("BTCUSDT", "7"), source="confirm")
+    assert desk.position() == 7
+    (rec,) = second.audited("divergence")
+    assert (rec["inputs"]["ours"], rec["inputs"]["broker"]) == ("0", "7")
+    assert rec["inputs"]["price_source"].startswith("mark_at_takeover")
+    assert stored(second, StoreDb.POSITIONS) == [("default|sim|BTCUSDT", {
+        "qty": D(7), "avg_price": D("100.01"), "realized": D(0)})]
+    # A divergence the next answer no longer shows was never the broker's state.
+    desk.positions(("BTCUSDT", "9"))
+    desk.positions(("BTCUSDT", "7"), source="confirm")
+    assert desk.position() == 7 and desk.ledger.counts["divergences_not_confirmed"] == 1
