@@ -38,6 +38,7 @@ from trading.effects import AuditRecord, Effects, FlushAudit, Publish, Send, Sto
 from trading.ledger import OrderLedger, Peers
 from trading.limits import Limits
 from trading.recovery import rebuild
+from trading.relays import exit_plan_audit, group_audit, portfolio_snapshot
 
 
 class Coordinator(Actor):
@@ -218,15 +219,16 @@ class Coordinator(Actor):
 
     @handles(PortfolioRequest)
     def on_portfolio_request(self, msg: PortfolioRequest) -> None:
-        self._do(self.ledger.on_portfolio_request(msg))
+        """The book is the ledger's alone: a group's margin gate gets a copy, by message."""
+        self._do(portfolio_snapshot(self.ledger, msg))
 
     @handles(ExitPlanAudit)
     def on_exit_plan_audit(self, msg: ExitPlanAudit) -> None:
-        self._do(self.ledger.on_exit_plan_audit(msg))
+        self._do(exit_plan_audit(self.ledger, msg))
 
     @handles(GroupAudit)
     def on_group_audit(self, msg: GroupAudit) -> None:
-        self._do(self.ledger.on_group_audit(msg))
+        self._do(group_audit(self.ledger, msg))
 
     # -- introspection -------------------------------------------------------------------
 

@@ -26,8 +26,7 @@ from typing import Any, Protocol
 
 from messages.bounds import DEFAULT_BOUNDS, Bounds
 from messages.control import (BrokerOrders, BrokerPositions, CancelIntent, ConnectivityChanged,
-                              ExitPlanAudit, GroupAudit, OrderIntent, PortfolioRequest,
-                              PortfolioSnapshot, PositionChanged, ProtectPosition, RecoveryDone)
+                              OrderIntent, PositionChanged, ProtectPosition, RecoveryDone)
 from messages.enums import OrderPurpose, OrderType
 from messages.exchange import OrderExpired, SubmitOrder
 from messages.market import Quote
@@ -64,7 +63,22 @@ class Peers:
 
 
 class OrderLedger:
-    """Orders in, decisions out: the coordinator's state without the actor."""
+    """Orders in, decisions out: the coordinator's state without the actor.
+
+    Where each rule's state lives:
+
+    * ``book`` (``trading.book.PositionBook``): positions fill by fill, each
+      fill id once (rule 9), orders in flight for netting (rule 2);
+    * ``orders`` (``trading.order_records``): every approved order's status,
+      stored at each change (rules 10, 15);
+    * ``risk`` (``trading.risk_state``): limits, market views, PnL, the kill
+      switch and trading state, breaker, rate limiter, cool-downs, recovery
+      (rules 3, 4, 5, 10);
+    * ``sync`` (``trading.position_sync``): the broker's positions, what is in
+      doubt, when they were last answered (rules 3, 11, 18);
+    * here: intents awaiting their durable write, resubmissions, cancels held
+      for the connection, the stream's state, protected keys, counters.
+    """
 
     def __init__(self, *, limits: Limits, symbols: list[str] | frozenset[str], clock: Clock,
                  next_id: Callable[[], str], log: Any, venue: str = "sim",
@@ -334,36 +348,3 @@ class OrderLedger:
 
     def on_quote(self, q: Quote) -> Effects:
         return self.risk.on_quote(q, self.sync)
-
-    # -- queries and audits for others ------------------------------------------------------
-
-    def on_portfolio_request(self, msg: PortfolioRequest) -> Effects:
-        """The book is the ledger's alone: a group's margin gate gets a copy (rule 6)."""
-        fx = Effects()
-        book, market = self.book, self.risk.market
-        mine = [(key, pos) for key, pos in book.positions.items() if key[0] == msg.account]
-        pending = {o.key for o in book.inflight.values() if o.key[0] == msg.account}
-        fx.send(msg.reply_to, PortfolioSnapshot(
-            msg.request_id, msg.account,
-            tuple((key[2], pos.qty) for key, pos in mine if pos.qty != 0),
-            tuple((key[2], *book.pending(key)) for key in sorted(pending)),
-            tuple((sym, mv.bid, mv.ask) for sym, mv in sorted(market.items())
-                  if mv.bid is not None and mv.ask is not None),
-            self.limits.account_equity + self.risk.pnl.daily, self.clock.now()))
-        return fx
-
-    def on_exit_plan_audit(self, msg: ExitPlanAudit) -> Effects:
-        """The stop manager's exit-plan changes, in the one audit trail."""
-        fx = Effects()
-        self.counts["exit_plan_changes"] += 1
-        fx.record(kind="exit_plan", reason=msg.reason, approved=None, ts=msg.ts,
-                  inputs=dict(msg.inputs), plan_id=msg.plan_id, symbol=msg.symbol)
-        return fx
-
-    def on_group_audit(self, msg: GroupAudit) -> Effects:
-        """An order group's decisions (rule 6), in the one audit trail."""
-        fx = Effects()
-        self.counts["group_decisions"] += 1
-        fx.record(kind="group_decision", reason=msg.reason, approved=msg.approved, ts=msg.ts,
-                  inputs=dict(msg.inputs), group_id=msg.group_id, state=msg.state)
-        return fx
