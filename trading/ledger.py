@@ -40,6 +40,7 @@ from trading.effects import Effects
 from trading.limits import Limits
 from trading.order_records import OrderRecords
 from trading.position_sync import PositionSync
+from trading.recovery import close_dead_resubmission, reconcile_orders
 from trading.risk_state import SOURCE, RiskState
 from trading.store_keys import position_put
 from trading.trust import IGNORED, UNKNOWN_ORDER, TrustReport
@@ -218,8 +219,6 @@ class OrderLedger:
             return fx
         if ev.reason.startswith("duplicate_client_order_id"):
             if ev.client_order_id in self.resubmitted:
-                from trading.recovery import close_dead_resubmission
-
                 close_dead_resubmission(self, ev, fx)
                 return fx
             # About the resubmitted request only: the original order with this
@@ -337,8 +336,7 @@ class OrderLedger:
         return fx
 
     def on_broker_orders(self, msg: BrokerOrders) -> Effects:
-        from trading.recovery import reconcile_orders
-
+        """Settle the open orders against the broker's (``trading.recovery``)."""
         fx = Effects()
         reconcile_orders(self, msg, fx)
         return fx
