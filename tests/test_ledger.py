@@ -68,8 +68,8 @@ class Desk:
         self.quote(bid, ask)
         return self
 
-    def connect(self, up: bool = True) -> Effects:
-        return self.ledger.on_connectivity(ConnectivityChanged(up, False, "test", self.now))
+    def connect(self, up: bool = True, resyncing: bool = False) -> Effects:
+        return self.ledger.on_connectivity(ConnectivityChanged(up, resyncing, "test", self.now))
 
     def positions(self, *held: tuple[str, str], source: str = "poll") -> Effects:
         return self.ledger.on_broker_positions(BrokerPositions(
@@ -117,6 +117,15 @@ def stored(fx: Effects, db: StoreDb) -> list[tuple[str, Any]]:
     return [(w.put.key, w.put.value) for w in fx.of(StoreWrite) if w.put.db is db]
 
 
+def restarted(first: Desk, store: Store, **kw: Any) -> Desk:
+    """A new ledger five seconds after ``first`` died, rebuilt from ``store``."""
+    clock = VirtualClock(first.now)
+    clock.advance_to(5.0)
+    desk = Desk(store=store, clock=clock, **kw)
+    rebuild(desk.ledger, store)
+    return desk
+
+
 def write(store: Store, *batches: Effects) -> None:
     """What the persistence actor would write for these effects."""
     store.apply([put_op(w.put.db, w.put.key, w.put.value)
@@ -145,7 +154,7 @@ def test_rule2_two_rapid_opposite_signals_cannot_both_pass() -> None:
 
 
 def test_rule3_no_fresh_positions_refuses_new_risk_but_not_an_exit() -> None:
-    desk = Desk()
+    desk = Desk(limits=Limits(duplicate_position_check=False))
     desk.connect()
     desk.ledger.on_recovery_done(RecoveryDone(desk.now))
     desk.quote("100", "100.02")
@@ -157,13 +166,15 @@ def test_rule3_no_fresh_positions_refuses_new_risk_but_not_an_exit() -> None:
     desk.connect(up=False)
     assert reason(desk.signal("buy", "1")) == Reason.POSITIONS_UNAVAILABLE
     assert decision(desk.exit("sell", "2"))["approved"]  # a reducing exit still goes
+    desk.connect(resyncing=True)
+    assert reason(desk.signal("buy", "1")) == Reason.POSITIONS_UNAVAILABLE
     desk.connect()
-    assert decision(desk.signal("buy", "1"))["approved"] is False  # up, but not answered since
     desk.positions(("BTCUSDT", "5"))
-    assert decision(desk.exit("sell", "1"))["approved"]
+    assert decision(desk.signal("buy", "1"))["approved"]
     # A snapshot older than the staleness bound is no snapshot.
     desk.at(Limits().positions_stale_after_s + 1)
     assert reason(desk.signal("buy", "1")) == Reason.POSITIONS_UNAVAILABLE
+    assert decision(desk.exit("sell", "1"))["approved"]
 
 
 # -- rule 4: pre-trade limits, breaker, rate limit, cool-down; every decision audited ------------
@@ -173,8 +184,9 @@ def test_rule4_limits_the_ledger_holds_across_events_and_each_decision_is_one_re
     limits = Limits(order_burst=3, orders_per_s=1.0, breaker_failures=2,
                     duplicate_position_check=False, stop_out_cooldown_s=60.0)
     desk = Desk(limits=limits).ready()
-    assert reason(desk.signal("buy", "101")) == Reason.MAX_ORDER_SIZE
-    assert decision(desk.signal("buy", "101"))["approved"] is False
+    too_big = desk.signal("buy", "101")
+    assert [(r["approved"], r["reason"], r["inputs"]["limit"]) for r in too_big.audited()] == [
+        (False, Reason.MAX_ORDER_SIZE, "100")]  # one record, with its reason and inputs
     # Two broker rejects in a row open the breaker: new risk is refused.
     for _ in range(2):
         coid = desk.sent("buy", "1")
@@ -248,8 +260,7 @@ def test_rule9_fills_apply_one_by_one_each_fill_id_once_even_after_a_cancel() ->
 
 def test_rule10_a_restarted_ledger_is_rebuilt_from_the_store_and_waits_for_its_own_resync(
         tmp_path: Path) -> None:
-    store = Store.open(tmp_path)
-    try:
+    with Store.open(tmp_path) as store:
         first = Desk(store=store).ready()
         fx = first.signal("buy", "10")
         coid = decision(fx)["client_order_id"]
@@ -257,12 +268,9 @@ def test_rule10_a_restarted_ledger_is_rebuilt_from_the_store_and_waits_for_its_o
         filled = first.fill(coid, "F1", "buy", "4", "100.02", "6")
         halt = first.ledger.risk.on_kill_switch(KillSwitch(True, "operator", first.now))
         write(store, fx, sent, filled, halt)
-
-        clock = VirtualClock(first.now)
-        clock.advance_to(5.0)
         asked_before_restart = first.now
-        second = Desk(store=store, clock=clock)
-        rebuild(second.ledger, store)
+
+        second = restarted(first, store, limits=Limits(duplicate_position_check=False))
         ledger = second.ledger
         assert second.position() == 4
         assert ledger.book.inflight[coid].remaining == 6  # in flight: counted by netting
@@ -278,9 +286,7 @@ def test_rule10_a_restarted_ledger_is_rebuilt_from_the_store_and_waits_for_its_o
         ledger.on_recovery_done(RecoveryDone(second.now, requested_at=asked_before_restart))
         assert reason(second.signal("buy", "1")) == Reason.RECOVERING
         ledger.on_recovery_done(RecoveryDone(second.now, requested_at=second.now))
-        assert reason(second.signal("sell", "1")) != Reason.RECOVERING
-    finally:
-        store.close()
+        assert decision(second.signal("buy", "1"))["approved"]
 
 
 # -- rule 15: identity across a crash ----------------------------------------------------------
@@ -288,8 +294,7 @@ def test_rule10_a_restarted_ledger_is_rebuilt_from_the_store_and_waits_for_its_o
 
 def test_rule15_an_order_the_broker_never_got_is_resent_under_its_own_id_never_twice(
         tmp_path: Path) -> None:
-    store = Store.open(tmp_path)
-    try:
+    with Store.open(tmp_path) as store:
         first = Desk(store=store).ready()
         fx = first.signal("buy", "3")
         coid = decision(fx)["client_order_id"]
@@ -297,10 +302,7 @@ def test_rule15_an_order_the_broker_never_got_is_resent_under_its_own_id_never_t
         write(store, fx, sent)  # the SubmitOrder was lost with the process
         (_, request), = sent.sent(SubmitOrder)
 
-        clock = VirtualClock(first.now)
-        clock.advance_to(5.0)
-        second = Desk(store=store, clock=clock, prefix="u")
-        rebuild(second.ledger, store)
+        second = restarted(first, store, prefix="u")
         second.connect()
         asked = second.now
         second.at(6.0)
@@ -320,8 +322,6 @@ def test_rule15_an_order_the_broker_never_got_is_resent_under_its_own_id_never_t
         later = second.ledger.on_broker_orders(BrokerOrders("default", (), (), second.now,
                                                             second.now))
         assert not later.sent(SubmitOrder)
-    finally:
-        store.close()
 
 
 # -- the write-ahead order of effects (DESIGN section 6) ---------------------------------------
