@@ -34,7 +34,8 @@ from actors.symbol import symbol_of_actor
 from runtime import Actor, handles
 from runtime.dispatcher import managed_blocking
 from runtime.signals import RemoteDown, RemoteUp
-from trading.effects import AuditRecord, Effects, FlushAudit, Publish, Send, StoreWrite
+from trading.effects import (AuditRecord, Effects, FlushAudit, Publish, Send, Sent,
+                             StoreWrite)
 from trading.ledger import OrderLedger, Peers
 from trading.limits import Limits
 from trading.recovery import rebuild
@@ -119,6 +120,8 @@ class Coordinator(Actor):
                 self.audit.flush()
             elif isinstance(e, Publish):
                 self._publish()
+            elif isinstance(e, Sent):
+                self.ledger.orders.stamp(e.client_order_id, self.ctx.clock.now())
             else:  # CrashPoint
                 crash = self.ctx.services.get("crash_points")  # app.crash_points; None in production
                 if crash is not None and crash(e.point, e.detail):

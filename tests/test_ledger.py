@@ -30,7 +30,7 @@ from messages.orders import (CancelConfirmed, CancelOrder, OrderAcked, OrderFill
                              Signal)
 from messages.persistence import Durable, StoreDb
 from runtime.clock import VirtualClock
-from trading.effects import AuditRecord, Effects, FlushAudit, StoreWrite
+from trading.effects import AuditRecord, Effects, FlushAudit, Send, Sent, StoreWrite
 from trading.ledger import OrderLedger
 from trading.limits import Limits
 from trading.reasons import Reason
@@ -310,6 +310,7 @@ def test_rule15_an_order_the_broker_never_got_is_resent_under_its_own_id_never_t
         (to, again), = resync.sent(SubmitOrder)
         assert again.order == request.order  # the stored request, the same client order id
         assert [r["client_order_id"] for r in resync.audited("resubmitted")] == [coid]
+        assert [type(e) for e in resync if isinstance(e, (Send, Sent))] == [Send, Sent]
         # The broker had it after all and refuses the duplicate id: over, never a second order.
         refused = second.ledger.on_rejected(OrderRejected(
             coid, BTC, "duplicate_client_order_id: known", second.now))
@@ -328,15 +329,24 @@ def test_rule15_an_order_the_broker_never_got_is_resent_under_its_own_id_never_t
 
 
 def test_an_approval_is_flushed_to_the_audit_before_its_intent_is_written_and_sent_after() -> None:
-    desk = Desk().ready()
+    desk = Desk(limits=Limits(duplicate_position_check=False)).ready()
     fx = desk.signal("buy", "1")
     kinds = [type(e) for e in fx]
     assert kinds == [AuditRecord, FlushAudit, StoreWrite]
     assert not fx.sent(SubmitOrder)  # nothing leaves before the intent is durable
     coid = decision(fx)["client_order_id"]
-    failed = desk.ledger.on_durable(Durable(coid, ok=False, error="disk full"))
-    assert not failed.sent() and desk.ledger.orders.status(coid) == "not_durable"
-    assert coid not in desk.ledger.book.inflight
+    # Durable: the order leaves, and only after the send is its status stamped
+    # (the coordinator stamps it when it carries out ``Sent``): a resync asked
+    # before that stamp may not know the order, and must not judge it.
+    out = desk.ledger.on_durable(Durable(coid))
+    order = [type(e.message).__name__ if isinstance(e, Send) else type(e).__name__
+             for e in out if isinstance(e, (Send, Sent))]
+    assert order == ["SubmitOrder", "Sent"] and out.of(Sent) == [Sent(coid)]
+    # Not durable: never sent.
+    other = decision(desk.signal("buy", "1"))["client_order_id"]
+    failed = desk.ledger.on_durable(Durable(other, ok=False, error="disk full"))
+    assert not failed.sent() and desk.ledger.orders.status(other) == "not_durable"
+    assert other not in desk.ledger.book.inflight
 
 
 # -- rules 11 and 18: the broker wins a divergence, once a second answer confirms it -----------

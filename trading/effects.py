@@ -55,6 +55,16 @@ class Publish:
 
 
 @dataclass(frozen=True, slots=True)
+class Sent:
+    """The order the effects before this one sent has left: its status is
+    stamped with the time now, after the send (``OrderRecords.stamp``). A
+    resync asked earlier than the stamp cannot have seen the order; one
+    asked later reaches the broker after it (``trading.recovery``)."""
+
+    client_order_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class CrashPoint:
     """A named step of an order's life where a scenario may kill the runtime
     (``app.crash_points``); if it fires, nothing after it is done."""
@@ -63,7 +73,7 @@ class CrashPoint:
     detail: str
 
 
-Effect = Send | StoreWrite | AuditRecord | FlushAudit | Publish | CrashPoint
+Effect = Send | StoreWrite | AuditRecord | FlushAudit | Publish | Sent | CrashPoint
 FLUSH_AUDIT = FlushAudit()
 PUBLISH = Publish()
 
@@ -93,6 +103,9 @@ class Effects(list[Effect]):
 
     def publish(self) -> None:
         self.append(PUBLISH)
+
+    def sent_stamp(self, client_order_id: str) -> None:
+        self.append(Sent(client_order_id))
 
     def crash_point(self, point: str, detail: str) -> None:
         self.append(CrashPoint(point, detail))

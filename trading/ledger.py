@@ -157,6 +157,7 @@ class OrderLedger:
         fx.crash_point("after_submit", coid)
         # Stamped after it left: a resync asked later reaches the broker after it.
         self.orders.set_status(coid, "submitted", now, fx)
+        fx.sent_stamp(coid)
         inflight = self.book.inflight.get(coid)
         if inflight is not None and inflight.cancel_requested:  # asked while not yet durable
             fx.send(self.peers.gateway, CancelOrder(coid, order.symbol, now))

@@ -66,5 +66,12 @@ class OrderRecords:
             rec["status"], rec["at"] = status, now
         fx.store(Put(StoreDb.META, order_status_key(client_order_id), status))
 
+    def stamp(self, client_order_id: str, now: datetime) -> None:
+        """When the order's status last changed, now (after it was sent:
+        ``trading.effects.Sent``)."""
+        rec = self.by_id.get(client_order_id)
+        if rec is not None:
+            rec["at"] = now
+
     def by_status(self) -> dict[str, int]:
         return {k: v for k, v in self.status_counts.items() if v}

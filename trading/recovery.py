@@ -235,7 +235,8 @@ def _resubmit(ledger: OrderLedger, coid: str, order: InFlight, msg: BrokerOrders
     ledger.counts["resubmitted"] += 1
     ledger.last_activity[order.key] = now
     status = ledger.orders.status(coid)
-    ledger.orders.set_status(coid, "submitted", now, fx)  # stamped after it left (see above)
+    ledger.orders.set_status(coid, "submitted", now, fx)
+    fx.sent_stamp(coid)  # stamped after it left (see reconcile_orders)
     fx.record(kind="resubmitted", reason="not_at_broker", ts=now,
               inputs={"symbol": request.symbol, "side": str(request.side),
                       "qty": str(request.qty), "remaining": str(order.remaining),
