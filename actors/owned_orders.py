@@ -79,7 +79,7 @@ def fills_of(snapshot: dict[str, dict[str, Any]], coids: set[str]) -> dict[str, 
 
 
 def catch_up(snapshot: dict[str, dict[str, Any]], orders: dict[str, Any]) -> None:
-    """Bring an owner's rebuilt orders (``trading.owned_order.FillTracking``, by
+    """Bring an owner's rebuilt orders (``trading.fill_tracking.FillTracking``, by
     client order id) up to the coordinator's records: every fill it applied,
     by fill id, and the status it closed each order with. An order its fills
     cover is closed ``filled``, as the owner's fill handler would have."""

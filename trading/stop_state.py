@@ -25,7 +25,7 @@ from typing import Any
 from messages.enums import Side
 from messages.market import Quote
 from messages.types import Account, Price, Quantity, Symbol
-from trading.owned_order import FillTracking
+from trading.fill_tracking import FillTracking
 
 ZERO = Decimal(0)
 BPS = Decimal(10_000)
