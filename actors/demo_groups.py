@@ -44,7 +44,7 @@ from typing import Any
 
 from actors.group_recovery import KEY_PREFIX as GROUP_KEY_PREFIX
 from actors.market_feed import StopFeed
-from actors.owned_orders import RebuildGate
+from actors.rebuild_gate import RebuildGate
 from messages.control import PortfolioRequest, PortfolioSnapshot, SubmitGroup
 from messages.exchange import ExchangeFault
 from messages.persistence import Put, StoreDb

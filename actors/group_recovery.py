@@ -4,7 +4,7 @@ Kept apart so the group's decisions read on their own. The house style of a
 restart-safe order owner (see ``actors.stops``): the record is written after
 every message, *before* the orders that message decided leave (write, then
 send); a restarted group rebuilds from its record plus the coordinator's own
-order, status and fill records (``actors.owned_orders``), adopting any order
+order, status and fill records (``actors.rebuild_gate``), adopting any order
 the gate approved for it that the record missed, so a restart neither
 repeats a leg nor forgets one. Messages addressed to the group while it
 restarts are held and applied once, after the rebuild.
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from actors.owned_orders import CLOSED_STATUSES, catch_up, owned_orders
+from actors.rebuild_gate import CLOSED_STATUSES, catch_up, owned_orders
 from messages.enums import OrderPurpose
 from messages.persistence import Put, StoreDb
 from trading.group_state import LEG, PENDING, UNWIND, Group, GroupOrder

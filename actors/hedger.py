@@ -26,7 +26,7 @@ measured for each order, from the oldest request it serves.
 
 State (targets, positions, orders and their fills) is persisted after every
 message and rebuilt on start from that record plus the coordinator's order
-and fill records (``actors.owned_orders``).
+and fill records (``actors.rebuild_gate``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from actors.owned_orders import CLOSED_STATUSES, RebuildGate, fills_of, owned_orders
+from actors.rebuild_gate import CLOSED_STATUSES, RebuildGate, fills_of, owned_orders
 from messages.alerts import Alert
 from messages.control import HedgeRequest, IntentAccepted, IntentRejected, OrderIntent
 from messages.enums import OrderPurpose, OrderType, Side

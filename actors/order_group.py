@@ -39,7 +39,7 @@ from typing import Any
 
 from actors.group_recovery import (KEY_PREFIX, ExposureCheck, GroupRecovery, GroupSettings,
                                    IntentDue, LingerDone, RetryDue, SnapshotDue, leg_info, plain)
-from actors.owned_orders import RebuildGate
+from actors.rebuild_gate import RebuildGate
 from messages.alerts import Alert
 from messages.control import (CancelIntent, GroupAudit, HedgeRequest, IntentAccepted,
                               IntentRejected, OrderIntent, PortfolioRequest, PortfolioSnapshot)

@@ -3,7 +3,7 @@
 Kept apart so the manager's decisions read on their own, as
 ``actors.group_recovery`` is for order groups. A restarted manager rebuilds
 its stops from its own record (``stop|<id>`` in ``meta``) plus the
-coordinator's order, status and fill records (``actors.owned_orders``): the
+coordinator's order, status and fill records (``actors.rebuild_gate``): the
 record may be one message behind, the coordinator's records are the truth of
 what left. An exit order the gate approved for the manager that its record
 missed is adopted, so a restart neither repeats an exit nor forgets one;
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from actors.owned_orders import CLOSED_STATUSES, catch_up, owned_orders
+from actors.rebuild_gate import CLOSED_STATUSES, catch_up, owned_orders
 from messages.enums import OrderType
 from trading.stop_state import (CANCELLING, DONE, LIMIT, MARKET, PROTECTING, TAKE_PROFIT,
                                 ExitOrder, Stop)

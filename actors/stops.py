@@ -38,7 +38,7 @@ retried (one alert per plan). Every change is audited
 Every order goes through the coordinator as an ``OrderIntent`` (rule 1).
 State is persisted after every message, before the orders it decided leave,
 and rebuilt on start from that record plus the coordinator's order and fill
-records (``actors.owned_orders``), so a restart neither loses nor doubles
+records (``actors.rebuild_gate``), so a restart neither loses nor doubles
 an exit.
 """
 
@@ -50,7 +50,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from actors.owned_orders import RebuildGate
+from actors.rebuild_gate import RebuildGate
 from actors.stop_recovery import EXIT_KINDS, KEY_PREFIX, StopRecovery
 from messages.alerts import Alert
 from messages.control import (CancelIntent, ExitPlanAudit, IntentAccepted, IntentRejected,
