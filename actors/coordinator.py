@@ -41,7 +41,7 @@ from actors.symbol import symbol_of_actor
 from runtime import Actor, handles
 from runtime.dispatcher import managed_blocking
 from runtime.signals import RemoteDown, RemoteUp
-from trading.book import InFlight, PositionBook
+from trading.positions import InFlight, PositionBook
 from trading.gate import GateState, Intent, MarketView, decide
 from trading.limits import CircuitBreaker, Limits, RateLimiter
 from trading.pnl import PnlTracker

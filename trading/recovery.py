@@ -23,7 +23,7 @@ from messages.exchange import OrderExpired, SubmitOrder
 from messages.orders import ExitPlan, OrderAcked, OrderRejected, OrderRequest, merge_plan
 from messages.persistence import Put, StoreDb
 from messages.types import Price, Quantity, Symbol
-from trading.book import ZERO, InFlight, Key, Position
+from trading.positions import ZERO, InFlight, Key, Position
 
 OPEN_STATUSES = {"intent", "submitted", "acked", "partially_filled"}
 #: statuses at which the order may never have reached the broker

@@ -15,7 +15,7 @@ from exchange.pricing import bs_price
 from messages.enums import Side
 from messages.orders import OrderAcked
 from messages.types import ClientOrderId, Price, Quantity, Symbol
-from trading.book import Position
+from trading.positions import Position
 
 
 def book_fill(pos: Position, qty: Quantity, price: Price) -> None:
