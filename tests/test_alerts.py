@@ -18,7 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from loguru import logger
 
-from actors.alert_sinks import LogSink, Sink, SinkError, TelegramSink, WebhookSink, sinks_from_config
+from actors.alert_sinks import LogSink, TelegramSink, WebhookSink, sinks_from_config
+from actors.alerts import Sink, SinkError
 from actors.alerts import AlertsActor
 from messages import Alert, MessageError, SinkReady
 from messages.codec import CodecError, decode, encode, from_wire, to_wire
