@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from loguru import logger
 
-from actors.alert_sinks import LogSink, TelegramSink, WebhookSink, sinks_from_config
+from app.alert_sinks import LogSink, TelegramSink, WebhookSink, sinks_from_config
 from actors.alerts import Sink, SinkError
 from actors.alerts import AlertsActor
 from messages import Alert, MessageError, SinkReady
