@@ -42,13 +42,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from actors.group_recovery import KEY_PREFIX as GROUP_KEY_PREFIX
 from actors.market_feed import StopFeed
 from actors.rebuild_gate import RebuildGate
 from messages.control import PortfolioRequest, PortfolioSnapshot, SubmitGroup
 from messages.exchange import ExchangeFault
 from messages.persistence import Put, StoreDb
 from runtime import Actor, handles
+from trading.group_rebuild import KEY_PREFIX as GROUP_KEY_PREFIX
 from trading.group_spec import DRILL_ID_PREFIX
 
 NAME = "demo-groups"
