@@ -1,4 +1,4 @@
-"""Alerts actor and sinks (DESIGN rule 5, 17; issue 4 "Alerts", issue 7 secrets).
+"""Alerts actor and sinks (DESIGN rules 5 and 17; secrets).
 
 Webhook and Telegram sinks are tested against a real HTTP server on
 127.0.0.1 (port 0, in a thread). Actors run in virtual time: retries and

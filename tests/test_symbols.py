@@ -1,4 +1,4 @@
-"""Symbol actors, features, strategies and the synthetic market (issue 4, Symbols).
+"""Symbol actors, features, strategies and the synthetic market.
 
 Everything runs in virtual time through VirtualHarness; waiting is done by
 settling the system or on events with timeouts, never by sleeping.
