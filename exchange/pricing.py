@@ -1,6 +1,6 @@
 """Black-Scholes pricing for European options: vectorized, scalar and Decimal.
 
-One model prices options everywhere: the simulated exchange marks
+One model prices options everywhere (issue 5): the simulated exchange marks
 option legs with ``quote_option`` (Decimal in, Decimal out) and the margin
 shock grid revalues them with the same formulas. Floats live only inside this
 module's kernels; Decimal stays at the boundary.
