@@ -242,8 +242,7 @@ class OrderGroup(RebuildGate, Actor):
 
     @handles(RetryDue)
     def on_retry_due(self, msg: RetryDue) -> None:
-        self.desk.retry_wait.discard(msg.leg)
-        self.desk.drive()
+        self.desk.retry_due(msg.leg)
 
     @handles(LingerDone)
     def on_linger_done(self, _msg: LingerDone) -> None:

@@ -57,7 +57,7 @@ from decimal import Decimal
 from typing import Any
 
 from actors.rebuild_gate import RebuildGate
-from messages.control import (CancelIntent, IntentAccepted, IntentRejected, PositionChanged,
+from messages.control import (IntentAccepted, IntentRejected, PositionChanged,
                               ProtectPosition, WatchQuotes)
 from messages.exchange import OrderExpired
 from messages.market import Quote
@@ -71,7 +71,7 @@ from trading.exit_plan import ExitSettings, ExitSettingsBook
 from trading.exit_retry import ExitRetries
 from trading.stop_book import StopBook
 from trading.stop_rebuild import KEY_PREFIX, Adopted, adopt_orders, rebuild_stops
-from trading.stop_state import (CANCELLING, DONE, LIMIT, PROTECTING, TAKE_PROFIT, TRIGGERED,
+from trading.stop_state import (CANCELLING, DONE, PROTECTING, TRIGGERED,
                                 ExitOrder, Stop, parse_tag)
 
 
@@ -130,9 +130,7 @@ class StopLossManager(RebuildGate, Actor):
 
     @handles(PositionChanged)
     def on_position(self, msg: PositionChanged) -> None:
-        self.desk.learn_position(msg.symbol, msg.account, msg.qty, msg.cause)
-        for st in self.desk.retries.position_spoke(self.book.stops, msg.symbol, msg.account):
-            self.desk.drive(st)  # the position spoke: retry now
+        self.desk.position_changed(msg.symbol, msg.account, msg.qty, msg.cause)
 
     @handles(IntentAccepted)
     def on_accepted(self, msg: IntentAccepted) -> None:
@@ -159,15 +157,9 @@ class StopLossManager(RebuildGate, Actor):
     @handles(OrderFilled)
     def on_filled(self, ev: OrderFilled) -> None:
         st, order = self.book.order(ev.client_order_id)
-        if st is None or order is None or not order.apply_fill(ev.fill_id, ev.qty, ev.leaves_qty):
-            return
-        self.desk.retries.traded(st)
-        if order.kind == LIMIT and st.phase == PROTECTING:
-            self.desk.triggered(st, "SL-limit filled")  # it can only fill once triggered
-        if order.kind == TAKE_PROFIT:
-            self.desk.audit(st, "take_profit_filled", qty=ev.qty, price=ev.price,
-                            open_qty=st.open_qty)
-        self.desk.drive(st)
+        if st is not None and order is not None and order.apply_fill(ev.fill_id, ev.qty,
+                                                                     ev.leaves_qty):
+            self.desk.filled(st, order, ev)
 
     @handles(CancelConfirmed)
     def on_cancel_confirmed(self, ev: CancelConfirmed) -> None:
@@ -219,8 +211,7 @@ class StopLossManager(RebuildGate, Actor):
     def on_retry_due(self, msg: RetryDue) -> None:
         st = self.book.stops.get(msg.stop_id)
         if st is not None:
-            self.desk.retries.due(st)
-            self.desk.drive(st)
+            self.desk.retry_due(st)
 
     @handles(IntentTimeout)
     def on_intent_timeout(self, msg: IntentTimeout) -> None:
@@ -271,7 +262,7 @@ class StopLossManager(RebuildGate, Actor):
             self.log.error("skipping unreadable stop record {}: {!r}", key, exc)
         self._adopted(rebuilt.adopted)
         for st in list(self.book.stops.values()):
-            self._resume(st)
+            self.desk.resume(st)
         if self.book.stops:
             self.log.info("rebuilt {} active stops from the store", len(self.book.stops))
 
@@ -281,31 +272,6 @@ class StopLossManager(RebuildGate, Actor):
             self.log.warning("adopted exit order {} ({} {}) from the coordinator's records",
                              a.client_order_id, a.kind, a.qty)
             self.desk.dirty.add(a.stop_id)
-
-    def _resume(self, st: Stop) -> None:
-        """Re-arm the timers of a rebuilt stop (stale ones from before are harmless)."""
-        now = self.ctx.clock.now()
-        if st.phase == TRIGGERED and st.triggered_at is not None:
-            after = self.desk.settings.for_symbol(st.symbol).fallback_after_s
-            left = after - (now - st.triggered_at).total_seconds()
-            self.ctx.schedule(max(0.0, left), FallbackDue(st.stop_id))
-        if st.deadline is not None and st.phase in (PROTECTING, TRIGGERED):
-            self.ctx.schedule(max(0.0, (st.deadline - now).total_seconds()),
-                              TimeLimitDue(st.stop_id))
-        if st.phase == CANCELLING and st.fallback_at is not None and not st.alerted:
-            left = self.desk.cancel_wait_alert_s - (now - st.fallback_at).total_seconds()
-            self.ctx.schedule(max(0.0, left), CancelWaitDue(st.stop_id))
-        for tag in st.pending:
-            self.ctx.schedule(self.desk.intent_timeout_s, IntentTimeout(st.stop_id, tag))
-        # A cancel the previous incarnation asked for may have died with it (or
-        # with the connection) before the venue acted on it: asked once more per
-        # incarnation, never in a loop. A cancel the venue already carried out
-        # is answered as such, which closes the order all the same.
-        for coid, o in st.orders.items():
-            if o.cancel_requested and not o.closed:
-                self.counts["cancels_reasserted"] += 1
-                self._send(CancelIntent(coid, now))
-        self.desk.drive(st)
 
     # -- introspection ----------------------------------------------------------------------------
 

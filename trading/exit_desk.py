@@ -25,13 +25,13 @@ from messages.alerts import Alert
 from messages.control import CancelIntent, ExitPlanAudit, ProtectPosition, StoppedOut
 from messages.enums import Side
 from messages.market import Quote
-from messages.orders import ExitPlan
+from messages.orders import ExitPlan, OrderFilled
 from messages.types import Quantity, as_price
 from trading.exit_plan import ExitSettingsBook, ratchet_due, trail_level
 from trading.exit_retry import ExitRetries
 from trading.stop_book import STOP_OUTS, StopBook
 from trading.stop_state import (CANCELLING, DONE, LIMIT, MARKET, PROTECTING, RESTING, TAKE_PROFIT,
-                                TRIGGERED, ZERO, Stop, exit_intent)
+                                TRIGGERED, ZERO, ExitOrder, Stop, exit_intent)
 
 if TYPE_CHECKING:
     from loguru import Logger
@@ -155,6 +155,53 @@ class ExitDesk:
                           st.stop_id, symbol, take, cause, qty)
             self.audit(st, "released", qty=take, position=qty, cause=cause, open_qty=st.open_qty)
             self.drive(st)
+
+    def position_changed(self, symbol: str, account: str, qty: Decimal, cause: str) -> None:
+        """The coordinator's position after a fill or a broker correction: release
+        protection above it, and retry now the exits that waited for it."""
+        self.learn_position(symbol, account, qty, cause)
+        for st in self.retries.position_spoke(self.book.stops, symbol, account):
+            self.drive(st)
+
+    def filled(self, st: Stop, order: ExitOrder, ev: OrderFilled) -> None:
+        """A new fill of one of ``st``'s orders (already counted on the order)."""
+        self.retries.traded(st)
+        if order.kind == LIMIT and st.phase == PROTECTING:
+            self.triggered(st, "SL-limit filled")  # it can only fill once triggered
+        if order.kind == TAKE_PROFIT:
+            self.audit(st, "take_profit_filled", qty=ev.qty, price=ev.price,
+                       open_qty=st.open_qty)
+        self.drive(st)
+
+    def retry_due(self, st: Stop) -> None:
+        self.retries.due(st)
+        self.drive(st)
+
+    def resume(self, st: Stop) -> None:
+        """After a restart: re-arm the timers of a rebuilt plan (stale ones from before
+        are harmless), ask again for its unconfirmed cancels, and drive it."""
+        now = self.ctx.clock.now()
+        if st.phase == TRIGGERED and st.triggered_at is not None:
+            after = self.settings.for_symbol(st.symbol).fallback_after_s
+            left = after - (now - st.triggered_at).total_seconds()
+            self.ctx.schedule(max(0.0, left), FallbackDue(st.stop_id))
+        if st.deadline is not None and st.phase in (PROTECTING, TRIGGERED):
+            self.ctx.schedule(max(0.0, (st.deadline - now).total_seconds()),
+                              TimeLimitDue(st.stop_id))
+        if st.phase == CANCELLING and st.fallback_at is not None and not st.alerted:
+            left = self.cancel_wait_alert_s - (now - st.fallback_at).total_seconds()
+            self.ctx.schedule(max(0.0, left), CancelWaitDue(st.stop_id))
+        for tag in st.pending:
+            self.ctx.schedule(self.intent_timeout_s, IntentTimeout(st.stop_id, tag))
+        # A cancel the previous incarnation asked for may have died with it (or
+        # with the connection) before the venue acted on it: asked once more per
+        # incarnation, never in a loop. A cancel the venue already carried out
+        # is answered as such, which closes the order all the same.
+        for coid, o in st.orders.items():
+            if o.cancel_requested and not o.closed:
+                self.counts["cancels_reasserted"] += 1
+                self.send(CancelIntent(coid, now))
+        self.drive(st)
 
     # -- the decision ----------------------------------------------------------------------------
 

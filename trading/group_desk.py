@@ -116,6 +116,11 @@ class GroupDesk:
             return
         self._unwind_failed(leg, why)
 
+    def retry_due(self, leg: int) -> None:
+        """The retry delay of ``leg``'s failed unwind passed: it may be sent again."""
+        self.retry_wait.discard(leg)
+        self.drive()
+
     def check_exposure(self) -> None:
         """Track the legging exposure; an open leg older than ``leg_timeout_s``
         rolls the group back, an unwind that old is cancelled and counts as failed."""
