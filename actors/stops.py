@@ -42,11 +42,11 @@ the plans (``trading.exit_desk.ExitDesk``), which own the book of plans
 completed and how) and the retry policy for refused exits
 (``trading.exit_retry.ExitRetries``); each plan's orders track their fills
 (``trading.fill_tracking``). This actor turns messages into the desk's
-steps, re-arms timers after a restart, asks the gateway for the quotes its
-plans watch, and persists. State is persisted after every message, before the orders it
-decided leave, and rebuilt on start by ``trading.stop_rebuild`` from that
-record plus the coordinator's order and fill records, so a restart neither
-loses nor doubles an exit.
+steps, asks the gateway for the quotes its plans watch, and persists: the
+plans are written after every message, before the orders it decided leave,
+and rebuilt on start by ``trading.stop_rebuild`` from that record plus the
+coordinator's order and fill records, so a restart neither loses nor
+doubles an exit.
 """
 
 from __future__ import annotations
