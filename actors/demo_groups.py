@@ -50,7 +50,7 @@ from messages.persistence import Put, StoreDb
 from runtime import Actor, handles
 from trading.group_rebuild import KEY_PREFIX as GROUP_KEY_PREFIX
 from trading.group_spec import DRILL_ID_PREFIX
-from trading.owner_records import records_with_prefix
+from trading.owned_orders import records_with_prefix
 
 NAME = "demo-groups"
 ID_PREFIX = DRILL_ID_PREFIX

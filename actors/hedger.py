@@ -26,7 +26,7 @@ measured for each order, from the oldest request it serves.
 
 State (targets, positions, orders and their fills) is persisted after every
 message and rebuilt on start from that record plus the coordinator's order
-and fill records (``trading.owner_records``).
+and fill records (``trading.owned_orders``).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from runtime import Actor, handles
 from runtime.info_rows import InfoRows
 from runtime.rolling import RollingSample
 from trading.fill_tracking import FillTracking
-from trading.owner_records import fills_of, owned_orders, records_with_prefix
+from trading.owned_orders import fills_of, owned_orders, records_with_prefix
 
 ZERO = Decimal(0)
 KEY_PREFIX = "hedge|"

@@ -2,7 +2,7 @@
 
 On start the owner asks persistence to flush (everything the previous
 instance wrote is then on disk) and holds every other message until its
-rebuild ran over the store's snapshot (``trading.owner_records``: its own
+rebuild ran over the store's snapshot (``trading.owned_orders``: its own
 record plus the coordinator's order, status and fill records), then replays
 them in order. Messages addressed to the actor while it restarted are held
 by the runtime, so they arrive after the rebuild and are applied exactly

@@ -1,5 +1,5 @@
 """Recovery of the order owners as functions of the store: ``rebuild_stops`` and
-``rebuild_group`` (and the shared record readers of ``trading.owner_records``).
+``rebuild_group`` (and the shared record readers of ``trading.owned_orders``).
 
 Each test writes records the way the actors do (the owner's own record, the
 coordinator's order, fill and status records) into a real LMDB store, reads
@@ -23,7 +23,7 @@ from trading.group_rebuild import adopt_orders as adopt_group_orders
 from trading.group_rebuild import rebuild_group
 from trading.group_spec import parse_group
 from trading.group_state import LEG, SUBMITTING, UNWIND, Group, GroupOrder, PendingIntent, make_tag
-from trading.owner_records import owned_orders, records_with_prefix
+from trading.owned_orders import owned_orders, records_with_prefix
 from trading.recovery import order_status_key
 from trading.stop_rebuild import KEY_PREFIX as STOP_PREFIX
 from trading.stop_rebuild import adopt_orders, rebuild_stops

@@ -4,7 +4,7 @@ The house style of a restart-safe order owner (see ``trading.stop_rebuild``):
 the group's record is written after every message, *before* the orders that
 message decided leave (write, then send); a restarted group rebuilds from
 its record plus the coordinator's own order, status and fill records
-(``trading.owner_records``), adopting any order the gate approved for it
+(``trading.owned_orders``), adopting any order the gate approved for it
 that the record missed, so a restart neither repeats a leg nor forgets one.
 Pure: the group actor re-arms its timers and drives the result.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from messages.enums import OrderPurpose
 from trading.group_state import LEG, UNWIND, Group, GroupOrder
-from trading.owner_records import Snapshot, catch_up, owned_orders
+from trading.owned_orders import Snapshot, catch_up, owned_orders
 
 KEY_PREFIX = "group|"
 

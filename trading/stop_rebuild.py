@@ -2,7 +2,7 @@
 
 A restarted manager rebuilds its plans from its own records (``stop|<id>``
 in ``meta``) plus the coordinator's order, status and fill records
-(``trading.owner_records``): the record may be one message behind, the
+(``trading.owned_orders``): the record may be one message behind, the
 coordinator's records are the truth of what left. An exit order the gate
 approved for the manager that its record missed is adopted (into the plan of
 its symbol, account and side, or a plan of its own), so a restart neither
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from messages.enums import OrderType
-from trading.owner_records import Snapshot, catch_up, owned_orders, records_with_prefix
+from trading.owned_orders import Snapshot, catch_up, owned_orders, records_with_prefix
 from trading.stop_book import StopBook
 from trading.stop_state import CANCELLING, DONE, LIMIT, MARKET, PROTECTING, TAKE_PROFIT, ExitOrder, Stop
 
