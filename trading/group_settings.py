@@ -12,7 +12,7 @@ class GroupSettings:
     exposure_check_s: float = 0.1
     leg_timeout_s: float = 5.0
     margin_limit: Decimal = Decimal("0.90")
-    grid: Any = None                     # exchange.margin.ShockGrid (None: the default grid)
+    grid: Any = None                     # trading.margin.ShockGrid (None: the default grid)
     max_unwind_attempts: int = 2
     retry_s: float = 1.0
 
