@@ -21,7 +21,7 @@ from messages.enums import OrderPurpose, Side
 from messages.orders import ExitPlan, Signal
 from tests.virtual_runtime import VirtualRuntime
 from trading.audit import read_audit
-from trading.book import InFlight, PositionBook
+from trading.positions import InFlight, PositionBook
 
 D = Decimal
 SYM = "BTCUSDT"

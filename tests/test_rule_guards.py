@@ -304,7 +304,7 @@ def test_two_connected_reports_in_a_row_restore_and_resync_once(tmp_path: Path) 
 
 def _worst_case_margin(group: dict[str, Any]) -> Decimal:
     """The group's worst case over the rule's full shock grid, by the gate's own functions."""
-    from exchange.margin import LegArrays, worst_case_margin
+    from trading.margin import LegArrays, worst_case_margin
     from runtime.clock import EPOCH_DEFAULT
     from tests.test_order_groups import QUOTES
     from trading.group_margin import PortfolioView, build_legs

@@ -20,7 +20,7 @@ from messages.enums import OrderPurpose, OrderType
 from messages.orders import ExitPlan, OrderRequest, Signal, merge_plan
 from messages.persistence import Ack, Put, StoreDb
 from messages.types import ClientOrderId, Price, as_price
-from trading.book import InFlight
+from trading.positions import InFlight
 from trading.effects import Effects
 from trading.gate import Intent, decide
 from trading.reasons import Reason

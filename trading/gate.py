@@ -16,7 +16,7 @@ from messages.bounds import DEFAULT_BOUNDS, Bounds
 from messages.enums import OrderPurpose, OrderType, Side
 from messages.types import DEFAULT_ACCOUNT, Account, Price, Quantity, Symbol
 from trading import venue_rules
-from trading.book import Key, PositionBook
+from trading.positions import Key, PositionBook
 from trading.limits import CircuitBreaker, Limits, RateLimiter
 from trading.reasons import Reason
 from trading.trading_state import TradingState

@@ -35,7 +35,7 @@ from messages.orders import (CancelConfirmed, CancelOrder, OrderAcked, OrderFill
 from messages.persistence import Durable, Put, StoreDb
 from messages.types import ClientOrderId, Symbol, as_price
 from trading.admission import admit, order_intent, signal_intent
-from trading.book import Key, PositionBook
+from trading.positions import Key, PositionBook
 from trading.effects import Effects
 from trading.limits import Limits
 from trading.order_records import OrderRecords
@@ -68,7 +68,7 @@ class OrderLedger:
 
     Where each rule's state lives:
 
-    * ``book`` (``trading.book.PositionBook``): positions fill by fill, each
+    * ``book`` (``trading.positions.PositionBook``): positions fill by fill, each
       fill id once (rule 9), orders in flight for netting (rule 2);
     * ``orders`` (``trading.order_records``): every approved order's status,
       stored at each change (rules 10, 15);

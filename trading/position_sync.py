@@ -17,7 +17,7 @@ from typing import Any
 
 from messages.control import BrokerPositions, ConfirmPositions
 from messages.types import Price, Quantity
-from trading.book import ZERO, Key, PositionBook
+from trading.positions import ZERO, Key, PositionBook
 from trading.effects import Effects
 from trading.gate import MarketView
 from trading.store_keys import position_put

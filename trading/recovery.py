@@ -26,7 +26,7 @@ from messages.exchange import OrderExpired, SubmitOrder
 from messages.orders import ExitPlan, OrderAcked, OrderRejected, OrderRequest, merge_plan
 from messages.persistence import StoreDb
 from messages.types import Price, Quantity, Symbol
-from trading.book import ZERO, InFlight, Position
+from trading.positions import ZERO, InFlight, Position
 from trading.effects import Effects
 from trading.order_records import OPEN_STATUSES, UNSENT_OR_UNSEEN
 from trading.store_keys import (KILL_SWITCH_KEY, ORDER_STATUS_PREFIX, order_status_key,

@@ -19,7 +19,7 @@ from messages.bounds import Bounds
 from messages import control
 from messages.exchange import ExchangeError
 from messages.market import MarketStats, Quote
-from trading.book import PositionBook
+from trading.positions import PositionBook
 from trading.effects import Effects
 from trading.gate import GateState, MarketView
 from trading.limits import CircuitBreaker, Limits, RateLimiter

@@ -8,7 +8,7 @@ start (``trading.recovery.rebuild``), and other actors read order statuses
 from __future__ import annotations
 
 from messages.persistence import Put, StoreDb
-from trading.book import Key, Position
+from trading.positions import Key, Position
 
 #: meta key of the kill switch: the reason while engaged, None once released
 KILL_SWITCH_KEY = "kill_switch"

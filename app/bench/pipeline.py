@@ -1,4 +1,4 @@
-"""End-to-end benchmarks of the whole tree (DESIGN section 10, issue 4 "Performance").
+"""End-to-end benchmarks of the whole tree (DESIGN section 10).
 
 Everything runs on the live clock with real threads, through the same
 :class:`~app.launcher.Runtime` wiring as ``main.py run``: persistence

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 from actors.coordinator import Coordinator
 from actors.sim_venue import SimVenue
-from actors.strategy import SignalIntent, Strategy, register_strategy
+from trading.strategy import SignalIntent, Strategy, register_strategy
 from messages.enums import Side
 from messages.exchange import SubmitOrder
 from messages.orders import Signal
