@@ -247,7 +247,7 @@ class Runtime:
     # -- the tree -------------------------------------------------------------------
 
     def tree(self) -> SupervisorSpec:
-        from actors.alert_sinks import sinks_from_config
+        from app.alert_sinks import sinks_from_config
         from actors.alerts import AlertsActor
         from actors.coordinator import Coordinator
         from actors.gateway import Gateway
