@@ -25,7 +25,7 @@ def _check_strategy(cfg: Config) -> object:
     """The configured strategy exists and takes its parameters (ValueError naming the
     known ones otherwise): checked before a run directory is made. Returns an
     instance, whose ``warmup`` the banner reports."""
-    from actors.strategy import strategy_by_name
+    from trading.strategy import strategy_by_name
 
     strategy = cfg.strategy
     return strategy_by_name(strategy.name, strategy.params)
@@ -38,9 +38,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _scenario(args: argparse.Namespace) -> int:
-    from app.scenario_runner import main as scenario_main
+    from app.scenario_cli import main as scenario_main
 
-    return scenario_main(args.files, args.out, args.config)
+    return scenario_main(args.files, args.out, args.config, venue=args.venue)
 
 
 def _audit(args: argparse.Namespace) -> int:
@@ -95,7 +95,7 @@ exit codes of run and scenario:
 
 def _strategies_help() -> str:
     """The built-in strategies, one line each (the registry's, so it never goes stale)."""
-    from actors.strategy import strategy_summaries
+    from trading.strategy import strategy_summaries
 
     return "\n".join(f"  {name:<15} {line}" for name, line in strategy_summaries())
 
@@ -153,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--out", metavar="DIR", help="one run directory per scenario under DIR")
     p.add_argument("--config", metavar="FILE", help="config layer under each scenario's own")
+    p.add_argument("--venue", choices=("binanceusdm",), default=None,
+                   help="trade through the real ccxt library and that venue's Binance-"
+                        "compatible face of the simulated exchange on loopback, instead of the "
+                        "embedded venue (same files, same expectations; virtual time)")
     p.set_defaults(func=_scenario)
 
     p = sub.add_parser("exchange", help="the simulated exchange as a WebSocket server on loopback")

@@ -51,7 +51,7 @@ from collections.abc import Iterable
 import numpy as np
 from loguru import logger
 
-from actors.strategy import (
+from trading.strategy import (
     BarHistory,
     MarketHistory,
     QuoteHistory,

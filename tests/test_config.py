@@ -444,10 +444,10 @@ def test_the_standalone_exchange_uses_the_config_like_the_embedded_one(tmp_path)
 
 
 def test_alert_sink_entries_build_the_alert_sinks(monkeypatch):
-    alert_sinks = pytest.importorskip("actors.alert_sinks")
-    assert [s.kind for s in alert_sinks.sinks_from_config(load_config().alerts.sink_entries())] \
-        == ["log"]
+    from app.alert_sinks import sinks_from_config
+
+    assert [s.kind for s in sinks_from_config(load_config().alerts.sink_entries())] == ["log"]
     cfg = load_config(REPO / "config" / "production.example.yaml")
-    sinks = alert_sinks.sinks_from_config(cfg.alerts.sink_entries())
+    sinks = sinks_from_config(cfg.alerts.sink_entries())
     assert [s.kind for s in sinks] == ["log", "webhook", "telegram"]
     assert "TW_TELEGRAM_BOT_TOKEN" in repr(sinks[2])

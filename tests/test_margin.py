@@ -1,4 +1,4 @@
-"""Black-Scholes kernels and the worst-case margin grid (rule 6, issue 5).
+"""Black-Scholes kernels and the worst-case margin grid (rule 6).
 
 Speed is measured by the benchmark (``bench_margin``), never asserted here.
 """

@@ -1,4 +1,4 @@
-"""Worst-case margin over the shock grid (DESIGN.md rule 6, issue 5).
+"""Worst-case margin over the shock grid (DESIGN.md rule 6).
 
 Before an order group is submitted, the whole portfolio plus the group is
 revalued under price shocks x IV shocks x spread multipliers (27 scenarios by
@@ -22,7 +22,7 @@ multiplier m), in account currency:
   risk is already in the scenario loss. Legs without an ``underlying`` id are
   each their own underlying, i.e. nothing covers them (the safe default).
 
-Speed (issue 5 benchmark: 1,000 legs x 27 scenarios, target 100 us): spread
+Speed (the benchmark: 1,000 legs x 27 scenarios, target 100 us): spread
 multipliers are linear, so Black-Scholes runs once per option leg on the 9
 (price, iv) pairs, and never for stock legs; puts are calls plus a linear
 parity term. ``log`` and ``sqrt`` run once per leg: every d/step of every

@@ -1,4 +1,4 @@
-"""What a strategy asks for (:class:`SignalIntent`) and the ``Signal`` it becomes.
+"""The ``Signal`` a strategy's :class:`~trading.strategy.SignalIntent` becomes.
 
 A strategy computes in floats and numpy; the coordinator reads Decimals. The
 conversion happens here, once, at the message boundary: numpy scalars become
@@ -9,7 +9,6 @@ A number that is no number fails here, with the field named, not at the gate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -21,26 +20,7 @@ from messages.enums import Side
 from messages.market import Quote
 from messages.orders import ExitPlan, Signal
 from messages.types import Account, Price, Quantity, Symbol
-
-
-@dataclass(frozen=True, slots=True)
-class SignalIntent:
-    """What a strategy wants: a side, a quantity and optionally an exit plan
-    (stop-loss and take-profit prices, a trailing stop by distance or
-    percent, a time limit in seconds; see ``messages.orders.ExitPlan``).
-
-    Numbers may be int, float or Decimal; the symbol actor converts them to
-    ``Decimal`` (prices on the quote's price grid) when it builds the Signal.
-    """
-
-    side: Side | str
-    qty: Decimal | int | float
-    stop_loss: Decimal | float | None = None
-    reduce_only: bool = False
-    take_profit: Decimal | float | None = None
-    trailing_distance: Decimal | float | None = None
-    trailing_percent: Decimal | float | None = None
-    time_limit_s: float | None = None
+from trading.strategy import SignalIntent
 
 
 def plain(x: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Benchmark of the worst-case margin grid (issue 5, DESIGN.md section 10).
+"""Benchmark of the worst-case margin grid (DESIGN.md section 10).
 
 ``margin_grid_us`` is one ``worst_case_margin`` call on a 1,000-leg book
 (27 scenarios), ``margin_python_loop_us`` the plain-loop reference on the

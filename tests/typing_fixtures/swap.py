@@ -14,7 +14,7 @@ from datetime import datetime
 from messages.enums import Side
 from messages.orders import OrderAcked
 from messages.types import ClientOrderId, Price, Quantity, Symbol
-from trading.book import Position
+from trading.positions import Position
 from trading.pricing import bs_price
 
 

@@ -11,7 +11,7 @@ what lets the runtime guarantee the safety rules whatever the strategy does.
 Example::
 
     from messages import Side
-    from actors.strategy import SignalIntent, Strategy, register_strategy
+    from trading.strategy import SignalIntent, Strategy, register_strategy
 
     @register_strategy
     class Breakout(Strategy):
@@ -38,6 +38,8 @@ actor's thread, one call at a time, so a strategy may keep plain state.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, ClassVar, NamedTuple
 from collections.abc import Iterable
 
@@ -45,7 +47,26 @@ import numpy as np
 
 from messages.enums import Side
 from trading.features import Features
-from trading.signal_intent import SignalIntent
+
+
+@dataclass(frozen=True, slots=True)
+class SignalIntent:
+    """What a strategy wants: a side, a quantity and optionally an exit plan
+    (stop-loss and take-profit prices, a trailing stop by distance or
+    percent, a time limit in seconds; see ``messages.orders.ExitPlan``).
+
+    Numbers may be int, float or Decimal; the symbol actor converts them to
+    ``Decimal`` (prices on the quote's price grid) when it builds the Signal.
+    """
+
+    side: Side | str
+    qty: Decimal | int | float
+    stop_loss: Decimal | float | None = None
+    reduce_only: bool = False
+    take_profit: Decimal | float | None = None
+    trailing_distance: Decimal | float | None = None
+    trailing_percent: Decimal | float | None = None
+    time_limit_s: float | None = None
 
 
 class QuoteHistory(NamedTuple):
