@@ -18,7 +18,6 @@ or doubles an order.
 from __future__ import annotations
 
 from collections import Counter, deque
-from concurrent.futures import Future
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -34,12 +33,12 @@ from messages.exchange import ExchangeError, OrderExpired, SubmitOrder
 from messages.market import MarketStats, Quote
 from messages.orders import (CancelConfirmed, CancelOrder, ExitPlan, OrderAcked, OrderFilled,
                              OrderRejected, OrderRequest, Signal, merge_plan)
-from messages.persistence import Ack, Durable, Flush, Put, StoreDb
+from messages.persistence import Ack, Durable, Put, StoreDb
 from messages.types import ClientOrderId, Price, Symbol, as_price as _price
+from actors.flush_barrier import FlushBarrier
 from actors.kill_switch import KillSwitchKeeper
 from actors.symbol import symbol_of_actor
 from runtime import Actor, handles
-from runtime.dispatcher import managed_blocking
 from runtime.signals import RemoteDown, RemoteUp
 from trading.book import InFlight, PositionBook
 from trading.gate import GateState, Intent, MarketView, decide
@@ -51,10 +50,7 @@ from trading.trust import IGNORED, UNKNOWN_ORDER, TrustReport
 from trading.venue_rules import conform
 
 
-class Coordinator(KillSwitchKeeper, Actor):
-    #: how long a (re)starting coordinator waits for persistence's start-up flush
-    flush_timeout_s = 5.0
-
+class Coordinator(FlushBarrier, KillSwitchKeeper, Actor):
     def __init__(self, ctx, *, limits: Limits, symbols: list[str], venue: str = "sim",
                  gateway: str = "gateway", persistence: str = "persistence",
                  alerts: str = "alerts", stops: str | None = "stops",
@@ -119,14 +115,24 @@ class Coordinator(KillSwitchKeeper, Actor):
         #: keys with exit-plan protection: the stop manager hears their position
         #: after every fill and broker correction (PositionChanged)
         self.protected_keys: set[tuple] = set()
+        #: intents that came while no client order id was reserved, in order:
+        #: decided once the ids land (never a wait in the handler)
+        self.parked: deque[tuple[Intent, OrderType, dict[str, Any]]] = deque()
 
     def on_start(self) -> None:
         self._restore_kill_switch()
+        # What the previous instance queued at persistence (an order intent it
+        # just approved) reaches the disk before the store is read, so it is
+        # rebuilt and settled at this instance's first resync; read before
+        # that, it was unknown here until the next process restart. The mail
+        # waits meanwhile (actors.flush_barrier), the thread does not.
+        self.hold_until_flushed(self._recover)
+
+    def _recover(self) -> None:
         store = self.ctx.services.get("store")
         if store is not None:
             from trading.recovery import rebuild_coordinator_state
 
-            self._flush_persistence()
             rebuild_coordinator_state(self, store)
             self.status_counts = Counter(o["status"] for o in self.orders.values())
             self.protected_keys.update(o.key for o in self.book.inflight.values()
@@ -136,25 +142,6 @@ class Coordinator(KillSwitchKeeper, Actor):
         # with the broker before any risk-increasing order (rules 3 and 10).
         self.ctx.tell(self.gateway, ResyncRequest("coordinator started", self.ctx.clock.now()))
         self._publish()
-
-    def _flush_persistence(self) -> None:
-        """Before reading the store: what the previous instance queued at
-        persistence (an order intent it just approved) reaches the disk first,
-        so it is rebuilt and settled at this instance's first resync. Read
-        before that, the intent was unknown here and only resubmitted at the
-        next process restart, however late. A start-up barrier, bounded: a
-        persistence that does not answer leaves us rebuilding from the disk."""
-        if self.ctx.system.directory.get(self.persistence) is None:
-            return
-        done: Future = Future()
-        if not self.ctx.tell(self.persistence, Flush(ack=done)):
-            return  # nobody to ask (persistence stopped): nothing can be queued there
-        try:
-            with managed_blocking():  # the other pooled actors run on meanwhile
-                done.result(timeout=self.flush_timeout_s)
-        except Exception as exc:  # noqa: BLE001 - timeout or a failed commit: rebuild anyway
-            self.log.warning("persistence did not confirm the start-up flush ({!r}); "
-                             "rebuilding from what is on disk", exc)
 
     def on_idle(self) -> None:
         self.audit.flush()
@@ -188,9 +175,20 @@ class Coordinator(KillSwitchKeeper, Actor):
                    it.order_type, price=it.price, trigger=it.trigger_price, tag=it.tag,
                    group_id=it.group_id, exit_plan=plan)
 
-    def _gate(self, intent: Intent, order_type: OrderType, *, price: Price | None,
-              trigger: Price | None, tag: str | None, group_id: str | None = None,
-              source: str = "intent", exit_plan: ExitPlan | None = None) -> None:
+    def _gate(self, intent: Intent, order_type: OrderType, **kw: Any) -> None:
+        if self.parked or not self.ids.ready():  # no id reserved: decided when ids land
+            self.parked.append((intent, order_type, kw))
+            return
+        self._decide(intent, order_type, **kw)
+
+    def _unpark(self) -> None:
+        while self.parked and self.ids.ready():
+            intent, order_type, kw = self.parked.popleft()
+            self._decide(intent, order_type, **kw)
+
+    def _decide(self, intent: Intent, order_type: OrderType, *, price: Price | None,
+                trigger: Price | None, tag: str | None, group_id: str | None = None,
+                source: str = "intent", exit_plan: ExitPlan | None = None) -> None:
         now = self.ctx.clock.monotonic()
         self.state.positions_fresh = self._positions_fresh(now)
         notes: dict[str, str] = {}
@@ -208,7 +206,7 @@ class Coordinator(KillSwitchKeeper, Actor):
         decision = decide(intent, self.state, now)
         if notes:
             decision.inputs.update(notes)
-        coid = self.ids.next() if decision.approved else None
+        coid = self.ids.try_next() if decision.approved else None
         self.audit.record(kind="risk_decision", reason=str(decision.reason),
                           approved=decision.approved, ts=self.ctx.clock.now(),
                           inputs=decision.inputs, client_order_id=coid, tag=tag,
@@ -227,10 +225,10 @@ class Coordinator(KillSwitchKeeper, Actor):
             return
         self.counts["approved"] += 1
         assert coid is not None  # allocated above for every approved decision
-        # The approval reaches the OS before the intent can become durable: a
-        # killed process must not leave an order that will be (re)sent with no
-        # audit record of its decision (rules 1 and 10).
-        self.audit.flush()
+        # No flush here: the approval's record is durable no later than the
+        # intent below, in the same commit (trading.audit, the persistence
+        # actor drains the trail into every commit), so no order is (re)sent
+        # without an audit record of its decision (rules 1 and 10).
         order = OrderRequest(coid, intent.symbol, intent.side, order_type, intent.qty,
                              self.ctx.clock.now(), price=price, trigger_price=trigger,
                              reduce_only=intent.reduce_only or decision.risk_reducing,
@@ -254,6 +252,10 @@ class Coordinator(KillSwitchKeeper, Actor):
 
     @handles(Durable)
     def on_durable(self, msg: Durable) -> None:
+        if self.ids.is_reply(msg):  # a block of client order ids reserved
+            self.ids.landed(msg)
+            self._unpark()
+            return
         order = self.awaiting_durable.pop(str(msg.token), None)
         if order is None:
             return

@@ -13,6 +13,13 @@ its own message's ack; a transaction that fails fails the acks of that batch
 and is logged; writes without an ack that fail are logged at ERROR and
 counted. The actor keeps running either way.
 
+The audit trail rides along (``trading.audit``, attached in ``on_start``
+when the system has an ``audit`` service): every commit first drains the
+audit records made since the last one into the same transaction, so a
+record is durable no later than any write sent after it was made (an
+approval before its order intent). Every ``audit_sync_every`` records the
+audit file is fsynced at idle and the store forgets the records it holds.
+
 ``trading.id_allocator.IdAllocator`` hands out client
 order ids from counter blocks durably reserved through this actor ahead of
 need (rule 15), so the coordinator never waits for a disk write per order.
@@ -26,10 +33,13 @@ from typing import Any
 
 from messages.codec import CodecError
 from messages.persistence import (
-    Ack, Delete, Durable, Flush, GetStats, PersistenceError, Put, PutMany, Reserve,
+    Ack, AuditWaiting, Delete, Durable, Flush, GetStats, PersistenceError, Put, PutMany, Reserve, StoreDb,
 )
 from runtime.actor import THREADED, Actor, handles
-from trading.store import DEFAULT_MAP_SIZE, Store, key_bytes, put_op
+from trading.audit import AuditLog, audit_key
+from trading.store import DEFAULT_MAP_SIZE, Store, key_bytes, pack_value, put_op
+
+_AUDIT_DB = StoreDb.AUDIT.value
 
 AckLike = Ack | Future | None
 _DONE = Durable(ok=True)  # immutable, so one instance serves every plain future ack
@@ -48,7 +58,8 @@ class PersistenceActor(Actor):
 
     def __init__(self, ctx: Any, run_dir: Any = None, *, store: Store | None = None,
                  map_size: int = DEFAULT_MAP_SIZE, max_batch: int = 10_000,
-                 max_delay_s: float = 0.05, linger_s: float = 0.001) -> None:
+                 max_delay_s: float = 0.05, linger_s: float = 0.001,
+                 audit: AuditLog | None = None, audit_sync_every: int = 4096) -> None:
         super().__init__(ctx)
         if run_dir is None and store is None:
             store = ctx.services.get("store")
@@ -58,8 +69,12 @@ class PersistenceActor(Actor):
         if max_batch < 1 or max_delay_s <= 0 or not linger_s >= 0:
             raise ValueError("PersistenceActor needs max_batch >= 1, max_delay_s > 0 and "
                              "linger_s >= 0")
+        if audit_sync_every < 1:
+            raise ValueError("PersistenceActor needs audit_sync_every >= 1")
         self._run_dir = run_dir
         self._given_store = store
+        self.audit: AuditLog | None = audit if audit is not None else ctx.services.get("audit")
+        self.audit_sync_every = audit_sync_every
         self._map_size = map_size
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
@@ -85,9 +100,33 @@ class PersistenceActor(Actor):
         else:
             self.store = Store.open(self._run_dir, map_size=self._map_size)
         self.log.info("persistence writing to {}", self.store.path)
+        if self.audit is not None:
+            self._attach_audit(self.audit, self.store)
+
+    def _attach_audit(self, audit: AuditLog, store: Store) -> None:
+        """Take over the audit trail's writes; first put back in its file what
+        only the store kept (records drained into a commit whose lines died in
+        a killed process's buffer)."""
+        held = [(int(key), line) for key, line in store.items(StoreDb.AUDIT)]
+        synced = audit.attach(self._wake_for_audit, held)
+        if held:
+            self.log.info("audit: {} record(s) held in the store, the file synced to seq {}",
+                          len(held), synced)
+            self._ops.append(("del_upto", _AUDIT_DB, key_bytes(audit_key(synced))))
+            self._commit()
+
+    def _wake_for_audit(self) -> None:
+        """Records wait and their owner's burst ended: commit them soon."""
+        self.ctx.system.tell(self.ctx.name, AuditWaiting())
+
+    @handles(AuditWaiting)
+    def on_audit_waiting(self, msg: AuditWaiting) -> None:
+        """Nothing to do now: the records are committed at idle like any write."""
 
     def on_stop(self) -> None:
         self._commit()
+        if self.audit is not None:
+            self.audit.detach()
         self._release()
 
     def on_crashed_message(self, message: Any, exc: BaseException) -> None:
@@ -148,10 +187,13 @@ class PersistenceActor(Actor):
         self._buffer(("reserve", msg.counter, msg.n), msg.ack, True)
 
     @handles(Flush)
-    def on_flush(self, msg: Flush) -> None:
+    def on_flush(self, msg: Flush) -> Durable:
+        """Commit now. The reply goes to ``msg.ack`` (an actor, a message); to a
+        tool or test that asked (``system.ask``) it is the return value."""
         if msg.ack is not None:  # an ack-less Flush only commits
             self._acks.append((msg.ack, None))
-        self._commit()
+        error = self._commit()
+        return _DONE if error is None else Durable(ok=False, error=error)
 
     @handles(GetStats)
     def on_get_stats(self, msg: GetStats) -> dict[str, Any]:
@@ -179,11 +221,22 @@ class PersistenceActor(Actor):
             self._commit()
 
     def on_idle(self) -> None:
-        if not self._ops and not self._acks:
+        audit = self.audit
+        if not self._ops and not self._acks and (audit is None or not audit.pending):
             return
         if not self._acks and self.linger_s > 0 and self._linger():
             return  # company arrived: it joins this batch, committed at the next idle
         self._commit()
+        if audit is not None and audit.written_seq - audit.synced_seq >= self.audit_sync_every:
+            self._sync_audit(audit)
+
+    def _sync_audit(self, audit: AuditLog) -> None:
+        """Off the order path (at idle, every ``audit_sync_every`` records): the
+        audit file is fsynced, so the store may forget the records up to there
+        (deleted with the next commit)."""
+        synced = audit.sync()
+        self._start_window()
+        self._ops.append(("del_upto", _AUDIT_DB, key_bytes(audit_key(synced))))
 
     def _linger(self) -> bool:
         """Writes nobody waits for may wait ``linger_s`` for the next message
@@ -201,10 +254,17 @@ class PersistenceActor(Actor):
 
     # -- the group commit ------------------------------------------------------------
 
-    def _commit(self) -> None:
+    def _commit(self) -> str | None:
+        """Commit what is buffered and answer its acks; the error text if it failed."""
         ops, acks = self._ops, self._acks
+        audit = self.audit.drain() if self.audit is not None else None
+        if audit:
+            # Every audit record made before the writes of this commit were
+            # sent is durable with them (one transaction, one fsync).
+            ops.extend(("put", _AUDIT_DB, key_bytes(audit_key(seq)), pack_value(line))
+                       for seq, line in audit)
         if not ops and not acks:
-            return
+            return None
         self._ops, self._acks = [], []
         results: list[Any] = []
         if ops:
@@ -222,7 +282,7 @@ class PersistenceActor(Actor):
                 text = f"transaction of {len(ops)} records failed: {type(exc).__name__}: {exc}"
                 for ack, _ in acks:
                     self._ack_error(ack, text)
-                return
+                return text
             ms = (time.perf_counter() - t0) * 1000.0
             self.transactions += 1
             self.records += len(ops)
@@ -231,6 +291,7 @@ class PersistenceActor(Actor):
             self.max_records_in_txn = max(self.max_records_in_txn, len(ops))
         for ack, index in acks:
             self._ack_ok(ack, None if index is None else results[index])
+        return None
 
     def _ack_ok(self, ack: Ack | Future, result: Any) -> None:
         if isinstance(ack, Ack):

@@ -173,8 +173,9 @@ class Runtime:
             name=f"tradewarden-{spec.run_id}",
             services={"store": self.store, "audit": self.audit, "run_dir": spec.run_dir})
         system.placement_watchers = ("coordinator",)  # fails closed for a symbol whose actor is away
+        # the reservations' replies go to the coordinator, which hands them over
         system.services["ids"] = IdAllocator.via_actor(system.tell, "client_order_id",
-                                                       block=256)
+                                                       reply_to="coordinator", block=256)
         if self.engine is None and not self.external:
             self.engine = self._new_engine()
         system.on_halt(self._on_halt)

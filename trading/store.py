@@ -316,7 +316,8 @@ class Store:
         """Apply encoded ops in ONE transaction, committed and synced on return.
 
         Ops: ``("put", db, key_bytes, value_bytes)``, ``("del", db, key_bytes)``
-        -> existed?, ``("reserve", counter, n)`` -> ``(start, stop)``. Returns one
+        -> existed?, ``("del_upto", db, key_bytes)`` -> how many keys up to and
+        including it were deleted, ``("reserve", counter, n)`` -> ``(start, stop)``. Returns one
         result per op. Either every op lands or none does. A full map is grown
         (doubled, up to ``_MAX_GROWTHS`` times) and the transaction retried.
         """
@@ -344,6 +345,8 @@ class Store:
                     append(txn.delete(op[2], db=dbs[op[1]]))
                 elif kind == "reserve":
                     append(_reserve(txn, dbs["counters"], op[1], op[2]))
+                elif kind == "del_upto":
+                    append(_delete_upto(txn, dbs[op[1]], op[2]))
                 else:
                     raise ValueError(f"unknown store op {kind!r}")
         return results
@@ -381,6 +384,15 @@ def _scan(txn: lmdb.Transaction[bytes], dbi: Any, prefix: str | None) -> list[tu
         for k, v in cursor:
             out.append((k.decode("utf-8"), unpack_value(v)))
     return out
+
+
+def _delete_upto(txn: lmdb.Transaction[bytes], dbi: Any, last: bytes) -> int:
+    cursor = txn.cursor(db=dbi)
+    n = 0
+    while cursor.first() and cursor.key() <= last:
+        cursor.delete()
+        n += 1
+    return n
 
 
 def _reserve(txn: lmdb.Transaction[bytes], dbi: Any, counter: str, n: int) -> tuple[int, int]:
