@@ -1,0 +1,101 @@
+"""The audit trail is written off the order path and still never loses a record.
+
+The coordinator only queues a record; the persistence actor drains the queue
+into every commit, so an approval's record is durable (in the store, in the
+same LMDB transaction, or in the fsynced audit file) no later than the order
+intent it belongs to, and the order leaves only after that. A restart puts
+back into audit.jsonl what only the store kept, with the hash chain intact.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from actors.persistence import PersistenceActor
+from messages.persistence import StoreDb
+from runtime import ChildSpec
+from tests.test_coordinator import Rig
+from trading.audit import AuditLog, read_audit, verify_audit
+from trading.store import Store
+
+
+def durable_approvals(store: Store, audit: AuditLog, path: Path) -> set[str]:
+    """Client order ids whose approval a power cut now would not lose: its
+    record is committed in the store, or in the audit file up to its last fsync."""
+    held = [json.loads(line) for _, line in store.items(StoreDb.AUDIT)]
+    synced = [r for r in read_audit(path) if r["seq"] <= audit.synced_seq]
+    return {r["client_order_id"] for r in held + synced
+            if r["kind"] == "risk_decision" and r["approved"]}
+
+
+def test_an_approved_order_reaches_the_exchange_only_after_its_audit_record_is_durable(
+        tmp_path: Path) -> None:
+    # a file sync (and the store forgetting what it synced) every 3 records, so
+    # both places a durable record can be in are exercised
+    rig = Rig(tmp_path / "run", config={"runtime": {"persistence": {"audit_sync_every": 3}}})
+    rig.start()
+    try:
+        engine, store, audit = rig.rt.engine, rig.rt.store, rig.rt.audit
+        path = rig.run_dir / "audit.jsonl"
+        at_exchange: list[tuple[str, bool]] = []
+        submit = engine.submit
+
+        def submit_seen(order: Any, now: Any, **kw: Any) -> Any:
+            coid = order.client_order_id
+            at_exchange.append((coid, coid in durable_approvals(store, audit, path)))
+            return submit(order, now, **kw)
+
+        engine.submit = submit_seen
+        rig.quote()
+        for i in range(12):
+            rig.signal("buy" if i % 2 == 0 else "sell", 1)
+            rig.advance(0.2)
+        rig.advance(1)
+        assert len(at_exchange) == 12
+        not_durable = [coid for coid, durable in at_exchange if not durable]
+        assert not_durable == [], f"orders at the exchange before their audit record was durable: {not_durable}"
+        assert audit.synced_seq >= 12  # the file was synced along the way ...
+        assert store.count(StoreDb.AUDIT) < audit.written_seq  # ... and the store pruned
+    finally:
+        rig.stop()
+    n, broken = verify_audit(path)
+    assert broken is None and n == len(list(read_audit(path)))
+
+
+def test_records_only_the_store_kept_are_put_back_in_the_file_on_restart(
+        harness_factory: Any, tmp_path: Path) -> None:
+    """A process killed with audit lines in its buffer: the store has them (they
+    were committed with the intents), the file does not. The next start appends
+    them before anything new, so the chain and the sequence hold."""
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog(path, run_id="r", app_version="t", config_hash="h")
+    h = harness_factory(ChildSpec("persistence", PersistenceActor,
+                                  kwargs={"run_dir": tmp_path, "audit": audit}))
+    for i in range(6):
+        audit.record(kind="risk_decision", reason="approved", ts=h.system.clock.now(),
+                     approved=True, inputs={"qty": str(i)}, client_order_id=f"c{i}")
+    audit.flush()  # the burst ends: persistence commits the records
+    h.system.wait_quiescent()
+    with Store.open(tmp_path) as store:
+        assert store.count(StoreDb.AUDIT) == 6
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    assert len(lines) == 6
+    # the kill: the last three lines never left the process, the fourth is torn
+    path.write_text("".join(lines[:2]) + lines[2][:40], encoding="utf-8")
+    h.system.shutdown()
+
+    again = AuditLog(path, run_id="r2", app_version="t", config_hash="h")
+    h2 = harness_factory(ChildSpec("persistence", PersistenceActor,
+                                   kwargs={"run_dir": tmp_path, "audit": again}))
+    again.record(kind="risk_decision", reason="approved", ts=h2.system.clock.now(),
+                 approved=True, inputs={"qty": "6"}, client_order_id="c6")
+    again.flush()
+    h2.system.wait_quiescent()
+    records = list(read_audit(path))
+    assert [r["seq"] for r in records] == list(range(1, 8))
+    assert [r["client_order_id"] for r in records] == [f"c{i}" for i in range(7)]
+    assert verify_audit(path) == (7, None)
+    with Store.open(tmp_path) as store:  # the file was synced at the restart: the store forgot them
+        assert [int(k) for k, _ in store.items(StoreDb.AUDIT)] == [7]
