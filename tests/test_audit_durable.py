@@ -10,6 +10,7 @@ back into audit.jsonl what only the store kept, with the hash chain intact.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +100,28 @@ def test_records_only_the_store_kept_are_put_back_in_the_file_on_restart(
     assert verify_audit(path) == (7, None)
     with Store.open(tmp_path) as store:  # the file was synced at the restart: the store forgot them
         assert [int(k) for k, _ in store.items(StoreDb.AUDIT)] == [7]
+
+
+def test_a_drained_batch_masks_secrets_and_keeps_the_line_format(tmp_path: Path) -> None:
+    """One batch, one secret-like field in its middle record: that value is
+    masked, every line is plain compact JSON with ``prev_hash`` after ``seq``
+    (as ``audit verify`` and older readers expect), and the chain holds."""
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog(path, run_id='odd","timestamp":"id', app_version="t", config_hash="h")
+    audit.attach(lambda: None, [])
+    ts = datetime(2026, 1, 5, tzinfo=UTC)
+    for i in range(3):
+        inputs: dict[str, Any] = {"n": i}
+        if i == 1:
+            inputs["api_key"] = "sk-live-123"
+        audit.record(kind="risk_decision", reason="approved", ts=ts, inputs=inputs)
+    drained = audit.drain()
+    audit.close()
+    text = path.read_text(encoding="utf-8")
+    assert "sk-live-123" not in text and [s for s, _ in drained] == [1, 2, 3]
+    for line in text.splitlines():
+        rec = json.loads(line)
+        assert list(rec)[:4] == ["schema_version", "event_id", "seq", "prev_hash"]
+        assert json.dumps(rec, separators=(",", ":")) == line
+    assert [line for _, line in drained] == text.splitlines()
+    assert verify_audit(path) == (3, None)

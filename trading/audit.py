@@ -47,8 +47,8 @@ from typing import Any
 
 from loguru import logger
 
-from messages.jsonl import iter_jsonl
-from runtime.redact import redact_text
+from messages.jsonl import compact_encoder, iter_jsonl
+from runtime.redact import might_hold_secret, redact_text
 
 AUDIT_SCHEMA_VERSION = 2
 #: ``prev_hash`` of a file's first record
@@ -60,8 +60,11 @@ _KEY_FORMAT = "{:020d}"
 
 
 #: ``json.dumps(rec, default=str, separators=(",", ":"))`` without building an
-#: encoder per record (one per risk decision, on the order path)
-_encode = json.JSONEncoder(default=str, separators=(",", ":")).encode
+#: encoder per record (one per risk decision)
+_dumps = compact_encoder(default=str)
+#: where a record's line carries ``prev_hash``: right after ``seq``, before this
+#: key (the first occurrence: a JSON string value cannot hold an unescaped quote)
+_AFTER_LINK = ',"timestamp":'
 
 
 def line_hash(line: str) -> str:
@@ -107,8 +110,9 @@ class AuditLog:
     def record(self, *, kind: str, reason: str, ts: datetime, inputs: dict[str, Any],
                approved: bool | None = None, **extra: Any) -> dict[str, Any]:
         """Number one record and queue it (attached) or write it (direct). The
-        returned dict is the record; attached, its ``prev_hash`` is set when the
-        writer drains it."""
+        returned dict is the record; its ``prev_hash`` is set when it is encoded
+        (attached: when the writer drains it, so nothing in it may change after
+        this call: callers pass fresh values)."""
         with self._lock:
             if self.path is not None and self._fh is None:
                 self._open()
@@ -117,7 +121,7 @@ class AuditLog:
                 "schema_version": AUDIT_SCHEMA_VERSION,
                 "event_id": f"{self.run_id}-{self._seq:08d}-{self._rng.getrandbits(32):08x}",
                 "seq": self._seq,
-                "prev_hash": self._prev_hash,  # the chain's link: set again when encoded
+                # "prev_hash" goes here, in the line (the chain's link, set when encoded)
                 "timestamp": ts.isoformat(),
                 "run_id": self.run_id,
                 "app_version": self.app_version,
@@ -132,14 +136,28 @@ class AuditLog:
             if self._nudge is not None:
                 self._pending.append(rec)
             else:
-                self._write([self._encode(rec)], rec["seq"])
+                self._write(self._encode([rec]), rec["seq"])
             return rec
 
-    def _encode(self, rec: dict[str, Any]) -> str:  # (under the lock, in seq order)
-        rec["prev_hash"] = self._prev_hash
-        line = redact_text(_encode(rec))
-        self._prev_hash = line_hash(line)
-        return line
+    def _encode(self, recs: list[dict[str, Any]]) -> list[str]:  # (under the lock, seq order)
+        """The lines of ``recs``, each linked to the one before. The link cannot
+        make a line need redaction (a hex digest between quotes holds no
+        secret-like word), so one check of the batch without its links tells
+        whether any line needs the (much slower) per-line redaction."""
+        bodies = [_dumps(rec) for rec in recs]
+        redact = might_hold_secret("\n".join(bodies))
+        lines = []
+        prev = self._prev_hash
+        for rec, body in zip(recs, bodies, strict=True):
+            cut = body.index(_AFTER_LINK)
+            line = f'{body[:cut]},"prev_hash":"{prev}"{body[cut:]}'
+            if redact:
+                line = redact_text(line)
+            rec["prev_hash"] = prev
+            prev = line_hash(line)
+            lines.append(line)
+        self._prev_hash = prev
+        return lines
 
     def _write(self, lines: list[str], last_seq: int) -> None:  # (under the lock)
         if self._fh is not None:
@@ -201,8 +219,9 @@ class AuditLog:
             if not self._pending:
                 return []
             recs, self._pending = self._pending, []
-            out = [(rec["seq"], self._encode(rec)) for rec in recs]
-            self._write([line for _, line in out], out[-1][0])
+            lines = self._encode(recs)
+            self._write(lines, recs[-1]["seq"])
+            out = [(rec["seq"], line) for rec, line in zip(recs, lines, strict=True)]
             if self._fh is not None:
                 self._fh.flush()
             return out
@@ -226,7 +245,7 @@ class AuditLog:
     def _encode_pending(self) -> None:  # (under the lock)
         if self._pending:
             recs, self._pending = self._pending, []
-            self._write([self._encode(rec) for rec in recs], recs[-1]["seq"])
+            self._write(self._encode(recs), recs[-1]["seq"])
 
     def _open(self) -> None:
         """Open for appending and continue the file's chain: ``seq`` and ``prev_hash``
