@@ -2,8 +2,12 @@
 
 Group commit. Each write message is encoded and buffered; the buffer is
 committed in ONE transaction, with one fsync, when the mailbox runs empty
-(``on_idle``), when it holds ``max_batch`` records, or when its oldest write
-has waited ``max_delay_s``. Only then are the acks sent, all at once. Under
+(``on_idle``), when it holds ``max_batch`` records, when its oldest
+acknowledged write has waited ``max_delay_s``, or its oldest write of any
+kind ``unacked_max_delay_s`` (writes nobody waits for, such as fills and
+order statuses, do not force an fsync of their own while the mailbox is
+busy: they ride with the next acknowledged write or the next idle commit).
+Only then are the acks sent, all at once. Under
 load one fsync thus covers thousands of records, which is how every
 acknowledged write can be on disk and still be fast. An ack is never sent
 before the commit that holds its write has returned (``sync=True``).
@@ -59,6 +63,7 @@ class PersistenceActor(Actor):
     def __init__(self, ctx: Any, run_dir: Any = None, *, store: Store | None = None,
                  map_size: int = DEFAULT_MAP_SIZE, max_batch: int = 10_000,
                  max_delay_s: float = 0.05, linger_s: float = 0.001,
+                 unacked_max_delay_s: float = 0.05,
                  audit: AuditLog | None = None, audit_sync_every: int = 4096) -> None:
         super().__init__(ctx)
         if run_dir is None and store is None:
@@ -78,11 +83,13 @@ class PersistenceActor(Actor):
         self._map_size = map_size
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
+        self.unacked_max_delay_s = max(unacked_max_delay_s, max_delay_s)
         self.linger_s = linger_s
         self.store: Store | None = None
         self._ops: list[tuple] = []
         self._acks: list[tuple[Ack | Future, int | None]] = []
         self._first_at = 0.0
+        self._first_ack_at = 0.0
         self.transactions = 0
         self.records = 0
         self.failed_batches = 0
@@ -179,7 +186,7 @@ class PersistenceActor(Actor):
         self._start_window()
         self._ops.extend(ops)
         if msg.ack is not None:
-            self._acks.append((msg.ack, None))
+            self._add_ack(msg.ack, None)
         self._maybe_commit()
 
     @handles(Reserve)
@@ -191,7 +198,7 @@ class PersistenceActor(Actor):
         """Commit now. The reply goes to ``msg.ack`` (an actor, a message); to a
         tool or test that asked (``system.ask``) it is the return value."""
         if msg.ack is not None:  # an ack-less Flush only commits
-            self._acks.append((msg.ack, None))
+            self._add_ack(msg.ack, None)
         error = self._commit()
         return _DONE if error is None else Durable(ok=False, error=error)
 
@@ -210,14 +217,21 @@ class PersistenceActor(Actor):
             index = len(self._ops)
             self._ops.append(op)
         if ack is not None:
-            self._acks.append((ack, index if wants_result else None))
+            self._add_ack(ack, index if wants_result else None)
         self._maybe_commit()
+
+    def _add_ack(self, ack: Ack | Future, index: int | None) -> None:
+        if not self._acks:
+            self._first_ack_at = time.monotonic()
+        self._acks.append((ack, index))
 
     def _maybe_commit(self) -> None:
         # Wall time on purpose: this bounds ack latency under sustained load,
         # it is not trading logic (which reads the injected clock).
+        now = time.monotonic()
         if (len(self._ops) >= self.max_batch
-                or time.monotonic() - self._first_at >= self.max_delay_s):
+                or self._acks and now - self._first_ack_at >= self.max_delay_s
+                or self._ops and now - self._first_at >= self.unacked_max_delay_s):
             self._commit()
 
     def on_idle(self) -> None:
@@ -246,7 +260,7 @@ class PersistenceActor(Actor):
         lets both share one fsync, which halves the disk time on the hedge and
         stop paths, instead of the intent waiting out the first one. The actor
         stays busy meanwhile, so quiescence still means committed."""
-        wait = min(self.linger_s, self.max_delay_s - (time.monotonic() - self._first_at))
+        wait = min(self.linger_s, self.unacked_max_delay_s - (time.monotonic() - self._first_at))
         if wait <= 0:
             return False
         mailbox = self.ctx.cell.mailbox

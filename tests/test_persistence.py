@@ -417,6 +417,22 @@ def test_an_acknowledged_write_never_lingers(tmp_path: Path) -> None:
         h.system.shutdown()
 
 
+def test_writes_nobody_waits_for_ride_with_the_next_acknowledged_one(
+        harness_factory: Any, tmp_path: Path) -> None:
+    """A busy mailbox of fills and statuses does not pay an fsync every
+    ``max_delay_s``: only an acknowledged write's wait forces a commit, and
+    that commit carries everything buffered before it."""
+    h = start(harness_factory, tmp_path, max_delay_s=1e-9, unacked_max_delay_s=3600.0)
+    actor = h.actor("persistence")
+    actor.on_idle = lambda: None  # the mailbox never runs empty, as under load
+    for i in range(20):
+        h.tell("persistence", Put("fills", f"f{i}", {"i": i}))
+    assert actor.transactions == 0 and actor.stats()["buffered"] == 20
+    h.tell("persistence", Put("orders", "o1", {"status": "intent"}, ack=Ack("collector", "o1")))
+    assert [d.token for d in h.actor("collector").got] == ["o1"]
+    assert (actor.transactions, actor.records) == (1, 21)
+
+
 # -- lifecycle ---------------------------------------------------------------------------
 
 
