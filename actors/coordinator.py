@@ -33,7 +33,7 @@ from messages.exchange import ExchangeError, OrderExpired, SubmitOrder
 from messages.market import MarketStats, Quote
 from messages.orders import (CancelConfirmed, CancelOrder, ExitPlan, OrderAcked, OrderFilled,
                              OrderRejected, OrderRequest, Signal, merge_plan)
-from messages.persistence import Ack, Durable, Put, StoreDb
+from messages.persistence import Ack, Durable, Put, PutMany, StoreDb
 from messages.types import ClientOrderId, Price, Symbol, as_price as _price
 from actors.flush_barrier import FlushBarrier
 from actors.kill_switch import KillSwitchKeeper
@@ -402,9 +402,12 @@ class Coordinator(FlushBarrier, KillSwitchKeeper, Actor):
         self.fills_by_symbol[ev.symbol] += 1
         self.last_activity[key] = self.ctx.clock.now()
         self.counts["filled" if ev.leaves_qty == 0 else "partially_filled"] += 1
-        self._set_status(ev.client_order_id, "filled" if ev.leaves_qty == 0 else "partially_filled")
-        self.ctx.tell(self.persistence, Put(StoreDb.FILLS, ev.fill_id, ev))
-        self.ctx.tell(self.persistence, position_put(key, self.book.position(key)))
+        status = self._set_status(ev.client_order_id,
+                                  "filled" if ev.leaves_qty == 0 else "partially_filled", send=False)
+        position = position_put(key, self.book.position(key))
+        # the fill's three writes in one message (and one transaction)
+        self.ctx.tell(self.persistence, PutMany((status, (StoreDb.FILLS, ev.fill_id, ev),
+                                                 (position.db, position.key, position.value))))
         crash = self.ctx.services.get("crash_points")  # app.crash_points; None in production
         if crash is not None and crash("after_fill", ev.fill_id):
             return
@@ -588,13 +591,19 @@ class Coordinator(FlushBarrier, KillSwitchKeeper, Actor):
         if owner:
             self.ctx.tell(owner, event)
 
-    def _set_status(self, coid: str, status: str) -> None:
+    def _set_status(self, coid: str, status: str,
+                    send: bool = True) -> tuple[StoreDb, str, str]:
+        """Set an order's status; its store write is sent, or returned (``send=False``)
+        for the caller to send with others."""
         rec = self.orders.get(coid)
         if rec is not None:
             self.status_counts[rec["status"]] -= 1
             self.status_counts[status] += 1
             rec["status"], rec["at"] = status, self.ctx.clock.now()
-        self.ctx.tell(self.persistence, Put(StoreDb.META, order_status_key(coid), status))
+        write = (StoreDb.META, order_status_key(coid), status)
+        if send:
+            self.ctx.tell(self.persistence, Put(*write))
+        return write
 
     def _order_record(self, order: OrderRequest, status: str, intent: Intent) -> dict[str, Any]:
         return {"order": order, "status": status, "owner": intent.owner,
