@@ -79,11 +79,19 @@ def _store_default(obj: Any) -> Any:
 _NATIVE: tuple[type[Any], ...] = (tuple, list, dict, str, bytes, int, float)
 
 
+#: one Packer per thread: ``packb`` builds one (with a 256 KiB buffer) per call,
+#: which costs more than packing a status or a position (several per order)
+_packers = threading.local()
+
+
 def pack_value(value: Any) -> bytes:
     """Any codec-able value -> bytes. Raises CodecError naming what failed."""
+    packer = getattr(_packers, "packer", None)
+    if packer is None:
+        packer = _packers.packer = msgpack.Packer(default=_store_default, use_bin_type=True,
+                                                  strict_types=True, buf_size=4096)
     try:
-        out: bytes = msgpack.packb(value, default=_store_default, use_bin_type=True,
-                                   strict_types=True)
+        out: bytes = packer.pack(value)  # the Packer resets after each pack, error or not
         return out
     except CodecError:
         raise
