@@ -144,6 +144,8 @@ class Coordinator(FlushBarrier, KillSwitchKeeper, Actor):
         self._publish()
 
     def on_idle(self) -> None:
+        if self.parked:  # a reservation failed: ask again (the allocator paces it)
+            self._unpark()
         self.audit.flush()
         self._publish()
 

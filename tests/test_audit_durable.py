@@ -1,23 +1,25 @@
-"""The audit trail is written off the order path and still never loses a record.
+"""Nothing on the order path waits, and the audit trail never loses a record.
 
 The coordinator only queues a record; the persistence actor drains the queue
 into every commit, so an approval's record is durable (in the store, in the
 same LMDB transaction, or in the fsynced audit file) no later than the order
 intent it belongs to, and the order leaves only after that. A restart puts
 back into audit.jsonl what only the store kept, with the hash chain intact.
+Client order ids come by request/reply: intents that find none are parked.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from decimal import Decimal as D
 from pathlib import Path
 from typing import Any
 
 from actors.persistence import PersistenceActor
-from messages.persistence import StoreDb
+from messages.persistence import Flush, StoreDb
 from runtime import ChildSpec
-from tests.test_coordinator import Rig
+from tests.test_coordinator import BTC, ETH, SOL, Rig
 from trading.audit import AuditLog, read_audit, verify_audit
 from trading.store import Store
 
@@ -125,3 +127,38 @@ def test_a_drained_batch_masks_secrets_and_keeps_the_line_format(tmp_path: Path)
         assert json.dumps(rec, separators=(",", ":")) == line
     assert [line for _, line in drained] == text.splitlines()
     assert verify_audit(path) == (3, None)
+
+
+def test_intents_without_a_reserved_id_are_parked_not_waited_for(tmp_path: Path) -> None:
+    """No client order id left and the reservation not yet durable: the
+    coordinator does not wait in its handler (the tree goes quiescent at once),
+    it parks the intents and decides them, in order, when persistence's reply
+    lands (a message to the coordinator, no future inside)."""
+    rig = Rig(tmp_path / "run", symbols=(BTC, ETH, SOL))
+    rig.start()
+    try:
+        for sym, price in ((BTC, "100.0"), (ETH, "2000.0"), (SOL, "20.0")):
+            rig.quote(sym, price, str(D(price) + D("0.1")))
+        writer = rig.system.directory.get("persistence").actor
+        writer.on_idle = lambda: None  # a slow disk: the next reservation stays queued
+        ids = rig.system.services["ids"]
+        while ids.available:
+            ids.try_next()  # the refill asked at low water is queued at persistence
+        for sym in (BTC, ETH, SOL):
+            rig.signal("buy", 1, sym)
+        rig.settle()  # returns: nobody waits
+        coordinator = rig.coordinator()
+        assert [p[0].symbol for p in coordinator.parked] == [BTC, ETH, SOL]
+        assert rig.events("order_submitted") == []
+        del writer.on_idle
+        assert rig.system.ask("persistence", Flush()).ok  # the reservation lands
+        rig.advance(1)
+        assert not coordinator.parked
+        decided = rig.decisions()
+        assert [(r["inputs"]["symbol"], r["reason"]) for r in decided] == [
+            (BTC, "approved"), (ETH, "approved"), (SOL, "approved")]
+        sent = rig.events("order_submitted")
+        assert [e["symbol"] for e in sent] == [BTC, ETH, SOL]
+        assert [e["client_order_id"] for e in sent] == [r["client_order_id"] for r in decided]
+    finally:
+        rig.stop()

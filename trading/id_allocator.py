@@ -33,6 +33,11 @@ class IdsUnavailable(TimeoutError):
     """No reserved id was available in time (the persistence actor is slow or down)."""
 
 
+#: how long after a failed reservation the next one may be asked (a failing
+#: store is not asked again for every intent that finds no id)
+RETRY_AFTER_S = 0.2
+
+
 class IdAllocator:
     """Unique, increasing, restart-stable ids from durably reserved blocks.
 
@@ -64,6 +69,8 @@ class IdAllocator:
         self._next = 0
         self._stop = 0
         self._pending = False
+        #: after a failed reservation, none is asked again before this (monotonic)
+        self._retry_at = 0.0
         self.last_error: BaseException | str | None = None
         self.issued = 0
 
@@ -102,12 +109,13 @@ class IdAllocator:
 
     def ready(self) -> bool:
         """Whether :meth:`try_next` has an id now. When not, a reservation is
-        asked for unless one is on its way: the caller parks its work until
-        the reply lands (never waits in a handler)."""
+        asked for unless one is on its way (or the last one failed less than
+        ``RETRY_AFTER_S`` ago): the caller parks its work until the reply
+        lands, and asks again later if it failed (never waits in a handler)."""
         with self._cond:
             if self._next < self._stop or self._blocks:
                 return True
-            claim = not self._pending
+            claim = not self._pending and time.monotonic() >= self._retry_at
             if claim:
                 self._pending = True
         if claim:
@@ -179,7 +187,8 @@ class IdAllocator:
         return value
 
     def _claim_refill(self) -> bool:
-        if self._pending or self._remaining() >= max(1, self.low_water):
+        if (self._pending or self._remaining() >= max(1, self.low_water)
+                or time.monotonic() < self._retry_at):
             return False
         self._pending = True
         return True
@@ -211,5 +220,6 @@ class IdAllocator:
         with self._cond:
             self._pending = False
             self.last_error = error
+            self._retry_at = time.monotonic() + RETRY_AFTER_S
             self._cond.notify_all()
         logger.error("id reservation for {} failed: {!r}", self.counter, error)
