@@ -69,11 +69,11 @@ class FlushBarrier:
 
     def on_receive(self, message: Any) -> Any:
         held = self._held
-        if held is None:
-            if type(message) is FlushBarrierDue:
-                return None  # the barrier passed before its timer
-            return super().on_receive(message)  # type: ignore[misc]  # Actor.on_receive, next in the MRO
         kind = type(message)
+        if held is None:
+            if kind is FlushBarrierDue or kind is Durable and message.token == FLUSH_BARRIER_TOKEN:
+                return None  # the barrier passed before its timer, or a late answer
+            return super().on_receive(message)  # type: ignore[misc]  # Actor.on_receive, next in the MRO
         if kind is FlushBarrierDue or kind is Durable and message.token == FLUSH_BARRIER_TOKEN:
             if kind is FlushBarrierDue:
                 self.log.warning("persistence did not confirm the start-up flush in {}s; "
