@@ -35,7 +35,6 @@ never collide at a long-lived exchange).
 from __future__ import annotations
 
 import uuid
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -363,18 +362,16 @@ class Runtime:
 
     def _init_ids(self, timeout: float) -> None:
         """Client order ids: ``<account>-<store id>-<n>``, the counter persisted (rule 15)."""
-        from messages.persistence import Put, StoreDb
+        from messages.persistence import Flush, Put, StoreDb
 
         system = self.require_system()
         store_id = self.store.get(StoreDb.META, "store_id")
         if store_id is None:
             store_id = uuid.uuid4().hex[:8]
-            done: Future[Any] = Future()
-            system.tell("persistence", Put(StoreDb.META, "store_id", store_id, ack=done))
-            if system.clock.is_virtual:
-                system.wait_quiescent(timeout)
-            result = done.result(timeout)
-            if not getattr(result, "ok", True):
+            system.tell("persistence", Put(StoreDb.META, "store_id", store_id))
+            # request/reply: the flush's answer says everything before it is durable
+            result = system.ask("persistence", Flush(), timeout=timeout)
+            if not result.ok:
                 raise RuntimeError(f"could not persist the store id: {result.error}")
         self.store_id = store_id
         ids = system.services["ids"]

@@ -16,7 +16,9 @@ Two kinds of ack, because two kinds of caller:
   launcher). It resolves to the ``Durable`` message, or raises
   ``PersistenceError`` if the write failed. A message carrying a future is
   in-process only: the codec refuses to encode it. ``Reserve`` and ``Flush``,
-  which actors send, take an ``Ack`` only: the reply is a message.
+  which actors send, take an ``Ack`` only: the reply is a message. Outside
+  the actor system, ``system.ask(persistence, Flush())`` answers ``Durable``
+  once everything sent before it is durable.
 
 Keys are non-empty strings (UTF-8, at most ``MAX_KEY_BYTES``, LMDB's limit).
 Values are anything the codec can carry: messages, dicts, tuples, Decimal,
