@@ -621,6 +621,7 @@ class Coordinator(FlushBarrier, KillSwitchKeeper, Actor):
             "breaker_open_total": self.state.breaker.open_count,
             "positions": dict(self.pnl.positions),
             "inflight": len(self.book.inflight),
+            "parked_intents": len(self.parked),  # waiting for client order ids
             "counts": dict(self.counts),
             "trust": self.trust.tally.as_dict(),
             "unconfirmed_divergences": len(self.unconfirmed),
