@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.persistence import PersistenceActor
+from app.audit_cli import held_in_store
 from messages.persistence import Flush, StoreDb
 from runtime import ChildSpec
 from tests.test_coordinator import BTC, ETH, SOL, Rig
@@ -88,6 +89,7 @@ def test_records_only_the_store_kept_are_put_back_in_the_file_on_restart(
     # the kill: the last three lines never left the process, the fourth is torn
     path.write_text("".join(lines[:2]) + lines[2][:40], encoding="utf-8")
     h.system.shutdown()
+    assert held_in_store(tmp_path, 2) == 4  # `audit verify` says where they are meanwhile
 
     again = AuditLog(path, run_id="r2", app_version="t", config_hash="h")
     h2 = harness_factory(ChildSpec("persistence", PersistenceActor,
