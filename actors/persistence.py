@@ -270,13 +270,22 @@ class PersistenceActor(Actor):
 
     def _commit(self) -> str | None:
         """Commit what is buffered and answer its acks; the error text if it failed."""
-        ops, acks = self._ops, self._acks
         audit = self.audit.drain() if self.audit is not None else None
-        if audit:
-            # Every audit record made before the writes of this commit were
-            # sent is durable with them (one transaction, one fsync).
-            ops.extend(("put", _AUDIT_DB, key_bytes(audit_key(seq)), pack_value(line))
-                       for seq, line in audit)
+        if not audit:
+            return self._commit_ops()
+        # Every audit record made before the writes of this commit were sent is
+        # durable with them (one transaction, one fsync); the lines reach the
+        # file after the acks have left, whatever the commit's outcome.
+        self._ops.extend(("put", _AUDIT_DB, key_bytes(audit_key(seq)), pack_value(line))
+                         for seq, line in audit)
+        try:
+            return self._commit_ops()
+        finally:
+            assert self.audit is not None  # it drained
+            self.audit.write_out()
+
+    def _commit_ops(self) -> str | None:
+        ops, acks = self._ops, self._acks
         if not ops and not acks:
             return None
         self._ops, self._acks = [], []

@@ -101,6 +101,10 @@ class AuditLog:
         #: the attached writer's wake-up (None: direct writes)
         self._nudge: Callable[[], Any] | None = None
         self._nudged = False
+        #: lines encoded (the chain's order) but not yet handed to the file, and
+        #: the seq of the last of them: drained lines are written after their commit
+        self._staged: list[str] = []
+        self._staged_seq = 0
         #: the last seq written to the file, and the last one fsynced there
         self.written_seq = 0
         self.synced_seq = 0
@@ -160,9 +164,21 @@ class AuditLog:
         return lines
 
     def _write(self, lines: list[str], last_seq: int) -> None:  # (under the lock)
+        """Append lines to the file (after any staged before them: chain order)."""
+        self._stage(lines, last_seq)
+        self._write_staged()
+
+    def _stage(self, lines: list[str], last_seq: int) -> None:  # (under the lock)
+        self._staged.extend(lines)
+        self._staged_seq = last_seq
+
+    def _write_staged(self) -> None:  # (under the lock)
+        if not self._staged:
+            return
+        lines, self._staged = self._staged, []
         if self._fh is not None:
             self._fh.write("\n".join(lines) + "\n")
-            self.written_seq = last_seq
+            self.written_seq = self._staged_seq
 
     # -- the attached writer (the persistence actor) -------------------------------
 
@@ -212,19 +228,25 @@ class AuditLog:
 
     def drain(self) -> list[tuple[int, str]]:
         """The attached writer, before each commit: encode every waiting record
-        (chain order), hand the lines to the OS in one write, and return them as
-        ``(seq, line)`` for the store's ``audit`` database in that commit."""
+        (chain order) and return the lines as ``(seq, line)`` for the store's
+        ``audit`` database in that commit. They reach the file with
+        :meth:`write_out`, after the commit (its fsync is what makes them
+        durable; the file's ``write`` need not delay the acks)."""
         with self._lock:
             self._nudged = False
             if not self._pending:
                 return []
             recs, self._pending = self._pending, []
             lines = self._encode(recs)
-            self._write(lines, recs[-1]["seq"])
-            out = [(rec["seq"], line) for rec, line in zip(recs, lines, strict=True)]
+            self._stage(lines, recs[-1]["seq"])
+            return [(rec["seq"], line) for rec, line in zip(recs, lines, strict=True)]
+
+    def write_out(self) -> None:
+        """Hand the drained lines to the OS (one ``write``)."""
+        with self._lock:
+            self._write_staged()
             if self._fh is not None:
                 self._fh.flush()
-            return out
 
     def sync(self) -> int:
         """fsync the file (the attached writer, off the order path); returns the
@@ -232,6 +254,7 @@ class AuditLog:
         with self._lock:
             if self._fh is None:
                 return self.synced_seq
+            self._write_staged()
             self._fh.flush()
             fd, upto = self._fh.fileno(), self.written_seq
         try:
@@ -243,9 +266,11 @@ class AuditLog:
         return self.synced_seq
 
     def _encode_pending(self) -> None:  # (under the lock)
+        """Everything made so far into the file (staged lines first)."""
         if self._pending:
             recs, self._pending = self._pending, []
-            self._write(self._encode(recs), recs[-1]["seq"])
+            self._stage(self._encode(recs), recs[-1]["seq"])
+        self._write_staged()
 
     def _open(self) -> None:
         """Open for appending and continue the file's chain: ``seq`` and ``prev_hash``
