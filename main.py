@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow a venue whose mode is live (real money)")
     p.add_argument("--resume", metavar="DIR",
                    help="continue the killed run in DIR from its store, reconciling with the "
-                        "exchange first (needs an exchange that kept running: --exchange)")
+                        "exchange first (needs an exchange that kept running: --exchange or "
+                        "--venue, the one the run started with)")
     p.add_argument("--ray", metavar="ADDRESS",
                    help="place the symbol actors (and their strategies) on a Ray cluster at "
                         "ADDRESS; 'auto' starts a local Ray instance (needs the optional "
