@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from messages.codec import CodecError
 from messages.persistence import (
@@ -45,11 +45,59 @@ from trading.store import DEFAULT_MAP_SIZE, Store, key_bytes, pack_value, put_op
 
 _AUDIT_DB = StoreDb.AUDIT.value
 
+if TYPE_CHECKING:
+    from loguru import Logger
+
+    from runtime.context import ActorContext
+
 AckLike = Ack | Future | None
 _DONE = Durable(ok=True)  # immutable, so one instance serves every plain future ack
 
 
-class PersistenceActor(Actor):
+class AuditRider:
+    """The persistence actor's part in the audit trail (``trading.audit``): it
+    takes the trail's writes over at start (putting back in the file what only
+    the store kept), is woken when records wait, and syncs the file off the
+    order path so the store can forget them. The drain itself is in the commit."""
+
+    if TYPE_CHECKING:  # what the actor provides
+        ctx: ActorContext
+        log: Logger
+        _ops: list[tuple]
+
+        def _commit(self) -> str | None: ...
+        def _start_window(self) -> None: ...
+
+    def _attach_audit(self, audit: AuditLog, store: Store) -> None:
+        """Take over the audit trail's writes; first put back in its file what
+        only the store kept (records drained into a commit whose lines died in
+        a killed process's buffer)."""
+        held = [(int(key), line) for key, line in store.items(StoreDb.AUDIT)]
+        synced = audit.attach(self._wake_for_audit, held)
+        if held:
+            self.log.info("audit: {} record(s) held in the store, the file synced to seq {}",
+                          len(held), synced)
+            self._ops.append(("del_upto", _AUDIT_DB, key_bytes(audit_key(synced))))
+            self._commit()
+
+    def _wake_for_audit(self) -> None:
+        """Records wait and their owner's burst ended: commit them soon."""
+        self.ctx.system.tell(self.ctx.name, AuditWaiting())
+
+    @handles(AuditWaiting)
+    def on_audit_waiting(self, msg: AuditWaiting) -> None:
+        """Nothing to do now: the records are committed at idle like any write."""
+
+    def _sync_audit(self, audit: AuditLog) -> None:
+        """Off the order path (at idle, every ``audit_sync_every`` records): the
+        audit file is fsynced, so the store may forget the records up to there
+        (deleted with the next commit)."""
+        synced = audit.sync()
+        self._start_window()
+        self._ops.append(("del_upto", _AUDIT_DB, key_bytes(audit_key(synced))))
+
+
+class PersistenceActor(AuditRider, Actor):
     """Single LMDB writer with group commit and durable acknowledgements.
 
     Construct through a ``ChildSpec("persistence", PersistenceActor,
@@ -109,26 +157,6 @@ class PersistenceActor(Actor):
         self.log.info("persistence writing to {}", self.store.path)
         if self.audit is not None:
             self._attach_audit(self.audit, self.store)
-
-    def _attach_audit(self, audit: AuditLog, store: Store) -> None:
-        """Take over the audit trail's writes; first put back in its file what
-        only the store kept (records drained into a commit whose lines died in
-        a killed process's buffer)."""
-        held = [(int(key), line) for key, line in store.items(StoreDb.AUDIT)]
-        synced = audit.attach(self._wake_for_audit, held)
-        if held:
-            self.log.info("audit: {} record(s) held in the store, the file synced to seq {}",
-                          len(held), synced)
-            self._ops.append(("del_upto", _AUDIT_DB, key_bytes(audit_key(synced))))
-            self._commit()
-
-    def _wake_for_audit(self) -> None:
-        """Records wait and their owner's burst ended: commit them soon."""
-        self.ctx.system.tell(self.ctx.name, AuditWaiting())
-
-    @handles(AuditWaiting)
-    def on_audit_waiting(self, msg: AuditWaiting) -> None:
-        """Nothing to do now: the records are committed at idle like any write."""
 
     def on_stop(self) -> None:
         self._commit()
@@ -243,14 +271,6 @@ class PersistenceActor(Actor):
         self._commit()
         if audit is not None and audit.written_seq - audit.synced_seq >= self.audit_sync_every:
             self._sync_audit(audit)
-
-    def _sync_audit(self, audit: AuditLog) -> None:
-        """Off the order path (at idle, every ``audit_sync_every`` records): the
-        audit file is fsynced, so the store may forget the records up to there
-        (deleted with the next commit)."""
-        synced = audit.sync()
-        self._start_window()
-        self._ops.append(("del_upto", _AUDIT_DB, key_bytes(audit_key(synced))))
 
     def _linger(self) -> bool:
         """Writes nobody waits for may wait ``linger_s`` for the next message
