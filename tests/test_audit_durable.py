@@ -150,7 +150,7 @@ def test_intents_without_a_reserved_id_are_parked_not_waited_for(tmp_path: Path)
             rig.signal("buy", 1, sym)
         rig.settle()  # returns: nobody waits
         coordinator = rig.coordinator()
-        assert [p[0].symbol for p in coordinator.parked] == [BTC, ETH, SOL]
+        assert [p.symbol for p in coordinator.parked] == [BTC, ETH, SOL]
         assert rig.coord["parked_intents"] == 3  # introspection shows them
         assert rig.events("order_submitted") == []
         del writer.on_idle

@@ -663,7 +663,7 @@ def test_control_endpoint_takes_engine_and_venue_faults(face: BinanceFaceServer)
         return ok, bad, q
 
     assert run(go()) == (200, 400, 200)
-    assert face.face.faults.rate_limit.count == 1 and face.engine.reject_next == 1
+    assert face.face.faults.rate_limit.count == 1 and face.engine.armed.reject_next == 1
     assert face.engine.book(SYM).bid == Decimal("90")
 
 

@@ -1,4 +1,4 @@
-"""``run --resume`` (DESIGN section 8, rules 10 and 15; issue 6): refused
+"""``run --resume`` (DESIGN section 8, rules 10 and 15): refused
 where it cannot be sound, and a real process SIGKILLed and resumed against
 a WebSocket exchange that outlives it."""
 
