@@ -7,7 +7,7 @@ ledger (``trading.ledger.OrderLedger``: the book, order statuses, in-flight
 orders, the risk state and the kill switch), which returns its decisions as
 effects: messages, store writes, audit records. This actor feeds it and
 carries them out, in order (``_do``): an order is audited, made durable in
-the store, and only then sent to the gateway.
+the store (its audit record with it), and only then sent to the gateway.
 
 On start the ledger is rebuilt from the store (``trading.recovery.rebuild``)
 and, at every resync, settled against the broker (missed fills applied,
@@ -18,7 +18,7 @@ order.
 
 from __future__ import annotations
 
-from concurrent.futures import Future
+from collections import deque
 from typing import Any
 
 from messages.bounds import DEFAULT_BOUNDS, Bounds
@@ -29,25 +29,21 @@ from messages.connectivity import ResyncRequest
 from messages.exchange import ExchangeError, OrderExpired
 from messages.market import MarketStats, Quote
 from messages.orders import CancelConfirmed, OrderAcked, OrderFilled, OrderRejected, Signal
-from messages.persistence import Durable, Flush
+from messages.persistence import Durable
+from actors.flush_barrier import FlushBarrier
 from actors.symbol import symbol_of_actor
 from runtime import Actor, handles
-from runtime.dispatcher import managed_blocking
 from runtime.signals import RemoteDown, RemoteUp
-from trading.effects import (AuditRecord, Effects, FlushAudit, Publish, Send, Sent,
-                             StoreWrite)
+from trading.effects import AuditRecord, Effects, FlushAudit, Publish, Send, Sent, StoreWrite
 from trading.ledger import OrderLedger, Peers
 from trading.limits import Limits
 from trading.recovery import rebuild
 from trading.relays import exit_plan_audit, group_audit, portfolio_snapshot
 
 
-class Coordinator(Actor):
+class Coordinator(FlushBarrier, Actor):
     """Feeds the order ledger every order, broker, market and control event,
     and carries out what it returns."""
-
-    #: how long a (re)starting coordinator waits for persistence's start-up flush
-    flush_timeout_s = 5.0
 
     def __init__(self, ctx: Any, *, limits: Limits, symbols: list[str], venue: str = "sim",
                  gateway: str = "gateway", persistence: str = "persistence",
@@ -58,18 +54,29 @@ class Coordinator(Actor):
         self.persistence = persistence
         services = ctx.services
         self.audit = services["audit"]
+        self.ids = services["ids"]
+        #: intents that came while no client order id was reserved, in order:
+        #: given to the ledger once the ids land (never a wait in the handler)
+        self.parked: deque[Signal | OrderIntent] = deque()
         self.ledger = OrderLedger(
-            limits=limits, symbols=symbols, clock=ctx.clock, next_id=services["ids"].next,
+            limits=limits, symbols=symbols, clock=ctx.clock, next_id=self._next_id,
             log=self.log, venue=venue, store=services.get("store"),
             peers=Peers(me=ctx.name, gateway=gateway, alerts=alerts, stops=stops,
                         reconciler=reconciler),
             require_recovery=require_recovery, bounds=bounds)
 
     def on_start(self) -> None:
+        self.ledger.risk.kill.restore_published(self.ctx.cell.info)
+        # What the previous instance queued at persistence (an order intent it
+        # just approved) reaches the disk before the store is read, so it is
+        # rebuilt and settled at this instance's first resync; read before
+        # that, it was unknown here until the next process restart. The mail
+        # waits meanwhile (actors.flush_barrier), the thread does not.
+        self.hold_until_flushed(self._recover)
+
+    def _recover(self) -> None:
         ledger = self.ledger
-        ledger.risk.kill.restore_published(self.ctx.cell.info)
         if ledger.store is not None:
-            self._flush_persistence()
             rebuild(ledger, ledger.store)
         ledger.risk.pnl.rebuild()
         # Whether first start or restart: learn the stream's state and resync
@@ -78,26 +85,9 @@ class Coordinator(Actor):
                                                           self.ctx.clock.now()))
         self._publish()
 
-    def _flush_persistence(self) -> None:
-        """Before reading the store: what the previous instance queued at
-        persistence (an order intent it just approved) reaches the disk first,
-        so it is rebuilt and settled at this instance's first resync. Read
-        before that, the intent was unknown here and only resubmitted at the
-        next process restart, however late. A start-up barrier, bounded: a
-        persistence that does not answer leaves us rebuilding from the disk."""
-        if self.ctx.system.directory.get(self.persistence) is None:
-            return
-        done: Future = Future()
-        if not self.ctx.tell(self.persistence, Flush(ack=done)):
-            return  # nobody to ask (persistence stopped): nothing can be queued there
-        try:
-            with managed_blocking():  # the other pooled actors run on meanwhile
-                done.result(timeout=self.flush_timeout_s)
-        except Exception as exc:  # noqa: BLE001 - timeout or a failed commit: rebuild anyway
-            self.log.warning("persistence did not confirm the start-up flush ({!r}); "
-                             "rebuilding from what is on disk", exc)
-
     def on_idle(self) -> None:
+        if self.parked:  # a reservation failed: ask again (the allocator paces it)
+            self._unpark()
         self.audit.flush()
         self._publish()
 
@@ -117,7 +107,10 @@ class Coordinator(Actor):
             elif isinstance(e, AuditRecord):
                 self.audit.record(**e.fields)
             elif isinstance(e, FlushAudit):
-                self.audit.flush()
+                # Nothing to do: the records so far are durable with the next
+                # store write (trading.audit: persistence drains the trail into
+                # every commit), so an approval's record with its intent.
+                pass
             elif isinstance(e, Publish):
                 self._publish()
             elif isinstance(e, Sent):
@@ -131,14 +124,42 @@ class Coordinator(Actor):
 
     @handles(Signal)
     def on_signal(self, sig: Signal) -> None:
-        self._do(self.ledger.on_signal(sig))
+        self._wish(sig)
 
     @handles(OrderIntent)
     def on_intent(self, it: OrderIntent) -> None:
-        self._do(self.ledger.on_intent(it))
+        self._wish(it)
+
+    def _wish(self, msg: Signal | OrderIntent) -> None:
+        if self.parked or not self.ids.ready():  # no id reserved: decided when ids land
+            self.parked.append(msg)
+            return
+        self._admit(msg)
+
+    def _admit(self, msg: Signal | OrderIntent) -> None:
+        if isinstance(msg, Signal):
+            self._do(self.ledger.on_signal(msg))
+        else:
+            self._do(self.ledger.on_intent(msg))
+
+    def _unpark(self) -> None:
+        while self.parked and self.ids.ready():
+            self._admit(self.parked.popleft())
+
+    def _next_id(self) -> str:
+        """The ledger's next client order id: one is reserved (``ids.ready``
+        was checked before the intent was admitted), so this never waits."""
+        coid = self.ids.try_next()
+        if coid is None:  # pragma: no cover - admitted only with an id ready
+            raise RuntimeError("no client order id reserved")
+        return str(coid)
 
     @handles(Durable)
     def on_durable(self, msg: Durable) -> None:
+        if self.ids.is_reply(msg):  # a block of client order ids reserved
+            self.ids.landed(msg)
+            self._unpark()
+            return
         self._do(self.ledger.on_durable(msg))
 
     @handles(CancelIntent)
@@ -248,6 +269,7 @@ class Coordinator(Actor):
             "breaker_open_total": risk.gate.breaker.open_count,
             "positions": dict(pnl.positions),
             "inflight": len(ledger.book.inflight),
+            "parked_intents": len(self.parked),  # waiting for client order ids
             "counts": dict(ledger.counts),
             "trust": ledger.trust.tally.as_dict(),
             "unconfirmed_divergences": len(ledger.sync.unconfirmed),

@@ -137,6 +137,22 @@ def _table(console: Console, path: Path, everything: list[dict[str, Any]],
                                    or "none"))
 
 
+def held_in_store(run_dir: Path, last_seq: int) -> int:
+    """Audit records the run's store holds beyond ``last_seq`` (durable with the
+    intents they preceded, not yet in the file: trading.audit)."""
+    from messages.persistence import StoreDb
+    from trading.store import Store
+
+    try:
+        store = Store.open(run_dir, readonly=True)
+    except (FileNotFoundError, OSError):
+        return 0
+    try:
+        return sum(1 for key, _ in store.items(StoreDb.AUDIT) if int(key) > last_seq)
+    finally:
+        store.close()
+
+
 def verify(where: str) -> int:
     """``audit verify DIR``: 0 if the chain holds, 1 naming the first broken record."""
     path = audit_path(where)
@@ -146,6 +162,10 @@ def verify(where: str) -> int:
     n, broken = verify_audit(path)
     if broken is None:
         print(f"{path}: {n} record(s), hash chain intact")
+        held = held_in_store(path.parent, n)
+        if held:
+            print(f"{held} more record(s) after seq {n} are held in the run's store (the run "
+                  "stopped before they were written out): its next start appends them")
         return 0
     seq = f" (seq {broken.seq})" if broken.seq is not None else ""
     print(f"{path}: hash chain broken at line {broken.line}{seq}: {broken.problem}; "

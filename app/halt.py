@@ -25,7 +25,6 @@ the reconciliation at startup settles whatever the crash loop left in flight.
 
 from __future__ import annotations
 
-from concurrent.futures import Future
 from typing import Any
 
 from loguru import logger
@@ -71,7 +70,7 @@ def orderly_halt(rt: Any, reason: str) -> None:
     if _running(system, "persistence"):
         for key, value in writes:
             system.tell("persistence", Put(StoreDb.META, key, value))
-        system.tell("persistence", Flush(ack=Future()))
+        system.tell("persistence", Flush())
     elif rt.store is not None:
         from trading.store import put_op
 

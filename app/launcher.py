@@ -35,7 +35,6 @@ never collide at a long-lived exchange).
 from __future__ import annotations
 
 import uuid
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,8 +196,9 @@ class Runtime:
         if spec.wire is not None:
             spec.wire.bind(system.outstanding_add)
         system.timer_sources.extend(spec.timer_sources)
+        # the reservations' replies go to the coordinator, which hands them over
         system.services["ids"] = IdAllocator.via_actor(system.tell, "client_order_id",
-                                                       block=256)
+                                                       reply_to="coordinator", block=256)
         if self.engine is None and not self.external:
             self.engine = self._new_engine()
         system.on_halt(self._on_halt)
@@ -269,7 +269,8 @@ class Runtime:
             ChildSpec("persistence", PersistenceActor,
                       kwargs={"store": self.store, "max_batch": pcfg.group_commit_max_batch,
                               "max_delay_s": max(pcfg.group_commit_window_ms, 1) / 1000,
-                              "linger_s": pcfg.unacked_linger_ms / 1000},
+                              "linger_s": pcfg.unacked_linger_ms / 1000,
+                              "audit_sync_every": pcfg.audit_sync_every},
                       shutdown_s=cfg.runtime.shutdown_timeout_s),
             ChildSpec("alerts", AlertsActor, args=(sinks_from_config(cfg.alerts.sink_entries()),),
                       kwargs={"max_pending": cfg.alerts.max_pending,
@@ -378,18 +379,16 @@ class Runtime:
 
     def _init_ids(self, timeout: float) -> None:
         """Client order ids: ``<account>-<store id>-<n>``, the counter persisted (rule 15)."""
-        from messages.persistence import Put, StoreDb
+        from messages.persistence import Flush, Put, StoreDb
 
         system = self.require_system()
         store_id = self.store.get(StoreDb.META, "store_id")
         if store_id is None:
             store_id = uuid.uuid4().hex[:8]
-            done: Future[Any] = Future()
-            system.tell("persistence", Put(StoreDb.META, "store_id", store_id, ack=done))
-            if system.clock.is_virtual:
-                system.wait_quiescent(timeout)
-            result = done.result(timeout)
-            if not getattr(result, "ok", True):
+            system.tell("persistence", Put(StoreDb.META, "store_id", store_id))
+            # request/reply: the flush's answer says everything before it is durable
+            result = system.ask("persistence", Flush(), timeout=timeout)
+            if not result.ok:
                 raise RuntimeError(f"could not persist the store id: {result.error}")
         self.store_id = store_id
         ids = system.services["ids"]

@@ -48,6 +48,9 @@ class PersistenceConfig(Section):
     #: follows it share one fsync (0: commit at once)
     unacked_linger_ms: NonNegInt = 1
     map_size_mb: PosInt = 1024
+    #: the audit file is fsynced (off the order path) every this many records;
+    #: until then the store holds them, committed with the writes they precede
+    audit_sync_every: PosInt = 4096
 
 
 class PlacementConfig(Section):

@@ -36,29 +36,15 @@ from collections.abc import Iterable
 
 from loguru import logger
 
-from messages.jsonl import iter_jsonl
+from messages.jsonl import compact_encoder, iter_jsonl
 
 CORE_KEYS = ("client_order_id", "symbol", "side", "qty", "price", "fill_id")
 #: bytes of lines per ``read_page``: a page travels as one WebSocket frame (1 MiB at most)
 PAGE_BYTES = 512 * 1024
 
 
-# ``json.dumps(record, separators=(",", ":"))`` builds a new encoder on every
-# call; this is the same C encoder (same output: ASCII, NaN allowed, keys in
-# insertion order) built once. Records hold only fresh plain values, so there
-# is no cycle to check for.
-_c_encode: Any = getattr(_json_encoder, "c_make_encoder", None)  # absent from the stubs
-if _c_encode is not None:
-    _c_encode = _c_encode(None, json.JSONEncoder().default, _json_encoder.encode_basestring_ascii,
-                          None, ":", ",", False, False, True)
-
-    def _dumps(record: dict[str, Any]) -> str:
-        return "".join(_c_encode(record, 0))
-else:  # pragma: no cover - CPython always has the C encoder
-    _ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
-
-    def _dumps(record: dict[str, Any]) -> str:
-        return _ENCODER.encode(record)
+#: ``json.dumps(record, separators=(",", ":"))`` from one encoder built once
+_dumps = compact_encoder()
 
 
 _esc = _json_encoder.encode_basestring_ascii  # a str as json.dumps writes it (C)

@@ -10,9 +10,27 @@ from __future__ import annotations
 
 import json
 import os
+from json import encoder as _json_encoder
 from pathlib import Path
 from typing import Any
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+
+
+def compact_encoder(default: Callable[[Any], Any] | None = None) -> Callable[[Any], str]:
+    """``json.dumps(obj, default=default, separators=(",", ":"))``, the same
+    text (ASCII, NaN allowed, keys in insertion order), from one C encoder
+    built once: ``dumps`` builds a new encoder on every call. No cycle check:
+    for fresh records of plain values, as both log files write."""
+    make: Any = getattr(_json_encoder, "c_make_encoder", None)  # absent from the stubs
+    fallback = json.JSONEncoder(default=default, separators=(",", ":"), check_circular=False)
+    if make is None:  # pragma: no cover - CPython always has the C encoder
+        return fallback.encode
+    encode = make(None, fallback.default, _json_encoder.encode_basestring_ascii, None,
+                  ":", ",", False, False, True)
+
+    def dumps(obj: Any) -> str:
+        return "".join(encode(obj, 0))
+    return dumps
 
 
 def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:

@@ -11,10 +11,14 @@ Two kinds of ack, because two kinds of caller:
 * ``Ack(reply_to, token)``: an actor name and a token. The actor receives a
   ``Durable`` message (``ok=False`` and ``error`` set if the write failed).
   This form crosses the codec, like every message.
-* a ``concurrent.futures.Future``: for code outside the actor system (tests,
-  the benchmark, the launcher). It resolves to the ``Durable`` message, or
-  raises ``PersistenceError`` if the write failed. A message carrying a
-  future is in-process only: the codec refuses to encode it.
+* a ``concurrent.futures.Future``, on ``Put``, ``Delete`` and ``PutMany``
+  only: for code outside the actor system (tests, the benchmark, the
+  launcher). It resolves to the ``Durable`` message, or raises
+  ``PersistenceError`` if the write failed. A message carrying a future is
+  in-process only: the codec refuses to encode it. ``Reserve`` and ``Flush``,
+  which actors send, take an ``Ack`` only: the reply is a message. Outside
+  the actor system, ``system.ask(persistence, Flush())`` answers ``Durable``
+  once everything sent before it is durable.
 
 Keys are non-empty strings (UTF-8, at most ``MAX_KEY_BYTES``, LMDB's limit).
 Values are anything the codec can carry: messages, dicts, tuples, Decimal,
@@ -48,6 +52,9 @@ class StoreDb(str, Enum):
     POSITIONS = "positions"
     META = "meta"
     COUNTERS = "counters"
+    #: audit records not yet synced in audit.jsonl (trading.audit: they ride
+    #: in the same transaction as the order intent they belong to)
+    AUDIT = "audit"
 
     def __str__(self) -> str:
         return self.value
@@ -76,15 +83,16 @@ def check_key(obj: Message, key: Any, where: str) -> None:
                            f"LMDB allows at most {MAX_KEY_BYTES}")
 
 
-def _check_ack(obj: Message, *, required: bool = False) -> None:
+def _check_ack(obj: Message, *, required: bool = False, future: bool = True) -> None:
     ack = obj.ack  # type: ignore[attr-defined]  # only called for message types with an ack field
     if ack is None:
         if required:
-            raise MessageError(f"{type(obj).__name__}: needs an ack (Ack or Future)")
+            raise MessageError(f"{type(obj).__name__}: needs an ack (Ack(reply_to, token))")
         return
-    if not isinstance(ack, (Ack, Future)):
-        raise MessageError(f"{type(obj).__name__}.ack: expected Ack, a concurrent.futures.Future "
-                           f"or None, got {type(ack).__name__}")
+    if isinstance(ack, Ack) or future and isinstance(ack, Future):
+        return
+    allowed = "Ack, a concurrent.futures.Future or None" if future else "Ack(reply_to, token)"
+    raise MessageError(f"{type(obj).__name__}.ack: expected {allowed}, got {type(ack).__name__}")
 
 
 @message
@@ -176,23 +184,31 @@ class Reserve(Message):
 
     counter: str
     n: int
-    ack: Ack | Future[Any] | None = None
+    ack: Ack | None = None
 
     def __post_init__(self) -> None:
         check_key(self, self.counter, "counter")
         if isinstance(self.n, bool) or not isinstance(self.n, int) or not 1 <= self.n <= 1 << 32:
             raise MessageError(f"Reserve.n: expected an int in 1..2**32, got {self.n!r}")
-        _check_ack(self, required=True)
+        _check_ack(self, required=True, future=False)
 
 
 @message
 class Flush(Message):
-    """Commit whatever is buffered now; ack once everything before it is durable."""
+    """Commit whatever is buffered now; with an ack, ``Durable(token)`` once
+    everything sent before it is durable (a request/reply: the asker parks what
+    waits for it, never blocks)."""
 
-    ack: Ack | Future[Any] | None = None
+    ack: Ack | None = None
 
     def __post_init__(self) -> None:
-        _check_ack(self, required=True)
+        _check_ack(self, future=False)
+
+
+@message
+class AuditWaiting(Message):
+    """To the persistence actor: audit records wait for its next commit (sent
+    by the audit trail when an owner ends a burst; committed like any write)."""
 
 
 @message

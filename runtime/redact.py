@@ -24,14 +24,21 @@ def _mask(m: re.Match[str]) -> str:
     return f"{m.group(1)}{m.group(2)}{masked}"
 
 
+def might_hold_secret(text: str) -> bool:
+    """False when :func:`redact_text` would certainly leave ``text`` as it is.
+
+    Every match contains one of _WORDS. Looking for them first is a plain
+    substring scan; the pattern itself backtracks at every word boundary and
+    cost ~100 us on each audit record (one per risk decision). One scan of
+    many lines joined costs less than a scan of each.
+    casefold, not lower: it folds every letter that IGNORECASE matches (the
+    long s of "ſecret" too), so the check never skips text the pattern masks."""
+    folded = text.casefold()
+    return any(w in folded for w in _WORDS)
+
+
 def redact_text(text: str) -> str:
     """Replace the value of any token/secret/password/api-key-like field with ***."""
-    # Every match contains one of _WORDS. Looking for them first is a plain
-    # substring scan; the pattern itself backtracks at every word boundary and
-    # cost ~100 us on each audit record (one per risk decision).
-    # casefold, not lower: it folds every letter that IGNORECASE matches (the
-    # long s of "ſecret" too), so the check never skips text the pattern masks.
-    folded = text.casefold()
-    if not any(w in folded for w in _WORDS):
+    if not might_hold_secret(text):
         return text
     return _SECRET_FIELD.sub(_mask, text)

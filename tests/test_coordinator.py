@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-from concurrent.futures import Future
 from datetime import datetime, UTC
 from decimal import Decimal as D
 from pathlib import Path
@@ -207,16 +206,15 @@ def test_order_intent_is_durable_before_it_leaves_for_the_broker(rigs) -> None:
     writer.on_idle = lambda: None  # a slow disk: nothing commits until flushed
     rig.signal("buy", 4)
     rig.settle()
-    (rec,) = rig.decisions(approved=True)
-    coid = rec["client_order_id"]
+    (coid,) = rig.system.directory.get("coordinator").actor.ledger.awaiting_durable
     assert rig.coord["orders_by_status"] == {"intent": 1}
     assert rig.rt.store.get(StoreDb.ORDERS, coid) is None  # not durable yet ...
     assert rig.events("order_submitted") == []  # ... so not sent
+    assert rig.decisions() == []  # its audit record is durable with it, not before
     del writer.on_idle
-    done: Future = Future()
-    rig.tell("persistence", Flush(ack=done))
+    assert rig.system.ask("persistence", Flush()).ok
     rig.advance(1)
-    assert done.result(5).ok
+    assert [r["client_order_id"] for r in rig.decisions(approved=True)] == [coid]
     assert rig.rt.store.get(StoreDb.ORDERS, coid)["order"].client_order_id == coid
     assert [e["client_order_id"] for e in rig.events("order_submitted")] == [coid]
     assert rig.position() == 4
@@ -262,16 +260,13 @@ def test_an_intent_queued_at_persistence_when_the_coordinator_crashes_is_sent_af
     writer.on_idle = lambda: None  # a slow disk: the intent's write stays queued
     rig.signal("buy", 4)
     rig.settle()
-    (rec,) = rig.decisions(approved=True)
-    coid = rec["client_order_id"]
+    (coid,) = rig.system.directory.get("coordinator").actor.ledger.awaiting_durable
     assert rig.rt.store.get(StoreDb.ORDERS, coid) is None and rig.events("order_submitted") == []
     rig.tell("coordinator", Signal.__new__(Signal))  # fields missing: its handler raises
     rig.advance(2.0)
     assert rig.system.restart_counts["coordinator"] == 1
     del writer.on_idle
-    flushed: Future = Future()
-    rig.tell("persistence", Flush(ack=flushed))  # the disk catches up in any case
-    assert flushed.result(5).ok
+    assert rig.system.ask("persistence", Flush()).ok  # the disk catches up in any case
     rig.advance(2.0)
     assert rig.rt.store.get(StoreDb.ORDERS, coid) is not None
     assert [e["client_order_id"] for e in rig.events("order_submitted")] == [coid], \

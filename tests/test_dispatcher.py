@@ -246,7 +246,7 @@ def test_dispatcher_validates_its_settings_and_stops_its_workers():
 class ReserveIds:
     counter: str
     n: int
-    fut: object
+    token: str
 
 
 class Reserver(Actor):
@@ -258,28 +258,46 @@ class Reserver(Actor):
 
     @handles(ReserveIds)
     def on_reserve(self, m: ReserveIds) -> None:
+        from messages.persistence import Durable
+
         start, self.next = self.next, self.next + m.n
-        m.fut.set_result((start, self.next))
+        self.ctx.tell("spender", Durable(token=m.token, result=(start, self.next)))
 
 
 class Spender(Actor):
+    """Spends ids as the coordinator does: parks what needs one until the reply lands."""
+
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
         from trading.id_allocator import IdAllocator
 
-        self.ids = IdAllocator(lambda c, n, fut: ctx.tell("reserver", ReserveIds(c, n, fut)),
+        self.ids = IdAllocator(lambda c, n, token: ctx.tell("reserver", ReserveIds(c, n, token)),
                                "coid", block=2, low_water=0)
         self.got: list[str] = []
+        self.parked = 0
 
     @handles(int)
     def on_spend(self, n: int) -> None:
-        for _ in range(n):
-            self.got.append(self.ids.next(timeout=2.0))
+        self.parked += n
+        self._spend()
+
+    def _spend(self) -> None:
+        while self.parked and self.ids.ready():
+            self.parked -= 1
+            self.got.append(self.ids.try_next())
+
+    @handles(object)
+    def on_reply(self, msg) -> None:
+        if self.ids.is_reply(msg):
+            self.ids.landed(msg)
+            self._spend()
 
 
-def test_waiting_for_ids_inside_a_pooled_handler_does_not_stall_the_dispatcher(harness_factory):
-    """The coordinator's rare wait for a fresh id block is managed: with one
-    worker, the actor that answers the reservation still gets to run."""
+def test_an_actor_out_of_ids_parks_its_work_and_never_stalls_the_dispatcher(harness_factory):
+    """Out of ids, a pooled actor does not wait in its handler: it parks the
+    work, and with one worker the actor that answers the reservation still
+    runs; the reply resumes the work in order."""
     h = harness_factory(ChildSpec("reserver", Reserver), ChildSpec("spender", Spender))
     h.tell("spender", 5)
     assert h.actor("spender").got == ["0", "1", "2", "3", "4"]
+    assert h.actor("spender").parked == 0

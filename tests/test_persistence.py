@@ -41,9 +41,15 @@ class Collector(Actor):
         self.run_dir = run_dir
         self.got: list[Durable] = []
         self.visible_at_ack: list[Any] = []
+        #: id allocators whose reservations it answers (the coordinator's part)
+        self.allocators: list[IdAllocator] = []
 
     @handles(Durable)
     def on_durable(self, msg: Durable) -> None:
+        for ids in self.allocators:
+            if ids.is_reply(msg):
+                ids.landed(msg)
+                return
         self.got.append(msg)
         with Store.open(self.run_dir) as store:
             self.visible_at_ack.append(store.get("orders", str(msg.token)))
@@ -55,15 +61,21 @@ def start(harness_factory: Any, run_dir: Path, **kw: Any) -> Any:
         ChildSpec("collector", Collector, args=(run_dir,)))
 
 
+def allocator(h: Any, counter: str = "coid", **kw: Any) -> IdAllocator:
+    """Ids reserved through the persistence actor, the replies handed over by the collector."""
+    ids = IdAllocator.via_actor(h.system.tell, counter, reply_to="collector", **kw)
+    h.actor("collector").allocators.append(ids)
+    return ids
+
+
 def order(coid: str) -> OrderRequest:
     return OrderRequest(coid, "BTCUSDT", Side.BUY, OrderType.LIMIT, Decimal("2.5"), TS,
                         price=Decimal("100.25"))
 
 
 def flush(h: Any) -> Durable:
-    fut: Future = Future()
-    h.system.tell("persistence", Flush(ack=fut))
-    return fut.result(WAIT)
+    reply: Durable = h.system.ask("persistence", Flush(), timeout=WAIT)
+    return reply
 
 
 # -- values and reads ------------------------------------------------------------------
@@ -104,6 +116,11 @@ def test_bad_messages_are_refused_where_they_are_built() -> None:
         Put("orders", "k", 1, ack=threading.Event())  # type: ignore[arg-type]  # wrong on purpose: refused
     with pytest.raises(MessageError, match="needs an ack"):
         Reserve("ids", 10)
+    # actors send these two: the reply is a message, never a live object inside one
+    with pytest.raises(MessageError, match=r"expected Ack\(reply_to, token\)"):
+        Reserve("ids", 10, ack=Future())  # type: ignore[arg-type]  # wrong on purpose: refused
+    with pytest.raises(MessageError, match=r"expected Ack\(reply_to, token\)"):
+        Flush(ack=Future())  # type: ignore[arg-type]  # wrong on purpose: refused
 
 
 # -- group commit -------------------------------------------------------------------------
@@ -400,6 +417,22 @@ def test_an_acknowledged_write_never_lingers(tmp_path: Path) -> None:
         h.system.shutdown()
 
 
+def test_writes_nobody_waits_for_ride_with_the_next_acknowledged_one(
+        harness_factory: Any, tmp_path: Path) -> None:
+    """A busy mailbox of fills and statuses does not pay an fsync every
+    ``max_delay_s``: only an acknowledged write's wait forces a commit, and
+    that commit carries everything buffered before it."""
+    h = start(harness_factory, tmp_path, max_delay_s=1e-9, unacked_max_delay_s=3600.0)
+    actor = h.actor("persistence")
+    actor.on_idle = lambda: None  # the mailbox never runs empty, as under load
+    for i in range(20):
+        h.tell("persistence", Put("fills", f"f{i}", {"i": i}))
+    assert actor.transactions == 0 and actor.stats()["buffered"] == 20
+    h.tell("persistence", Put("orders", "o1", {"status": "intent"}, ack=Ack("collector", "o1")))
+    assert [d.token for d in h.actor("collector").got] == ["o1"]
+    assert (actor.transactions, actor.records) == (1, 21)
+
+
 # -- lifecycle ---------------------------------------------------------------------------
 
 
@@ -455,11 +488,11 @@ def test_a_full_map_grows(tmp_path: Path) -> None:
 def test_ids_unique_and_increasing_across_a_restart(harness_factory: Any,
                                                     tmp_path: Path) -> None:
     h = start(harness_factory, tmp_path)
-    ids = IdAllocator.via_actor(h.system.tell, "coid", prefix="tw-", block=16).start()
+    ids = allocator(h, prefix="tw-", block=16).start()
     first = [ids.next_id() for _ in range(40)]
     h.system.shutdown()
     h2 = start(harness_factory, tmp_path)
-    ids2 = IdAllocator.via_actor(h2.system.tell, "coid", prefix="tw-", block=16).start()
+    ids2 = allocator(h2, prefix="tw-", block=16).start()
     second = [ids2.next_id() for _ in range(40)]
     numbers = [int(x.removeprefix("tw-")) for x in first + second]
     assert numbers == sorted(numbers) and len(set(numbers)) == 80
@@ -469,8 +502,7 @@ def test_ids_unique_and_increasing_across_a_restart(harness_factory: Any,
 def test_ids_are_thread_safe_and_refill_ahead(harness_factory: Any, tmp_path: Path) -> None:
     h = start(harness_factory, tmp_path)
     refills = []
-    ids = IdAllocator.via_actor(h.system.tell, "coid", block=100,
-                                on_refill=lambda: refills.append(1)).start()
+    ids = allocator(h, block=100, on_refill=lambda: refills.append(1)).start()
     out: list[list[str]] = [[] for _ in range(8)]
 
     def take(slot: list[str]) -> None:
@@ -487,17 +519,18 @@ def test_ids_are_thread_safe_and_refill_ahead(harness_factory: Any, tmp_path: Pa
     for slot in out:
         assert [int(x) for x in slot] == sorted(int(x) for x in slot)
     assert len(refills) >= 40
-    fut: Future = Future()
-    h.system.tell("persistence", Reserve("coid", 5, ack=fut))
-    start_, stop = fut.result(WAIT).result
+    h.tell("persistence", Reserve("coid", 5, ack=Ack("collector", "last")))
+    (reply,) = h.actor("collector").got
+    start_, stop = reply.result
     assert stop - start_ == 5 and start_ > max(int(x) for x in got)
 
 
 def test_ids_without_start_reserve_on_first_use(harness_factory: Any, tmp_path: Path) -> None:
     h = start(harness_factory, tmp_path)
-    ids = IdAllocator.via_actor(h.system.tell, "coid", prefix="A-", block=4)
-    assert [ids.next() for _ in range(10)] == [f"A-{i}" for i in range(1, 11)]
-    broken = IdAllocator.via_actor(h.system.tell, "coid", target="nobody", block=4)
+    ids = allocator(h, prefix="A-", block=4)
+    assert [ids.next_id() for _ in range(10)] == [f"A-{i}" for i in range(1, 11)]
+    broken = IdAllocator.via_actor(h.system.tell, "coid", reply_to="collector", target="nobody",
+                                   block=4)
     with pytest.raises(TimeoutError, match="cannot reach 'nobody'"):
         broken.next_id(timeout=0.2)
 
@@ -518,9 +551,14 @@ WRITER = textwrap.dedent("""
     from loguru import logger
     from actors.persistence import PersistenceActor
     from trading.id_allocator import IdAllocator
-    from messages.persistence import PutMany
-    from runtime import ActorSystem, ChildSpec, SupervisorSpec
+    from messages.persistence import Durable, PutMany
+    from runtime import Actor, ActorSystem, ChildSpec, SupervisorSpec, handles
     from trading.store import Store
+
+    class IdReplies(Actor):
+        @handles(Durable)
+        def on_durable(self, msg):
+            ids.landed(msg)
 
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
@@ -528,9 +566,11 @@ WRITER = textwrap.dedent("""
     with Store.open(run_dir) as store:
         k = store.get("meta", "last_batch", -1) + 1
     system = ActorSystem(name="writer")
+    ids = IdAllocator.via_actor(system.tell, "coid", reply_to="ids", block=64)
     system.start(SupervisorSpec("root", [ChildSpec(
-        "persistence", PersistenceActor, kwargs={"run_dir": run_dir})]))
-    ids = IdAllocator.via_actor(system.tell, "coid", block=64).start()
+        "persistence", PersistenceActor, kwargs={"run_dir": run_dir}),
+        ChildSpec("ids", IdReplies)]))
+    ids.start()
     inflight = deque()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -2,9 +2,17 @@
 
 The coordinator must never wait for a disk write per order, yet an id it
 handed out before a crash must never be handed out again after it. Blocks
-of ids are reserved ahead of need, through the persistence actor
-(``Reserve``, ``actors.persistence``) or straight on a store when no actor
-runs (tools, tests), and used only once the reservation is on disk.
+of ids are reserved ahead of need, through the persistence actor or straight
+on a store when no actor runs (tools, tests), and used only once the
+reservation is on disk.
+
+Through the actor it is a request/reply in messages, no future inside:
+``Reserve(counter, n, ack=Ack(reply_to, token))``, and persistence answers
+``Durable(token, result=(start, stop))`` to ``reply_to``, whose handler gives
+it to :meth:`IdAllocator.landed` (the coordinator: :meth:`IdAllocator.is_reply`
+picks it out). An actor never waits for ids: :meth:`IdAllocator.ready` says
+whether one is there (and asks for a block if none is on its way), and the
+actor parks what needs an id until the reply lands.
 """
 
 from __future__ import annotations
@@ -12,19 +20,22 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future
 from typing import Any
 from collections.abc import Callable
 
 from loguru import logger
 
-from messages.persistence import Durable, PersistenceError, Reserve
-from runtime.dispatcher import managed_blocking
+from messages.persistence import Ack, Durable, PersistenceError, Reserve
 from trading.store import Store
 
 
 class IdsUnavailable(TimeoutError):
     """No reserved id was available in time (the persistence actor is slow or down)."""
+
+
+#: how long after a failed reservation the next one may be asked (a failing
+#: store is not asked again for every intent that finds no id)
+RETRY_AFTER_S = 0.2
 
 
 class IdAllocator:
@@ -40,13 +51,15 @@ class IdAllocator:
     make ids unique at the broker across stores (e.g. include the account).
     """
 
-    def __init__(self, send: Callable[[str, int, Future[Any]], Any], counter: str, *,
+    def __init__(self, send: Callable[[str, int, str], Any], counter: str, *,
                  prefix: str = "", block: int = 1024, low_water: int | None = None,
                  on_refill: Callable[[], None] | None = None) -> None:
         if block < 1:
             raise ValueError("IdAllocator block must be >= 1")
         self._send = send
         self.counter = counter
+        #: the token of this allocator's reservations (``Durable.token`` of the reply)
+        self.token = f"ids:{counter}"
         self.prefix = prefix
         self.block = block
         self.low_water = block // 2 if low_water is None else low_water
@@ -56,24 +69,32 @@ class IdAllocator:
         self._next = 0
         self._stop = 0
         self._pending = False
-        self.last_error: BaseException | None = None
+        #: after a failed reservation, none is asked again before this (monotonic)
+        self._retry_at = 0.0
+        self.last_error: BaseException | str | None = None
         self.issued = 0
 
     @classmethod
-    def via_actor(cls, tell: Callable[[str, Any], bool], counter: str, *,
+    def via_actor(cls, tell: Callable[[str, Any], bool], counter: str, *, reply_to: str,
                   target: str = "persistence", **kw: Any) -> IdAllocator:
-        """Reserve through the persistence actor; ``tell`` is ``ctx.tell`` or ``system.tell``."""
-        def send(name: str, n: int, fut: Future[Any]) -> None:
-            if not tell(target, Reserve(name, n, ack=fut)):
+        """Reserve through the persistence actor; its replies go to the actor
+        ``reply_to``, which hands them to :meth:`landed`. ``tell`` is
+        ``ctx.tell`` or ``system.tell``."""
+        def send(name: str, n: int, token: str) -> None:
+            if not tell(target, Reserve(name, n, ack=Ack(reply_to, token))):
                 raise PersistenceError(f"cannot reach {target!r} to reserve ids")
         return cls(send, counter, **kw)
 
     @classmethod
     def via_store(cls, store: Store, counter: str, **kw: Any) -> IdAllocator:
         """Reserve directly in the store: only when no persistence actor runs."""
-        def send(name: str, n: int, fut: Future[Any]) -> None:
-            fut.set_result(Durable(ok=True, result=store.reserve(name, n)))
-        return cls(send, counter, **kw)
+        box: list[IdAllocator] = []
+
+        def send(name: str, n: int, token: str) -> None:
+            box[0].landed(Durable(token=token, ok=True, result=store.reserve(name, n)))
+        allocator = cls(send, counter, **kw)
+        box.append(allocator)
+        return allocator
 
     # -- handing out ----------------------------------------------------------------
 
@@ -86,21 +107,34 @@ class IdAllocator:
             self._request()
         return None if value is None else f"{self.prefix}{value}"
 
-    def next_id(self, timeout: float = 10.0) -> str:
-        """The next id, waiting up to ``timeout`` for a refill. Not for handlers
-        but the coordinator's, where the wait is rare (a whole block behind) and
-        managed: the dispatcher runs the other pooled actors meanwhile."""
-        got = self.try_next()
-        if got is not None:
-            return got
-        with managed_blocking():
-            return self._wait_for_id(time.monotonic() + timeout, timeout)
+    def ready(self) -> bool:
+        """Whether :meth:`try_next` has an id now. When not, a reservation is
+        asked for unless one is on its way (or the last one failed less than
+        ``RETRY_AFTER_S`` ago): the caller parks its work until the reply
+        lands, and asks again later if it failed (never waits in a handler)."""
+        with self._cond:
+            if self._next < self._stop or self._blocks:
+                return True
+            claim = not self._pending and time.monotonic() >= self._retry_at
+            if claim:
+                self._pending = True
+        if claim:
+            self._request()
+        return False
 
-    def _wait_for_id(self, deadline: float, timeout: float) -> str:
+    def is_reply(self, msg: Any) -> bool:
+        """Whether ``msg`` is persistence's answer to one of our reservations."""
+        return type(msg) is Durable and msg.token == self.token
+
+    def next_id(self, timeout: float = 10.0) -> str:
+        """The next id, waiting up to ``timeout`` for a refill. For tools and
+        tests on their own threads, never for a handler (``ready`` and park)."""
+        deadline = time.monotonic() + timeout
         while True:
             got = self.try_next()
             if got is not None:
                 return got
+            self.ready()  # asks again if the last reservation failed
             with self._cond:
                 while not self._blocks and self._next >= self._stop:
                     left = deadline - time.monotonic()
@@ -113,11 +147,6 @@ class IdAllocator:
                         self._cond.wait(min(left, 0.05))
                         break
                     self._cond.wait(left)
-
-    def next(self, timeout: float = 5.0) -> str:
-        """:meth:`next_id` by the name the coordinator calls. Returns at once
-        unless the persistence actor is a whole block behind; then waits."""
-        return self.next_id(timeout)
 
     def start(self, timeout: float = 10.0) -> IdAllocator:
         """Reserve the first block and wait until it is durable (startup only)."""
@@ -158,36 +187,39 @@ class IdAllocator:
         return value
 
     def _claim_refill(self) -> bool:
-        if self._pending or self._remaining() >= max(1, self.low_water):
+        if (self._pending or self._remaining() >= max(1, self.low_water)
+                or time.monotonic() < self._retry_at):
             return False
         self._pending = True
         return True
 
     def _request(self) -> None:
         """Send one reservation (outside the lock: the reply may land at once)."""
-        fut: Future[Any] = Future()
-        fut.add_done_callback(self._landed)
         try:
-            self._send(self.counter, self.block, fut)
-        except Exception as exc:  # noqa: BLE001 - reported through the future
-            if not fut.done():
-                fut.set_exception(exc)
+            self._send(self.counter, self.block, self.token)
+        except Exception as exc:  # noqa: BLE001 - reported like a failed reply
+            self._failed(exc)
 
-    def _landed(self, fut: Future[Any]) -> None:
-        exc = fut.exception()
+    def landed(self, reply: Durable) -> None:
+        """Persistence's reply to a reservation (from the actor it was sent to)."""
+        if not reply.ok:
+            self._failed(reply.error)
+            return
+        start, stop = reply.result
         with self._cond:
             self._pending = False
-            if exc is None:
-                result = fut.result()
-                start, stop = result.result if isinstance(result, Durable) else result
-                self._blocks.append((start, stop))
-            else:
-                self.last_error = exc
+            self._blocks.append((start, stop))
             self._cond.notify_all()
-        if exc is not None:
-            logger.error("id reservation for {} failed: {!r}", self.counter, exc)
-        elif self.on_refill is not None:
+        if self.on_refill is not None:
             try:
                 self.on_refill()
             except Exception:  # noqa: BLE001
                 logger.exception("IdAllocator on_refill hook failed")
+
+    def _failed(self, error: BaseException | str | None) -> None:
+        with self._cond:
+            self._pending = False
+            self.last_error = error
+            self._retry_at = time.monotonic() + RETRY_AFTER_S
+            self._cond.notify_all()
+        logger.error("id reservation for {} failed: {!r}", self.counter, error)

@@ -79,11 +79,19 @@ def _store_default(obj: Any) -> Any:
 _NATIVE: tuple[type[Any], ...] = (tuple, list, dict, str, bytes, int, float)
 
 
+#: one Packer per thread: ``packb`` builds one (with a 256 KiB buffer) per call,
+#: which costs more than packing a status or a position (several per order)
+_packers = threading.local()
+
+
 def pack_value(value: Any) -> bytes:
     """Any codec-able value -> bytes. Raises CodecError naming what failed."""
+    packer = getattr(_packers, "packer", None)
+    if packer is None:
+        packer = _packers.packer = msgpack.Packer(default=_store_default, use_bin_type=True,
+                                                  strict_types=True, buf_size=4096)
     try:
-        out: bytes = msgpack.packb(value, default=_store_default, use_bin_type=True,
-                                   strict_types=True)
+        out: bytes = packer.pack(value)  # the Packer resets after each pack, error or not
         return out
     except CodecError:
         raise
@@ -316,7 +324,8 @@ class Store:
         """Apply encoded ops in ONE transaction, committed and synced on return.
 
         Ops: ``("put", db, key_bytes, value_bytes)``, ``("del", db, key_bytes)``
-        -> existed?, ``("reserve", counter, n)`` -> ``(start, stop)``. Returns one
+        -> existed?, ``("del_upto", db, key_bytes)`` -> how many keys up to and
+        including it were deleted, ``("reserve", counter, n)`` -> ``(start, stop)``. Returns one
         result per op. Either every op lands or none does. A full map is grown
         (doubled, up to ``_MAX_GROWTHS`` times) and the transaction retried.
         """
@@ -344,6 +353,8 @@ class Store:
                     append(txn.delete(op[2], db=dbs[op[1]]))
                 elif kind == "reserve":
                     append(_reserve(txn, dbs["counters"], op[1], op[2]))
+                elif kind == "del_upto":
+                    append(_delete_upto(txn, dbs[op[1]], op[2]))
                 else:
                     raise ValueError(f"unknown store op {kind!r}")
         return results
@@ -381,6 +392,15 @@ def _scan(txn: lmdb.Transaction[bytes], dbi: Any, prefix: str | None) -> list[tu
         for k, v in cursor:
             out.append((k.decode("utf-8"), unpack_value(v)))
     return out
+
+
+def _delete_upto(txn: lmdb.Transaction[bytes], dbi: Any, last: bytes) -> int:
+    cursor = txn.cursor(db=dbi)
+    n = 0
+    while cursor.first() and cursor.key() <= last:
+        cursor.delete()
+        n += 1
+    return n
 
 
 def _reserve(txn: lmdb.Transaction[bytes], dbi: Any, counter: str, n: int) -> tuple[int, int]:
