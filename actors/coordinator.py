@@ -34,7 +34,7 @@ from actors.flush_barrier import FlushBarrier
 from actors.symbol import symbol_of_actor
 from runtime import Actor, handles
 from runtime.signals import RemoteDown, RemoteUp
-from trading.effects import AuditRecord, Effects, FlushAudit, Publish, Send, Sent, StoreWrite
+from trading.effects import AuditRecord, Effects, Publish, Send, Sent, StoreWrite
 from trading.ledger import OrderLedger, Peers
 from trading.limits import Limits
 from trading.recovery import rebuild
@@ -96,8 +96,9 @@ class Coordinator(FlushBarrier, Actor):
         self._publish()
 
     def _do(self, fx: Effects) -> None:
-        """Carry out the ledger's effects, in order. Audit records are written
-        and flushed here; store writes go to the persistence actor."""
+        """Carry out the ledger's effects, in order. Audit records are queued
+        on the audit log (persistence commits them with the next store write);
+        store writes go to the persistence actor."""
         tell = self.ctx.tell
         for e in fx:
             if isinstance(e, Send):
@@ -106,11 +107,6 @@ class Coordinator(FlushBarrier, Actor):
                 tell(self.persistence, e.put)
             elif isinstance(e, AuditRecord):
                 self.audit.record(**e.fields)
-            elif isinstance(e, FlushAudit):
-                # Nothing to do: the records so far are durable with the next
-                # store write (trading.audit: persistence drains the trail into
-                # every commit), so an approval's record with its intent.
-                pass
             elif isinstance(e, Publish):
                 self._publish()
             elif isinstance(e, Sent):

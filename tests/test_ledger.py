@@ -30,7 +30,7 @@ from messages.orders import (CancelConfirmed, CancelOrder, OrderAcked, OrderFill
                              Signal)
 from messages.persistence import Durable, StoreDb
 from runtime.clock import VirtualClock
-from trading.effects import AuditRecord, Effects, FlushAudit, Send, Sent, StoreWrite
+from trading.effects import AuditRecord, Effects, Send, Sent, StoreWrite
 from trading.ledger import OrderLedger
 from trading.limits import Limits
 from trading.reasons import Reason
@@ -328,11 +328,11 @@ def test_rule15_an_order_the_broker_never_got_is_resent_under_its_own_id_never_t
 # -- the write-ahead order of effects (DESIGN section 6) ---------------------------------------
 
 
-def test_an_approval_is_flushed_to_the_audit_before_its_intent_is_written_and_sent_after() -> None:
+def test_an_approvals_audit_record_precedes_its_intents_write_and_the_send_follows() -> None:
     desk = Desk(limits=Limits(duplicate_position_check=False)).ready()
     fx = desk.signal("buy", "1")
     kinds = [type(e) for e in fx]
-    assert kinds == [AuditRecord, FlushAudit, StoreWrite]
+    assert kinds == [AuditRecord, StoreWrite]
     assert not fx.sent(SubmitOrder)  # nothing leaves before the intent is durable
     coid = decision(fx)["client_order_id"]
     # Durable: the order leaves, and only after the send is its status stamped

@@ -90,10 +90,10 @@ def admit(ledger: OrderLedger, intent: Intent, order_type: OrderType, *,
         return fx
     ledger.counts["approved"] += 1
     assert coid is not None  # allocated above for every approved decision
-    # The approval reaches the OS before the intent can become durable: a
-    # killed process must not leave an order that will be (re)sent with no
-    # audit record of its decision (rules 1 and 10).
-    fx.flush_audit()
+    # The approval's record goes before the intent's write: persistence drains
+    # the audit trail into every commit (trading.audit), so the record is
+    # durable with the intent, and a killed process never leaves an order that
+    # will be (re)sent with no audit record of its decision (rules 1 and 10).
     order = OrderRequest(coid, intent.symbol, intent.side, order_type, intent.qty, now,
                          price=price, trigger_price=trigger,
                          reduce_only=intent.reduce_only or decision.risk_reducing,

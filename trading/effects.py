@@ -8,9 +8,10 @@ and lets the actor choose how each kind travels: a store write goes to the
 persistence actor, an audit record to the audit log, a message to its
 actor, each on whatever path the actor takes for it.
 
-Order matters and is part of the contract: an approval's audit record is
-flushed (:data:`FLUSH_AUDIT`) before the order's write-ahead intent is sent
-to the store, and nothing after a :class:`CrashPoint` that fires is done.
+Order matters and is part of the contract: an approval's audit record comes
+before the order's write-ahead intent (the persistence actor commits the
+audit trail with every store write, so the record is durable no later than
+the intent), and nothing after a :class:`CrashPoint` that fires is done.
 """
 
 from __future__ import annotations
@@ -45,11 +46,6 @@ class AuditRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class FlushAudit:
-    """The audit records so far reach the OS before anything that follows."""
-
-
-@dataclass(frozen=True, slots=True)
 class Publish:
     """The owner's published figures are refreshed now, not when it goes idle."""
 
@@ -73,8 +69,7 @@ class CrashPoint:
     detail: str
 
 
-Effect = Send | StoreWrite | AuditRecord | FlushAudit | Publish | Sent | CrashPoint
-FLUSH_AUDIT = FlushAudit()
+Effect = Send | StoreWrite | AuditRecord | Publish | Sent | CrashPoint
 PUBLISH = Publish()
 
 
@@ -97,9 +92,6 @@ class Effects(list[Effect]):
                approved: bool | None = None, **extra: Any) -> None:
         self.append(AuditRecord({"kind": kind, "reason": reason, "approved": approved, "ts": ts,
                                  "inputs": inputs, **extra}))
-
-    def flush_audit(self) -> None:
-        self.append(FLUSH_AUDIT)
 
     def publish(self) -> None:
         self.append(PUBLISH)
