@@ -44,6 +44,7 @@ from runtime.signals import RemoteDown, RemoteUp
 from trading.book import InFlight, PositionBook
 from trading.gate import GateState, Intent, MarketView, decide
 from trading.limits import CircuitBreaker, Limits, RateLimiter
+from trading.order_retention import EndedOrders, Retention
 from trading.pnl import PnlTracker
 from trading.reasons import Reason
 from trading.recovery import order_status_key, position_put, price_unpriced
@@ -59,7 +60,7 @@ class Coordinator(KillSwitchKeeper, Actor):
                  gateway: str = "gateway", persistence: str = "persistence",
                  alerts: str = "alerts", stops: str | None = "stops",
                  require_recovery: bool = True, reconciler: str = "reconciler",
-                 bounds: Bounds = DEFAULT_BOUNDS) -> None:
+                 bounds: Bounds = DEFAULT_BOUNDS, retention: Retention | None = None) -> None:
         super().__init__(ctx)
         self.limits = limits
         self.venue = venue
@@ -96,6 +97,8 @@ class Coordinator(KillSwitchKeeper, Actor):
         self.held_cancels: set[str] = set()
         self.awaiting_durable: dict[str, OrderRequest] = {}
         self.orders: dict[str, dict[str, Any]] = {}
+        #: ended orders leave ``orders`` after a bounded window (rule 13)
+        self.ended = EndedOrders(retention)
         self.counts: Counter = Counter()
         self.status_counts: Counter = Counter()
         #: per position key, when an order last left or a fill last landed
@@ -592,6 +595,7 @@ class Coordinator(KillSwitchKeeper, Actor):
             self.status_counts[rec["status"]] -= 1
             self.status_counts[status] += 1
             rec["status"], rec["at"] = status, self.ctx.clock.now()
+            self.ended.settle(self.orders, coid, rec["at"], self.book.inflight)
         self.ctx.tell(self.persistence, Put(StoreDb.META, order_status_key(coid), status))
 
     def _order_record(self, order: OrderRequest, status: str, intent: Intent) -> dict[str, Any]:

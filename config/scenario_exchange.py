@@ -167,6 +167,8 @@ for _key, _type in {
     "seed": NonNegInt,
     "id_prefix": Name,
     "fill_history": PosInt,
+    "closed_orders": NonNegInt,
+    "closed_order_ids": NonNegInt,
     "log_quotes": StrictBool,
 }.items():
     EXCHANGE_KEYS.register(_key, _type, group=SETTING)

@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from exchange.retention import KEEP_IDS, KEEP_STATES
+
 #: Settings that persist until changed again (``ExchangeConfig`` fields).
 CONFIG_KEYS = (
     "latency_ms", "latency_jitter_ms", "cancel_ack_delay_ms", "partial_fills",
     "partial_fill_interval_ms", "fee_bps", "maker_fee_bps", "taker_fee_bps",
     "limit_by_quote_size", "symbols", "starting_cash", "quote_currency", "seed", "id_prefix",
-    "fill_history", "log_quotes",
+    "fill_history", "closed_orders", "closed_order_ids", "log_quotes",
 )
 
 #: One-shot faults and stream actions.
@@ -52,6 +54,9 @@ class ExchangeConfig:
     seed: int = 0
     id_prefix: str = "SIM"
     fill_history: int = 100_000
+    #: closed orders whose full state is kept, then whose final status (exchange.retention)
+    closed_orders: int = KEEP_STATES
+    closed_order_ids: int = KEEP_IDS
     log_quotes: bool = False
 
     @classmethod
@@ -302,6 +307,8 @@ _PARSERS: dict[str, Any] = {
     "seed": _int,
     "id_prefix": _str,
     "fill_history": lambda k, v: _int(k, v, minimum=1),
+    "closed_orders": lambda k, v: _int(k, v, minimum=0),
+    "closed_order_ids": lambda k, v: _int(k, v, minimum=0),
     "log_quotes": _bool,
     "reject_next": _reject_next,
     "fill_resting": _fill_resting,

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections import Counter, deque
+from collections import Counter
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -53,6 +53,7 @@ from exchange.events_log import EventsLog
 from exchange.faults import FaultsMixin
 from exchange.market import MarketMixin
 from exchange.queries import QueriesMixin
+from exchange.retention import ClosedOrders
 from messages import (
     Bar,
     CancelOrder,
@@ -82,7 +83,6 @@ from messages.types import Price, Quantity, Symbol
 ZERO = Decimal("0")
 FEE_QUANTUM = Decimal("0.00000001")
 BPS = Decimal("10000")
-MAX_CLOSED_ORDERS = 100_000
 MAX_FIFO_HOLD_S = 60.0
 
 # Order path constants: enum members as globals (not class attribute lookups),
@@ -142,10 +142,9 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
         """Everything an exchange crash with data loss forgets (books survive:
         they mirror the outside market)."""
         self.orders: dict[str, OrderState] = {}
-        #: client order ids in the order they closed (each closes once), so
-        #: the oldest are forgotten first past MAX_CLOSED_ORDERS
-        self._closed: deque[str] = deque()
-        self._retired: dict[str, str] = {}
+        #: closed orders: states dropped, then ids forgotten, oldest first (bounded)
+        self._closed = ClosedOrders()
+        self._retired: dict[str, str] = self._closed.retired
         self.working: dict[str, dict[str, OrderState]] = {}
         self.accounts: dict[str, Account] = {}
         self.pending_cancels: dict[str, CancelOrder] = {}
@@ -478,13 +477,9 @@ class SimulatedExchange(CancelsMixin, MarketMixin, FaultsMixin, QueriesMixin):
         working = self.working.get(req.symbol)
         if working is not None:
             working.pop(req.client_order_id, None)
-        closed = self._closed
-        closed.append(req.client_order_id)
-        while len(closed) > MAX_CLOSED_ORDERS:
-            old = closed.popleft()
-            gone = self.orders.pop(old, None)
-            if gone is not None:
-                self._retired[old] = gone.status
+        cfg = self.config
+        self._closed.closed(req.client_order_id, self.orders, cfg.closed_orders,
+                            cfg.closed_order_ids)
 
     def _expire(self, st: OrderState, reason: str, now: datetime, out: list[Emit]) -> None:
         qty = st.leaves
