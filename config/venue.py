@@ -14,12 +14,14 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from config.types import Dec, EnvName, Ident, NonNegDec, NonNegFloat, PosDec, PosInt, Section
+from config.types import (Dec, EnvName, Ident, NonNegDec, NonNegFloat, NonNegInt, PosDec, PosInt,
+                          Section)
 
 #: ExchangeConfig keys that configure the simulated exchange (exchange/config.py names).
 SIM_KEYS = ("latency_ms", "latency_jitter_ms", "cancel_ack_delay_ms", "partial_fills",
             "partial_fill_interval_ms", "maker_fee_bps", "taker_fee_bps", "limit_by_quote_size",
-            "starting_cash", "quote_currency")
+            "starting_cash", "quote_currency", "fill_history", "closed_orders",
+            "closed_order_ids")
 
 
 class ExchangeConfig(Section):
@@ -47,6 +49,13 @@ class ExchangeConfig(Section):
     limit_by_quote_size: bool = True
     starting_cash: PosDec = Decimal("1000000")
     quote_currency: Ident = "USDT"
+    #: the simulated exchange's memory, bounded (exchange.retention): fills kept per
+    #: account for ``QueryFills`` catch-up ...
+    fill_history: PosInt = Field(default=10_000, le=10_000_000)
+    #: ... closed orders whose full state is kept (queries, cancel answers) ...
+    closed_orders: NonNegInt = Field(default=10_000, le=10_000_000)
+    #: ... and, after that, whose final status is kept (duplicate-id refusals)
+    closed_order_ids: NonNegInt = Field(default=100_000, le=100_000_000)
 
     @field_validator("url")
     @classmethod

@@ -212,3 +212,17 @@ def test_the_exchange_retention_settings_are_validated() -> None:
         validate_spec({"closed_orders": -1})
     with pytest.raises(ValueError, match="closed_order_ids"):
         validate_spec({"closed_order_ids": "many"})
+
+
+def test_the_run_config_sets_the_embedded_exchanges_bounds() -> None:
+    from config import ConfigError, load_config
+    from exchange.config import ExchangeConfig
+
+    default = ExchangeConfig.from_dict(load_config().exchange.sim_settings())
+    assert (default.fill_history, default.closed_orders, default.closed_order_ids) == (
+        10_000, 10_000, 100_000)
+    cfg = load_config(overrides={"exchange": {"closed_orders": 5, "closed_order_ids": 0}})
+    sim = ExchangeConfig.from_dict(cfg.exchange.sim_settings())
+    assert (sim.closed_orders, sim.closed_order_ids) == (5, 0)
+    with pytest.raises(ConfigError, match="closed_orders"):
+        load_config(overrides={"exchange": {"closed_orders": -1}})
