@@ -25,7 +25,7 @@ def _check_strategy(cfg: Config) -> object:
     """The configured strategy exists and takes its parameters (ValueError naming the
     known ones otherwise): checked before a run directory is made. Returns an
     instance, whose ``warmup`` the banner reports."""
-    from actors.strategy import strategy_by_name
+    from trading.strategy import strategy_by_name
 
     strategy = cfg.strategy
     return strategy_by_name(strategy.name, strategy.params)
@@ -95,7 +95,7 @@ exit codes of run and scenario:
 
 def _strategies_help() -> str:
     """The built-in strategies, one line each (the registry's, so it never goes stale)."""
-    from actors.strategy import strategy_summaries
+    from trading.strategy import strategy_summaries
 
     return "\n".join(f"  {name:<15} {line}" for name, line in strategy_summaries())
 
@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow a venue whose mode is live (real money)")
     p.add_argument("--resume", metavar="DIR",
                    help="continue the killed run in DIR from its store, reconciling with the "
-                        "exchange first (needs an exchange that kept running: --exchange)")
+                        "exchange first (needs an exchange that kept running: --exchange or "
+                        "--venue, the one the run started with)")
     p.add_argument("--ray", metavar="ADDRESS",
                    help="place the symbol actors (and their strategies) on a Ray cluster at "
                         "ADDRESS; 'auto' starts a local Ray instance (needs the optional "

@@ -43,18 +43,64 @@ loguru would print, and a request URL may hold a token).
 from __future__ import annotations
 
 import random
+import urllib.parse
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-from actors.alert_sinks import Sink, SinkError, scrub
 from messages.alerts import Alert, SinkReady
 from runtime.actor import THREADED, Actor, handles
 from runtime.backoff import Backoff
 from runtime.context import ActorContext
+from runtime.redact import redact_text
 
 DEFAULT_BACKOFF = Backoff(base_s=1.0, max_s=60.0, jitter="equal")
+
+
+class SinkError(Exception):
+    """A delivery failed. ``permanent``: retrying the same alert cannot succeed."""
+
+    def __init__(self, text: str, *, permanent: bool = False) -> None:
+        super().__init__(text)
+        self.permanent = permanent
+
+
+def scrub(text: str, secrets: Iterable[str | None]) -> str:
+    """Remove every secret (raw and URL-quoted) from ``text``, then redact fields."""
+    for secret in secrets:
+        if not secret:
+            continue
+        for form in {secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote(secret)}:
+            text = text.replace(form, "***")
+    return redact_text(text)
+
+
+class Sink:
+    """Base class. ``wait_for_ready=True``: not ready until a ``SinkReady``."""
+
+    kind = "sink"
+
+    def __init__(self, name: str | None = None, *, wait_for_ready: bool = False) -> None:
+        self.name = name or self.kind
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"sink name must be a non-empty string, got {name!r}")
+        self.awaiting_signal = bool(wait_for_ready)
+
+    def mark_ready(self) -> None:
+        """Called by the alerts actor on ``SinkReady``. Kept on the sink object
+        (which the child spec holds) so a restarted alerts actor still knows."""
+        self.awaiting_signal = False
+
+    def ready_reason(self) -> str | None:
+        """``None`` when the sink can deliver, else why not (never a secret)."""
+        return "waiting for SinkReady" if self.awaiting_signal else None
+
+    def send(self, alert: Alert) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
 
 
 @dataclass(frozen=True, slots=True)

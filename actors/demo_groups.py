@@ -42,14 +42,15 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from actors.group_recovery import KEY_PREFIX as GROUP_KEY_PREFIX
 from actors.market_feed import StopFeed
-from actors.owned_orders import RebuildGate
+from actors.rebuild_gate import RebuildGate
 from messages.control import PortfolioRequest, PortfolioSnapshot, SubmitGroup
 from messages.exchange import ExchangeFault
 from messages.persistence import Put, StoreDb
 from runtime import Actor, handles
+from trading.group_rebuild import KEY_PREFIX as GROUP_KEY_PREFIX
 from trading.group_spec import DRILL_ID_PREFIX
+from trading.owned_orders import records_with_prefix
 
 NAME = "demo-groups"
 ID_PREFIX = DRILL_ID_PREFIX
@@ -145,10 +146,7 @@ class DemoGroups(RebuildGate, Actor):
         self.seq = int(rec.get("seq", 0))
         self.drills_done = int(rec.get("drills", 0))
         self.last_group = rec.get("last_group")
-        for key in snapshot.get("groups", {}):
-            n = _demo_number(key)
-            if n is not None and n > self.seq:  # submitted, but our counter missed it
-                self.seq, self.last_group = n, key[len(GROUP_KEY_PREFIX):]
+        self.seq, self.last_group = last_submitted(snapshot, self.seq, self.last_group)
         if self.last_group is not None:
             self.last_sent_at = self.ctx.clock.monotonic()
 
@@ -253,8 +251,11 @@ class DemoGroups(RebuildGate, Actor):
                               "stopped": self.stopped, "counts": dict(self.counts)}
 
 
-def _demo_number(key: str) -> int | None:
-    """``group|demo-12`` -> 12; None for any other group."""
-    head = GROUP_KEY_PREFIX + ID_PREFIX
-    tail = key[len(head):] if key.startswith(head) else ""
-    return int(tail) if tail.isdigit() else None
+def last_submitted(snapshot: dict[str, dict[str, Any]], seq: int,
+                   last_group: str | None) -> tuple[int, str | None]:
+    """(number, id) of the last drill group submitted: the driver's counter, or a
+    higher ``demo-<n>`` group in the store (submitted, but the counter missed it)."""
+    for tail, _rec in records_with_prefix(snapshot, "groups", GROUP_KEY_PREFIX + ID_PREFIX):
+        if tail.isdigit() and int(tail) > seq:
+            seq, last_group = int(tail), ID_PREFIX + tail
+    return seq, last_group

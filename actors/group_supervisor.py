@@ -22,12 +22,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors.order_group import KEY_PREFIX, GroupSettings, OrderGroup
+from actors.order_group import OrderGroup
 from messages.control import GroupAudit, SubmitGroup
 from messages.persistence import StoreDb
 from runtime.actor import handles
 from runtime.signals import StartChild
 from runtime.supervisor import ChildSpec, Supervisor, SupervisorSpec
+from trading.group_rebuild import KEY_PREFIX
+from trading.group_settings import GroupSettings
 from trading.group_spec import GroupSpecError, parse_group
 
 NAME = "groups"

@@ -26,7 +26,7 @@ measured for each order, from the oldest request it serves.
 
 State (targets, positions, orders and their fills) is persisted after every
 message and rebuilt on start from that record plus the coordinator's order
-and fill records (``actors.owned_orders``).
+and fill records (``trading.owned_orders``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from actors.owned_orders import CLOSED_STATUSES, RebuildGate, fills_of, owned_orders
+from actors.rebuild_gate import RebuildGate
 from messages.alerts import Alert
 from messages.control import HedgeRequest, IntentAccepted, IntentRejected, OrderIntent
 from messages.enums import OrderPurpose, OrderType, Side
@@ -47,6 +47,8 @@ from messages.types import Account, Quantity, Symbol
 from runtime import Actor, handles
 from runtime.info_rows import InfoRows
 from runtime.rolling import RollingSample
+from trading.fill_tracking import FillTracking
+from trading.owned_orders import fills_of, owned_orders, records_with_prefix
 
 ZERO = Decimal(0)
 KEY_PREFIX = "hedge|"
@@ -63,20 +65,18 @@ class WindowClosed:
 
 
 @dataclass
-class HedgeOrder:
+class HedgeOrder(FillTracking):
     side: Side
     qty: Decimal
     fills: dict[str, Decimal] = field(default_factory=dict)
-    closed: bool = False
-
-    @property
-    def filled(self) -> Decimal:
-        return sum(self.fills.values(), ZERO)
+    #: None while it can still fill, else how it closed (never ``already_filled``:
+    #: the hedge position moves on fill reports only, and they still count)
+    closed: str | None = None
 
     @property
     def in_flight(self) -> Decimal:
         """Signed quantity that may still fill."""
-        return ZERO if self.closed else self.side.sign * max(ZERO, self.qty - self.filled)
+        return self.side.sign * self.live_qty
 
 
 @dataclass
@@ -118,7 +118,7 @@ class HedgeBook:
         return {"v": 1, "account": self.account, "symbol": self.symbol, "target": self.target,
                 "targets": dict(self.targets), "seq": self.seq,
                 # a closed order keeps only its total: the record stays small
-                "orders": {c: {"side": o.side.value, "qty": o.qty, "closed": o.closed,
+                "orders": {c: {"side": o.side.value, "qty": o.qty, "closed": bool(o.closed),
                                "fills": {SETTLED: o.filled} if o.closed else dict(o.fills)}
                            for c, o in self.orders.items()},
                 "pending": {t: {"side": s.value, "qty": q} for t, (s, q, _) in self.pending.items()}}
@@ -222,21 +222,17 @@ class Hedger(RebuildGate, Actor):
     @handles(OrderFilled)
     def on_filled(self, ev: OrderFilled) -> None:
         book, order = self._order(ev.client_order_id)
-        if order is None or ev.fill_id in order.fills:
+        if order is None or not order.apply_fill(ev.fill_id, ev.qty, ev.leaves_qty):
             return
-        order.fills[ev.fill_id] = ev.qty
         book.position += order.side.sign * ev.qty
-        if ev.leaves_qty == 0 or order.filled >= order.qty:
-            order.closed = True
         self.counts["fills"] += 1
         self._dirty.add(book.key)
 
     @handles(OrderRejected, OrderExpired, CancelConfirmed)
     def on_order_closed(self, ev: Any) -> None:
         book, order = self._order(ev.client_order_id)
-        if order is None or order.closed:
+        if order is None or not order.close(_CLOSED_BY[type(ev)]):
             return
-        order.closed = True
         self._dirty.add(book.key)
         if isinstance(ev, OrderRejected):
             self._refused(book, f"the broker rejected hedge {ev.client_order_id}: {ev.reason}")
@@ -277,10 +273,7 @@ class Hedger(RebuildGate, Actor):
         self._dirty.clear()
 
     def rebuild(self, snapshot: dict[str, dict[str, Any]]) -> None:
-        meta = snapshot.get("meta", {})
-        for key, rec in meta.items():
-            if not key.startswith(KEY_PREFIX):
-                continue
+        for key, rec in records_with_prefix(snapshot, "meta", KEY_PREFIX):
             try:
                 # a record from before per-source targets holds one total
                 targets = rec.get("targets") or {"unknown": rec["target"]}
@@ -288,13 +281,13 @@ class Hedger(RebuildGate, Actor):
                                  {str(k): Decimal(v) for k, v in targets.items()}, seq=rec["seq"])
                 for coid, o in rec["orders"].items():
                     book.orders[coid] = HedgeOrder(Side(o["side"]), Decimal(o["qty"]),
-                                                   dict(o["fills"]), o["closed"])
+                                                   dict(o["fills"]), "closed" if o["closed"] else None)
                 for tag, p in rec["pending"].items():
                     # Its acceptance, if any, is held for us and arrives after the rebuild.
                     book.pending[tag] = (Side(p["side"]), Decimal(p["qty"]),
                                          self.ctx.clock.monotonic())
             except (KeyError, TypeError, ValueError) as exc:
-                self.log.error("skipping unreadable hedge record {}: {!r}", key, exc)
+                self.log.error("skipping unreadable hedge record {}: {!r}", KEY_PREFIX + key, exc)
                 continue
             self.books[book.key] = book
             self.by_coid.update({c: book.key for c in book.orders})
@@ -306,15 +299,16 @@ class Hedger(RebuildGate, Actor):
                 book.orders[coid] = HedgeOrder(req.side, req.qty)
                 self.by_coid[coid] = key
                 self.counts["adopted_orders"] += 1
-            if CLOSED_STATUSES.get(owned.status or ""):
-                book.orders[coid].closed = True
+            if owned.closed:
+                book.orders[coid].close(owned.closed)
         unsettled = {c for c, k in self.by_coid.items() if SETTLED not in self.books[k].orders[c].fills}
         for coid, fills in fills_of(snapshot, unsettled).items():
             self.books[self.by_coid[coid]].orders[coid].fills.update(fills)
         for book in self.books.values():
             book.position = sum((o.side.sign * o.filled for o in book.orders.values()), ZERO)
             for o in book.orders.values():
-                o.closed = o.closed or o.filled >= o.qty
+                if o.filled >= o.qty:
+                    o.close("filled")
             self._dirty.add(book.key)
 
     # -- helpers ------------------------------------------------------------------------------------
@@ -346,6 +340,12 @@ class Hedger(RebuildGate, Actor):
             "counts": dict(self.counts),
             "books": self._book_rows.snapshot(),
         }
+
+
+#: how a broker's answer closes a hedge order (a cancel that lost to a fill
+#: closes it too: its fills still arrive and move the position)
+_CLOSED_BY: dict[type, str] = {OrderRejected: "rejected", OrderExpired: "expired",
+                               CancelConfirmed: "canceled"}
 
 
 def _q(qty: Decimal) -> str:

@@ -24,8 +24,13 @@ Here a group (``group-<id>``, a transient child of ``groups``) goes:
    that fails ``max_unwind_attempts`` times hands every leg's residue to the
    hedger (``HedgeRequest``) and the group ends ``failed``.
 
-State (``trading.group_state``) is written to the store after every message,
-before the orders it decided leave; a restarted group rebuilds from that
+The group is composed of parts that own their state: its decisions
+(``trading.group_desk.GroupDesk``: the legs, the rollback, the hand-off,
+the exposure check) own the group's state (``trading.group_state``), whose
+orders track their fills (``trading.fill_tracking``). This actor runs the
+margin gate, turns messages into the desk's steps, and persists: the state
+is written to the store after every message, before the orders it decided
+leave; a restarted group is rebuilt by ``trading.group_rebuild`` from that
 record plus the coordinator's own order and fill records, so it neither
 repeats a leg nor forgets one. Every step is one ``group_decision`` audit
 record, written by the coordinator (the audit trail has one writer).
@@ -33,32 +38,37 @@ record, written by the coordinator (the audit trail has one writer).
 
 from __future__ import annotations
 
+
 from collections import Counter
-from decimal import Decimal
+from dataclasses import dataclass
 from typing import Any
 
-from actors.group_recovery import (KEY_PREFIX, ExposureCheck, GroupRecovery, GroupSettings,
-                                   IntentDue, LingerDone, RetryDue, SnapshotDue, leg_info, plain)
-from actors.owned_orders import RebuildGate
-from messages.alerts import Alert
-from messages.control import (CancelIntent, GroupAudit, HedgeRequest, IntentAccepted,
-                              IntentRejected, OrderIntent, PortfolioRequest, PortfolioSnapshot)
-from messages.enums import OrderPurpose, OrderType, Side
+from actors.rebuild_gate import RebuildGate
+from messages.control import IntentAccepted, IntentRejected, PortfolioRequest, PortfolioSnapshot
 from messages.exchange import OrderExpired
 from messages.orders import CancelConfirmed, OrderFilled, OrderRejected
-from messages.types import Price, Quantity
+from messages.persistence import Put, StoreDb
 from runtime import Actor, TaskDone, handles
+from trading.group_desk import (ExposureCheck, GroupDesk, IntentDue, LingerDone, RetryDue,
+                                leg_info)
 from trading.group_margin import MarginVerdict, PortfolioView, Unpriced, build_legs, evaluate
-from trading.group_spec import GroupSpec, is_drill
-from trading.group_state import (FAILED, FILLED, LEG, PARTIALLY_FILLED, PENDING, ROLLED_BACK,
-                                 ROLLING_BACK, SUBMITTING, UNWIND, ZERO, Group, GroupOrder,
-                                 PendingIntent, make_tag, parse_tag)
+from trading.group_rebuild import KEY_PREFIX, adopt_orders, rebuild_group
+from trading.group_settings import GroupSettings
+from trading.group_spec import GroupSpec
+from trading.group_state import PENDING, SUBMITTING, Group, GroupOrder, parse_tag
 from trading.reasons import Reason
 
 __all__ = ["KEY_PREFIX", "GroupSettings", "OrderGroup"]
 
 
-class OrderGroup(GroupRecovery, RebuildGate, Actor):
+@dataclass(frozen=True)
+class SnapshotDue:
+    """Timer: the coordinator did not answer the margin gate's book request."""
+
+    request_id: str
+
+
+class OrderGroup(RebuildGate, Actor):
     def __init__(self, ctx, *, group_id: str, spec: GroupSpec | None = None,
                  settings: GroupSettings = GroupSettings(), resume: bool = False,
                  coordinator: str = "coordinator", hedger: str = "hedger",
@@ -66,21 +76,25 @@ class OrderGroup(GroupRecovery, RebuildGate, Actor):
         super().__init__(ctx)
         self.group_id, self.spec, self.cfg = group_id, spec, settings
         self.resume = resume
-        self.coordinator, self.hedger = coordinator, hedger
-        self.persistence, self.alerts = persistence, alerts
-        self.g: Group | None = None
+        self.coordinator, self.persistence = coordinator, persistence
         self.request_id: str | None = None
-        self.retry_wait: set[int] = set()
-        self.counts: Counter = Counter()
-        self.max_unhedged: dict[str, Decimal] = {}
-        self._timers: set[int] = set()
-        self._check_timer: int | None = None
-        self._dirty = False
+        self.counts: Counter[str] = Counter()
         self._outbox: list[tuple[str, Any]] = []
+        self.desk = GroupDesk(ctx, self._send, group_id=group_id, settings=settings,
+                              counts=self.counts, coordinator=coordinator, hedger=hedger,
+                              alerts=alerts)
 
     @property
     def key(self) -> str:
         return KEY_PREFIX + self.group_id
+
+    @property
+    def g(self) -> Group | None:
+        return self.desk.g
+
+    def _send(self, target: str, msg: Any) -> None:
+        """Once this message's changes are written."""
+        self._outbox.append((target, msg))
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -93,27 +107,23 @@ class OrderGroup(GroupRecovery, RebuildGate, Actor):
         self._publish()
 
     def on_stop(self) -> None:
-        for tid in self._timers:
-            self.ctx.cancel_timer(tid)
-        self.ctx.cancel_timer(self._check_timer)
+        self.desk.stop_timers()
         self._publish()
 
     def _begin(self, spec: GroupSpec) -> None:
-        g = self.g = Group(spec, self.ctx.clock.now())
-        g.history.append((PENDING, "submitted", g.created_at))
-        self._audit("submitted", None, legs=[leg_info(leg) for leg in g.legs])
+        self.desk.begin(spec)
         self._request_book()
 
     # -- the margin gate --------------------------------------------------------------------------
 
     def _request_book(self) -> None:
-        g = self._group()
+        g = self.desk.group()
         g.seq += 1
         self.request_id = f"{g.group_id}|book|{g.seq}"
         self._send(self.coordinator, PortfolioRequest(self.ctx.name, self.request_id,
                                                       g.spec.account, self.ctx.clock.now()))
-        self._timer(self.cfg.leg_timeout_s, SnapshotDue(self.request_id))
-        self._dirty = True
+        self.desk.timer(self.cfg.leg_timeout_s, SnapshotDue(self.request_id))
+        self.desk.dirty = True
 
     @handles(PortfolioSnapshot)
     def on_snapshot(self, msg: PortfolioSnapshot) -> None:
@@ -127,7 +137,7 @@ class OrderGroup(GroupRecovery, RebuildGate, Actor):
         try:
             portfolio, legs = build_legs(g.spec, book)
         except Unpriced as exc:
-            self._fail(str(Reason.NO_MARKET_DATA), why=str(exc))
+            self.desk.fail(str(Reason.NO_MARKET_DATA), why=str(exc))
             return
         self.ctx.submit(evaluate, portfolio, legs, msg.equity, self.cfg.margin_limit,
                         self.cfg.grid, tag=("margin", g.group_id))
@@ -135,7 +145,7 @@ class OrderGroup(GroupRecovery, RebuildGate, Actor):
     @handles(SnapshotDue)
     def on_snapshot_due(self, msg: SnapshotDue) -> None:
         if self.g is not None and self.g.state == PENDING and msg.request_id == self.request_id:
-            self._fail("no_portfolio_snapshot", why=f"no answer in {self.cfg.leg_timeout_s}s")
+            self.desk.fail("no_portfolio_snapshot", why=f"no answer in {self.cfg.leg_timeout_s}s")
 
     @handles(TaskDone)
     def on_task_done(self, msg: TaskDone) -> None:
@@ -143,18 +153,17 @@ class OrderGroup(GroupRecovery, RebuildGate, Actor):
         if g is None or g.state != PENDING or msg.tag != ("margin", g.group_id):
             return
         if not msg.ok:
-            self._fail("margin_error", why=repr(msg.error))
+            self.desk.fail("margin_error", why=repr(msg.error))
             return
         verdict: MarginVerdict = msg.result
         g.margin = verdict.inputs()
         if not verdict.ok:
-            self._fail(str(Reason.WORST_CASE_MARGIN), **g.margin)
+            self.desk.fail(str(Reason.WORST_CASE_MARGIN), **g.margin)
             return
         g.submitted_at = self.ctx.clock.now()
-        self._move(SUBMITTING, "approved", approved=True, **g.margin)
-        self._check_timer = self.ctx.schedule(self.cfg.exposure_check_s, ExposureCheck(),
-                                              interval_s=self.cfg.exposure_check_s)
-        self._drive()
+        self.desk.move(SUBMITTING, "approved", approved=True, **g.margin)
+        self.desk.start_checks()
+        self.desk.drive()
 
     # -- answers from the coordinator and the broker -------------------------------------------
 
@@ -167,8 +176,8 @@ class OrderGroup(GroupRecovery, RebuildGate, Actor):
         if p is None:
             return
         g.orders[msg.client_order_id] = GroupOrder(p.kind, p.leg, p.side, p.qty, p.sent_at)
-        self._dirty = True
-        self._drive()
+        self.desk.dirty = True
+        self.desk.drive()
 
     @handles(IntentRejected)
     def on_intent_rejected(self, msg: IntentRejected) -> None:
@@ -176,21 +185,18 @@ class OrderGroup(GroupRecovery, RebuildGate, Actor):
         p = g.pending.pop(msg.tag or "", None) if g is not None else None
         if p is None or g is None:
             return
-        self._dirty = True
+        self.desk.dirty = True
         why = f"the gate refused {p.kind} {g.leg(p.leg).symbol}: {msg.reason}"
-        self._order_failed(p.kind, p.leg, why, "leg_refused")
+        self.desk.order_failed(p.kind, p.leg, why, "leg_refused")
 
     @handles(OrderFilled)
     def on_filled(self, ev: OrderFilled) -> None:
         o = self.g.orders.get(ev.client_order_id) if self.g is not None else None
-        if o is None or ev.fill_id in o.fills:
+        if o is None or not o.apply_fill(ev.fill_id, ev.qty, ev.leaves_qty):
             return
-        o.fills[ev.fill_id] = ev.qty
-        if ev.leaves_qty == 0 or o.filled >= o.qty:
-            o.closed = o.closed or "filled"
         self.counts["fills"] += 1
-        self._dirty = True
-        self._drive()
+        self.desk.dirty = True
+        self.desk.drive()
 
     @handles(OrderRejected, OrderExpired)
     def on_order_closed(self, ev: Any) -> None:
@@ -198,59 +204,26 @@ class OrderGroup(GroupRecovery, RebuildGate, Actor):
         if o is None or o.closed:
             return
         rejected = isinstance(ev, OrderRejected)
-        o.closed = "rejected" if rejected else "expired"
-        self._dirty = True
-        why = (f"{o.kind} {self._group().leg(o.leg).symbol} ({ev.client_order_id}) "
+        o.close("rejected" if rejected else "expired")
+        self.desk.dirty = True
+        why = (f"{o.kind} {self.desk.group().leg(o.leg).symbol} ({ev.client_order_id}) "
                f"{'rejected: ' + ev.reason if rejected else 'expired'}")
-        self._order_failed(o.kind, o.leg, why, "leg_rejected" if rejected else "leg_expired")
+        self.desk.order_failed(o.kind, o.leg, why, "leg_rejected" if rejected else "leg_expired")
 
     @handles(CancelConfirmed)
     def on_cancel_confirmed(self, ev: CancelConfirmed) -> None:
         o = self.g.orders.get(ev.client_order_id) if self.g is not None else None
         if o is None:
             return
-        o.closed = o.closed or ev.outcome.value
-        self._dirty = True
-        self._drive()
-
-    def _order_failed(self, kind: str, leg: int, why: str, reason: str) -> None:
-        g = self._group()
-        if g.terminal or g.handoff:
-            self._drive()
-            return
-        if kind == LEG:
-            if g.state in (SUBMITTING, PARTIALLY_FILLED):
-                self._rollback(reason, why)
-            else:
-                self._drive()
-            return
-        self._unwind_failed(leg, why)
+        o.close(ev.outcome.value)
+        self.desk.dirty = True
+        self.desk.drive()
 
     # -- timers ---------------------------------------------------------------------------------
 
     @handles(ExposureCheck)
     def on_exposure_check(self, _msg: ExposureCheck) -> None:
-        g = self.g
-        if g is None or g.terminal:
-            self.ctx.cancel_timer(self._check_timer)
-            return
-        self.counts["exposure_checks"] += 1
-        for sym, qty in g.unhedged().items():
-            if abs(qty) > abs(self.max_unhedged.get(sym, ZERO)):
-                self.max_unhedged[sym] = qty
-        now = self.ctx.clock.now()
-        for coid, o in g.open_orders():
-            if o.cancel_requested or (now - o.sent_at).total_seconds() < self.cfg.leg_timeout_s:
-                continue
-            symbol = g.leg(o.leg).symbol
-            if o.kind == LEG and g.state in (SUBMITTING, PARTIALLY_FILLED):
-                self._rollback("leg_timeout", f"{symbol} ({coid}) not filled in "
-                                              f"{self.cfg.leg_timeout_s}s")
-                return
-            if o.kind == UNWIND:
-                self._cancel(coid, o)
-                self._unwind_failed(o.leg, f"unwind {symbol} ({coid}) not filled in "
-                                           f"{self.cfg.leg_timeout_s}s")
+        self.desk.check_exposure()
 
     @handles(IntentDue)
     def on_intent_due(self, msg: IntentDue) -> None:
@@ -259,172 +232,76 @@ class OrderGroup(GroupRecovery, RebuildGate, Actor):
             return
         store = self.ctx.services.get("store")
         if store is not None:  # lost on the way, or only slow? adopt what the gate approved
-            self._adopt(store.read_all())
+            self._adopted(adopt_orders(g, store.read_all(), self.ctx.name))
         p = g.pending.pop(msg.tag, None)
         if p is None:
             return
-        self._dirty = True
-        self._order_failed(p.kind, p.leg, f"no answer to {p.kind} intent {msg.tag}", "leg_timeout")
+        self.desk.dirty = True
+        self.desk.order_failed(p.kind, p.leg, f"no answer to {p.kind} intent {msg.tag}",
+                               "leg_timeout")
 
     @handles(RetryDue)
     def on_retry_due(self, msg: RetryDue) -> None:
-        self.retry_wait.discard(msg.leg)
-        self._drive()
+        self.desk.retry_due(msg.leg)
 
     @handles(LingerDone)
     def on_linger_done(self, _msg: LingerDone) -> None:
         if self.g is None or (self.g.settled and self.g.quiet()):
             self.ctx.stop_self("group settled")
 
-    # -- the decision ------------------------------------------------------------------------------
+    # -- persistence and recovery ------------------------------------------------------------------
 
-    def _drive(self) -> None:
-        g = self._group()
-        self._dirty = True
-        if g.state in (SUBMITTING, PARTIALLY_FILLED):
-            for leg in g.legs:  # priority order: one leg in the gate at a time
-                if not g.sent(leg.index):
-                    self._send_intent(LEG, leg.index, Side(leg.side), leg.qty, leg.price)
-                    break
-                if not g.accepted(leg.index):
-                    break
-            if g.complete():
-                self._move(FILLED, "filled")
-            elif g.any_fill() and g.state == SUBMITTING:
-                self._move(PARTIALLY_FILLED, "first_fill")
-        elif g.state == ROLLING_BACK:
-            self._drive_rollback()
-        self._settle()
+    def persist_changes(self) -> None:
+        if self.desk.dirty and self.g is not None:
+            self.ctx.tell(self.persistence, Put(StoreDb.GROUPS, self.key, self.g.record()))
+        self.desk.dirty = False
 
-    def _drive_rollback(self) -> None:
-        g = self._group()
-        waiting = bool([p for p in g.pending.values() if p.kind == LEG or g.handoff])
-        for coid, o in g.open_orders():
-            if o.kind == LEG or g.handoff:
-                self._cancel(coid, o)
-                waiting = True
-        if waiting:
-            return  # an order that can still fill would change what must be unwound
-        if g.handoff:
-            self._hand_off()
+    def rebuild(self, snapshot: dict[str, dict[str, Any]]) -> None:
+        rebuilt = rebuild_group(snapshot, self.key, self.ctx.name)
+        if rebuilt.unreadable is not None:
+            self.log.error("unreadable group record {}: {!r}", self.key, rebuilt.unreadable)
+        self.desk.g = rebuilt.group
+        if rebuilt.group is None:
+            if self.spec is None:
+                self.log.error("group {}: no record and no spec; nothing to resume", self.group_id)
+                self.ctx.stop_self("nothing to resume")
+                return
+            self._begin(self.spec)
             return
-        for priority in sorted({leg.priority for leg in g.legs}, reverse=True):
-            tier_clear = True
-            for leg in (x for x in g.legs if x.priority == priority):
-                held = g.held(leg.index)
-                todo = held - g.live(UNWIND, leg.index)
-                if todo > 0 and leg.index not in self.retry_wait:
-                    self._send_intent(UNWIND, leg.index, Side(leg.side).opposite(), Quantity(todo), None)
-                if held > 0:
-                    tier_clear = False
-            if not tier_clear:
-                return  # the protection stays until what it protects is closed
-        if g.quiet():
-            self._move(ROLLED_BACK, "unwound")
+        self.counts["restarts"] += 1
+        self._adopted(rebuilt.adopted)
+        self._resume()
 
-    def _rollback(self, reason: str, why: str) -> None:
-        self.counts["rollbacks"] += 1
-        g = self._group()
-        self._move(ROLLING_BACK, reason, why=why, filled={leg.symbol: str(g.filled(leg.index))
-                                                           for leg in g.legs})
-        self._alert("warning", "order group rolling back", f"{self.group_id}: {why}")
-        self._drive()
+    def _adopted(self, adopted: list[str]) -> None:
+        self.counts["adopted_orders"] += len(adopted)
+        self.desk.dirty = self.desk.dirty or bool(adopted)
 
-    def _unwind_failed(self, leg: int, why: str) -> None:
-        g = self._group()
-        n = g.unwind_failures[leg] = g.unwind_failures.get(leg, 0) + 1
-        self._dirty = True
-        self._audit("unwind_failed", None, why=why, attempt=n)
-        if n < self.cfg.max_unwind_attempts:
-            self.retry_wait.add(leg)
-            self._timer(self.cfg.retry_s, RetryDue(leg))
-        else:
-            g.handoff = why  # once nothing can fill any more (_drive_rollback)
-        self._drive()
+    def _resume(self) -> None:
+        g = self.desk.group()
+        self.desk.dirty = True
+        if g.state == PENDING:
+            self._request_book()
+            return
+        if not g.terminal:
+            self.desk.start_checks()
+        for tag in g.pending:
+            self.desk.timer(self.cfg.leg_timeout_s, IntentDue(tag))
+        if g.settled:
+            self.desk.timer(0.0, LingerDone())
+            return
+        self.desk.drive()
 
-    def _hand_off(self) -> None:
-        """Unwinding is not possible: the hedger takes every leg's residue, shorts first.
+    # -- introspection --------------------------------------------------------------------------
 
-        ``HedgeRequest.target_qty`` is this group's absolute target per symbol, so a
-        short residue of 10 becomes a target of +10 in that symbol (the hedger sends
-        only the delta, rule 7). The source is the group, and the hedger adds the
-        targets of its sources, so two groups' residues in one symbol add up."""
-        g = self._group()
-        why = g.handoff
-        residue = {}
-        for leg in sorted(g.legs, key=lambda x: -x.priority):
-            held = g.held(leg.index)
-            if held > 0:
-                g.handed_off[leg.index] = g.handed_off.get(leg.index, ZERO) + held
-                residue[leg.symbol] = str(-leg.sign * held)
-                self._send(self.hedger, HedgeRequest(leg.symbol, -leg.sign * held, g.spec.account,
-                                                     self.ctx.clock.now(), f"group:{g.group_id}"))
-        self.counts["handoffs"] += 1
-        self._move(FAILED, "residue_to_hedger", why=why, hedge_targets=residue)
-        self._alert("critical", "order group could not unwind",
-                    f"{g.group_id}: {why}; residue handed to the hedger: {residue}")
-
-    def _fail(self, reason: str, **inputs: Any) -> None:
-        self._move(FAILED, reason, approved=False, **inputs)
-        self._settle()
-
-    def _move(self, state: str, reason: str, approved: bool | None = None, **inputs: Any) -> None:
-        g = self._group()
-        old = g.transition(state, reason, self.ctx.clock.now())
-        self._dirty = True
-        self._audit(reason, approved, previous=old, **inputs)
-        if g.terminal:
-            self.ctx.cancel_timer(self._check_timer)
-
-    def _settle(self) -> None:
-        g = self._group()
-        if g.terminal and not g.settled and g.quiet():
-            g.settled = True
-            self._dirty = True
-            # Linger: answers to a cancel that lost the race against a fill may still come.
-            self._timer(self.cfg.leg_timeout_s, LingerDone())
-
-    # -- sending ---------------------------------------------------------------------------------
-
-    def _send_intent(self, kind: str, leg: int, side: Side, qty: Quantity,
-                     price: Price | None) -> None:
-        g = self._group()
-        g.seq += 1
-        p = PendingIntent(kind, leg, side.value, qty, self.ctx.clock.now())
-        tag = make_tag(g.group_id, g.seq, p)
-        g.pending[tag] = p
-        spec = g.leg(leg)
-        purpose = OrderPurpose.ENTRY if kind == LEG else OrderPurpose.ROLLBACK
-        self._send(self.coordinator, OrderIntent(
-            spec.symbol, side, qty, purpose, p.sent_at,
-            order_type=OrderType.LIMIT if price is not None else OrderType.MARKET, price=price,
-            reduce_only=kind == UNWIND, account=g.spec.account, owner=self.ctx.name, tag=tag,
-            group_id=g.group_id, exit_plan=spec.exit_plan if kind == LEG else None))
-        if kind == UNWIND:
-            self._audit("unwind_sent", None, symbol=spec.symbol, side=side.value, qty=str(qty))
-        self._timer(self.cfg.leg_timeout_s, IntentDue(tag))
-
-    def _cancel(self, coid: str, o: GroupOrder) -> None:
-        if not o.cancel_requested and not o.closed:
-            o.cancel_requested = True
-            self._dirty = True
-            self._send(self.coordinator, CancelIntent(coid, self.ctx.clock.now()))
-
-    def _send(self, target: str, msg: Any) -> None:
-        self._outbox.append((target, msg))
-
-    def _timer(self, delay: float, msg: Any) -> None:
-        self._timers.add(self.ctx.schedule(delay, msg))
-
-    def _audit(self, reason: str, approved: bool | None, **inputs: Any) -> None:
-        g = self._group()
-        self._send(self.coordinator, GroupAudit(
-            g.group_id, reason, g.state, approved,
-            {"group_id": g.group_id, "kind": g.spec.kind, "account": g.spec.account,
-             **{k: plain(v) for k, v in inputs.items()}}, self.ctx.clock.now()))
-
-    def _alert(self, severity: str, title: str, text: str) -> None:
-        if is_drill(self.group_id):  # a deliberate failure: say so where people read it
-            title, text = f"DRILL: {title}", f"{text} (a --drills exercise, not a real failure)"
-        self._send(self.alerts, Alert(severity, title, text, self.ctx.clock.now(), self.ctx.name,
-                                      dedup_key=f"groups:{title}:{self.group_id}"))
+    def _publish(self) -> None:
+        g = self.g
+        self.ctx.cell.info = {} if g is None else {
+            "group_id": g.group_id, "kind": g.spec.kind, "state": g.state, "reason": g.reason,
+            "settled": g.settled,
+            "legs": [{**leg_info(x), "filled": str(g.filled(x.index)),
+                      "held": str(g.held(x.index))} for x in g.legs],
+            "unhedged": {s: str(q) for s, q in g.unhedged().items()},
+            "max_unhedged": {s: str(q) for s, q in self.desk.max_unhedged.items()},
+            "open_orders": len(g.open_orders()), "pending": len(g.pending),
+            "margin": g.margin, "counts": dict(self.counts),
+        }

@@ -30,7 +30,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from exchange.config import ExchangeConfig
+from config.sim_exchange import SimSettings
 from exchange.emit import ENGINE, REQUESTER, TRANSPORT, Emit, StreamAction
 from exchange.engine import SimulatedExchange
 from exchange.protocol import refusal
@@ -53,7 +53,7 @@ from runtime.actor import Actor, handles
 
 class SimVenue(Actor):
     def __init__(self, ctx: Any, engine: SimulatedExchange | None = None, *,
-                 config: ExchangeConfig | dict | None = None, target: str = "gateway",
+                 config: SimSettings | dict | None = None, target: str = "gateway",
                  events_path: Any = None, auto_connect: bool = True,
                  strict: bool = False) -> None:
         super().__init__(ctx)

@@ -54,7 +54,7 @@ from actors.features import (
     RollingFeatures,
     compute_features,
 )
-from actors.strategy import (
+from trading.strategy import (
     BarHistory,
     MarketHistory,
     QuoteHistory,

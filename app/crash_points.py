@@ -1,6 +1,6 @@
 """Named crash points for scenarios: kill the runtime at an exact step of an order's life.
 
-Issue 6 asks for crashes *between* two steps of the order path: after an
+Crash points sit *between* two steps of the order path: after an
 intent is durable but before it is sent (``after_intent``), after it is sent
 but before the ack (``after_submit``), after a fill was applied but before
 the next one (``after_fill``). A crash at a timeline instant cannot aim that

@@ -19,19 +19,19 @@ from pathlib import Path
 
 from exchange.binance_face.auth import keys_from_env
 from exchange.binance_face.server import BinanceFaceServer
-from exchange.config import ExchangeConfig as SimConfig
 from exchange.feed import RandomWalkFeed
 from exchange.synthetic import DEFAULT_SYMBOLS
 from exchange.ws_server import ExchangeServer
 from app.stop_request import StopRequest
+from config.sim_exchange import SimSettings
 from messages.bounds import Bounds, bounds_from_config
 
 
-def sim_config(config_path: str | Path | None = None) -> SimConfig:
+def sim_config(config_path: str | Path | None = None) -> SimSettings:
     """The simulated exchange's settings from the config's ``exchange`` section."""
     from config import load_config
 
-    return SimConfig.from_dict(load_config(config_path).exchange.sim_settings())
+    return SimSettings.from_spec(load_config(config_path).exchange.sim_settings())
 
 
 def sim_bounds(config_path: str | Path | None = None) -> Bounds:

@@ -82,7 +82,7 @@ def orderly_halt(rt: Any, reason: str) -> None:
 
 
 def _alert_directly(rt: Any, alert: Any) -> None:
-    from actors.alert_sinks import sinks_from_config
+    from app.alert_sinks import sinks_from_config
 
     try:
         sinks = sinks_from_config(rt.config.alerts.sink_entries())

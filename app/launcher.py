@@ -223,7 +223,7 @@ class Runtime:
     # -- the tree -------------------------------------------------------------------
 
     def tree(self) -> SupervisorSpec:
-        from actors.alert_sinks import sinks_from_config
+        from app.alert_sinks import sinks_from_config
         from actors.alerts import AlertsActor
         from actors.coordinator import Coordinator
         from actors.gateway import Gateway
@@ -319,18 +319,18 @@ class Runtime:
                               backoff=backoff_of(cfg.runtime.restart_backoff))
 
     def _new_engine(self) -> Any:
-        from exchange.config import ExchangeConfig, split_spec
+        from config.sim_exchange import SimSettings, split_spec
         from exchange.engine import SimulatedExchange
 
         settings = dict(self.config.exchange.sim_settings())
         over, _faults = split_spec(self.spec.exchange_spec or {})
         settings.update(over)
-        engine = SimulatedExchange(ExchangeConfig.from_dict(settings), clock=self.spec.clock.now)
+        engine = SimulatedExchange(SimSettings.from_spec(settings), clock=self.spec.clock.now)
         engine.bounds = self.bounds
         return engine
 
     def _apply_exchange_faults(self) -> None:
-        from exchange.config import split_spec
+        from config.sim_exchange import split_spec
         from messages.exchange import ExchangeFault
 
         if self.external or not self.spec.exchange_spec:

@@ -22,7 +22,7 @@ by the actor tree with every ``group-<id>`` actor folded into one
 * ``breaker_state``: 0 closed, 1 half-open, 2 open.
 * ``kill_switch_engaged``: 1 when the coordinator's trading state is HALTED
   (kill switch on or runtime halt), else 0; ``trading_state{state}`` is 1
-  for the current state (ACTIVE, REDUCING, HALTED).
+  for the current state (``trading.trading_state.TradingState``: ACTIVE, HALTED).
 * ``exchange_*``: the exchange stream whatever carries it; ``ws_*`` only when
   a WebSocket transport exists (``run --exchange ws://...``).
 * ``tick_to_signal_seconds``: what the symbol actors measure (tick received
@@ -53,6 +53,7 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, Hist
                                     Metric)
 
 from runtime.introspection import info_of
+from trading.trading_state import TradingState
 
 #: every metric name starts with this (DESIGN section 8)
 P = "tradewarden_"
@@ -63,7 +64,7 @@ TICK_TO_SIGNAL_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005
                          0.05, 0.1, 0.25, 0.5, 1.0)
 HEDGE_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BREAKER_CODES = {"closed": 0, "half_open": 1, "open": 2}
-TRADING_STATES = ("ACTIVE", "REDUCING", "HALTED")
+TRADING_STATES = tuple(s.value for s in TradingState)
 
 
 def system_of(target: Any) -> Any:

@@ -104,7 +104,7 @@ def run(args: Any, preflight: Callable[[Any], Any] | None = None) -> int:
     (the strategy) may say how many quotes it needs before its first signal."""
     from app.control import ControlError
 
-    from app import resume as resuming
+    from app import position_legs, resume as resuming
 
     if not getattr(args, "resume", None) and args.out:
         why = refuse_reuse(Path(args.out))
@@ -114,11 +114,14 @@ def run(args: Any, preflight: Callable[[Any], Any] | None = None) -> int:
     resume = None
     if getattr(args, "resume", None):
         try:
-            resume = resuming.prepare(args.resume, args.out, args.exchange)
+            resume = resuming.prepare(args.resume, args.out, args.exchange,
+                                      getattr(args, "venue", None))
         except resuming.ResumeError as exc:
             print(f"tradewarden run: {exc}", file=sys.stderr)
             return EXIT_USAGE
         args.exchange = resume.exchange_url
+        if resume.venue_name is not None:
+            args.venue = resume.venue_name
     try:
         cfg = load_config(args.config, overrides=run_overrides(args))
     except (ConfigError, ControlError) as exc:
@@ -138,7 +141,9 @@ def run(args: Any, preflight: Callable[[Any], Any] | None = None) -> int:
         try:
             venue = prepare_venue(cfg, args.venue, live=bool(getattr(args, "live", False)),
                                   exchange_url=args.exchange)
-        except (VenueStartError, ConfigError) as exc:
+            if resume is not None:
+                resuming.check_same_venue(resume.run_dir, venue.describe())
+        except (VenueStartError, ConfigError, resuming.ResumeError) as exc:
             print(f"tradewarden run: {exc}", file=sys.stderr)
             return EXIT_USAGE
     elif getattr(args, "live", False):
@@ -173,14 +178,20 @@ def run(args: Any, preflight: Callable[[Any], Any] | None = None) -> int:
     if venue is not None:  # what, not how: no key or secret in run.json
         info = resuming.read_run_info(run_dir)
         info["ccxt_venue"] = venue.describe()
+        if venue.settings.hedge_mode and position_legs.RUN_INFO_KEY not in info:
+            why = position_legs.note_start(venue, info)
+            if why is not None:
+                print(f"tradewarden run: {why}", file=sys.stderr)
+                return EXIT_USAGE
         resuming.save_run_info(run_dir, info)
     console = cli_console()
     with RunLogs(run_dir, verbose=args.verbose):
         if resume is not None:
-            logger.warning("resuming run {} from its store against {}{}", run_id, cfg.exchange.url,
+            where = venue.label() if venue is not None else cfg.exchange.url
+            logger.warning("resuming run {} from its store against {}{}", run_id, where,
                            f" (it had halted: {resume.halted})" if resume.halted else "")
             console.print(f"resuming [cyan]{run_id}[/cyan] from its store; reconciling with "
-                          f"{cfg.exchange.url} before trading")
+                          f"{where} before trading")
         return _run(cfg, run_dir, run_id, clock, started, console,
                     control_explicit=bool(getattr(args, "control", None)),
                     first_started=resume.started_at if resume is not None else None,
@@ -276,8 +287,14 @@ def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: dateti
         extra["halted"] = {"reason": rt.require_system().halt_reason}
     if first_started is not None:  # resumed: the summary covers the whole run
         extra["resumed_at"] = started.isoformat()
+    legs_found: list[dict[str, Any]] = []
+    if venue is not None and venue.settings.hedge_mode:
+        from app.position_legs import check_legs
+
+        legs_found = check_legs(venue, run_dir, extra, not_run)
     summary = collect_summary(rt, started_at=first_started or started.isoformat(),
-                              ended_at=ended.isoformat(), extra=extra, not_run=not_run)
+                              ended_at=ended.isoformat(), extra=extra, not_run=not_run,
+                              more_violations=legs_found)
     try:
         write_summary(run_dir / "summary.json", summary)
     except OSError as exc:  # a full disk: the verdict still reaches the operator

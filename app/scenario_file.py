@@ -20,10 +20,10 @@ from collections.abc import Mapping
 
 from pydantic import ValidationError
 
-from config.errors import ConfigError, Issue, Loc, describe, format_path, show_value
+from config.errors import ConfigError, Issue, Loc, describe, format_path
 from config.loader import build_config, default_path
 from config.registry import plain
-from config.scenario_exchange import EXCHANGE_KEYS, FAULT, SETTING, exchange_check
+from config.sim_exchange import EXCHANGE_KEYS, FAULT, SETTING
 from config.scenario_schema import EXPECT_KEYS, EntryDoc, ScenarioDoc
 from config.schema import Config
 from config.source import Source, read_yaml
@@ -263,7 +263,8 @@ def _timeline_exchange(src: Source, timeline: Any, issues: list[Issue]) -> dict[
 
 def _exchange(src: Source, spec: Any, prefix: Loc, groups: tuple[str, ...],
               issues: list[Issue]) -> dict[str, Any]:
-    """Check an exchange block; return it as written (the exchange parses it itself)."""
+    """Check an exchange block; return it as written (the exchange parses it by
+    the same schema, ``config.sim_exchange``, when it applies it)."""
     if not isinstance(spec, dict):
         return {}
     before = len(issues)
@@ -274,12 +275,6 @@ def _exchange(src: Source, spec: Any, prefix: Loc, groups: tuple[str, ...],
                                         "put it in a timeline exchange entry (e.g. at: 0s)"))
         spec = {k: v for k, v in spec.items() if EXCHANGE_KEYS.group_of(k) != FAULT}
     _registry(src, EXCHANGE_KEYS, spec, prefix, issues, groups)
-    if len(issues) == before:
-        for key, value in spec.items():
-            verdict = exchange_check(key, value)
-            if verdict is not None:
-                issues.append(src.issue(prefix + (key,), f"{show_value(value)} is not valid: "
-                                        f"{verdict}"))
     return dict(spec) if len(issues) == before else {}
 
 

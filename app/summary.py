@@ -311,7 +311,8 @@ def load_run_records(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str
 def collect_summary(rt: Any, *, started_at: str, ended_at: str,
                     extra: Mapping[str, Any] | None = None,
                     records: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None,
-                    not_run: Mapping[str, str] | None = None) -> dict[str, Any]:
+                    not_run: Mapping[str, str] | None = None,
+                    more_violations: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """Summary of a stopped :class:`~app.launcher.Runtime`, invariants checked.
 
     ``records`` are the run's (events, audit) when the caller has read them
@@ -320,7 +321,8 @@ def collect_summary(rt: Any, *, started_at: str, ended_at: str,
     protocol, in every mode; when they cannot be read the comparison is
     reported as not run, with the reason. ``not_run``: further checks the
     caller knows cannot run (check -> why), e.g. the events-based ones when
-    the exchange's record could not be copied."""
+    the exchange's record could not be copied. ``more_violations``: what the
+    caller's own checks found (a hedge-mode venue run's legs, ``app.position_legs``)."""
     from app.invariants import check_all
 
     events, audit = records if records is not None else load_run_records(rt.spec.run_dir)
@@ -343,7 +345,7 @@ def collect_summary(rt: Any, *, started_at: str, ended_at: str,
         exchange_positions=exchange_positions,
         hedging_accounts=frozenset(a for a, on in rt.config.risk.hedging_mode.items() if on),
         fail_closed=rt.config.risk.fail_closed_on_missing_positions, dead_letters=dead,
-        start_positions=start_positions, not_run=skipped)
+        start_positions=start_positions, not_run=skipped) + list(more_violations)
     market_events = int(rt.info("gateway").get("counts", {}).get("market_events", 0))
     return build_summary(run_id=rt.spec.run_id, started_at=started_at, ended_at=ended_at,
                          audit=audit, coordinator=coordinator, market_events=market_events,

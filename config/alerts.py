@@ -1,6 +1,6 @@
 """The ``alerts`` section: which sinks get every alert, and how hard they are tried.
 
-Field names and bounds follow ``actors/alert_sinks.py`` and
+Field names and bounds follow ``app/alert_sinks.py`` and
 ``actors/alerts.py`` so that :meth:`AlertsConfig.sink_entries` can be handed
 to ``sinks_from_config`` unchanged. Secrets appear only as the names of
 environment variables (``*_env``); the sinks read them at send time.
@@ -105,7 +105,7 @@ class AlertsConfig(Section):
     telegram: TelegramSink = TelegramSink()
 
     def sink_entries(self) -> list[dict[str, Any]]:
-        """Entries for ``actors.alert_sinks.sinks_from_config``: log always, then the others."""
+        """Entries for ``app.alert_sinks.sinks_from_config``: log always, then the others."""
         out: list[dict[str, Any]] = [{"kind": "log"}]
         w = self.webhook
         if w.enabled:

@@ -2,7 +2,7 @@
 
 The document and its timeline are fixed pydantic models; the two open-ended
 parts, ``expect`` here and the ``exchange`` blocks in
-:mod:`config.scenario_exchange`, are :class:`~config.registry.KeyRegistry`
+:mod:`config.sim_exchange`, are :class:`~config.registry.KeyRegistry`
 objects that can learn new keys while still refusing unknown ones.
 """
 
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, model_validator
 
 from config.registry import KeyRegistry, Spec, flag
-from config.scenario_exchange import EXCHANGE_KEYS, FAULT, SETTING
+from config.sim_exchange import EXCHANGE_KEYS, FAULT, SETTING
 from config.types import Dec, Duration, Ident, NonNegDec, NonNegInt, PosDec, Symbol, unique
 
 __all__ = ["EXCHANGE_KEYS", "EXPECT_KEYS", "FAULT", "SETTING", "EntryDoc", "ScenarioDoc"]

@@ -1,30 +1,23 @@
 """The ``exchange`` section: which broker to trade at, and the simulated exchange's behaviour.
 
-The simulated-exchange keys carry the names ``exchange/config.py`` uses, so
-:meth:`ExchangeConfig.sim_settings` feeds ``ExchangeConfig.from_dict`` there
-directly and a scenario's ``exchange:`` block uses the same words. Named
-``venue`` to keep ``config.venue`` apart from the ``exchange`` package.
+The simulated exchange's keys and defaults are :class:`config.sim_exchange.SimBehaviour`'s
+(inherited, not restated), the same words a scenario's ``exchange:`` block
+uses. Named ``venue`` to keep ``config.venue`` apart from the ``exchange``
+package.
 """
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from config.types import (Dec, EnvName, Ident, NonNegDec, NonNegFloat, NonNegInt, PosDec, PosInt,
-                          Section)
-
-#: ExchangeConfig keys that configure the simulated exchange (exchange/config.py names).
-SIM_KEYS = ("latency_ms", "latency_jitter_ms", "cancel_ack_delay_ms", "partial_fills",
-            "partial_fill_interval_ms", "maker_fee_bps", "taker_fee_bps", "limit_by_quote_size",
-            "starting_cash", "quote_currency", "fill_history", "closed_orders",
-            "closed_order_ids")
+from config.sim_exchange import SimBehaviour
+from config.types import EnvName, Ident, PosInt, Section
 
 
-class ExchangeConfig(Section):
+class ExchangeConfig(SimBehaviour):
     """Which broker, and how the embedded simulated exchange behaves."""
 
     #: adapter name; "sim" is the simulated exchange
@@ -34,28 +27,7 @@ class ExchangeConfig(Section):
     account: Ident = "default"
     api_key_env: EnvName | None = None
     api_secret_env: EnvName | None = None
-    # simulated exchange behaviour (same names as the scenario `exchange:` keys)
-    latency_ms: NonNegFloat = 1.0
-    latency_jitter_ms: NonNegFloat = 0.0
-    cancel_ack_delay_ms: NonNegFloat = 0.0
-    #: every fill split into this many partial fills ...
-    partial_fills: PosInt = 1
-    #: ... this far apart
-    partial_fill_interval_ms: NonNegFloat = 0.0
-    #: may be negative (a maker rebate)
-    maker_fee_bps: Dec = Decimal("1")
-    taker_fee_bps: NonNegDec = Decimal("2")
-    #: fills never exceed the quoted size at the touch
-    limit_by_quote_size: bool = True
-    starting_cash: PosDec = Decimal("1000000")
-    quote_currency: Ident = "USDT"
-    #: the simulated exchange's memory, bounded (exchange.retention): fills kept per
-    #: account for ``QueryFills`` catch-up ...
-    fill_history: PosInt = Field(default=10_000, le=10_000_000)
-    #: ... closed orders whose full state is kept (queries, cancel answers) ...
-    closed_orders: NonNegInt = Field(default=10_000, le=10_000_000)
-    #: ... and, after that, whose final status is kept (duplicate-id refusals)
-    closed_order_ids: NonNegInt = Field(default=100_000, le=100_000_000)
+    # the simulated exchange's behaviour: SimBehaviour's fields
 
     @field_validator("url")
     @classmethod
@@ -69,8 +41,8 @@ class ExchangeConfig(Section):
         return v
 
     def sim_settings(self) -> dict[str, Any]:
-        """The simulated exchange's settings, for ``exchange.config.ExchangeConfig.from_dict``."""
-        return {key: getattr(self, key) for key in SIM_KEYS}
+        """The simulated exchange's settings, for ``SimSettings.from_spec``."""
+        return {key: getattr(self, key) for key in SimBehaviour.model_fields}
 
 
 #: the ccxt exchange ids the adapter supports (exchange/ccxt_venue)

@@ -1,4 +1,8 @@
-"""Positions, cash, realized PnL and the fill history of one account.
+"""The simulated exchange's accounts: positions, cash, realized PnL, fill history.
+
+``Accounts`` holds every account, each opened on first use with the
+settings' starting cash in the quote currency. One ``Account`` is the
+positions, cash, fees and realized PnL of one name.
 
 The fill history is what ``QueryFills(since_cursor)`` reads: a client that
 lost stream events while disconnected asks for everything after the last
@@ -11,8 +15,9 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
-from messages import OrderFilled, Side
+from messages import OrderFilled, OrderRequest, Side
 from messages.types import Price, Quantity
 
 ZERO = Decimal("0")
@@ -105,3 +110,43 @@ class Account:
             out.append(fill)
             last = c
         return out, last, more
+
+
+class Accounts:
+    """Every account of the exchange by name; reads ``quote_currency`` and
+    ``starting_cash`` from the engine's live settings when one opens."""
+
+    def __init__(self, settings: Any) -> None:
+        self._settings = settings
+        self.by_name: dict[str, Account] = {}
+
+    def reset(self) -> None:
+        """Forget every account (an exchange restart with data loss)."""
+        self.by_name = {}
+
+    def get(self, name: str) -> Account:
+        """The account called ``name``, opened now if it is new."""
+        acct = self.by_name.get(name)
+        if acct is None:
+            cfg = self._settings
+            acct = self.by_name[name] = Account(name, cash={cfg.quote_currency: cfg.starting_cash})
+        return acct
+
+    def find(self, name: str) -> Account | None:
+        """The account called ``name`` if it is open (never opens one)."""
+        return self.by_name.get(name)
+
+    def reducible(self, req: OrderRequest) -> Decimal:
+        """How much ``req`` can trade without increasing its position."""
+        pos = self.get(req.account).positions.get(req.symbol)
+        qty = pos.qty if pos is not None else ZERO
+        return max(-qty, ZERO) if req.side is Side.BUY else max(qty, ZERO)
+
+    def position(self, symbol: str, account: str) -> Decimal:
+        acct = self.by_name.get(account)
+        p = acct.positions.get(symbol) if acct is not None else None
+        return p.qty if p is not None else ZERO
+
+    def positions(self, account: str) -> dict[str, Decimal]:
+        acct = self.by_name.get(account)
+        return {s: p.qty for s, p in sorted(acct.positions.items())} if acct else {}

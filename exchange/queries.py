@@ -1,17 +1,20 @@
 """Query replies of the simulated exchange (positions, open orders, balances,
-fills since a cursor). These are what the reconciler and startup recovery
-compare against: the broker wins on divergence, so they must be exact. Also
-the engine's read access for tests and tools (``order``, ``open_orders``,
-``position``, ``positions``, ``book``)."""
+fills since a cursor, pages of its own events.jsonl). These are what the
+reconciler and startup recovery compare against: the broker wins on
+divergence, so they must be exact."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
-from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from exchange.book import WORKING, ZERO, Book, OrderState
+from exchange.accounts import Accounts
+from exchange.book import OrderState
 from exchange.emit import REQUESTER, Emit
+from exchange.events_log import EventsLog
+from exchange.order_table import OrderTable
+from exchange.outbox import Outbox
 from messages import (
     BalanceSnapshot,
     FillsSnapshot,
@@ -25,17 +28,23 @@ from messages import (
 )
 from messages.sim_events import EventsPage, QueryEvents
 
-if TYPE_CHECKING:
-    from exchange.engine_host import EngineHost
-else:
-    EngineHost = object
 
+class Queries:
+    """Answers queries from the order table and the accounts without changing
+    an order or a position (a query naming a new account opens it empty, as a
+    real venue shows one)."""
 
-class QueriesMixin(EngineHost):
-    def query(self, q: Any, now: datetime | None = None) -> list[Emit]:
-        now = now or self._clock()
-        acct = self.account(q.account)
-        self.stats["queries"] += 1
+    def __init__(self, table: OrderTable, accounts: Accounts, outbox: Outbox, log: EventsLog,
+                 stats: Counter[str]) -> None:
+        self._table = table
+        self._accounts = accounts
+        self._outbox = outbox
+        self._log = log
+        self._stats = stats
+
+    def answer(self, q: Any, now: datetime) -> list[Emit]:
+        acct = self._accounts.get(q.account)
+        self._stats["queries"] += 1
         kind = type(q)
         reply: Any
         if kind is QueryPositions:
@@ -48,7 +57,7 @@ class QueriesMixin(EngineHost):
         elif kind is QueryOpenOrders:
             what = "open_orders"
             reply = OpenOrdersSnapshot(q.request_id, acct.name, tuple(
-                _open_order(st) for st in self.open_orders(acct.name)), now)
+                _open_order(st) for st in self._table.open_orders(acct.name)), now)
         elif kind is QueryBalances:
             what = "balances"
             reply = BalanceSnapshot(q.request_id, acct.name, tuple(sorted(acct.cash.items())), now,
@@ -59,48 +68,25 @@ class QueriesMixin(EngineHost):
             reply = FillsSnapshot(q.request_id, acct.name, tuple(fills), cursor, now, more=more)
         else:
             raise TypeError(f"not a query: {kind.__name__}")
-        self.log.append("query", now, what=what, request_id=getattr(q, "request_id", None),
-                        account=acct.name)
-        return [self._emit(reply, now, REQUESTER)]
+        self._log.append("query", now, what=what, request_id=getattr(q, "request_id", None),
+                         account=acct.name)
+        return [self._outbox.emit(reply, now, REQUESTER)]
 
-    def query_events(self, q: QueryEvents,
-                     now: datetime | None = None) -> list[Emit]:
+    def events_page(self, q: QueryEvents, now: datetime) -> list[Emit]:
         """A page of this exchange's own events.jsonl (``messages.sim_events``)."""
-        now = now or self._clock()
-        self.stats["queries"] += 1
+        self._stats["queries"] += 1
         try:
-            lines, cursor, last_seq, more = self.log.read_page(q.since_seq, q.cursor, q.limit)
+            lines, cursor, last_seq, more = self._log.read_page(q.since_seq, q.cursor, q.limit)
         except (OSError, ValueError) as exc:
-            return [self._error("no_events_log", str(exc), now)]
+            return [self._outbox.error("no_events_log", str(exc), now)]
         positions = () if q.limit else tuple(
-            (name, symbol, p.qty) for name, acct in sorted(self.accounts.items())
+            (name, symbol, p.qty) for name, acct in sorted(self._accounts.by_name.items())
             for symbol, p in sorted(acct.positions.items()) if p.qty != 0)
-        return [self._emit(EventsPage(q.request_id, tuple(lines), cursor, last_seq, more,
-                                      positions), now, REQUESTER)]
-
-    # -- read access (tests, tools, the venue's introspection) ------------------------
-
-    def order(self, client_order_id: str) -> OrderState | None:
-        return self.orders.get(client_order_id)
-
-    def open_orders(self, account: str | None = None) -> list[OrderState]:
-        return [st for orders in self.working.values() for st in orders.values()
-                if st.status == WORKING and (account is None or st.request.account == account)]
-
-    def position(self, symbol: str, account: str = "default") -> Decimal:
-        pos = self.accounts.get(account)
-        p = pos.positions.get(symbol) if pos is not None else None
-        return p.qty if p is not None else ZERO
-
-    def positions(self, account: str = "default") -> dict[str, Decimal]:
-        acct = self.accounts.get(account)
-        return {s: p.qty for s, p in sorted(acct.positions.items())} if acct else {}
-
-    def book(self, symbol: str) -> Book | None:
-        return self.books.get(symbol)
+        return [self._outbox.emit(EventsPage(q.request_id, tuple(lines), cursor, last_seq, more,
+                                             positions), now, REQUESTER)]
 
 
-def _open_order(st: Any) -> OpenOrder:
+def _open_order(st: OrderState) -> OpenOrder:
     req = st.request
     return OpenOrder(req.client_order_id, st.exchange_order_id, req.symbol, req.side,
                      req.order_type, req.qty, st.leaves, st.created, price=req.price,

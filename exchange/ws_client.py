@@ -2,7 +2,7 @@
 
 One background thread runs an asyncio loop for the adapter's lifetime
 (started by the first ``connect()``, ended by ``close()``: no thread at
-construction, rule 14). Everything the caller does is non-blocking:
+construction, rule 14; ``exchange.loop_client``, shared with the ccxt adapter). Everything the caller does is non-blocking:
 
 * ``send(cmd)`` encodes in the caller's thread and hands the frame to the
   loop with ``call_soon_threadsafe``; one writer task per connection keeps
@@ -23,7 +23,6 @@ and reported as ``ExchangeError(code="bad_frame")``; it never raises.
 from __future__ import annotations
 
 import asyncio
-import threading
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -31,6 +30,7 @@ from loguru import logger
 from websockets.asyncio.client import ClientConnection, connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
+from exchange.loop_client import LoopThreadClient
 from exchange.protocol import Sink, refusal, safe_sink
 from messages import ExchangeError, Message, StreamStatus, utc_now
 from messages.codec import CodecError, decode, encode
@@ -38,7 +38,7 @@ from messages.codec import CodecError, decode, encode
 MAX_FRAME = 1 << 20
 
 
-class WsClientAdapter:
+class WsClientAdapter(LoopThreadClient):
     def __init__(self, url: str, sink: Sink | None = None, *, open_timeout: float = 5.0,
                  ping_interval: float | None = 20.0, name: str = "ws-adapter",
                  account: str | None = None) -> None:
@@ -54,10 +54,7 @@ class WsClientAdapter:
         self.frames_in = 0
         self.frames_out = 0
         self.refused = 0
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._gen = 0
+        self._init_loop_thread()
         self._ws: ClientConnection | None = None
         self._ws_gen = -1
         self._out: asyncio.Queue | None = None
@@ -71,31 +68,6 @@ class WsClientAdapter:
     @property
     def connected(self) -> bool:
         return self._ws is not None and self._ws_gen == self._gen
-
-    def connect(self) -> None:
-        """Start (or restart) the connection; returns at once."""
-        with self._lock:
-            self._gen += 1
-            gen = self._gen
-            loop = self._ensure_loop()
-        loop.call_soon_threadsafe(self._start_connection, gen)
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Close the connection and stop the loop thread (nothing is reported)."""
-        with self._lock:
-            self._gen += 1
-            loop, thread = self._loop, self._thread
-            self._loop = self._thread = None
-        if loop is None or thread is None:
-            return
-        try:
-            loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._shutdown(loop)))
-        except RuntimeError:
-            return
-        if threading.current_thread() is not thread:
-            thread.join(timeout)
-            if thread.is_alive():
-                logger.error("{}: loop thread did not stop within {}s", self.name, timeout)
 
     def send(self, command: Message) -> None:
         """Queue ``command`` for the exchange; never blocks, never raises."""
@@ -115,24 +87,6 @@ class WsClientAdapter:
             self._refuse(command, "adapter closed")
 
     # -- loop thread -----------------------------------------------------------------
-
-    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
-        """Start the loop thread if needed. Does not wait for it: callbacks
-        queued with call_soon_threadsafe run once the loop starts."""
-        if self._loop is None:
-            loop = asyncio.new_event_loop()
-
-            def run() -> None:
-                asyncio.set_event_loop(loop)
-                try:
-                    loop.run_forever()
-                finally:
-                    loop.close()
-
-            self._thread = threading.Thread(target=run, name=f"tw-{self.name}", daemon=True)
-            self._loop = loop
-            self._thread.start()
-        return self._loop
 
     def _start_connection(self, gen: int) -> None:
         if gen != self._gen:

@@ -196,7 +196,7 @@ class ExchangeFault(Message):
 
     ``spec`` is the dict of a scenario ``exchange:`` entry, e.g.
     ``{"reject_next": 2}`` or ``{"fill_resting": {"symbol": "BTCUSDT"}}``; see
-    ``exchange.config.FAULT_KEYS``. Only the simulator understands it.
+    ``config.sim_exchange.FAULT_KEYS``. Only the simulator understands it.
     """
 
     spec: dict[str, Any]

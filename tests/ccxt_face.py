@@ -138,6 +138,21 @@ def venue_config(tmp: Path, face: BinanceFaceServer, layer: dict[str, Any] | Non
     return path
 
 
+def venue_command(tmp: Path, face: BinanceFaceServer, *args: str, key: str = KEY.key,
+                  secret: str = KEY.secret, layer: dict[str, Any] | None = None
+                  ) -> tuple[list[str], dict[str, str]]:
+    """``main.py run --config <the face's venue layer> ARGS`` and its environment
+    (the key and secret in the variables the venue entry names)."""
+    import os
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TW_BINANCE_API_KEY": key,
+           "TW_BINANCE_API_SECRET": secret}
+    cmd = [sys.executable, str(REPO / "main.py"), "run",
+           "--config", str(venue_config(tmp, face, layer)), *args]
+    return cmd, env
+
+
 def run_venue(tmp: Path, face: BinanceFaceServer, *, key: str, secret: str, duration: float,
               symbols: str = "BTCUSDT,ETHUSDT", control_port: int | None = None,
               extra: tuple[str, ...] = (), during: Callable[[], None] | None = None,
@@ -147,17 +162,13 @@ def run_venue(tmp: Path, face: BinanceFaceServer, *, key: str, secret: str, dura
 
     ``during`` runs (in this process) while the run is going, e.g. to read its
     control endpoint. Returns (exit code, output, run directory)."""
-    import os
     import subprocess
-    import sys
 
     out = tmp / "run"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TW_BINANCE_API_KEY": key,
-           "TW_BINANCE_API_SECRET": secret}
-    cmd = [sys.executable, str(REPO / "main.py"), "run", "--venue", "binanceusdm",
-           "--config", str(venue_config(tmp, face, layer)), "--symbols", symbols,
-           "--duration", str(duration), "--out", str(out),
-           "--control", f"127.0.0.1:{control_port}" if control_port else "off", *extra]
+    cmd, env = venue_command(tmp, face, "--venue", "binanceusdm", "--symbols", symbols,
+                             "--duration", str(duration), "--out", str(out),
+                             "--control", f"127.0.0.1:{control_port}" if control_port else "off",
+                             *extra, key=key, secret=secret, layer=layer)
     proc = subprocess.Popen(cmd, env=env, cwd=str(tmp), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from actors.strategy import SignalIntent, Strategy
+from trading.strategy import SignalIntent, Strategy
 from messages.base import Message, message
 from runtime import Actor, handles
 

@@ -1,4 +1,4 @@
-"""Alerts actor and sinks (DESIGN rule 5, 17; issue 4 "Alerts", issue 7 secrets).
+"""Alerts actor and sinks (DESIGN rules 5 and 17; secrets).
 
 Webhook and Telegram sinks are tested against a real HTTP server on
 127.0.0.1 (port 0, in a thread). Actors run in virtual time: retries and
@@ -18,7 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from loguru import logger
 
-from actors.alert_sinks import LogSink, Sink, SinkError, TelegramSink, WebhookSink, sinks_from_config
+from app.alert_sinks import LogSink, TelegramSink, WebhookSink, sinks_from_config
+from actors.alerts import Sink, SinkError
 from actors.alerts import AlertsActor
 from messages import Alert, MessageError, SinkReady
 from messages.codec import CodecError, decode, encode, from_wire, to_wire

@@ -648,20 +648,6 @@ def test_stall_holds_the_user_stream_until_resumed(face: BinanceFaceServer) -> N
     assert held and first["o"]["c"] == "st-1" and first["o"]["X"] == "NEW"
 
 
-def test_position_mode_is_one_way(face: BinanceFaceServer) -> None:
-    async def go() -> tuple[dict, type | None]:
-        async with rest_client(face) as ex:
-            mode = await ex.fetch_position_mode(USYM)
-            try:
-                await ex.set_position_mode(True)
-            except ccxt.BaseError as exc:
-                return mode, type(exc)
-            return mode, None
-
-    mode, raised = run(go())
-    assert mode["hedged"] is False and raised is not None
-
-
 def test_control_endpoint_takes_engine_and_venue_faults(face: BinanceFaceServer) -> None:
     async def go() -> tuple[int, int, int]:
         async with aiohttp.ClientSession() as http:
@@ -677,7 +663,7 @@ def test_control_endpoint_takes_engine_and_venue_faults(face: BinanceFaceServer)
         return ok, bad, q
 
     assert run(go()) == (200, 400, 200)
-    assert face.face.faults.rate_limit.count == 1 and face.engine.reject_next == 1
+    assert face.face.faults.rate_limit.count == 1 and face.engine.armed.reject_next == 1
     assert face.engine.book(SYM).bid == Decimal("90")
 
 

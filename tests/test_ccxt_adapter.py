@@ -342,6 +342,26 @@ def test_resubmission_of_an_order_the_venue_has_is_not_sent_again(tmp_path: Path
         ["order_submitted"], "the venue saw the order once and no second request"
 
 
+def test_an_order_from_before_the_adapter_is_looked_up_however_recent(tmp_path: Path) -> None:
+    """A process killed seconds after an order went out and resumed at once
+    resends that order (same id) well within RESUBMIT_AGE: an order older
+    than the adapter itself is a resubmission, looked up by its client id,
+    and never sent again (at Binance a filled order's id is free again)."""
+    with face_server(tmp_path) as face:
+        with connected_adapter(face) as (ad, evs):
+            req = order()
+            ad.send(SubmitOrder(req))
+            evs.wait_for(lambda e: isinstance(e, OrderFilled))
+        with connected_adapter(face) as (ad2, evs2):  # the resumed process, seconds later
+            ad2.send(SubmitOrder(req))
+            rej = evs2.wait_for(lambda e: isinstance(e, OrderRejected))
+            assert rej.reason.startswith("duplicate_client_order_id") and "FILLED" in rej.reason
+            assert ad2.counts["resubmissions_found"] == 1
+            assert ad2.counts["orders_sent"] == 0
+    assert [r for r in events_jsonl(tmp_path) if r["kind"] == "request_refused"] == [], \
+        "no second create request reached the venue"
+
+
 def test_per_order_state_does_not_grow(tmp_path: Path) -> None:
     """Rule 13: the per-order turn-taking entries go when the commands end."""
     with face_server(tmp_path) as face, connected_adapter(face) as (ad, evs):

@@ -390,12 +390,33 @@ def test_import_reads_no_file():
 
 
 def test_sim_settings_feed_the_simulated_exchange():
-    exchange_config = pytest.importorskip("exchange.config")
+    from config.sim_exchange import SimSettings
+
     cfg = load_config(overrides={"exchange": {"partial_fills": 3, "maker_fee_bps": "-0.5"}})
-    sim = exchange_config.ExchangeConfig.from_dict(cfg.exchange.sim_settings())
+    sim = SimSettings.from_spec(cfg.exchange.sim_settings())
     assert sim.partial_fills == 3 and sim.maker_fee_bps == Decimal("-0.5")
     assert sim.taker_fee_bps == cfg.exchange.taker_fee_bps
     assert sim.quote_currency == cfg.exchange.quote_currency
+
+
+def test_the_simulated_exchange_has_one_schema_and_one_set_of_defaults():
+    """config.sim_exchange declares the settings once: the config section
+    inherits them (keys and defaults), an engine built with no settings has the
+    same values, and the scenario keys the engine parses are that registry's."""
+    from config.sim_exchange import (EXCHANGE_KEYS, FAULT, SETTING, SimBehaviour, SimSettings,
+                                     parse_spec)
+    from config.venue import ExchangeConfig
+    from exchange.engine import SimulatedExchange
+
+    section, engine = load_config().exchange, SimulatedExchange().config
+    assert issubclass(ExchangeConfig, SimBehaviour) and issubclass(SimSettings, SimBehaviour)
+    assert set(section.sim_settings()) == set(SimBehaviour.model_fields)
+    for key, field in SimBehaviour.model_fields.items():
+        assert getattr(section, key) == getattr(engine, key) == field.default, key
+    assert set(EXCHANGE_KEYS.keys([SETTING])) == {*SimSettings.model_fields, "fee_bps"}
+    for key in EXCHANGE_KEYS.keys([FAULT]):
+        with pytest.raises(ValueError, match=f"exchange {key}"):
+            parse_spec({key: object()})  # the engine's parser knows every fault key
 
 
 def test_the_standalone_exchange_uses_the_config_like_the_embedded_one(tmp_path):
@@ -423,10 +444,10 @@ def test_the_standalone_exchange_uses_the_config_like_the_embedded_one(tmp_path)
 
 
 def test_alert_sink_entries_build_the_alert_sinks(monkeypatch):
-    alert_sinks = pytest.importorskip("actors.alert_sinks")
-    assert [s.kind for s in alert_sinks.sinks_from_config(load_config().alerts.sink_entries())] \
-        == ["log"]
+    from app.alert_sinks import sinks_from_config
+
+    assert [s.kind for s in sinks_from_config(load_config().alerts.sink_entries())] == ["log"]
     cfg = load_config(REPO / "config" / "production.example.yaml")
-    sinks = alert_sinks.sinks_from_config(cfg.alerts.sink_entries())
+    sinks = sinks_from_config(cfg.alerts.sink_entries())
     assert [s.kind for s in sinks] == ["log", "webhook", "telegram"]
     assert "TW_TELEGRAM_BOT_TOKEN" in repr(sinks[2])

@@ -1,6 +1,6 @@
 """The control endpoint (``/metrics``, ``/actors``, ``/healthz``) and ``inspect``.
 
-Issue 7: ``/metrics`` parses with the Prometheus text parser and carries every
+``/metrics`` parses with the Prometheus text parser and carries every
 metric; ``/actors`` matches the live system (a blocked actor's depth rises as
 messages are injected); ``inspect`` against a running ``run`` shows every
 actor and against nothing prints one line and exits 1; a non-loopback bind

@@ -435,13 +435,13 @@ def test_config_names_reach_the_coordinators_limits(rigs) -> None:
     rig = rigs(risk={"position_staleness_s": 45.0, "rate_limit": {"orders_per_s": "2", "burst": 3},
                      "circuit_breaker": {"failures_to_open": 4, "cool_off_s": 7.0},
                      "block_duplicate_positions": False, "hedging_mode": {"acct2": True}})
-    limits = rig.coordinator().limits
+    limits = rig.coordinator().ledger.limits
     assert limits.positions_stale_after_s == 45.0
     assert (limits.orders_per_s, limits.order_burst) == (2.0, 3)
     assert (limits.breaker_failures, limits.breaker_cooloff_s) == (4, 7.0)
     assert limits.duplicate_position_check is False
     assert limits.hedging_accounts == frozenset({"acct2"})
-    state = rig.coordinator().state
+    state = rig.coordinator().ledger.risk.gate
     assert (state.limiter.rate, state.limiter.burst) == (2.0, 3)
     assert (state.breaker.failures_to_open, state.breaker.cooloff_s) == (4, 7.0)
 
@@ -552,7 +552,7 @@ def test_client_order_ids_are_unique_and_stable_across_a_restart(tmp_path: Path)
         assert invariants.unique_orders(second.events()) == []
         assert second.exchange_position() == position == second.position() == 0
         # The refusal concerns the resubmission; the original order is untouched.
-        assert second.coordinator().orders[old[0]]["status"] == "filled"
+        assert second.coordinator().ledger.orders.status(old[0]) == "filled"
         assert second.coord["counts"].get("rejected", 0) == 0
     finally:
         second.stop()

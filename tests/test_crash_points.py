@@ -1,4 +1,4 @@
-"""Named scenario crash points (issue 6; ``app.crash_points``).
+"""Named scenario crash points (``app.crash_points``).
 
 ``tests/scenarios/crash_after_{intent,submit,fill}.yaml`` hold the safety
 expectations (positions equal the exchange's, no invariant broken, no client

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from actors.demo_groups import drill_faults, pair_sides
+from actors.demo_groups import drill_faults, last_submitted, pair_sides
 from config import config_hash, load_config
 from exchange.events_log import read_events
 from exchange.synthetic import SyntheticMarket
@@ -107,3 +107,11 @@ def test_pair_sides_and_faults_are_fixed_by_the_seed() -> None:
         {"group_id": "demo-1", "symbol": "B", "side": "sell", "count": 1}]
     assert drill_faults("handoff", "demo-1", "A", "B", 2)[1] == {
         "group_id": "demo-1", "symbol": "A", "side": "sell", "count": 2}
+
+
+def test_a_restarted_driver_continues_after_the_last_group_in_the_store() -> None:
+    snapshot = {"groups": {"group|demo-3": {}, "group|demo-12": {}, "group|demo-x": {},
+                           "group|other-40": {}}, "meta": {"group|demo-99": {}}}
+    assert last_submitted(snapshot, 5, "demo-5") == (12, "demo-12")
+    assert last_submitted(snapshot, 20, "demo-20") == (20, "demo-20")  # the counter is ahead
+    assert last_submitted({}, 0, None) == (0, None)

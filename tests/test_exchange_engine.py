@@ -17,7 +17,7 @@ from exchange import (
     MARKET,
     REQUESTER,
     TRANSPORT,
-    ExchangeConfig,
+    SimSettings,
     SimulatedExchange,
     StreamAction,
     read_events,
@@ -82,12 +82,16 @@ def of(emits, cls):
     return [e.event for e in emits if isinstance(e.event, cls)]
 
 
+#: these tests count fills without latency or fees unless they set them
+FREE = {"latency_ms": 0, "maker_fee_bps": 0, "taker_fee_bps": 0, "quote_currency": "USD"}
+
+
 @pytest.fixture
 def make(tmp_path):
     made = []
 
     def factory(**cfg):
-        eng = SimulatedExchange(cfg or None, strict=True, clock=lambda: T0)
+        eng = SimulatedExchange({**FREE, **cfg}, strict=True, clock=lambda: T0)
         eng.start(tmp_path / f"events{len(made)}.jsonl")
         made.append(eng)
         return eng
@@ -360,8 +364,8 @@ def test_targeted_reject_hits_only_the_matching_orders(ex):
     results = [type(of(submit(ex, o), (OrderRejected, OrderFilled))[0]).__name__ for o in orders]
     assert results == ["OrderFilled", "OrderFilled", "OrderFilled", "OrderRejected",
                        "OrderRejected", "OrderFilled"]
-    assert ex.reject_rules == []
-    with pytest.raises(ValueError, match="reject_next.side"):
+    assert ex.armed.reject_rules == []
+    with pytest.raises(ValueError, match="reject_next: rule 0 side"):
         ex.apply({"reject_next": {"side": "short"}})
     with pytest.raises(ValueError, match="unknown key"):
         ex.apply({"reject_next": {"client_order_id": "x"}})
@@ -468,6 +472,40 @@ def test_restart_keeps_or_wipes_state(ex):
     assert new and new[0].fill_id not in old_ids  # fill ids never repeat across a wipe
 
 
+def test_a_wipe_resets_every_part_that_holds_state(make):
+    """Each part owns its state, so a restart with data loss must reach each one:
+    orders, accounts, pending cancels, armed faults, id sequences (books stay)."""
+    eng = make(cancel_ack_delay_ms=100)
+    eng.on_quote(quote("100", "100.1"), T0)
+    submit(eng, req("b", "buy", "market", qty="1"))
+    submit(eng, req("rest", "buy", price="90"))
+    assert eng.handle(CancelOrder("rest", SYM, T0), T0)[0].audience == ENGINE  # queued
+    eng.apply({"reject_next": 2, "duplicate_fill": 1})
+    eng.apply({"restart": {"wipe": True}})
+    assert eng.cancels.pending == {} and eng.orders == {} and eng.positions() == {}
+    assert (eng.armed.reject_next, eng.armed.duplicate_next, eng.epoch) == (0, 0, 2)
+    assert eng.book(SYM) is not None and eng.book(SYM).has_quote
+    out = submit(eng, req("b", "buy", "market", qty="1"))
+    assert [e.event.exchange_order_id for e in out if isinstance(e.event, OrderAcked)] == ["SIM2-O1"]
+    assert [e.event.fill_id for e in out if isinstance(e.event, OrderFilled)] == ["SIM2-F1"]
+
+
+def test_engine_parts_never_reach_back_into_the_engine():
+    """The engine owns its parts; a part is handed the sibling parts it works on
+    and never imports, names or is handed the engine."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "exchange"
+    for name in ("order_table", "accounts", "matching", "cancels", "queries", "faults", "outbox"):
+        tree = ast.parse((root / f"{name}.py").read_text(encoding="utf-8"))
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+        names |= {node.arg for node in ast.walk(tree) if isinstance(node, ast.arg)}
+        assert not {m for m in imported if m and m.startswith("exchange.engine")}, name
+        assert not names & {"SimulatedExchange", "EngineHost", "engine", "host"}, name
+
+
 def test_unknown_or_bad_keys_raise_and_change_nothing(ex):
     with pytest.raises(ValueError, match="unknown exchange key 'rejct_next'"):
         ex.apply({"rejct_next": 1})
@@ -482,21 +520,21 @@ def test_unknown_or_bad_keys_raise_and_change_nothing(ex):
     errs = of(ex.handle(ExchangeFault({"nope": 1}), T0), ExchangeError)
     assert errs[0].code == "bad_fault" and "nope" in errs[0].reason
     with pytest.raises(ValueError, match="faults, not settings"):
-        ExchangeConfig.from_dict({"reject_next": 1})
+        SimSettings.from_spec({"reject_next": 1})
 
 
 def test_initial_faults_apply_at_start(tmp_path):
     eng = SimulatedExchange({"latency_ms": 5, "reject_next": 1})
-    assert eng.config.latency_ms == 5 and eng.reject_next == 0
+    assert eng.config.latency_ms == 5 and eng.armed.reject_next == 0
     eng.start(tmp_path / "events.jsonl")
-    assert eng.reject_next == 1
+    assert eng.armed.reject_next == 1
     eng.stop()
     with pytest.raises(ValueError, match="reject_nxt"):
         SimulatedExchange({"reject_nxt": 1})
 
 
 def test_scenario_exchange_block_sets_config():
-    cfg = ExchangeConfig.from_dict({"latency_ms": 5, "cancel_ack_delay_ms": 3000, "fee_bps": 2.5})
+    cfg = SimSettings.from_spec({"latency_ms": 5, "cancel_ack_delay_ms": 3000, "fee_bps": 2.5})
     assert (cfg.latency_ms, cfg.cancel_ack_delay_ms) == (5.0, 3000.0)
     assert cfg.maker_fee_bps == cfg.taker_fee_bps == D("2.5")
 

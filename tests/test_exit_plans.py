@@ -21,7 +21,7 @@ from messages.enums import OrderPurpose, Side
 from messages.orders import ExitPlan, Signal
 from tests.virtual_runtime import VirtualRuntime
 from trading.audit import read_audit
-from trading.book import InFlight, PositionBook
+from trading.positions import InFlight, PositionBook
 
 D = Decimal
 SYM = "BTCUSDT"
@@ -211,7 +211,7 @@ def test_a_refused_exit_reporting_a_flat_position_is_not_retried(tmp_path) -> No
     with VirtualRuntime(tmp_path / "run", exchange={"latency_ms": 5}, config=CALM) as vr:
         _enter(vr, time_limit_s=5.0)
         vr.at(2)
-        vr.system.directory.get("coordinator").actor.protected_keys.clear()
+        vr.system.directory.get("coordinator").actor.ledger.protected_keys.clear()
         _sell(vr, "10")  # the strategy's exit; the plan does not hear of it
         vr.at(3)
         assert vr.exchange_position(SYM) == 0

@@ -7,7 +7,7 @@ from decimal import Decimal as D
 import pytest
 
 from messages.enums import OrderPurpose, Side
-from trading.book import InFlight, PositionBook
+from trading.positions import InFlight, PositionBook
 from trading.gate import HALTED, GateState, Intent, MarketView, decide
 from trading.limits import CircuitBreaker, Limits, RateLimiter
 from trading.reasons import Reason

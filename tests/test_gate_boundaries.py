@@ -15,7 +15,7 @@ import pytest
 
 from messages.enums import OrderPurpose, Side
 from tests.test_gate import KEY, buy, fill, sell, state
-from trading.book import InFlight
+from trading.positions import InFlight
 from trading.gate import MarketView, decide
 from trading.limits import CircuitBreaker, Limits, RateLimiter
 from trading.reasons import Reason

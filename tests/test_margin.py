@@ -1,4 +1,4 @@
-"""Black-Scholes kernels and the worst-case margin grid (rule 6, issue 5).
+"""Black-Scholes kernels and the worst-case margin grid (rule 6).
 
 Speed is measured by the benchmark (``bench_margin``), never asserted here.
 """
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exchange.margin import (
+from trading.margin import (
     CALL,
     PUT,
     STOCK,
@@ -28,10 +28,10 @@ from exchange.margin import (
     margin_check,
     shock_grid,
     worst_case_margin,
-    worst_case_margin_python,
 )
-from exchange.margin_bench import bench_margin, random_legs
-from exchange.pricing import (
+from trading.margin_reference import worst_case_margin_python
+from app.bench.margin import bench_margin, random_legs
+from trading.pricing import (
     MIN_VOL_SQRT_T,
     bs_greeks,
     bs_price,
@@ -403,7 +403,7 @@ def test_bench_margin_reports_the_benchmark_keys():
 
 
 def test_import_builds_nothing():
-    code = ("import exchange.margin, exchange.pricing, threading;"
-            "print(exchange.pricing.cdf_table.cache_info().currsize, threading.active_count())")
+    code = ("import trading.margin, trading.pricing, threading;"
+            "print(trading.pricing.cdf_table.cache_info().currsize, threading.active_count())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["0", "1"]

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from exchange.pricing import quote_option
+from trading.pricing import quote_option
 from messages.control import IntentAccepted, SubmitGroup
 from messages.market import Quote
 from messages.persistence import StoreDb
@@ -231,7 +231,7 @@ BEAR_CALL = dict(kind="bear_call", underlying="SPY", expiry="2026-02-20", short_
 def _bear_call_equity() -> D:
     """Equity at which the 105/110 bear call needs more than 90 % only in the
     +3 % price / +50 % IV scenarios (computed with the gate's own functions)."""
-    from exchange.margin import DEFAULT_GRID, LegArrays, worst_case_margin
+    from trading.margin import DEFAULT_GRID, LegArrays, worst_case_margin
     from trading.group_margin import PortfolioView, build_legs
     from trading.group_spec import parse_group
 

@@ -115,20 +115,20 @@ def _fill_some(rig: Any, n: int) -> None:
 def test_the_coordinators_order_table_holds_at_most_the_bound(rigs) -> None:  # noqa: F811
     rig = rigs(config={"runtime": {"retention": {"ended_orders": 3, "ended_order_s": 3600}}})
     _fill_some(rig, 8)
-    coord = rig.coordinator()
+    coord = rig.coordinator().ledger
     assert rig.coord["counts"]["fills"] == 8 and rig.position() == 0 == rig.exchange_position()
-    assert len(coord.orders) == 3
+    assert len(coord.orders.by_id) == 3
     assert rig.coord["orders_by_status"] == {"filled": 8}   # the tally keeps every order
 
 
 def test_ended_orders_leave_the_table_after_their_window(rigs) -> None:  # noqa: F811
     rig = rigs(config={"runtime": {"retention": {"ended_orders": 1000, "ended_order_s": 30}}})
     _fill_some(rig, 4)
-    coord = rig.coordinator()
-    assert len(coord.orders) == 4
+    coord = rig.coordinator().ledger
+    assert len(coord.orders.by_id) == 4
     rig.advance(31)
     _fill_some(rig, 1)   # the next status change drops those past the window
-    assert len(coord.orders) == 1 and rig.position() == 1
+    assert len(coord.orders.by_id) == 1 and rig.position() == 1
 
 
 def test_a_late_fill_of_a_dropped_order_is_never_booked_silently(rigs) -> None:  # noqa: F811
@@ -140,7 +140,7 @@ def test_a_late_fill_of_a_dropped_order_is_never_booked_silently(rigs) -> None: 
     _fill_some(rig, 3)
     [first, *_] = [e for e in rig.events("order_filled")]
     coid = first["client_order_id"]
-    assert coid not in rig.coordinator().orders
+    assert coid not in rig.coordinator().ledger.orders.by_id
     replay = OrderFilled(coid, first["fill_id"], BTC, first["side"], D(first["qty"]),
                          D(first["price"]), D("0"), rig.clock.now(), account="default")
     forged = OrderFilled(coid, "late-F1", BTC, first["side"], D("4"), D(first["price"]),
@@ -190,7 +190,7 @@ def test_the_exchange_keeps_closed_states_then_ids_both_bounded(tmp_path: Any) -
         _answers(eng, SubmitOrder(_order(f"f{i}")))
     try:
         assert sorted(eng.orders) == ["f7", "f8", "f9", "rest"]      # 3 closed states + working
-        assert list(eng._retired) == ["f3", "f4", "f5", "f6"]         # then 4 final statuses
+        assert list(eng.table._retired) == ["f3", "f4", "f5", "f6"]         # then 4 final statuses
         assert eng.position(BTC) == 10
         # a retired id: still refused as a duplicate, a late cancel still answered
         [rej] = _answers(eng, SubmitOrder(_order("f5")))
@@ -216,13 +216,13 @@ def test_the_exchange_retention_settings_are_validated() -> None:
 
 def test_the_run_config_sets_the_embedded_exchanges_bounds() -> None:
     from config import ConfigError, load_config
-    from exchange.config import ExchangeConfig
+    from config.sim_exchange import SimSettings
 
-    default = ExchangeConfig.from_dict(load_config().exchange.sim_settings())
+    default = SimSettings.from_spec(load_config().exchange.sim_settings())
     assert (default.fill_history, default.closed_orders, default.closed_order_ids) == (
         10_000, 10_000, 100_000)
     cfg = load_config(overrides={"exchange": {"closed_orders": 5, "closed_order_ids": 0}})
-    sim = ExchangeConfig.from_dict(cfg.exchange.sim_settings())
+    sim = SimSettings.from_spec(cfg.exchange.sim_settings())
     assert (sim.closed_orders, sim.closed_order_ids) == (5, 0)
     with pytest.raises(ConfigError, match="closed_orders"):
         load_config(overrides={"exchange": {"closed_orders": -1}})

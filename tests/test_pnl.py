@@ -6,7 +6,7 @@ import random
 from decimal import Decimal as D
 
 from messages.enums import Side
-from trading.book import ZERO, PositionBook
+from trading.positions import ZERO, PositionBook
 from trading.gate import MarketView
 from trading.pnl import PnlTracker
 

@@ -1,4 +1,4 @@
-"""Property-based test of the whole runtime (issue 6; DESIGN rules 1-17).
+"""Property-based test of the whole runtime (DESIGN rules 1-17).
 
 Hypothesis writes random scenario timelines: quotes on two symbols whose
 prices walk and sometimes gap (and books that are sometimes thin, so market

@@ -1,4 +1,4 @@
-"""Crash recovery and reconciliation (DESIGN rules 10, 11, 15; issue 6).
+"""Crash recovery and reconciliation (DESIGN rules 10, 11, 15).
 
 The whole runtime runs on a virtual clock with the in-process simulated
 exchange (``tests.recovery_life.Life``): a "crash" drops every waiting

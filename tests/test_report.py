@@ -1,4 +1,4 @@
-"""The run report (issue 7): ``report.html`` at the end of ``run`` and of each
+"""The run report: ``report.html`` at the end of ``run`` and of each
 scenario, self-contained, with equity/PnL, exposure per symbol, rejections by
 reason over time and mailbox depth over time; nothing secret in it."""
 

@@ -1,4 +1,4 @@
-"""``run --resume`` (DESIGN section 8, rules 10 and 15; issue 6): refused
+"""``run --resume`` (DESIGN section 8, rules 10 and 15): refused
 where it cannot be sound, and a real process SIGKILLed and resumed against
 a WebSocket exchange that outlives it."""
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 from exchange.events_log import read_events
 from app import invariants
-from tests.ws_runs import ROOT, events_path, run_command, wait_until_traded, ws_exchange
-from trading.store import Store
+from tests.ws_runs import (ROOT, events_path, order_statuses, run_command, wait_until_traded,
+                           ws_exchange)
 from trading.audit import read_audit
 
 
@@ -126,11 +126,5 @@ def test_sigkill_and_resume_against_a_websocket_exchange(tmp_path: Path) -> None
     assert {e["client_order_id"] for e in copied if e["kind"] == "order_acked"} == set(acks)
     # Every order the store knows ended settled: none left as an unsent intent
     # or a submission nobody answered (they block netting forever).
-    store = Store.open(out)
-    try:
-        snap = store.read_all()
-    finally:
-        store.close()
-    statuses = {coid: snap["meta"].get(f"order_status|{coid}", rec.get("status"))
-                for coid, rec in snap["orders"].items()}
+    statuses = order_statuses(out)
     assert statuses and [c for c, st in statuses.items() if st in ("intent", "submitted")] == []

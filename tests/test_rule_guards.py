@@ -152,7 +152,7 @@ def test_with_poll_answers_withheld_past_the_bound_entries_fail_closed_and_exits
         rig.at(rig.now + 1.0)
         assert rig.position() == 5
         rig.fault(stall_stream=True)
-        synced_at = rig.actor("coordinator").synced_at  # when the last poll answer came in
+        synced_at = rig.actor("coordinator").ledger.sync.synced_at  # when the last poll answer came in
         rig.at(synced_at + STALE_S + age_vs_bound)
         assert rig.info("gateway")["connected"] and not rig.info("gateway")["stream_reconciling"]
         assert rig.actor("reconciler").polls >= 2, "polls were asked, their answers withheld"
@@ -304,7 +304,7 @@ def test_two_connected_reports_in_a_row_restore_and_resync_once(tmp_path: Path) 
 
 def _worst_case_margin(group: dict[str, Any]) -> Decimal:
     """The group's worst case over the rule's full shock grid, by the gate's own functions."""
-    from exchange.margin import LegArrays, worst_case_margin
+    from trading.margin import LegArrays, worst_case_margin
     from runtime.clock import EPOCH_DEFAULT
     from tests.test_order_groups import QUOTES
     from trading.group_margin import PortfolioView, build_legs

@@ -82,7 +82,7 @@ def test_run_writes_a_complete_run_directory(fast_run: tuple[Path, Any]) -> None
 
 def test_run_exercises_groups_hedges_and_stops_and_counts_them(
         fast_run: tuple[Path, Any]) -> None:
-    """Issue 5: the demo run's drills (a pair that fills and is closed, one whose
+    """The demo run's drills (a pair that fills and is closed, one whose
     short leg the exchange rejects, one whose unwinds fail too) and the strategy's
     stops all happen, summary.json counts them, and rule 6's leg order held."""
     out, proc = fast_run

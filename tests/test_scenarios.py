@@ -17,22 +17,10 @@ from app.summary import comparable
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 FILES = sorted(SCENARIOS.glob("*.yaml"))
-#: scenarios whose actors (issue 5: stops, hedger, groups) are not in the tree yet
-NEEDS_ISSUE_5 = {"stop_gap_slow_cancel"}
-
-
-def _tree_has(name: str) -> bool:
-    import inspect
-
-    import app.launcher as launcher
-
-    return f'ChildSpec("{name}"' in inspect.getsource(launcher.Runtime.tree)
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
 def test_scenario_file_passes(path: Path, tmp_path: Path) -> None:
-    if path.stem in NEEDS_ISSUE_5 and not _tree_has("stops"):
-        pytest.xfail("needs the stop-loss manager (issue 5)")
     result = run_scenario(path, tmp_path)
     s = result.summary
     assert s["invariant_violations"] == [], s["invariant_violations"]

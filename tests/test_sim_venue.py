@@ -66,6 +66,7 @@ def quote(bid: str, ask: str) -> Quote:
 def venue(harness_factory, tmp_path):
     def build(**config):
         path = tmp_path / "events.jsonl"
+        config = {"latency_ms": 0, **config}  # events at once unless a test sets a latency
         h = harness_factory(
             ChildSpec("venue", SimVenue, kwargs={"config": config, "events_path": path,
                                                  "strict": True}),

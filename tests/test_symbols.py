@@ -1,4 +1,4 @@
-"""Symbol actors, features, strategies and the synthetic market (issue 4, Symbols).
+"""Symbol actors, features, strategies and the synthetic market.
 
 Everything runs in virtual time through VirtualHarness; waiting is done by
 settling the system or on events with timeouts, never by sleeping.
@@ -27,7 +27,7 @@ from actors.features import (
     spread_bps,
     zscore,
 )
-from actors.strategy import (
+from trading.strategy import (
     DemoStrategy,
     MarketHistory,
     QuoteHistory,
@@ -501,7 +501,7 @@ def test_synthetic_market_is_cheap_enough_for_a_thousand_symbols():
 
 def test_importing_the_modules_has_no_side_effects():
     code = ("import threading, os; n = threading.active_count(); before = set(os.listdir('.'));"
-            "import actors.symbol, actors.strategy, actors.features, exchange.synthetic;"
+            "import actors.symbol, trading.strategy, actors.features, exchange.synthetic;"
             "assert threading.active_count() == n; assert set(os.listdir('.')) == before")
     subprocess.run([sys.executable, "-B", "-c", code], check=True, timeout=60)
 

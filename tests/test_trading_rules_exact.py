@@ -16,7 +16,7 @@ from decimal import Decimal as D
 from config import load_config
 from messages.enums import OrderPurpose, Side
 from tests.test_gate import KEY, buy, fill, sell, state
-from trading.book import FillLedger, InFlight, Position, PositionBook
+from trading.positions import FillLedger, InFlight, Position, PositionBook
 from trading.gate import HALTED, MarketView, decide
 from trading.limits import Limits
 from trading.reasons import Reason

@@ -11,7 +11,7 @@ from decimal import Decimal as D
 
 from messages.enums import OrderType, Side
 from trading.gate import GateState, Intent, MarketView, decide
-from trading.book import PositionBook
+from trading.positions import PositionBook
 from trading.limits import CircuitBreaker, Limits, RateLimiter
 from trading.reasons import Reason
 from trading.venue_rules import InstrumentRules, check, conform, round_down, rules_table

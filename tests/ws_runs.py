@@ -70,3 +70,16 @@ def wait_until_traded(proc: subprocess.Popen, events: Path, log: Path, *, fills:
         assert proc.poll() is None, log.read_text()[-3000:]
         assert time.monotonic() < deadline, f"the run did not trade within {timeout_s:g} s"
         time.sleep(0.001)
+
+
+def order_statuses(run_dir: Path) -> dict[str, str]:
+    """Every order the run's store knows -> its last stored status."""
+    from trading.store import Store
+
+    store = Store.open(run_dir)
+    try:
+        snap = store.read_all()
+    finally:
+        store.close()
+    return {coid: snap["meta"].get(f"order_status|{coid}", rec.get("status"))
+            for coid, rec in snap["orders"].items()}

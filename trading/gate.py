@@ -16,12 +16,13 @@ from messages.bounds import DEFAULT_BOUNDS, Bounds
 from messages.enums import OrderPurpose, OrderType, Side
 from messages.types import DEFAULT_ACCOUNT, Account, Price, Quantity, Symbol
 from trading import venue_rules
-from trading.book import Key, PositionBook
+from trading.positions import Key, PositionBook
 from trading.limits import CircuitBreaker, Limits, RateLimiter
 from trading.reasons import Reason
+from trading.trading_state import TradingState
 from trading.trust import intent_problem
 
-ACTIVE, REDUCING, HALTED = "ACTIVE", "REDUCING", "HALTED"
+ACTIVE, HALTED = TradingState.ACTIVE, TradingState.HALTED
 BPS = Decimal(10_000)
 
 
@@ -79,7 +80,7 @@ class GateState:
     symbols: frozenset[str]
     limiter: RateLimiter
     breaker: CircuitBreaker
-    trading_state: str = ACTIVE
+    trading_state: TradingState = ACTIVE
     positions_fresh: bool = False
     recovering: bool = False
     cooldown_until: dict[str, float] = field(default_factory=dict)
@@ -107,11 +108,15 @@ def decide(intent: Intent, st: GateState, now: float) -> Decision:
     # raises on <=, which would crash the coordinator.
     well_formed = isinstance(intent.side, Side) and _positive_qty(intent.qty)
     reducing = well_formed and book.guaranteed_reduce(key, intent.side, intent.qty)
+    position = book.qty(key)
+    # The key's in-flight totals, once per decision: the netting, worst-case
+    # and duplicate-position checks below all read them.
+    pending = book.pending(key)
     inputs: dict[str, Any] = {
         "symbol": intent.symbol, "side": str(intent.side), "qty": str(intent.qty),
         "account": intent.account, "purpose": str(intent.purpose),
-        "reduce_only": intent.reduce_only, "position": str(book.qty(key)),
-        "pending": [str(x) for x in book.pending(key)], "trading_state": st.trading_state,
+        "reduce_only": intent.reduce_only, "position": str(position),
+        "pending": [str(x) for x in pending], "trading_state": str(st.trading_state),
         "positions_fresh": st.positions_fresh, "bid": _s(mv.bid), "ask": _s(mv.ask),
     }
 
@@ -155,17 +160,20 @@ def decide(intent: Intent, st: GateState, now: float) -> Decision:
         return verdict(Reason.RECOVERING)
     if intent.symbol in st.symbols_down:
         return verdict(Reason.SYMBOL_ACTOR_DOWN)
-    if intent.account not in limits.hedging_accounts and book.netting_conflict(key, intent.side, intent.qty):
+    # Not reducing (that returned above), so netting is the pending sums alone.
+    if intent.account not in limits.hedging_accounts \
+            and PositionBook.crosses(position, pending, intent.side):
         return verdict(Reason.NETTING_CONFLICT)
     if intent.qty < limits.min_order_size:
         return verdict(Reason.MIN_ORDER_SIZE, limit=limits.min_order_size)
     if intent.qty > limits.max_order_size:
         return verdict(Reason.MAX_ORDER_SIZE, limit=limits.max_order_size)
-    worst = book.worst_case_qty(key, intent.side, intent.qty)
+    worst = PositionBook.worst_case(position, pending, intent.side, intent.qty)
     if worst > limits.max_position_size:
         return verdict(Reason.MAX_POSITION_SIZE, worst_case_qty=worst, limit=limits.max_position_size)
     entry = intent.purpose is OrderPurpose.ENTRY
-    if entry and limits.duplicate_position_check and _same_side_exposure(book, key, intent.side):
+    if entry and limits.duplicate_position_check \
+            and _same_side_exposure(position, pending, intent.side):
         return verdict(Reason.DUPLICATE_POSITION)
     if entry and now < st.cooldown_until.get(intent.symbol, float("-inf")):
         return verdict(Reason.STOP_OUT_COOLDOWN, until=st.cooldown_until[intent.symbol])
@@ -194,9 +202,8 @@ def decide(intent: Intent, st: GateState, now: float) -> Decision:
     return verdict(Reason.APPROVED, price=price)
 
 
-def _same_side_exposure(book: PositionBook, key: Key, side: Side) -> bool:
-    pos = book.qty(key)
-    buys, sells = book.pending(key)
+def _same_side_exposure(pos: Decimal, pending: tuple[Quantity, Quantity], side: Side) -> bool:
+    buys, sells = pending
     if side is Side.BUY:
         return pos > 0 or buys > 0
     return pos < 0 or sells > 0

@@ -2,7 +2,7 @@
 
 The group actor asks the coordinator for a :class:`PortfolioSnapshot` (its
 positions, in-flight orders, quotes and equity: the coordinator owns the
-book, so nobody keeps a second copy), turns it into ``exchange.margin.Leg``
+book, so nobody keeps a second copy), turns it into ``trading.margin.Leg``
 objects here and runs :func:`evaluate` on the shared executor. Everything in
 this module is a pure function of its inputs, so the tests can recompute
 exactly what the gate decided.
@@ -30,7 +30,7 @@ from decimal import Decimal
 from typing import Any
 from collections.abc import Iterable
 
-from exchange.margin import (CALL, DEFAULT_GRID, PUT, STOCK, Leg, LegArrays, ShockGrid,
+from trading.margin import (CALL, DEFAULT_GRID, PUT, STOCK, Leg, LegArrays, ShockGrid,
                              check_legs)
 from trading.group_spec import GroupSpec
 from trading.instruments import implied_vol, parse_option
@@ -71,7 +71,7 @@ class MarginVerdict:
 
 
 def grid_from_config(cfg: Any) -> ShockGrid:
-    """``config.schema.ShockGrid`` (Decimal lists) -> ``exchange.margin.ShockGrid``."""
+    """``config.schema.ShockGrid`` (Decimal lists) -> ``trading.margin.ShockGrid``."""
     return ShockGrid(cfg.price, cfg.iv, cfg.spread)  # ShockGrid makes them float tuples
 
 

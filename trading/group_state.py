@@ -24,7 +24,7 @@ from typing import Any
 
 from messages.types import Quantity
 from trading.group_spec import GroupSpec, LegSpec, parse_group
-from trading.owned_order import FillTracking
+from trading.fill_tracking import FillTracking
 
 ZERO = Decimal(0)
 PENDING, SUBMITTING = "pending", "submitting"

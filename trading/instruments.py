@@ -9,7 +9,7 @@ fits the config's symbol rule (upper case, digits, ``-``, at most 32).
 
 Prices come from the market: the underlying's mid is the spot, and the
 volatility is implied from the option's own mid with the same Black-Scholes
-the margin grid uses (``exchange.pricing``), so "now" in the grid is the
+the margin grid uses (``trading.pricing``), so "now" in the grid is the
 market's price, not a model's guess.
 """
 
@@ -22,7 +22,7 @@ from datetime import date, datetime, time, timedelta, UTC
 from decimal import Decimal
 from typing import Any
 
-from exchange.pricing import bs_price_scalar
+from trading.pricing import bs_price_scalar
 
 _OPTION = re.compile(r"^(?P<und>[A-Z0-9][A-Z0-9._:/]*)-(?P<date>\d{8})-(?P<right>[CP])-"
                      r"(?P<strike>\d+(?:\.\d+)?)$")

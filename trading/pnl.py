@@ -6,7 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from trading.book import ZERO, Key, Position, PositionBook
+from trading.positions import ZERO, Key, Position, PositionBook
 
 if TYPE_CHECKING:
     from trading.gate import MarketView

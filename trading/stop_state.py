@@ -22,10 +22,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from messages.enums import Side
+from messages.control import OrderIntent
+from messages.enums import OrderPurpose, OrderType, Side
 from messages.market import Quote
-from messages.types import Account, Price, Quantity, Symbol
-from trading.owned_order import FillTracking
+from messages.types import Account, Price, Quantity, Symbol, as_price
+from trading.fill_tracking import FillTracking
 
 ZERO = Decimal(0)
 BPS = Decimal(10_000)
@@ -133,6 +134,15 @@ class Stop:
         price = self.stop_price - bound if self.exit_side is Side.SELL else self.stop_price + bound
         return Price(Decimal(f"{price.quantize(PRICE_QUANTUM).normalize():f}"))  # 94.525, never 1E+2
 
+    def row(self) -> dict[str, Any]:
+        """The plan for people (``/actors``, the report): plain strings, no Decimals."""
+        return {"symbol": self.symbol, "phase": self.phase, "stop_price": _s(self.stop_price),
+                "protected": str(self.protected), "exited": str(self.exited),
+                "orders": len(self.orders), "pending": len(self.pending),
+                "take_profit": _s(self.take_profit), "trail_level": _s(self.trail_level),
+                "released": str(self.released),
+                "deadline": self.deadline.isoformat() if self.deadline else None}
+
     def record(self) -> dict[str, Any]:
         return {"v": 2, "stop_id": self.stop_id, "symbol": self.symbol, "account": self.account,
                 "position_side": self.position_side.value, "stop_price": self.stop_price,
@@ -170,6 +180,10 @@ class Stop:
         return st
 
 
+def _s(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
 def _dec(value: Any) -> Decimal | None:
     return None if value is None else Decimal(value)
 
@@ -182,3 +196,22 @@ def parse_tag(tag: str) -> tuple[str, Quantity]:
     """(kind, qty) from a tag the manager made, for an acceptance whose intent it no longer holds."""
     _stop_id, _seq, kind, qty = tag.rsplit("|", 3)
     return kind, Quantity(Decimal(qty))
+
+
+def exit_intent(st: Stop, kind: str, qty: Quantity, tag: str, *, slippage_bps: Decimal,
+                owner: str, now: datetime) -> OrderIntent:
+    """The reduce-only order an exit of ``kind`` sends through the coordinator (rule 1):
+    the SL-limit at the stop, limit worsened by ``slippage_bps``; the take-profit
+    limit; or the market order for the rest."""
+    if kind == LIMIT:
+        return OrderIntent(st.symbol, st.exit_side, qty, OrderPurpose.STOP, now,
+                           order_type=OrderType.STOP_LIMIT, price=st.limit_price(slippage_bps),
+                           trigger_price=st.stop_price, reduce_only=True,
+                           account=st.account, owner=owner, tag=tag)
+    if kind == TAKE_PROFIT:
+        return OrderIntent(st.symbol, st.exit_side, qty, OrderPurpose.STOP, now,
+                           order_type=OrderType.LIMIT, price=as_price(st.take_profit),
+                           reduce_only=True, account=st.account, owner=owner, tag=tag)
+    return OrderIntent(st.symbol, st.exit_side, qty, OrderPurpose.STOP, now,
+                       order_type=OrderType.MARKET, reduce_only=True,
+                       account=st.account, owner=owner, tag=tag)

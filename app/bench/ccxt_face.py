@@ -44,7 +44,8 @@ from exchange.binance_face.server import run_face
 from exchange.binance_face.weights import Limits
 from messages import Quote, utc_now
 srv = run_face(port=0, out_dir=sys.argv[1], symbols=["BTCUSDT"],
-               config={"quote_currency": "USDT", "symbols": ["BTCUSDT"]},
+               config={"quote_currency": "USDT", "symbols": ["BTCUSDT"], "latency_ms": 0,
+                       "fee_bps": 0},  # the path alone: no latency, no fees
                keys=[ApiKey(sys.argv[2], sys.argv[3], "bench")],
                limits=Limits(None, None, None))  # measured: the path, not the venue's limits
 srv.push(Quote("BTCUSDT", Decimal("100"), Decimal("100.1"), utc_now()))

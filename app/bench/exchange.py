@@ -66,7 +66,8 @@ def exchange_orders_per_s(n: int, *, events_dir: str | None = None) -> float:
     from exchange.engine import SimulatedExchange
     from messages import Quote
 
-    engine = SimulatedExchange({"latency_ms": 0}, clock=lambda: T0)
+    # no latency and no fees: the matching path alone, as these figures were first taken
+    engine = SimulatedExchange({"latency_ms": 0, "fee_bps": 0}, clock=lambda: T0)
     engine.start(Path(events_dir) / "events.jsonl" if events_dir else None)
     try:
         engine.handle(Quote(SYM, Price(Decimal("100")), Price(Decimal("100.1")), T0), T0)
@@ -90,7 +91,8 @@ from loguru import logger
 logger.remove()
 from exchange.ws_server import run_server
 from messages import Quote, utc_now
-srv = run_server(port=0, out_dir=sys.argv[1])
+# no latency and no fees: the round trip alone, as these figures were first taken
+srv = run_server(port=0, out_dir=sys.argv[1], config={"latency_ms": 0, "fee_bps": 0})
 srv.push(Quote("BTCUSDT", Decimal("100"), Decimal("100.1"), utc_now()))
 print(srv.port, flush=True)
 sys.stdin.read()  # runs until the parent closes our stdin

@@ -75,7 +75,7 @@ def hedge_lag(n: int = 100, gap_s: float = 0.01) -> dict[str, Any]:
 
 
 def margin(quick: bool) -> dict[str, Any]:
-    from exchange.margin_bench import bench_margin
+    from app.bench.margin import bench_margin
 
     return bench_margin(repeats=500 if quick else 2000, loop_repeats=1 if quick else 3)
 

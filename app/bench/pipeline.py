@@ -1,4 +1,4 @@
-"""End-to-end benchmarks of the whole tree (DESIGN section 10, issue 4 "Performance").
+"""End-to-end benchmarks of the whole tree (DESIGN section 10).
 
 Everything runs on the live clock with real threads, through the same
 :class:`~app.launcher.Runtime` wiring as ``main.py run``: persistence
@@ -162,8 +162,8 @@ def _symbol_figures(rt: Any) -> dict[str, Any]:
             "threaded": sum(1 for c in rt.system.directory.cells()
                             if c.execution == "threaded" and c.state == "running"),
             "signals": sum(c.info.get("signals", 0) for c in cells),
-            "rejected": dict(coord.rejected),
-            "approved": coord.counts.get("approved", 0)}
+            "rejected": dict(coord.ledger.rejected),
+            "approved": coord.ledger.counts.get("approved", 0)}
 
 
 def _pct(a: np.ndarray, q: float) -> float:
@@ -260,7 +260,7 @@ def order_path_us(n_orders: int, n_symbols: int = 10) -> dict[str, Any]:
         elapsed = time.perf_counter() - t0
         c = rt.system.directory.get("coordinator").actor
         return {"order_path_us": elapsed / n_orders * 1e6, "orders": n_orders,
-                "fills": PROBE.fills, "rejected": dict(c.rejected)}
+                "fills": PROBE.fills, "rejected": dict(c.ledger.rejected)}
     finally:
         if rt is not None:
             rt.stop(timeout=60)

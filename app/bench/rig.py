@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 from actors.coordinator import Coordinator
 from actors.sim_venue import SimVenue
-from actors.strategy import SignalIntent, Strategy, register_strategy
+from trading.strategy import SignalIntent, Strategy, register_strategy
 from messages.enums import Side
 from messages.exchange import SubmitOrder
 from messages.orders import Signal
@@ -113,10 +113,11 @@ class BenchCoordinator(Coordinator):
         t0 = PROBE.start_ns.get((sig.symbol, period)) if period is not None else None
         if t0 is not None:
             PROBE.signal_samples.append((t0, arrived))
-        before = len(self.orders)
+        orders = self.ledger.orders.by_id
+        before = len(orders)
         super().on_signal(sig)
-        if t0 is not None and len(self.orders) > before:
-            PROBE.coid_start[next(reversed(self.orders))] = t0
+        if t0 is not None and len(orders) > before:
+            PROBE.coid_start[next(reversed(orders))] = t0
 
     def on_filled(self, ev: Any) -> None:
         super().on_filled(ev)
@@ -201,8 +202,9 @@ def wait_ready(rt: Any, timeout: float) -> None:
     cell = rt.system.directory.get("coordinator")
     while time.monotonic() < deadline:
         c = cell.actor
-        if (c is not None and not c.state.recovering and not c.stream_reconciling
-                and c.synced_at is not None):
+        ledger = c.ledger if c is not None else None
+        if (ledger is not None and not ledger.risk.gate.recovering
+                and not ledger.stream_reconciling and ledger.sync.synced_at is not None):
             return
         time.sleep(0.01)
     raise TimeoutError("coordinator not ready to trade")

@@ -32,7 +32,7 @@ def _sections(quick: bool) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
     if extra is not None:
         sections.append(("lmdb", lambda: extra(quick)))
     sections.append(("exchange", lambda: exchange.run(quick)))
-    from app.bench import pipeline  # the whole tree end to end (issue 4, Performance)
+    from app.bench import pipeline  # the whole tree end to end
 
     sections.append(("pipeline", lambda: pipeline.run(quick)))
     from app.bench import hedge  # margin grid (rule 6) and hedge lag (rule 7)

@@ -26,6 +26,7 @@ from exchange.binance_face.errors import BinanceError
 from exchange.binance_face.ids import ALGO_BASE
 from exchange.binance_face.listen_keys import ListenKeys
 from exchange.binance_face.markets import MarketSpec
+from exchange.binance_face.position_mode import PositionModes
 from exchange.binance_face.registry import Registry
 from exchange.binance_face.venue_faults import VenueFaults
 from exchange.binance_face.weights import Limits, Weights
@@ -70,6 +71,7 @@ class Face:
         self.faults = VenueFaults()
         self.weights = Weights(limits)
         self.registry = Registry()
+        self.modes = PositionModes(engine)
         self.listen_keys = ListenKeys()
         self.sessions: set[StreamSession] = set()
         #: conditional orders acked and not yet triggered: each route checks
@@ -99,7 +101,10 @@ class Face:
         """Place an order: (answer JSON, seconds until the answer is due)."""
         now = self.now()
         symbol = params.get("symbol", "")
+        ps = self.modes.check(params, key.account, algo=algo)
         req = orders.build(params, self.markets, key.account, now, self.mark(symbol), algo=algo)
+        if req.client_order_id not in self.engine.orders:  # (a duplicate id keeps the original's)
+            self.modes.placed(req.client_order_id, ps)  # before its fills are routed
         emits = self.engine.handle(SubmitOrder(req), now)
         verdict: Emit | None = None
         for e in emits:
@@ -113,7 +118,7 @@ class Face:
         if isinstance(verdict.event, OrderRejected):
             raise orders.rejection(verdict.event.reason)
         st = self.engine.orders[req.client_order_id]
-        answer = shapes.algo_order(st, now) if algo else shapes.order(st, now)
+        answer = shapes.algo_order(st, now, ps) if algo else shapes.order(st, now, ps)
         return answer, verdict.delay_s
 
     def find(self, params: dict[str, str], *, algo: bool) -> OrderState | None:
@@ -183,7 +188,9 @@ class Face:
         if confirmed.outcome is not CancelOutcome.CANCELED or st is None \
                 or st.status != CANCELED or confirmed.canceled_qty == 0:
             raise errors.unknown_order_cancel()
-        return shapes.algo_order(st, self.now()) if algo else shapes.order(st, self.now())
+        ps = self.modes.side_of(target)
+        return (shapes.algo_order(st, self.now(), ps) if algo
+                else shapes.order(st, self.now(), ps))
 
     # -- delivery --------------------------------------------------------------------
 
@@ -225,9 +232,11 @@ class Face:
         """A conditional order placed its order in the matching engine."""
         now = self.now()
         account = st.request.account
-        self._deliver_user(account, shapes.algo_update(st, X="TRIGGERED", now=now), delay)
+        ps = self.modes.side_of(st.request.client_order_id)
+        self._deliver_user(account, shapes.algo_update(st, X="TRIGGERED", now=now, ps=ps), delay)
         self._deliver_user(account, shapes.order_update(st, x="NEW", X="NEW", now=now,
-                                                        filled=Decimal(0), avg=Decimal(0)),
+                                                        filled=Decimal(0), avg=Decimal(0),
+                                                        ps=ps),
                            delay)
 
     def _on_timer(self, timer: Any) -> None:
@@ -250,19 +259,20 @@ class Face:
             return None
         algo = orders.is_algo(st.request)
         now = ev.ts
+        ps = self.modes.side_of(ev.client_order_id)
         payload: dict[str, Any] | None = None
         if kind is OrderAcked:
             self.registry.note_order(st.exchange_order_id, ev.client_order_id)
             if algo:
-                self._deliver_user(st.request.account, shapes.algo_update(st, X="NEW", now=now),
-                                   delay)
+                self._deliver_user(st.request.account,
+                                   shapes.algo_update(st, X="NEW", now=now, ps=ps), delay)
                 if st.triggered:  # through its trigger on arrival
                     self._triggered(st, delay)
                 elif st.is_working:
                     self._untriggered[ev.client_order_id] = None
                 return st.request.account
             payload = shapes.order_update(st, x="NEW", X="NEW", now=now, filled=Decimal(0),
-                                          avg=Decimal(0))
+                                          avg=Decimal(0), ps=ps)
         elif kind is OrderFilled:
             payload = self.registry.fill_events.get(ev.fill_id)
             if payload is None:
@@ -272,16 +282,18 @@ class Face:
                 done = ev.leaves_qty == 0
                 payload = shapes.order_update(
                     st, x="TRADE", X="FILLED" if done else "PARTIALLY_FILLED", now=now,
-                    fill=ev, filled=filled, avg=notional / filled, maker=self._maker(ev))
+                    fill=ev, filled=filled, avg=notional / filled, maker=self._maker(ev), ps=ps)
                 self.registry.fill_events[ev.fill_id] = payload
+                self.modes.on_fill(st.request.account, ev)  # once per fill id
         elif kind is OrderExpired:
-            payload = (shapes.algo_update(st, X="EXPIRED", now=now) if algo and not st.triggered
-                       else shapes.order_update(st, x="EXPIRED", X="EXPIRED", now=now))
+            payload = (shapes.algo_update(st, X="EXPIRED", now=now, ps=ps)
+                       if algo and not st.triggered
+                       else shapes.order_update(st, x="EXPIRED", X="EXPIRED", now=now, ps=ps))
         elif kind is CancelConfirmed:
             if ev.outcome is CancelOutcome.CANCELED and ev.canceled_qty > 0:
-                payload = (shapes.algo_update(st, X="CANCELED", now=now) if algo and
+                payload = (shapes.algo_update(st, X="CANCELED", now=now, ps=ps) if algo and
                            not st.triggered else
-                           shapes.order_update(st, x="CANCELED", X="CANCELED", now=now))
+                           shapes.order_update(st, x="CANCELED", X="CANCELED", now=now, ps=ps))
         if payload is None:
             return None
         self._deliver_user(st.request.account, payload, delay)
@@ -316,6 +328,10 @@ class Face:
         cash, _ = self.wallet(account)
         positions = []
         for sym in sorted(symbols):
+            if self.modes.is_dual(account):
+                positions += [self._leg_update(sym, ps, qty, entry)
+                              for ps, qty, entry in self.modes.rows(account, sym)]
+                continue
             pos = acct.positions.get(sym)
             qty = pos.qty if pos is not None else Decimal(0)
             entry = pos.avg_price if pos is not None else Decimal(0)
@@ -356,3 +372,10 @@ class Face:
                 sess.stall(action.duration_s)
             elif action.kind == "resume":
                 sess.resume()
+
+    def _leg_update(self, sym: str, ps: str, qty: Decimal, entry: Decimal) -> dict[str, Any]:
+        """One dual-side leg in an ``ACCOUNT_UPDATE`` (realized PnL is the engine's net's)."""
+        mark = self.mark(sym)
+        upnl = (mark - entry) * qty if (mark is not None and qty) else Decimal(0)
+        return {"s": sym, "pa": shapes.s(qty), "ep": shapes.s(entry), "bep": shapes.s(entry),
+                "cr": "0", "up": shapes.s(upnl), "mt": "cross", "iw": "0", "ps": ps}

@@ -87,9 +87,7 @@ def build(params: dict[str, str], markets: dict[str, MarketSpec], account: str,
         # Binance moved conditional orders to its Algo Service (2025-12-09)
         raise BinanceError(-4120, "Order type not supported for this endpoint. Please use "
                                   "the Algo Order API endpoints instead.")
-    ps = params.get("positionSide", "BOTH")
-    if ps != "BOTH":
-        raise BinanceError(-4061, "Order's position side does not match user's setting.")
+    # positionSide: checked against the account's position mode (``position_mode``)
     tif_raw = params.get("timeInForce", "GTC")
     if tif_raw not in ("GTC", "IOC"):
         raise BinanceError(-1115, "Invalid timeInForce.")

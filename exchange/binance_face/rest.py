@@ -217,8 +217,9 @@ class Rest:
         st = self.face.own(self.face.find(params, algo=algo), key, symbol)
         if st is None:
             raise errors.order_does_not_exist()
-        now = self.face.now()
-        return web.json_response(shapes.algo_order(st, now) if algo else shapes.order(st, now))
+        now, ps = self.face.now(), self.face.modes.side_of(st.request.client_order_id)
+        return web.json_response(shapes.algo_order(st, now, ps) if algo
+                                 else shapes.order(st, now, ps))
 
     async def get_algo(self, request: web.Request) -> web.Response:
         return await self.get_order(request, algo=True)
@@ -243,7 +244,9 @@ class Rest:
     async def open_orders(self, request: web.Request) -> web.Response:
         key, params = await self.signed(request)
         now = self.face.now()
-        return web.json_response([shapes.order(st, now) for st in self._open(key, params, False)])
+        side = self.face.modes.side_of
+        return web.json_response([shapes.order(st, now, side(st.request.client_order_id))
+                                  for st in self._open(key, params, False)])
 
     async def all_orders(self, request: web.Request) -> web.Response:
         """Orders of the account in ``symbol`` the engine still remembers (working
@@ -269,7 +272,7 @@ class Rest:
                 continue
             oid, t = numeric_id(st.exchange_order_id), shapes.ms(st.created)
             if oid >= from_id and t >= start and (end is None or t <= end):
-                rows.append(shapes.order(st, now))
+                rows.append(shapes.order(st, now, self.face.modes.side_of(req.client_order_id)))
         rows.sort(key=lambda r: r["orderId"])
         return web.json_response(rows[:limit] if from_id or start else rows[-limit:])
 
@@ -296,7 +299,8 @@ class Rest:
     async def open_algo_orders(self, request: web.Request) -> web.Response:
         key, params = await self.signed(request)
         now = self.face.now()
-        return web.json_response([shapes.algo_order(st, now)
+        side = self.face.modes.side_of
+        return web.json_response([shapes.algo_order(st, now, side(st.request.client_order_id))
                                   for st in self._open(key, params, True)])
 
     # -- account ------------------------------------------------------------------------
@@ -308,6 +312,10 @@ class Rest:
         for sym in ([symbol] if symbol else list(self.face.markets)):
             if sym not in self.face.markets:
                 raise errors.unknown_symbol()
+            if self.face.modes.is_dual(key.account):  # one row per leg, as Binance
+                rows += [shapes.position_risk(sym, qty, entry, self.face.mark(sym), t, ps)
+                         for ps, qty, entry in self.face.modes.rows(key.account, sym)]
+                continue
             pos = acct.positions.get(sym)
             qty = pos.qty if pos is not None else Decimal(0)
             entry = pos.avg_price if pos is not None else Decimal(0)
@@ -349,7 +357,7 @@ class Rest:
                         "crossWalletBalance": w, "crossUnPnl": u, "availableBalance": m,
                         "maxWithdrawAmount": w, "marginAvailable": True,
                         "updateTime": self.face.server_ms()}],
-            "positions": [{"symbol": p["symbol"], "positionSide": "BOTH",
+            "positions": [{"symbol": p["symbol"], "positionSide": p["positionSide"],
                            "positionAmt": p["positionAmt"], "entryPrice": p["entryPrice"],
                            "unrealizedProfit": p["unRealizedProfit"],
                            "isolatedMargin": "0", "notional": p["notional"],
@@ -390,20 +398,25 @@ class Rest:
             oid = numeric_id(st.exchange_order_id) if st is not None else 0
             if order_id is not None and oid != order_id:
                 continue
-            rows.append(shapes.trade(fill, oid, self.face._maker(fill)))  # noqa: SLF001
+            rows.append(shapes.trade(fill, oid, self.face._maker(fill),  # noqa: SLF001
+                                     ps=self.face.modes.side_of(fill.client_order_id)))
         rows = rows[:limit] if (from_id is not None or start is not None) else rows[-limit:]
         return web.json_response(rows)
 
     async def get_dual(self, request: web.Request) -> web.Response:
-        await self.signed(request)
-        return web.json_response({"dualSidePosition": False})
+        key, _ = await self.signed(request)
+        return web.json_response({"dualSidePosition": self.face.modes.is_dual(key.account)})
 
     async def set_dual(self, request: web.Request) -> web.Response:
-        _, params = await self.signed(request)
-        if params.get("dualSidePosition", "false").lower() == "false":
-            raise BinanceError(-4059, "No need to change position side.")
-        raise BinanceError(-4068, "The simulator trades one-way (netting) accounts only: "
-                                  "hedge mode cannot be switched on.")
+        """Binance's Change Position Mode (``position_mode`` holds its rules)."""
+        key, params = await self.signed(request)
+        raw = params.get("dualSidePosition")
+        if raw is None:
+            raise errors.missing("dualSidePosition")
+        if raw.lower() not in ("true", "false"):
+            raise errors.bad_param("dualSidePosition", f"{raw!r} is not true/false")
+        self.face.modes.switch(key.account, raw.lower() == "true")
+        return web.json_response({"code": 200, "msg": "success"})
 
     # -- user-data stream keys (API key only, no signature: Binance's USER_STREAM) --------
 

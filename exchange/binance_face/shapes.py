@@ -2,8 +2,8 @@
 
 Field names and types follow Binance's documentation (numbers as strings,
 times in ms, ids as integers); only engine facts go in, nothing is made up
-beyond constants the engine has no notion of (one-way ``positionSide``
-``BOTH``, cross margin, leverage 20).
+beyond constants the engine has no notion of (cross margin, leverage 20);
+``positionSide`` is the order's leg from ``position_mode`` (``BOTH`` one-way).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def tif(t: TimeInForce) -> str:
     return "IOC" if t is TimeInForce.IOC else "GTC"
 
 
-def order(st: OrderState, updated: datetime | None = None) -> dict[str, Any]:
+def order(st: OrderState, updated: datetime | None = None, ps: str = "BOTH") -> dict[str, Any]:
     """``GET/POST/DELETE /fapi/v1/order`` (newOrderRespType RESULT)."""
     req = st.request
     avg = st.avg_price
@@ -66,7 +66,7 @@ def order(st: OrderState, updated: datetime | None = None) -> dict[str, Any]:
         "origQty": s(req.qty), "executedQty": s(st.filled), "cumQty": s(st.filled),
         "cumQuote": s(st.notional), "timeInForce": tif(req.tif), "type": btype,
         "reduceOnly": req.reduce_only, "closePosition": False, "side": req.side.value.upper(),
-        "positionSide": "BOTH", "stopPrice": s(req.trigger_price),
+        "positionSide": ps, "stopPrice": s(req.trigger_price),
         "workingType": "CONTRACT_PRICE", "priceProtect": False,
         "origType": TYPES[req.order_type],
         "priceMatch": "NONE", "selfTradePreventionMode": "NONE", "goodTillDate": 0,
@@ -82,13 +82,14 @@ def algo_status(st: OrderState) -> str:
     return {"CANCELED": "CANCELED", "EXPIRED": "EXPIRED"}.get(status(st), "NEW")
 
 
-def algo_order(st: OrderState, updated: datetime | None = None) -> dict[str, Any]:
+def algo_order(st: OrderState, updated: datetime | None = None,
+               ps: str = "BOTH") -> dict[str, Any]:
     """``/fapi/v1/algoOrder`` (Binance's conditional-order service)."""
     req = st.request
     return {
         "algoId": algo_id(st.exchange_order_id), "clientAlgoId": req.client_order_id,
         "algoType": "CONDITIONAL", "orderType": TYPES[req.order_type], "symbol": req.symbol,
-        "side": req.side.value.upper(), "positionSide": "BOTH", "timeInForce": tif(req.tif),
+        "side": req.side.value.upper(), "positionSide": ps, "timeInForce": tif(req.tif),
         "quantity": s(req.qty), "algoStatus": algo_status(st),
         "actualOrderId": str(numeric_id(st.exchange_order_id)) if st.triggered else "",
         "actualPrice": s(st.avg_price), "triggerPrice": s(req.trigger_price),
@@ -103,21 +104,22 @@ def algo_order(st: OrderState, updated: datetime | None = None) -> dict[str, Any
 
 
 def trade(fill: OrderFilled, order_id: int, liquidity_maker: bool,
-          realized: Decimal = ZERO) -> dict[str, Any]:
+          realized: Decimal = ZERO, ps: str = "BOTH") -> dict[str, Any]:
     """One ``/fapi/v1/userTrades`` row."""
     buy = fill.side is Side.BUY
     return {
         "buyer": buy, "commission": s(fill.fee), "commissionAsset": SETTLE,
         "id": numeric_id(fill.fill_id), "maker": liquidity_maker, "orderId": order_id,
         "price": s(fill.price), "qty": s(fill.qty), "quoteQty": s(fill.qty * fill.price),
-        "realizedPnl": s(realized), "side": "BUY" if buy else "SELL", "positionSide": "BOTH",
+        "realizedPnl": s(realized), "side": "BUY" if buy else "SELL", "positionSide": ps,
         "symbol": fill.symbol, "time": ms(fill.ts),
     }
 
 
 def order_update(st: OrderState, *, x: str, X: str, now: datetime,
                  fill: OrderFilled | None = None, filled: Decimal | None = None,
-                 avg: Decimal | None = None, maker: bool = False) -> dict[str, Any]:
+                 avg: Decimal | None = None, maker: bool = False,
+                 ps: str = "BOTH") -> dict[str, Any]:
     """``ORDER_TRADE_UPDATE`` for one execution (NEW, TRADE, CANCELED, EXPIRED)."""
     req = st.request
     t = ms(now)
@@ -130,7 +132,7 @@ def order_update(st: OrderState, *, x: str, X: str, now: datetime,
         "l": s(fill.qty) if fill else "0", "z": s(cum), "L": s(fill.price) if fill else "0",
         "T": t, "t": numeric_id(fill.fill_id) if fill else 0, "b": "0", "a": "0",
         "m": maker, "R": req.reduce_only, "wt": "CONTRACT_PRICE", "ot": TYPES[req.order_type],
-        "ps": "BOTH", "cp": False, "rp": "0", "pP": False, "si": 0, "ss": 0, "V": "NONE",
+        "ps": ps, "cp": False, "rp": "0", "pP": False, "si": 0, "ss": 0, "V": "NONE",
         "pm": "NONE", "gtd": 0,
     }
     if fill is not None:
@@ -138,7 +140,7 @@ def order_update(st: OrderState, *, x: str, X: str, now: datetime,
     return {"e": "ORDER_TRADE_UPDATE", "E": t, "T": t, "o": o}
 
 
-def algo_update(st: OrderState, *, X: str, now: datetime) -> dict[str, Any]:
+def algo_update(st: OrderState, *, X: str, now: datetime, ps: str = "BOTH") -> dict[str, Any]:
     """``ALGO_UPDATE`` for a conditional order's own life (NEW, TRIGGERED with
     ``ai`` the matching-engine order it placed, CANCELED, EXPIRED)."""
     req = st.request
@@ -147,7 +149,7 @@ def algo_update(st: OrderState, *, X: str, now: datetime) -> dict[str, Any]:
     return {"e": "ALGO_UPDATE", "T": t, "E": t, "o": {
         "caid": req.client_order_id, "aid": algo_id(st.exchange_order_id),
         "at": "CONDITIONAL", "o": TYPES[req.order_type], "s": req.symbol,
-        "S": req.side.value.upper(), "ps": "BOTH", "f": tif(req.tif), "q": s(req.qty),
+        "S": req.side.value.upper(), "ps": ps, "f": tif(req.tif), "q": s(req.qty),
         "X": X, "ai": actual, "ap": s(st.avg_price), "aq": s(st.filled),
         "act": live_type(req) if st.triggered else "0",
         "tp": s(req.trigger_price), "p": s(req.price), "V": "NONE",
@@ -156,7 +158,7 @@ def algo_update(st: OrderState, *, X: str, now: datetime) -> dict[str, Any]:
 
 
 def position_risk(symbol: str, qty: Decimal, entry: Decimal, mark: Decimal | None,
-                  updated_ms: int) -> dict[str, Any]:
+                  updated_ms: int, ps: str = "BOTH") -> dict[str, Any]:
     """One ``/fapi/v2/positionRisk`` (and v3) row."""
     mark_px = mark if mark is not None else entry
     upnl = (mark_px - entry) * qty if qty else ZERO
@@ -166,7 +168,7 @@ def position_risk(symbol: str, qty: Decimal, entry: Decimal, mark: Decimal | Non
         "breakEvenPrice": s(entry), "markPrice": s(mark_px), "unRealizedProfit": s(upnl),
         "liquidationPrice": "0", "leverage": str(LEVERAGE), "maxNotionalValue": "1000000000",
         "marginType": "cross", "isolatedMargin": "0.00000000", "isAutoAddMargin": "false",
-        "positionSide": "BOTH", "notional": s(notional), "isolatedWallet": "0",
+        "positionSide": ps, "notional": s(notional), "isolatedWallet": "0",
         "updateTime": updated_ms, "initialMargin": s(abs(notional) / LEVERAGE),
         "maintMargin": "0", "positionInitialMargin": s(abs(notional) / LEVERAGE),
         "openOrderInitialMargin": "0", "adl": 0, "bidNotional": "0", "askNotional": "0",

@@ -2,7 +2,7 @@
 
 Same contract as ``WsClientAdapter`` (exchange/protocol.py): one thread of
 its own runs an asyncio loop (started by the first ``connect()``, ended by
-``close()``; nothing at construction, rule 14); ``send`` hands the command
+``close()``; nothing at construction, rule 14; ``exchange.loop_client``); ``send`` hands the command
 to that loop and returns; every answer and stream report reaches the sink
 on the loop thread; the adapter never retries a connection by itself.
 
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ from exchange.ccxt_venue.ids import ClientIdError, venue_client_id
 from exchange.ccxt_venue.orders import order_call
 from exchange.ccxt_venue.settings import VenueSettings
 from exchange.ccxt_venue.weights import RequestBudget
+from exchange.loop_client import LoopThreadClient
 from exchange.protocol import Sink, refusal, safe_sink
 from messages import (CancelConfirmed, CancelOrder, ExchangeError, Message, OrderRejected,
                       StreamStatus, utc_now)
@@ -86,7 +86,9 @@ class _Conn:
     opened: asyncio.Event | None = None
 
 
-class CcxtVenueAdapter:
+class CcxtVenueAdapter(LoopThreadClient):
+    close_timeout_s = 10.0
+
     def __init__(self, settings: VenueSettings, sink: Sink | None = None, *,
                  exchange_factory: Callable[[VenueSettings], Any] | None = None,
                  clock: Callable[[], float] = time.monotonic, name: str = "ccxt") -> None:
@@ -105,10 +107,7 @@ class CcxtVenueAdapter:
         #: time spent on each stream report (the other half of an order's cost)
         self.stream_ns: list[int] = []
         self.keep_overhead = False
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._gen = 0
+        self._init_loop_thread()
         self._conn: _Conn | None = None
         self.ex: Any = None
         self.markets_loaded = False
@@ -119,6 +118,9 @@ class CcxtVenueAdapter:
         self._fill_cursors: dict[int, dict[str, int]] = {}
         self._next_cursor = 1
         self._symbols: set[str] = set()
+        #: an order made before this adapter existed is a resubmission (a resumed
+        #: or restarted runtime resends what it never heard of): asked first
+        self.born = utc_now()
 
     # -- protocol ------------------------------------------------------------------
 
@@ -129,29 +131,6 @@ class CcxtVenueAdapter:
     def connected(self) -> bool:
         conn = self._conn
         return conn is not None and conn.up and conn.gen == self._gen
-
-    def connect(self) -> None:
-        with self._lock:
-            self._gen += 1
-            gen = self._gen
-            loop = self._ensure_loop()
-        loop.call_soon_threadsafe(self._start_connection, gen)
-
-    def close(self, timeout: float = 10.0) -> None:
-        with self._lock:
-            self._gen += 1
-            loop, thread = self._loop, self._thread
-            self._loop = self._thread = None
-        if loop is None or thread is None:
-            return
-        try:
-            loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._shutdown(loop)))
-        except RuntimeError:
-            return
-        if threading.current_thread() is not thread:
-            thread.join(timeout)
-            if thread.is_alive():
-                logger.error("{}: loop thread did not stop within {}s", self.name, timeout)
 
     def send(self, command: Message) -> None:
         loop = self._loop
@@ -164,22 +143,6 @@ class CcxtVenueAdapter:
             self._refuse(command, "adapter closed")
 
     # -- loop thread: connection ---------------------------------------------------------
-
-    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            loop = asyncio.new_event_loop()
-
-            def run() -> None:
-                asyncio.set_event_loop(loop)
-                try:
-                    loop.run_forever()
-                finally:
-                    loop.close()
-
-            self._thread = threading.Thread(target=run, name=f"tw-{self.name}", daemon=True)
-            self._loop = loop
-            self._thread.start()
-        return self._loop
 
     def _start_connection(self, gen: int) -> None:
         if gen != self._gen:
@@ -366,7 +329,7 @@ class CcxtVenueAdapter:
         known = self.tracker.get(coid)
         self.tracker.track(coid, req.symbol, algo=call.algo)
         async with self._order_turn(coid):
-            if (known is not None or utc_now() - req.ts > RESUBMIT_AGE) \
+            if (known is not None or req.ts < self.born or utc_now() - req.ts > RESUBMIT_AGE) \
                     and await self._already_placed(req, call.algo):
                 return
             sent_ms = self._venue_ms()
@@ -391,8 +354,9 @@ class CcxtVenueAdapter:
                 self.overhead_ns.append(spent + time.thread_time_ns() - t1)
 
     async def _already_placed(self, req: Any, algo: bool) -> bool:
-        """A resubmission (the id was sent before, or the order is older than
-        ``RESUBMIT_AGE``: recovery after a crash): does the venue have it? Binance
+        """A resubmission (the id was sent before, the order is older than this
+        adapter or than ``RESUBMIT_AGE``: recovery after a crash, however soon
+        the runtime came back): does the venue have it? Binance
         keeps client ids unique among *open* orders only, so a filled or
         canceled order's id would be accepted again and the order doubled.
         Found: ``duplicate_client_order_id`` (the original stands; the protocol's

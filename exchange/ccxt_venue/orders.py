@@ -84,14 +84,17 @@ def order_call(req: OrderRequest, unified_symbol: str, *, hedge_mode: bool = Fal
         raise ValueError(f"{otype} order {req.client_order_id} without a trigger price")
     sell = req.side is _SELL
     if hedge_mode:
-        if sell:
-            params["positionSide"] = "LONG" if req.reduce_only else "SHORT"
-        else:
-            params["positionSide"] = "SHORT" if req.reduce_only else "LONG"
+        params["positionSide"] = position_side(req.side, req.reduce_only)
     elif req.reduce_only:
         params["reduceOnly"] = True
     return OrderCall(unified_symbol, ctype, "sell" if sell else "buy", _plain(req.qty), price,
                      params, algo)
+
+
+def position_side(side: Side, reduce_only: bool) -> str:
+    """The dual-side leg an order trades: a reducing order closes the opposite
+    leg (a sell the LONG, a buy the SHORT), any other opens its own side's."""
+    return "LONG" if (side is _SELL) is reduce_only else "SHORT"
 
 
 _TYPES = {"MARKET": OrderType.MARKET, "LIMIT": OrderType.LIMIT, "STOP": OrderType.STOP_LIMIT}
@@ -126,6 +129,15 @@ def open_order(info: dict[str, Any], coid: str, account: str, ts: Any) -> OpenOr
         price=price if price and price > 0 else None,
         trigger_price=trigger if trigger and trigger > 0 else None,
         triggered=status in ("TRIGGERED", "TRIGGERING") or otype is not OrderType.STOP_LIMIT,
-        reduce_only=bool(info.get("reduceOnly")),
+        reduce_only=bool(info.get("reduceOnly")) or _closes_leg(info),
         tif=TimeInForce.IOC if str(info.get("timeInForce")).upper() == "IOC" else TimeInForce.GTC,
         account=account)
+
+
+def _closes_leg(info: dict[str, Any]) -> bool:
+    """A dual-side order that closes its leg (SELL/LONG, BUY/SHORT) is reduce-only
+    by its leg, though the venue shows ``reduceOnly`` false (it refuses the flag
+    in hedge mode)."""
+    ps = str(info.get("positionSide") or "BOTH").upper()
+    side = str(info.get("side") or "").upper()
+    return (ps, side) in (("LONG", "SELL"), ("SHORT", "BUY"))

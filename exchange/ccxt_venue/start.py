@@ -67,6 +67,33 @@ async def _positions(settings: VenueSettings) -> dict[str, Decimal]:
     return positions_snapshot(rows, "end", settings.account, utc_now()).as_dict()
 
 
+async def _legs(settings: VenueSettings) -> dict[tuple[str, str], Decimal]:
+    ex = _client(settings)
+    try:
+        await ex.load_markets()
+        raw = await ex.fetch_positions()
+    finally:
+        await ex.close()
+    return legs_of([r.get("info", r) for r in raw if isinstance(r, dict)])
+
+
+def legs_of(rows: list[dict[str, Any]]) -> dict[tuple[str, str], Decimal]:
+    """(symbol, LONG | SHORT) -> signed quantity of each open dual-side leg
+    (SHORT negative, however the venue signs it); one-way rows are not legs."""
+    legs: dict[tuple[str, str], Decimal] = {}
+    for row in rows:
+        side = str(row.get("positionSide") or "BOTH").upper()
+        raw = row.get("positionAmt")
+        if side not in ("LONG", "SHORT") or raw in (None, ""):
+            continue
+        amt = abs(Decimal(str(raw)))
+        if not amt.is_finite():
+            raise ValueError(f"position {row.get('symbol')}: positionAmt {raw!r}")
+        if amt:
+            legs[(str(row.get("symbol")), side)] = amt if side == "LONG" else -amt
+    return legs
+
+
 def _run(coro: Any, timeout: float) -> Any:
     async def bounded() -> Any:
         return await asyncio.wait_for(coro, timeout)
@@ -89,6 +116,12 @@ def venue_positions(settings: VenueSettings, *, timeout: float = 30.0) -> dict[s
     """The account's net positions at the venue now (for the end-of-run check)."""
     positions: dict[str, Decimal] = _run(_positions(settings), timeout)
     return positions
+
+
+def venue_legs(settings: VenueSettings, *, timeout: float = 30.0) -> dict[tuple[str, str], Decimal]:
+    """The account's open dual-side legs at the venue now (hedge mode)."""
+    legs: dict[tuple[str, str], Decimal] = _run(_legs(settings), timeout)
+    return legs
 
 
 def check_start(pre: Preflight, *, hedge_mode: bool, account: str, exchange_id: str) -> None:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from exchange.pricing import bs_price
 from messages.enums import Side
 from messages.orders import OrderAcked
 from messages.types import ClientOrderId, Price, Quantity, Symbol
-from trading.book import Position
+from trading.positions import Position
+from trading.pricing import bs_price
 
 
 def book_fill(pos: Position, qty: Quantity, price: Price) -> None:

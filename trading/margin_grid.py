@@ -2,15 +2,16 @@
 
 ``ShockGrid`` holds the axes and the two model parameters of a margin run;
 scenario ``i`` is one (price, iv, spread) combination, numbered so that the
-kernel in ``exchange.margin`` can report the worst one by index.
+kernel in ``trading.margin`` can report the worst one by index.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import NamedTuple
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 
 class Scenario(NamedTuple):
@@ -20,7 +21,7 @@ class Scenario(NamedTuple):
     spread_multiplier: float
 
 
-def _floats(values, name: str) -> tuple[float, ...]:
+def _floats(values: Iterable[float | Decimal], name: str) -> tuple[float, ...]:
     out = tuple(float(v) for v in values)
     if not out or not all(math.isfinite(v) for v in out):
         raise ValueError(f"ShockGrid.{name}: need at least one finite value")

@@ -2,7 +2,7 @@
 
 ``Leg`` is one position or order leg at the boundary (Decimal-friendly);
 ``LegArrays`` is the immutable structure-of-arrays snapshot the kernel in
-``exchange.margin`` reads, validated once when built, with the derived
+``trading.margin`` reads, validated once when built, with the derived
 arrays the kernel needs (weights, contiguous option legs) computed here, so
 a snapshot can be handed to the shared executor and priced many times.
 """

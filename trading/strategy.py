@@ -11,7 +11,7 @@ what lets the runtime guarantee the safety rules whatever the strategy does.
 Example::
 
     from messages import Side
-    from actors.strategy import SignalIntent, Strategy, register_strategy
+    from trading.strategy import SignalIntent, Strategy, register_strategy
 
     @register_strategy
     class Breakout(Strategy):
@@ -40,13 +40,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 from collections.abc import Iterable
 
 import numpy as np
 
-from actors.features import Features
 from messages.enums import Side
+
+if TYPE_CHECKING:  # the symbol actor computes them; a strategy only reads them
+    from actors.features import Features
 
 
 @dataclass(frozen=True, slots=True)

@@ -174,20 +174,30 @@ class PositionBook:
         """Rule 2: would this order put the key on both sides at once?"""
         if self.guaranteed_reduce(key, side, qty):
             return False
-        pos = self.qty(key)
-        buys, sells = self.pending(key)
-        # Conflict when the key may hold the other side by the time this order
-        # fills: the most long it can be (every pending buy filled) for a sell,
-        # the most short (every pending sell filled) for a buy. A resting
-        # protective stop on the same position is not the other side.
+        return self.crosses(self.qty(key), self.pending(key), side)
+
+    @staticmethod
+    def crosses(pos: Decimal, pending: tuple[Quantity, Quantity], side: Side) -> bool:
+        """Rule 2 for an order not guaranteed to reduce, from the key's position
+        and in-flight ``(buys, sells)``: conflict when the key may hold the
+        other side by the time this order fills: the most long it can be
+        (every pending buy filled) for a sell, the most short (every pending
+        sell filled) for a buy. A resting protective stop on the same
+        position is not the other side."""
+        buys, sells = pending
         if side is Side.SELL:
             return pos + buys > 0
         return pos - sells < 0
 
     def worst_case_qty(self, key: Key, side: Side, qty: Quantity) -> Quantity:
         """Largest |position| reachable if this and every in-flight order fill."""
-        pos = self.qty(key)
-        buys, sells = self.pending(key)
+        return self.worst_case(self.qty(key), self.pending(key), side, qty)
+
+    @staticmethod
+    def worst_case(pos: Decimal, pending: tuple[Quantity, Quantity], side: Side,
+                   qty: Quantity) -> Quantity:
+        """``worst_case_qty`` from the key's position and in-flight ``(buys, sells)``."""
+        buys, sells = pending
         long_max = pos + buys + (qty if side is Side.BUY else ZERO)
         short_max = pos - sells - (qty if side is Side.SELL else ZERO)
         return Quantity(max(abs(long_max), abs(short_max)))

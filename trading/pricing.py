@@ -1,8 +1,8 @@
 """Black-Scholes pricing for European options: vectorized, scalar and Decimal.
 
-One model prices options everywhere (issue 5): the simulated exchange marks
-option legs with ``quote_option`` (Decimal in, Decimal out) and the margin
-shock grid revalues them with the same formulas. Floats live only inside this
+One model prices options everywhere: ``quote_option`` quotes one option
+(Decimal in, Decimal out) and the margin shock grid (``trading.margin``)
+revalues legs with the same formulas. Floats live only inside this
 module's kernels; Decimal stays at the boundary.
 
 Why no scipy: it is not a dependency. The normal CDF is Hart's (1968)
@@ -28,6 +28,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+#: a float64 array (what every vectorized function here returns)
+Floats = NDArray[np.float64]
 
 __all__ = [
     "MIN_VOL_SQRT_T",
@@ -62,13 +66,14 @@ _HART_SPLIT = 7.07106781186547
 _HART_ZERO = 37.0
 
 
-def norm_pdf(x):
+def norm_pdf(x: ArrayLike) -> Floats:
     """Standard normal density, vectorized."""
-    x = np.asarray(x, dtype=np.float64)
-    return _INV_SQRT_2PI * np.exp(-0.5 * x * x)
+    a = np.asarray(x, dtype=np.float64)
+    out: Floats = _INV_SQRT_2PI * np.exp(-0.5 * a * a)
+    return out
 
 
-def norm_cdf(x):
+def norm_cdf(x: ArrayLike) -> Floats:
     """Standard normal CDF, vectorized, |error| < 1e-15 (Hart/West).
 
     Why this and not A&S 7.1.26: that one is only good to 1.5e-7, which shows
@@ -103,13 +108,15 @@ def norm_cdf_scalar(x: float) -> float:
 class Greeks:
     """Price and first/second-order sensitivities, arrays of one shape."""
 
-    price: np.ndarray
-    delta: np.ndarray
-    gamma: np.ndarray
-    vega: np.ndarray
+    price: Floats
+    delta: Floats
+    gamma: Floats
+    vega: Floats
 
 
-def _prepare(is_call, *, spot, strike, expiry_years, vol, rate):
+def _prepare(is_call: ArrayLike, *, spot: ArrayLike, strike: ArrayLike, expiry_years: ArrayLike,
+             vol: ArrayLike, rate: ArrayLike) -> tuple[NDArray[np.bool_], Floats, Floats,
+                                                       Floats, Floats, Floats]:
     arrays = np.broadcast_arrays(
         np.asarray(is_call, dtype=bool),
         np.asarray(spot, dtype=np.float64),
@@ -126,7 +133,8 @@ def _prepare(is_call, *, spot, strike, expiry_years, vol, rate):
     return call, s, k, t, v, r
 
 
-def bs_greeks(is_call, *, spot, strike, expiry_years, vol, rate=0.0) -> Greeks:
+def bs_greeks(is_call: ArrayLike, *, spot: ArrayLike, strike: ArrayLike, expiry_years: ArrayLike,
+              vol: ArrayLike, rate: ArrayLike = 0.0) -> Greeks:
     """Black-Scholes price, delta, gamma and vega; all inputs broadcast.
 
     Degenerate options (``vol * sqrt(T) < MIN_VOL_SQRT_T``) get discounted
@@ -159,7 +167,8 @@ def bs_greeks(is_call, *, spot, strike, expiry_years, vol, rate=0.0) -> Greeks:
     return Greeks(price=price, delta=delta, gamma=gamma, vega=vega)
 
 
-def bs_price(is_call, *, spot, strike, expiry_years, vol, rate=0.0) -> np.ndarray:
+def bs_price(is_call: ArrayLike, *, spot: ArrayLike, strike: ArrayLike, expiry_years: ArrayLike,
+             vol: ArrayLike, rate: ArrayLike = 0.0) -> Floats:
     """Black-Scholes price only (see ``bs_greeks`` for conventions)."""
     return bs_greeks(is_call, spot=spot, strike=strike, expiry_years=expiry_years, vol=vol,
                      rate=rate).price
@@ -192,7 +201,7 @@ class OptionQuote:
     vega: Decimal
 
 
-def _to_float(value, name: str) -> float:
+def _to_float(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (Decimal, int, float)):
         raise TypeError(f"{name} must be Decimal, int or float, got {type(value).__name__}")
     out = float(value)
@@ -205,8 +214,9 @@ def _to_decimal(value: float, places: int) -> Decimal:
     return Decimal(repr(value)).quantize(Decimal(1).scaleb(-places))
 
 
-def quote_option(is_call: bool, *, spot: Decimal, strike: Decimal, expiry_years,
-                 vol, rate=Decimal(0), places: int = 8) -> OptionQuote:
+def quote_option(is_call: bool, *, spot: Decimal, strike: Decimal, expiry_years: Decimal | float,
+                 vol: Decimal | float, rate: Decimal | float = Decimal(0),
+                 places: int = 8) -> OptionQuote:
     """Decimal-in, Decimal-out Black-Scholes quote for the simulated exchange.
 
     Floats are used only inside; every output is quantized to ``places``
@@ -243,7 +253,7 @@ class CdfTable:
     step: float
     limit: float
     offset: int
-    coef: np.ndarray
+    coef: NDArray[np.complex128]
 
     @property
     def inv_step(self) -> float:
@@ -255,12 +265,13 @@ class CdfTable:
         curvature = _INV_SQRT_2PI * math.exp(-0.5)  # max |N''|, at x = +-1
         return curvature * self.step**2 / 16.0 * 1.05 + norm_cdf_scalar(-self.limit)
 
-    def __call__(self, x) -> np.ndarray:
+    def __call__(self, x: ArrayLike) -> Floats:
         """Reference lookup (not the fast path: kernels inline it)."""
         u = np.asarray(x, dtype=np.float64) / self.step
         j = np.clip(np.rint(u) + self.offset, 0, len(self.coef) - 1).astype(np.intp)
         c = self.coef[j]
-        return c.real + c.imag * np.where(np.isfinite(u), u, 0.0)
+        out: Floats = c.real + c.imag * np.where(np.isfinite(u), u, 0.0)
+        return out
 
 
 @functools.lru_cache(maxsize=4)

@@ -27,6 +27,7 @@ from collections.abc import Iterable
 
 from loguru import logger
 
+from actors.alerts import Sink, SinkError, scrub
 from messages.alerts import Alert
 from runtime.redact import redact_text
 
@@ -35,24 +36,6 @@ _MAX_ERROR_BODY = 300
 #: Statuses that mean "this request is wrong", so retrying it cannot help.
 PERMANENT_STATUSES = frozenset({400, 413, 414, 422})
 _LOG_LEVELS = {"info": "INFO", "warning": "WARNING", "critical": "CRITICAL"}
-
-
-class SinkError(Exception):
-    """A delivery failed. ``permanent``: retrying the same alert cannot succeed."""
-
-    def __init__(self, text: str, *, permanent: bool = False) -> None:
-        super().__init__(text)
-        self.permanent = permanent
-
-
-def scrub(text: str, secrets: Iterable[str | None]) -> str:
-    """Remove every secret (raw and URL-quoted) from ``text``, then redact fields."""
-    for secret in secrets:
-        if not secret:
-            continue
-        for form in {secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote(secret)}:
-            text = text.replace(form, "***")
-    return redact_text(text)
 
 
 def _origin(url: str) -> str:
@@ -101,33 +84,6 @@ def alert_payload(alert: Alert) -> dict[str, Any]:
         "source": alert.source,
         "dedup_key": alert.dedup_key,
     }
-
-
-class Sink:
-    """Base class. ``wait_for_ready=True``: not ready until a ``SinkReady``."""
-
-    kind = "sink"
-
-    def __init__(self, name: str | None = None, *, wait_for_ready: bool = False) -> None:
-        self.name = name or self.kind
-        if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"sink name must be a non-empty string, got {name!r}")
-        self.awaiting_signal = bool(wait_for_ready)
-
-    def mark_ready(self) -> None:
-        """Called by the alerts actor on ``SinkReady``. Kept on the sink object
-        (which the child spec holds) so a restarted alerts actor still knows."""
-        self.awaiting_signal = False
-
-    def ready_reason(self) -> str | None:
-        """``None`` when the sink can deliver, else why not (never a secret)."""
-        return "waiting for SinkReady" if self.awaiting_signal else None
-
-    def send(self, alert: Alert) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r})"
 
 
 class LogSink(Sink):

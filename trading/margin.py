@@ -1,4 +1,4 @@
-"""Worst-case margin over the shock grid (DESIGN.md rule 6, issue 5).
+"""Worst-case margin over the shock grid (DESIGN.md rule 6).
 
 Before an order group is submitted, the whole portfolio plus the group is
 revalued under price shocks x IV shocks x spread multipliers (27 scenarios by
@@ -22,7 +22,7 @@ multiplier m), in account currency:
   risk is already in the scenario loss. Legs without an ``underlying`` id are
   each their own underlying, i.e. nothing covers them (the safe default).
 
-Speed (issue 5 benchmark: 1,000 legs x 27 scenarios, target 100 us): spread
+Speed (the benchmark: 1,000 legs x 27 scenarios, target 100 us): spread
 multipliers are linear, so Black-Scholes runs once per option leg on the 9
 (price, iv) pairs, and never for stock legs; puts are calls plus a linear
 parity term. ``log`` and ``sqrt`` run once per leg: every d/step of every
@@ -32,12 +32,12 @@ on AVX2-only CPUs (about 5 ns an element), so the normal CDF is the
 exp-free ``pricing.cdf_table`` (error < 3e-9) and the sums over legs are
 BLAS matrix-vector products; see ``MarginKernel``. At this size the kernel
 is bound by memory passes and by numpy's per-call overhead, so it makes as
-few calls as it can. ``worst_case_margin_python`` is the same computation as
-a plain loop: the tests' reference and the benchmark's baseline (the
-benchmark itself is ``exchange.margin_bench``).
+few calls as it can. ``trading.margin_reference.worst_case_margin_python``
+is the same computation as a plain loop: the tests' reference and the
+benchmark's baseline (the benchmark itself is ``app.bench.margin``).
 
-The legs (``Leg``, ``LegArrays``) live in ``exchange.margin_legs`` and the
-scenarios (``ShockGrid``) in ``exchange.margin_grid``; both are re-exported
+The legs (``Leg``, ``LegArrays``) live in ``trading.margin_legs`` and the
+scenarios (``ShockGrid``) in ``trading.margin_grid``; both are re-exported
 here, the margin check's one entry point.
 
 ``rate`` (in the grid) defaults to 0, as in ``pricing.quote_option``: over a
@@ -50,13 +50,21 @@ import math
 import threading
 from dataclasses import dataclass
 from decimal import Decimal
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import numpy as np
 
-from exchange.margin_grid import DEFAULT_GRID, Scenario, ShockGrid, shock_grid
-from exchange.margin_legs import CALL, PUT, STOCK, Leg, LegArrays
-from exchange.pricing import MIN_VOL_SQRT_T, bs_price_scalar, cdf_table
+from trading.margin_grid import DEFAULT_GRID as DEFAULT_GRID
+from trading.margin_grid import Scenario as Scenario
+from trading.margin_grid import ShockGrid as ShockGrid
+from trading.margin_grid import shock_grid as shock_grid
+from trading.margin_legs import CALL as CALL
+from trading.margin_legs import PUT as PUT
+from trading.margin_legs import STOCK as STOCK
+from trading.margin_legs import Leg as Leg
+from trading.margin_legs import LegArrays as LegArrays
+from trading.pricing import MIN_VOL_SQRT_T, cdf_table
 
 __all__ = [
     "STOCK",
@@ -71,7 +79,6 @@ __all__ = [
     "MarginKernel",
     "shock_grid",
     "worst_case_margin",
-    "worst_case_margin_python",
     "margin_check",
 ]
 
@@ -290,7 +297,7 @@ _local = threading.local()
 
 def _kernel(grid: ShockGrid) -> MarginKernel:
     # Keyed by identity first: hashing the frozen grid costs a microsecond.
-    kernels = getattr(_local, "kernels", None)
+    kernels: dict[int, tuple[ShockGrid, MarginKernel]] | None = getattr(_local, "kernels", None)
     if kernels is None:
         kernels = _local.kernels = {}
     entry = kernels.get(id(grid))
@@ -311,54 +318,6 @@ def worst_case_margin(legs: LegArrays, grid: ShockGrid | None = None) -> MarginR
     return _kernel(grid or DEFAULT_GRID).evaluate(legs)
 
 
-def worst_case_margin_python(legs: LegArrays, grid: ShockGrid | None = None) -> MarginResult:
-    """The same computation as a plain loop over scenarios and legs.
-
-    Reference for the tests and baseline for the benchmark: ``math`` only,
-    one Black-Scholes call per leg per scenario, exactly as a first
-    implementation would be written.
-    """
-    grid = grid or DEFAULT_GRID
-    kind = legs.kind.tolist()
-    qty, spot, strike = legs.qty.tolist(), legs.spot.tolist(), legs.strike.tolist()
-    expiry, iv, half_spread = legs.expiry_years.tolist(), legs.iv.tolist(), legs.half_spread.tolist()
-    assert legs.underlying is not None  # LegArrays.__post_init__ fills it in
-    mult, und = legs.multiplier.tolist(), legs.underlying.tolist()
-    rate, n = grid.rate, len(kind)
-
-    now = []
-    spread_cost = 0.0
-    short_notional: dict[tuple[int, int], float] = {}
-    for i in range(n):
-        if kind[i] == STOCK:
-            now.append(spot[i])
-        else:
-            now.append(bs_price_scalar(kind[i] == CALL, spot=spot[i], strike=strike[i],
-                                       expiry_years=expiry[i], vol=iv[i], rate=rate))
-            key = (und[i], kind[i])
-            short_notional[key] = short_notional.get(key, 0.0) + qty[i] * mult[i] * spot[i]
-        spread_cost += abs(qty[i] * mult[i]) * half_spread[i]
-    base = grid.naked_short_rate * sum(max(-v, 0.0) for v in short_notional.values())
-
-    per = []
-    for p in grid.price_shocks:
-        for v in grid.iv_shocks:
-            for m in grid.spread_multipliers:
-                pnl = 0.0
-                for i in range(n):
-                    s = spot[i] * (1.0 + p)
-                    if kind[i] == STOCK:
-                        value = s
-                    else:
-                        value = bs_price_scalar(kind[i] == CALL, spot=s, strike=strike[i],
-                                                expiry_years=expiry[i], vol=iv[i] * (1.0 + v),
-                                                rate=rate)
-                    pnl += qty[i] * mult[i] * (value - now[i])
-                per.append(max(-pnl, 0.0) + m * spread_cost + base)
-    k = max(range(len(per)), key=per.__getitem__)
-    return MarginResult(per[k], np.array(per), k)
-
-
 # -------------------------------------------------------------------- check
 
 
@@ -376,7 +335,7 @@ class MarginDecision:
         return None if self.ok else REJECT_REASON
 
 
-def _as_leg_arrays(legs) -> LegArrays:
+def _as_leg_arrays(legs: LegArrays | Iterable[Leg]) -> LegArrays:
     if isinstance(legs, LegArrays):
         return legs
     return LegArrays.from_legs(legs)
@@ -386,7 +345,8 @@ def _money(x: float) -> Decimal:
     return Decimal(repr(x)).quantize(Decimal("0.000001"))
 
 
-def margin_check(portfolio_legs, new_group_legs, available_margin, limit=Decimal("0.90"),
+def margin_check(portfolio_legs: LegArrays | Iterable[Leg], new_group_legs: LegArrays | Iterable[Leg],
+                 available_margin: Decimal | float, limit: Decimal = Decimal("0.90"),
                  grid: ShockGrid | None = None) -> MarginDecision:
     """Rule 6: reject a group whose worst-case margin exceeds ``limit`` x available.
 
@@ -401,7 +361,7 @@ def margin_check(portfolio_legs, new_group_legs, available_margin, limit=Decimal
     return check_legs(legs, available_margin, limit, grid)[0]
 
 
-def check_legs(legs: LegArrays, available_margin, limit=Decimal("0.90"),
+def check_legs(legs: LegArrays, available_margin: Decimal | float, limit: Decimal = Decimal("0.90"),
                grid: ShockGrid | None = None) -> tuple[MarginDecision, MarginResult | None]:
     """:func:`margin_check` on legs already combined, with the grid's result
     (None for no legs) for callers that report per-scenario figures too."""
