@@ -260,6 +260,7 @@ class Runtime:
         from actors.stops import StopLossManager
         from actors.symbol import symbols_supervisor
         from trading.limits import Limits
+        from trading.order_retention import Retention
 
         spec, cfg = self.spec, self.config
         sup = cfg.runtime.supervisor
@@ -302,7 +303,9 @@ class Runtime:
                                   cfg.risk, account_equity=cfg.exchange.starting_cash,
                                   instrument_rules=spec.instrument_rules),
                               "symbols": list(spec.symbols), "venue": cfg.exchange.venue,
-                              "stops": "stops", "bounds": self.bounds}),
+                              "stops": "stops", "bounds": self.bounds,
+                              "retention": Retention(cfg.runtime.retention.ended_orders,
+                                                     cfg.runtime.retention.ended_order_s)}),
             # rule 6: DESIGN draws group-<id> under the coordinator; their supervisor
             # sits right after it (started after, stopped before the single door)
             groups_child(GroupSettings.from_config(cfg.groups), account=self.account,
