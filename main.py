@@ -38,9 +38,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _scenario(args: argparse.Namespace) -> int:
-    from app.scenario_runner import main as scenario_main
+    from app.scenario_cli import main as scenario_main
 
-    return scenario_main(args.files, args.out, args.config)
+    return scenario_main(args.files, args.out, args.config, venue=args.venue)
 
 
 def _audit(args: argparse.Namespace) -> int:
@@ -153,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--out", metavar="DIR", help="one run directory per scenario under DIR")
     p.add_argument("--config", metavar="FILE", help="config layer under each scenario's own")
+    p.add_argument("--venue", choices=("binanceusdm",), default=None,
+                   help="trade through the real ccxt library and that venue's Binance-"
+                        "compatible face of the simulated exchange on loopback, instead of the "
+                        "embedded venue (same files, same expectations; virtual time)")
     p.set_defaults(func=_scenario)
 
     p = sub.add_parser("exchange", help="the simulated exchange as a WebSocket server on loopback")

@@ -97,6 +97,11 @@ class LaunchSpec:
     #: where remote symbol actors run (runtime.remote_placement.Placement), kept by the caller
     #: across lives; None: made from ``runtime.placement`` and closed with the runtime
     placement: Any = None
+    #: a scenario through a venue on loopback (exchange.virtual_wire): the ledger of
+    #: work on the wire, bound to this life's quiescence, and the venue's timers
+    #: that virtual time fires with the system's own; None / (): not counted
+    wire: Any = None
+    timer_sources: tuple[Any, ...] = ()
 
 
 def make_placement(cfg: Config) -> Any:
@@ -122,6 +127,22 @@ def demo_plan(cfg: Config) -> tuple[tuple[str, ...], Any]:
     if not demo.enabled or cfg.exchange.url is not None:
         return symbols, None
     return symbols + tuple(s for s in demo.symbols if s not in symbols), demo
+
+
+def new_engine(cfg: Config, exchange_spec: dict[str, Any] | None, clock: Clock,
+               bounds: Any) -> Any:
+    """The simulated exchange engine of a run: the config's settings with the
+    scenario ``exchange:`` block's settings over them (its faults are applied
+    by whoever serves the engine), on ``clock``."""
+    from config.sim_exchange import SimSettings, split_spec
+    from exchange.engine import SimulatedExchange
+
+    settings = dict(cfg.exchange.sim_settings())
+    over, _faults = split_spec(exchange_spec or {})
+    settings.update(over)
+    engine = SimulatedExchange(SimSettings.from_spec(settings), clock=clock.now)
+    engine.bounds = bounds
+    return engine
 
 
 class Runtime:
@@ -173,6 +194,9 @@ class Runtime:
             name=f"tradewarden-{spec.run_id}",
             services={"store": self.store, "audit": self.audit, "run_dir": spec.run_dir})
         system.placement_watchers = ("coordinator",)  # fails closed for a symbol whose actor is away
+        if spec.wire is not None:
+            spec.wire.bind(system.outstanding_add)
+        system.timer_sources.extend(spec.timer_sources)
         system.services["ids"] = IdAllocator.via_actor(system.tell, "client_order_id",
                                                        block=256)
         if self.engine is None and not self.external:
@@ -316,15 +340,7 @@ class Runtime:
                               backoff=backoff_of(cfg.runtime.restart_backoff))
 
     def _new_engine(self) -> Any:
-        from config.sim_exchange import SimSettings, split_spec
-        from exchange.engine import SimulatedExchange
-
-        settings = dict(self.config.exchange.sim_settings())
-        over, _faults = split_spec(self.spec.exchange_spec or {})
-        settings.update(over)
-        engine = SimulatedExchange(SimSettings.from_spec(settings), clock=self.spec.clock.now)
-        engine.bounds = self.bounds
-        return engine
+        return new_engine(self.config, self.spec.exchange_spec, self.spec.clock, self.bounds)
 
     def _apply_exchange_faults(self) -> None:
         from config.sim_exchange import split_spec
@@ -338,12 +354,13 @@ class Runtime:
 
     def _adapter_factory(self) -> Any:
         url, account = self.spec.exchange_url, self.account
-        venue = self.spec.venue
+        venue, clock, wire = self.spec.venue, self.spec.clock, self.spec.wire
         if venue is not None:
             from exchange.ccxt_venue.adapter import CcxtVenueAdapter
 
             def ccxt(sink: Any) -> Any:
-                return CcxtVenueAdapter(venue, sink, name=f"ccxt-{venue.exchange_id}")
+                return CcxtVenueAdapter(venue, sink, name=f"ccxt-{venue.exchange_id}",
+                                        now=clock.now, wire=wire)
             return ccxt
         if url is None:
             from exchange.inprocess import InProcessAdapter

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -46,7 +45,7 @@ from typing import Any
 
 from loguru import logger
 
-from config import ConfigError, config_hash
+from config import config_hash
 from messages.types import Quantity
 from runtime.clock import EPOCH_DEFAULT, VirtualClock
 from app.crash_points import SERVICE as CRASH_SERVICE
@@ -88,7 +87,7 @@ class ScenarioResult:
 
 class ScenarioRun:
     def __init__(self, scenario: Scenario, run_dir: Path, *, start: datetime = EPOCH_DEFAULT,
-                 strict_crash_points: bool = True) -> None:
+                 strict_crash_points: bool = True, venue: str | None = None) -> None:
         self.sc = scenario
         self.points = CrashPoints()
         self.armed_line: int | None = None
@@ -103,6 +102,10 @@ class ScenarioRun:
 
             cfg = cfg.model_copy(update={"strategy": StrategyConfig(name="none")})
         self.config = cfg
+        #: ``--venue``: the exchange is reached through a real client over loopback
+        #: (app.scenario_venue); None: the embedded venue actor
+        self.venue_name = venue
+        self.venue: Any = None
         self.engine: Any = None
         self.rt: Runtime | None = None
         self.crashes = 0
@@ -118,12 +121,17 @@ class ScenarioRun:
         self.sampler = Sampler(min_interval_s=0.0)
 
     def _spec(self) -> LaunchSpec:
+        over = self.venue.launch_fields() if self.venue is not None else {}
         return LaunchSpec(self.config, self.run_dir, self.sc.symbols, self.clock,
                           run_id=f"{Path(self.sc.path).stem}", config_hash=config_hash(self.config),
                           seed=self.sc.seed, exchange_spec=dict(self.sc.exchange),
-                          engine=self.engine)
+                          engine=self.engine, **over)
 
     def _start(self) -> None:
+        if self.venue is not None:
+            self.venue.apply_faults()  # as the embedded venue does at each start
+            self.rt = Runtime(self._spec()).start()
+            return
         if self.engine is not None and self.engine.log.is_open:
             self.engine.log.close()  # opened while down; the new venue reopens it
         if self._down_timers:
@@ -138,23 +146,48 @@ class ScenarioRun:
         started = self.clock.now()
         logger.info("scenario {} ({}): seed {}, {} timeline entries, virtual time from {}",
                     self.sc.name, self.sc.path, self.sc.seed, len(self.sc.timeline), started)
-        self._start()
+        self._open_venue()
         try:
-            end_at = self.sc.end_at
-            for entry in self.sc.timeline:
-                self._advance(float(entry.at))
-                if isinstance(entry.event, EndEvent):
-                    break
-                self._inject(entry)
-                self._sample()
-            if end_at is None:
-                last = float(self.sc.timeline[-1].at) if self.sc.timeline else 0.0
-                self._advance(last + TAIL_S)
-            self._sample()
+            try:
+                self._start()
+                self._play()
+            finally:
+                self.points.release()  # never leave a handler held if the run failed
+                if self.rt is not None and self.rt.system is not None \
+                        and not self.rt.system._shut:
+                    self.rt.stop()
+                if self.venue is not None:
+                    self.venue.ledger.unbind()
+            return self._finish(started, wall0)
         finally:
-            self.points.release()  # never leave a handler held if the run failed
-            if self.rt is not None and self.rt.system is not None and not self.rt.system._shut:
-                self.rt.stop()
+            if self.venue is not None:  # after the summary: it reads the venue's positions
+                self.venue.stop()
+
+    def _open_venue(self) -> None:
+        if self.venue_name is None:
+            return
+        from app.scenario_venue import LoopbackVenue, VenueStartFailed
+
+        try:
+            self.venue = LoopbackVenue(self.venue_name, self.config, dict(self.sc.exchange),
+                                       self.sc.symbols, self.run_dir, self.clock).start()
+        except (VenueStartFailed, ValueError) as exc:
+            raise ScenarioError(f"{self.sc.path}: venue {self.venue_name}: {exc}") from None
+        self.engine = self.venue.engine
+
+    def _play(self) -> None:
+        for entry in self.sc.timeline:
+            self._advance(float(entry.at))
+            if isinstance(entry.event, EndEvent):
+                break
+            self._inject(entry)
+            self._sample()
+        if self.sc.end_at is None:
+            last = float(self.sc.timeline[-1].at) if self.sc.timeline else 0.0
+            self._advance(last + TAIL_S)
+        self._sample()
+
+    def _finish(self, started: datetime, wall0: float) -> ScenarioResult:
         records = load_run_records(self.run_dir)
         extra: dict[str, Any] = {"scenario": self.sc.name, "path": self.sc.path,
                                  "seed": self.sc.seed, "crashes": self.crashes,
@@ -195,7 +228,9 @@ class ScenarioRun:
                 self._crash_at_point()
         elif self.rt is not None:
             self.rt.require_system().run_until(t)
-        if self.rt is None:  # crashed and not yet restarted: only the exchange works
+        if self.rt is None and self.venue is not None:  # the venue works on by itself
+            self.venue.run_down_until(t)
+        elif self.rt is None:  # crashed and not yet restarted: only the exchange works
             while self._down_timers and self._down_timers[0][0] <= t:
                 due, _, timer = heapq.heappop(self._down_timers)
                 self.clock.advance_to(max(self.clock.monotonic(), due))
@@ -219,6 +254,8 @@ class ScenarioRun:
                        self.clock.monotonic())
         kill_at_point(self.rt, self.points)
         self.rt = None
+        if self.venue is not None:
+            self.venue.ledger.unbind()
 
     def _inject(self, entry: Any) -> None:
         ev, now = entry.event, self.clock.now()
@@ -237,14 +274,21 @@ class ScenarioRun:
             if isinstance(ev, (QuoteEvent, BarEvent, ExchangeEvent)):
                 self.injected += 1
                 self.while_down += 1
-                self._engine_handle(_exchange_message(ev, now), where)
+                if self.venue is not None:
+                    self._to_venue(_exchange_message(ev, now), where)
+                    self.venue.wait_idle()
+                else:
+                    self._engine_handle(_exchange_message(ev, now), where)
                 return
             raise ScenarioError(f"{where}: {entry.kind} while the runtime is crashed "
                                 "(add a restart entry before it)")
         tell = self.rt.require_system().tell
         self.injected += 1
         if isinstance(ev, (QuoteEvent, BarEvent, ExchangeEvent)):
-            tell("venue", _exchange_message(ev, now))
+            if self.venue is not None:
+                self._to_venue(_exchange_message(ev, now), where)
+            else:
+                tell("venue", _exchange_message(ev, now))
         elif isinstance(ev, SignalEvent):
             from messages.orders import ExitPlan, Signal
 
@@ -281,6 +325,12 @@ class ScenarioRun:
             tell("groups", SubmitGroup(spec, now))
         self._settle()
 
+    def _to_venue(self, msg: Any, where: str) -> None:
+        try:
+            self.venue.deliver(msg)
+        except ValueError as exc:
+            raise ScenarioError(f"{where}: exchange: {exc}") from None
+
     def _engine_handle(self, msg: Any, where: str = "") -> None:
         """The exchange works on without a runtime: ``msg`` goes to its engine on the
         virtual clock; what it would stream goes nowhere (no session), what it
@@ -306,6 +356,8 @@ class ScenarioRun:
         if self.rt is not None:
             self.rt.kill()
         self.rt = None
+        if self.venue is not None:
+            self.venue.ledger.unbind()
 
     # -- figures for expect -------------------------------------------------------------
 
@@ -331,9 +383,11 @@ def _exchange_message(ev: Any, now: datetime) -> Any:
 
 
 def run_scenario(path: str | Path, out_root: Path, config_path: str | None = None,
-                 logs: Any = None) -> ScenarioResult:
+                 logs: Any = None, venue: str | None = None) -> ScenarioResult:
     """Run one scenario file into ``out_root/<file stem>/``; with ``logs`` (the
-    command's ``app.logs.RunLogs``) that directory gets its own run.log."""
+    command's ``app.logs.RunLogs``) that directory gets its own run.log; with
+    ``venue`` (``binanceusdm``) through ccxt and that venue's face on loopback
+    (app.scenario_venue) instead of the embedded venue."""
     sc = load_scenario(path, config_path)
     run_dir = out_root / Path(path).stem
     if run_dir.exists():
@@ -342,49 +396,4 @@ def run_scenario(path: str | Path, out_root: Path, config_path: str | None = Non
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
     with logs.also_to(run_dir) if logs is not None else nullcontext():
-        return ScenarioRun(sc, run_dir).run()
-
-
-def main(files: list[str], out: str | None, config_path: str | None = None) -> int:
-    """Run each file. Exit code (DESIGN section 8): 0 every expect held and every
-    invariant ran and held; 1 an expectation or invariant failed or could not be
-    checked; 2 a file is missing or invalid (its mistakes named with their lines),
-    whatever the others did; 3 a runtime halted (the gravest, it wins over all)."""
-    from app.console import cli_console
-    from app.logs import RunLogs
-    from app.summary import EXIT_FAILED, EXIT_HALTED, EXIT_OK, EXIT_USAGE, summary_table
-
-    console = cli_console()
-    missing = [f for f in files if not Path(f).is_file()]
-    if missing:
-        for f in missing:
-            print(f"tradewarden scenario: {f}: no such file", file=sys.stderr)
-        return 2
-    out_root = Path(out) if out else Path("runs") / "scenarios" / time.strftime("%Y%m%dT%H%M%SZ",
-                                                                                 time.gmtime())
-    out_root.mkdir(parents=True, exist_ok=True)
-    failed = invalid = halted = 0
-    with RunLogs(out_root) as logs:
-        for path in files:
-            try:
-                result = run_scenario(path, out_root, config_path, logs)
-            except ConfigError as exc:
-                console.print(f"[red]{path}: invalid scenario[/red]\n{exc}")
-                invalid += 1
-                continue
-            except ScenarioError as exc:
-                console.print(f"[red]{path}: {exc}[/red]")
-                invalid += 1
-                continue
-            halted += result.exit_code == EXIT_HALTED
-            mark = "[green]PASS[/green]" if result.passed else "[red]FAIL[/red]"
-            console.print(f"{mark} {result.name} ({path}, {result.wall_s:.2f}s wall) "
-                          f"-> {result.run_dir}")
-            if not result.passed:
-                failed += 1
-                console.print(summary_table(result.summary, result.name))
-    bad = failed + invalid
-    console.print(f"{len(files) - bad}/{len(files)} scenarios passed"
-                  + (f" ({invalid} invalid)" if invalid else ""))
-    return (EXIT_HALTED if halted else EXIT_USAGE if invalid else EXIT_FAILED if failed
-            else EXIT_OK)
+        return ScenarioRun(sc, run_dir, venue=venue).run()

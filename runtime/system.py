@@ -91,6 +91,10 @@ class ActorSystem:
         #: (a remote actor's batch): the system is not quiescent while it is out
         self._outstanding = 0
         self._outstanding_lock = threading.Lock()
+        #: further timers on this clock that ``run_until`` fires in order with the
+        #: system's own (``next_due()``, ``fire_due(now)``): a simulated venue's
+        #: delays on a loop of its own (exchange.virtual_wire.VirtualTiming)
+        self.timer_sources: list[Any] = []
         self.restart_counts: Counter[str] = Counter()
         self.failure_counts: Counter[str] = Counter()
         self._started = False
@@ -365,14 +369,21 @@ class ActorSystem:
         while True:
             if settled():
                 return True
-            due = self.timers.next_due()
+            due = self._next_due()
             if due is None or due > t:
                 clock.advance_to(max(clock.monotonic(), t))
                 return settled()
             clock.advance_to(max(clock.monotonic(), due))
             self.timers.fire_due(due)
+            for source in self.timer_sources:
+                source.fire_due(due)
             if time.monotonic() > deadline:
                 raise QuiescenceTimeout(f"run_until({t}) exceeded {timeout}s of wall time")
+
+    def _next_due(self) -> float | None:
+        dues = [d for d in (self.timers.next_due(), *(s.next_due() for s in self.timer_sources))
+                if d is not None]
+        return min(dues) if dues else None
 
     def advance(self, seconds: float, *, timeout: float = 60.0) -> None:
         self.run_until(self.clock.monotonic() + seconds, timeout=timeout)

@@ -372,3 +372,23 @@ def test_per_order_state_does_not_grow(tmp_path: Path) -> None:
         evs.wait_for(lambda e: len(evs.of(CancelConfirmed)) == 5)
         evs.drain(0.3)
         assert ad._order_locks == {}
+
+
+def test_a_new_adapter_cancels_a_conditional_order_it_did_not_send(tmp_path: Path) -> None:
+    """After a restart the adapter does not know an untriggered stop is an algo
+    order: the plain endpoint says unknown, the algo endpoint has it. Without
+    asking the algo endpoint the cancel was answered ``unknown`` and the stop
+    kept resting at the venue (found by a crash scenario through ccxt)."""
+    with face_server(tmp_path) as face:
+        req = order(OrderType.STOP_LIMIT, side=Side.SELL, price=Decimal("94.5"),
+                    trigger_price=Decimal("95"))
+        with connected_adapter(face) as (ad, evs):
+            ad.send(SubmitOrder(req))
+            evs.wait_for(lambda e: isinstance(e, OrderAcked))
+        with connected_adapter(face) as (ad2, evs2):  # a new process: its tracker is empty
+            ad2.send(CancelOrder(req.client_order_id, "BTCUSDT", utc_now()))
+            cc = evs2.wait_for(lambda e: isinstance(e, CancelConfirmed))
+            assert cc.outcome is CancelOutcome.CANCELED, cc
+    kinds = [r["kind"] for r in events_jsonl(tmp_path)
+             if r.get("client_order_id") == req.client_order_id]
+    assert "order_canceled" in kinds

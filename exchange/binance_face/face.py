@@ -12,6 +12,7 @@ and stream faults into actions on the open WebSockets.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections import defaultdict
 from datetime import datetime
@@ -41,6 +42,7 @@ from exchange.emit import (
     StreamAction,
 )
 from exchange.engine import SimulatedExchange
+from exchange.virtual_wire import VirtualTiming, WallTiming
 from messages import (
     CancelConfirmed,
     CancelOrder,
@@ -64,8 +66,11 @@ CANCEL_GRACE_S = 30.0
 
 class Face:
     def __init__(self, engine: SimulatedExchange, keys: tuple[ApiKey, ...] | list[ApiKey],
-                 markets: dict[str, MarketSpec], limits: Limits | None = None) -> None:
+                 markets: dict[str, MarketSpec], limits: Limits | None = None,
+                 timing: VirtualTiming | WallTiming | None = None) -> None:
         self.engine = engine
+        #: the engine's delays: on the loop's clock or a scenario's virtual one
+        self.timing: VirtualTiming | WallTiming = timing or WallTiming()
         self.auth = Authenticator(keys)
         self.markets = markets
         self.faults = VenueFaults()
@@ -152,8 +157,10 @@ class Face:
             return None
         return st
 
-    async def cancel(self, key: ApiKey, params: dict[str, str], *, algo: bool) -> dict[str, Any]:
-        """Cancel; answers once the engine confirmed (after its cancel delay)."""
+    async def cancel(self, key: ApiKey, params: dict[str, str], *, algo: bool,
+                     token: int | None = None) -> dict[str, Any]:
+        """Cancel; answers once the engine confirmed (after its cancel delay; on
+        virtual time with the request's wire ``token`` lent back meanwhile)."""
         symbol = params.get("symbol")
         if not symbol and not algo:
             raise errors.missing("symbol")
@@ -177,7 +184,7 @@ class Face:
                                       now))
         delay = self.engine.config.cancel_ack_delay_ms / 1000.0 + CANCEL_GRACE_S
         try:
-            confirmed = await asyncio.wait_for(waiter, delay)
+            confirmed = await self.timing.park(waiter, delay, token=token)
         finally:
             waiters = self._cancel_waiters.get(target)
             if waiters is not None and waiter in waiters:
@@ -195,14 +202,13 @@ class Face:
     # -- delivery --------------------------------------------------------------------
 
     def route(self, emits: list[Emit]) -> None:
-        loop = asyncio.get_running_loop()
         touched: dict[str, tuple[float, set[str]]] = {}
         if self._untriggered:
             self._announce_triggers(emits[0].delay_s if emits else 0.0)
         for e in emits:
             aud, ev = e.audience, e.event
             if aud == ENGINE:
-                loop.call_later(e.delay_s, self._on_timer, ev)
+                self.timing.call_later(e.delay_s, functools.partial(self._on_timer, ev))
             elif aud == TRANSPORT:
                 self._stream_action(ev)
             elif aud == MARKET:
@@ -253,8 +259,7 @@ class Face:
         st = self.engine.orders.get(ev.client_order_id)
         if kind is CancelConfirmed:
             for waiter in self._cancel_waiters.get(ev.client_order_id, ()):
-                if not waiter.done():
-                    waiter.set_result(ev)
+                self.timing.resolve(waiter, ev)
         if st is None:
             return None
         algo = orders.is_algo(st.request)
@@ -365,9 +370,11 @@ class Face:
                     sess.send(sess.wrap(stream, text), delay)
 
     def _stream_action(self, action: StreamAction) -> None:
+        if action.kind == "drop" and self.sessions and self.timing.ledger is not None:
+            self.timing.ledger.expect_down()  # counted until the client reports it down
         for sess in list(self.sessions):
             if action.kind == "drop":
-                sess.abort()
+                sess.drop()
             elif action.kind == "stall":
                 sess.stall(action.duration_s)
             elif action.kind == "resume":

@@ -27,6 +27,7 @@ from exchange.binance_face.face import Face
 from exchange.binance_face.ids import numeric_id
 from exchange.binance_face.markets import SETTLE, exchange_info
 from exchange.binance_face.orders import is_algo
+from exchange.virtual_wire import WireLedger, token_of
 from messages import ExchangeError, Quote
 from messages.sim_events import EventsPage, QueryEvents
 from messages.types import Price, Quantity, Symbol
@@ -199,8 +200,8 @@ class Rest:
             if request.transport is not None:
                 request.transport.abort()
             raise asyncio.CancelledError  # nothing is written: the answer is lost
-        if delay > 0:
-            await asyncio.sleep(delay)
+        # the engine's latency: on a virtual clock the request is parked meanwhile
+        await self.face.timing.sleep(delay, token=_wire_token(request))
         if params.get("newOrderRespType", "ACK") == "ACK" and not algo:
             answer = {**answer, "status": "NEW", "executedQty": "0", "cumQty": "0",
                       "cumQuote": "0", "avgPrice": "0.00"}
@@ -226,7 +227,8 @@ class Rest:
 
     async def cancel_order(self, request: web.Request, *, algo: bool = False) -> web.Response:
         key, params = await self.signed(request)
-        return web.json_response(await self.face.cancel(key, params, algo=algo))
+        return web.json_response(await self.face.cancel(key, params, algo=algo,
+                                                        token=_wire_token(request)))
 
     async def cancel_algo(self, request: web.Request) -> web.Response:
         return await self.cancel_order(request, algo=True)
@@ -284,7 +286,7 @@ class Rest:
             try:
                 await self.face.cancel(key, {"symbol": st.request.symbol,
                                              "origClientOrderId": st.request.client_order_id},
-                                       algo=algo)
+                                       algo=algo, token=_wire_token(request))
             except BinanceError:
                 pass  # filled or ended meanwhile: nothing left to cancel
         return web.json_response({"code": 200, "msg": "The operation of cancel all open order "
@@ -482,3 +484,8 @@ class Rest:
                                   "last_seq": page.last_seq, "more": page.more,
                                   "positions": [[a, sym, str(qty)]
                                                 for a, sym, qty in page.positions]})
+
+
+def _wire_token(request: web.Request) -> int | None:
+    """The scenario harness's ledger token of a request (exchange.virtual_wire)."""
+    return token_of(request.headers.get(WireLedger.HEADER))

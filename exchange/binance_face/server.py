@@ -32,6 +32,7 @@ from exchange.binance_face.weights import Limits
 from exchange.engine import SimulatedExchange
 from exchange.feed import RandomWalkFeed
 from exchange.loop_server import EngineLoopServer
+from exchange.virtual_wire import VirtualTiming, WallTiming
 from messages import Bar, Quote
 
 
@@ -50,7 +51,8 @@ class BinanceFaceServer(EngineLoopServer):
                  symbols: list[str] | tuple[str, ...] | None = None,
                  markets: dict[str, MarketSpec] | None = None, allow_control: bool = True,
                  feed: RandomWalkFeed | None = None, feed_interval_s: float = 0.25,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None,
+                 timing: VirtualTiming | WallTiming | None = None) -> None:
         if engine is not None and config is not None:
             raise ValueError("BinanceFaceServer: give an engine or a config, not both")
         self.engine = engine or SimulatedExchange(config, clock=clock)
@@ -60,7 +62,10 @@ class BinanceFaceServer(EngineLoopServer):
                 raise ValueError("BinanceFaceServer: no symbols (give symbols, markets, a feed "
                                  "or an engine config with symbols)")
             markets = default_markets(list(names))
-        self.face = Face(self.engine, keys, markets, limits)
+        #: the engine's delays: the loop's clock, or a scenario's virtual clock
+        #: (exchange.virtual_wire; then the face also counts its stream frames)
+        self.timing: VirtualTiming | WallTiming = timing or WallTiming()
+        self.face = Face(self.engine, keys, markets, limits, timing=self.timing)
         self.rest = Rest(self.face, allow_control=allow_control, on_fault=self._apply_fault)
         self.streams = Streams(self.face)
         self.host, self.port = host, port
@@ -127,6 +132,7 @@ class BinanceFaceServer(EngineLoopServer):
 
     async def _main(self) -> None:
         self._stop_event = asyncio.Event()
+        self.timing.bind_loop(asyncio.get_running_loop())
         app = web.Application(middlewares=[self.rest.middleware])
         app.add_routes(self.rest.routes() + self.streams.routes())
         runner = web.AppRunner(app, access_log=None, handle_signals=False)

@@ -26,6 +26,7 @@ from aiohttp import WSMsgType, web
 from loguru import logger
 
 from exchange.binance_face import shapes
+from exchange.virtual_wire import VirtualTiming, WallTiming, WireLedger
 
 if TYPE_CHECKING:
     from exchange.binance_face.face import Face
@@ -35,21 +36,44 @@ _ids = itertools.count(1)
 
 
 class StreamSession:
+    """One WebSocket client of the face: its subscriptions and its writer.
+
+    With a virtual timing (a scenario run), each frame is counted on the
+    timing's ledger from the moment it is queued until the client has
+    handled it: after the frames it writes, the writer sends a ping carrying
+    the number written so far, and the client's pong for it confirms every
+    frame before (ccxt's receive loop handles frames and pings in order).
+    Frames held by a stall are not counted (virtual time must move on to the
+    stall's end); a stream that ends releases what it still counted.
+    """
+
     def __init__(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None, *,
                  account: str | None = None, listen_key: str | None = None,
-                 combined: bool = False) -> None:
+                 combined: bool = False, timing: VirtualTiming | WallTiming | None = None
+                 ) -> None:
         self.id = f"binance-{next(_ids)}"
         self.ws = ws
         self.transport = transport
         self.account = account
         self.listen_key = listen_key
         self.combined = combined
+        self.timing: VirtualTiming | WallTiming = timing or WallTiming()
+        self.ledger: WireLedger | None = self.timing.ledger
         self.subscriptions: set[str] = set()
         self.queue: asyncio.Queue[tuple[float, str]] = asyncio.Queue()
         self.unstalled = asyncio.Event()
         self.unstalled.set()
         self.writer: asyncio.Task[None] | None = None
         self.dropped = 0
+        #: frames written / confirmed by the client's pong (virtual timing only)
+        self.written = 0
+        self.confirmed = 0
+        self.in_hand = 0
+        self.closing = False
+        self.ended = False
+        self._counted = 0
+        self._counted_gen = -1
+        self._progress = asyncio.Event()
 
     def wants(self, stream: str) -> bool:
         return stream in self.subscriptions
@@ -58,10 +82,17 @@ class StreamSession:
         return f'{{"stream":"{stream}","data":{text}}}' if self.combined else text
 
     def send(self, text: str, delay: float) -> None:
+        if self.closing or self.ended:
+            self.dropped += 1
+            return
+        if delay > 0 and self.timing.virtual:  # the engine's latency, in virtual time
+            self.timing.call_later(delay, lambda: self.send(text, 0.0))
+            return
         if self.queue.qsize() >= MAX_HELD:
             self.dropped += 1
             return
         self.queue.put_nowait((asyncio.get_running_loop().time() + delay, text))
+        self._recount()
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -69,24 +100,85 @@ class StreamSession:
         if self.writer is not None:
             self.writer.cancel()
 
+    def drop(self) -> None:
+        """The ``drop_stream`` fault. On wall time the socket is aborted at once; on
+        virtual time first what was sent before the fault reaches the client (as
+        on the in-process venue), frames a stall holds are lost, nothing new is
+        queued, then the socket is aborted without a close frame."""
+        if self.ledger is None:
+            self.abort()
+            return
+        self.closing = True
+        if not self.unstalled.is_set():
+            while not self.queue.empty():
+                self.queue.get_nowait()
+                self.dropped += 1
+        self._recount()
+        asyncio.ensure_future(self._abort_when_flushed())
+
+    async def _abort_when_flushed(self) -> None:
+        while not self.ended and (self.queue.qsize() or self.in_hand
+                                  or self.written > self.confirmed):
+            self._progress.clear()
+            await self._progress.wait()
+        self.abort()
+
     def stall(self, duration_s: float | None) -> None:
         self.unstalled.clear()
+        self._recount()
         if duration_s is not None:
-            asyncio.get_running_loop().call_later(duration_s, self.unstalled.set)
+            self.timing.call_later(duration_s, self.resume)
 
     def resume(self) -> None:
         self.unstalled.set()
+        self._recount()
+
+    def confirm(self, upto: int) -> None:
+        """The client's pong: every frame up to ``upto`` has been handled."""
+        if upto > self.confirmed:
+            self.confirmed = min(upto, self.written)
+            self._recount()
+
+    def end(self) -> None:
+        self.ended = True
+        if self.writer is not None:
+            self.writer.cancel()
+        self._recount()
+
+    def _recount(self) -> None:
+        self._progress.set()
+        ledger = self.ledger
+        if ledger is None:
+            return
+        want = 0
+        if not self.ended:
+            want = self.written - self.confirmed
+            if self.unstalled.is_set():
+                want += self.queue.qsize() + self.in_hand
+        if self._counted_gen != ledger.gen:  # a new runtime life: old counts were dropped
+            self._counted, self._counted_gen = 0, ledger.gen
+        delta = want - self._counted
+        if delta:
+            self._counted = want
+            ledger.add(delta, self._counted_gen)
 
     async def write_loop(self) -> None:
         loop = asyncio.get_running_loop()
+        barrier = self.ledger is not None
         try:
             while True:
                 due, text = await self.queue.get()
+                self.in_hand = 1
                 wait = due - loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
                 await self.unstalled.wait()
                 await self.ws.send_str(text)
+                self.written += 1
+                self.in_hand = 0
+                if barrier and (self.queue.empty() or not self.unstalled.is_set()):
+                    await self.ws.ping(str(self.written).encode())
+                self._recount()
         except (asyncio.CancelledError, ConnectionResetError, RuntimeError):
             pass
 
@@ -120,10 +212,12 @@ class Streams:
                 return web.json_response({"code": -1125, "msg": "This listenKey does not exist."},
                                          status=400)
             account = owner.account
-        ws = web.WebSocketResponse(heartbeat=None, autoping=True, max_msg_size=1 << 20)
+        # counted frames need the client's pongs, so pings are answered here then
+        barrier = face.timing.ledger is not None
+        ws = web.WebSocketResponse(heartbeat=None, autoping=not barrier, max_msg_size=1 << 20)
         await ws.prepare(request)
         sess = StreamSession(ws, request.transport, account=account, listen_key=listen_key,
-                             combined=request.path.startswith("/stream"))
+                             combined=request.path.startswith("/stream"), timing=face.timing)
         sess.writer = asyncio.create_task(sess.write_loop())
         face.sessions.add(sess)
         face.engine.log.append("client_connected", face.now(), client=request.remote,
@@ -134,13 +228,16 @@ class Streams:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
                     self._on_text(sess, msg.data)
+                elif msg.type == WSMsgType.PONG:
+                    sess.confirm(_int(msg.data))
+                elif msg.type == WSMsgType.PING:
+                    await ws.pong(msg.data)
                 elif msg.type == WSMsgType.ERROR:
                     reason = f"connection error: {ws.exception()}"
                     break
         finally:
             face.sessions.discard(sess)
-            if sess.writer is not None:
-                sess.writer.cancel()
+            sess.end()
             face.engine.log.append("client_disconnected", face.now(), client=request.remote,
                                    session=sess.id, path=request.path, reason=reason)
         return ws
@@ -198,6 +295,13 @@ class Streams:
                 sess.send(json.dumps({"e": "listenKeyExpired", "E": t,
                                       "listenKey": sess.listen_key}), 0.0)
                 asyncio.get_running_loop().call_later(0.05, _close_soon, sess)
+
+
+def _int(data: object) -> int:
+    try:
+        return int(data)  # type: ignore[call-overload]  # bytes of digits, or not
+    except (TypeError, ValueError):
+        return 0
 
 
 def _close_soon(sess: StreamSession) -> None:

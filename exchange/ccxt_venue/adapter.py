@@ -30,6 +30,10 @@ outcome becomes is in ``errors`` and ``events``; the rules that matter:
   ``ExchangeError(clock_skew)`` raised;
 * a cancel of an order the venue does not know is answered after looking
   the order up: ``already_filled``, ``canceled`` or ``unknown``.
+
+In a scenario through the Binance face (``wire``: exchange.virtual_wire) every
+command, connect and follow-up task is counted on the wire ledger until its
+outcome has reached the sink, so virtual time never moves while one is out.
 """
 
 from __future__ import annotations
@@ -37,15 +41,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from loguru import logger
 
 from exchange.ccxt_venue import events as ev
+from exchange.ccxt_venue.client import WIRE_TOKEN
 from exchange.ccxt_venue.errors import Classified, Kind, classify, retry_after_s
 from exchange.ccxt_venue.ids import ClientIdError, venue_client_id
 from exchange.ccxt_venue.orders import order_call
@@ -53,6 +58,7 @@ from exchange.ccxt_venue.settings import VenueSettings
 from exchange.ccxt_venue.weights import RequestBudget
 from exchange.loop_client import LoopThreadClient
 from exchange.protocol import Sink, refusal, safe_sink
+from exchange.virtual_wire import WireLedger
 from messages import (CancelConfirmed, CancelOrder, ExchangeError, Message, OrderRejected,
                       StreamStatus, utc_now)
 from messages.enums import CancelOutcome
@@ -91,8 +97,20 @@ class CcxtVenueAdapter(LoopThreadClient):
 
     def __init__(self, settings: VenueSettings, sink: Sink | None = None, *,
                  exchange_factory: Callable[[VenueSettings], Any] | None = None,
-                 clock: Callable[[], float] = time.monotonic, name: str = "ccxt") -> None:
+                 clock: Callable[[], float] = time.monotonic, name: str = "ccxt",
+                 now: Callable[[], datetime] = utc_now, wire: WireLedger | None = None
+                 ) -> None:
         self.settings = settings
+        #: the runtime's clock: event times and the age of a resubmitted order
+        self._now = now
+        #: a scenario run's ``exchange.virtual_wire.WireLedger``: every command,
+        #: connect and follow-up is counted there until its outcome is told (None: live)
+        self.wire = wire
+        #: subscription answers of the market streams seen (for the wired Subscribe)
+        self._replies = 0
+        self._reply_seen: asyncio.Event | None = None
+        #: connect() hops to the loop thread not yet taken over (a wired run)
+        self._connect_hops: deque[int] = deque()
         self._sink = sink
         self.name = name
         self.clock = clock
@@ -120,7 +138,7 @@ class CcxtVenueAdapter(LoopThreadClient):
         self._symbols: set[str] = set()
         #: an order made before this adapter existed is a resubmission (a resumed
         #: or restarted runtime resends what it never heard of): asked first
-        self.born = utc_now()
+        self.born = self._now()
 
     # -- protocol ------------------------------------------------------------------
 
@@ -132,22 +150,34 @@ class CcxtVenueAdapter(LoopThreadClient):
         conn = self._conn
         return conn is not None and conn.up and conn.gen == self._gen
 
+    def connect(self) -> None:
+        """As the loop-thread client's, with the hop to the loop thread counted in a
+        wired run until the connection task has taken over."""
+        if self.wire is not None:
+            self._connect_hops.append(self.wire.add(1))
+        super().connect()
+
     def send(self, command: Message) -> None:
         loop = self._loop
         if loop is None or not self.connected:
             self._refuse(command, "not connected to the venue")
             return
+        hop = self._count()
         try:
-            loop.call_soon_threadsafe(self._dispatch, self._gen, command)
+            loop.call_soon_threadsafe(self._dispatch, self._gen, command, hop)
         except RuntimeError:
+            self._uncount(hop)
             self._refuse(command, "adapter closed")
 
     # -- loop thread: connection ---------------------------------------------------------
 
     def _start_connection(self, gen: int) -> None:
-        if gen != self._gen:
-            return
-        self._spawn(self._open(gen))
+        hop = self._connect_hops.popleft() if self._connect_hops else None
+        try:
+            if gen == self._gen:
+                self._spawn(self._open(gen))
+        finally:
+            self._uncount(hop)
 
     async def _open(self, gen: int) -> None:
         old = self._conn
@@ -162,7 +192,7 @@ class CcxtVenueAdapter(LoopThreadClient):
                 await self.ex.load_markets()
                 self.markets_loaded = True
             self.ex.forget_listen_key()  # a new session: a new (or re-extended) listen key
-            self._spawn(self._user_stream(conn))
+            self._spawn(self._user_stream(conn), counted=False)
             assert conn.opened is not None
             await asyncio.wait_for(conn.opened.wait(), self.settings.open_timeout_s)
         except asyncio.CancelledError:
@@ -175,7 +205,7 @@ class CcxtVenueAdapter(LoopThreadClient):
             return
         conn.up = True
         self.counts["connects"] += 1
-        self._spawn(self._keepalive(conn))
+        self._spawn(self._keepalive(conn), counted=False)
         self._status(True, "connected")
 
     async def _keepalive(self, conn: _Conn) -> None:
@@ -233,6 +263,8 @@ class CcxtVenueAdapter(LoopThreadClient):
             conn.opened.set()
         self._spawn(self._drop_streams())
         self._status(False, reason)
+        if self.wire is not None:
+            self.wire.down_reported()
 
     async def _drop_streams(self) -> None:
         for task in list(self._quote_tasks.values()):
@@ -267,7 +299,7 @@ class CcxtVenueAdapter(LoopThreadClient):
             self._on_stream_message(kind, message)
 
     def _on_stream_message(self, kind: str, message: dict[str, Any]) -> None:
-        now = utc_now()
+        now = self._now()
         try:
             if kind == "order":
                 out = ev.order_update(message.get("o"), self.tracker, self.settings.account,
@@ -294,13 +326,19 @@ class CcxtVenueAdapter(LoopThreadClient):
 
     # -- loop thread: commands ------------------------------------------------------------
 
-    def _dispatch(self, gen: int, command: Any) -> None:
+    def _dispatch(self, gen: int, command: Any, hop: int | None = None) -> None:
+        try:
+            self._dispatch_now(gen, command)
+        finally:
+            self._uncount(hop)
+
+    def _dispatch_now(self, gen: int, command: Any) -> None:
         if gen != self._gen or not self.connected:
             self._refuse(command, "connection closed before the command was sent")
             return
         handler = self._HANDLERS.get(type(command))
         if handler is None:
-            self._emit(ExchangeError(code="bad_command", ts=utc_now(),
+            self._emit(ExchangeError(code="bad_command", ts=self._now(),
                                      reason=f"{type(command).__name__} is not a venue command"))
             return
         self._spawn(handler(self, command))
@@ -329,7 +367,7 @@ class CcxtVenueAdapter(LoopThreadClient):
         known = self.tracker.get(coid)
         self.tracker.track(coid, req.symbol, algo=call.algo)
         async with self._order_turn(coid):
-            if (known is not None or req.ts < self.born or utc_now() - req.ts > RESUBMIT_AGE) \
+            if (known is not None or req.ts < self.born or self._now() - req.ts > RESUBMIT_AGE) \
                     and await self._already_placed(req, call.algo):
                 return
             sent_ms = self._venue_ms()
@@ -347,7 +385,7 @@ class CcxtVenueAdapter(LoopThreadClient):
             self._note_headers()
             self.counts["orders_sent"] += 1
             events = ev.rest_order_events(_info(answer), self.tracker, coid, req.symbol,
-                                          utc_now(), algo=call.algo)
+                                          self._now(), algo=call.algo)
             for event in events:
                 self._emit(event)
             if self.keep_overhead:
@@ -374,7 +412,7 @@ class CcxtVenueAdapter(LoopThreadClient):
         self.counts["resubmissions_found"] += 1
         self._emit(OrderRejected(req.client_order_id, req.symbol,
                                  f"duplicate_client_order_id: the venue has this order "
-                                 f"({ev.order_status(info)}); not sent again", utc_now()))
+                                 f"({ev.order_status(info)}); not sent again", self._now()))
         return True
 
     async def _submit_failed(self, req: Any, algo: bool, c: Classified, sent_ms: int) -> None:
@@ -383,7 +421,7 @@ class CcxtVenueAdapter(LoopThreadClient):
         if c.kind is Kind.UNKNOWN:
             logger.warning("{}: order {} outcome unknown ({}); looking it up by its client id",
                            self.name, coid, c.detail)
-            self._emit(ExchangeError(code="unknown_outcome", ts=utc_now(), ref=coid,
+            self._emit(ExchangeError(code="unknown_outcome", ts=self._now(), ref=coid,
                                      reason=f"create_order {coid}: {c.detail}; the order stays in "
                                             f"flight until the venue is asked by its client id"))
             self._spawn(self._resolve_unknown(req, algo, sent_ms))
@@ -393,10 +431,10 @@ class CcxtVenueAdapter(LoopThreadClient):
             c = Classified(Kind.REJECTED, "venue_rejected", c.venue_code, c.detail)
         if c.code == "duplicate_client_order_id":
             # about this request only: the original order with this id stands
-            self._emit(OrderRejected(coid, req.symbol, c.reason(), utc_now()))
+            self._emit(OrderRejected(coid, req.symbol, c.reason(), self._now()))
             return
         if self.tracker.end(coid, req.symbol):
-            self._emit(OrderRejected(coid, req.symbol, c.reason(), utc_now()))
+            self._emit(OrderRejected(coid, req.symbol, c.reason(), self._now()))
 
     async def _resolve_unknown(self, req: Any, algo: bool, sent_ms: int) -> None:
         """Ask the venue about an order whose create answer never came, until it says."""
@@ -417,7 +455,7 @@ class CcxtVenueAdapter(LoopThreadClient):
                 logger.info("{}: order {} whose answer was lost is at the venue ({})", self.name,
                             coid, ev.order_status(info))
                 for event in ev.rest_order_events(info, self.tracker, coid, req.symbol,
-                                                  utc_now(), algo=algo):
+                                                  self._now(), algo=algo):
                     self._emit(event)
                 return
             if c is not None and c.kind is Kind.NOT_FOUND and self._venue_ms() > deadline_ms:
@@ -426,7 +464,7 @@ class CcxtVenueAdapter(LoopThreadClient):
                     self._emit(OrderRejected(
                         coid, req.symbol, "not_placed: the venue has no order with this client id "
                         "and the request's recvWindow has passed, so it can no longer be accepted",
-                        utc_now()))
+                        self._now()))
                 return
             if c is not None and c.kind is not Kind.NOT_FOUND:
                 self._venue_trouble(c, ref=coid)
@@ -460,8 +498,11 @@ class CcxtVenueAdapter(LoopThreadClient):
         try:
             vid = venue_client_id(coid)
         except ClientIdError:
-            self._emit(CancelConfirmed(ClientOrderId(coid), Symbol(symbol), CancelOutcome.UNKNOWN, Quantity(ev.ZERO), utc_now()))
+            self._emit(CancelConfirmed(ClientOrderId(coid), Symbol(symbol), CancelOutcome.UNKNOWN, Quantity(ev.ZERO), self._now()))
             return
+        # an order this adapter never sent (a runtime restarted): the venue may hold
+        # it on the plain or, untriggered, on the conditional (algo) endpoints
+        tried_algo = algo
         for attempt in range(CANCEL_ATTEMPTS):
             if not await self._budget_wait(1):
                 break
@@ -479,6 +520,9 @@ class CcxtVenueAdapter(LoopThreadClient):
                     if algo and c.kind is Kind.NOT_FOUND and attempt == 0:
                         algo = False  # maybe it triggered: its matching-engine order carries it
                         continue
+                    if tracked is None and not tried_algo and c.kind is Kind.NOT_FOUND:
+                        algo = tried_algo = True  # maybe a conditional order not yet triggered
+                        continue
                     if await self._settle_cancel(coid, symbol, tracked):
                         return
                     continue
@@ -488,10 +532,10 @@ class CcxtVenueAdapter(LoopThreadClient):
             self._note_headers()
             self.counts["cancels_sent"] += 1
             for event in ev.rest_order_events(_info(answer), self.tracker, coid, symbol,
-                                              utc_now(), algo=algo):
+                                              self._now(), algo=algo):
                 self._emit(event)
             return
-        self._emit(ExchangeError(code="cancel_failed", ts=utc_now(), ref=coid,
+        self._emit(ExchangeError(code="cancel_failed", ts=self._now(), ref=coid,
                                  reason=f"cancel of {coid} not confirmed after {CANCEL_ATTEMPTS} "
                                         "attempts; the reconciliation poll will settle it"))
 
@@ -499,9 +543,10 @@ class CcxtVenueAdapter(LoopThreadClient):
         """The venue refused the cancel: what became of the order? True if answered."""
         algo = tracked.algo if tracked is not None else False
         info, c = await self._lookup(coid, symbol, algo)
-        if info is None and algo and c is not None and c.kind is Kind.NOT_FOUND:
-            info, c = await self._lookup(coid, symbol, False)
-        now = utc_now()
+        if info is None and c is not None and c.kind is Kind.NOT_FOUND \
+                and (algo or tracked is None):  # the other endpoint (see _cancel_locked)
+            info, c = await self._lookup(coid, symbol, not algo)
+        now = self._now()
         if info is None:
             if c is not None and c.kind is Kind.NOT_FOUND:
                 self._emit(CancelConfirmed(ClientOrderId(coid), Symbol(symbol), CancelOutcome.UNKNOWN, Quantity(ev.ZERO), now))
@@ -534,7 +579,7 @@ class CcxtVenueAdapter(LoopThreadClient):
         except Exception as exc:  # noqa: BLE001
             self._query_error(q, exc)
             return
-        self._emit(positions_snapshot([_info(p) for p in raw], q.request_id, q.account, utc_now()))
+        self._emit(positions_snapshot([_info(p) for p in raw], q.request_id, q.account, self._now()))
 
     async def _query_open_orders(self, q: QueryOpenOrders) -> None:
         from exchange.ccxt_venue.queries import open_orders_snapshot
@@ -551,7 +596,7 @@ class CcxtVenueAdapter(LoopThreadClient):
             self._query_error(q, exc)
             return
         snap = open_orders_snapshot([_info(o) for o in regular], [_info(o) for o in algo],
-                                    self.tracker, q.request_id, q.account, utc_now())
+                                    self.tracker, q.request_id, q.account, self._now())
         self._emit(snap)
 
     async def _query_balances(self, q: QueryBalances) -> None:
@@ -567,7 +612,7 @@ class CcxtVenueAdapter(LoopThreadClient):
         except Exception as exc:  # noqa: BLE001
             self._query_error(q, exc)
             return
-        self._emit(balance_snapshot(_info(raw), q.request_id, q.account, utc_now()))
+        self._emit(balance_snapshot(_info(raw), q.request_id, q.account, self._now()))
 
     async def _query_fills(self, q: QueryFills) -> None:
         from exchange.ccxt_venue.queries import FillPager
@@ -587,24 +632,29 @@ class CcxtVenueAdapter(LoopThreadClient):
             self._fill_cursors.pop(next(iter(self._fill_cursors)))
         from messages.exchange import FillsSnapshot
 
-        self._emit(FillsSnapshot(q.request_id, q.account, tuple(fills), cursor, utc_now(),
+        self._emit(FillsSnapshot(q.request_id, q.account, tuple(fills), cursor, self._now(),
                                  more=more))
 
     async def _subscribe(self, msg: Subscribe) -> None:
         conn = self._conn
         if conn is None or not conn.up:
             return
+        opened = 0
         for sym in msg.symbols:
             self._symbols.add(sym)
             if sym in self._quote_tasks:
                 continue
             unified = self._unified(sym)
             if unified is None:
-                self._emit(ExchangeError(code="unknown_symbol", ts=utc_now(), ref=sym,
+                self._emit(ExchangeError(code="unknown_symbol", ts=self._now(), ref=sym,
                                          reason=f"{sym} is not listed at the venue"))
                 continue
-            self._quote_tasks[sym] = self._spawn(self._quotes(conn, sym, unified))
+            self._quote_tasks[sym] = self._spawn(self._quotes(conn, sym, unified),
+                                                 counted=False)
             self.counts["subscribes"] += 1
+            opened += 1
+        if opened and self.wire is not None:
+            await self._subscribed(opened)
 
     async def _unsubscribe(self, msg: Unsubscribe) -> None:
         for sym in msg.symbols:
@@ -629,16 +679,32 @@ class CcxtVenueAdapter(LoopThreadClient):
     @contextlib.asynccontextmanager
     async def _order_turn(self, coid: str) -> AsyncIterator[None]:
         """One command about an order at a time, in the order they came; the
-        entry lives only while a command holds or waits for it (rule 13)."""
+        entry lives only while a command holds or waits for it (rule 13).
+
+        Wired run: a command waiting for its turn lends its count back (the
+        turn's holder may be a request the venue holds for a virtual delay,
+        which only moving time ends), and the holder hands it back as it
+        leaves, before the lock passes on, so the count never drops between."""
         entry = self._order_locks.get(coid)
         if entry is None:
-            entry = self._order_locks[coid] = [asyncio.Lock(), 0]
+            entry = self._order_locks[coid] = [asyncio.Lock(), 0, deque()]
         entry[1] += 1
+        wire, token = self.wire, WIRE_TOKEN.get()
+        lent = (wire is not None and token is not None and entry[0].locked()
+                and wire.lend(token))
+        if lent:
+            entry[2].append(token)
         try:
             async with entry[0]:
-                yield
+                try:
+                    yield
+                finally:
+                    if entry[2] and wire is not None:
+                        wire.reclaim(entry[2].popleft())  # the next in turn counts again
         finally:
             entry[1] -= 1
+            if lent and token in entry[2]:  # left without its turn (canceled)
+                entry[2].remove(token)
             if entry[1] == 0 and self._order_locks.get(coid) is entry:
                 del self._order_locks[coid]
 
@@ -655,22 +721,22 @@ class CcxtVenueAdapter(LoopThreadClient):
         if c.kind is Kind.RATE_LIMITED:
             hold = retry_after_s(self._headers(), DEFAULT_429_S)
             self.budget.hold(hold, "HTTP 429 rate limited")
-            self._emit(ExchangeError(code="rate_limited", ts=utc_now(), ref=ref,
+            self._emit(ExchangeError(code="rate_limited", ts=self._now(), ref=ref,
                                      retry_after_s=hold, reason=f"venue rate limit hit; no request for {hold:g}s "
                                             f"(Retry-After): {c.detail}"))
         elif c.kind is Kind.BANNED:
             hold = retry_after_s(self._headers(), DEFAULT_BAN_S)
             self.budget.hold(hold, "HTTP 418 IP banned")
-            self._emit(ExchangeError(code="ip_banned", ts=utc_now(), ref=ref,
+            self._emit(ExchangeError(code="ip_banned", ts=self._now(), ref=ref,
                                      retry_after_s=hold, reason=f"venue banned this IP; no request for {hold:g}s "
                                             f"(Retry-After): {c.detail}"))
         elif c.kind is Kind.CLOCK_SKEW:
-            self._emit(ExchangeError(code="clock_skew", ts=utc_now(), ref=ref,
+            self._emit(ExchangeError(code="clock_skew", ts=self._now(), ref=ref,
                                      reason=f"request timestamp outside the venue's recvWindow; "
                                             f"clock offset measured again: {c.detail}"))
             self._spawn(self._resync_time())
         elif c.kind is Kind.AUTH:
-            self._emit(ExchangeError(code="auth", ts=utc_now(), ref=ref,
+            self._emit(ExchangeError(code="auth", ts=self._now(), ref=ref,
                                      reason=f"the venue refused the API key: {c.detail}"))
 
     async def _resync_time(self) -> None:
@@ -700,7 +766,7 @@ class CcxtVenueAdapter(LoopThreadClient):
 
     def _query_failed(self, q: Any, detail: str) -> None:
         self.counts["query_failed"] += 1
-        self._emit(ExchangeError(code="query_failed", ts=utc_now(), ref=q.request_id,
+        self._emit(ExchangeError(code="query_failed", ts=self._now(), ref=q.request_id,
                                  reason=f"{type(q).__name__}: {detail}"[:300]))
 
     def _headers(self) -> Any:
@@ -708,6 +774,13 @@ class CcxtVenueAdapter(LoopThreadClient):
 
     def _note_headers(self) -> None:
         self.budget.note_used(self._headers())
+
+    def record_ms(self) -> int:
+        """Now on the clock the venue keeps its records in (trade and order times),
+        for look-back windows: the runtime's clock (live: this host's, the venue's
+        give or take its offset; a scenario: the simulated venue's virtual time).
+        Request timestamps are the transport's and use :meth:`_venue_ms`."""
+        return int(self._now().timestamp() * 1000)
 
     def _venue_ms(self) -> int:
         ex = self.ex
@@ -728,11 +801,46 @@ class CcxtVenueAdapter(LoopThreadClient):
         market = found[0] if isinstance(found, list) else found
         return str(market["symbol"])
 
-    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
+    def _spawn(self, coro: Awaitable[Any], *, counted: bool = True) -> asyncio.Task[Any]:
+        """A task on the loop; ``counted`` (all but the streams that live as long as
+        the connection) keeps a wired run from moving time on until it ended."""
+        wire = self.wire if counted else None
+        token = wire.hold() if wire is not None else 0
+        task = asyncio.ensure_future(coro if wire is None else _carrying(token, coro))
         self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        task.add_done_callback(self._task_done)  # (its failure report first, then the count)
+        if wire is not None:
+            task.add_done_callback(lambda _t: wire.release(token))
         return task
+
+    def _count(self) -> int | None:
+        return self.wire.add(1) if self.wire is not None else None
+
+    def _uncount(self, gen: int | None) -> None:
+        if gen is not None and self.wire is not None:
+            self.wire.done(1, gen)
+
+    def on_stream_reply(self, message: dict[str, Any]) -> None:
+        """A market stream's answer to a (un)subscription (hook of HookedBinanceUsdm)."""
+        self._replies += 1
+        if self._reply_seen is not None:
+            self._reply_seen.set()
+
+    async def _subscribed(self, n: int) -> None:
+        """Wired run: the Subscribe is done once the venue has answered its ``n``
+        subscriptions (so a quote sent after it reaches the runtime, as on the
+        in-process venue); a venue that never answers is waited for no longer
+        than a connect."""
+        want = self._replies + n
+        seen = self._reply_seen = self._reply_seen or asyncio.Event()
+        deadline = time.monotonic() + self.settings.open_timeout_s
+        while self._replies < want and time.monotonic() < deadline:
+            seen.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(seen.wait(), max(deadline - time.monotonic(), 0.0))
+        if self._replies < want:
+            logger.warning("{}: {} market subscription(s) not answered within {}s", self.name,
+                           want - self._replies, self.settings.open_timeout_s)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -740,13 +848,13 @@ class CcxtVenueAdapter(LoopThreadClient):
             exc = task.exception()
             self.counts["task_failures"] += 1
             logger.opt(exception=exc).error("{}: adapter task failed", self.name)
-            self._emit(ExchangeError(code="internal", ts=utc_now(),
+            self._emit(ExchangeError(code="internal", ts=self._now(),
                                      reason=f"adapter task failed: {exc!r}"[:300]))
 
     def _reject(self, req: Any, reason: str) -> None:
         self.counts["refused_before_sending"] += 1
         self.tracker.end(req.client_order_id, req.symbol)
-        self._emit(OrderRejected(req.client_order_id, req.symbol, reason, utc_now()))
+        self._emit(OrderRejected(req.client_order_id, req.symbol, reason, self._now()))
 
     def _emit(self, event: Any) -> None:
         safe_sink(self._sink, event, where=self.name)
@@ -757,13 +865,13 @@ class CcxtVenueAdapter(LoopThreadClient):
             event = refusal(command, "not_connected", detail)
         else:
             event = ExchangeError(code="bad_command", reason=f"not a message: {command!r}"[:200],
-                                  ts=utc_now())
+                                  ts=self._now())
         self._emit(event)
 
     def _status(self, connected: bool, reason: str) -> None:
         if not connected:
             logger.info("{}: stream down: {}", self.name, reason)
-        self._emit(StreamStatus(connected, reason, utc_now()))
+        self._emit(StreamStatus(connected, reason, self._now()))
 
     async def _shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
         me = asyncio.current_task()
@@ -785,6 +893,13 @@ class CcxtVenueAdapter(LoopThreadClient):
         return {"connected": self.connected, "counts": dict(self.counts),
                 "budget": self.budget.figures(), "bad_frames": self.bad_frames,
                 "tracked_orders": len(self.tracker.orders)}
+
+
+async def _carrying(token: int, coro: Awaitable[Any]) -> Any:
+    """Run ``coro`` with its requests carrying the wire-ledger ``token`` (the
+    face parks a request against it: exchange.virtual_wire)."""
+    WIRE_TOKEN.set(token)
+    return await coro
 
 
 def _info(obj: Any) -> dict[str, Any]:
@@ -809,4 +924,6 @@ def _default_factory(settings: VenueSettings) -> Any:
     return make_exchange(api_key=settings.api_key, api_secret=settings.api_secret,
                          testnet=settings.testnet, urls=settings.urls,
                          recv_window_ms=settings.recv_window_ms, timeout_ms=settings.timeout_ms,
-                         options=settings.options)
+                         options=settings.options,
+                         enable_rate_limit=settings.client_throttle,
+                         close_wait_ms=settings.close_wait_ms)

@@ -15,7 +15,12 @@ ccxt provides for them.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any, Protocol
+
+#: a scenario harness's wire-ledger token for the requests of the current task
+#: (exchange.virtual_wire), sent in ``X-TW-Wire``; None (live): no header
+WIRE_TOKEN: ContextVar[int | None] = ContextVar("tw_wire_token", default=None)
 
 
 class StreamListener(Protocol):
@@ -24,6 +29,8 @@ class StreamListener(Protocol):
     def on_ws_connected(self, url: str) -> None: ...
 
     def on_ws_closed(self, url: str, error: Any) -> None: ...
+
+    # optional: ``on_stream_reply(message)``, a stream's answer to a (un)subscription
 
 
 _ROUTED = {"ORDER_TRADE_UPDATE": "order", "ALGO_UPDATE": "algo", "bookTicker": "book",
@@ -62,6 +69,10 @@ def _build() -> type:
                     self.listener.on_stream_message(kind, message)
                     return
             super().handle_message(client, message)
+            if isinstance(message, dict) and "result" in message and "id" in message:
+                reply = getattr(self.listener, "on_stream_reply", None)
+                if reply is not None:
+                    reply(message)
 
         def on_connected(self, client: Any, message: Any = None) -> None:
             super().on_connected(client, message)
@@ -77,6 +88,15 @@ def _build() -> type:
             super().on_error(client, error)
             if self.listener is not None:
                 self.listener.on_ws_closed(client.url, error)
+
+        async def fetch(self, url: str, method: str = "GET", headers: Any = None,
+                        body: Any = None) -> Any:
+            token = WIRE_TOKEN.get()
+            if token is not None:
+                from exchange.virtual_wire import WireLedger
+
+                headers = {**(headers or {}), WireLedger.HEADER: str(token)}
+            return await super().fetch(url, method, headers, body)
 
         def listen_key(self) -> str | None:
             for value in self.options.values():
@@ -95,8 +115,8 @@ def _build() -> type:
 
 
 def make_exchange(*, api_key: str, api_secret: str, testnet: bool, urls: dict[str, Any] | None,
-                  recv_window_ms: int, timeout_ms: int, options: dict[str, Any] | None = None
-                  ) -> Any:
+                  recv_window_ms: int, timeout_ms: int, options: dict[str, Any] | None = None,
+                  enable_rate_limit: bool = True, close_wait_ms: int | None = None) -> Any:
     """A configured ``HookedBinanceUsdm`` (call on the adapter's loop thread)."""
     cls = exchange_class()
     opts: dict[str, Any] = {
@@ -112,8 +132,9 @@ def make_exchange(*, api_key: str, api_secret: str, testnet: bool, urls: dict[st
         "watchBalance": {"fetchBalanceSnapshot": False, "awaitBalanceSnapshot": False},
     }
     opts.update(options or {})
-    ex = cls({"apiKey": api_key, "secret": api_secret, "enableRateLimit": True,
-              "timeout": timeout_ms, "options": opts})
+    extra: dict[str, Any] = {} if close_wait_ms is None else {"timeout_on_exit": close_wait_ms}
+    ex = cls({"apiKey": api_key, "secret": api_secret, "enableRateLimit": enable_rate_limit,
+              "timeout": timeout_ms, "options": opts, **extra})
     if testnet and not urls:
         ex.set_sandbox_mode(True)
     if urls:

@@ -126,7 +126,7 @@ class FillPager:
             raise RuntimeError("request budget exhausted")
         # Without fromId Binance answers the *latest* trades; a first page starts
         # at the oldest of the lookback instead, so paging forward misses none
-        since = None if from_id is not None else ad._venue_ms() - LOOKBACK_MS
+        since = None if from_id is not None else ad.record_ms() - LOOKBACK_MS
         params: dict[str, Any] = {} if from_id is None else {"fromId": from_id}
         raw = await ad.ex.fetch_my_trades(unified, since, min(limit, 1000), params)
         rows = [r.get("info", r) for r in raw]

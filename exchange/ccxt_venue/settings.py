@@ -31,6 +31,14 @@ class VenueSettings:
     listen_key_keepalive_s: float = 1800.0
     #: extra ccxt options (tests shorten listenKeyRefreshRate, for one)
     options: dict[str, Any] = field(default_factory=dict)
+    #: ccxt's own request pacing (``enableRateLimit``: a wall-time sleep before a
+    #: costly request); the adapter's budget of the venue's weights applies either
+    #: way. Off only for a simulator in virtual time, where it changes nothing but
+    #: the wall time a scenario takes
+    client_throttle: bool = True
+    #: how long ccxt's close waits for TLS connections to shut (``timeout_on_exit``,
+    #: ms); None: ccxt's own (250 ms). A loopback simulator has no TLS to wait for
+    close_wait_ms: int | None = None
 
     def __repr__(self) -> str:
         return (f"VenueSettings(exchange_id={self.exchange_id!r}, testnet={self.testnet}, "

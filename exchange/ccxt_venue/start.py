@@ -39,7 +39,9 @@ def _client(settings: VenueSettings) -> Any:
     return make_exchange(api_key=settings.api_key, api_secret=settings.api_secret,
                          testnet=settings.testnet, urls=settings.urls,
                          recv_window_ms=settings.recv_window_ms, timeout_ms=settings.timeout_ms,
-                         options=settings.options)
+                         options=settings.options,
+                         enable_rate_limit=settings.client_throttle,
+                         close_wait_ms=settings.close_wait_ms)
 
 
 async def _preflight(settings: VenueSettings, symbols: list[str]) -> Preflight:
