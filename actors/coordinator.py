@@ -37,6 +37,7 @@ from runtime.signals import RemoteDown, RemoteUp
 from trading.effects import AuditRecord, Effects, Publish, Send, Sent, StoreWrite
 from trading.ledger import OrderLedger, Peers
 from trading.limits import Limits
+from trading.order_retention import Retention
 from trading.recovery import rebuild
 from trading.relays import exit_plan_audit, group_audit, portfolio_snapshot
 
@@ -49,7 +50,7 @@ class Coordinator(FlushBarrier, Actor):
                  gateway: str = "gateway", persistence: str = "persistence",
                  alerts: str = "alerts", stops: str | None = "stops",
                  require_recovery: bool = True, reconciler: str = "reconciler",
-                 bounds: Bounds = DEFAULT_BOUNDS) -> None:
+                 bounds: Bounds = DEFAULT_BOUNDS, retention: Retention | None = None) -> None:
         super().__init__(ctx)
         self.persistence = persistence
         services = ctx.services
@@ -63,7 +64,7 @@ class Coordinator(FlushBarrier, Actor):
             log=self.log, venue=venue, store=services.get("store"),
             peers=Peers(me=ctx.name, gateway=gateway, alerts=alerts, stops=stops,
                         reconciler=reconciler),
-            require_recovery=require_recovery, bounds=bounds)
+            require_recovery=require_recovery, bounds=bounds, retention=retention)
 
     def on_start(self) -> None:
         self.ledger.risk.kill.restore_published(self.ctx.cell.info)

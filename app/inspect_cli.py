@@ -251,7 +251,7 @@ def _write_token(base: str, token: str | None, run_dir: str | None,
     """(endpoint URL, token) for a mutating request: the configured token, else
     the one the run saved in its directory (``--run DIR``, or the newest run
     under ``out_root`` whose endpoint is ``base``)."""
-    from app.control import read_token_file
+    from app.control_access import read_token_file
     from app.resume import read_run_info
 
     if run_dir is not None:

@@ -93,7 +93,7 @@ class LaunchSpec:
     #: the venue's instrument rules as data, ``{symbol: {rule: value}}``, loaded
     #: from its markets at start (trading.venue_rules); empty: none
     instrument_rules: dict[str, dict[str, str]] = field(default_factory=dict)
-    #: where remote symbol actors run (runtime.remote.Placement), kept by the caller
+    #: where remote symbol actors run (runtime.remote_placement.Placement), kept by the caller
     #: across lives; None: made from ``runtime.placement`` and closed with the runtime
     placement: Any = None
     #: a scenario through a venue on loopback (exchange.virtual_wire): the ledger of
@@ -107,7 +107,7 @@ def make_placement(cfg: Config) -> Any:
     """The placement ``runtime.placement.symbols`` asks for (None: all local)."""
     pl = cfg.runtime.placement
     if pl.symbols == "thread":
-        from runtime.remote import ThreadPlacement
+        from runtime.remote_placement import ThreadPlacement
 
         return ThreadPlacement()
     if pl.symbols == "ray":
@@ -260,6 +260,7 @@ class Runtime:
         from actors.stops import StopLossManager
         from actors.symbol import symbols_supervisor
         from trading.limits import Limits
+        from trading.order_retention import Retention
 
         spec, cfg = self.spec, self.config
         sup = cfg.runtime.supervisor
@@ -302,7 +303,9 @@ class Runtime:
                                   cfg.risk, account_equity=cfg.exchange.starting_cash,
                                   instrument_rules=spec.instrument_rules),
                               "symbols": list(spec.symbols), "venue": cfg.exchange.venue,
-                              "stops": "stops", "bounds": self.bounds}),
+                              "stops": "stops", "bounds": self.bounds,
+                              "retention": Retention(cfg.runtime.retention.ended_orders,
+                                                     cfg.runtime.retention.ended_order_s)}),
             # rule 6: DESIGN draws group-<id> under the coordinator; their supervisor
             # sits right after it (started after, stopped before the single door)
             groups_child(GroupSettings.from_config(cfg.groups), account=self.account,

@@ -247,7 +247,8 @@ def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: dateti
         from app.run_events import mark_run_start
 
         events_mark = mark_run_start(run_dir, record_url)
-    from app.report import Sampler, write_report
+    from app.report import write_report
+    from app.report_sampler import Sampler
 
     sampler = Sampler(min_interval_s=0.5)
     t0 = time.monotonic()

@@ -115,7 +115,7 @@ class ScenarioRun:
         self._down_seq = itertools.count()
         #: entries applied to the exchange while the runtime was down
         self.while_down = 0
-        from app.report import Sampler
+        from app.report_sampler import Sampler
 
         #: report time series, one sample per timeline step (virtual seconds)
         self.sampler = Sampler(min_interval_s=0.0)

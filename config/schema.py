@@ -68,6 +68,16 @@ class PlacementConfig(Section):
     ray_num_cpus: PosInt | None = None
 
 
+class RetentionConfig(Section):
+    """How long an ended order (filled, canceled, rejected, expired) stays in
+    memory; the store keeps every order durably (rule 13, trading.order_retention)."""
+
+    #: ended orders the coordinator keeps in memory, at most (the oldest go first)
+    ended_orders: NonNegInt = Field(default=1000, le=10_000_000)
+    #: seconds an ended order stays after its last status change
+    ended_order_s: NonNegFloat = Field(default=120.0, le=86_400.0)
+
+
 class RuntimeConfig(Section):
     #: the one shared CPU executor (feature engineering, margin grid)
     executor_workers: PosInt = Field(default=2, le=64)
@@ -81,6 +91,7 @@ class RuntimeConfig(Section):
     supervisor: SupervisorConfig = SupervisorConfig()
     restart_backoff: RestartBackoff = RestartBackoff()
     persistence: PersistenceConfig = PersistenceConfig()
+    retention: RetentionConfig = RetentionConfig()
     #: per-actor stop timeout during an orderly shutdown
     shutdown_timeout_s: PosFloat = 30.0
 

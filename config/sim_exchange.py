@@ -9,7 +9,7 @@ here and nowhere else:
   equal, as for every config section);
 * :class:`SimSettings`: the engine's live settings: the above plus the keys
   only a scenario or a test sets (``symbols``, ``seed``, ``id_prefix``,
-  ``fill_history``, ``log_quotes``); mutable, because a fault may change a
+  ``log_quotes``); mutable, because a fault may change a
   setting mid-run;
 * the faults (``reject_next``, ``fill_resting``, ``gap_price``...), in
   :data:`EXCHANGE_KEYS` next to the settings, each with its value's shape.
@@ -84,6 +84,13 @@ class SimBehaviour(Section):
     limit_by_quote_size: StrictBool = True
     starting_cash: NonNegDec = Decimal("1000000")
     quote_currency: Ident = "USDT"
+    #: the simulator's memory, bounded (exchange.retention): fills kept per
+    #: account for ``QueryFills`` catch-up ...
+    fill_history: PosInt = Field(default=10_000, le=10_000_000)
+    #: ... closed orders whose full state is kept (queries, cancel answers) ...
+    closed_orders: NonNegInt = Field(default=10_000, le=10_000_000)
+    #: ... and, after that, whose final status is kept (duplicate-id refusals)
+    closed_order_ids: NonNegInt = Field(default=100_000, le=100_000_000)
 
 
 class SimSettings(SimBehaviour):
@@ -98,8 +105,6 @@ class SimSettings(SimBehaviour):
     seed: NonNegInt = 0
     #: exchange order ids are ``{id_prefix}{epoch}-O{n}``, fill ids ``...-F{n}``
     id_prefix: Name = "SIM"
-    #: fills kept per account for ``QueryFills``
-    fill_history: PosInt = 100_000
     #: record every quote in events.jsonl
     log_quotes: StrictBool = False
 

@@ -93,7 +93,7 @@ class SimulatedExchange:
         self.bounds: Bounds = DEFAULT_BOUNDS
         cfg, log, stats = self.config, self.log, self.stats
         self.outbox = Outbox(cfg)
-        self.table = OrderTable()
+        self.table = OrderTable(cfg)
         self.accounts = Accounts(cfg)
         self.armed = ArmedFaults()
         self.matcher = Matcher(cfg, self.table, self.accounts, self.armed, self.outbox, log, stats,

@@ -3,24 +3,26 @@
 Each accepted order is an :class:`~exchange.book.OrderState`, found by client
 order id; the working ones are also indexed by symbol, in arrival order,
 which is the order a new quote checks them in. A closed order stays
-queryable; past ``MAX_CLOSED_ORDERS`` the oldest closed ones are forgotten
-except for their final status, so a late cancel or a reused client order id
-is still answered correctly while memory stays bounded over a long run.
+queryable for the last ``closed_orders`` closed orders, then only by its
+final status for the last ``closed_order_ids`` (settings; ``exchange.retention``),
+so a late cancel or a reused client order id is still answered correctly
+while memory stays bounded over a long run.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from typing import Any
 
 from exchange.book import WORKING, OrderState
-
-MAX_CLOSED_ORDERS = 100_000
+from exchange.retention import ClosedOrders
 
 
 class OrderTable:
     """Accepted orders by client order id, working orders by symbol."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Any = None) -> None:
+        #: the engine's live settings (``closed_orders``, ``closed_order_ids``)
+        self.settings = settings
         self.reset()
 
     def reset(self) -> None:
@@ -29,11 +31,10 @@ class OrderTable:
         self.live: dict[str, OrderState] = {}
         #: symbol -> client order id -> working order, in arrival order
         self.working: dict[str, dict[str, OrderState]] = {}
-        #: client order ids in the order they closed (each closes once), so
-        #: the oldest are forgotten first past MAX_CLOSED_ORDERS
-        self._closed: deque[str] = deque()
-        #: final status of each forgotten order
-        self._retired: dict[str, str] = {}
+        #: closed orders: states dropped, then ids forgotten, oldest first (bounded)
+        self._closed = ClosedOrders()
+        #: final status of each order whose state was dropped
+        self._retired: dict[str, str] = self._closed.retired
 
     def get(self, client_order_id: str) -> OrderState | None:
         return self.live.get(client_order_id)
@@ -62,13 +63,12 @@ class OrderTable:
         working = self.working.get(req.symbol)
         if working is not None:
             working.pop(req.client_order_id, None)
-        closed = self._closed
-        closed.append(req.client_order_id)
-        while len(closed) > MAX_CLOSED_ORDERS:
-            old = closed.popleft()
-            gone = self.live.pop(old, None)
-            if gone is not None:
-                self._retired[old] = gone.status
+        cfg = self.settings
+        if cfg is None:
+            self._closed.closed(req.client_order_id, self.live)
+        else:
+            self._closed.closed(req.client_order_id, self.live, cfg.closed_orders,
+                                cfg.closed_order_ids)
 
     def open_orders(self, account: str | None = None) -> list[OrderState]:
         return [st for orders in self.working.values() for st in orders.values()

@@ -4,7 +4,7 @@ A :class:`RayPlacement` starts a few long-lived Ray actors, *host processes*,
 and places remote Tradewarden actors on them by name (a stable hash of the
 name picks the process), so a thousand symbol actors need a handful of
 processes, not a thousand. Each host process keeps one
-:class:`runtime.remote.RemoteHost` per actor it hosts. Ray runs the method
+:class:`runtime.remote_host.RemoteHost` per actor it hosts. Ray runs the method
 calls of one caller on one Ray actor in submission order, which keeps each
 remote actor's batches in order.
 
@@ -34,7 +34,7 @@ from typing import Any
 
 from loguru import logger
 
-from runtime.remote import RemoteActorDied, RemoteHost
+from runtime.remote_host import RemoteActorDied, RemoteHost
 
 RAY_MISSING = ("Ray is not installed: install the optional extra with "
                "pip install -e '.[ray]' (or pip install 'ray>=2.40')")

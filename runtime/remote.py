@@ -11,8 +11,8 @@ supervisor stay in this process; only the actor's code and state move:
   and wakes the proxy). One batch is in flight at a time, so the order of
   one sender's messages to the actor is kept, and messages that arrive
   meanwhile wait in the mailbox, where market data still conflates.
-* :class:`RemoteHost` runs on the far side. It builds the actor with a
-  :class:`RemoteContext` (the same ``ActorContext`` surface: ``tell``,
+* :class:`~runtime.remote_host.RemoteHost` runs on the far side. It builds the
+  actor with a :class:`~runtime.remote_host.RemoteContext` (the same ``ActorContext`` surface: ``tell``,
   ``system.address``, ``clock``, ``cell.info``, ``schedule``...), handles the
   batch, and returns what the actor told others (as frames), the timers it
   asked for and its published figures. The proxy delivers those here, in
@@ -29,308 +29,35 @@ supervisor stay in this process; only the actor's code and state move:
   so virtual time waits for remote work exactly as for local work, and the
   far side's clock is the near side's, sent with every batch.
 
-A :class:`Placement` starts hosts: :class:`ThreadPlacement` (a host on a
-thread of this process, through the codec: for tests and for comparison) or
+A :class:`~runtime.remote_placement.Placement` starts hosts:
+:class:`~runtime.remote_placement.ThreadPlacement` (a host on a thread of this
+process, through the codec: for tests and for comparison) or
 ``runtime.ray_placement.RayPlacement``.
+
+This module is the near side only (the proxy); the far side is
+``runtime.remote_host`` and where hosts run is ``runtime.remote_placement``.
 """
 
 from __future__ import annotations
 
-import importlib
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import msgpack
-from loguru import logger
 
 from messages.base import Message
 from messages.codec import decode, encode
 from runtime.actor import Actor
 from runtime.mailbox import EMPTY, StopNow
+from runtime.remote_host import RemoteActorDied, RemoteHandlerError, factory_path
+from runtime.remote_placement import HostHandle, Placement
 from runtime.signals import GracefulStop, RemoteDown, RemoteUp
 
 #: frames sent to a host in one call, at most
 BATCH_MAX = 256
 _STOPS = (StopNow, GracefulStop)
-
-
-class RemoteActorDied(RuntimeError):
-    """The process hosting a remote actor is gone (the batch never completed)."""
-
-
-class RemoteHandlerError(RuntimeError):
-    """A remote actor's handler raised (reported by its host)."""
-
-
-def factory_path(factory: Callable[..., Any]) -> str:
-    """``module:QualName`` of an actor class: how a host finds the code to run."""
-    return f"{factory.__module__}:{factory.__qualname__}"
-
-
-def load_factory(path: str) -> Callable[..., Any]:
-    module, _, name = path.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in name.split("."):
-        obj = getattr(obj, part)
-    factory: Callable[..., Any] = obj
-    return factory
-
-
-# -- the far side -----------------------------------------------------------------------
-
-
-class _FarClock:
-    """The near side's clock as of the batch being handled."""
-
-    is_virtual = False
-
-    def __init__(self) -> None:
-        self._now: datetime | None = None
-        self._mono = 0.0
-
-    def set(self, now: datetime, mono: float, virtual: bool) -> None:
-        self._now, self._mono, self.is_virtual = now, mono, virtual
-
-    def now(self) -> datetime:
-        assert self._now is not None, "the clock is set with every batch"
-        return self._now
-
-    def monotonic(self) -> float:
-        return self._mono
-
-
-class _FarMailbox:
-    """What an actor may read of its own mailbox on the far side."""
-
-    def __init__(self) -> None:
-        self.conflated = 0
-        self._items = ()
-        self._market = ()
-        self.dispatcher = None
-
-
-class _FarCell:
-    def __init__(self, name: str, incarnation: int, info: dict[str, Any]) -> None:
-        self.name = name
-        self.incarnation = incarnation
-        self.info = info
-        self.mailbox = _FarMailbox()
-        self.started = threading.Event()
-
-
-class _Outbox:
-    def __init__(self) -> None:
-        self.frames: list[tuple[str, bytes]] = []
-        self.timers: list[tuple[float, bytes, str | None, float | None]] = []
-
-
-class _FarAddress:
-    __slots__ = ("_outbox", "name")
-
-    def __init__(self, outbox: _Outbox, name: str) -> None:
-        self._outbox, self.name = outbox, name
-
-    def tell(self, message: Any) -> bool:
-        self._outbox.frames.append((self.name, encode(message)))
-        return True
-
-
-class _FarSystem:
-    """The part of ``ActorSystem`` a remote actor can use: telling by name."""
-
-    def __init__(self, outbox: _Outbox, clock: _FarClock, seed: int) -> None:
-        self._outbox = outbox
-        self.clock = clock
-        self.seed = seed
-        self.services: dict[str, Any] = {}
-
-    def tell(self, name: str, message: Any) -> bool:
-        self._outbox.frames.append((name, encode(message)))
-        return True
-
-    def address(self, name: str) -> _FarAddress:
-        return _FarAddress(self._outbox, name)
-
-
-class RemoteContext:
-    """``ActorContext`` for an actor on the far side. Tells and timers are
-    collected and carried back with the batch; executor work runs inline (a
-    remote actor's process is its own executor)."""
-
-    def __init__(self, name: str, incarnation: int, seed: int, info: dict[str, Any]) -> None:
-        self.name = name
-        self.outbox = _Outbox()
-        self.clock = _FarClock()
-        self.system = _FarSystem(self.outbox, self.clock, seed)
-        self.cell = _FarCell(name, incarnation, info)
-
-    def tell(self, target: str, message: Any) -> bool:
-        return self.system.tell(target, message)
-
-    def tell_self(self, message: Any) -> None:
-        self.system.tell(self.name, message)
-
-    def schedule(self, delay_s: float, message: Any, *, target: str | None = None,
-                 interval_s: float | None = None) -> int:
-        self.outbox.timers.append((delay_s, encode(message), target, interval_s))
-        return -len(self.outbox.timers)  # a far-side timer cannot be cancelled by id
-
-    def cancel_timer(self, timer_id: int | None) -> bool:
-        return False
-
-    def submit(self, fn: Callable[..., Any], *args: Any, tag: Any = None) -> None:
-        raise RuntimeError("a remote actor computes inline; it has no executor")
-
-    def stop_self(self, reason: str = "done") -> None:
-        raise RuntimeError("a remote actor is stopped by its supervisor")
-
-    @property
-    def seed(self) -> int:
-        return self.system.seed
-
-    @property
-    def services(self) -> dict[str, Any]:
-        return self.system.services
-
-
-class RemoteHost:
-    """Hosts one remote actor instance (constructed in the far process)."""
-
-    def __init__(self, path: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                 incarnation: int, seed: int, info: dict[str, Any]) -> None:
-        self.ctx = RemoteContext(name, incarnation, seed, dict(info))
-        factory = load_factory(path)
-        self.actor = factory(self.ctx, *args, **kwargs)
-        self.started = False
-
-    def where(self) -> dict[str, Any]:
-        import os
-        import socket
-
-        return {"pid": os.getpid(), "host": socket.gethostname()}
-
-    def handle(self, batch: bytes, now: datetime, mono: float, virtual: bool,
-               conflated: int) -> bytes:
-        """Handle a batch; returns a msgpack map: ``out`` [(target, frame)],
-        ``timers``, ``info``, ``done`` (frames handled), ``error`` (or None)."""
-        ctx = self.ctx
-        ctx.clock.set(now, mono, virtual)
-        ctx.cell.mailbox.conflated = conflated
-        ctx.outbox.frames.clear()
-        ctx.outbox.timers.clear()
-        frames = msgpack.unpackb(batch, raw=False, use_list=False)
-        done, error = 0, None
-        try:
-            if not self.started:
-                self.started = True
-                self.actor.on_start()
-            for frame in frames:
-                self.actor.on_receive(decode(frame))
-                done += 1
-            self.actor.on_idle()
-        except Exception as exc:  # noqa: BLE001 - reported to the proxy, which crashes
-            error = f"{type(exc).__name__}: {exc}"
-        answer: bytes = msgpack.packb({"out": ctx.outbox.frames, "timers": ctx.outbox.timers,
-                                      "info": _plain(ctx.cell.info), "done": done, "error": error},
-                                     use_bin_type=True, default=_info_default)
-        return answer
-
-    def stop(self) -> None:
-        try:
-            self.actor.on_stop()
-        except Exception:  # noqa: BLE001 - the host is going away anyway
-            logger.exception("remote actor {} raised in on_stop", self.ctx.name)
-
-
-def _plain(info: Any) -> Any:
-    return info
-
-
-def _info_default(obj: Any) -> Any:
-    return str(obj)  # figures only: a Decimal or a datetime reads fine as text
-
-
-# -- placements: where hosts run ------------------------------------------------------------
-
-
-class HostHandle(Protocol):
-    """A started host. ``handle`` returns at once; the answer comes on the future."""
-
-    node: dict[str, Any]
-
-    def handle(self, batch: bytes, now: datetime, mono: float, virtual: bool,
-               conflated: int) -> Future[bytes]: ...
-
-    def stop(self) -> None: ...
-
-
-class Placement(Protocol):
-    name: str
-
-    def start_host(self, path: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                   incarnation: int, seed: int, info: dict[str, Any]) -> HostHandle: ...
-
-    def close(self) -> None: ...
-
-
-class _ThreadHost:
-    """A host on a worker thread of this process, every message through the codec."""
-
-    def __init__(self, host: RemoteHost) -> None:
-        self._host = host
-        self.node = {"placement": "thread", **host.where()}
-        self._lock = threading.Lock()
-        self.killed = False
-
-    def handle(self, batch: bytes, now: datetime, mono: float, virtual: bool,
-               conflated: int) -> Future[bytes]:
-        fut: Future[bytes] = Future()
-
-        def run() -> None:
-            with self._lock:
-                if self.killed:
-                    fut.set_exception(RemoteActorDied("host killed"))
-                    return
-                try:
-                    fut.set_result(self._host.handle(batch, now, mono, virtual, conflated))
-                except BaseException as exc:  # noqa: BLE001 - the host itself broke
-                    fut.set_exception(RemoteActorDied(repr(exc)))
-
-        threading.Thread(target=run, name="tw-remote-call", daemon=True).start()
-        return fut
-
-    def kill(self) -> None:
-        """As if the host's process died: every later call fails."""
-        self.killed = True
-
-    def stop(self) -> None:
-        if not self.killed:
-            self._host.stop()
-
-
-class ThreadPlacement:
-    """Hosts on threads of this process (tests; the cost of the codec alone)."""
-
-    name = "thread"
-
-    def __init__(self) -> None:
-        self.hosts: dict[str, _ThreadHost] = {}
-
-    def start_host(self, path: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                   incarnation: int, seed: int, info: dict[str, Any]) -> HostHandle:
-        host = _ThreadHost(RemoteHost(path, name, args, kwargs, incarnation, seed, info))
-        self.hosts[name] = host
-        return host
-
-    def close(self) -> None:
-        self.hosts.clear()
-
-
-# -- the near side ---------------------------------------------------------------------------
 
 
 class RemoteProxy(Actor):

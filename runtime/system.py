@@ -77,7 +77,7 @@ class ActorSystem:
         #: where pooled actors run (threads start with the system)
         self.dispatcher = Dispatcher("default", threads=dispatcher_threads,
                                      throughput=throughput, slow_handler_s=slow_handler_s)
-        #: where remote actors are hosted (runtime.remote.Placement; its creator
+        #: where remote actors are hosted (runtime.remote_placement.Placement; its creator
         #: closes it, so one placement can serve a runtime's successive lives)
         self.placement = placement
         #: actors told RemoteDown / RemoteUp about remote actors (runtime.remote)

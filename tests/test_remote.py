@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from runtime import ChildSpec
-from runtime.remote import ThreadPlacement
+from runtime.remote_placement import ThreadPlacement
 from runtime.testing import VirtualHarness
 from tests.remote_actors import Doubler, Later, Ping, Sink
 

@@ -8,7 +8,9 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from app.report import Sampler, line_chart, render_report, write_report
+from app.report import render_report, write_report
+from app.report_chart import line_chart
+from app.report_sampler import Sampler
 from app.scenario_runner import run_scenario
 from tests.virtual_runtime import VirtualRuntime
 

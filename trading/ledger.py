@@ -40,6 +40,7 @@ from trading.effects import Effects
 from trading.limits import Limits
 from trading.order_records import OrderRecords
 from trading.position_sync import PositionSync
+from trading.order_retention import EndedOrders, Retention
 from trading.recovery import close_dead_resubmission, reconcile_orders
 from trading.risk_state import SOURCE, RiskState
 from trading.store_keys import position_put
@@ -84,7 +85,7 @@ class OrderLedger:
     def __init__(self, *, limits: Limits, symbols: list[str] | frozenset[str], clock: Clock,
                  next_id: Callable[[], str], log: Any, venue: str = "sim",
                  peers: Peers = Peers(), store: Any = None, require_recovery: bool = True,
-                 bounds: Bounds = DEFAULT_BOUNDS) -> None:
+                 bounds: Bounds = DEFAULT_BOUNDS, retention: Retention | None = None) -> None:
         self.limits, self.venue, self.clock, self.next_id = limits, venue, clock, next_id
         self.peers, self.store, self.log = peers, store, log
         self.book = PositionBook()
@@ -92,7 +93,8 @@ class OrderLedger:
         self.risk = RiskState(limits=limits, symbols=frozenset(symbols), bounds=bounds,
                               require_recovery=require_recovery, book=self.book,
                               counts=self.counts, alerts=peers.alerts, clock=clock, log=log)
-        self.orders = OrderRecords()
+        #: ended orders leave it after a bounded window (rule 13, trading.order_retention)
+        self.orders = OrderRecords(EndedOrders(retention), live=self.book.inflight)
         #: per position key, when an order last left or a fill last landed
         #: (a broker snapshot older than that is not trusted for the key)
         self.last_activity: dict[Key, Any] = {}

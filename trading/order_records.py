@@ -10,11 +10,13 @@ read them (``actors.owned_orders``).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Container
 from datetime import datetime
 from typing import Any
 
 from messages.persistence import Put, StoreDb
 from trading.effects import Effects
+from trading.order_retention import EndedOrders
 from trading.store_keys import order_status_key
 #: statuses at which the broker may still work (part of) the order
 OPEN_STATUSES = frozenset({"intent", "submitted", "acked", "partially_filled"})
@@ -29,9 +31,11 @@ class OrderRecords:
     ``at`` is when the status last changed in this process (absent for an
     order rebuilt from the store: it predates this process)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ended: EndedOrders | None = None, live: Container[str] = ()) -> None:
         self.by_id: dict[str, dict[str, Any]] = {}
         self.status_counts: Counter[str] = Counter()
+        #: drops ended orders not in ``live`` (in flight) after a bounded window
+        self.ended, self.live = ended, live
 
     def __contains__(self, client_order_id: object) -> bool:
         return client_order_id in self.by_id
@@ -64,6 +68,8 @@ class OrderRecords:
             self.status_counts[rec["status"]] -= 1
             self.status_counts[status] += 1
             rec["status"], rec["at"] = status, now
+            if self.ended is not None:
+                self.ended.settle(self.by_id, client_order_id, now, self.live)
         fx.store(Put(StoreDb.META, order_status_key(client_order_id), status))
 
     def stamp(self, client_order_id: str, now: datetime) -> None:

@@ -103,7 +103,7 @@ def processed_on_ray(n_symbols: int, flood_events: int) -> dict[str, Any]:
 
 
 def run(quick: bool) -> dict[str, Any]:
-    from runtime.remote import ThreadPlacement
+    from runtime.remote_placement import ThreadPlacement
 
     n = 200 if quick else 1000
     out: dict[str, Any] = {}
