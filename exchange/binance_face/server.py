@@ -85,7 +85,7 @@ class BinanceFaceServer(EngineLoopServer):
 
     @property
     def stats(self) -> dict[str, int]:
-        return {"requests": self.rest.requests, "stream_sessions": len(self.face.sessions),
+        return {"requests": self.rest.door.requests, "stream_sessions": len(self.face.sessions),
                 **{k: int(v) for k, v in self.engine.stats.items()}}
 
     def call(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
@@ -133,7 +133,7 @@ class BinanceFaceServer(EngineLoopServer):
     async def _main(self) -> None:
         self._stop_event = asyncio.Event()
         self.timing.bind_loop(asyncio.get_running_loop())
-        app = web.Application(middlewares=[self.rest.middleware])
+        app = web.Application(middlewares=[self.rest.door.middleware])
         app.add_routes(self.rest.routes() + self.streams.routes())
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
