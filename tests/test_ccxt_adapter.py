@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from exchange.ccxt_venue import adapter as adapter_mod
+from exchange.ccxt_venue import order_commands as order_commands_mod
 from messages import (CancelConfirmed, CancelOrder, ExchangeError, OrderAcked, OrderFilled,
                       OrderRejected, OrderRequest, OrderType, Quote, Side, utc_now)
 from messages.enums import CancelOutcome
@@ -177,7 +177,7 @@ def test_lost_create_answer_with_the_stream_silent_is_resolved_by_lookup(
 def test_lost_request_never_reached_is_not_placed_after_recv_window(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with face_server(tmp_path) as face, connected_adapter(face, recv_window_ms=500) as (ad, evs):
-        monkeypatch.setattr(adapter_mod, "RECV_WINDOW_MARGIN_MS", 100)
+        monkeypatch.setattr(order_commands_mod, "RECV_WINDOW_MARGIN_MS", 100)
 
         async def timeout(*a: object, **k: object) -> None:
             import ccxt
@@ -371,7 +371,7 @@ def test_per_order_state_does_not_grow(tmp_path: Path) -> None:
             ad.send(CancelOrder(req.client_order_id, "BTCUSDT", utc_now()))
         evs.wait_for(lambda e: len(evs.of(CancelConfirmed)) == 5)
         evs.drain(0.3)
-        assert ad._order_locks == {}
+        assert ad.turns.locks == {}
 
 
 def test_a_new_adapter_cancels_a_conditional_order_it_did_not_send(tmp_path: Path) -> None:

@@ -8,24 +8,34 @@ protocol's cursor is one integer, so the adapter keeps, per cursor it handed
 out, the next ``fromId`` of every symbol; a page never splits a symbol's
 trades except at a trade-id boundary, and the next page starts exactly after
 the last trade handed out: nothing skipped, nothing twice.
+
+``SnapshotQueries`` runs the four queries for the adapter: each waits for the
+request budget (``VenueCalls.budget_wait``), answers with one snapshot, or
+with ``ExchangeError(query_failed)`` (after the venue trouble, if any, is
+told). It owns the fills cursors: a bounded map cursor -> next ``fromId`` per
+symbol; a cursor it does not know starts the paging over.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import asyncio
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from exchange.ccxt_venue import events as ev
 from exchange.ccxt_venue.ids import our_client_id
+from exchange.ccxt_venue.errors import classify
 from exchange.ccxt_venue.orders import open_order
-from messages import OrderFilled, PositionSnapshot
-from messages.exchange import BalanceSnapshot, OpenOrdersSnapshot
+from exchange.ccxt_venue.venue_calls import W_BALANCE, W_OPEN_ALL, W_POSITIONS, VenueCalls
+from exchange.ccxt_venue.venue_calls import info as raw_info
+from messages import ExchangeError, OrderFilled, PositionSnapshot
+from messages.exchange import (BalanceSnapshot, FillsSnapshot, OpenOrdersSnapshot, QueryBalances,
+                               QueryFills, QueryOpenOrders, QueryPositions)
 from messages.types import Account, ClientOrderId, Price, Quantity, Symbol
-
-if TYPE_CHECKING:
-    from exchange.ccxt_venue.adapter import CcxtVenueAdapter
 
 ZERO = Decimal(0)
 #: how far back a first fills page looks (Binance keeps userTrades queries to 7 days)
@@ -92,8 +102,9 @@ def balance_snapshot(info: dict[str, Any], request_id: str, account: str,
 class FillPager:
     """One page of fills across symbols, from per-symbol ``fromId`` positions."""
 
-    def __init__(self, adapter: CcxtVenueAdapter, account: str) -> None:
-        self.adapter = adapter
+    def __init__(self, calls: VenueCalls, tracker: ev.OrderTracker, account: str) -> None:
+        self.calls = calls
+        self.tracker = tracker
         self.account = account
         self._orders: dict[str, dict[str, Any]] = {}
 
@@ -118,11 +129,11 @@ class FillPager:
         return out, next_ids, more
 
     async def _trades(self, sym: str, from_id: int | None, limit: int) -> list[dict[str, Any]]:
-        ad = self.adapter
-        unified = ad._unified(sym)
+        ad = self.calls
+        unified = ad.unified(sym)
         if unified is None:
             return []
-        if not await ad._budget_wait(5):
+        if not await ad.budget_wait(5):
             raise RuntimeError("request budget exhausted")
         # Without fromId Binance answers the *latest* trades; a first page starts
         # at the oldest of the lookback instead, so paging forward misses none
@@ -138,16 +149,15 @@ class FillPager:
 
     async def _fill(self, sym: str, t: dict[str, Any], page: list[dict[str, Any]]
                     ) -> OrderFilled | None:
-        ad = self.adapter
         order_id = str(t.get("orderId"))
-        coid = ad.tracker.coid_for(order_id)
+        coid = self.tracker.coid_for(order_id)
         order = await self._order(sym, order_id)
         if coid is None:
             raw = (order or {}).get("clientOrderId")
             if not raw:
                 return None  # an order this adapter cannot name: left to the positions poll
             coid = our_client_id(str(raw))
-            ad.tracker.learn_venue_id(coid, order_id)
+            self.tracker.learn_venue_id(coid, order_id)
         qty = ev.dec(t.get("qty"), "qty")
         if qty <= 0:
             return None
@@ -171,9 +181,9 @@ class FillPager:
     async def _order(self, sym: str, order_id: str) -> dict[str, Any] | None:
         if order_id in self._orders:
             return self._orders[order_id]
-        ad = self.adapter
-        unified = ad._unified(sym)
-        if not await ad._budget_wait(1):
+        ad = self.calls
+        unified = ad.unified(sym)
+        if not await ad.budget_wait(1):
             raise RuntimeError("request budget exhausted")
         try:
             answer = await ad.ex.fetch_order(order_id, unified)
@@ -183,3 +193,96 @@ class FillPager:
         info = answer.get("info", answer) if isinstance(answer, dict) else {}
         self._orders[order_id] = info
         return info
+
+
+class SnapshotQueries:
+    def __init__(self, calls: VenueCalls, tracker: ev.OrderTracker, symbols: set[str], *,
+                 now: Callable[[], datetime], emit: Callable[[Any], None],
+                 counts: Counter[str]) -> None:
+        self.calls = calls
+        self.tracker = tracker
+        #: symbols traded or subscribed: the fills query pages these (shared)
+        self.symbols = symbols
+        self._now = now
+        self._emit = emit
+        self._counts = counts
+        self._fill_cursors: dict[int, dict[str, int]] = {}
+        self._next_cursor = 1
+
+    async def positions(self, q: QueryPositions) -> None:
+        if not await self.calls.budget_wait(W_POSITIONS):
+            self._failed(q, "request budget exhausted")
+            return
+        try:
+            raw = await self.calls.ex.fetch_positions()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            self._error(q, exc)
+            return
+        self._emit(positions_snapshot([raw_info(p) for p in raw], q.request_id, q.account, self._now()))
+
+    async def open_orders(self, q: QueryOpenOrders) -> None:
+        if not await self.calls.budget_wait(W_OPEN_ALL + 1):
+            self._failed(q, "request budget exhausted")
+            return
+        try:
+            regular = await self.calls.ex.fetch_open_orders()
+            algo = await self.calls.ex.fetch_open_orders(None, None, None, {"trigger": True})
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            self._error(q, exc)
+            return
+        snap = open_orders_snapshot([raw_info(o) for o in regular], [raw_info(o) for o in algo],
+                                    self.tracker, q.request_id, q.account, self._now())
+        self._emit(snap)
+
+    async def balances(self, q: QueryBalances) -> None:
+        if not await self.calls.budget_wait(W_BALANCE):
+            self._failed(q, "request budget exhausted")
+            return
+        try:
+            raw = await self.calls.ex.fetch_balance()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            self._error(q, exc)
+            return
+        self._emit(balance_snapshot(raw_info(raw), q.request_id, q.account, self._now()))
+
+    async def fills(self, q: QueryFills) -> None:
+        start = self._fill_cursors.get(q.since_cursor, {}) if q.since_cursor else {}
+        pager = FillPager(self.calls, self.tracker, q.account)
+        try:
+            fills, next_ids, more = await pager.page(sorted(self.symbols), dict(start), q.limit)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            self._error(q, exc)
+            return
+        cursor = self.new_cursor()
+        self._fill_cursors[cursor] = next_ids
+        while len(self._fill_cursors) > 64:  # bounded: old cursors start over (dedup by fill id)
+            self._fill_cursors.pop(next(iter(self._fill_cursors)))
+        self._emit(FillsSnapshot(q.request_id, q.account, tuple(fills), cursor, self._now(),
+                                 more=more))
+
+    def new_cursor(self) -> int:
+        """A fills cursor above every one handed out before, by this adapter or
+        an earlier one (the reconciler keeps the highest it saw): a cursor this
+        instance does not know starts the paging over, and one below the
+        reconciler's would make it ask for an unknown cursor forever."""
+        self._next_cursor = max(self._next_cursor + 1, time.time_ns() // 1000)
+        return self._next_cursor
+
+    def _error(self, q: Any, exc: BaseException) -> None:
+        self.calls.note_headers()
+        c = classify(exc)
+        self.calls.trouble(c, ref=q.request_id)
+        self._failed(q, c.reason())
+
+    def _failed(self, q: Any, detail: str) -> None:
+        self._counts["query_failed"] += 1
+        self._emit(ExchangeError(code="query_failed", ts=self._now(), ref=q.request_id,
+                                 reason=f"{type(q).__name__}: {detail}"[:300]))
