@@ -106,7 +106,7 @@ class GroupsSupervisor(Supervisor):
 
 def groups_child(settings: GroupSettings, *, account: str, intensity: int = 5,
                  period_s: float = 60.0, shutdown_s: float = 30.0) -> ChildSpec:
-    """The ``groups`` supervisor as a root child (see ``app.launcher.Runtime.tree``)."""
+    """The ``groups`` supervisor as a root child (see ``app.launch_tree.root_tree``)."""
     spec = SupervisorSpec(NAME, [], strategy="one_for_one", intensity=intensity,
                           period_s=period_s, shutdown_s=shutdown_s)
     return ChildSpec(NAME, GroupsSupervisor, args=(spec,),

@@ -23,7 +23,9 @@
 DESIGN draws the reconnect controller inside the gateway box; it is a
 sibling here so a gateway crash never loses the backoff state and budget.
 Children start in this order and stop in reverse, so the market stops
-first and persistence drains last (rule 16).
+first and persistence drains last (rule 16). ``app.launch_tree`` builds
+the child specs; ``app.broker_adapters`` picks how the gateway (and the
+end-of-run positions check) reaches the exchange.
 
 Services shared by name through ``system.services`` (read-only handles, no
 shared mutable state between actors): ``store`` (LMDB, read side),
@@ -42,17 +44,11 @@ from typing import Any
 from loguru import logger
 
 from config.schema import Config
-from runtime.backoff import Backoff
+from app.broker_adapters import gateway_adapter_factory, positions_adapter_factory
+from app.launch_tree import root_tree
 from runtime.clock import Clock
-from runtime.supervisor import ChildSpec, SupervisorSpec
+from runtime.supervisor import SupervisorSpec
 from runtime.system import ActorSystem
-
-ROOT = "root"
-
-
-def backoff_of(section: Any) -> Backoff:
-    """The runtime's Backoff from a validated config backoff section."""
-    return Backoff(section.base_s, section.max_s, section.jitter)
 
 
 def app_version() -> str:
@@ -247,101 +243,12 @@ class Runtime:
     # -- the tree -------------------------------------------------------------------
 
     def tree(self) -> SupervisorSpec:
-        from app.alert_sinks import sinks_from_config
-        from actors.alerts import AlertsActor
-        from actors.coordinator import Coordinator
-        from actors.gateway import Gateway
-        from actors.group_supervisor import groups_child
-        from actors.hedger import Hedger
-        from actors.order_group import GroupSettings
-        from actors.persistence import PersistenceActor
-        from actors.reconciler import Reconciler
-        from actors.reconnect import ReconnectController
-        from actors.stops import StopLossManager
-        from actors.symbol import symbols_supervisor
-        from trading.limits import Limits
-        from trading.order_retention import Retention
-
-        spec, cfg = self.spec, self.config
-        sup = cfg.runtime.supervisor
-        pcfg = cfg.runtime.persistence
-        gw = cfg.gateway
-        children: list[Any] = [
-            ChildSpec("persistence", PersistenceActor,
-                      kwargs={"store": self.store, "max_batch": pcfg.group_commit_max_batch,
-                              "max_delay_s": max(pcfg.group_commit_window_ms, 1) / 1000,
-                              "linger_s": pcfg.unacked_linger_ms / 1000,
-                              "audit_sync_every": pcfg.audit_sync_every},
-                      shutdown_s=cfg.runtime.shutdown_timeout_s),
-            ChildSpec("alerts", AlertsActor, args=(sinks_from_config(cfg.alerts.sink_entries()),),
-                      kwargs={"max_pending": cfg.alerts.max_pending,
-                              "backoff": backoff_of(cfg.alerts.retry),
-                              "ready_poll_s": cfg.alerts.ready_poll_s,
-                              "dedup_window_s": cfg.alerts.dedup_window_s,
-                              "batch": cfg.alerts.batch}),
-        ]
-        if not self.external:
-            from actors.sim_venue import SimVenue
-
-            children.append(ChildSpec("venue", SimVenue, args=(self.engine,),
-                                      kwargs={"events_path": spec.run_dir / "events.jsonl",
-                                              "auto_connect": False}))
-        children += [
-            ChildSpec("gateway", Gateway, market_lane=True,
-                      kwargs={"adapter_factory": self._adapter_factory(),
-                              "quote_listeners": ("stops",), "connect_on_start": False,
-                              "watchdog_timeout_s": gw.watchdog.timeout_s,
-                              "accounts": (self.account,), "bounds": self.bounds}),
-            ChildSpec("reconnect", ReconnectController,
-                      kwargs={"backoff": backoff_of(gw.reconnect),
-                              "budget": gw.budget.attempts, "window_s": gw.budget.window_s}),
-            ChildSpec("reconciler", Reconciler,
-                      kwargs={"poll_s": cfg.reconciler.poll_s, "accounts": (self.account,),
-                              "round_timeout_s": cfg.reconciler.startup_timeout_s}),
-            ChildSpec("coordinator", Coordinator, conflate=True, market_lane=True,
-                      kwargs={"limits": Limits.from_config(
-                                  cfg.risk, account_equity=cfg.exchange.starting_cash,
-                                  instrument_rules=spec.instrument_rules),
-                              "symbols": list(spec.symbols), "venue": cfg.exchange.venue,
-                              "stops": "stops", "bounds": self.bounds,
-                              "retention": Retention(cfg.runtime.retention.ended_orders,
-                                                     cfg.runtime.retention.ended_order_s)}),
-            # rule 6: DESIGN draws group-<id> under the coordinator; their supervisor
-            # sits right after it (started after, stopped before the single door)
-            groups_child(GroupSettings.from_config(cfg.groups), account=self.account,
-                         intensity=sup.intensity, period_s=sup.period_s),
-            # rules 7 and 8: both order only through the coordinator
-            ChildSpec("hedger", Hedger, kwargs={"debounce_ms": cfg.hedger.debounce_ms}),
-            ChildSpec("stops", StopLossManager, conflate=True, market_lane=True,
-                      kwargs={"slippage_bps": cfg.stops.slippage_bps,
-                              "fallback_after_s": cfg.stops.fallback_after_s,
-                              "cancel_wait_alert_s": cfg.stops.cancel_wait_alert_s,
-                              "settings": cfg.stops.exit_settings()}),
-            symbols_supervisor([s for s in spec.symbols if s not in self.demo_symbols],
-                               cfg.strategy.name, cfg.strategy.params,
-                               account=self.account, intensity=sup.intensity,
-                               period_s=sup.period_s, quiet_symbols=self.demo_symbols,
-                               features_on=cfg.strategy.features,
-                               execution=("remote" if cfg.runtime.placement.symbols != "local"
-                                          else None)),
-        ]
-        if spec.market is not None:
-            from actors.market_feed import MarketFeed
-
-            children.append(ChildSpec("market", MarketFeed, args=(spec.market,),
-                                      kwargs={"duration_s": spec.market_duration_s}))
-        if spec.demo_groups is not None and not self.external:
-            from actors.demo_groups import NAME as DEMO, DemoGroups, DemoSettings
-
-            # last: started once everything it drives is up, stopped first
-            children.append(ChildSpec(DEMO, DemoGroups, kwargs={
-                "settings": DemoSettings.from_config(spec.demo_groups,
-                                                     GroupSettings.from_config(cfg.groups)),
-                "seed": spec.seed, "account": self.account,
-                "duration_s": spec.market_duration_s}))
-        return SupervisorSpec(ROOT, children, strategy="one_for_one", intensity=sup.intensity,
-                              period_s=sup.period_s,
-                              backoff=backoff_of(cfg.runtime.restart_backoff))
+        """The root supervisor's spec (``app.launch_tree``) over this runtime's handles."""
+        return root_tree(self.spec, store=self.store, engine=self.engine,
+                         adapter_factory=gateway_adapter_factory(self.spec, self.account,
+                                                                 self.system),
+                         account=self.account, bounds=self.bounds, external=self.external,
+                         demo_symbols=self.demo_symbols)
 
     def _new_engine(self) -> Any:
         return new_engine(self.config, self.spec.exchange_spec, self.spec.clock, self.bounds)
@@ -355,30 +262,6 @@ class Runtime:
         _settings, faults = split_spec(self.spec.exchange_spec)
         if faults:
             self.require_system().tell("venue", ExchangeFault(faults))
-
-    def _adapter_factory(self) -> Any:
-        url, account = self.spec.exchange_url, self.account
-        venue, clock, wire = self.spec.venue, self.spec.clock, self.spec.wire
-        if venue is not None:
-            from exchange.ccxt_venue.adapter import CcxtVenueAdapter
-
-            def ccxt(sink: Any) -> Any:
-                return CcxtVenueAdapter(venue, sink, name=f"ccxt-{venue.exchange_id}",
-                                        now=clock.now, wire=wire)
-            return ccxt
-        if url is None:
-            from exchange.inprocess import InProcessAdapter
-
-            system = self.system
-
-            def in_process(sink: Any) -> Any:
-                return InProcessAdapter(system, "venue", "gateway", sink, account=account)
-            return in_process
-        from exchange.ws_client import WsClientAdapter
-
-        def websocket(sink: Any) -> Any:
-            return WsClientAdapter(url, sink, account=account)
-        return websocket
 
     def _init_ids(self, timeout: float) -> None:
         """Client order ids: ``<account>-<store id>-<n>``, the counter persisted (rule 15)."""
@@ -438,35 +321,9 @@ class Runtime:
 
     def positions_adapter(self) -> Any:
         """A factory ``sink -> broker adapter`` for a question to this runtime's
-        exchange once the tree has stopped (``exchange.position_probe``): a new
-        connection to a WebSocket exchange, or the embedded engine directly
-        (its venue actor no longer drives it). A new venue kind adds its
-        adapter here and gets the end-of-run positions check with it. None:
+        exchange once the tree has stopped (``app.broker_adapters``); None:
         there is no exchange to ask."""
-        venue = self.spec.venue
-        if venue is not None:
-            from exchange.ccxt_venue.adapter import CcxtVenueAdapter
-
-            def ccxt(sink: Any) -> Any:
-                return CcxtVenueAdapter(venue, sink, name=f"final-positions-{venue.exchange_id}")
-            return ccxt
-        url = self.spec.exchange_url
-        if url is not None:
-            from exchange.ws_client import WsClientAdapter
-
-            account = self.account
-
-            def websocket(sink: Any) -> Any:
-                return WsClientAdapter(url, sink, name="final-positions", account=account)
-            return websocket
-        engine = self.engine
-        if engine is None:
-            return None
-        from exchange.direct import DirectAdapter
-
-        def direct(sink: Any) -> Any:
-            return DirectAdapter(engine, sink)
-        return direct
+        return positions_adapter_factory(self.spec, self.account, self.engine)
 
     def query_exchange_positions(self, timeout_s: float = 5.0) -> tuple[dict[str, Any] | None,
                                                                        str | None]:

@@ -12,11 +12,15 @@ full) ends the run at once, with the cause in summary.json. Exit codes
 held; 1 an invariant failed or could not be checked; 2 bad usage, config or
 input; 3 the runtime halted.
 ``--resume DIR`` continues a killed run in its own directory (``app.resume``).
+
+This module takes the command line to a started runtime and back: options
+and run directory, pre-flight refusals (exit 2 before anything is written),
+the control endpoint, the drain. ``app.run_console`` shows the run while it
+goes; ``app.run_end`` checks and summarises it once the tree has stopped.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from datetime import datetime
@@ -32,13 +36,12 @@ from config import ConfigError, config_hash, load_config
 from runtime.clock import LiveClock
 from app.launcher import LaunchSpec, Runtime, demo_plan
 from app.logs import RunLogs
+from app.run_console import drill_banner, warmup_note, watch_progress
+from app.run_end import finish_run
 from app.stop_request import StopRequest
-from app.summary import (EXIT_MEANING, EXIT_USAGE, collect_summary, exit_code, print_summary,
-                         write_summary)
+from app.summary import EXIT_USAGE
 
 DRAIN_TIMEOUT_S = 5.0
-#: the line before summary.json's content on stdout when it cannot be written
-SUMMARY_ON_STDOUT = "summary.json follows:"
 
 
 def run_overrides(args: Any) -> dict[str, Any]:
@@ -247,7 +250,6 @@ def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: dateti
         from app.run_events import mark_run_start
 
         events_mark = mark_run_start(run_dir, record_url)
-    from app.report import write_report
     from app.report_sampler import Sampler
 
     sampler = Sampler(min_interval_s=0.5)
@@ -258,7 +260,7 @@ def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: dateti
         if control is not None:
             control.start()
             console.print(f"control endpoint: {control.url}  (/metrics /actors /healthz)")
-        _progress(rt, duration, stop, console, sampler)
+        watch_progress(rt, duration, stop, console, sampler)
         if not rt.require_system().halted:  # a halted tree has stopped already: nothing to drain
             _drain(rt)
         sampler.sample(rt, time.monotonic() - t0, force=True)
@@ -267,89 +269,9 @@ def _run(cfg: Any, run_dir: Path, run_id: str, clock: LiveClock, started: dateti
         if control is not None:
             control.stop()
         rt.stop()
-    not_run: dict[str, str] = {}
-    if record_url is not None:
-        from app.invariants import EVENT_CHECKS
-        from app.run_events import copy_run_events
-
-        copied = (copy_run_events(run_dir, record_url, events_mark)
-                  if events_mark is not None else None)
-        console.print(f"events.jsonl: {copied} records copied from {record_url}"
-                      if copied is not None else
-                      "[yellow]events.jsonl could not be copied from the exchange "
-                      "(see run.log)[/yellow]")
-        if copied is None:
-            not_run.update({c: "the exchange's events.jsonl could not be copied"
-                            for c in EVENT_CHECKS})
-    ended = LiveClock().now()
-    extra: dict[str, Any] = {"run_dir": str(run_dir), "symbols": list(symbols),
-                             "interrupted_by": stop.signal}
-    if rt.require_system().halted:
-        extra["halted"] = {"reason": rt.require_system().halt_reason}
-    if first_started is not None:  # resumed: the summary covers the whole run
-        extra["resumed_at"] = started.isoformat()
-    legs_found: list[dict[str, Any]] = []
-    if venue is not None and venue.settings.hedge_mode:
-        from app.position_legs import check_legs
-
-        legs_found = check_legs(venue, run_dir, extra, not_run)
-    summary = collect_summary(rt, started_at=first_started or started.isoformat(),
-                              ended_at=ended.isoformat(), extra=extra, not_run=not_run,
-                              more_violations=legs_found)
-    try:
-        write_summary(run_dir / "summary.json", summary)
-    except OSError as exc:  # a full disk: the verdict still reaches the operator
-        logger.error("could not write summary.json: {}", exc)
-        console.print(f"[red]summary.json could not be written ({exc})[/red]")
-        print(f"{SUMMARY_ON_STDOUT}\n{json.dumps(summary, indent=2, default=str)}",
-              file=console.file, flush=True)
-    try:
-        write_report(run_dir, summary, sampler, title=f"Tradewarden run {run_id}")
-    except OSError as exc:
-        logger.error("could not write report.html: {}", exc)
-    except Exception:  # noqa: BLE001 - a report bug never changes the run's outcome
-        logger.exception("could not write report.html")
-    print_summary(summary, f"Tradewarden run {run_id}", console)
-    console.print(f"run directory: {run_dir}")
-    for v in summary["invariant_violations"]:
-        logger.error("invariant violated: {}", v["detail"])
-    for check, why in summary["checks_not_run"].items():
-        logger.error("check {} did not run: {}", check, why)
-    code = exit_code(summary)
-    if code:
-        console.print(f"exit code {code}: {EXIT_MEANING[code]}")
-    return code
-
-
-def warmup_note(cfg: Any, warmup: int) -> str:
-    """Why the first seconds show no signal: the strategy counts quotes first."""
-    if cfg.exchange.url is None:
-        secs = warmup * cfg.market.tick_interval_ms / 1000
-        pace = f"about {secs:g}s at this market's {cfg.market.tick_interval_ms:g} ms ticks"
-    else:
-        pace = (f"about {warmup * 0.1:g}s at `main.py exchange`'s default 100 ms ticks "
-                f"(its --tick-ms sets the pace)")
-    return (f"strategy {cfg.strategy.name}: no signal before {warmup} quotes per symbol "
-            f"(its warmup): {pace}")
-
-
-#: what each drill shows, for the banner (actors.demo_groups carries them out)
-DRILL_SHOWS = {
-    "fill": "a pair (long one symbol, short the other) fills; the next step closes it",
-    "rollback": "the exchange rejects the short leg; the group unwinds the long leg (rule 6)",
-    "handoff": "the exchange rejects the unwinds too; the group hands its residue to the "
-               "hedger, which sells it (rule 7) and raises a CRITICAL alert marked DRILL",
-}
-
-
-def drill_banner(demo: Any) -> list[str]:
-    """The lines announcing ``--drills``: which pair, how often, what each drill shows."""
-    pair = " and ".join(demo.symbols)
-    lines = [f"[yellow]DRILLS[/yellow] every {demo.every_s:g}s on {pair} (their own pair, "
-             f"no strategy on it); alerts they cause are marked DRILL:"]
-    for drill in dict.fromkeys(demo.drills):
-        lines.append(f"  {drill:<9} {DRILL_SHOWS.get(drill, '')}")
-    return lines
+    return finish_run(rt, run_dir, run_id, console, symbols=symbols, started=started,
+                      first_started=first_started, interrupted_by=stop.signal, venue=venue,
+                      record_url=record_url, events_mark=events_mark, sampler=sampler)
 
 
 def _bind_control(rt: Runtime, cfg: Any, console: Console, explicit: bool) -> Any:
@@ -377,51 +299,6 @@ def _bind_control(rt: Runtime, cfg: Any, console: Console, explicit: bool) -> An
         console.print(f"[yellow]control endpoint not started: {where} is busy "
                       "(use --control HOST:PORT or --control off)[/yellow]")
         return None
-
-
-def _progress(rt: Runtime, duration: float, stop: StopRequest, console: Console,
-              sampler: Any = None) -> None:
-    """Wait for the run to end, showing what the runtime is doing; feed the report sampler."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    t0 = time.monotonic()
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(),
-               TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
-               TextColumn("{task.fields[status]}"))
-    interactive = console.is_terminal
-    last_line = 0.0
-    with Progress(*columns, console=console, disable=not interactive, transient=False) as bar:
-        task = bar.add_task("running", total=duration, status="")
-        while not stop.event.wait(0.25):
-            elapsed = time.monotonic() - t0
-            if sampler is not None:
-                sampler.sample(rt, elapsed)
-            status = _status_line(rt)
-            bar.update(task, completed=min(elapsed, duration), status=status)
-            if not interactive and elapsed - last_line >= 5.0:
-                last_line = elapsed
-                # plain print: through rich, every distinct line and word of a
-                # long run filled its 4,096-entry width caches (~20 KB a minute)
-                print(f"[{elapsed:5.1f}s/{duration:g}s] {status}", file=console.file, flush=True)
-            if elapsed >= duration:
-                break
-            if rt.require_system().halted:  # the tree is gone: waiting out the duration would lie
-                console.print(f"[red]runtime halted: {rt.require_system().halt_reason}[/red]")
-                break
-    if stop.signal:
-        console.print(f"{stop.signal} received: stopping in order")
-        logger.warning("{} received: orderly stop", stop.signal)
-
-
-def _status_line(rt: Runtime) -> str:
-    c = rt.info("coordinator")
-    counts = c.get("counts", {})
-    md = rt.info("gateway").get("counts", {}).get("market_events", 0)
-    open_pos = sum(1 for q in (c.get("positions") or {}).values() if q not in ("0",))
-    return (f"events {md:,}  signals {counts.get('signals', 0)}  "
-            f"approved {counts.get('approved', 0)}  rejected {sum(c.get('rejected', {}).values())}  "
-            f"fills {counts.get('fills', 0)}  open positions {open_pos}  "
-            f"state {c.get('trading_state', '?')}")
 
 
 def _drain(rt: Runtime) -> None:

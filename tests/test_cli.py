@@ -246,7 +246,7 @@ def test_summary_tells_each_kill_switch_trip_and_its_release(tmp_path: Path) -> 
 
 def test_the_banner_says_why_the_first_seconds_have_no_signal() -> None:
     from config import load_config
-    from app.run_job import warmup_note
+    from app.run_console import warmup_note
 
     embedded = warmup_note(load_config(), 60)
     assert "no signal before 60 quotes per symbol" in embedded and "about 6s" in embedded

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from app.run_job import SUMMARY_ON_STDOUT
+from app.run_end import SUMMARY_ON_STDOUT
 from tests.ws_runs import ROOT, count
 
 FAST = ("control: {enabled: false}\n"
