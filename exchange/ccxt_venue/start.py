@@ -59,24 +59,24 @@ async def _positions(settings: VenueSettings) -> dict[str, Decimal]:
     from exchange.ccxt_venue.queries import positions_snapshot
     from messages import utc_now
 
-    ex = _client(settings)
-    try:
-        await ex.load_markets()
-        raw = await ex.fetch_positions()
-    finally:
-        await ex.close()
-    rows = [r.get("info", r) for r in raw if isinstance(r, dict)]
+    rows = await _position_rows(settings)
     return positions_snapshot(rows, "end", settings.account, utc_now()).as_dict()
 
 
 async def _legs(settings: VenueSettings) -> dict[tuple[str, str], Decimal]:
+    return legs_of(await _position_rows(settings))
+
+
+async def _position_rows(settings: VenueSettings) -> list[dict[str, Any]]:
+    """The venue's position rows (Binance's own shape, ccxt's ``info``), read
+    by a client of their own that is closed whatever happens."""
     ex = _client(settings)
     try:
         await ex.load_markets()
         raw = await ex.fetch_positions()
     finally:
         await ex.close()
-    return legs_of([r.get("info", r) for r in raw if isinstance(r, dict)])
+    return [r.get("info", r) for r in raw if isinstance(r, dict)]
 
 
 def legs_of(rows: list[dict[str, Any]]) -> dict[tuple[str, str], Decimal]:
