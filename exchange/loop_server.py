@@ -12,7 +12,9 @@ opened here only when the engine's is not already open, and closed with it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -48,6 +50,22 @@ class EngineLoopServer:
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        """Run ``fn(*args)`` on the server loop (the engine's only thread); the
+        future carries its result or what it raised."""
+        if self._loop is None:
+            raise RuntimeError(f"{self.what} is not running")
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                fut.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                fut.set_exception(exc)
+
+        self._loop.call_soon_threadsafe(run)
+        return fut
 
     def start(self, timeout: float = 5.0) -> int:
         """Start the server thread; returns the bound port (``port=0`` picks one)."""

@@ -29,7 +29,6 @@ Thread model: the engine is touched only by the server's loop thread. Use
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -109,21 +108,6 @@ class ExchangeServer(EngineLoopServer):
     @property
     def listening_at(self) -> str:
         return self.url
-
-    def call(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
-        """Run ``fn(*args)`` on the server loop (the engine's only thread)."""
-        if self._loop is None:
-            raise RuntimeError("exchange server is not running")
-        fut: concurrent.futures.Future = concurrent.futures.Future()
-
-        def run() -> None:
-            try:
-                fut.set_result(fn(*args))
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                fut.set_exception(exc)
-
-        self._loop.call_soon_threadsafe(run)
-        return fut
 
     def inject(self, spec: dict[str, Any], timeout: float = 5.0) -> None:
         """Apply a fault spec now; raises ValueError for a bad spec."""

@@ -15,7 +15,6 @@ anything on the loop.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -87,20 +86,6 @@ class BinanceFaceServer(EngineLoopServer):
     def stats(self) -> dict[str, int]:
         return {"requests": self.rest.door.requests, "stream_sessions": len(self.face.sessions),
                 **{k: int(v) for k, v in self.engine.stats.items()}}
-
-    def call(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
-        if self._loop is None:
-            raise RuntimeError("binance face is not running")
-        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
-
-        def run() -> None:
-            try:
-                fut.set_result(fn(*args))
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                fut.set_exception(exc)
-
-        self._loop.call_soon_threadsafe(run)
-        return fut
 
     def inject(self, spec: dict[str, Any], timeout: float = 5.0) -> None:
         """An engine fault (scenario ``exchange:`` keys); ValueError if bad."""
