@@ -26,7 +26,11 @@ measured for each order, from the oldest request it serves.
 
 State (targets, positions, orders and their fills) is persisted after every
 message and rebuilt on start from that record plus the coordinator's order
-and fill records (``trading.owned_orders``).
+and fill records (``trading.owned_orders``). An order that has ended (closed,
+or filled) leaves memory and the record after the coordinator's retention
+window (``trading.order_retention``): the coordinator forwards nothing about
+it after that, its fills are in the position already, and a restart reads it
+back from the coordinator's records.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from runtime import Actor, handles
 from runtime.info_rows import InfoRows
 from runtime.rolling import RollingSample
 from trading.fill_tracking import FillTracking
+from trading.order_retention import EndedOrders, Retention
 from trading.owned_orders import fills_of, owned_orders, records_with_prefix
 
 ZERO = Decimal(0)
@@ -77,6 +82,10 @@ class HedgeOrder(FillTracking):
     def in_flight(self) -> Decimal:
         """Signed quantity that may still fill."""
         return self.side.sign * self.live_qty
+
+    def ended(self) -> bool:
+        """Nothing more is expected of it: closed, or its fills cover it."""
+        return self.closed is not None or self.filled >= self.qty
 
 
 @dataclass
@@ -127,7 +136,7 @@ class HedgeBook:
 class Hedger(RebuildGate, Actor):
     def __init__(self, ctx, *, debounce_ms: int = 500, coordinator: str = "coordinator",
                  persistence: str = "persistence", alerts: str = "alerts",
-                 max_refusals: int = 3) -> None:
+                 max_refusals: int = 3, retention: Retention | None = None) -> None:
         super().__init__(ctx)
         if debounce_ms <= 0:
             raise ValueError("hedger debounce_ms must be > 0 (a zero window lets fills cascade)")
@@ -136,6 +145,9 @@ class Hedger(RebuildGate, Actor):
         self.max_refusals = max_refusals
         self.books: dict[str, HedgeBook] = {}
         self.by_coid: dict[str, str] = {}
+        self.retention = retention or Retention()
+        #: book key -> its ended orders still in memory, oldest first
+        self._ended: dict[str, EndedOrders[HedgeOrder]] = {}
         self.counts: Counter = Counter()
         self.lags_ms = RollingSample(MAX_LAGS)
         self._dirty: set[str] = set()
@@ -227,6 +239,7 @@ class Hedger(RebuildGate, Actor):
         book.position += order.side.sign * ev.qty
         self.counts["fills"] += 1
         self._dirty.add(book.key)
+        self._settle(book, ev.client_order_id)
 
     @handles(OrderRejected, OrderExpired, CancelConfirmed)
     def on_order_closed(self, ev: Any) -> None:
@@ -234,6 +247,7 @@ class Hedger(RebuildGate, Actor):
         if order is None or not order.close(_CLOSED_BY[type(ev)]):
             return
         self._dirty.add(book.key)
+        self._settle(book, ev.client_order_id)
         if isinstance(ev, OrderRejected):
             self._refused(book, f"the broker rejected hedge {ev.client_order_id}: {ev.reason}")
 
@@ -256,6 +270,20 @@ class Hedger(RebuildGate, Actor):
         if not book.window:
             book.seq += 1
             self._open_window(book)
+
+    def _settle(self, book: HedgeBook, coid: str) -> None:
+        """``coid`` may have ended: index it, and let ended orders past the
+        retention window leave the book (their fills stay in its position)."""
+        index = self._ended.get(book.key)
+        if index is None:
+            index = self._ended[book.key] = EndedOrders(
+                self.retention, forget=self._forget, ended=HedgeOrder.ended)
+        if index.settle(book.orders, coid, self.ctx.clock.now()):
+            self._dirty.add(book.key)
+
+    def _forget(self, coid: str) -> None:
+        self.by_coid.pop(coid, None)
+        self.counts["orders_dropped"] += 1
 
     def _open_window(self, book: HedgeBook) -> None:
         """Coalesce what arrives in the next ``debounce_ms`` into one hedge (rule 7)."""
@@ -310,6 +338,7 @@ class Hedger(RebuildGate, Actor):
                 if o.filled >= o.qty:
                     o.close("filled")
             self._dirty.add(book.key)
+            self._settle(book, "")  # the ended orders read back start their window now
 
     # -- helpers ------------------------------------------------------------------------------------
 

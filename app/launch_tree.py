@@ -52,6 +52,8 @@ def root_tree(spec: LaunchSpec, *, store: Any, engine: Any, adapter_factory: Any
     sup = cfg.runtime.supervisor
     pcfg = cfg.runtime.persistence
     gw = cfg.gateway
+    #: the coordinator's window for ended orders, which the hedger's follows
+    retention = Retention(cfg.runtime.retention.ended_orders, cfg.runtime.retention.ended_order_s)
     quiet = list(demo_symbols)
     children: list[Any] = [
         ChildSpec("persistence", PersistenceActor,
@@ -91,14 +93,14 @@ def root_tree(spec: LaunchSpec, *, store: Any, engine: Any, adapter_factory: Any
                               instrument_rules=spec.instrument_rules),
                           "symbols": list(spec.symbols), "venue": cfg.exchange.venue,
                           "stops": "stops", "bounds": bounds,
-                          "retention": Retention(cfg.runtime.retention.ended_orders,
-                                                 cfg.runtime.retention.ended_order_s)}),
+                          "retention": retention}),
         # rule 6: DESIGN draws group-<id> under the coordinator; their supervisor
         # sits right after it (started after, stopped before the single door)
         groups_child(GroupSettings.from_config(cfg.groups), account=account,
                      intensity=sup.intensity, period_s=sup.period_s),
         # rules 7 and 8: both order only through the coordinator
-        ChildSpec("hedger", Hedger, kwargs={"debounce_ms": cfg.hedger.debounce_ms}),
+        ChildSpec("hedger", Hedger, kwargs={"debounce_ms": cfg.hedger.debounce_ms,
+                                            "retention": retention}),
         ChildSpec("stops", StopLossManager, conflate=True, market_lane=True,
                   kwargs={"slippage_bps": cfg.stops.slippage_bps,
                           "fallback_after_s": cfg.stops.fallback_after_s,

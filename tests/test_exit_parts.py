@@ -61,10 +61,30 @@ def test_completing_a_plan_records_how_it_ended_and_forgets_its_orders() -> None
     book.stops["e1"] = st
     book.by_coid.update({"c1": "e1", "c2": "e1"})
     assert book.complete(st) == "market_fallback"
-    assert st.phase == DONE and book.by_coid == {} and book.finished == {"c1", "c2"}
+    assert st.phase == DONE and book.by_coid == {} and set(book.finished) == {"c1", "c2"}
     assert book.stop_exits["market_fallback"] == 1 and book.exits["stop_loss_market"] == 1
     assert book.exit_qty == {"BTCUSDT": D(2)} and book.next_stop_id("e1") == "e1#2"
     tp = plan("e4")
     tp.orders = {"c3": ExitOrder(TAKE_PROFIT, D(1), {"F3": D(1)}, "filled"),  # one gap, both
                  "c4": ExitOrder(LIMIT, D(1), {"F4": D(1)}, "filled")}      # fill: a take-profit
     assert book.complete(tp) == TAKE_PROFIT
+
+
+def test_completed_plans_are_remembered_for_a_bounded_window_then_by_their_record() -> None:
+    """Rule 13: the orders and entry counts of completed plans stay in memory for the
+    newest RECENT only; past that a new plan of an old entry is still named past the
+    plans on record (the store), never over one of them."""
+    from trading.stop_book import RECENT
+
+    book = StopBook()
+    for i in range(RECENT + 5):
+        st = plan(f"e{i}")
+        st.orders = {f"c{i}": ExitOrder(LIMIT, D(2), {f"F{i}": D(2)}, "filled")}
+        book.stops[st.stop_id] = st
+        book.complete(st)
+    assert len(book.finished) == RECENT and len(book.entries_done) == RECENT
+    assert "c0" not in book.finished and f"c{RECENT + 4}" in book.finished
+    assert book.exits["stop_loss_limit"] == RECENT + 5      # the tallies keep every plan
+    on_record = {"e0", "e0#2"}.__contains__               # e0's plans, as the store has them
+    assert book.next_stop_id("e0", on_record) == "e0#3"
+    assert book.next_stop_id(f"e{RECENT + 4}") == f"e{RECENT + 4}#2"

@@ -30,9 +30,9 @@ def _request(vr: VirtualRuntime, target: str, source: str = "group-1") -> None:
 
 
 @contextmanager
-def _hedge_runtime(tmp_path, **exchange):
+def _hedge_runtime(tmp_path, config=None, **exchange):
     with VirtualRuntime(tmp_path / "run", ("BTCUSDT", HEDGE),
-                        exchange={"latency_ms": 5, **exchange}) as vr:
+                        exchange={"latency_ms": 5, **exchange}, config=config) as vr:
         vr.quote(HEDGE, "100.0", "100.1")
         vr.at(1.0)
         yield vr
@@ -190,3 +190,32 @@ def test_a_restart_with_a_hedge_in_flight_neither_forgets_nor_doubles_it(
         assert _signed_hedge_orders(vr) == [D(-6), D(-4)]
         assert vr.exchange_position(HEDGE) == D(-10)
         assert vr.info("hedger")["books"][f"default|{HEDGE}"]["position"] == "-10"
+
+
+def test_ended_hedge_orders_leave_memory_after_the_retention_window(tmp_path) -> None:
+    """Rule 13: a hedge order that ended (filled, refused, canceled) stays in the hedger's
+    book, its record and its order index only for the coordinator's retention window;
+    its fills stay in the position, and a restart reads it back from the coordinator's
+    records, so the hedge is neither forgotten nor doubled."""
+    retention = {"runtime": {"retention": {"ended_orders": 1000, "ended_order_s": 30}}}
+    with _hedge_runtime(tmp_path, config=retention) as vr:
+        for target in ("-2", "-5", "-6"):
+            _request(vr, target)
+            vr.at(vr.now + 1)
+        book_key = f"hedge|default|{HEDGE}"
+        store = vr.rt.store
+        assert len(store.get("meta", book_key)["orders"]) == 3
+        vr.at(vr.now + 31)
+        _request(vr, "-7")        # the next order's end lets the three past the window go
+        vr.at(vr.now + 1)
+        record = store.get("meta", book_key)
+        assert len(record["orders"]) == 1
+        assert vr.info("hedger")["counts"]["orders_dropped"] == 3
+        assert vr.info("hedger")["books"][f"default|{HEDGE}"]["position"] == "-7"
+        _crash_hedger(vr)
+        vr.at(vr.now + 1)
+        assert vr.info("hedger")["books"][f"default|{HEDGE}"]["position"] == "-7"
+        _request(vr, "-10")
+        vr.at(vr.now + 1)
+        assert _signed_hedge_orders(vr) == [D(-2), D(-3), D(-1), D(-1), D(-3)]
+        assert vr.exchange_position(HEDGE) == D(-10)

@@ -119,6 +119,10 @@ def test_the_coordinators_order_table_holds_at_most_the_bound(rigs) -> None:  # 
     assert rig.coord["counts"]["fills"] == 8 and rig.position() == 0 == rig.exchange_position()
     assert len(coord.orders.by_id) == 3
     assert rig.coord["orders_by_status"] == {"filled": 8}   # the tally keeps every order
+    # the fill ids of a dropped order go with it: a report about it is unknown now
+    assert len(coord.book.fills) == 3 and all(
+        e["fill_id"] in coord.book.fills
+        for e in rig.events("order_filled") if e["client_order_id"] in coord.orders.by_id)
 
 
 def test_ended_orders_leave_the_table_after_their_window(rigs) -> None:  # noqa: F811

@@ -26,6 +26,7 @@ from trading.group_state import LEG, SUBMITTING, UNWIND, Group, GroupOrder, Pend
 from trading.owned_orders import owned_orders, records_with_prefix
 from trading.recovery import order_status_key
 from trading.stop_rebuild import KEY_PREFIX as STOP_PREFIX
+from trading.stop_book import StopBook
 from trading.stop_rebuild import adopt_orders, rebuild_stops
 from trading.stop_state import (CANCELLING, DONE, LIMIT, MARKET, PROTECTING, TAKE_PROFIT,
                                 TRIGGERED, ExitOrder, Stop)
@@ -131,10 +132,24 @@ def test_a_completed_plan_is_counted_and_its_orders_are_never_adopted(store) -> 
     rebuilt = rebuild_stops(snap, OWNER)
     book = rebuilt.book
     assert book.stops == {} and rebuilt.adopted == []
-    assert book.finished == {"c1", "c2"}
+    assert set(book.finished) == {"c1", "c2"}
     assert book.exits["take_profit"] == 1 and book.exits["stop_loss_limit"] == 1
     assert book.stop_exits[LIMIT] == 1 and book.exit_qty == {"BTCUSDT": D(4)}
     assert book.next_stop_id("e1") == "e1#2"  # more of that entry is a new plan
+
+
+def test_an_order_of_a_plan_memory_forgot_is_known_by_the_plans_record(store) -> None:
+    """A completed plan's orders leave memory after a bounded window (rule 13); an
+    adoption (a lost intent's timeout) still finds them in the plan's DONE record."""
+    tp = long_btc("e1", phase=DONE, outcome=TAKE_PROFIT)
+    tp.orders["c1"] = ExitOrder(TAKE_PROFIT, D(2), {"F1": D(2)}, "filled")
+    snap = put(store, stop_record(tp),
+               coordinator_order("c1", "BTCUSDT", Side.SELL, "2", order_type=OrderType.LIMIT,
+                                 trigger=None),
+               coordinator_order("c9", "BTCUSDT", Side.SELL, "2"))
+    book = StopBook()                     # c1 is not in memory any more
+    adopted = adopt_orders(book, snap, OWNER)
+    assert [a.client_order_id for a in adopted] == ["c9"]   # only the stranger
 
 
 def test_an_unreadable_record_is_skipped_and_named(store) -> None:

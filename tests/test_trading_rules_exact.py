@@ -130,8 +130,10 @@ def test_a_fill_id_is_applied_once_and_the_ledger_stays_bounded() -> None:
     assert ledger.first_time("a") and ledger.first_time("b") and not ledger.first_time("a")
     assert ledger.first_time("c")  # over the bound: the oldest id is forgotten
     assert "a" not in ledger and "b" in ledger and "c" in ledger
-    ledger.load(["d", "c"])
+    ledger.load([("d", "o4"), ("c", "")])
     assert "b" not in ledger and "d" in ledger
+    ledger.forget("o4")  # its order left memory: so do its fill ids
+    assert "d" not in ledger and "c" in ledger and len(ledger) == 1
 
     book = PositionBook()
     book.add_inflight(InFlight("o1", KEY, Side.BUY, D(5), OrderPurpose.ENTRY, False))

@@ -26,10 +26,12 @@ from messages.control import CancelIntent, ExitPlanAudit, ProtectPosition, Stopp
 from messages.enums import Side
 from messages.market import Quote
 from messages.orders import ExitPlan, OrderFilled
+from messages.persistence import StoreDb
 from messages.types import Quantity, as_price
 from trading.exit_plan import ExitSettingsBook, ratchet_due, trail_level
 from trading.exit_retry import ExitRetries
 from trading.stop_book import STOP_OUTS, StopBook
+from trading.stop_rebuild import KEY_PREFIX
 from trading.stop_state import (CANCELLING, DONE, LIMIT, MARKET, PROTECTING, RESTING, TAKE_PROFIT,
                                 TRIGGERED, ZERO, ExitOrder, Stop, exit_intent)
 
@@ -86,7 +88,7 @@ class ExitDesk:
         st = self.book.for_entry(msg.entry_order_id)
         if st is None:
             # More of an entry can fill after its stop already exited: that is a new stop.
-            stop_id = self.book.next_stop_id(msg.entry_order_id)
+            stop_id = self.book.next_stop_id(msg.entry_order_id, self._on_record)
             st = self.book.stops[stop_id] = self._new_plan(stop_id, msg)
             self.audit(st, "plan_created", qty=msg.qty, entry_price=msg.entry_price,
                        stop_loss=st.stop_price, take_profit=st.take_profit,
@@ -96,6 +98,11 @@ class ExitDesk:
             self.audit(st, "protection_added", qty=msg.qty, protected=st.protected + msg.qty)
         st.protected = Quantity(st.protected + msg.qty)
         return st
+
+    def _on_record(self, stop_id: str) -> bool:
+        """A plan of this id is in the store (the actor's service, if it has one)."""
+        store = self.ctx.services.get("store")
+        return store is not None and store.get(StoreDb.META, KEY_PREFIX + stop_id) is not None
 
     def _new_plan(self, stop_id: str, msg: ProtectPosition) -> Stop:
         cfg = self.settings.for_symbol(msg.symbol)

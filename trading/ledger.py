@@ -94,7 +94,9 @@ class OrderLedger:
                               require_recovery=require_recovery, book=self.book,
                               counts=self.counts, alerts=peers.alerts, clock=clock, log=log)
         #: ended orders leave it after a bounded window (rule 13, trading.order_retention)
-        self.orders = OrderRecords(EndedOrders(retention), live=self.book.inflight)
+        #: (and their fill ids with them: a report about a dropped order is unknown)
+        self.orders = OrderRecords(EndedOrders(retention, forget=self.book.fills.forget),
+                                   live=self.book.inflight)
         #: per position key, when an order last left or a fill last landed
         #: (a broker snapshot older than that is not trusted for the key)
         self.last_activity: dict[Key, Any] = {}

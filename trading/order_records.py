@@ -31,7 +31,8 @@ class OrderRecords:
     ``at`` is when the status last changed in this process (absent for an
     order rebuilt from the store: it predates this process)."""
 
-    def __init__(self, ended: EndedOrders | None = None, live: Container[str] = ()) -> None:
+    def __init__(self, ended: EndedOrders[dict[str, Any]] | None = None,
+                 live: Container[str] = ()) -> None:
         self.by_id: dict[str, dict[str, Any]] = {}
         self.status_counts: Counter[str] = Counter()
         #: drops ended orders not in ``live`` (in flight) after a bounded window

@@ -14,11 +14,17 @@ A late event about a dropped order is an event about an order this runtime
 no longer knows: counted and audited as untrusted, never applied. A fill
 among them makes the coordinator ask the broker for positions, and the book
 moves only on the broker's confirmed answer (rule 18, broker wins): a
-duplicate of a fill already booked changes nothing (fill ids are deduplicated
-separately, ``trading.book.FillLedger``), and a genuine late fill reaches the
-book through reconciliation, never silently and never as a crash. A missing
+duplicate of a fill already booked changes nothing (the broker's position
+already holds it), and a genuine late fill reaches the book through
+reconciliation, never silently and never as a crash. So the fill ids of a
+dropped order leave memory with it (``forget``: ``trading.positions.FillLedger``). A missing
 fill the resync finds for a dropped order is left to the positions
 reconciliation the same way (``trading.recovery.apply_missing_fills``).
+
+The owners of orders (the hedger) keep their ended orders by the same
+rule: the coordinator forwards nothing about an order it has dropped, so an
+owner, which saw the order end no earlier than the coordinator did, needs it
+no longer; its restart re-reads every order it owns from the store.
 
 An order whose status is not one of ``ENDED`` (an unknown status included),
 or which is still in flight, is never dropped. Each status change costs
@@ -27,10 +33,10 @@ amortized O(1): an insertion-ordered index of ended orders, oldest first.
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 #: statuses after which nothing more is expected of an order
 ENDED = frozenset({"filled", "canceled", "rejected", "expired", "not_durable"})
@@ -51,12 +57,28 @@ class Retention:
                              f"must not be negative")
 
 
-class EndedOrders:
-    """The index of ended orders still in the table, oldest first, and the
-    rule that drops them (:meth:`settle`)."""
+#: an order's record in the table the index watches
+R = TypeVar("R")
 
-    def __init__(self, retention: Retention | None = None) -> None:
+
+def status_ended(rec: Any) -> bool:
+    """A coordinator's order record (``{"status": ...}``) that has ended."""
+    return rec.get("status") in ENDED
+
+
+class EndedOrders(Generic[R]):
+    """The index of ended orders still in a table (client order id ->
+    record), oldest first, and the rule that drops them (:meth:`settle`).
+    ``ended`` says whether a record has ended (default: the coordinator's
+    status); ``forget`` is called with each dropped order's id, for what else
+    is kept per order (its fill ids)."""
+
+    def __init__(self, retention: Retention | None = None,
+                 forget: Callable[[str], None] | None = None,
+                 ended: Callable[[R], bool] = status_ended) -> None:
         self.retention = retention or Retention()
+        self._forget = forget
+        self._is_ended = ended
         #: client order id -> when it ended (this index's own clock reading)
         self._ended: dict[str, datetime] = {}
         self._adopted = False
@@ -66,37 +88,35 @@ class EndedOrders:
     def __len__(self) -> int:
         return len(self._ended)
 
-    def settle(self, orders: dict[str, dict[str, Any]], coid: str, now: datetime,
-               live: Container[str]) -> int:
+    def settle(self, orders: dict[str, R], coid: str, now: datetime,
+               live: Container[str] = ()) -> int:
         """Call after ``coid``'s status changed in ``orders``: index it if it
         ended, then drop ended orders past the window. ``live``: the orders
         still in flight (never dropped). Returns how many were dropped."""
         if not self._adopted:
             self._adopt(orders, now, live)
         rec = orders.get(coid)
-        if rec is not None and rec.get("status") in ENDED and coid not in live:
+        if rec is not None and self._is_ended(rec) and coid not in live:
             self._ended.pop(coid, None)   # ended again (a late report): it ends now
             self._ended[coid] = now
         return self._drop(orders, now, live)
 
-    def _adopt(self, orders: dict[str, dict[str, Any]], now: datetime,
-               live: Container[str]) -> None:
+    def _adopt(self, orders: dict[str, R], now: datetime, live: Container[str]) -> None:
         """Index the ended orders already in the table (rebuilt from the store
         after a restart): their window starts now."""
         self._adopted = True
         for coid, rec in orders.items():
-            if rec.get("status") in ENDED and coid not in live:
+            if self._is_ended(rec) and coid not in live:
                 self._ended[coid] = now
 
-    def _drop(self, orders: dict[str, dict[str, Any]], now: datetime,
-              live: Container[str]) -> int:
+    def _drop(self, orders: dict[str, R], now: datetime, live: Container[str]) -> int:
         keep, oldest = self.retention.keep, now - timedelta(seconds=self.retention.keep_s)
         ended = self._ended
         dropped = 0
         while ended:
             coid, at = next(iter(ended.items()))
             rec = orders.get(coid)
-            if rec is not None and (rec.get("status") not in ENDED or coid in live):
+            if rec is not None and (not self._is_ended(rec) or coid in live):
                 del ended[coid]     # alive again: indexed anew when it ends
                 continue
             if rec is not None and len(ended) <= keep and at > oldest:
@@ -105,5 +125,7 @@ class EndedOrders:
             if rec is not None:
                 del orders[coid]
                 dropped += 1
+                if self._forget is not None:
+                    self._forget(coid)
         self.dropped += dropped
         return dropped

@@ -19,7 +19,6 @@ rapid opposite signals still cannot both pass.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from decimal import Decimal
 from collections.abc import Iterable
@@ -96,26 +95,53 @@ class InFlight:
 
 
 class FillLedger:
-    """Fill ids already applied, bounded (the store keeps the full history)."""
+    """Fill ids already applied (rule 9), kept per order and forgotten with it.
+
+    The coordinator books a fill only for an order it still knows: a report
+    about an order it has dropped from memory (``trading.order_retention``)
+    takes the unknown-order way before this ledger is asked. So once an order
+    is dropped, its fill ids can never be asked about again, and
+    :meth:`forget` lets them go with it: the ledger holds the fills of the
+    orders in memory, not every fill since the start. ``keep`` bounds it
+    even so (the oldest ids go first); the store keeps the full history.
+    """
 
     def __init__(self, keep: int = 200_000) -> None:
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        #: fill id -> client order id ("" when the caller named none)
+        self._seen: dict[str, str] = {}
+        #: client order id -> its fill ids, for :meth:`forget`
+        self._by_order: dict[str, list[str]] = {}
         self._keep = keep
 
-    def first_time(self, fill_id: str) -> bool:
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def first_time(self, fill_id: str, client_order_id: str = "") -> bool:
         if fill_id in self._seen:
             return False
-        self._seen[fill_id] = None
+        self._seen[fill_id] = client_order_id
+        self._by_order.setdefault(client_order_id, []).append(fill_id)
         if len(self._seen) > self._keep:
-            self._seen.popitem(last=False)
+            oldest, coid = next(iter(self._seen.items()))
+            del self._seen[oldest]
+            ids = self._by_order[coid]
+            ids.remove(oldest)
+            if not ids:
+                del self._by_order[coid]
         return True
 
     def __contains__(self, fill_id: str) -> bool:
         return fill_id in self._seen
 
-    def load(self, fill_ids: Iterable[str]) -> None:
-        for fid in fill_ids:
-            self.first_time(fid)
+    def load(self, fills: Iterable[tuple[str, str]]) -> None:
+        """``(fill id, client order id)`` pairs already applied (read back from the store)."""
+        for fill_id, client_order_id in fills:
+            self.first_time(fill_id, client_order_id)
+
+    def forget(self, client_order_id: str) -> None:
+        """The order left memory: its fill ids go with it."""
+        for fill_id in self._by_order.pop(client_order_id, ()):
+            del self._seen[fill_id]
 
 
 class PositionBook:
@@ -210,7 +236,7 @@ class PositionBook:
     def apply_fill(self, client_order_id: ClientOrderId, fill_id: str, side: Side, qty: Quantity,
                    price: Price, fee: Decimal, key: Key) -> Decimal | None:
         """Apply a fill once. Returns realized PnL, or None for a duplicate."""
-        if not self.fills.first_time(fill_id):
+        if not self.fills.first_time(fill_id, client_order_id):
             return None
         order = self.inflight.get(client_order_id)
         if order is not None:

@@ -61,10 +61,10 @@ def rebuild(ledger: OrderLedger, store: Any) -> None:
             avg_price=Price(Decimal(rec.get("avg_price", ZERO))),
             realized=Decimal(rec.get("realized", ZERO)))
     filled_by_order: dict[str, Decimal] = {}
-    fill_ids = []
+    fill_ids: list[tuple[str, str]] = []
     for fill_id, fill in store.items(StoreDb.FILLS):
-        fill_ids.append(fill_id)
         coid = getattr(fill, "client_order_id", None)
+        fill_ids.append((fill_id, coid or ""))
         if coid is not None:
             filled_by_order[coid] = filled_by_order.get(coid, ZERO) + fill.qty
     book.fills.load(fill_ids)
@@ -162,8 +162,9 @@ def apply_missing_fills(ledger: OrderLedger, msg: BrokerOrders, fx: Effects) -> 
 
     Each goes through the ledger's own fill path, so position, store, status
     and the order's owner move exactly as for a live report; the fill id
-    makes it count once. Fills of orders this store never placed (another
-    client on the account) are left to the positions reconciliation. A
+    makes it count once. Fills of orders not in memory (another client on
+    the account, or an order that ended long ago and was dropped,
+    ``trading.order_retention``) are left to the positions reconciliation. A
     synthesized fill marks its position key as touched just before the
     question left: a positions answer asked earlier may lack it, one asked
     later includes it (the broker answers in order).

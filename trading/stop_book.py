@@ -3,18 +3,22 @@ what completed, and how it ended.
 
 A plan (``trading.stop_state.Stop``) belongs to one entry order; its exit
 orders are found by client order id, its intents by tag. A completed plan
-leaves the book but is remembered: its orders (a late report of one of them
-must not be adopted as a stranger), the number of plans its entry completed
-(more of an entry filling after its stop exited is a new plan, ``<entry>#2``)
-and the tallies ``summary.json`` reports (``stop_exits``, ``exits`` by kind,
-the quantity exited per symbol). Plain state, no actor: the stop manager
-drives the plans, a restart rebuilds this book (``trading.stop_rebuild``).
+leaves the book; what it leaves behind is the tallies ``summary.json``
+reports (``stop_exits``, ``exits`` by kind, the quantity exited per symbol)
+and, for the newest ``RECENT`` only, completed plans' orders (an adoption
+must not take one of them for a stranger) and the number of plans an entry
+completed (more of an entry filling after its stop exited is a new plan,
+``<entry>#2``). Memory stays flat however long the run: an older plan is
+known by its DONE record in the store, durable long before ``RECENT`` more
+complete, which the adoption (``trading.stop_rebuild``) and the naming of a
+new plan (:meth:`StopBook.next_stop_id`) read. Plain state, no
+actor: the stop manager drives the plans, a restart rebuilds this book.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterator
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -28,6 +32,8 @@ EXIT_KINDS = {TAKE_PROFIT: TAKE_PROFIT, LIMIT: "stop_loss_limit",
               "time_limit": "time_limit", "strategy": "strategy", "external": "external"}
 #: outcomes that are stop-outs (the coordinator's cool-down starts)
 STOP_OUTS = (LIMIT, MARKET_FALLBACK, "trailing")
+#: completed plans' orders, and entries' plan counts, that stay in memory
+RECENT = 100
 
 
 def outcome(st: Stop) -> str:
@@ -51,10 +57,10 @@ class StopBook:
     stops: dict[str, Stop] = field(default_factory=dict)
     #: client order id -> stop id, for the orders of active plans
     by_coid: dict[str, str] = field(default_factory=dict)
-    #: client order ids of completed plans
-    finished: set[str] = field(default_factory=set)
-    #: entry order id -> plans of it completed
-    entries_done: Counter[str] = field(default_factory=Counter)
+    #: the newest ``RECENT`` client order ids of completed plans, oldest first
+    finished: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    #: entry order id -> plans of it completed, for the newest ``RECENT`` plans' entries
+    entries_done: OrderedDict[str, int] = field(default_factory=OrderedDict)
     stop_exits: Counter[str] = field(default_factory=lambda: Counter({LIMIT: 0, MARKET_FALLBACK: 0}))
     #: completed plans by kind (summary.json ``exits``)
     exits: Counter[str] = field(default_factory=lambda: Counter({k: 0 for k in EXIT_KINDS.values()}))
@@ -66,10 +72,14 @@ class StopBook:
     def for_entry(self, entry_id: str) -> Stop | None:
         return next((s for s in self.stops.values() if s.entry_id == entry_id), None)
 
-    def next_stop_id(self, entry_id: str) -> str:
-        """The id of a new plan for ``entry_id``: the entry's id, then ``<entry>#2``..."""
-        n = self.entries_done[entry_id]
-        return entry_id if n == 0 else f"{entry_id}#{n + 1}"
+    def next_stop_id(self, entry_id: str, on_record: Callable[[str], bool] = lambda _: False) -> str:
+        """The id of a new plan for ``entry_id``: the entry's id, then ``<entry>#2``...
+        ``on_record(stop_id)`` says whether a plan of that id is in the store:
+        a plan completed before the newest ``RECENT`` is known only there."""
+        n = self.entries_done.get(entry_id, 0)
+        while on_record(stop_id := entry_id if n == 0 else f"{entry_id}#{n + 1}"):
+            n += 1
+        return stop_id
 
     def of_tag(self, tag: str | None) -> Stop | None:
         stop_id = tag.split("|", 1)[0] if tag else None
@@ -141,8 +151,13 @@ class StopBook:
             self.stop_exits[how] += 1
         self.exits[EXIT_KINDS.get(how, "external")] += 1
         self.exit_qty[st.symbol] = self.exit_qty.get(st.symbol, ZERO) + st.exited
-        self.finished.update(st.orders)
-        self.entries_done[st.entry_id] += 1
+        self.finished.update(dict.fromkeys(st.orders))
+        self.entries_done[st.entry_id] = self.entries_done.get(st.entry_id, 0) + 1
+        self.entries_done.move_to_end(st.entry_id)
+        while len(self.entries_done) > RECENT:
+            self.entries_done.popitem(last=False)
+        while len(self.finished) > RECENT:
+            self.finished.popitem(last=False)
 
     def exit_qty_now(self) -> dict[str, Decimal]:
         """Quantity exited per symbol, completed and active plans together."""

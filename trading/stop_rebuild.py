@@ -64,10 +64,14 @@ def rebuild_stops(snapshot: Snapshot, owner: str) -> RebuiltStops:
 
 
 def adopt_orders(book: StopBook, snapshot: Snapshot, owner: str) -> list[Adopted]:
-    """Take into ``book`` the orders approved for ``owner`` that it does not know."""
+    """Take into ``book`` the orders approved for ``owner`` that neither it
+    nor a plan's record knows (a completed plan leaves memory, not the store)."""
     adopted = []
+    recorded = {coid for _, rec in records_with_prefix(snapshot, "meta", KEY_PREFIX)
+                if isinstance(rec, dict) and isinstance(rec.get("orders"), dict)
+                for coid in rec["orders"]}
     for coid, owned in owned_orders(snapshot, owner).items():
-        if book.knows(coid):
+        if book.knows(coid) or coid in recorded:
             continue
         req = owned.request
         st = next((s for s in book.stops.values() if s.symbol == req.symbol

@@ -146,9 +146,11 @@ class AskedIds:
     """Request ids this runtime issued, newest last, bounded.
 
     Tells an answer to a question given up on (stale: ours, superseded) from
-    one to a question never asked (unsolicited)."""
+    one to a question never asked (unsolicited). A stale answer comes within
+    a round's timeout or so; ``keep`` covers hours of questions at the
+    reconciler's pace and bounds memory however long the run."""
 
-    def __init__(self, keep: int = 10_000) -> None:
+    def __init__(self, keep: int = 1_000) -> None:
         self._ids: OrderedDict[str, None] = OrderedDict()
         self._keep = keep
 
