@@ -326,7 +326,8 @@ class Hedger(RebuildGate, Actor):
             if coid not in book.orders:
                 book.orders[coid] = HedgeOrder(req.side, req.qty)
                 self.by_coid[coid] = key
-                self.counts["adopted_orders"] += 1
+                # an ended order the record let go of is read back, not adopted
+                self.counts["read_back_orders" if owned.closed else "adopted_orders"] += 1
             if owned.closed:
                 book.orders[coid].close(owned.closed)
         unsettled = {c for c, k in self.by_coid.items() if SETTLED not in self.books[k].orders[c].fills}

@@ -109,6 +109,10 @@ class OrderGroup(RebuildGate, Actor):
     def on_stop(self) -> None:
         self.desk.stop_timers()
         self._publish()
+        # The desk sends through this instance (a cycle): a group lives for one
+        # group and many come and go, so let its memory go now, not at the
+        # garbage collector's next full collection.
+        self.desk.send = _stopped
 
     def _begin(self, spec: GroupSpec) -> None:
         self.desk.begin(spec)
@@ -305,3 +309,7 @@ class OrderGroup(RebuildGate, Actor):
             "open_orders": len(g.open_orders()), "pending": len(g.pending),
             "margin": g.margin, "counts": dict(self.counts),
         }
+
+
+def _stopped(target: str, msg: Any) -> None:
+    """A stopped group's desk sends nothing (nothing runs after ``on_stop``)."""

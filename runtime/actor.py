@@ -177,6 +177,7 @@ class Actor(pykka.ThreadingActor):
         finally:
             self._announce_exit()
             _current.name = None
+            self._dispatch_cache.clear()  # bound methods: a cycle through this instance
             cell.started.set()
             cell.thread_ended(self)
 
@@ -291,6 +292,7 @@ class Actor(pykka.ThreadingActor):
         cell = self._cell
         self._announce_exit()
         cell.mailbox.detach(self)
+        self._dispatch_cache.clear()  # bound methods: a cycle through this instance
         cell.started.set()
         cell.thread_ended(self)
 

@@ -133,6 +133,17 @@ class ActorCell:
     def thread_ended(self, actor: Any) -> None:
         if actor is self.actor:
             self.exited.set()
+            self.release_ended()
+
+    def release_ended(self) -> None:
+        """A retired cell lets go of its ended instance, which holds the cell
+        (``ctx.cell``): so the instance and what it held are freed as soon as
+        nothing else holds them, not at the garbage collector's next full
+        collection. Short-lived actors (an order group a drill) would
+        otherwise pile up between those collections. Whichever comes second,
+        the retirement or the instance's end, lets go."""
+        if self.state == STOPPED and self.exited.is_set():
+            self.actor = None
 
 
 class Directory:

@@ -232,6 +232,7 @@ class ActorSystem:
         for item in cell.mailbox.drain():
             if not isinstance(item, (GracefulStop, ChildExited)):
                 self.dead_letters.record(name, item, reason)
+        cell.release_ended()
 
     def root_exited(self, note: ChildExited) -> None:
         if note.reason != "normal" and not self._shut:

@@ -210,6 +210,25 @@ def test_a_single_order_is_a_group_of_one(rig: GroupRig) -> None:
     assert rig.record("one")["state"] == "filled"
 
 
+def test_a_finished_groups_actor_is_freed_at_once(rig: GroupRig) -> None:
+    """Groups come and go (the drills start one every few seconds): a finished group's
+    actor holds no cycle, so its memory goes when it ends, not at the garbage
+    collector's next full collection (rule 13: memory stays flat)."""
+    import gc
+    import weakref
+
+    rig.submit(kind="single", id="brief", symbol="SPY", side="buy", qty="5")
+    instance = weakref.ref(rig.system.directory.get("group-brief").actor)
+    gc.disable()
+    try:
+        rig.at(rig.now + 60)   # filled, then the linger (leg_timeout_s) is over
+        assert rig.record("brief")["state"] == "filled"
+        assert rig.system.directory.get("group-brief") is None
+        assert instance() is None
+    finally:
+        gc.enable()
+
+
 def test_an_invalid_group_is_refused_and_audited(rig: GroupRig) -> None:
     rig.submit(kind="bull_put", id="bad", underlying="SPY", expiry="2026-02-20",
                short_strike="95", long_strike="100", qty="10")

@@ -85,6 +85,26 @@ def test_transient_child_not_restarted_after_normal_exit(harness_factory):
     assert "t" not in h.snapshot()["supervisors"][0]["children"]
 
 
+def test_a_retired_childs_instance_is_freed_at_once_not_at_a_full_collection(harness_factory):
+    """An actor gone for good holds its cell (ctx.cell) and its handlers hold it: the
+    runtime lets go of both, so short-lived actors (order groups) are freed by
+    reference counting instead of piling up until the collector's next full pass."""
+    import gc
+    import weakref
+
+    h = harness_factory(spec("t", restart="transient"))
+    instance = weakref.ref(h.actor("t"))
+    h.tell("t", Note("handled"))       # a handler resolved: the dispatch cache holds it
+    gc.disable()
+    try:
+        h.tell("t", Finish())
+        h.advance(10)
+        assert h.system.directory.get("t") is None
+        assert instance() is None, gc.get_referrers(instance())
+    finally:
+        gc.enable()
+
+
 def test_transient_child_restarted_after_crash(harness_factory):
     h = harness_factory(spec("t", restart="transient"))
     h.tell("t", Boom())
