@@ -9,6 +9,9 @@ out of a list; ``leverageBracket`` is signed (it goes through the door).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from aiohttp import web
 
 from exchange.binance_face import errors, shapes
@@ -42,27 +45,24 @@ class MarketEndpoints:
         return web.json_response(exchange_info(self.face.markets, self.face.server_ms()))
 
     async def book_ticker(self, request: web.Request) -> web.Response:
-        symbol = request.query.get("symbol")
-        rows = []
-        for sym in ([symbol] if symbol else list(self.face.markets)):
-            if sym not in self.face.markets:
-                raise errors.unknown_symbol()
-            book = self.face.engine.books.get(sym)
-            if book is None or not book.has_quote:
-                continue
+        def row(sym: str, book: Any) -> dict[str, Any]:
             t = shapes.book_ticker(sym, book.bid, book.bid_size, book.ask, book.ask_size,
                                    book.ts or self.face.now())
-            rows.append({"symbol": sym, "bidPrice": t["b"], "bidQty": t["B"], "askPrice": t["a"],
-                         "askQty": t["A"], "time": t["T"], "lastUpdateId": t["u"]})
-        if symbol:
-            if not rows:
-                raise BinanceError(-1121, "Invalid symbol (no quote yet).")
-            return web.json_response(rows[0])
-        return web.json_response(rows)
+            return {"symbol": sym, "bidPrice": t["b"], "bidQty": t["B"], "askPrice": t["a"],
+                    "askQty": t["A"], "time": t["T"], "lastUpdateId": t["u"]}
+        return self._tickers(request, row)
 
     async def ticker_24hr(self, request: web.Request) -> web.Response:
         """A 24h ticker from the engine's book (the simulator keeps no trade
         history: last = open = high = low = the mid, volumes 0)."""
+        return self._tickers(request, lambda sym, book: shapes.ticker_24hr(
+            sym, book.bid, book.ask, book.ts or self.face.now()))
+
+    def _tickers(self, request: web.Request,
+                 row: Callable[[str, Any], dict[str, Any]]) -> web.Response:
+        """One row per listed symbol with a quote, or the named symbol's row
+        (the module's contract: unlisted -1121; named without a quote -1121
+        "no quote yet"; left out of a list)."""
         symbol = request.query.get("symbol")
         rows = []
         for sym in ([symbol] if symbol else list(self.face.markets)):
@@ -70,8 +70,7 @@ class MarketEndpoints:
                 raise errors.unknown_symbol()
             book = self.face.engine.books.get(sym)
             if book is not None and book.has_quote:
-                rows.append(shapes.ticker_24hr(sym, book.bid, book.ask,  # type: ignore[arg-type]  # has_quote: bid and ask are set
-                                               book.ts or self.face.now()))
+                rows.append(row(sym, book))
         if symbol:
             if not rows:
                 raise BinanceError(-1121, "Invalid symbol (no quote yet).")
